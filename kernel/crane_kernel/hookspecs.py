@@ -1,0 +1,222 @@
+"""Every hook a cranesched plugin can implement, in one module.
+
+Plugins implement hooks with ``from crane_kernel import hookimpl``. All hooks
+are called with keyword arguments only, and an implementation may accept any
+subset of a hook's arguments (pluggy's rule). Which plugins are registered is
+decided by the configuration (``Plugins:`` in config.yaml): each *slot* is an
+entry-point group, and plugins are selected by name through stevedore (see
+:mod:`crane_kernel.plugins`).
+
+Slots and where their hooks run:
+
+============  ===========================  ===========================================
+slot          entry-point group            hooks (process)
+============  ===========================  ===========================================
+scheduler     ``crane.scheduler``          crane_schedule (cranectld, crane sim)
+priority      ``crane.priority``           crane_job_priorities (cranectld, crane sim)
+runtime       ``crane.runtime``            crane_step_* (step supervisor on craned)
+auth          ``crane.auth``               crane_authenticate, crane_authorize (cranectld)
+job filters   ``crane.job_filter``         crane_job_submit (cranectld)
+events        ``crane.events``             crane_job_event, crane_node_event (event consumers)
+============  ===========================  ===========================================
+
+``docs/plugins.md`` documents every hook here; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pluggy
+
+if TYPE_CHECKING:
+    from crane_kernel.auth_types import CallInfo, Identity
+    from crane_kernel.runtime import StepHandle, StepSpec, StepUsage
+    from crane_kernel.sched_types import ClusterView, Plan, SchedJob
+
+hookspec = pluggy.HookspecMarker("crane")
+
+
+# --------------------------------------------------------------------------
+# scheduling
+# --------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def crane_schedule(view: "ClusterView", now: float) -> "Plan | None":
+    """Decide which pending jobs start now and where.
+
+    Called by cranectld once per scheduling cycle (and by ``crane sim`` at
+    every simulated event) with a read-only :class:`~crane_kernel.sched_types.ClusterView`
+    whose ``pending`` jobs already carry their priority. Return a
+    :class:`~crane_kernel.sched_types.Plan`: jobs to start with their node
+    indices, pending reasons for the others, and reservations.
+
+    firstresult: the single configured scheduler plugin answers; returning
+    ``None`` means "no opinion" and leaves every job pending.
+    """
+
+
+@hookspec(firstresult=True)
+def crane_job_priorities(jobs: "Sequence[SchedJob]", view: "ClusterView", now: float) -> "Sequence[float] | None":
+    """Compute the priority of each pending job.
+
+    Called by cranectld before each scheduling cycle (and by ``crane sim``)
+    with the candidate jobs; return one float per job, in the same order
+    (higher runs first). Jobs whose ``pinned_priority`` is set keep that value
+    whatever is returned. Batched (rather than one call per job) because a
+    cycle may hold 100,000 jobs.
+
+    firstresult: the configured priority plugin answers; ``None`` (or no
+    priority plugin) means every job gets priority 0, i.e. submit order.
+    """
+
+
+# --------------------------------------------------------------------------
+# runtime (called in the step supervisor on the node)
+# --------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def crane_step_launch(step: "StepSpec") -> "StepHandle | None":
+    """Start the processes of one step, isolated and limited as ``step`` says.
+
+    Called in the step supervisor. Runtime plugins are asked in configured
+    order; the first one that claims the step returns a
+    :class:`~crane_kernel.runtime.StepHandle` (with ``runtime`` set to its
+    name), the others return ``None``. Raise
+    :class:`~crane_kernel.errors.StepLaunchError` with a Crane exit code to
+    fail the step (e.g. cgroup error, spawn failure).
+
+    firstresult.
+    """
+
+
+@hookspec(firstresult=True)
+def crane_step_wait(handle: "StepHandle", timeout: float | None) -> "int | None":
+    """Wait up to ``timeout`` seconds (``None`` = forever) for the step's main process to end.
+
+    Return the raw exit code (0-255 exit status, 256+N killed by signal N)
+    once it has ended, or ``None`` while it is still running. Only the plugin
+    owning ``handle`` answers.
+
+    firstresult.
+    """
+
+
+@hookspec(firstresult=True)
+def crane_step_signal(handle: "StepHandle", signum: int, all_processes: bool) -> "bool | None":
+    """Send ``signum`` to the step's main process group, or to every process in it when ``all_processes``.
+
+    Used for cancellation and time limits (SIGTERM, then SIGKILL to all).
+    Return True when the owning plugin handled it.
+
+    firstresult.
+    """
+
+
+@hookspec(firstresult=True)
+def crane_step_suspend(handle: "StepHandle") -> "bool | None":
+    """Freeze every process of the step (freezer cgroup). Return True when handled.
+
+    firstresult.
+    """
+
+
+@hookspec(firstresult=True)
+def crane_step_resume(handle: "StepHandle") -> "bool | None":
+    """Thaw a suspended step. Return True when handled.
+
+    firstresult.
+    """
+
+
+@hookspec(firstresult=True)
+def crane_step_usage(handle: "StepHandle") -> "StepUsage | None":
+    """Read the step's resource usage (CPU time, peak memory, whether OOM fired).
+
+    Called once the main process has ended, before cleanup, for accounting
+    and to tell an OutOfMemory end from an ordinary failure.
+
+    firstresult.
+    """
+
+
+@hookspec(firstresult=True)
+def crane_step_cleanup(handle: "StepHandle") -> "bool | None":
+    """Kill whatever is left of the step and remove its isolation (cgroups, files).
+
+    Called exactly once per launched step, last. Must be idempotent and must
+    not raise for already-removed resources. Return True when handled.
+
+    firstresult.
+    """
+
+
+# --------------------------------------------------------------------------
+# authentication and authorization (cranectld)
+# --------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def crane_authenticate(call: "CallInfo") -> "Identity | None":
+    """Establish who is calling, from something the controller can verify.
+
+    Called by cranectld for every RPC with the call's metadata and peer.
+    Return an :class:`~crane_kernel.auth_types.Identity`, or ``None`` if this
+    plugin cannot tell; when no plugin answers the call is rejected as
+    unauthenticated. Never trust identity fields the client declares.
+
+    firstresult.
+    """
+
+
+@hookspec(firstresult=True)
+def crane_authorize(identity: "Identity", action: str, target: Any) -> "bool | None":
+    """Decide whether ``identity`` may perform ``action`` on ``target``.
+
+    ``action`` is a dotted name such as ``job.submit``, ``job.cancel``,
+    ``job.modify``, ``job.query``, ``node.modify``; ``target`` is the object
+    acted upon (a job record, a node name, ...) or ``None``. Return True to
+    allow, False to deny, ``None`` for no opinion; when nobody answers the
+    action is denied.
+
+    firstresult.
+    """
+
+
+# --------------------------------------------------------------------------
+# job submission filters (cranectld)
+# --------------------------------------------------------------------------
+
+@hookspec
+def crane_job_submit(job: Any, identity: "Identity") -> None:
+    """Inspect, modify or reject a job at submission (like Slurm's Lua ``job_submit``).
+
+    Called by cranectld for each submitted job after validation, before it is
+    stored. ``job`` is the mutable :class:`~crane_kernel.models.JobRequest`;
+    change its fields to modify it, or raise
+    :class:`~crane_kernel.errors.JobRejected` with a one-line reason to reject it.
+    Every registered filter runs.
+    """
+
+
+# --------------------------------------------------------------------------
+# events (fed from the events stream)
+# --------------------------------------------------------------------------
+
+@hookspec
+def crane_job_event(event: dict) -> None:
+    """React to a job lifecycle event (submitted, started, finished, cancelled, ...).
+
+    ``event`` is the decoded message from the ``crane:{cluster}:events``
+    stream: ``{"kind": "job.finished", "job_id": ..., "state": ..., ...}``.
+    Called once per event per plugin (at least once: implementations must be
+    idempotent). Every registered event plugin runs.
+    """
+
+
+@hookspec
+def crane_node_event(event: dict) -> None:
+    """React to a node event (up, down, drain, resume).
+
+    ``event`` is ``{"kind": "node.down", "node": ..., "reason": ...}`` from
+    the events stream. At-least-once, every registered event plugin runs.
+    """

@@ -1,0 +1,259 @@
+"""Lean structures the scheduler and priority plugins work on.
+
+This module is the written protocol between the kernel and a scheduler plugin
+(the role Flux's RFC 27 plays for Flux). The controller and the trace
+simulator both build a :class:`ClusterView` and call the ``crane_schedule``
+hook with it; the plugin answers with a :class:`Plan`. Nothing here is a
+pydantic model: these objects sit on the hot path of a scheduling cycle over
+100,000 pending jobs, so they are ``__slots__`` classes with plain fields.
+
+Conventions a plugin can rely on:
+
+* Every job asks for ``node_num`` nodes, each providing ``cpus_per_node``
+  CPUs (may be fractional), ``mem_per_node`` bytes and ``gres_per_node``.
+  (``-n``/``--ntasks-per-node``/``-c`` are folded into this shape at submit.)
+* ``SchedNode.cpus_free``/``mem_free``/``gres_free`` already subtract every
+  running job; ``SchedRunning`` lists them with the time they are expected to
+  end (start + time limit), which backfilling needs.
+* A node is usable only when ``node.usable`` is true (registered, alive and
+  not drained). A job with ``exclusive`` needs nodes with ``njobs == 0`` and
+  makes them unusable for anyone else while it runs.
+* The view is read-only for the plugin. The caller re-checks every start
+  against live state before committing it, so a stale plan is harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+# Pending reasons, with CraneSched's names. Lower index = higher precedence.
+REASON_HELD = "Held"
+REASON_BEGIN_TIME = "BeginTime"
+REASON_DEPENDENCY_NEVER = "DependencyNeverSatisfied"
+REASON_DEPENDENCY = "Dependency"
+REASON_RESERVATION = "Reservation"
+REASON_LICENSE = "License"
+REASON_RESOURCE = "Resource"
+REASON_RESOURCE_RESERVED = "ResourceReserved"
+REASON_PRIORITY = "Priority"
+REASON_PARTITION_LIMIT = "PartitionLimit"
+REASON_ACCOUNT = "AccountNotAllowed"
+REASON_QOS = "QoSLimit"
+REASON_NODES_UNAVAILABLE = "ReqNodeNotAvail"
+
+REASON_PRECEDENCE: tuple[str, ...] = (
+    REASON_HELD,
+    REASON_BEGIN_TIME,
+    REASON_DEPENDENCY_NEVER,
+    REASON_DEPENDENCY,
+    REASON_RESERVATION,
+    REASON_LICENSE,
+    REASON_ACCOUNT,
+    REASON_QOS,
+    REASON_PARTITION_LIMIT,
+    REASON_NODES_UNAVAILABLE,
+    REASON_RESOURCE,
+    REASON_RESOURCE_RESERVED,
+    REASON_PRIORITY,
+)
+
+
+class SchedJob:
+    """A pending job as the scheduler sees it (one per pending job, reused across cycles)."""
+
+    __slots__ = (
+        "job_id", "partition", "priority", "submit_time", "node_num", "cpus_per_node",
+        "mem_per_node", "gres_per_node", "time_limit", "nodelist", "exclude", "exclusive",
+        "account", "user", "uid", "qos", "held", "begin_time", "pinned_priority",
+    )
+
+    def __init__(
+        self,
+        job_id: int,
+        partition: str,
+        node_num: int = 1,
+        cpus_per_node: float = 1.0,
+        mem_per_node: int = 0,
+        time_limit: int = 3600,
+        *,
+        priority: float = 0.0,
+        submit_time: float = 0.0,
+        gres_per_node: Mapping[str, int] | None = None,
+        nodelist: frozenset[str] | None = None,
+        exclude: frozenset[str] | None = None,
+        exclusive: bool = False,
+        account: str = "",
+        user: str = "",
+        uid: int = 0,
+        qos: str = "",
+        held: bool = False,
+        begin_time: float = 0.0,
+        pinned_priority: float | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.partition = partition
+        self.node_num = node_num
+        self.cpus_per_node = cpus_per_node
+        self.mem_per_node = mem_per_node
+        self.time_limit = time_limit
+        self.priority = priority
+        self.submit_time = submit_time
+        self.gres_per_node = gres_per_node or None
+        self.nodelist = nodelist or None
+        self.exclude = exclude or None
+        self.exclusive = exclusive
+        self.account = account
+        self.user = user
+        self.uid = uid
+        self.qos = qos
+        self.held = held
+        self.begin_time = begin_time
+        self.pinned_priority = pinned_priority
+
+    def __repr__(self) -> str:
+        return (f"SchedJob({self.job_id}, {self.partition!r}, N={self.node_num}, "
+                f"cpu={self.cpus_per_node}, mem={self.mem_per_node}, t={self.time_limit})")
+
+
+class SchedNode:
+    """A node's capacity and what is free on it right now."""
+
+    __slots__ = (
+        "name", "index", "partitions", "cpus_total", "mem_total", "gres_total",
+        "cpus_free", "mem_free", "gres_free", "usable", "njobs",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        cpus_total: float,
+        mem_total: int,
+        *,
+        partitions: tuple[str, ...] = (),
+        gres_total: Mapping[str, int] | None = None,
+        cpus_free: float | None = None,
+        mem_free: int | None = None,
+        gres_free: dict[str, int] | None = None,
+        usable: bool = True,
+        njobs: int = 0,
+    ) -> None:
+        self.name = name
+        self.index = index
+        self.partitions = partitions
+        self.cpus_total = cpus_total
+        self.mem_total = mem_total
+        self.gres_total = dict(gres_total or {})
+        self.cpus_free = cpus_total if cpus_free is None else cpus_free
+        self.mem_free = mem_total if mem_free is None else mem_free
+        self.gres_free = dict(self.gres_total) if gres_free is None else gres_free
+        self.usable = usable
+        self.njobs = njobs
+
+    def __repr__(self) -> str:
+        return f"SchedNode({self.name!r}, cpu={self.cpus_free}/{self.cpus_total}, mem={self.mem_free}/{self.mem_total})"
+
+
+class SchedRunning:
+    """A running job: where it runs, what it holds per node, and when it is expected to end."""
+
+    __slots__ = ("job_id", "partition", "nodes", "cpus_per_node", "mem_per_node",
+                 "gres_per_node", "end_time", "exclusive")
+
+    def __init__(
+        self,
+        job_id: int,
+        nodes: tuple[int, ...],
+        cpus_per_node: float,
+        mem_per_node: int,
+        end_time: float,
+        *,
+        partition: str = "",
+        gres_per_node: Mapping[str, int] | None = None,
+        exclusive: bool = False,
+    ) -> None:
+        self.job_id = job_id
+        self.partition = partition
+        self.nodes = nodes
+        self.cpus_per_node = cpus_per_node
+        self.mem_per_node = mem_per_node
+        self.gres_per_node = gres_per_node or None
+        self.end_time = end_time
+        self.exclusive = exclusive
+
+
+class SchedPartition:
+    """A partition: its nodes (indices into ``ClusterView.nodes``) and its access rules."""
+
+    __slots__ = ("name", "node_indices", "priority", "allowed_accounts", "denied_accounts",
+                 "max_time_limit")
+
+    def __init__(
+        self,
+        name: str,
+        node_indices: tuple[int, ...],
+        priority: int = 0,
+        *,
+        allowed_accounts: frozenset[str] | None = None,
+        denied_accounts: frozenset[str] | None = None,
+        max_time_limit: int = 0,
+    ) -> None:
+        self.name = name
+        self.node_indices = node_indices
+        self.priority = priority
+        self.allowed_accounts = allowed_accounts or None
+        self.denied_accounts = denied_accounts or None
+        self.max_time_limit = max_time_limit
+
+
+class ClusterView:
+    """Everything a scheduling pass may look at.
+
+    ``pending`` holds the candidate jobs in no particular order; the scheduler
+    orders them (by ``priority`` descending, then ``submit_time``, then
+    ``job_id``, unless its policy says otherwise). ``node_index`` maps a node
+    name to its index in ``nodes``.
+    """
+
+    __slots__ = ("nodes", "partitions", "pending", "running", "node_index", "config")
+
+    def __init__(
+        self,
+        nodes: list[SchedNode],
+        partitions: Mapping[str, SchedPartition],
+        pending: list[SchedJob],
+        running: list[SchedRunning] | None = None,
+        *,
+        config: Mapping[str, object] | None = None,
+    ) -> None:
+        self.nodes = nodes
+        self.partitions = partitions
+        self.pending = pending
+        self.running = running if running is not None else []
+        self.node_index = {n.name: n.index for n in nodes}
+        self.config = config or {}
+
+
+class Plan:
+    """A scheduler's answer for one pass.
+
+    * ``starts``: ``(job_id, node_indices)`` pairs to start now, in decision order.
+    * ``reasons``: why a job that does not start now stays pending.
+    * ``reserved``: the start time planned for a job that got a future slot
+      (backfilling's reservations); shown to users as the expected start.
+    * ``considered``: how many pending jobs the pass looked at (for the
+      decisions-per-second figure).
+    """
+
+    __slots__ = ("starts", "reasons", "reserved", "considered")
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[int, list[int]]] = []
+        self.reasons: dict[int, str] = {}
+        self.reserved: dict[int, float] = {}
+        self.considered = 0
+
+
+def priority_order_key(job: SchedJob) -> tuple[float, float, int]:
+    """Sort key for the usual queue order: higher priority first, then older, then lower id."""
+    return (-job.priority, job.submit_time, job.job_id)
