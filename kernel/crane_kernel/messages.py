@@ -1,0 +1,270 @@
+"""Bus message models: what the daemons say to each other over Redis streams.
+
+Every message is a small pydantic model serialized as compact JSON into the stream
+field ``m``. Each carries
+
+* ``kind`` — what it is; commands have plain names (``"node_register"``), events are
+  dotted (``"job.finished"``, ``"node.down"``);
+* ``v`` — the schema version (:data:`SCHEMA_VERSION`); a reader rejects other versions;
+* ``id`` — a unique random id, so that consumers can de-duplicate: delivery is
+  at-least-once and the same message may be handled twice.
+
+Streams and what travels on them (see :class:`crane_kernel.bus.Bus` for the key names):
+
+=========================== ==================================================
+``crane:{cluster}:ctld``     :class:`NodeRegister`, :class:`NodeHeartbeat`, :class:`StepStatus`
+``crane:{cluster}:node:{n}`` :class:`LaunchStep`, :class:`TerminateStep`, :class:`FreeJob`
+``crane:{cluster}:events``   :class:`JobEvent`, :class:`NodeEvent`
+=========================== ==================================================
+
+Unknown fields are ignored, so a producer may add an optional field without a version bump;
+anything incompatible needs a new ``v``.
+
+:func:`encode` and :func:`decode` are the only (de)serializers; :func:`decode` raises
+:class:`~crane_kernel.errors.BusMessageError` with a one-line reason for anything it cannot use.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from time import time as _now
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from crane_kernel.errors import BusMessageError
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "SCHEMA_VERSION",
+    "BusMessage",
+    "FreeJob",
+    "JobEvent",
+    "LaunchStep",
+    "NodeEvent",
+    "NodeHeartbeat",
+    "NodeRegister",
+    "StepStatus",
+    "TerminateStep",
+    "decode",
+    "encode",
+    "new_id",
+]
+
+SCHEMA_VERSION = 1
+"""The bus schema version this code writes and reads."""
+
+
+def new_id() -> str:
+    """Return a fresh message id: 16 URL-safe characters (96 random bits)."""
+    return secrets.token_urlsafe(12)
+
+
+class BusMessage(BaseModel):
+    """Base of every bus message: ``kind`` first (the decoder's fast path relies on it), then ``v`` and ``id``."""
+
+    kind: str
+    v: int = SCHEMA_VERSION
+    id: str = Field(default_factory=new_id)
+
+
+# --- to the controller: crane:{cluster}:ctld --------------------------------------------------
+
+
+class NodeRegister(BusMessage):
+    """A craned (re)announces itself: its resources, the jobs whose supervisors still live, unacked results."""
+
+    kind: Literal["node_register"] = "node_register"
+    node: str
+    cpus: float
+    mem: int
+    gres: dict[str, int] = Field(default_factory=dict)
+    running: list[int] = Field(default_factory=list)
+    finished: list[dict[str, Any]] = Field(default_factory=list)
+    boot_id: str = ""
+    pid: int = 0
+
+
+class NodeHeartbeat(BusMessage):
+    """A craned is alive; ``running`` lists the job ids it currently runs."""
+
+    kind: Literal["node_heartbeat"] = "node_heartbeat"
+    node: str
+    running: list[int] = Field(default_factory=list)
+    time: float = Field(default_factory=_now)
+
+
+class StepStatus(BusMessage):
+    """A step changed state on a node (started, finished, or could not start); ``epoch`` is its launch's."""
+
+    kind: Literal["step_status"] = "step_status"
+    node: str
+    job_id: int
+    step_id: int = 1
+    state: Literal["running", "finished", "failed_to_start"]
+    exit_code: int = 0
+    oom: bool = False
+    cpu_time_ms: int = 0
+    mem_peak: int = 0
+    time: float = Field(default_factory=_now)
+    reason: str = ""
+    epoch: int = 0
+
+
+# --- to one node: crane:{cluster}:node:{name} -------------------------------------------------
+
+
+class LaunchStep(BusMessage):
+    """Start a step; ``spec`` is the JSON-able dict the controller built (the node turns it into a StepSpec)."""
+
+    kind: Literal["launch_step"] = "launch_step"
+    job_id: int
+    step_id: int = 1
+    spec: dict[str, Any]
+    epoch: int = 0
+
+
+class TerminateStep(BusMessage):
+    """Kill a job's steps on the node; ``reason`` says why and decides the reported exit code.
+
+    Known reasons: ``"cancel"``, ``"timeout"``, ``"node"`` (node lost/removed), ``"orphan"`` (the
+    controller does not know the job); a node treats any other value like ``"cancel"``.
+    """
+
+    kind: Literal["terminate_step"] = "terminate_step"
+    job_id: int
+    reason: str = "cancel"
+    epoch: int = 0
+
+
+class FreeJob(BusMessage):
+    """The controller has recorded the job's end: the node may forget it and release its resources."""
+
+    kind: Literal["free_job"] = "free_job"
+    job_id: int
+
+
+# --- events: crane:{cluster}:events -----------------------------------------------------------
+
+
+class JobEvent(BusMessage):
+    """A job lifecycle event; ``kind`` is ``"job.<what>"`` (``job.submitted``, ``job.started``, ``job.finished``...)."""
+
+    prefix: ClassVar[str] = "job."
+    kind: str
+    job_id: int
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _job_kind(cls, value: str) -> str:
+        """Require the ``job.`` prefix and a non-empty event name."""
+        if not value.startswith("job.") or len(value) <= 4:
+            raise ValueError("must look like 'job.<event>'")
+        return value
+
+
+class NodeEvent(BusMessage):
+    """A node event; ``kind`` is ``"node.<what>"`` (``node.up``, ``node.down``, ``node.drain``...)."""
+
+    prefix: ClassVar[str] = "node."
+    kind: str
+    node: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _node_kind(cls, value: str) -> str:
+        """Require the ``node.`` prefix and a non-empty event name."""
+        if not value.startswith("node.") or len(value) <= 5:
+            raise ValueError("must look like 'node.<event>'")
+        return value
+
+
+MESSAGE_TYPES: dict[str, type[BusMessage]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (NodeRegister, NodeHeartbeat, StepStatus, LaunchStep, TerminateStep, FreeJob)
+}
+"""Command kinds (exact names) -> model class. Dotted kinds go to the event classes by prefix."""
+
+_EVENT_TYPES: tuple[type[BusMessage], ...] = (JobEvent, NodeEvent)
+_KIND_HEAD = b'{"kind":"'
+
+
+def encode(msg: BusMessage) -> bytes:
+    """Serialize ``msg`` to compact JSON bytes (``kind`` first)."""
+    return msg.__pydantic_serializer__.to_json(msg)
+
+
+def _class_for(kind: Any) -> type[BusMessage]:
+    """Map a ``kind`` value to its model class, or raise BusMessageError."""
+    if not isinstance(kind, str):
+        raise BusMessageError("missing or non-string 'kind'")
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is not None:
+        return cls
+    for event_cls in _EVENT_TYPES:
+        if kind.startswith(event_cls.prefix):  # type: ignore[attr-defined]
+            return event_cls
+    raise BusMessageError(f"unknown message kind {kind!r}")
+
+
+def _sniff_kind(raw: bytes) -> str | None:
+    """Read ``kind`` from the head of an :func:`encode` output without parsing it; None if not in that shape."""
+    if raw.startswith(_KIND_HEAD):
+        end = raw.find(b'"', 9)
+        if end > 9:
+            kind = raw[9:end]
+            if b"\\" not in kind:
+                return kind.decode("ascii", "replace")
+    return None
+
+
+def _validation_reason(kind: str, exc: ValidationError) -> str:
+    """Condense a pydantic ValidationError to one line: the first problem and how many more there are."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "message"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"invalid {kind} message: {where}: {first.get('msg', 'invalid')}{more}"
+
+
+def decode(raw: bytes | bytearray | memoryview | str) -> BusMessage:
+    """Parse and validate one message; raise BusMessageError (one line) on bad JSON, kind, version or fields."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    elif not isinstance(raw, bytes):
+        raw = bytes(raw)
+    kind = _sniff_kind(raw)
+    if kind is None:  # not our own compact shape: parse generically to find the kind
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BusMessageError(f"malformed JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise BusMessageError(f"message is a JSON {type(obj).__name__}, not an object")
+        kind = obj.get("kind")
+    cls = _class_for(kind)
+    try:
+        msg = cls.model_validate_json(raw)
+    except ValidationError as exc:
+        _check_version_of_raw(raw)
+        if any(e.get("type") == "json_invalid" for e in exc.errors(include_url=False)):
+            raise BusMessageError(f"malformed JSON: {exc.errors(include_url=False)[0].get('msg')}") from None
+        raise BusMessageError(_validation_reason(kind, exc)) from None
+    if msg.v != SCHEMA_VERSION:
+        raise BusMessageError(f"unsupported schema version {msg.v} for {kind} (this build reads {SCHEMA_VERSION})")
+    return msg
+
+
+def _check_version_of_raw(raw: bytes) -> None:
+    """On the error path: report a foreign schema version rather than the field errors it causes."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return
+    if isinstance(obj, dict) and "v" in obj and obj["v"] != SCHEMA_VERSION:
+        raise BusMessageError(
+            f"unsupported schema version {obj['v']!r} for {obj.get('kind')} (this build reads {SCHEMA_VERSION})"
+        )
