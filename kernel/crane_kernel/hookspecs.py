@@ -191,8 +191,10 @@ def crane_job_submit(job: Any, identity: "Identity") -> None:
     """Inspect, modify or reject a job at submission (like Slurm's Lua ``job_submit``).
 
     Called by cranectld for each submitted job after validation, before it is
-    stored. ``job`` is the mutable :class:`~crane_kernel.models.JobRequest`;
-    change its fields to modify it, or raise
+    stored. ``job`` is the normalised submission as a mutable dict
+    (``partition``, ``account``, ``node_num``, ``cpus_per_node``,
+    ``mem_per_node``, ``time_limit``, ``script``, ``env``, ...); change it in
+    place to modify the job, or raise
     :class:`~crane_kernel.errors.JobRejected` with a one-line reason to reject it.
     Every registered filter runs.
     """

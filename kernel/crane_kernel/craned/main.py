@@ -1,0 +1,252 @@
+"""``craned``: the node daemon.
+
+One ``craned`` per (virtual) node. It registers the node's resources,
+heartbeats, and consumes its own stream (``crane:{cluster}:node:{name}``):
+launches (fork a step supervisor), terminations (signal the supervisor) and
+frees (forget a finished job). It is single-threaded on purpose, so forking a
+supervisor from it is safe and cheap.
+
+Job directories ``<CraneBaseDir>/craned/<node>/jobs/<job_id>/`` hold the
+supervisor's pid file, the script, and the result file; they are how a
+restarted ``craned`` finds the steps that kept running without it, and the
+results it still has to report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import uuid
+from typing import Any
+
+from crane_kernel import messages as m
+from crane_kernel.config import ClusterConfig, load_config
+from crane_kernel.craned.supervisor import (
+    REPORTED_FILE,
+    RESULT_FILE,
+    SUP_FILE,
+    Supervisor,
+    supervisor_alive,
+    write_json,
+)
+from crane_kernel.errors import CraneError
+from crane_kernel.states import EC_CRANED_DOWN, EC_TERMINATED
+
+log = logging.getLogger("craned")
+
+
+def build_runtime_manager(cfg: ClusterConfig) -> Any:
+    """Load the runtime plugins named in the config, in order."""
+    from crane_kernel import plugins
+    from crane_kernel.ctld.main import plugin_settings
+
+    pm = plugins.new_manager()
+    cg = {"Version": cfg.Cgroup.Version, "Root": cfg.Cgroup.Root, "Prefix": cfg.Cgroup.Prefix}
+    plugins.register(pm, "runtime", cfg.Plugins.Runtime, {n: plugin_settings(cfg, n, cg) for n in cfg.Plugins.Runtime})
+    return pm
+
+
+class Craned:
+    """The node daemon's state and main loop."""
+
+    def __init__(self, cfg: ClusterConfig, node: str) -> None:
+        from crane_kernel.bus import Bus
+
+        table = cfg.node_table()
+        if node not in table:
+            raise CraneError(f"node {node!r} is not in the config (known: {', '.join(list(table)[:10])})")
+        self.cfg = cfg
+        self.node = node
+        self.conf = table[node]
+        self.pm = build_runtime_manager(cfg)
+        self.bus = Bus(cfg.RedisUrl, cfg.ClusterName)
+        self.jobs_dir = os.path.join(cfg.base_dir, "craned", node, "jobs")
+        os.makedirs(self.jobs_dir, exist_ok=True)
+        os.chmod(self.jobs_dir, 0o711)
+        self.boot_id = uuid.uuid4().hex[:12]
+        self.stop = False
+
+    # -- job directories -------------------------------------------------
+    def _job_dir(self, job_id: int) -> str:
+        return os.path.join(self.jobs_dir, str(job_id))
+
+    def _scan(self) -> tuple[list[int], list[dict]]:
+        """Live supervisors, and results not yet acknowledged, found on disk."""
+        running, finished = [], []
+        for name in os.listdir(self.jobs_dir):
+            if not name.isdigit():
+                continue
+            d = self._job_dir(int(name))
+            if supervisor_alive(d):
+                running.append(int(name))
+                continue
+            result = self._read(os.path.join(d, RESULT_FILE))
+            if result is not None:
+                finished.append(result)
+            elif os.path.exists(os.path.join(d, SUP_FILE)):
+                sup = self._read(os.path.join(d, SUP_FILE)) or {}
+                lost = m.StepStatus(node=self.node, job_id=int(name), step_id=1, state="finished",
+                                    exit_code=EC_CRANED_DOWN, time=time.time(), reason="step supervisor lost",
+                                    epoch=int(sup.get("epoch", 0)))
+                write_json(os.path.join(d, RESULT_FILE), lost.model_dump())
+                finished.append(lost.model_dump())
+        return running, finished
+
+    @staticmethod
+    def _read(path: str) -> dict | None:
+        try:
+            with open(path) as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return None
+
+    # -- messages ----------------------------------------------------------
+    def handle(self, batch: list[tuple[Any, Any]]) -> None:
+        """Apply a batch of messages from this node's stream."""
+        for _entry, msg in batch:
+            try:
+                if isinstance(msg, m.LaunchStep):
+                    self._launch(msg)
+                elif isinstance(msg, m.TerminateStep):
+                    self._terminate(msg)
+                elif isinstance(msg, m.FreeJob):
+                    self._free(msg.job_id)
+                else:
+                    log.warning("ignoring unexpected %s message", msg.kind)
+            except Exception:
+                log.exception("failed to apply %s for job %s; skipped", msg.kind, getattr(msg, "job_id", "?"))
+
+    def _launch(self, msg: Any) -> None:
+        d = self._job_dir(msg.job_id)
+        if os.path.isdir(d):
+            sup = self._read(os.path.join(d, SUP_FILE))
+            if os.path.exists(os.path.join(d, "cancelled")):
+                status = m.StepStatus(node=self.node, job_id=msg.job_id, step_id=msg.step_id, state="finished",
+                                      exit_code=EC_TERMINATED, time=time.time(), reason="cancelled before launch",
+                                      epoch=msg.epoch)
+                self.bus.publish(self.bus.ctld_stream(), status)
+                return
+            if sup is None or int(sup.get("epoch", 0)) >= msg.epoch:
+                return  # a duplicate delivery (or a supervisor still starting): launched already
+            if supervisor_alive(d):
+                log.warning("job %d: launch epoch %d while epoch %s still runs", msg.job_id, msg.epoch,
+                            sup.get("epoch"))
+                return
+            shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d, mode=0o700)
+        # the supervisor writes its own pid file; write a placeholder so a duplicate launch is recognised
+        write_json(os.path.join(d, SUP_FILE), {"pid": 0, "start": -2, "epoch": msg.epoch})
+        pid = os.fork()
+        if pid == 0:  # the supervisor
+            code = 1
+            try:
+                os.setsid()
+                Supervisor(self.node, d, msg, self.pm, self.bus, self.cfg.Craned.KillWait,
+                           self.cfg.Cgroup.Prefix).run()
+            except BaseException:
+                log.exception("supervisor of job %d crashed", msg.job_id)
+            finally:
+                os._exit(code)
+
+    def _terminate(self, msg: Any) -> None:
+        d = self._job_dir(msg.job_id)
+        sup = self._read(os.path.join(d, SUP_FILE))
+        if sup and supervisor_alive(d):
+            if msg.epoch and int(sup.get("epoch", 0)) != msg.epoch:
+                return
+            os.kill(int(sup["pid"]), signal.SIGTERM)
+            return
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o700)
+            open(os.path.join(d, "cancelled"), "w").close()
+
+    def _free(self, job_id: int) -> None:
+        d = self._job_dir(job_id)
+        if os.path.isdir(d) and not supervisor_alive(d):
+            shutil.rmtree(d, ignore_errors=True)
+
+    # -- main loop -----------------------------------------------------------
+    def _register(self) -> None:
+        running, finished = self._scan()
+        self.bus.publish(self.bus.ctld_stream(), m.NodeRegister(
+            node=self.node, cpus=self.conf.cpu, mem=self.conf.memory,
+            gres={g.key: int(g.count or 0) for g in self.conf.gres}, running=running, finished=finished,
+            boot_id=self.boot_id, pid=os.getpid()))
+        log.info("registered node %s: %d running, %d unreported results", self.node, len(running), len(finished))
+
+    def _heartbeat(self) -> None:
+        running = []
+        for name in os.listdir(self.jobs_dir):
+            if not name.isdigit():
+                continue
+            d = self._job_dir(int(name))
+            if supervisor_alive(d):
+                running.append(int(name))
+            elif not os.path.exists(os.path.join(d, REPORTED_FILE)):
+                result = self._read(os.path.join(d, RESULT_FILE))
+                if result is not None:  # the supervisor could not report it: do it now
+                    self.bus.publish(self.bus.ctld_stream(), m.StepStatus(**result))
+                    open(os.path.join(d, REPORTED_FILE), "w").close()
+        self.bus.publish(self.bus.ctld_stream(), m.NodeHeartbeat(node=self.node, running=running, time=time.time()))
+
+    def run(self) -> None:
+        """Register, then consume launches and heartbeat until stopped."""
+        from crane_kernel.bus import Consumer
+
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
+        ping = self.cfg.Craned.PingInterval
+        consumer = Consumer(self.bus, self.bus.node_stream(self.node), "craned", self.node, self.handle,
+                            batch=200, block_ms=int(min(1.0, ping) * 1000), claim_idle_ms=60_000)
+        registered = False
+        next_beat = 0.0
+        while not self.stop:
+            try:
+                if not registered:
+                    self._register()
+                    registered = True
+                    next_beat = time.time() + ping
+                consumer.poll_once()
+                if time.time() >= next_beat:
+                    self._heartbeat()
+                    next_beat = time.time() + ping
+            except Exception as exc:
+                log.error("node loop error (will retry): %s", exc)
+                time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the node daemon for one (virtual) node until SIGTERM/SIGINT."""
+    from crane_kernel.ctld.main import setup_logging
+
+    ap = argparse.ArgumentParser(prog="craned", description="cranesched node daemon")
+    ap.add_argument("-C", "--config", help="config file (default $CRANE_CONFIG or /etc/crane/config.yaml)")
+    ap.add_argument("-N", "--node", default=socket.gethostname().split(".")[0],
+                    help="node name to act as (default: short hostname)")
+    ap.add_argument("-L", "--log-file", help="log to this file instead of stderr")
+    ap.add_argument("-D", "--debug-level", default="info")
+    args = ap.parse_args(argv)
+    setup_logging(args.log_file, args.debug_level)
+    try:
+        daemon = Craned(load_config(args.config), args.node)
+    except CraneError as exc:
+        print(f"craned: {exc}", file=sys.stderr)
+        return 1
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        daemon.stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    daemon.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""cranectld: the controller daemon (state, scheduling loop, public gRPC API)."""

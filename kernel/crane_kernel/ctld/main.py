@@ -1,0 +1,172 @@
+"""``cranectld`` entry point: wire config, plugins, store, bus, gRPC server and the loops together."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from typing import Any
+
+from crane_kernel.config import ClusterConfig, load_config
+from crane_kernel.errors import CraneError
+
+log = logging.getLogger("cranectld")
+
+
+def plugin_settings(cfg: ClusterConfig, name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Settings handed to plugin ``name``: built-in defaults overlaid with ``Plugins.Settings.<name>``."""
+    out = dict(extra or {})
+    out.update(cfg.Plugins.Settings.get(name, {}))
+    return out
+
+
+def build_plugin_manager(cfg: ClusterConfig) -> Any:
+    """Load the controller's plugin slots (scheduler, priority, auth, job filters) as configured."""
+    from crane_kernel import plugins
+
+    pm = plugins.new_manager()
+    auth_defaults = {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins)}
+    plugins.register(pm, "auth", cfg.Plugins.Auth, {n: plugin_settings(cfg, n, auth_defaults) for n in cfg.Plugins.Auth})
+    plugins.register(pm, "scheduler", [cfg.Plugins.Scheduler],
+                     {cfg.Plugins.Scheduler: plugin_settings(cfg, cfg.Plugins.Scheduler)})
+    if cfg.Plugins.Priority:
+        prio = cfg.Plugins.Priority
+        partition_prio = {p.name: p.priority for p in cfg.Partitions}
+        plugins.register(pm, "priority", [prio],
+                         {prio: plugin_settings(cfg, prio, {"PartitionPriority": partition_prio})})
+    plugins.register(pm, "job_filter", cfg.Plugins.JobFilters,
+                     {n: plugin_settings(cfg, n) for n in cfg.Plugins.JobFilters})
+    return pm
+
+
+def setup_logging(path: str | None, level: str) -> None:
+    """Log to a file (or stderr) with timestamps."""
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+class CtldDaemon:
+    """The running controller: owns the threads and shuts them down cleanly."""
+
+    def __init__(self, cfg: ClusterConfig, listen: str | None = None) -> None:
+        from crane_kernel import tokens
+        from crane_kernel.bus import Bus
+        from crane_kernel.ctld.core import Controller
+        from crane_kernel.ctld.store import StateStore
+
+        self.cfg = cfg
+        self.stop = threading.Event()
+        tokens.create_key_file(cfg.key_file)
+        self.pm = build_plugin_manager(cfg)
+        self.bus = Bus(cfg.RedisUrl, cfg.ClusterName)
+        self.store = StateStore(os.path.join(cfg.base_dir, "cranectld", "state.db"))
+        self.ctl = Controller(cfg, self.store, self.pm, self._publish)
+        self.ctl.recover()
+        self.listen = listen or f"{cfg.CraneCtldListenAddress}:{cfg.CraneCtldListenPort}"
+        self.threads: list[threading.Thread] = []
+        self.server: Any = None
+
+    def _publish(self, outbox: list) -> None:
+        if not outbox:
+            return
+        try:
+            self.bus.publish_many(outbox)
+        except Exception as exc:  # Redis down: launches are retried, the rest is best effort
+            log.error("could not publish %d bus message(s): %s", len(outbox), exc)
+
+    def start(self) -> None:
+        """Start the gRPC server, the bus consumer and the scheduling loop."""
+        import grpc
+
+        from crane_kernel.bus import Consumer
+        from crane_kernel.ctld.service import CraneCtldService
+        from crane_kernel.proto import crane_pb2_grpc as pbg
+
+        cfg = self.cfg
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.CraneCtld.GrpcWorkers),
+                                  options=[("grpc.max_receive_message_length", 256 << 20),
+                                           ("grpc.max_send_message_length", 256 << 20),
+                                           ("grpc.so_reuseport", 0)])
+        pbg.add_CraneCtldServicer_to_server(CraneCtldService(self.ctl, cfg.Plugins.Scheduler), self.server)
+        port = self.server.add_insecure_port(self.listen)
+        if port == 0:
+            raise CraneError(f"cannot listen on {self.listen}")
+        self.server.start()
+        consumer = Consumer(self.bus, self.bus.ctld_stream(), "ctld", "ctld", self.ctl.handle_messages,
+                            batch=1000, block_ms=200, claim_idle_ms=10_000)
+        self.threads = [
+            threading.Thread(target=consumer.run, args=(self.stop,), name="bus", daemon=True),
+            threading.Thread(target=self._schedule_loop, name="sched", daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+        log.info("cranectld %s ready on %s (scheduler %s, cluster %s)", os.getpid(), self.listen,
+                 cfg.Plugins.Scheduler, cfg.ClusterName)
+
+    def _schedule_loop(self) -> None:
+        cc = self.cfg.CraneCtld
+        while not self.stop.is_set():
+            self.ctl.wake.wait(cc.ScheduleInterval)
+            self.ctl.wake.clear()
+            if self.stop.is_set():
+                break
+            try:
+                stats = self.ctl.schedule_cycle()
+                if stats["started"]:
+                    log.debug("cycle: %s", stats)
+            except Exception:
+                log.exception("scheduling cycle failed")
+            time.sleep(cc.ScheduleMinInterval)
+
+    def shutdown(self) -> None:
+        """Stop serving and join the loops."""
+        self.stop.set()
+        self.ctl.wake.set()
+        if self.server is not None:
+            self.server.stop(grace=1).wait()
+        for t in self.threads:
+            t.join(timeout=3)
+        self.store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the controller until SIGTERM/SIGINT."""
+    ap = argparse.ArgumentParser(prog="cranectld", description="cranesched controller daemon")
+    ap.add_argument("-C", "--config", help="config file (default $CRANE_CONFIG or /etc/crane/config.yaml)")
+    ap.add_argument("-L", "--log-file", help="log to this file instead of stderr")
+    ap.add_argument("-D", "--debug-level", default="info", help="trace|debug|info|warning|error")
+    ap.add_argument("--listen", help="override ADDRESS:PORT to listen on")
+    args = ap.parse_args(argv)
+    setup_logging(args.log_file, "debug" if args.debug_level == "trace" else args.debug_level)
+    try:
+        cfg = load_config(args.config)
+        daemon = CtldDaemon(cfg, args.listen)
+        daemon.start()
+    except CraneError as exc:
+        print(f"cranectld: {exc}", file=sys.stderr)
+        log.error("%s", exc)
+        return 1
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: shutting down", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not done.wait(1.0):
+        pass
+    daemon.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The public gRPC API of cranectld: authentication, authorization, and conversion to/from protobuf."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from crane_kernel import __version__
+from crane_kernel.auth_types import CallInfo, Identity
+from crane_kernel.ctld.core import Controller, Denied
+from crane_kernel.ctld.jobs import Job
+from crane_kernel.errors import CraneError, JobRejected
+from crane_kernel.hostlist import compress
+from crane_kernel.proto import crane_pb2 as pb
+from crane_kernel.proto import crane_pb2_grpc as pbg
+from crane_kernel.states import JobState
+
+log = logging.getLogger("cranectld.api")
+
+_DEFAULT_STATES = {JobState.Pending, JobState.Running, JobState.Configuring, JobState.Starting,
+                   JobState.Completing, JobState.Suspended}
+_MAX_SUBMIT = 100_000
+
+
+def job_info(job: Job, now: float) -> Any:
+    """Convert a job record to the public ``JobInfo`` message."""
+    info = pb.JobInfo(
+        job_id=job.job_id, name=job.name, user=job.user, uid=job.uid, gid=job.gid, account=job.account,
+        partition=job.partition, qos=job.qos, status=int(job.state), type=pb.Batch, time_limit=job.time_limit,
+        submit_time=int(job.submit_time), start_time=int(job.start_time or job.planned_start),
+        end_time=int(job.end_time), node_num=job.node_num, req_cpus=job.cpus_per_node * job.node_num,
+        cpus_per_task=job.cpus_per_task, ntasks_per_node=job.ntasks_per_node,
+        req_mem_per_node=job.mem_per_node, priority=job.priority, held=job.held, exclusive=job.exclusive,
+        exit_code=job.exit_code, comment=job.comment, cmd_line=job.cmd_line, cwd=job.cwd,
+        stdout_path=job.stdout, stderr_path=job.stderr, submit_host=job.submit_host,
+        usage_cpu_ms=job.usage_cpu_ms, usage_mem_peak=job.usage_mem_peak,
+    )
+    if job.alloc_nodes:
+        info.craned_list = compress(list(job.alloc_nodes))
+        info.alloc_cpus = job.cpus_per_node * job.node_num
+        info.alloc_mem_per_node = job.mem_per_node
+    if job.state == JobState.Pending:
+        info.pending_reason = job.reason
+    elif job.reason:
+        info.pending_reason = job.reason
+    if job.state in (JobState.Running, JobState.Configuring) and job.start_time:
+        info.elapsed = max(0, int(now - job.start_time))
+    elif job.end_time and job.start_time:
+        info.elapsed = max(0, int(job.end_time - job.start_time))
+    if job.nodelist:
+        info.req_nodes = ",".join(sorted(job.nodelist))
+    if job.exclude:
+        info.exclude_nodes = ",".join(sorted(job.exclude))
+    if job.gres_per_node:
+        info.gres = ",".join(f"{k}:{v}" for k, v in job.gres_per_node.items())
+    return info
+
+
+def spec_dict(spec: Any) -> dict:
+    """A JobSpec message as a plain dict (proto field names, defaults included)."""
+    d = json_format.MessageToDict(spec, preserving_proto_field_name=True)
+    for key in ("mem_per_node", "mem_per_cpu", "time_limit", "begin_time"):
+        if key in d:
+            d[key] = int(d[key])
+    if "gres" in d:
+        d["gres"] = {k: int(v) for k, v in d["gres"].items()}
+    return d
+
+
+class CraneCtldService(pbg.CraneCtldServicer):
+    """gRPC servicer; every call is authenticated by the auth plugins first."""
+
+    def __init__(self, ctl: Controller, scheduler_name: str) -> None:
+        self.ctl = ctl
+        self.scheduler_name = scheduler_name
+
+    # -- auth --------------------------------------------------------------
+    def _identity(self, context: grpc.ServicerContext, method: str) -> Identity:
+        md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        ident = self.ctl.pm.hook.crane_authenticate(call=CallInfo(method=method, metadata=md, peer=context.peer()))
+        if ident is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid credentials (token missing, bad or expired)")
+        return ident
+
+    # -- jobs --------------------------------------------------------------
+    def SubmitBatchJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Submit one batch job."""
+        ident = self._identity(context, "SubmitBatchJob")
+        try:
+            (jid,) = self.ctl.submit([spec_dict(request.job)], ident)
+        except (JobRejected, Denied, CraneError) as exc:
+            return pb.SubmitBatchJobReply(ok=False, reason=str(exc))
+        return pb.SubmitBatchJobReply(ok=True, job_id=jid)
+
+    def SubmitBatchJobs(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Submit one job ``count`` times, or a list of jobs, atomically."""
+        ident = self._identity(context, "SubmitBatchJobs")
+        specs = [spec_dict(j) for j in request.jobs]
+        if request.HasField("job"):
+            count = request.count or 1
+            if count > _MAX_SUBMIT:
+                return pb.SubmitBatchJobsReply(ok=False, reason=f"at most {_MAX_SUBMIT} jobs per call")
+            one = spec_dict(request.job)
+            specs += [one] * count
+        if not specs:
+            return pb.SubmitBatchJobsReply(ok=False, reason="no job given")
+        try:
+            ids = self.ctl.submit(specs, ident)
+        except (JobRejected, Denied, CraneError) as exc:
+            return pb.SubmitBatchJobsReply(ok=False, reason=str(exc))
+        return pb.SubmitBatchJobsReply(ok=True, job_ids=ids)
+
+    def QueryJobsInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """List jobs matching the filters (pending and running by default)."""
+        self._identity(context, "QueryJobsInfo")
+        ctl = self.ctl
+        now = ctl.clock()
+        states = {JobState(s) for s in request.states} or (
+            None if request.include_finished else _DEFAULT_STATES)
+        ids = set(request.job_ids)
+        names, users = set(request.names), set(request.users)
+        accounts, parts, qos = set(request.accounts), set(request.partitions), set(request.qos)
+        nodes = set(request.nodes)
+        limit = request.max_lines or 0
+        out = []
+        with ctl.lock:
+            source = [ctl.jobs[i] for i in ids if i in ctl.jobs] if ids else list(ctl.jobs.values())
+            if ids and request.include_finished:
+                source += ctl.finished_from_store(sorted(ids))
+            for job in source:
+                if states is not None and job.state not in states:
+                    continue
+                if (names and job.name not in names) or (users and job.user not in users) or \
+                        (accounts and job.account not in accounts) or (parts and job.partition not in parts) or \
+                        (qos and job.qos not in qos) or (nodes and not nodes.intersection(job.alloc_nodes)):
+                    continue
+                out.append(job)
+            out.sort(key=lambda j: j.job_id)
+            if limit:
+                out = out[:limit]
+            infos = [job_info(j, now) for j in out]
+        return pb.QueryJobsInfoReply(ok=True, jobs=infos)
+
+    def CancelJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Cancel jobs by id and/or filters."""
+        ident = self._identity(context, "CancelJob")
+        ctl = self.ctl
+        ids = list(request.job_ids)
+        filtered = request.name or request.partition or request.account or request.user or request.states or \
+            request.nodes
+        if filtered:
+            states = {JobState(s) for s in request.states} or _DEFAULT_STATES
+            nodes = set(request.nodes)
+            with ctl.lock:
+                pool = [ctl.jobs[i] for i in ids if i in ctl.jobs] if ids else list(ctl.jobs.values())
+                ids = [j.job_id for j in pool if j.state in states
+                       and (not request.name or j.name == request.name)
+                       and (not request.partition or j.partition == request.partition)
+                       and (not request.account or j.account == request.account)
+                       and (not request.user or j.user == request.user)
+                       and (not nodes or nodes.intersection(j.alloc_nodes))]
+        done, failed = ctl.cancel(ids, ident)
+        return pb.CancelJobReply(cancelled=done, not_cancelled=[f[0] for f in failed],
+                                 reasons=[f[1] for f in failed])
+
+    def ModifyJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Pin priority, hold/release, or change a time limit."""
+        ident = self._identity(context, "ModifyJob")
+        which = request.WhichOneof("change")
+        kwargs = {which: getattr(request, which)} if which else {}
+        if not kwargs:
+            return pb.ModifyJobReply(not_modified=list(request.job_ids),
+                                     reasons=["nothing to change"] * len(request.job_ids))
+        done, failed = self.ctl.modify(list(request.job_ids), ident, **kwargs)
+        return pb.ModifyJobReply(modified=done, not_modified=[f[0] for f in failed], reasons=[f[1] for f in failed])
+
+    # -- nodes and partitions ---------------------------------------------------
+    def QueryCranedInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Nodes with capacity, allocation and state."""
+        self._identity(context, "QueryCranedInfo")
+        wanted = set(request.names)
+        out = []
+        with self.ctl.lock:
+            for node in self.ctl.nodes.values():
+                if wanted and node.name not in wanted:
+                    continue
+                s = node.sched
+                out.append(pb.CranedInfo(
+                    name=node.name, cpu_total=s.cpus_total, cpu_alloc=max(0.0, s.cpus_total - s.cpus_free),
+                    mem_total=s.mem_total, mem_alloc=max(0, s.mem_total - s.mem_free),
+                    resource_state=node.resource_state, control_state="drain" if node.drain else "none",
+                    partitions=list(s.partitions), last_seen=int(node.last_seen), running_jobs=s.njobs,
+                    reason=node.drain_reason,
+                    gres_total=",".join(f"{k}:{v}" for k, v in s.gres_total.items()),
+                    gres_alloc=",".join(f"{k}:{s.gres_total[k] - s.gres_free.get(k, 0)}" for k in s.gres_total)))
+        return pb.QueryCranedInfoReply(nodes=out)
+
+    def QueryPartitionInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Partitions with their nodes and totals."""
+        self._identity(context, "QueryPartitionInfo")
+        wanted = set(request.names)
+        ctl = self.ctl
+        out = []
+        with ctl.lock:
+            for pc in ctl.cfg.Partitions:
+                if wanted and pc.name not in wanted:
+                    continue
+                part = ctl.partitions[pc.name]
+                members = [ctl.sched_nodes[i] for i in part.node_indices]
+                out.append(pb.PartitionInfo(
+                    name=pc.name, state="up", nodes=[n.name for n in members], priority=pc.priority,
+                    is_default=pc.name == ctl.cfg.DefaultPartition,
+                    cpu_total=sum(n.cpus_total for n in members),
+                    cpu_alloc=sum(n.cpus_total - n.cpus_free for n in members),
+                    mem_total=sum(n.mem_total for n in members),
+                    mem_alloc=sum(n.mem_total - n.mem_free for n in members),
+                    default_mem_per_cpu=pc.DefaultMemPerCpu or ctl.cfg.DefaultMemPerCpu,
+                    max_time_limit=pc.MaxTimeLimit))
+        return pb.QueryPartitionInfoReply(partitions=out)
+
+    def ModifyNode(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Drain or resume nodes."""
+        ident = self._identity(context, "ModifyNode")
+        state = request.state.lower()
+        if state not in ("drain", "resume"):
+            return pb.ModifyNodeReply(not_modified=list(request.names),
+                                      reasons=[f"unknown state {request.state!r}"] * len(request.names))
+        if state == "drain" and not request.reason:
+            return pb.ModifyNodeReply(not_modified=list(request.names),
+                                      reasons=["a reason is required to drain"] * len(request.names))
+        ok, bad = self.ctl.set_drain(list(request.names), state == "drain", request.reason, ident)
+        return pb.ModifyNodeReply(modified=ok, not_modified=[b[0] for b in bad], reasons=[b[1] for b in bad])
+
+    def QueryServerInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Version, cluster and who the caller is."""
+        ident = self._identity(context, "QueryServerInfo")
+        return pb.ServerInfoReply(version=__version__, cluster_name=self.ctl.cluster,
+                                  scheduler=self.scheduler_name, identity=f"{ident.user}({ident.uid})",
+                                  admin=ident.is_admin)

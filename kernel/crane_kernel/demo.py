@@ -1,0 +1,187 @@
+"""``crane demo``: a real cluster on this machine and a sample workload that exercises it.
+
+Starts a private Redis, ``cranectld`` and several ``craned`` virtual nodes,
+then submits jobs with the real ``cbatch`` (single-node, multi-node, one over
+its memory, one over its time limit, one cancelled with ``ccancel``), shows
+the queue changing with ``cqueue`` until everything has ended, and prints a
+summary of states and exit codes. With ``--exit`` it stops the cluster and
+exits 0 only if every job ended as expected; without it, the cluster stays up
+and the user gets the commands to use it from another shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from crane_kernel.states import JobState, format_exit_code
+
+MEM_HOG = "python3 -c 'b = bytearray(200 * 1024 * 1024); print(len(b))'"
+
+
+@dataclass
+class DemoJob:
+    """One job of the sample workload and how it is expected to end."""
+
+    label: str
+    args: list[str]
+    expect: JobState
+    job_id: int = 0
+
+
+def sample_workload() -> list[DemoJob]:
+    """The jobs the demo submits."""
+    return [
+        DemoJob("hello (1 node)", ["-J", "hello", "--wrap", "echo hello from $CRANE_NODENAME; sleep 2"],
+                JobState.Completed),
+        DemoJob("multi-node (-N 2)", ["-J", "multi", "-N", "2", "-c", "1", "--wrap",
+                                      "echo nodes=$CRANE_JOB_NODELIST n=$CRANE_JOB_NUM_NODES; sleep 3"],
+                JobState.Completed),
+        DemoJob("fails with exit 3", ["-J", "fail", "--wrap", "sleep 1; exit 3"], JobState.Failed),
+        DemoJob("over its memory (--mem 50M)", ["-J", "oom", "--mem", "50M", "--wrap", MEM_HOG],
+                JobState.OutOfMemory),
+        DemoJob("over its time limit (-t 0:0:3)", ["-J", "timeout", "-t", "00:00:03", "--wrap", "sleep 60"],
+                JobState.ExceedTimeLimit),
+        DemoJob("cancelled with ccancel", ["-J", "cancelme", "--wrap", "sleep 120"], JobState.Cancelled),
+        DemoJob("queued behind (whole node)", ["-J", "wide", "-c", "2", "--wrap", "sleep 2"], JobState.Completed),
+    ]
+
+
+def _bin(name: str) -> str:
+    here = os.path.dirname(sys.executable)
+    path = os.path.join(here, name)
+    return path if os.path.exists(path) else (shutil.which(name) or name)
+
+
+def _run(cmd: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the process exit code."""
+    from crane_kernel.localcluster import LocalCluster
+
+    ap = argparse.ArgumentParser(prog="crane demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--exit", action="store_true", help="stop when the workload has ended; exit 0 only if all "
+                                                        "jobs ended as expected")
+    ap.add_argument("--nodes", type=int, default=3, help="virtual nodes (default 3)")
+    ap.add_argument("--dir", help="cluster directory (default: a new temporary directory)")
+    ap.add_argument("--timeout", type=float, default=120, help="give up after this many seconds")
+    args = ap.parse_args(argv)
+
+    print(f"Starting a {args.nodes}-node cluster on this machine (Redis, cranectld, {args.nodes} x craned)...")
+    cluster = LocalCluster(args.dir, nodes=args.nodes, cpus=2, memory="1G", cluster="demo",
+                           Craned={"PingInterval": 1, "KillWait": 1})
+    try:
+        cluster.start()
+    except Exception as exc:
+        print(f"crane demo: could not start the cluster: {exc}", file=sys.stderr)
+        cluster.stop()
+        return 1
+    env = cluster.env()
+    ok = False
+    try:
+        user = _run([_bin("crane"), "token", "issue", "--user", _whoami(), "--uid", str(os.getuid()),
+                     "--ttl", "86400"], env).stdout.strip()
+        env["CRANE_TOKEN"] = user
+        token_file = os.path.join(cluster.base_dir, "token")
+        with open(token_file, "w") as fh:
+            fh.write(user + "\n")
+        os.chmod(token_file, 0o600)
+        workdir = os.path.join(cluster.base_dir, "work")
+        os.makedirs(workdir, exist_ok=True)
+        os.chmod(workdir, 0o777)
+        print(f"Cluster up: config {cluster.config_path}\n")
+        print(_run([_bin("cinfo")], env, check=False).stdout)
+        jobs = sample_workload()
+        for job in jobs:
+            out = _run([_bin("cbatch"), "-D", workdir, "-o", "%x-%j.out", *job.args], env).stdout.strip()
+            job.job_id = int(out.rstrip(".").split()[-1])
+            print(f"  cbatch {' '.join(job.args[:2])} ... -> {out}   [{job.label}]")
+        ok = _watch(jobs, env, args.timeout)
+        _summary(jobs, env, workdir)
+        ok = ok and _check(jobs, env)
+        print("\nAll jobs ended as expected." if ok else "\nSome jobs did NOT end as expected.")
+        if args.exit:
+            return 0 if ok else 1
+        print(f"\nThe cluster keeps running. From another shell:\n"
+              f"  export CRANE_CONFIG={cluster.config_path} CRANE_TOKEN=$(cat {token_file})\n"
+              f"  cbatch --wrap 'hostname; sleep 5'\n  cqueue\n  cinfo\n"
+              f"(job output lands in the submit directory; logs in {cluster.logs})\nPress Ctrl-C to stop.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("\nstopping")
+        return 0 if ok else 1
+    except Exception as exc:
+        print(f"crane demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.stop()
+
+
+def _whoami() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _watch(jobs: list[DemoJob], env: dict[str, str], timeout: float) -> bool:
+    ids = ",".join(str(j.job_id) for j in jobs)
+    cancel = next(j for j in jobs if j.expect == JobState.Cancelled)
+    cancelled = False
+    start = time.time()
+    last = ""
+    while time.time() - start < timeout:
+        out = _run([_bin("cqueue"), "-j", ids], env, check=False).stdout
+        if out != last:
+            print(f"\n--- cqueue at t={time.time() - start:4.1f}s ---\n{out.rstrip()}")
+            last = out
+        if not cancelled and time.time() - start > 2:
+            print(f"\n$ ccancel {cancel.job_id}\n" + _run([_bin("ccancel"), str(cancel.job_id)], env).stdout.strip())
+            cancelled = True
+        if out.strip() and len(out.strip().splitlines()) <= 1 and cancelled:
+            return True
+        time.sleep(0.5)
+    print("timed out waiting for the workload to end", file=sys.stderr)
+    return False
+
+
+def _final_states(jobs: list[DemoJob], env: dict[str, str]) -> dict[int, tuple[str, int]]:
+    from crane_kernel.client import CtldClient
+
+    client = CtldClient.from_config(env["CRANE_CONFIG"], token=env.get("CRANE_TOKEN"))
+    infos = client.jobs([j.job_id for j in jobs], include_finished=True)
+    return {i.job_id: (JobState(i.status).name, i.exit_code) for i in infos}
+
+
+def _summary(jobs: list[DemoJob], env: dict[str, str], workdir: str) -> None:
+    states = _final_states(jobs, env)
+    print("\nSummary:")
+    print(f"  {'JOBID':<6} {'JOB':<32} {'STATE':<16} {'EXITCODE':<9} EXPECTED")
+    for j in jobs:
+        state, code = states.get(j.job_id, ("?", 0))
+        print(f"  {j.job_id:<6} {j.label:<32} {state:<16} {format_exit_code(code):<9} {j.expect.name}")
+    hello = next(j for j in jobs if j.label.startswith("hello"))
+    path = os.path.join(workdir, f"hello-{hello.job_id}.out")
+    if os.path.exists(path):
+        with open(path) as fh:
+            print(f"\n{path}:\n  {fh.read().strip()}")
+
+
+def _check(jobs: list[DemoJob], env: dict[str, str]) -> bool:
+    states = _final_states(jobs, env)
+    return all(states.get(j.job_id, ("?", 0))[0] == j.expect.name for j in jobs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""A real cluster on one machine: private Redis, ``cranectld`` and several ``craned`` virtual nodes.
+
+Used by ``crane demo``, ``crane bench e2e`` and the end-to-end tests. Every
+part is a real process talking over real sockets; only the *nodes* are
+virtual (several ``craned`` processes on one host, each with its own slice of
+CPUs and memory and its own cgroup subtree).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import yaml
+
+from crane_kernel.redis_server import RedisServer, free_port
+
+
+def default_config(base_dir: str, redis_url: str, port: int, *, nodes: int = 3, cpus: float = 2,
+                   memory: str = "1G", cluster: str = "demo", **overrides: Any) -> dict[str, Any]:
+    """A config dict for ``nodes`` virtual nodes ``cn01..`` in one partition ``debug`` (plus overrides)."""
+    cfg: dict[str, Any] = {
+        "ClusterName": cluster,
+        "ControlMachine": "127.0.0.1",
+        "CraneCtldListenAddress": "127.0.0.1",
+        "CraneCtldListenPort": port,
+        "CraneBaseDir": base_dir,
+        "RedisUrl": redis_url,
+        "DefaultMemPerCpu": "64M",
+        "Nodes": [{"name": f"cn[01-{nodes:02d}]", "cpu": cpus, "memory": memory}],
+        "Partitions": [{"name": "debug", "nodes": "ALL", "priority": 1}],
+        "DefaultPartition": "debug",
+        "CraneCtld": {"CranedTimeout": 30, "ScheduleInterval": 1.0},
+        "Craned": {"PingInterval": 2, "KillWait": 2},
+        "Cgroup": {"Prefix": f"crane_{cluster}_{os.getpid()}"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+class LocalCluster:
+    """Start, stop, kill and restart the parts of a one-machine cluster."""
+
+    def __init__(self, base_dir: str | None = None, *, nodes: int = 3, cpus: float = 2, memory: str = "1G",
+                 cluster: str = "demo", config: dict[str, Any] | None = None, **overrides: Any) -> None:
+        self.owns_dir = base_dir is None
+        self.base_dir = base_dir or tempfile.mkdtemp(prefix=f"crane-{cluster}-")
+        os.makedirs(self.base_dir, exist_ok=True)
+        os.chmod(self.base_dir, 0o755)
+        self.redis = RedisServer(data_dir=os.path.join(self.base_dir, "redis"))
+        self.port = free_port()
+        self._config = config
+        self._settings = dict(nodes=nodes, cpus=cpus, memory=memory, cluster=cluster, **overrides)
+        self.config_path = os.path.join(self.base_dir, "config.yaml")
+        self.ctld: subprocess.Popen | None = None
+        self.craneds: dict[str, subprocess.Popen] = {}
+        self.node_names: list[str] = []
+        self.logs = os.path.join(self.base_dir, "log")
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> "LocalCluster":
+        """Start Redis, write the config, start the controller and every node; wait until all are up."""
+        os.makedirs(self.logs, exist_ok=True)
+        self.redis.start()
+        cfg = self._config or default_config(self.base_dir, self.redis.url, self.port, **self._settings)
+        cfg.setdefault("RedisUrl", self.redis.url)
+        cfg.setdefault("CraneCtldListenPort", self.port)
+        self.port = cfg["CraneCtldListenPort"]
+        with open(self.config_path, "w") as fh:
+            yaml.safe_dump(cfg, fh, sort_keys=False)
+        from crane_kernel.config import load_config
+
+        self.cfg = load_config(self.config_path)
+        self.node_names = list(self.cfg.node_table())
+        self.start_ctld()
+        for name in self.node_names:
+            self.start_craned(name)
+        self.wait_nodes_up(len(self.node_names))
+        return self
+
+    def env(self) -> dict[str, str]:
+        """Environment for CLI commands against this cluster."""
+        env = dict(os.environ)
+        env["CRANE_CONFIG"] = self.config_path
+        return env
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+        log = open(os.path.join(self.logs, log_name), "ab")
+        return subprocess.Popen([sys.executable, "-m", *args, "-C", self.config_path], stdout=log,
+                                stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+
+    def start_ctld(self) -> None:
+        """Start ``cranectld`` and wait until it answers."""
+        self.ctld = self._spawn(["crane_kernel.ctld.main"], "cranectld.log")
+        self.wait_ctld()
+
+    def start_craned(self, name: str) -> None:
+        """Start the ``craned`` of virtual node ``name``."""
+        self.craneds[name] = self._spawn(["crane_kernel.craned.main", "-N", name], f"craned-{name}.log")
+
+    def wait_ctld(self, timeout: float = 30) -> None:
+        """Wait until the controller accepts connections."""
+        import socket
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.ctld is not None and self.ctld.poll() is not None:
+                raise RuntimeError(f"cranectld exited with {self.ctld.returncode}; see {self.logs}/cranectld.log")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("cranectld did not start listening in time")
+
+    def client(self) -> Any:
+        """A :class:`~crane_kernel.client.CtldClient` for this cluster (root's own token)."""
+        from crane_kernel.client import CtldClient
+
+        return CtldClient.from_config(self.config_path)
+
+    def wait_nodes_up(self, count: int, timeout: float = 30) -> None:
+        """Wait until ``count`` nodes are up (not down)."""
+        client = self.client()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            nodes = client.nodes()
+            if sum(1 for n in nodes if n.resource_state != "down") >= count:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"nodes did not come up in time; see {self.logs}")
+
+    def kill_ctld(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the controller (default ``kill -9``)."""
+        if self.ctld is not None:
+            self.ctld.send_signal(sig)
+            self.ctld.wait(10)
+
+    def kill_craned(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one node daemon (its step supervisors keep running)."""
+        proc = self.craneds.get(name)
+        if proc is not None:
+            proc.send_signal(sig)
+            proc.wait(10)
+
+    def stop(self) -> None:
+        """Stop everything, kill leftover step supervisors, remove cgroups and (if ours) the directory."""
+        for proc in [*self.craneds.values(), self.ctld]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*self.craneds.values(), self.ctld]:
+            if proc is None:
+                continue
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self._kill_supervisors()
+        self.redis.stop()
+        if self.owns_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def _kill_supervisors(self) -> None:
+        import json
+
+        jobs_root = os.path.join(self.base_dir, "craned")
+        if not os.path.isdir(jobs_root):
+            return
+        for node in os.listdir(jobs_root):
+            jobs = os.path.join(jobs_root, node, "jobs")
+            for jid in os.listdir(jobs) if os.path.isdir(jobs) else []:
+                try:
+                    with open(os.path.join(jobs, jid, "sup.json")) as fh:
+                        pid = int(json.load(fh)["pid"])
+                    if pid > 1:
+                        os.killpg(pid, signal.SIGKILL)
+                except (OSError, ValueError, KeyError):
+                    pass
+        time.sleep(0.1)
+        prefix = getattr(getattr(self, "cfg", None), "Cgroup", None)
+        if prefix is not None:
+            _remove_cgroups(prefix.Root, prefix.Prefix)
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _remove_cgroups(root: str, prefix: str) -> None:
+    """Best-effort removal of a cluster's cgroup subtrees (processes must be gone)."""
+    if not os.path.isdir(root):
+        return
+    for ctrl in os.listdir(root):
+        top = os.path.join(root, ctrl, prefix)
+        if not os.path.isdir(top) or os.path.islink(os.path.join(root, ctrl)):
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: -t[0].count(os.sep)):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass

@@ -1,0 +1,193 @@
+"""End to end: real Redis, cranectld, 3 craned virtual nodes, real cgroups, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import cgroups_writable, ensure_user
+from crane_kernel import tokens
+from crane_kernel.states import EC_EXCEED_TIME_LIMIT, EC_TERMINATED, JobState
+
+pytestmark = pytest.mark.e2e
+
+needs_cgroups = pytest.mark.skipif(not cgroups_writable(),
+                                   reason="LOUD SKIP: root cannot write cgroup v1 here; enforcement untested")
+
+
+def test_batch_job_runs_with_crane_environment(cluster):
+    jid = cluster.cbatch("-J", "envjob", "-o", "env-%j.out",
+                         "--wrap", "echo ID=$CRANE_JOB_ID NAME=$CRANE_JOB_NAME NL=$CRANE_JOB_NODELIST "
+                                   "NN=$CRANE_JOB_NUM_NODES SD=$CRANE_SUBMIT_DIR; pwd")
+    info = cluster.wait_done(jid)
+    assert info.status == JobState.Completed and info.exit_code == 0
+    out = cluster.output(f"env-{jid}.out")
+    assert f"ID={jid} NAME=envjob" in out
+    assert "NN=1" in out and "NL=cn0" in out
+    assert f"SD={cluster.workdir}" in out
+    assert out.strip().endswith(cluster.workdir)
+
+
+def test_exit_code_and_failed_state(cluster):
+    jid = cluster.cbatch("--wrap", "exit 3")
+    info = cluster.wait_done(jid)
+    assert info.status == JobState.Failed
+    assert info.exit_code == 3
+
+
+def test_multi_node_job_gets_two_nodes(cluster):
+    jid = cluster.cbatch("-N", "2", "-c", "1", "-o", "mn-%j.out", "--wrap", "echo $CRANE_JOB_NUM_NODES $CRANE_JOB_NODELIST")
+    info = cluster.wait_done(jid)
+    assert info.status == JobState.Completed
+    n, nodelist = cluster.output(f"mn-{jid}.out").split()
+    assert n == "2"
+    assert nodelist.startswith("cn[") and info.craned_list == nodelist
+
+
+def test_output_patterns_and_error_file(cluster):
+    jid = cluster.cbatch("-J", "pat", "-o", "o-%x-%u-%j.txt", "-e", "e-%j.txt", "--wrap", "echo out; echo err >&2")
+    cluster.wait_done(jid)
+    import pwd
+
+    user = pwd.getpwuid(os.getuid()).pw_name
+    assert cluster.output(f"o-pat-{user}-{jid}.txt") == "out\n"
+    assert cluster.output(f"e-{jid}.txt") == "err\n"
+
+
+def test_script_file_with_directives(cluster, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\n#CBATCH -J fromscript\n#CBATCH -o script-%j.out\necho directive-ok\n")
+    jid = cluster.cbatch(str(script))
+    info = cluster.wait_done(jid)
+    assert info.name == "fromscript"
+    assert cluster.output(f"script-{jid}.out") == "directive-ok\n"
+
+
+@needs_cgroups
+def test_memory_limit_kills_job_out_of_memory(cluster):
+    jid = cluster.cbatch("--mem", "50M", "--wrap", "python3 -c 'b = bytearray(200*1024*1024); print(len(b))'")
+    info = cluster.wait_done(jid)
+    assert info.status == JobState.OutOfMemory
+
+
+@needs_cgroups
+def test_job_within_memory_is_not_killed(cluster):
+    jid = cluster.cbatch("--mem", "200M", "--wrap", "python3 -c 'b = bytearray(50*1024*1024)'")
+    assert cluster.wait_done(jid).status == JobState.Completed
+
+
+def test_time_limit_is_enforced(cluster):
+    jid = cluster.cbatch("-t", "00:00:02", "--wrap", "sleep 60")
+    info = cluster.wait_done(jid, timeout=20)
+    assert info.status == JobState.ExceedTimeLimit
+    assert info.exit_code == EC_EXCEED_TIME_LIMIT
+
+
+def test_cancel_running_and_pending(cluster):
+    running = cluster.cbatch("--wrap", "sleep 60")
+    cluster.wait_running(running)
+    held = cluster.cbatch("-H", "--wrap", "true")
+    proc = cluster.run("ccancel", f"{running},{held}")
+    assert proc.returncode == 0, proc.stderr
+    assert "cancelled successfully" in proc.stdout
+    r = cluster.wait_done(running, timeout=15)
+    assert r.status == JobState.Cancelled and r.exit_code == EC_TERMINATED
+    assert cluster.wait_done(held).status == JobState.Cancelled
+
+
+def test_repeat_submits_many(cluster):
+    proc = cluster.run("cbatch", "--repeat", "5", "--wrap", "true")
+    assert proc.returncode == 0, proc.stderr
+    ids = [int(x) for x in proc.stdout.strip().rstrip(".").split()[-1].split(",")]
+    assert len(ids) == 5 and ids == sorted(ids)
+    for jid in ids:
+        assert cluster.wait_done(jid).status == JobState.Completed
+
+
+def test_hold_then_release(cluster):
+    jid = cluster.cbatch("-H", "--wrap", "true")
+    info = cluster.job(jid)
+    assert info.status == JobState.Pending and info.pending_reason == "Held"
+    reply = cluster.client.modify([jid], hold=False)
+    assert list(reply.modified) == [jid]
+    assert cluster.wait_done(jid).status == JobState.Completed
+
+
+def test_nodelist_and_exclude(cluster):
+    jid = cluster.cbatch("-w", "cn03", "--wrap", "true")
+    assert cluster.wait_done(jid).craned_list == "cn03"
+    jid = cluster.cbatch("-x", "cn[01-02]", "--wrap", "true")
+    assert cluster.wait_done(jid).craned_list == "cn03"
+
+
+def test_fifo_head_blocks_and_reasons(cluster):
+    # fill every node, then queue a whole-node job and a small one behind it
+    fillers = [cluster.cbatch("-c", "2", "-w", f"cn0{i}", "--wrap", "sleep 4") for i in (1, 2, 3)]
+    for f in fillers:
+        cluster.wait_running(f)
+    head = cluster.cbatch("-c", "2", "--wrap", "true")
+    behind = cluster.cbatch("-c", "1", "--wrap", "true")
+    cluster.wait_state(head, lambda i: i.pending_reason == "Resource")
+    cluster.wait_state(behind, lambda i: i.pending_reason == "Priority")
+    out = cluster.run("cqueue", "-j", f"{head},{behind}").stdout
+    assert "Resource" in out and "Priority" in out
+    h, b = cluster.wait_done(head), cluster.wait_done(behind)
+    assert h.start_time <= b.start_time
+
+
+def test_exclusive_takes_a_whole_node(cluster):
+    excl = cluster.cbatch("--exclusive", "-c", "1", "--wrap", "sleep 3")
+    info = cluster.wait_running(excl)
+    node = info.craned_list
+    other = cluster.cbatch("-w", node, "-c", "1", "--wrap", "true")
+    cluster.wait_state(other, lambda i: i.status == JobState.Pending and i.pending_reason in ("Resource",))
+    done_other = cluster.wait_done(other)
+    assert done_other.start_time >= cluster.wait_done(excl).end_time - 1
+
+
+def test_cqueue_cinfo_json(cluster):
+    jid = cluster.cbatch("--wrap", "sleep 3")
+    cluster.wait_running(jid)
+    q = json.loads(cluster.run("cqueue", "--json").stdout)
+    assert any(int(j["job_id"]) == jid for j in q["jobs"])
+    info = cluster.run("cinfo")
+    assert info.returncode == 0 and "PARTITION" in info.stdout and "debug" in info.stdout
+    cluster.wait_done(jid)
+
+
+def test_jobs_run_as_the_submitting_user(cluster):
+    alice = ensure_user("crane_e2e_alice")
+    key = tokens.read_key(cluster.lc.cfg.key_file)
+    token = tokens.mint(key, alice.pw_uid, alice.pw_name)
+    env = {"CRANE_TOKEN": token}
+    jid = cluster.cbatch("-o", "alice-%j.out", "--wrap", "id -u; id -g; whoami; echo $USER", env=env)
+    info = cluster.wait_done(jid)
+    assert info.status == JobState.Completed, info
+    assert info.user == "crane_e2e_alice"
+    out = cluster.output(f"alice-{jid}.out").split()
+    assert out == [str(alice.pw_uid), str(alice.pw_gid), "crane_e2e_alice", "crane_e2e_alice"]
+    assert os.stat(os.path.join(cluster.workdir, f"alice-{jid}.out")).st_uid == alice.pw_uid
+
+
+def test_user_cannot_cancel_someone_elses_job(cluster):
+    alice, bob = ensure_user("crane_e2e_alice"), ensure_user("crane_e2e_bob")
+    key = tokens.read_key(cluster.lc.cfg.key_file)
+    a_env = {"CRANE_TOKEN": tokens.mint(key, alice.pw_uid, alice.pw_name)}
+    b_env = {"CRANE_TOKEN": tokens.mint(key, bob.pw_uid, bob.pw_name)}
+    jid = cluster.cbatch("-H", "--wrap", "true", env=a_env)
+    proc = cluster.run("ccancel", str(jid), env=b_env)
+    assert proc.returncode == 4
+    assert "Failed to cancel job" in proc.stdout + proc.stderr
+    assert cluster.job(jid).status == JobState.Pending
+    # the owner may
+    assert cluster.run("ccancel", str(jid), env=a_env).returncode == 0
+    assert cluster.wait_done(jid).status == JobState.Cancelled
+
+
+def test_forged_token_is_rejected(cluster):
+    forged = tokens.mint(b"not-the-cluster-key", 0, "root", "root")
+    proc = cluster.run("cqueue", env={"CRANE_TOKEN": forged})
+    assert proc.returncode == 3
+    assert "Access denied" in proc.stderr
