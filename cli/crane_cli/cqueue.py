@@ -1,0 +1,226 @@
+"""cqueue: list pending and running jobs.
+
+Filters go to the controller (``QueryJobsInfo``); the reply is sorted by job id, cut
+to ``--max-lines`` and shown as a table (default, ``--full`` or ``--format``
+columns, see :mod:`crane_cli.jobfields`) or as JSON.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import NoReturn
+
+from crane_cli.cliparse import Parser, add_common, run, split_list
+from crane_cli.errors import EXIT_BACKEND, EXIT_FORMAT, EXIT_OK, CliError, arg_error
+
+DEFAULT_MAX_LINES = 1000
+
+# -t values -> JobStatus numbers. "running" covers the states around running
+# (Configuring, Starting, Completing); each is shown under its own name.
+PENDING_STATES = (0,)
+RUNNING_STATES = (1, 7, 8, 9)
+SUSPENDED_STATES = (10,)
+STATE_FILTERS = {
+    "pending": PENDING_STATES, "p": PENDING_STATES,
+    "running": RUNNING_STATES, "r": RUNNING_STATES,
+    "suspended": SUSPENDED_STATES, "s": SUSPENDED_STATES,
+    "all": PENDING_STATES + RUNNING_STATES + SUSPENDED_STATES,
+}
+DEFAULT_STATES = PENDING_STATES + RUNNING_STATES
+TYPE_FILTERS = {"interactive": 0, "i": 0, "batch": 1, "b": 1, "container": 2, "c": 2}
+
+
+def build_parser() -> Parser:
+    """The cqueue argument parser."""
+    p = Parser(prog="cqueue", description="Display the jobs in the scheduling queue.")
+    p.add_argument("-j", "--job", action="append", help="job ids (comma-separated)")
+    p.add_argument("-n", "--name", action="append", help="job names (comma-separated)")
+    users = p.add_mutually_exclusive_group()
+    users.add_argument("-u", "--user", action="append", help="users (comma-separated)")
+    users.add_argument("--self", action="store_true", help="only the jobs of the current user")
+    p.add_argument("-A", "--account", action="append", help="accounts (comma-separated)")
+    p.add_argument("-p", "--partition", action="append", help="partitions (comma-separated)")
+    p.add_argument("-q", "--qos", action="append", help="QoS (comma-separated)")
+    p.add_argument("-t", "--state", action="append",
+                   help="pending(p), running(r), suspended(s) or all (default: pending and running)")
+    p.add_argument("--type", action="append", help="job types: Interactive, Batch, Container (i, b, c)")
+    p.add_argument("-w", "--nodelist", action="append", help="nodes (host list, e.g. cn[01-04])")
+    p.add_argument("-S", "--start", action="store_true", help="add the StartTime column")
+    p.add_argument("--deadline", action="store_true", help="add the Deadline column")
+    p.add_argument("-N", "--noheader", action="store_true", help="do not print the header line")
+    p.add_argument("-F", "--full", action="store_true", help="all columns, cells not shortened")
+    p.add_argument("-i", "--iterate", metavar="SECONDS", help="repeat every SECONDS seconds")
+    p.add_argument("-m", "--max-lines", metavar="N", help=f"show at most N jobs (default {DEFAULT_MAX_LINES})")
+    p.add_argument("-o", "--format", help="output format: %%[.][width]spec items, e.g. '%%.8j %%20n %%t'")
+    add_common(p)
+    return p
+
+
+def parse_job_ids(values: list[str] | None) -> list[int]:
+    """``-j 1,2 -j 3`` -> ``[1, 2, 3]``; array tasks (``id_task``) are not supported."""
+    ids = []
+    for item in split_list(values):
+        if "_" in item and item.replace("_", "").isdigit():
+            raise arg_error(f"cqueue: array job tasks ({item!r}) are not supported by this cluster")
+        if not item.isdigit() or int(item) <= 0 or int(item) > 0xFFFFFFFF:
+            raise arg_error(f"cqueue: invalid job id {item!r}")
+        ids.append(int(item))
+    return ids
+
+
+def parse_states(values: list[str] | None) -> list[int]:
+    """``-t`` values -> JobStatus numbers (default: pending and running)."""
+    items = split_list(values)
+    if not items:
+        return list(DEFAULT_STATES)
+    out: list[int] = []
+    for item in items:
+        states = STATE_FILTERS.get(item.lower())
+        if states is None:
+            raise arg_error(f"cqueue: invalid state {item!r}: expected pending(p), running(r), suspended(s) or all")
+        out.extend(s for s in states if s not in out)
+    return out
+
+
+def parse_types(values: list[str] | None) -> set[int] | None:
+    """``--type`` values -> JobType numbers, or None for no filter."""
+    items = split_list(values)
+    if not items:
+        return None
+    out = set()
+    for item in items:
+        t = TYPE_FILTERS.get(item.lower())
+        if t is None:
+            raise arg_error(f"cqueue: invalid job type {item!r}: expected Interactive, Batch or Container")
+        out.add(t)
+    return out
+
+
+def parse_positive(flag: str, value: str | None, default: int | None) -> int | None:
+    """A positive integer option (``-m``, ``-i``); an explicit 0 is rejected."""
+    if value is None:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise arg_error(f"cqueue: invalid {flag} {value!r}: expected a positive integer") from None
+    if n <= 0:
+        raise arg_error(f"cqueue: invalid {flag} {value!r}: must be greater than 0")
+    return n
+
+
+def current_user() -> str:
+    """The name of the calling user (its uid when it has no name)."""
+    import os
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def build_request_fields(args) -> dict:  # noqa: ANN001 - argparse namespace
+    """The ``QueryJobsInfoRequest`` fields for the parsed arguments (validates them)."""
+    from crane_kernel import hostlist
+
+    try:
+        nodes = hostlist.expand(args.nodelist or [])
+    except ValueError as exc:
+        raise arg_error(f"cqueue: -w/--nodelist: {exc}") from None
+    return {
+        "job_ids": parse_job_ids(args.job),
+        "names": split_list(args.name),
+        "users": [current_user()] if args.self else split_list(args.user),
+        "accounts": split_list(args.account),
+        "partitions": split_list(args.partition),
+        "qos": split_list(args.qos),
+        "states": parse_states(args.state),
+        "nodes": nodes,
+    }
+
+
+def render(jobs: list, args, layout, now: float) -> str:  # noqa: ANN001
+    """The table text for ``jobs`` (already sorted and cut)."""
+    from crane_cli import table
+
+    if layout is not None:
+        items = [x for x in layout if not isinstance(x, str)]
+        headers = None if args.noheader else [x.field.header for x in items]
+        rows = [[x.field.get(j, now) for x in items] for j in jobs]
+        return table.render_format(layout, headers, rows, full=args.full)
+    from crane_cli import jobfields
+
+    cols = jobfields.columns(args.full, start=args.start, qos=bool(args.qos), deadline=args.deadline)
+    headers = None if args.noheader else [c.header for c in cols]
+    getters = [c.get for c in cols]
+    rows = [[g(j, now) for g in getters] for j in jobs]
+    return table.render_table(headers, rows, full=args.full)
+
+
+def command(argv: list[str]) -> int:
+    """cqueue's body: returns the exit code, raises CliError on failure."""
+    args = build_parser().parse_args(argv)
+    fields = build_request_fields(args)
+    types = parse_types(args.type)
+    max_lines = parse_positive("-m/--max-lines", args.max_lines, DEFAULT_MAX_LINES)
+    iterate = parse_positive("-i/--iterate", args.iterate, None)
+    layout = None
+    if args.format is not None:
+        from crane_cli.fmtspec import FormatSpecError, parse_format
+        from crane_cli.jobfields import resolve
+
+        try:
+            layout = parse_format(args.format, resolve)
+        except FormatSpecError as exc:
+            raise CliError(f"cqueue: {exc}", EXIT_FORMAT) from None
+    from crane_cli import clientconf
+
+    conf = clientconf.load(args.config)
+    from crane_cli import rpc
+
+    request = rpc.pb.QueryJobsInfoRequest(max_lines=max_lines, **fields)
+    with rpc.Controller(conf) as ctld:
+        if iterate is None:
+            return show(ctld.call("QueryJobsInfo", request), args, layout, types, max_lines, False)
+        try:
+            while True:
+                show(ctld.call("QueryJobsInfo", request), args, layout, types, max_lines, True)
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+                time.sleep(iterate)
+        except KeyboardInterrupt:
+            return EXIT_OK
+
+
+def show(reply, args, layout, types: set[int] | None, max_lines: int | None, stamp: bool) -> int:  # noqa: ANN001
+    """Print one reply (table or JSON); return the exit code."""
+    if not reply.ok:
+        raise CliError(f"cqueue: {reply.reason or 'the controller refused the query'}", EXIT_BACKEND)
+    jobs = [j for j in reply.jobs if types is None or j.type in types]
+    jobs.sort(key=lambda j: j.job_id)
+    if max_lines is not None:
+        del jobs[max_lines:]
+    if args.json:
+        from crane_cli.protojson import to_json
+
+        if len(jobs) != len(reply.jobs):
+            del reply.jobs[:]
+            reply.jobs.extend(jobs)
+        print(to_json(reply))
+        return EXIT_OK
+    out = []
+    if stamp:
+        out.append(time.strftime("%a %b %d %H:%M:%S %Y"))
+    text = render(jobs, args, layout, time.time())
+    if text:
+        out.append(text)
+    if out:
+        sys.stdout.write("\n".join(out) + "\n")
+    return EXIT_OK
+
+
+def main() -> NoReturn:
+    """Console-script entry point."""
+    run(command, prog="cqueue")

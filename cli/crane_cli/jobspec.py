@@ -1,0 +1,277 @@
+"""From cbatch's merged options (command line over script directives) to ``JobSpec`` fields.
+
+Pure functions: :func:`build_fields` returns a plain dict of ``crane.grpc.JobSpec``
+field values, so that every argument error is found before grpc and protobuf are
+imported. Option values are the raw strings of the command line or the script
+(booleans for flags); all validation happens here and raises
+:class:`~crane_cli.errors.CliError` with exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from crane_cli.errors import arg_error
+from crane_cli.memfmt import MemoryFormatError, parse_memory
+from crane_cli.timefmt import TimeFormatError, parse_duration, parse_time_expr
+
+DEFAULT_INTERPRETER = "/bin/bash"
+OPEN_MODES = ("append", "truncate")
+MAIL_TYPES = frozenset({"NONE", "BEGIN", "END", "FAIL", "TIMELIMIT", "OOM", "ALL"})
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Pairs of options that exclude each other; when the command line gives one of them,
+# a script directive for the other is dropped (the command line overrides the script).
+EXCLUSIVE_PAIRS = (("mem", "mem_per_cpu"), ("requeue", "no_requeue"))
+
+
+def merge_options(directives: Mapping[str, object], cli: Mapping[str, object]) -> dict[str, object]:
+    """Command-line values (not ``None``) override directive values of the same option.
+
+    A command-line option also removes a script directive it is exclusive with
+    (``--mem`` vs ``--mem-per-cpu``, ``--requeue`` vs ``--no-requeue``, and
+    ``--gpus-per-node`` vs a GPU in ``--gres``).
+    """
+    merged = dict(directives)
+    given = {k: v for k, v in cli.items() if v is not None}
+    for a, b in EXCLUSIVE_PAIRS:
+        if a in given:
+            merged.pop(b, None)
+        if b in given:
+            merged.pop(a, None)
+    if "gpus_per_node" in given and "gres" in merged and "gres" not in given:
+        if any(k == "gpu" or k.startswith("gpu:") for k in _gres_keys(str(merged["gres"]))):
+            merged.pop("gres")
+    if "gres" in given and "gpus_per_node" in merged and "gpus_per_node" not in given:
+        if any(k == "gpu" or k.startswith("gpu:") for k in _gres_keys(str(given["gres"]))):
+            merged.pop("gpus_per_node")
+    merged.update(given)
+    return merged
+
+
+def _gres_keys(text: str) -> list[str]:
+    try:
+        return list(parse_gres(text))
+    except ValueError:
+        return []
+
+
+def _positive_int(name: str, value: object) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise arg_error(f"invalid {name} {value!r}: expected a positive integer") from None
+    if n <= 0 or n > 0xFFFFFFFF:
+        raise arg_error(f"invalid {name} {value!r}: must be greater than 0")
+    return n
+
+
+def _positive_float(name: str, value: object) -> float:
+    try:
+        x = float(str(value).strip())
+    except ValueError:
+        raise arg_error(f"invalid {name} {value!r}: expected a number") from None
+    if not x > 0 or x != x or x == float("inf"):
+        raise arg_error(f"invalid {name} {value!r}: must be greater than 0")
+    return x
+
+
+def parse_gres(text: str) -> dict[str, int]:
+    """``gpu:a100:2,nic:1`` -> ``{"gpu:a100": 2, "nic": 1}``; ``gpu:2`` -> ``{"gpu": 2}``; ``gpu`` -> ``{"gpu": 1}``."""
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        parts = item.split(":")
+        if len(parts) > 3 or not all(parts):
+            raise ValueError(f"invalid GRES {item!r}: expected name[:type]:count")
+        if parts[-1].isdigit():
+            count = int(parts[-1])
+            key = ":".join(parts[:-1])
+        elif len(parts) <= 2:
+            count, key = 1, ":".join(parts)
+        else:
+            raise ValueError(f"invalid GRES count in {item!r}")
+        if not key or count <= 0:
+            raise ValueError(f"invalid GRES {item!r}: expected name[:type]:count with a count above 0")
+        out[key] = out.get(key, 0) + count
+    if not out:
+        raise ValueError(f"invalid GRES {text!r}")
+    return out
+
+
+def parse_gpus_per_node(text: str) -> dict[str, int]:
+    """``[type:]n[,type:n]`` -> GRES map: ``2`` -> ``{"gpu": 2}``, ``a100:2`` -> ``{"gpu:a100": 2}``."""
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        parts = item.split(":")
+        if len(parts) > 2 or not parts[-1].isdigit() or int(parts[-1]) <= 0 or (len(parts) == 2 and not parts[0]):
+            raise ValueError(f"invalid --gpus-per-node {item!r}: expected [type:]count")
+        key = f"gpu:{parts[0]}" if len(parts) == 2 else "gpu"
+        out[key] = out.get(key, 0) + int(parts[-1])
+    if not out:
+        raise ValueError(f"invalid --gpus-per-node {text!r}")
+    return out
+
+
+def build_env(export: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a job gets for ``--export``.
+
+    ``ALL`` (default): the whole submitting environment; ``NONE``: only ``CRANE_*``
+    variables; ``NIL``: nothing; ``ALL,A=a,B`` / ``NONE,A=a,B`` / ``A=a,B``: the base
+    set (``NONE`` when no keyword leads) plus ``A`` set to ``a`` and ``B`` copied
+    from the environment. ``CRANE_*`` variables are always propagated except with ``NIL``.
+    """
+    items = [p.strip() for p in export.split(",")] if export.strip() else ["ALL"]
+    head = items[0].upper()
+    if head in ("ALL", "NONE", "NIL"):
+        items = items[1:]
+    else:
+        head = "NONE"
+    if head == "ALL":
+        env = dict(environ)
+    elif head == "NONE":
+        env = {k: v for k, v in environ.items() if k.startswith("CRANE_")}
+    else:
+        env = {}
+    for item in items:
+        if not item:
+            continue
+        if item.upper() in ("ALL", "NONE", "NIL"):
+            raise ValueError(f"invalid --export {export!r}: {item} must come first")
+        name, sep, value = item.partition("=")
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"invalid --export {export!r}: {name!r} is not a variable name")
+        if sep:
+            env[name] = value
+        elif name in environ:
+            env[name] = environ[name]
+    return env
+
+
+def _extra_attr(opts: Mapping[str, object]) -> str:
+    raw = opts.get("extra_attr")
+    mail_type, mail_user, comment = opts.get("mail_type"), opts.get("mail_user"), opts.get("comment")
+    if raw is None and mail_type is None and mail_user is None and comment is None:
+        return ""
+    import json
+
+    attrs: dict = {}
+    if raw is not None:
+        try:
+            attrs = json.loads(str(raw))
+        except ValueError as exc:
+            raise arg_error(f"invalid --extra-attr: not JSON ({exc})") from None
+        if not isinstance(attrs, dict):
+            raise arg_error("invalid --extra-attr: expected a JSON object")
+    if mail_type is not None:
+        types = [t.strip().upper() for t in str(mail_type).split(",") if t.strip()]
+        bad = [t for t in types if t not in MAIL_TYPES]
+        if bad or not types:
+            raise arg_error(f"invalid --mail-type {mail_type!r}: expected a list of {', '.join(sorted(MAIL_TYPES))}")
+        attrs.setdefault("mail", {})["type"] = ",".join(types)
+    if mail_user is not None:
+        attrs.setdefault("mail", {})["user"] = str(mail_user)
+    if comment is not None:
+        attrs["comment"] = str(comment)
+    return json.dumps(attrs, separators=(",", ":"))
+
+
+def build_fields(opts: Mapping[str, object], *, script: str, default_name: str, interpreter: str | None,
+                 environ: Mapping[str, str], cwd: str, submit_host: str, cmd_line: str,
+                 now: float | None = None) -> dict[str, object]:
+    """Validate merged options and return the ``JobSpec`` fields (raises CliError, exit 2)."""
+    from crane_kernel import hostlist
+
+    f: dict[str, object] = {
+        "script": script,
+        "cmd_line": cmd_line,
+        "submit_dir": cwd,
+        "submit_host": submit_host,
+        "name": str(opts.get("job_name") or default_name),
+    }
+    chdir = opts.get("chdir")
+    f["cwd"] = os.path.normpath(os.path.join(cwd, os.path.expanduser(str(chdir)))) if chdir else cwd
+    f["interpreter"] = str(opts.get("interpreter") or interpreter or DEFAULT_INTERPRETER)
+    for key in ("partition", "account", "qos", "output", "error", "input", "comment"):
+        if opts.get(key) is not None:
+            f[key] = str(opts[key])
+    if opts.get("nodes") is not None:
+        f["node_num"] = _positive_int("node count (-N)", opts["nodes"])
+    if opts.get("ntasks") is not None:
+        f["ntasks"] = _positive_int("task count (-n)", opts["ntasks"])
+    if opts.get("ntasks_per_node") is not None:
+        f["ntasks_per_node"] = _positive_int("--ntasks-per-node", opts["ntasks_per_node"])
+    if opts.get("cpus_per_task") is not None:
+        f["cpus_per_task"] = _positive_float("cpus per task (-c)", opts["cpus_per_task"])
+    if opts.get("mem") is not None and opts.get("mem_per_cpu") is not None:
+        raise arg_error("--mem and --mem-per-cpu are mutually exclusive")
+    for key, field, flag in (("mem", "mem_per_node", "--mem"), ("mem_per_cpu", "mem_per_cpu", "--mem-per-cpu")):
+        if opts.get(key) is not None:
+            try:
+                size = parse_memory(str(opts[key]))
+            except MemoryFormatError as exc:
+                raise arg_error(f"{flag}: {exc}") from None
+            if size <= 0:
+                raise arg_error(f"{flag}: memory size must be greater than 0")
+            f[field] = size
+    if opts.get("time") is not None:
+        try:
+            seconds = parse_duration(str(opts["time"]))
+        except TimeFormatError as exc:
+            raise arg_error(f"--time: {exc}") from None
+        if seconds <= 0:
+            raise arg_error("--time: the time limit must be greater than 0")
+        f["time_limit"] = seconds
+    if opts.get("begin") is not None:
+        try:
+            f["begin_time"] = parse_time_expr(str(opts["begin"]), now)
+        except TimeFormatError as exc:
+            raise arg_error(f"--begin: {exc}") from None
+    for key, field, flag in (("nodelist", "nodelist", "-w/--nodelist"), ("exclude", "exclude", "-x/--exclude")):
+        if opts.get(key) is not None:
+            try:
+                f[field] = hostlist.expand(str(opts[key]))
+            except ValueError as exc:
+                raise arg_error(f"{flag}: {exc}") from None
+    gres: dict[str, int] = {}
+    if opts.get("gres") is not None:
+        try:
+            gres = parse_gres(str(opts["gres"]))
+        except ValueError as exc:
+            raise arg_error(f"--gres: {exc}") from None
+    if opts.get("gpus_per_node") is not None:
+        if any(k == "gpu" or k.startswith("gpu:") for k in gres):
+            raise arg_error("--gpus-per-node cannot be combined with a gpu in --gres")
+        try:
+            gres.update(parse_gpus_per_node(str(opts["gpus_per_node"])))
+        except ValueError as exc:
+            raise arg_error(str(exc)) from None
+    if gres:
+        f["gres"] = gres
+    export = str(opts.get("export") or "ALL")
+    try:
+        f["env"] = build_env(export, environ)
+    except ValueError as exc:
+        raise arg_error(str(exc)) from None
+    f["export"] = export
+    if opts.get("open_mode") is not None:
+        mode = str(opts["open_mode"]).lower()
+        if mode not in OPEN_MODES:
+            raise arg_error(f"invalid --open-mode {opts['open_mode']!r}: expected append or truncate")
+        f["open_mode"] = mode
+    if opts.get("requeue") and opts.get("no_requeue"):
+        raise arg_error("--requeue and --no-requeue are mutually exclusive")
+    for key in ("exclusive", "hold", "get_user_env", "requeue", "no_requeue"):
+        if opts.get(key):
+            f[key] = True
+    extra = _extra_attr(opts)
+    if extra:
+        f["extra_attr"] = extra
+    return f

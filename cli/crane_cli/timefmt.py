@@ -1,0 +1,167 @@
+"""Time parsing and formatting for the commands.
+
+* :func:`parse_duration` reads Slurm-style time limits (``-t``): ``M``, ``M:S``,
+  ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``.
+* :func:`format_duration` shows durations as ``D-HH:MM:SS``, or ``HH:MM:SS``
+  under a day; :func:`format_time_limit` adds ``unlimited``.
+* :func:`format_timestamp` shows ``YYYY-MM-DD HH:MM:SS`` in local time.
+* :func:`parse_time_expr` reads ``--begin``/``--deadline`` expressions.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+# Time limits at or above this are shown as "unlimited" (100 years); 0 also means "no limit".
+MAX_TIME_LIMIT = 36525 * 86400
+
+_DURATION = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+class TimeFormatError(ValueError):
+    """A time or duration string cannot be parsed."""
+
+
+def parse_duration(text: str) -> int:
+    """Parse a Slurm-style duration into seconds.
+
+    ``M``, ``M:S``, ``H:M:S``; with a day prefix ``D-H``, ``D-H:M``, ``D-H:M:S``.
+    """
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise TimeFormatError(f"invalid time limit {text!r}: expected [D-]HH:MM:SS, MM, MM:SS or D-HH[:MM]")
+    days, a, b, c = m.groups()
+    first, second, third = int(a), int(b or 0), int(c or 0)
+    if days is not None or c is not None:  # [D-]H[:M[:S]] with an explicit hour field
+        hours, minutes, seconds = first, second, third
+    elif b is not None:  # M:S
+        hours, minutes, seconds = 0, first, second
+    else:  # M
+        hours, minutes, seconds = 0, first, 0
+    trailing = [v for v, given in ((minutes, days is not None and b is not None or c is not None),
+                                   (seconds, b is not None)) if given]
+    if any(v > 59 for v in trailing):
+        raise TimeFormatError(f"invalid time limit {text!r}: minutes and seconds must be below 60")
+    total = int(days or 0) * 86400
+    return total + hours * 3600 + minutes * 60 + seconds
+
+
+def format_duration(seconds: int | float) -> str:
+    """``D-HH:MM:SS``, or ``HH:MM:SS`` when under a day (negative values count as 0)."""
+    s = max(int(seconds), 0)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}-{hours:02d}:{minutes:02d}:{s:02d}"
+    return f"{hours:02d}:{minutes:02d}:{s:02d}"
+
+
+def format_time_limit(seconds: int) -> str:
+    """A time limit for display: ``unlimited`` when 0 or at/above :data:`MAX_TIME_LIMIT`."""
+    if seconds <= 0 or seconds >= MAX_TIME_LIMIT:
+        return "unlimited"
+    return format_duration(seconds)
+
+
+def format_timestamp(ts: int | float) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in local time; ``-`` for an unset (0) timestamp."""
+    if not ts or ts <= 0:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+_UNITS = {
+    "": 1, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "week": 604800, "weeks": 604800,
+}
+_KEYWORD_HOURS = {"midnight": 0, "noon": 12, "elevenses": 11, "fika": 15, "teatime": 16}
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+_NOW_REL = re.compile(r"^now(?:([+-])(\d+)([a-z]*))?$")
+_HMS = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
+_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+_MDY = re.compile(r"^(\d{1,2})/(\d{1,2})(?:/(\d{2}))?$")
+_MMDDYY = re.compile(r"^(\d{2})(\d{2})(\d{2})?$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _local(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
+        raise TimeFormatError("date or time out of range")
+    t = time.mktime((year, month, day, hour, minute, second, 0, 0, -1))
+    check = time.localtime(t)
+    if (check.tm_mon, check.tm_mday) != (month, day):
+        raise TimeFormatError("no such date")
+    return int(t)
+
+
+def _next_clock(now: float, hour: int, minute: int, second: int = 0) -> int:
+    lt = time.localtime(now)
+    t = _local(lt.tm_year, lt.tm_mon, lt.tm_mday, hour, minute, second)
+    if t <= now:
+        nt = time.localtime(now + 86400)
+        t = _local(nt.tm_year, nt.tm_mon, nt.tm_mday, hour, minute, second)
+    return t
+
+
+def parse_time_expr(text: str, now: float | None = None) -> int:
+    """Parse a ``--begin``/``--deadline`` expression into unix seconds.
+
+    Accepted: ``now``, ``now+N[units]``, ``now-N[units]`` (units s, m, h, d, w and
+    their long forms; seconds by default); ``HH:MM[:SS]`` (the next such time);
+    ``YYYY-MM-DD[THH:MM[:SS]]``, ``MM/DD[/YY]``, ``MMDD[YY]``; the keywords
+    ``midnight``, ``noon``, ``elevenses`` (11:00), ``fika`` (15:00), ``teatime``
+    (16:00), ``today``, ``tomorrow`` and weekday names (the next such day); RFC 3339.
+    """
+    now = time.time() if now is None else now
+    s = text.strip()
+    low = s.lower()
+    try:
+        m = _NOW_REL.match(low)
+        if m:
+            sign, amount, unit = m.groups()
+            if sign is None:
+                return int(now)
+            if unit not in _UNITS:
+                raise TimeFormatError(f"unknown time unit {unit!r}")
+            delta = int(amount) * _UNITS[unit]
+            return int(now + delta if sign == "+" else now - delta)
+        if low in _KEYWORD_HOURS:
+            return _next_clock(now, _KEYWORD_HOURS[low], 0)
+        lt = time.localtime(now)
+        if low == "today":
+            return _local(lt.tm_year, lt.tm_mon, lt.tm_mday)
+        if low == "tomorrow":
+            nt = time.localtime(now + 86400)
+            return _local(nt.tm_year, nt.tm_mon, nt.tm_mday)
+        if low in _WEEKDAYS:
+            ahead = (_WEEKDAYS.index(low) - lt.tm_wday) % 7 or 7
+            nt = time.localtime(now + ahead * 86400)
+            return _local(nt.tm_year, nt.tm_mon, nt.tm_mday)
+        m = _HMS.match(s)
+        if m:
+            return _next_clock(now, int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+        m = _ISO.match(s)
+        if m:
+            y, mo, d, hh, mm, ss = m.groups()
+            return _local(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0))
+        m = _MDY.match(s)
+        if m:
+            mo, d, yy = m.groups()
+            return _local(2000 + int(yy) if yy else lt.tm_year, int(mo), int(d))
+        m = _MMDDYY.match(s)
+        if m:
+            mo, d, yy = m.groups()
+            return _local(2000 + int(yy) if yy else lt.tm_year, int(mo), int(d))
+        if _RFC3339.match(s):
+            from datetime import datetime
+
+            return int(datetime.fromisoformat(s.replace("z", "Z").replace("t", "T")).timestamp())
+    except (TimeFormatError, ValueError, OverflowError) as exc:
+        raise TimeFormatError(f"invalid time {text!r}: {exc}") from None
+    raise TimeFormatError(f"invalid time {text!r}")
