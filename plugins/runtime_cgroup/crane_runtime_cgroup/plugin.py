@@ -1,0 +1,229 @@
+"""``CgroupRuntime``: the ``crane.runtime`` plugin named ``cgroup`` (the step-supervisor hooks)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+from crane_kernel import hookimpl
+from crane_kernel.errors import StepLaunchError
+from crane_kernel.runtime import StepHandle, StepSpec, StepUsage
+from crane_kernel.states import EC_CGROUP_ERR, EC_EXEC_ERR
+
+from crane_runtime_cgroup.backend import CgroupBackend
+from crane_runtime_cgroup.config import RuntimeConfig, parse_config
+from crane_runtime_cgroup.errors import CgroupError
+from crane_runtime_cgroup.factory import make_backend
+from crane_runtime_cgroup.handle import RUNTIME_NAME, CgroupStepHandle
+from crane_runtime_cgroup.paths import job_cgroup_path
+from crane_runtime_cgroup.process import wait_exit
+from crane_runtime_cgroup.spawn import spawn_task
+
+log = logging.getLogger("crane_runtime_cgroup")
+
+REAP_TIMEOUT = 2.0      # seconds cleanup waits for a SIGKILLed main process to become reapable
+
+
+class CgroupRuntime:
+    """Runs each step's task in a per-job cgroup (v1 or v2) with its CPU, cpuset, memory, pids and device limits.
+
+    Instantiated by stevedore without arguments; :meth:`configure` may pass the
+    plugin's settings (``Version``: auto|v1|v2, ``Root``: default
+    ``/sys/fs/cgroup``, ``Prefix``: default the step's ``cgroup_prefix``, i.e. ``crane``).
+    Steps with a ``container_image`` are left to a container runtime.
+    """
+
+    name = RUNTIME_NAME
+
+    def __init__(self) -> None:
+        """Start with the default configuration."""
+        self.config = RuntimeConfig()
+        self._backend: CgroupBackend | None = None
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Apply the plugin's config mapping; raises ConfigError for invalid values."""
+        self.config = parse_config(config)
+        self._backend = None
+
+    # -- helpers -----------------------------------------------------------
+
+    def backend(self) -> CgroupBackend:
+        """The configured backend, detected on first use; raises CgroupError."""
+        if self._backend is None:
+            self._backend = make_backend(self.config.version, self.config.root)
+        return self._backend
+
+    def _backend_for(self, handle: CgroupStepHandle) -> CgroupBackend:
+        """The backend that created ``handle``'s cgroup."""
+        current = self._backend
+        if current is not None and current.version == handle.version and str(current.root) == handle.root:
+            return current
+        return make_backend(handle.version, handle.root)
+
+    @staticmethod
+    def _mine(handle: StepHandle) -> CgroupStepHandle | None:
+        """``handle`` if this plugin owns it, else None."""
+        if handle.runtime != RUNTIME_NAME or not isinstance(handle, CgroupStepHandle):
+            return None
+        return handle
+
+    # -- hooks -------------------------------------------------------------
+
+    @hookimpl
+    def crane_step_launch(self, step: StepSpec) -> CgroupStepHandle | None:
+        """Create the job cgroup with the step's limits and start the task in it as the user.
+
+        Raises StepLaunchError with EC_CGROUP_ERR, EC_PERMISSION_DENIED,
+        EC_FILE_NOT_FOUND or EC_SPAWN_FAILED when the task cannot be started.
+        """
+        if step.container_image:
+            return None
+        try:
+            backend = self.backend()
+            rel = job_cgroup_path(self.config.effective_prefix(step.cgroup_prefix), step.node, step.job_id)
+        except CgroupError as exc:
+            raise StepLaunchError(f"cgroup runtime: {exc}", EC_CGROUP_ERR) from exc
+        try:
+            backend.create(rel, step)
+        except CgroupError as exc:
+            self._discard(backend, rel)
+            raise StepLaunchError(f"cgroup runtime: {exc}", EC_CGROUP_ERR) from exc
+        try:
+            pid = spawn_task(step, backend.attach_files(rel))
+        except StepLaunchError:
+            self._discard(backend, rel)
+            raise
+        log.info("job %s step %s started as pid %s in %s cgroup %s", step.job_id, step.step_id, pid,
+                 backend.version, rel)
+        return CgroupStepHandle(runtime=RUNTIME_NAME, pid=pid, spec=step, version=backend.version,
+                                root=str(backend.root), cgroup=rel)
+
+    @staticmethod
+    def _discard(backend: CgroupBackend, rel: str) -> None:
+        """Best-effort removal of a cgroup after a failed launch (never raises)."""
+        try:
+            if backend.pids(rel):
+                return          # another step of the job is running in it: leave it
+            backend.remove(rel, timeout=0.5)
+        except CgroupError as exc:
+            log.warning("cannot remove cgroup %s after a failed launch: %s", rel, exc)
+
+    @hookimpl
+    def crane_step_wait(self, handle: StepHandle, timeout: float | None) -> int | None:
+        """Wait up to ``timeout`` for the main process; raw exit code once it ended (repeatable)."""
+        mine = self._mine(handle)
+        if mine is None:
+            return None
+        if mine.exit_code is None:
+            try:
+                mine.exit_code = wait_exit(mine.pid, timeout)
+            except ChildProcessError:
+                log.error("pid %s of job %s was reaped by someone else; its exit status is lost",
+                          mine.pid, mine.spec.job_id)
+                mine.exit_code = EC_EXEC_ERR
+        return mine.exit_code
+
+    @hookimpl
+    def crane_step_signal(self, handle: StepHandle, signum: int, all_processes: bool) -> bool | None:
+        """Signal the task's process group, or every process of the job cgroup when ``all_processes``.
+
+        SIGKILL to all repeats until the cgroup is empty (thawing a frozen step).
+        """
+        mine = self._mine(handle)
+        if mine is None:
+            return None
+        backend = self._backend_for(mine)
+        if all_processes:
+            if signum == signal.SIGKILL:
+                return backend.kill_all(mine.cgroup)
+            backend.signal_all(mine.cgroup, signum)
+            return True
+        if mine.exit_code is None:
+            try:
+                os.killpg(mine.pid, signum)   # the group cannot be reused while its leader is unreaped
+            except ProcessLookupError:
+                pass
+            return True
+        for pid in backend.pids(mine.cgroup):  # leader reaped: the group's survivors, found in the cgroup
+            try:
+                if os.getpgid(pid) == mine.pid:
+                    os.kill(pid, signum)
+            except ProcessLookupError:
+                continue
+        return True
+
+    @hookimpl
+    def crane_step_suspend(self, handle: StepHandle) -> bool | None:
+        """Freeze the job cgroup (v1 freezer.state FROZEN, v2 cgroup.freeze 1); False if that failed."""
+        mine = self._mine(handle)
+        if mine is None:
+            return None
+        try:
+            self._backend_for(mine).freeze(mine.cgroup)
+            return True
+        except CgroupError as exc:
+            log.error("cannot suspend job %s: %s", mine.spec.job_id, exc)
+            return False
+
+    @hookimpl
+    def crane_step_resume(self, handle: StepHandle) -> bool | None:
+        """Thaw the job cgroup (v1 freezer.state THAWED, v2 cgroup.freeze 0); False if that failed."""
+        mine = self._mine(handle)
+        if mine is None:
+            return None
+        try:
+            self._backend_for(mine).thaw(mine.cgroup)
+            return True
+        except CgroupError as exc:
+            log.error("cannot resume job %s: %s", mine.spec.job_id, exc)
+            return False
+
+    @hookimpl
+    def crane_step_usage(self, handle: StepHandle) -> StepUsage | None:
+        """CPU time, peak memory and OOM-kill flag of the job cgroup (zeros once it is removed)."""
+        mine = self._mine(handle)
+        if mine is None:
+            return None
+        try:
+            return self._backend_for(mine).usage(mine.cgroup)
+        except CgroupError as exc:
+            log.warning("cannot read usage of job %s: %s", mine.spec.job_id, exc)
+            return StepUsage()
+
+    @hookimpl
+    def crane_step_cleanup(self, handle: StepHandle) -> bool | None:
+        """Kill what is left in the job cgroup, reap the main process and remove the cgroup; idempotent.
+
+        Returns False (after logging) when the cgroup could not be emptied or removed.
+        """
+        mine = self._mine(handle)
+        if mine is None:
+            return None
+        if mine.cleaned:
+            return True
+        try:
+            backend = self._backend_for(mine)
+            if backend.exists(mine.cgroup) and backend.is_frozen(mine.cgroup):
+                backend.thaw(mine.cgroup)
+            emptied = backend.kill_all(mine.cgroup)
+            self._reap_main(mine)
+            backend.remove(mine.cgroup)
+        except CgroupError as exc:
+            log.error("cleanup of job %s cgroup %s failed: %s", mine.spec.job_id, mine.cgroup, exc)
+            return False
+        mine.cleaned = emptied
+        return emptied
+
+    @staticmethod
+    def _reap_main(handle: CgroupStepHandle) -> None:
+        """Reap the (already SIGKILLed) main process if nobody waited for it, so no zombie is left behind."""
+        if handle.exit_code is not None:
+            return
+        try:
+            handle.exit_code = wait_exit(handle.pid, REAP_TIMEOUT)
+        except ChildProcessError:
+            pass
+        if handle.exit_code is None:
+            log.warning("main process %s of job %s did not end after SIGKILL", handle.pid, handle.spec.job_id)
