@@ -1,0 +1,76 @@
+"""Shared fixtures: a FakeCtld on a free port and the environment for running the console scripts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakectld import FakeCtld, make_jobs, start  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TOKEN = "v1.eyJ1c2VyIjoiYWxpY2UiLCJ1aWQiOjEwMDB9.sig"
+
+
+def script_path(name: str) -> str:
+    """The console script ``name`` installed beside the interpreter (else on PATH)."""
+    p = BIN / name
+    return str(p) if p.exists() else (shutil.which(name) or name)
+
+
+@pytest.fixture
+def fake():
+    """A running FakeCtld with 30 canned jobs; yields the servicer (``.port`` set)."""
+    servicer = FakeCtld(make_jobs(30))
+    server, port, servicer = start(servicer)
+    servicer.port = port
+    yield servicer
+    server.stop(0)
+
+
+def write_config(directory: Path, port: int, host: str = "127.0.0.1") -> Path:
+    """Write a minimal config.yaml pointing at ``host:port``; return its path."""
+    conf = directory / "config.yaml"
+    conf.write_text(f"ClusterName: test\nControlMachine: {host}\nCraneCtldListenPort: {port}\n"
+                    f"CraneBaseDir: {directory}/\n")
+    return conf
+
+
+@pytest.fixture
+def cli_env(tmp_path, fake):
+    """Environment for the console scripts: config at the fake, a token, private cache/config dirs."""
+    conf = write_config(tmp_path, fake.port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRANE_")}
+    env.update(CRANE_CONFIG=str(conf), CRANE_TOKEN=TOKEN, XDG_CACHE_HOME=str(tmp_path / "cache"),
+               XDG_CONFIG_HOME=str(tmp_path / "xdgconf"))
+    return env
+
+
+class Result:
+    """Outcome of a console-script run."""
+
+    def __init__(self, proc: subprocess.CompletedProcess) -> None:
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def __repr__(self) -> str:
+        return f"Result(code={self.code}, out={self.out!r}, err={self.err!r})"
+
+
+@pytest.fixture
+def cli(cli_env, tmp_path):
+    """``cli("cbatch", "--wrap", "true")`` runs a console script; returns a :class:`Result`."""
+
+    def run(name: str, *args: str, env: dict | None = None, cwd: str | None = None, stdin: str | None = None):
+        proc = subprocess.run([script_path(name), *args], env=env or cli_env, cwd=cwd or str(tmp_path),
+                              capture_output=True, text=True, timeout=60, input=stdin)
+        return Result(proc)
+
+    return run

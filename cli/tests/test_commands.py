@@ -1,0 +1,444 @@
+"""The real console scripts, run as subprocesses against an in-process FakeCtld."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+from conftest import TOKEN, write_config
+from crane_kernel.proto import crane_pb2 as pb
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- cbatch -------------------------------------------------------------------------------
+
+def test_cbatch_wrap(cli, fake, tmp_path):
+    r = cli("cbatch", "--wrap", "true")
+    assert r.code == 0, r
+    assert r.out == "Job id allocated: 1000.\n"
+    req = fake.last("SubmitBatchJob")
+    job = req.job
+    assert job.script == "#!/bin/bash\ntrue\n"
+    assert job.interpreter == "/bin/bash"
+    assert job.name == "wrap"
+    assert job.cwd == str(tmp_path) and job.submit_dir == str(tmp_path)
+    assert job.cmd_line == "cbatch --wrap true"
+    assert job.submit_host == os.uname().nodename
+    assert job.env["CRANE_TOKEN"] == TOKEN and "PATH" in job.env
+    assert job.export == "ALL"
+    md = fake.requests[-1][2]
+    assert md["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_cbatch_script_directives_and_overrides(cli, fake, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\n#CBATCH -N 2\n#CBATCH --time=1:00:00\n#CBATCH -J fromscript\n#CBATCH --mem 2G\n"
+                      "#SBATCH -c 4\n#SBATCH --ntasks 3\necho hello\n#CBATCH --gres gpu:a100:2\n")
+    r = cli("cbatch", "-N", "3", "--mem-per-cpu", "100", "-w", "cn[01-03]", "--export", "NONE", str(script))
+    assert r.code == 0, r
+    assert "Warning: unsupported '#SBATCH --ntasks'" in r.err
+    job = fake.last("SubmitBatchJob").job
+    assert job.node_num == 3  # command line wins
+    assert job.time_limit == 3600
+    assert job.name == "fromscript"
+    assert job.mem_per_node == 0 and job.mem_per_cpu == 100 << 20  # --mem-per-cpu drops the script's --mem
+    assert job.cpus_per_task == 4
+    assert dict(job.gres) == {"gpu:a100": 2}
+    assert list(job.nodelist) == ["cn01", "cn02", "cn03"]
+    assert job.script == "#!/bin/sh\necho hello\n"
+    assert job.interpreter == "/bin/sh"
+    assert all(k.startswith("CRANE_") for k in job.env)
+
+
+def test_cbatch_repeat(cli, fake):
+    r = cli("cbatch", "--repeat", "3", "--wrap", "true")
+    assert r.code == 0, r
+    assert r.out == "Job id allocated: 1000, 1001, 1002.\n"
+    assert fake.last("SubmitBatchJobs").count == 3
+
+
+def test_cbatch_json(cli):
+    r = cli("cbatch", "--json", "--wrap", "true")
+    assert r.code == 0
+    assert json.loads(r.out) == {"ok": True, "job_id": 1000, "reason": ""}
+    r = cli("cbatch", "--json", "-p", "NOPE", "--wrap", "true")
+    assert r.code == 4
+    assert json.loads(r.out) == {"ok": False, "job_id": 0, "reason": "Partition 'NOPE' does not exist."}
+
+
+def test_cbatch_backend_refusal(cli):
+    r = cli("cbatch", "-p", "NOPE", "--wrap", "true")
+    assert r.code == 4
+    assert one_line(r.err) == "Job allocation failed: Partition 'NOPE' does not exist."
+    assert r.out == ""
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["-N"], ["--mem", "1G", "--mem-per-cpu", "1G", "--wrap", "x"],
+                                  ["--requeue", "--no-requeue", "--wrap", "x"], [], ["-N", "0", "--wrap", "x"],
+                                  ["-t", "x", "--wrap", "x"], ["--repeat", "0", "--wrap", "x"],
+                                  ["--wrap", "x", "script.sh"], ["--open-mode", "bad", "--wrap", "x"]])
+def test_cbatch_bad_args(cli, fake, args):
+    r = cli("cbatch", *args)
+    assert r.code == 2, r
+    one_line(r.err)
+    assert r.out == ""
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("content,msg", [
+    (b"\x7fELF\x02\x01\x01\x00\x00", "not a text file"), (b"", "empty"), (b"echo \xff\xfe\n", "UTF-8"),
+    (b"#CBATCH -J two words\necho\n", "fields out of bound"), (b"#CBATCH --nope 1\n", "unrecognized '--nope' in script"),
+    (b"#SBATCH --hold\n", "unsupported"),
+])
+def test_cbatch_bad_scripts(cli, fake, tmp_path, content, msg):
+    script = tmp_path / "bad.sh"
+    script.write_bytes(content)
+    r = cli("cbatch", str(script))
+    assert r.code == 2, r
+    assert msg in one_line(r.err)
+    assert fake.requests == []
+
+
+def test_cbatch_missing_script(cli):
+    r = cli("cbatch", "/no/such/script.sh")
+    assert r.code == 2
+    assert "cannot read script" in one_line(r.err)
+
+
+def test_cbatch_unreachable_controller(cli, cli_env, tmp_path):
+    (tmp_path / "other").mkdir()
+    conf = write_config(tmp_path / "other", free_port())
+    r = cli("cbatch", "-C", str(conf), "--wrap", "true", env=cli_env)
+    assert r.code == 3, r
+    assert one_line(r.err) == "Connection to CraneCtld is broken."
+
+
+def test_cbatch_access_denied(cli, fake):
+    fake.token = "the-right-one"
+    r = cli("cbatch", "--wrap", "true")
+    assert r.code == 3
+    assert one_line(r.err).startswith("Access denied.")
+
+
+def test_missing_and_bad_config(cli, cli_env, tmp_path):
+    env = dict(cli_env, CRANE_CONFIG=str(tmp_path / "missing.yaml"))
+    r = cli("cbatch", "--wrap", "true", env=env)
+    assert r.code == 2
+    assert "missing.yaml" in one_line(r.err)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ControlMachine: [\n")
+    for cmd in ("cbatch", "cqueue", "cinfo", "ccancel"):
+        args = ["--wrap", "true"] if cmd == "cbatch" else ["1"] if cmd == "ccancel" else []
+        r = cli(cmd, "-C", str(bad), *args)
+        assert r.code == 2, (cmd, r)
+        assert "invalid YAML" in one_line(r.err)
+
+
+# -- cqueue -------------------------------------------------------------------------------
+
+HEADER = "JOBID PARTITION NAME    USER  ACCOUNT STATUS  TYPE  TIME     TIMELIMIT NODES NODELIST/REASON"
+
+
+def test_cqueue_default(cli, fake):
+    r = cli("cqueue")
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert lines[0].split() == HEADER.split()
+    assert len(lines) == 31
+    assert lines[1].split() == ["1", "GPU", "job1.sh", "bob", "physics", "Pending", "Batch", "-", "unlimited", "1",
+                                "Priority"]
+    assert lines[2].split()[5:9] == ["Running", "Batch", "00:01:05", "01:00:00"]
+    assert lines[2].split()[-1] == "cn02"
+    req = fake.last("QueryJobsInfo")
+    assert list(req.states) == [pb.Pending, pb.Running, pb.Configuring, pb.Starting, pb.Completing]
+    assert req.max_lines == 1000
+
+
+def test_cqueue_filters_are_sent(cli, fake):
+    r = cli("cqueue", "-j", "1,2", "-j", "3", "-t", "r,s", "-p", "CPU", "-A", "physics", "-n", "a,b", "-q", "normal",
+            "-w", "cn[01-02]", "-u", "alice,bob", "-m", "5")
+    assert r.code == 0, r
+    req = fake.last("QueryJobsInfo")
+    assert list(req.job_ids) == [1, 2, 3]
+    assert list(req.states) == [pb.Running, pb.Configuring, pb.Starting, pb.Completing, pb.Suspended]
+    assert list(req.partitions) == ["CPU"] and list(req.accounts) == ["physics"] and list(req.names) == ["a", "b"]
+    assert list(req.nodes) == ["cn01", "cn02"] and list(req.users) == ["alice", "bob"] and req.max_lines == 5
+    assert "QOS" in r.out.splitlines()[0].split()  # -q adds the QoS column
+
+
+def test_cqueue_self(cli, fake):
+    import pwd
+
+    assert cli("cqueue", "--self").code == 0
+    assert list(fake.last("QueryJobsInfo").users) == [pwd.getpwuid(os.getuid()).pw_name]
+
+
+def test_cqueue_display_options(cli):
+    r = cli("cqueue", "-N", "-m", "2")
+    assert len(r.out.splitlines()) == 2 and not r.out.startswith("JOBID")
+    r = cli("cqueue", "-F", "-m", "1")
+    assert r.out.splitlines()[0].split() == [
+        "JOBID", "JOBNAME", "USERNAME", "PARTITION", "ACCOUNT", "NODENUM", "REQCPUS", "REQMEMPERNODE", "ALLOCCPUS",
+        "ALLOCMEMPERNODE", "STATUS", "TIME", "TIMELIMIT", "STARTTIME", "SUBMITTIME", "TYPE", "QOS", "EXCLUSIVE",
+        "HELD", "PRIORITY", "NODELIST/REASON", "DEADLINE"]
+    r = cli("cqueue", "-S", "-m", "1")
+    assert r.out.splitlines()[0].split()[-1] == "STARTTIME"
+    r = cli("cqueue", "-o", "%.5j|%n|%t|%L", "-m", "2")
+    assert r.out.splitlines() == ["JOBID|NAME   |STATE  |NODELIST(REASON)", "    1|job1.sh|Pending|Priority",
+                                  "    2|job2.sh|Running|cn02"]
+    r = cli("cqueue", "-o", "%JOBID %username", "-m", "1", "-N")
+    assert r.out.split() == ["1", "bob"]
+
+
+def test_cqueue_invalid_format(cli, fake):
+    r = cli("cqueue", "-o", "%j %Z")
+    assert r.code == 5
+    assert "%Z" in one_line(r.err)
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("args", [["-m", "0"], ["-m", "x"], ["-t", "weird"], ["-j", "abc"], ["-j", "1_2"],
+                                  ["--self", "-u", "x"], ["-i", "0"], ["--type", "z"], ["--nope"]])
+def test_cqueue_bad_args(cli, args):
+    r = cli("cqueue", *args)
+    assert r.code == 2, r
+    one_line(r.err)
+
+
+def test_cqueue_backend_refusal(cli):
+    r = cli("cqueue", "-p", "NOPE")
+    assert r.code == 4
+    assert one_line(r.err) == "cqueue: Partition does not exist."
+
+
+def test_cqueue_json(cli):
+    r = cli("cqueue", "--json", "-m", "2")
+    assert r.code == 0
+    data = json.loads(r.out)
+    assert list(data) == ["ok", "jobs", "reason"]
+    assert [j["job_id"] for j in data["jobs"]] == [1, 2]
+    assert data["jobs"][0]["status"] == "Pending" and data["jobs"][0]["time_limit"] == "0"
+    assert list(data["jobs"][0])[:3] == ["job_id", "name", "user"]
+
+
+def test_cqueue_type_filter(cli):
+    assert cli("cqueue", "--type", "i", "-N").out == ""
+    assert len(cli("cqueue", "--type", "batch", "-N").out.splitlines()) == 30
+
+
+def test_cqueue_unreachable(cli, tmp_path):
+    (tmp_path / "o").mkdir()
+    conf = write_config(tmp_path / "o", free_port())
+    r = cli("cqueue", "-C", str(conf))
+    assert r.code == 3
+    assert one_line(r.err) == "Connection to CraneCtld is broken."
+
+
+# -- cinfo --------------------------------------------------------------------------------
+
+def test_cinfo_default(cli):
+    r = cli("cinfo")
+    assert r.code == 0, r
+    assert [line.split() for line in r.out.splitlines()] == [
+        ["PARTITION", "AVAIL", "NODES", "STATE", "NODELIST"],
+        ["CPU", "up", "3", "idle", "cn[01-03]"],
+        ["CPU", "up", "2", "alloc", "cn[04-05]"],
+        ["CPU", "up", "1", "mix(drain)", "cn06"],
+        ["GPU", "up", "1", "mix", "cn07"],
+        ["GPU", "up", "1", "down", "cn08"],
+        ["EMPTY", "up", "0", "n/a"],
+    ]
+
+
+def test_cinfo_filters_and_format(cli, fake):
+    assert [x.split()[3] for x in cli("cinfo", "-d", "-N").out.splitlines()] == ["down"]
+    assert "down" not in cli("cinfo", "-r").out
+    assert cli("cinfo", "-t", "idle,drain", "-N", "-o", "%s").out.split() == ["idle", "mix(drain)"]
+    r = cli("cinfo", "-n", "cn[01-02,07]", "-o", "%p %.6n %l")
+    assert r.out.splitlines() == ["PARTITION  NODES NODELIST", "CPU            2 cn[01-02]", "GPU            1 cn07"]
+    assert list(fake.last("QueryCranedInfo").names) == ["cn01", "cn02", "cn07"]
+    r = cli("cinfo", "-R", "-N")
+    assert "maintenance" in r.out
+
+
+def test_cinfo_errors(cli):
+    assert cli("cinfo", "-o", "%x").code == 5
+    r = cli("cinfo", "-d", "-r")
+    assert r.code == 2
+    one_line(r.err)
+    assert cli("cinfo", "-t", "sleepy").code == 2
+
+
+def test_cinfo_json(cli):
+    r = cli("cinfo", "--json")
+    data = json.loads(r.out)
+    assert list(data) == ["partitions", "nodes"]
+    assert data["partitions"][0]["name"] == "CPU" and data["nodes"][0]["name"] == "cn01"
+
+
+# -- ccancel ------------------------------------------------------------------------------
+
+def test_ccancel(cli, fake):
+    r = cli("ccancel", "1,2", "3")
+    assert r.code == 0, r
+    assert r.out == "1,2,3 cancelled successfully.\n"
+    assert list(fake.last("CancelJob").job_ids) == [1, 2, 3]
+
+
+def test_ccancel_failure(cli):
+    r = cli("ccancel", "1,999")
+    assert r.code == 4
+    assert r.out == "1 cancelled successfully.\n"
+    assert one_line(r.err) == "Failed to cancel job: 999. Reason: Job not found."
+
+
+def test_ccancel_filters(cli, fake):
+    r = cli("ccancel", "-u", "alice", "-p", "CPU", "-t", "R", "-w", "cn[01-02]", "-n", "x", "-A", "a")
+    assert r.code == 0, r
+    req = fake.last("CancelJob")
+    assert (req.user, req.partition, req.name, req.account) == ("alice", "CPU", "x", "a")
+    assert list(req.states) == [pb.Running, pb.Configuring, pb.Starting, pb.Completing]
+    assert list(req.nodes) == ["cn01", "cn02"]
+
+
+@pytest.mark.parametrize("args,msg", [([], "at least one"), (["0"], "Invalid job list"), (["1,,2"], "Invalid job list"),
+                                      (["abc"], "Invalid job list"), (["1.0"], "Invalid job list"),
+                                      (["1_2"], "not supported"), (["-t", "weird"], "invalid state")])
+def test_ccancel_bad_args(cli, fake, args, msg):
+    r = cli("ccancel", *args)
+    assert r.code == 2, r
+    assert msg in one_line(r.err)
+    assert fake.requests == []
+
+
+def test_ccancel_json(cli):
+    r = cli("ccancel", "--json", "5,999")
+    assert r.code == 4
+    assert json.loads(r.out) == {"cancelled": [5], "not_cancelled": [999], "reasons": ["Job not found"]}
+
+
+# -- crane --------------------------------------------------------------------------------
+
+def test_crane_version(cli, tmp_path, cli_env):
+    r = cli("crane", "version")
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert lines[0].startswith("crane-cli ") and lines[1].startswith("crane-kernel ")
+    assert lines[2].startswith("cranectld fake-0.0 at 127.0.0.1:")
+    (tmp_path / "o").mkdir()
+    conf = write_config(tmp_path / "o", free_port())
+    r = cli("crane", "-C", str(conf), "version")
+    assert r.code == 0
+    assert "unreachable" in r.out.splitlines()[2]
+    r = cli("crane", "version", env=dict(cli_env, CRANE_CONFIG="/nonexistent.yaml"))
+    assert r.code == 0 and "unknown" in r.out
+
+
+def test_crane_whoami(cli):
+    r = cli("crane", "whoami")
+    assert r.code == 0, r
+    assert r.out == "alice\n"
+
+
+def test_crane_token_issue_show(cli, cli_env, tmp_path):
+    (tmp_path / "cluster.key").write_text("k" * 64)
+    r = cli("crane", "token", "issue", "--user", "alice", "--uid", "1000", "--level", "admin", "--ttl", "60")
+    assert r.code == 0, r
+    token = r.out.strip()
+    from crane_kernel import tokens
+
+    payload = tokens.verify(b"k" * 64, token)
+    assert (payload["user"], payload["uid"], payload["lvl"]) == ("alice", 1000, "admin")
+    assert payload["exp"] - payload["iat"] == 60
+    env = dict(cli_env, CRANE_TOKEN=token)
+    r = cli("crane", "token", "show", env=env)
+    assert r.code == 0
+    assert "user:    alice" in r.out and "level:   admin" in r.out
+    r = cli("crane", "token", "show", "--json", env=env)
+    assert json.loads(r.out)["uid"] == 1000
+    target = tmp_path / "alice-token"
+    r = cli("crane", "token", "issue", "--user", "alice", "--uid", "1000", "--save-to", str(target))
+    assert r.code == 0
+    assert target.read_text().strip() == r.out.strip()
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_crane_token_save_own(cli, cli_env, tmp_path):
+    import pwd
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    r = cli("crane", "token", "issue", "--user", me, "--key-file", str(tmp_path / "k"))
+    assert r.code == 6  # the key file cannot be read
+    (tmp_path / "k").write_text("secret")
+    r = cli("crane", "token", "issue", "--user", me, "--key-file", str(tmp_path / "k"), "--save")
+    assert r.code == 0, r
+    saved = tmp_path / "xdgconf" / "crane" / "token"
+    assert saved.read_text().strip() == r.out.strip()
+    env = {k: v for k, v in cli_env.items() if k != "CRANE_TOKEN"}
+    r = cli("crane", "token", "show", env=env)
+    assert r.code == 0 and str(saved) in r.out
+    r = cli("crane", "token", "issue", "--user", "somebody-else", "--uid", "5", "--key-file", str(tmp_path / "k"),
+            "--save")
+    assert r.code == 2 and "--save-to" in one_line(r.err)
+
+
+def test_crane_token_show_without_token(cli, cli_env):
+    env = {k: v for k, v in cli_env.items() if k != "CRANE_TOKEN"}
+    r = cli("crane", "token", "show", env=env)
+    assert r.code == 1
+    assert "no token" in one_line(r.err)
+
+
+def test_crane_bad_usage(cli):
+    for args in ([], ["bogus"], ["token"], ["token", "issue"], ["bench", "nope"], ["bench"]):
+        r = cli("crane", *args)
+        assert r.code == 2, (args, r)
+        one_line(r.err)
+
+
+def test_crane_delegate_missing_module():
+    from crane_cli import crane
+    from crane_cli.errors import CliError
+
+    with pytest.raises(CliError, match="not installed"):
+        crane.delegate("crane_kernel.no_such_module_for_test", [], None)
+
+
+def test_crane_delegate_passes_argv(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    from crane_cli import crane
+
+    seen = {}
+    mod = types.ModuleType("crane_cli_test_delegate")
+    mod.main = lambda argv: seen.setdefault("argv", argv) and 7
+    monkeypatch.setitem(sys.modules, "crane_cli_test_delegate", mod)
+    monkeypatch.setitem(crane.DELEGATES, ("testdelegate",), "crane_cli_test_delegate")
+    monkeypatch.delenv("CRANE_CONFIG", raising=False)
+    assert crane.command(["-C", "x.yaml", "testdelegate", "--a", "b"]) == 7
+    assert seen["argv"] == ["--a", "b"]
+    assert os.environ["CRANE_CONFIG"].endswith("x.yaml")
+
+
+def test_split_global():
+    from crane_cli.crane import find_delegate, split_global
+
+    assert split_global(["-C", "c", "bench", "e2e", "-C", "z"]) == ("c", ["bench", "e2e", "-C", "z"])
+    assert split_global(["--config=c", "x"]) == ("c", ["x"])
+    assert find_delegate(["bench", "sched", "--nodes", "5"]) == ("crane_kernel.schedbench", ["--nodes", "5"])
+    assert find_delegate(["bench"]) is None
