@@ -101,7 +101,8 @@ def test_cbatch_bad_args(cli, fake, args):
 
 @pytest.mark.parametrize("content,msg", [
     (b"\x7fELF\x02\x01\x01\x00\x00", "not a text file"), (b"", "empty"), (b"echo \xff\xfe\n", "UTF-8"),
-    (b"#CBATCH -J two words\necho\n", "fields out of bound"), (b"#CBATCH --nope 1\n", "unrecognized '--nope' in script"),
+    (b"#CBATCH -J two words\necho\n", "fields out of bound"),
+    (b"#CBATCH --nope 1\n", "unrecognized '--nope' in script"),
     (b"#SBATCH --hold\n", "unsupported"),
 ])
 def test_cbatch_bad_scripts(cli, fake, tmp_path, content, msg):

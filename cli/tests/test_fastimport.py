@@ -55,7 +55,8 @@ def test_deferred_modules_load_on_use(fake):
                 return (await call(pb.ServerInfoRequest())).scheduler
         print(asyncio.run(main()))
         import inspect, socket, json, hashlib
-        print(inspect.isfunction(main), bool(socket.gethostname()), json.dumps([1]), hashlib.sha256(b"").hexdigest()[:4])
+        print(inspect.isfunction(main), bool(socket.gethostname()), json.dumps([1]),
+              hashlib.sha256(b"").hexdigest()[:4])
         from google.protobuf.internal import python_message
         import google.protobuf.internal.python_message as pm
         print(pm is python_message, callable(pm._AttachFieldHelpers))
