@@ -1,0 +1,233 @@
+"""The event loop: replays jobs through a scheduler plugin on a virtual clock.
+
+At each instant with events: completions are processed first (their nodes are
+freed), then arrivals join the pending list, then — if anything is pending —
+the priority hook (when a priority plugin is loaded) and ONE ``crane_schedule``
+call. The plan's starts are checked against the live node state (a start that
+would over-allocate a node, or names a non-pending job, raises
+:class:`SimError`) and committed. A job that runs 0 s ends at the same
+instant, which gives that instant a second pass (after its completion).
+
+The :class:`~crane_kernel.sim.view.IncrementalView` is built once and mutated
+in place: the same ``SchedNode``, ``SchedJob`` and ``SchedRunning`` objects
+live for the whole run, and every change is journaled in ``view.delta``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from crane_kernel.sched_types import Plan, SchedJob, SchedNode, SchedPartition, SchedRunning
+from crane_kernel.sim.model import PARTITION, SimJob, job_shape
+from crane_kernel.sim.view import IncrementalView
+
+__all__ = ["SimError", "Simulation", "make_view"]
+
+EPS = 1e-9
+
+Observer = Callable[[float, IncrementalView, Plan], None]
+
+
+class SimError(RuntimeError):
+    """A scheduler plan the simulator refuses to commit (over-allocation, unknown job, bad node list)."""
+
+
+def make_view(procs: int, cpus_per_node: int = 1) -> IncrementalView:
+    """The simulated machine: ``procs / cpus_per_node`` identical nodes in one partition."""
+    if cpus_per_node < 1:
+        raise ValueError("cpus_per_node must be >= 1")
+    if procs < 1:
+        raise ValueError("the machine needs at least one processor")
+    if procs % cpus_per_node:
+        raise ValueError(f"procs ({procs}) must be a multiple of cpus_per_node ({cpus_per_node})")
+    count = procs // cpus_per_node
+    width = len(str(count))
+    nodes = [SchedNode(f"n{i:0{width}d}", i, float(cpus_per_node), 0, partitions=(PARTITION,))
+             for i in range(count)]
+    parts = {PARTITION: SchedPartition(PARTITION, tuple(range(count)))}
+    return IncrementalView(nodes, parts, [], [])
+
+
+class Simulation:
+    """One replay of ``jobs`` on ``procs`` processors through the plugins registered in ``pm``.
+
+    ``priority_plugin`` (optional) gets ``record_usage(account, cpu_seconds, at_time)``
+    at every job end when it has that method. ``observer(now, view, plan)`` is
+    called after every pass, once the plan is committed (tests use it to check
+    invariants). After :meth:`run`, ``start[i]`` is the start time of ``jobs[i]``
+    (``None`` if it never started).
+    """
+
+    def __init__(self, jobs: list[SimJob], procs: int, pm: Any, *, cpus_per_node: int = 1,
+                 priority_plugin: Any = None, observer: Observer | None = None,
+                 record_series: bool = False, progress: bool = False) -> None:
+        self.jobs = jobs
+        self.procs = procs
+        self.cpus_per_node = cpus_per_node
+        self.pm = pm
+        self.priority_plugin = priority_plugin
+        self.observer = observer
+        self.record_series = record_series
+        self.progress = progress
+        self.view = make_view(procs, cpus_per_node)
+        self.start: list[int | float | None] = [None] * len(jobs)
+        self.passes = 0
+        self.series: tuple[list[float], list[int], list[int]] = ([], [], [])
+        ids = [j.job_id for j in jobs]
+        self.renumbered = len(set(ids)) != len(ids)
+
+    def run(self) -> None:
+        """Replay every job; fills ``start`` and ``passes``."""
+        jobs = self.jobs
+        n = len(jobs)
+        view = self.view
+        nodes = view.nodes
+        pending = view.pending
+        running = view.running
+        delta = view.delta
+        add_pending = delta.pending_added.append
+        del_pending = delta.pending_removed.append
+        add_running = delta.running_added.append
+        del_running = delta.running_removed.append
+        schedule = self.pm.hook.crane_schedule
+        prio_hook = self.pm.hook.crane_job_priorities if self.priority_plugin is not None else None
+        record_usage = getattr(self.priority_plugin, "record_usage", None)
+        observer = self.observer
+        cpn_model = self.cpus_per_node
+        renumber = self.renumbered
+        start = self.start
+        series_t, series_q, series_busy = self.series
+        record_series = self.record_series
+        progress = self.progress
+
+        index_of: dict[int, int] = {}  # SchedJob.job_id -> index into jobs
+        pend_pos: dict[int, int] = {}  # job_id -> position in view.pending
+        pend_job: dict[int, SchedJob] = {}  # job_id -> SchedJob
+        run_pos: dict[int, int] = {}  # job_id -> position in view.running
+        done: list[tuple[float, int, SchedRunning]] = []  # (actual end, seq, running)
+        busy = 0
+        seq = 0
+        i = 0
+        last_report = 0.0
+        t_start = time.perf_counter()
+
+        while i < n or done:
+            t: float = jobs[i].submit if i < n else done[0][0]
+            if done and done[0][0] < t:
+                t = done[0][0]
+            # 1. completions
+            while done and done[0][0] == t:
+                r = heapq.heappop(done)[2]
+                c = r.cpus_per_node
+                for x in r.nodes:
+                    nd = nodes[x]
+                    nd.cpus_free += c
+                    nd.njobs -= 1
+                if r.exclusive:
+                    for x in r.nodes:
+                        nodes[x].usable = True
+                pos = run_pos.pop(r.job_id)
+                last = running.pop()
+                if last is not r:
+                    running[pos] = last
+                    run_pos[last.job_id] = pos
+                del_running(r)
+                sj = jobs[index_of[r.job_id]]
+                busy -= sj.size
+                if record_usage is not None:
+                    record_usage(_account(sj), float(sj.run * sj.size), t)
+            # 2. arrivals
+            while i < n and jobs[i].submit == t:
+                sj = jobs[i]
+                jid = i + 1 if renumber else sj.job_id
+                node_num, cpn = job_shape(sj.size, cpn_model)
+                job = SchedJob(jid, PARTITION, node_num, float(cpn), 0, sj.estimate, submit_time=float(sj.submit),
+                               account=_account(sj), user=str(sj.user), uid=sj.user)
+                index_of[jid] = i
+                pend_pos[jid] = len(pending)
+                pend_job[jid] = job
+                pending.append(job)
+                add_pending(job)
+                i += 1
+            if record_series:
+                series_t.append(t)
+                series_q.append(len(pending))
+                series_busy.append(busy)
+            if not pending:
+                continue
+            # 3. one scheduling pass
+            if prio_hook is not None:
+                prios = prio_hook(jobs=pending, view=view, now=t)
+                if prios is not None:
+                    for job, p in zip(pending, prios, strict=True):
+                        job.priority = p if job.pinned_priority is None else job.pinned_priority
+                    delta.priorities = True
+            view.version += 1
+            plan = schedule(view=view, now=t)
+            delta.clear()
+            self.passes += 1
+            if plan is None:
+                continue
+            for jid, idxs in plan.starts:
+                job = pend_job.pop(jid, None)
+                if job is None:
+                    raise SimError(f"t={t}: plan starts job {jid}, which is not pending")
+                c = job.cpus_per_node
+                k = job.node_num
+                if len(idxs) != k or (k > 1 and len(set(idxs)) != k):
+                    raise SimError(f"t={t}: job {jid} needs {k} distinct nodes, plan gives {idxs}")
+                for x in idxs:
+                    nd = nodes[x]
+                    if not nd.usable or nd.cpus_free < c - EPS or (job.exclusive and nd.njobs):
+                        raise SimError(f"t={t}: starting job {jid} on node {x} would over-allocate it ({nd!r})")
+                for x in idxs:
+                    nd = nodes[x]
+                    nd.cpus_free -= c
+                    nd.njobs += 1
+                    if job.exclusive:
+                        nd.usable = False
+                pos = pend_pos.pop(jid)
+                last_job = pending.pop()
+                if last_job is not job:
+                    pending[pos] = last_job
+                    pend_pos[last_job.job_id] = pos
+                del_pending(job)
+                ix = index_of[jid]
+                sj = jobs[ix]
+                start[ix] = t
+                r = SchedRunning(jid, tuple(idxs), c, 0, t + job.time_limit, partition=PARTITION,
+                                 exclusive=job.exclusive)
+                run_pos[jid] = len(running)
+                running.append(r)
+                add_running(r)
+                seq += 1
+                heapq.heappush(done, (t + sj.run, seq, r))
+                busy += sj.size
+            if observer is not None:
+                observer(t, view, plan)
+            if progress and (i & 1023) == 0:
+                now = time.perf_counter()
+                if now - last_report > 0.2:
+                    last_report = now
+                    _progress(i, n, now - t_start)
+        if progress:
+            _progress(n, n, time.perf_counter() - t_start)
+            sys.stderr.write("\n")
+
+
+def _account(sj: SimJob) -> str:
+    """The account a trace job is charged to: its group, else its user."""
+    return f"g{sj.group}" if sj.group >= 0 else f"u{sj.user}"
+
+
+def _progress(done: int, total: int, elapsed: float) -> None:
+    width = 30
+    frac = done / total if total else 1.0
+    filled = int(frac * width)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} jobs  {rate:,.0f} jobs/s ")
+    sys.stderr.flush()

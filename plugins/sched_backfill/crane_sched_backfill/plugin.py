@@ -1,0 +1,111 @@
+"""The backfill scheduler plugins: ``easy``, ``conservative`` and ``backfill`` (configured mode).
+
+Policy (per partition, jobs in queue order: priority descending, then submit
+time, then job id):
+
+* **EASY** — the first job that cannot start gets a reservation at the earliest
+  time enough resources free up, judged by running jobs' expected ends
+  (start + time limit). A later job starts now only if it cannot delay that
+  reservation: it ends by the reserved start (the *shadow time*), or it only
+  uses resources that are spare at the shadow time (node level: on nodes the
+  reservation does not need, or leaving enough on them).
+* **conservative** — every job, up to ``depth`` per partition, gets a
+  reservation in an availability profile (per node and time); a job starts now
+  only if it does not delay any earlier reservation.
+
+Jobs that are not eligible (held, begin time, account, partition limits, a
+request that can never fit) keep their specific reason and never block anyone.
+``Plan.reserved`` carries each reservation's planned start; reasons are
+``Resource`` for reserved jobs, ``ResourceReserved`` for a job that would fit
+the free resources but would delay a reservation, ``Priority`` otherwise.
+
+Two implementations make the same decisions: the count-based fast path
+(:mod:`crane_sched_backfill.pool`) for one partition of identical whole-node
+jobs (e.g. ``crane sim``'s default model), kept incrementally across calls,
+and the general node-level path (:mod:`crane_sched_backfill.general`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from crane_kernel import hookimpl
+
+from crane_sched_backfill.general import plan_general
+from crane_sched_backfill.pool import Pool
+from crane_sched_backfill.settings import Settings, parse_settings
+
+if TYPE_CHECKING:
+    from crane_kernel.sched_types import ClusterView, Plan
+
+__all__ = ["BackfillScheduler", "EasyScheduler", "ConservativeScheduler"]
+
+
+class BackfillScheduler:
+    """Backfilling scheduler; the mode comes from the ``mode`` setting (default ``easy``).
+
+    Instantiated by stevedore with no arguments; :meth:`configure` takes the
+    settings documented in :mod:`crane_sched_backfill.settings`.
+    ``last_path`` tells which implementation answered the last call
+    (``"pool"`` or ``"general"``).
+    """
+
+    default_mode = "easy"
+
+    def __init__(self) -> None:
+        self.settings: Settings = parse_settings({}, self.default_mode)
+        self._pool: Pool | None = None
+        self.last_path = ""
+
+    def configure(self, config: Mapping[str, Any]) -> None:
+        """Validate and apply settings; a bad key or value raises ``ValueError`` naming it."""
+        self.settings = parse_settings(config, self.default_mode)
+        self._pool = None
+
+    @hookimpl
+    def crane_schedule(self, view: "ClusterView", now: float) -> "Plan":
+        """Hook entry point: one backfill pass over ``view`` (see :meth:`schedule`)."""
+        return self.schedule(view, now)
+
+    def schedule(self, view: "ClusterView", now: float) -> "Plan":
+        """Run one scheduling pass and return the plan; ``view`` is not modified."""
+        settings = self.settings
+        if settings.fast_path:
+            plan = self._fast(view, now)
+            if plan is not None:
+                self.last_path = "pool"
+                return plan
+        self._pool = None
+        self.last_path = "general"
+        return plan_general(view, now, settings)
+
+    def _fast(self, view: "ClusterView", now: float) -> "Plan | None":
+        pool = self._pool
+        version = getattr(view, "version", None)
+        delta = getattr(view, "delta", None)
+        ok = False
+        if (pool is not None and pool.view is view and delta is not None and version is not None
+                and pool.version is not None and version == pool.version + 1 and not delta.other):
+            ok = pool.apply(delta, now)
+        if not ok:
+            pool = self._pool = Pool.build(view, now)
+            if pool is None:
+                return None
+        pool.version = version
+        ps = self.settings.for_partition(pool.pname)
+        if ps.mode == "easy":
+            return pool.easy(now, ps, self.settings.max_jobs)
+        return pool.conservative(now, ps, self.settings.max_jobs)
+
+
+class EasyScheduler(BackfillScheduler):
+    """Entry point ``crane.scheduler: easy`` — EASY backfilling unless configured otherwise."""
+
+    default_mode = "easy"
+
+
+class ConservativeScheduler(BackfillScheduler):
+    """Entry point ``crane.scheduler: conservative`` — conservative backfilling unless configured otherwise."""
+
+    default_mode = "conservative"
