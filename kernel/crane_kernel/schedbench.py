@@ -1,0 +1,389 @@
+"""Engine of ``crane bench sched``: time one scheduling cycle of a scheduler plugin on a synthetic cluster.
+
+The scheduler is loaded by name through stevedore from entry-point group
+``crane.scheduler`` and called through a pluggy ``PluginManager`` carrying
+:mod:`crane_kernel.hookspecs` — the same path cranectld uses — so the figure
+is what the controller would see. The synthetic cluster is deterministic for
+a given seed. Every plan is checked (:func:`validate_plan`): no node gets more
+than it has free, constraints are honoured, every job gets a start or a
+reason, and the view is not modified.
+
+Usage::
+
+    python -m crane_kernel.schedbench --nodes 10000 --jobs 100000 --scheduler fifo --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from crane_kernel.sched_types import ClusterView, Plan, SchedJob, SchedNode, SchedPartition, SchedRunning
+
+GiB = 1 << 30
+NOW = 1_000_000_000.0
+EPS = 1e-6
+WORKLOADS = ("mixed", "small")
+
+
+class SchedulerNotFoundError(LookupError):
+    """The requested scheduler is not installed (the message lists the installed ones)."""
+
+
+def installed_schedulers() -> list[str]:
+    """Names registered in entry-point group ``crane.scheduler``."""
+    from crane_kernel.plugins import installed
+
+    return installed("scheduler")
+
+
+def load_scheduler(name: str, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+    """Load scheduler ``name`` exactly as cranectld does and register it with a fresh ``crane`` PluginManager.
+
+    That is: :func:`crane_kernel.plugins.load_one` (stevedore ``DriverManager``
+    on group ``crane.scheduler``, ``invoke_on_load``, then ``configure``) and a
+    pluggy manager from :func:`crane_kernel.plugins.new_manager` carrying
+    :mod:`crane_kernel.hookspecs`. Returns ``(plugin_object, plugin_manager)``.
+    Raises :class:`SchedulerNotFoundError` with a one-line message listing the
+    installed schedulers when ``name`` is not one of them.
+    """
+    from crane_kernel.plugins import load_one, new_manager
+
+    have = installed_schedulers()
+    if name not in have:
+        raise SchedulerNotFoundError(f"scheduler {name!r} is not installed (installed: {', '.join(have) or 'none'})")
+    obj = load_one("scheduler", name, dict(config or {}))
+    pm = new_manager()
+    pm.register(obj, name=f"scheduler:{name}")
+    return obj, pm
+
+
+# --------------------------------------------------------------------------
+# synthetic cluster
+# --------------------------------------------------------------------------
+
+def _make_nodes(rng: random.Random, count: int) -> tuple[list[SchedNode], dict[str, list[int]]]:
+    nodes: list[SchedNode] = []
+    kinds: dict[str, list[int]] = {"cpu": [], "bigmem": [], "gpu": []}
+    for i in range(count):
+        r = rng.random()
+        gres = None
+        if r < 0.05:
+            kind, cpus, mem, gres = "gpu", 64, 512 * GiB, {"gpu:a100": rng.choice((4, 8))}
+        elif r < 0.15:
+            kind, cpus, mem = "bigmem", rng.choice((64, 128)), 512 * GiB
+        else:
+            kind = "cpu"
+            cpus = rng.choices((32, 64, 128), weights=(3, 5, 2))[0]
+            mem = {32: 128, 64: 256, 128: 256}[cpus] * GiB
+        usable = rng.random() >= 0.01  # ~1% down or drained
+        nodes.append(SchedNode(f"cn{i:05d}", i, float(cpus), mem, gres_total=gres, usable=usable))
+        kinds[kind].append(i)
+    return nodes, kinds
+
+
+def _make_partitions(nodes: list[SchedNode], kinds: dict[str, list[int]]) -> dict[str, SchedPartition]:
+    debug = list(range(max(2, len(nodes) // 50)))
+    parts = {
+        "cpu": SchedPartition("cpu", tuple(sorted(kinds["cpu"] + kinds["bigmem"]))),
+        "bigmem": SchedPartition("bigmem", tuple(kinds["bigmem"])),
+        "gpu": SchedPartition("gpu", tuple(kinds["gpu"])),
+        "debug": SchedPartition("debug", tuple(debug), max_time_limit=3600),
+    }
+    member: dict[int, list[str]] = {}
+    for p in parts.values():
+        for i in p.node_indices:
+            member.setdefault(i, []).append(p.name)
+    for n in nodes:
+        n.partitions = tuple(member.get(n.index, ()))
+    return parts
+
+
+def _fill_running(rng: random.Random, nodes: list[SchedNode], fraction: float) -> list[SchedRunning]:
+    """Occupy about ``fraction`` of the CPUs with running jobs (some whole-node exclusive ones)."""
+    running: list[SchedRunning] = []
+    jid = 10_000_000
+    for n in nodes:
+        if not n.usable or fraction <= 0:
+            continue
+        jid += 1
+        if rng.random() < fraction * 0.1:
+            running.append(SchedRunning(jid, (n.index,), n.cpus_total, n.mem_total, NOW + rng.randint(60, 86400),
+                                        gres_per_node=dict(n.gres_total) or None, exclusive=True))
+            n.cpus_free, n.mem_free, n.njobs = 0.0, 0, 1
+            n.gres_free = {k: 0 for k in n.gres_total}
+            continue
+        target = min(1.0, rng.uniform(0.0, 2.0 * fraction)) * n.cpus_total
+        used = 0.0
+        while True:
+            c = float(rng.choice((1, 2, 4, 8, 16)))
+            m = int(c * rng.choice((1, 2, 4)) * GiB)
+            if used + c > target or m > n.mem_free:
+                break
+            g = None
+            if n.gres_free and rng.random() < 0.5:
+                key = next(iter(n.gres_free))
+                if n.gres_free[key] > 0:
+                    g = {key: 1}
+                    n.gres_free[key] -= 1
+            used += c
+            jid += 1
+            n.cpus_free -= c
+            n.mem_free -= m
+            n.njobs += 1
+            running.append(SchedRunning(jid, (n.index,), c, m, NOW + rng.randint(60, 86400), gres_per_node=g))
+    return running
+
+
+def _pending_job(rng: random.Random, jid: int, cpu_names: list[str], workload: str) -> SchedJob:
+    common = {"priority": float(rng.randint(0, 1000)), "submit_time": NOW - rng.uniform(0, 86400),
+              "account": rng.choice(("phys", "chem", "bio", "cs"))}
+    tl = rng.choice((600, 3600, 4 * 3600, 86400))
+    r = rng.random() if workload == "mixed" else 0.0
+    if r < 0.60:
+        c = rng.choice((0.5, 1, 1, 1, 2, 2, 4, 4, 8, 16, 32))
+        part = rng.choices(("cpu", "debug", "bigmem"), weights=(85, 10, 5))[0]
+        if part == "debug":
+            tl = 600
+        return SchedJob(jid, part, 1, float(c), int(c * rng.choice((1, 2, 4)) * GiB), tl, **common)
+    if r < 0.72:
+        c = rng.choice((8, 16, 32))
+        return SchedJob(jid, "cpu", rng.choice((2, 2, 4, 4, 8, 16)), float(c), c * 2 * GiB, tl, **common)
+    if r < 0.80:
+        g = {"gpu:a100": rng.choice((1, 2, 4))} if rng.random() < 0.7 else {"gpu": rng.choice((1, 2))}
+        c = rng.choice((4, 8, 16))
+        return SchedJob(jid, "gpu", 2 if rng.random() < 0.1 else 1, float(c), c * 4 * GiB, tl,
+                        gres_per_node=g, **common)
+    if r < 0.84:
+        return SchedJob(jid, "cpu", rng.choice((1, 1, 2, 4)), 1.0, 0, tl, exclusive=True, **common)
+    if r < 0.90 and cpu_names:
+        k = rng.choice((1, 1, 2))
+        wl = frozenset(rng.sample(cpu_names, min(len(cpu_names), k + rng.choice((0, 1)))))
+        return SchedJob(jid, "cpu", k, 2.0, 2 * GiB, tl, nodelist=wl, **common)
+    if r < 0.96 and cpu_names:
+        ex = frozenset(rng.sample(cpu_names, min(len(cpu_names), 3)))
+        return SchedJob(jid, "cpu", 1, 4.0, 8 * GiB, tl, exclude=ex, **common)
+    if r < 0.999:
+        c = rng.choice((4, 8, 16))
+        return SchedJob(jid, "bigmem", 1, float(c), rng.choice((128, 256, 384)) * GiB, tl, **common)
+    return SchedJob(jid, "cpu", 1, 256.0, 0, tl, **common)  # can never fit: no 256-CPU node
+
+
+def build_cluster(nodes: int, jobs: int, seed: int = 1, running_fraction: float = 0.5,
+                  workload: str = "mixed") -> ClusterView:
+    """Build a deterministic synthetic cluster view.
+
+    Nodes are 32/64/128-CPU machines with 128-512 GiB; ~10% are big-memory,
+    ~5% GPU nodes with ``gpu:a100`` x4 or x8, ~1% unusable. Partitions:
+    ``cpu`` (CPU + big-memory nodes), ``bigmem``, ``gpu`` and a small
+    ``debug`` partition overlapping the others. Running jobs occupy about
+    ``running_fraction`` of the CPUs. Pending jobs (``workload="mixed"``):
+    ~60% 1-node small jobs, 12% multi-node, 8% GPU (typed and untyped), 4%
+    exclusive, 6% ``-w``, 6% ``-x``, some big-memory and 0.1% that can never
+    fit. ``workload="small"`` makes every pending job a 1-node small job (the
+    worst case for the number of starts).
+    """
+    if workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {workload!r} (choose from {', '.join(WORKLOADS)})")
+    rng = random.Random(seed)
+    node_list, kinds = _make_nodes(rng, nodes)
+    parts = _make_partitions(node_list, kinds)
+    running = _fill_running(rng, node_list, running_fraction)
+    cpu_names = [node_list[i].name for i in kinds["cpu"]]
+    pending = [_pending_job(rng, j + 1, cpu_names, workload) for j in range(jobs)]
+    return ClusterView(node_list, parts, pending, running)
+
+
+# --------------------------------------------------------------------------
+# plan validation
+# --------------------------------------------------------------------------
+
+def _gres_avail(free: Mapping[str, int], key: str) -> int:
+    if ":" in key:
+        return free.get(key, 0)
+    return sum(v for k, v in free.items() if k.split(":", 1)[0] == key)
+
+
+def _node_snapshot(view: ClusterView) -> list[tuple[Any, ...]]:
+    return [(n.cpus_free, n.mem_free, tuple(sorted(n.gres_free.items())), n.usable, n.njobs) for n in view.nodes]
+
+
+def validate_plan(view: ClusterView, plan: Plan, limit: int = 20) -> list[str]:
+    """Check a plan against the view; return up to ``limit`` problems (empty list = valid).
+
+    Checks: each start names a pending job once, with exactly ``node_num``
+    distinct, usable nodes of its partition, honouring ``-w``/``-x`` and
+    ``exclusive`` (idle node, alone on it); the sum of starts per node stays
+    within its free CPUs, memory and gres (per type, and per family for
+    untyped requests); every other pending job has a reason and started jobs
+    have none.
+    """
+    problems: list[str] = []
+    jobs = {j.job_id: j for j in view.pending}
+    used_cpu: dict[int, float] = {}
+    used_mem: dict[int, int] = {}
+    used_gres: dict[int, dict[str, int]] = {}
+    exclusive_on: dict[int, int] = {}
+    started: set[int] = set()
+    member_sets: dict[str, frozenset[int]] = {}
+
+    def bad(msg: str) -> None:
+        if len(problems) < limit:
+            problems.append(msg)
+
+    for jid, idxs in plan.starts:
+        job = jobs.get(jid)
+        if job is None or jid in started:
+            bad(f"job {jid}: started twice or not pending")
+            continue
+        started.add(jid)
+        members = member_sets.get(job.partition)
+        if members is None:
+            part = view.partitions.get(job.partition)
+            members = member_sets[job.partition] = frozenset(part.node_indices) if part else frozenset()
+        if len(idxs) != job.node_num or len(set(idxs)) != len(idxs):
+            bad(f"job {jid}: got {len(idxs)} nodes for node_num={job.node_num} (or duplicates)")
+        for i in idxs:
+            if not 0 <= i < len(view.nodes):
+                bad(f"job {jid}: node index {i} out of range")
+                continue
+            node = view.nodes[i]
+            if i not in members or not node.usable:
+                bad(f"job {jid}: node {node.name} not a usable node of partition {job.partition}")
+            if job.nodelist and node.name not in job.nodelist:
+                bad(f"job {jid}: node {node.name} not in its -w list")
+            if job.exclude and node.name in job.exclude:
+                bad(f"job {jid}: node {node.name} is in its -x list")
+            if job.exclusive:
+                if node.njobs or node.cpus_free < node.cpus_total - EPS or i in used_cpu:
+                    bad(f"job {jid}: exclusive on busy node {node.name}")
+                exclusive_on[i] = jid
+            elif i in exclusive_on:
+                bad(f"job {jid}: shares node {node.name} with exclusive job {exclusive_on[i]}")
+            used_cpu[i] = used_cpu.get(i, 0.0) + job.cpus_per_node
+            used_mem[i] = used_mem.get(i, 0) + job.mem_per_node
+            for k, v in (job.gres_per_node or {}).items():
+                g = used_gres.setdefault(i, {})
+                g[k] = g.get(k, 0) + v
+        if job.nodelist and job.node_num == len(job.nodelist):
+            if {view.nodes[i].name for i in idxs if 0 <= i < len(view.nodes)} != set(job.nodelist):
+                bad(f"job {jid}: does not use every node of its -w list")
+    for i, c in used_cpu.items():
+        node = view.nodes[i]
+        if c > node.cpus_free + EPS or used_mem[i] > node.mem_free:
+            bad(f"node {node.name}: over-allocated (cpu {c}/{node.cpus_free}, mem {used_mem[i]}/{node.mem_free})")
+    for i, req in used_gres.items():
+        free = view.nodes[i].gres_free
+        fam: dict[str, int] = {}
+        for k, v in req.items():
+            if ":" in k and v > free.get(k, 0):
+                bad(f"node {view.nodes[i].name}: gres {k} over-allocated ({v}/{free.get(k, 0)})")
+            f = k.split(":", 1)[0]
+            fam[f] = fam.get(f, 0) + v
+        for f, v in fam.items():
+            if v > _gres_avail(free, f):
+                bad(f"node {view.nodes[i].name}: gres family {f} over-allocated ({v}/{_gres_avail(free, f)})")
+    for jid in jobs:
+        if jid not in started and jid not in plan.reasons:
+            bad(f"job {jid}: pending without a reason")
+    for jid in started:
+        if jid in plan.reasons:
+            bad(f"job {jid}: started but also given a reason")
+    return problems
+
+
+# --------------------------------------------------------------------------
+# the benchmark
+# --------------------------------------------------------------------------
+
+def run_sched_bench(nodes: int, jobs: int, scheduler: str, seed: int = 1, running_fraction: float = 0.5,
+                    *, workload: str = "mixed", repeat: int = 3) -> dict:
+    """Time ``repeat`` full cycles of ``scheduler`` on a synthetic cluster and return the figures.
+
+    Keys: ``scheduler``, ``nodes``, ``jobs``, ``running``, ``seed``,
+    ``running_fraction``, ``workload``, ``cycle_s`` (best of ``repeat``),
+    ``first_cycle_s``, ``decisions_per_s`` (``considered / cycle_s``),
+    ``first_decisions_per_s``, ``considered``, ``started``, ``reserved``,
+    ``reasons`` (count per reason), ``valid``, ``problems``, ``build_s`` and,
+    when the plugin exposes ``last_stats``, ``plugin_stats``.
+    Raises :class:`SchedulerNotFoundError` for an unknown scheduler.
+    """
+    obj, pm = load_scheduler(scheduler)
+    t0 = time.perf_counter()
+    view = build_cluster(nodes, jobs, seed, running_fraction, workload)
+    build_s = time.perf_counter() - t0
+    before = _node_snapshot(view)
+    times: list[float] = []
+    plan: Plan | None = None
+    for _ in range(max(1, repeat)):
+        t = time.perf_counter()
+        plan = pm.hook.crane_schedule(view=view, now=NOW)
+        times.append(time.perf_counter() - t)
+    if plan is None:
+        plan = Plan()
+    problems = validate_plan(view, plan)
+    if _node_snapshot(view) != before:
+        problems.append("the scheduler modified the view's nodes")
+    reasons: dict[str, int] = {}
+    for r in plan.reasons.values():
+        reasons[r] = reasons.get(r, 0) + 1
+    best, first = min(times), times[0]
+    out: dict[str, Any] = {
+        "scheduler": scheduler, "nodes": nodes, "jobs": jobs, "running": len(view.running), "seed": seed,
+        "running_fraction": running_fraction, "workload": workload,
+        "cycle_s": round(best, 6), "first_cycle_s": round(first, 6),
+        "decisions_per_s": round(plan.considered / best) if best > 0 else None,
+        "first_decisions_per_s": round(plan.considered / first) if first > 0 else None,
+        "considered": plan.considered, "started": len(plan.starts), "reserved": len(plan.reserved),
+        "reasons": dict(sorted(reasons.items())), "valid": not problems, "problems": problems,
+        "build_s": round(build_s, 3),
+    }
+    stats = getattr(obj, "last_stats", None)
+    if isinstance(stats, dict) and stats:
+        out["plugin_stats"] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in stats.items()}
+    return out
+
+
+def _format(res: dict) -> str:
+    lines = [
+        f"scheduler {res['scheduler']}: {res['nodes']} nodes, {res['jobs']} pending, {res['running']} running "
+        f"({res['workload']}, seed {res['seed']})",
+        f"  cycle {res['cycle_s'] * 1000:.1f} ms best, {res['first_cycle_s'] * 1000:.1f} ms first; "
+        f"{res['decisions_per_s']:,} decisions/s best, {res['first_decisions_per_s']:,} first",
+        f"  started {res['started']}, reserved {res['reserved']}, considered {res['considered']}"
+        + (f" (fit-tested {res['plugin_stats']['tested']})" if "tested" in res.get("plugin_stats", {}) else ""),
+        "  reasons: " + ", ".join(f"{k}={v}" for k, v in res["reasons"].items()),
+        f"  valid: {res['valid']}" + ("" if res["valid"] else " — " + "; ".join(res["problems"][:5])),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: ``python -m crane_kernel.schedbench --nodes N --jobs M [--scheduler S] [--json]``."""
+    ap = argparse.ArgumentParser(prog="crane bench sched", description="Time one scheduling cycle.")
+    ap.add_argument("--nodes", type=int, default=10_000)
+    ap.add_argument("--jobs", type=int, default=100_000)
+    ap.add_argument("--scheduler", default="fifo")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--running-fraction", type=float, default=0.5)
+    ap.add_argument("--workload", choices=WORKLOADS, default="mixed")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    try:
+        res = run_sched_bench(args.nodes, args.jobs, args.scheduler, args.seed, args.running_fraction,
+                              workload=args.workload, repeat=args.repeat)
+    except SchedulerNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(res, sort_keys=True) if args.json else _format(res))
+    return 0 if res["valid"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
