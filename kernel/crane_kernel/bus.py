@@ -20,10 +20,12 @@ recreate their groups and carry on, and the daemons re-register.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -124,6 +126,51 @@ class Bus:
                 pipe.xadd(stream, {FIELD: encode(msg)}, maxlen=maxlen)
             ids.extend(entry_id.decode() for entry_id in pipe.execute())
         return ids
+
+    def publish_fresh(self, stream: str, msg: BusMessage, timeout: float = 5.0) -> str:
+        """XADD one message over a new, short-lived raw connection; return the entry id.
+
+        For freshly forked processes (step supervisors): redis-py resets its pool after a fork
+        and handshakes anew, which costs about 4 ms of CPU and ~900 page faults per process;
+        speaking RESP directly costs about 0.6 ms. Raises ``ConnectionError`` on any failure
+        (callers fall back to :meth:`publish`).
+        """
+        url = urlparse(self.url)
+        if url.scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(url.path)
+            db = (parse_qs(url.query).get("db") or ["0"])[0]
+        elif url.scheme in ("redis", ""):
+            sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), timeout=timeout)
+            db = url.path.lstrip("/") or "0"
+        else:
+            raise ConnectionError(f"publish_fresh does not speak {url.scheme!r}")
+        commands: list[list[bytes]] = []
+        if url.password:
+            auth = [b"AUTH", url.username.encode()] if url.username else [b"AUTH"]
+            commands.append([*auth, url.password.encode()])
+        if db != "0":
+            commands.append([b"SELECT", db.encode()])
+        commands.append([b"XADD", stream.encode(), b"*", FIELD, encode(msg)])
+        wire = b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in c)
+                        for c in commands)
+        try:
+            sock.sendall(wire)
+            reader = sock.makefile("rb")
+            reply = b""
+            for _ in commands:
+                reply = reader.readline()
+                if reply.startswith(b"$"):
+                    reply = reader.readline()
+                elif reply.startswith(b"-") or not reply:
+                    raise ConnectionError(f"redis refused the message: {reply.decode(errors='replace').strip()}")
+            reader.close()
+        except OSError as exc:
+            raise ConnectionError(f"cannot publish to redis: {exc}") from None
+        finally:
+            sock.close()
+        return reply.decode().strip()
 
     def ping(self) -> bool:
         """True if Redis answers."""
@@ -392,11 +439,41 @@ class Consumer:
                     settled += self._process(entries, redelivered=True)
                 if self._claim_cursor == "0-0":
                     break
+            self.trim_acked()
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self._recover_group(exc)
         return settled
+
+    def trim_acked(self) -> int:
+        """Delete entries every group of the stream has settled (XTRIM MINID); return how many went.
+
+        Safe trimming: the cut is the oldest entry still pending in any group, or else the oldest
+        group's last-delivered id, so nothing a consumer may still need is removed.
+        """
+        try:
+            groups = self._r.xinfo_groups(self.stream)
+        except ResponseError:
+            return 0
+        if not groups:
+            return 0
+        cut: tuple[int, int] | None = None
+        for g in groups:
+            name = g[b"name"] if b"name" in g else g.get("name")
+            last = g[b"last-delivered-id"] if b"last-delivered-id" in g else g.get("last-delivered-id")
+            candidates = [(last, 1)]  # everything up to and including the last delivered entry ...
+            summary = self._r.xpending(self.stream, name)
+            if summary and summary.get("pending"):
+                candidates.append((summary["min"], 0))  # ... unless still pending
+            for c, after in candidates:
+                text = c.decode() if isinstance(c, bytes) else str(c)
+                ms, _, seq = text.partition("-")
+                key = (int(ms), int(seq or 0) + after)
+                cut = key if cut is None or key < cut else cut
+        if cut is None or cut == (0, 0):
+            return 0
+        return int(self._r.xtrim(self.stream, minid=f"{cut[0]}-{cut[1]}", approximate=False) or 0)
 
     def _recover_group(self, exc: Exception) -> None:
         """The group (or the whole stream) vanished — Redis lost its data: recreate it and start over."""

@@ -96,7 +96,8 @@ class LocalCluster:
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
         log = open(os.path.join(self.logs, log_name), "ab")
-        return subprocess.Popen([sys.executable, "-m", *args, "-C", self.config_path], stdout=log,
+        level = ["-D", os.environ["CRANE_DEBUG_LEVEL"]] if os.environ.get("CRANE_DEBUG_LEVEL") else []
+        return subprocess.Popen([sys.executable, "-m", *args, "-C", self.config_path, *level], stdout=log,
                                 stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
 
     def start_ctld(self) -> None:

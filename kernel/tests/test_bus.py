@@ -409,3 +409,38 @@ def test_block_ms_must_be_below_socket_timeout(redis_url: str) -> None:
     bus = Bus(redis_url, "test", socket_timeout=1.0)
     with pytest.raises(ValueError, match="socket timeout"):
         Consumer(bus, bus.ctld_stream(), "ctld", "c", Recorder(), block_ms=1000)
+
+
+def test_trim_acked_removes_only_settled_entries(redis_url):
+    from crane_kernel import messages as msgs
+    from crane_kernel.bus import Bus, Consumer
+
+    bus = Bus(redis_url, "trim")
+    stream = bus.node_stream("n1")
+    seen = []
+    c = Consumer(bus, stream, "g", "n1", lambda batch: seen.extend(batch), block_ms=0, batch=5)
+    bus.publish(stream, [msgs.FreeJob(job_id=i) for i in range(10)])
+    c.poll_once()                      # 5 handled and acked, 5 not yet delivered
+    c.trim_acked()
+    left = bus.redis.xrange(stream)
+    assert len(left) == 5              # the 5 settled went, the undelivered stay
+    c.poll_once()
+    assert len(seen) == 10
+
+
+def test_publish_fresh_speaks_resp_and_is_consumed(redis_url):
+    from crane_kernel import messages as msgs
+    from crane_kernel.bus import Bus, Consumer
+
+    bus = Bus(redis_url, "fresh")
+    got = []
+    c = Consumer(bus, bus.ctld_stream(), "g", "c", lambda batch: got.extend(m for _, m in batch), block_ms=0)
+    entry = bus.publish_fresh(bus.ctld_stream(), msgs.StepStatus(node="n1", job_id=7, state="finished", exit_code=3))
+    assert "-" in entry
+    c.poll_once()
+    assert [(m.job_id, m.exit_code) for m in got] == [(7, 3)]
+    bad = Bus("redis://127.0.0.1:1/0", "fresh")
+    import pytest
+
+    with pytest.raises(ConnectionError):
+        bad.publish_fresh(bad.ctld_stream(), msgs.FreeJob(job_id=1))

@@ -15,6 +15,7 @@ results it still has to report.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -143,10 +144,12 @@ class Craned:
         os.makedirs(d, mode=0o700)
         # the supervisor writes its own pid file; write a placeholder so a duplicate launch is recognised
         write_json(os.path.join(d, SUP_FILE), {"pid": 0, "start": -2, "epoch": msg.epoch})
+        gc.freeze()  # keep the child's collector off the parent's objects: fewer copy-on-write faults
         pid = os.fork()
         if pid == 0:  # the supervisor
             code = 1
             try:
+                gc.disable()  # a short-lived process: collecting would only copy pages
                 os.setsid()
                 Supervisor(self.node, d, msg, self.pm, self.bus, self.cfg.Craned.KillWait,
                            self.cfg.Cgroup.Prefix).run()
@@ -205,7 +208,7 @@ class Craned:
         consumer = Consumer(self.bus, self.bus.node_stream(self.node), "craned", self.node, self.handle,
                             batch=200, block_ms=int(min(1.0, ping) * 1000), claim_idle_ms=60_000)
         registered = False
-        next_beat = 0.0
+        next_beat = next_janitor = 0.0
         while not self.stop:
             try:
                 if not registered:
@@ -216,6 +219,9 @@ class Craned:
                 if time.time() >= next_beat:
                     self._heartbeat()
                     next_beat = time.time() + ping
+                if time.time() >= next_janitor:
+                    consumer.janitor()  # also trims entries already settled
+                    next_janitor = time.time() + 5.0
             except Exception as exc:
                 log.error("node loop error (will retry): %s", exc)
                 time.sleep(0.5)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pwd
+import resource
 import signal
 import time
 from typing import Any, NoReturn
@@ -144,7 +145,10 @@ class Supervisor:
         for delay in (0, 0.1, 0.5, 1, 2, 5):
             time.sleep(delay)
             try:
-                self.bus.publish(self.bus.ctld_stream(), status)
+                try:
+                    self.bus.publish_fresh(self.bus.ctld_stream(), status)
+                except ConnectionError:
+                    self.bus.publish(self.bus.ctld_stream(), status)
                 return True
             except Exception as exc:
                 log.warning("job %d: could not report %s: %s", self.launch.job_id, status.state, exc)
@@ -154,6 +158,10 @@ class Supervisor:
         write_json(os.path.join(self.job_dir, RESULT_FILE), status.model_dump())
         if self._send(status):
             open(os.path.join(self.job_dir, REPORTED_FILE), "w").close()
+        if log.isEnabledFor(logging.DEBUG):
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            log.debug("job %d supervisor: %.2f ms CPU (%.2f sys), %d page faults", self.launch.job_id,
+                      (ru.ru_utime + ru.ru_stime) * 1000, ru.ru_stime * 1000, ru.ru_minflt)
         os._exit(0)
 
     def run(self) -> NoReturn:

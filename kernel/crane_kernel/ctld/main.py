@@ -17,6 +17,8 @@ from crane_kernel.errors import CraneError
 
 log = logging.getLogger("cranectld")
 
+EVENTS_MAXLEN = 200_000  # the events stream keeps about this many recent events
+
 
 def plugin_settings(cfg: ClusterConfig, name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Settings handed to plugin ``name``: built-in defaults overlaid with ``Plugins.Settings.<name>``."""
@@ -77,8 +79,10 @@ class CtldDaemon:
     def _publish(self, outbox: list) -> None:
         if not outbox:
             return
+        events = self.bus.events_stream()
         try:
-            self.bus.publish_many(outbox)
+            self.bus.publish_many([item for item in outbox if item[0] != events])
+            self.bus.publish_many([item for item in outbox if item[0] == events], maxlen=EVENTS_MAXLEN)
         except Exception as exc:  # Redis down: launches are retried, the rest is best effort
             log.error("could not publish %d bus message(s): %s", len(outbox), exc)
 

@@ -127,7 +127,12 @@ class CraneCtldService(pbg.CraneCtldServicer):
         limit = request.max_lines or 0
         out = []
         with ctl.lock:
-            source = [ctl.jobs[i] for i in ids if i in ctl.jobs] if ids else list(ctl.jobs.values())
+            if ids:
+                source = [ctl.jobs[i] for i in ids if i in ctl.jobs]
+            elif states is not None and states <= _DEFAULT_STATES:
+                source = [*ctl.pending.values(), *ctl.running.values()]  # skip the ended jobs kept around
+            else:
+                source = list(ctl.jobs.values())
             if ids and request.include_finished:
                 source += ctl.finished_from_store(sorted(ids))
             for job in source:

@@ -43,6 +43,10 @@ class CgroupBackend(ABC):
         """The files a process writes its pid into to join cgroup ``rel`` in every hierarchy."""
 
     @abstractmethod
+    def home_files(self, rel: str) -> list[str]:
+        """For each of :meth:`attach_files`, the file of the cgroup the calling process is in now."""
+
+    @abstractmethod
     def freeze(self, rel: str) -> None:
         """Freeze every process of cgroup ``rel`` and wait (briefly) until the kernel reports it frozen."""
 
@@ -61,6 +65,17 @@ class CgroupBackend(ABC):
     @abstractmethod
     def procs_files(self, rel: str) -> list[Path]:
         """The ``cgroup.procs`` files listing the processes of cgroup ``rel`` and its children."""
+
+    @staticmethod
+    def own_cgroups() -> dict[str, str]:
+        """This process's cgroup path per controller name (``""`` for the v2 unified hierarchy)."""
+        mine: dict[str, str] = {}
+        with open("/proc/self/cgroup") as fh:
+            for line in fh:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for name in controllers.split(",") if controllers else [""]:
+                    mine[name] = path
+        return mine
 
     def exists(self, rel: str) -> bool:
         """Whether cgroup ``rel`` exists in at least one hierarchy."""

@@ -19,7 +19,7 @@ from crane_runtime_cgroup.factory import make_backend
 from crane_runtime_cgroup.handle import RUNTIME_NAME, CgroupStepHandle
 from crane_runtime_cgroup.paths import job_cgroup_path
 from crane_runtime_cgroup.process import wait_exit
-from crane_runtime_cgroup.spawn import spawn_task
+from crane_runtime_cgroup.spawn import forget, spawn_task
 
 log = logging.getLogger("crane_runtime_cgroup")
 
@@ -91,7 +91,7 @@ class CgroupRuntime:
             self._discard(backend, rel)
             raise StepLaunchError(f"cgroup runtime: {exc}", EC_CGROUP_ERR) from exc
         try:
-            pid = spawn_task(step, backend.attach_files(rel))
+            pid = spawn_task(step, backend.attach_files(rel), backend.home_files(rel))
         except StepLaunchError:
             self._discard(backend, rel)
             raise
@@ -119,6 +119,8 @@ class CgroupRuntime:
         if mine.exit_code is None:
             try:
                 mine.exit_code = wait_exit(mine.pid, timeout)
+                if mine.exit_code is not None:
+                    forget(mine.pid, mine.exit_code)
             except ChildProcessError:
                 log.error("pid %s of job %s was reaped by someone else; its exit status is lost",
                           mine.pid, mine.spec.job_id)
@@ -223,6 +225,8 @@ class CgroupRuntime:
             return
         try:
             handle.exit_code = wait_exit(handle.pid, REAP_TIMEOUT)
+            if handle.exit_code is not None:
+                forget(handle.pid, handle.exit_code)
         except ChildProcessError:
             pass
         if handle.exit_code is None:

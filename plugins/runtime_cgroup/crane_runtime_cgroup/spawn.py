@@ -1,10 +1,10 @@
-"""Fork the task of a step into its cgroup, as its user, and exec it; report pre-exec failures.
+"""Start the task of a step in its cgroup, as its user; map setup failures to Crane exit codes.
 
-The child joins the cgroup, starts a new session, drops to the user, changes
-to the working directory, opens its standard streams (as the user) and execs
-``interpreter + [script_path]``. Any failure before exec is written as JSON
-(stage, errno, detail) into a close-on-exec pipe; the parent reads the pipe to
-EOF, so an empty read means the exec succeeded.
+The supervisor checks the working directory and opens the standard streams
+with the user's effective ids, joins the job cgroup for the instant it takes
+``subprocess`` to fork and exec ``interpreter + [script_path]`` (in C: new
+session, the user's groups, gid and uid, the working directory), then moves
+back. A failure at any stage becomes a :class:`StepLaunchError`.
 
 Stage and errno map to the Crane exit code of the :class:`StepLaunchError`:
 
@@ -25,13 +25,11 @@ other      anything else                           EC_SPAWN_FAILED
 from __future__ import annotations
 
 import errno
-import fcntl
-import json
+import logging
 import os
 import pwd
-import signal
+import subprocess
 from dataclasses import dataclass
-from typing import NoReturn
 
 from crane_kernel.errors import StepLaunchError
 from crane_kernel.runtime import StepSpec
@@ -42,7 +40,8 @@ from crane_kernel.states import (
     EC_SPAWN_FAILED,
 )
 
-CHILD_FAILURE_STATUS = 127
+log = logging.getLogger("crane_runtime_cgroup")
+
 _PERMISSION = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
@@ -98,149 +97,116 @@ def supplementary_groups(spec: StepSpec) -> list[int]:
         return [spec.gid]
 
 
-def spawn_task(spec: StepSpec, attach_files: list[str]) -> int:
-    """Fork and exec the step's task; return its pid, or raise StepLaunchError for a failure before exec.
+def spawn_task(spec: StepSpec, attach_files: list[str], home_files: list[str]) -> int:
+    """Start the step's task in its cgroup, as its user; return its pid, or raise StepLaunchError.
 
-    The child has already left the process (and been reaped) when this raises.
+    Speed matters here (one launch per job): instead of forking this Python
+    process and running Python code in the child (which copies pages of the
+    supervisor on every touch), the supervisor briefly joins the job cgroup
+    itself, starts the task with ``subprocess`` (fork+exec done in C, so the
+    child inherits the cgroup before it runs any instruction of the task), and
+    moves itself back. The standard streams are opened, and the working
+    directory checked, with the user's effective ids, so the kernel applies
+    the user's permissions, not root's.
     """
     argv = [*spec.interpreter, spec.script_path]
-    groups = supplementary_groups(spec) if spec.uid != os.geteuid() else None
-    rfd, wfd = (_above_stdio(fd) for fd in os.pipe())
+    switch = spec.uid != os.geteuid()
+    groups = supplementary_groups(spec) if switch else None
+    fds = _prepare_as_user(spec, groups if switch else None)
+    stage = "cgroup"
+    proc = None
     try:
-        pid = os.fork()
+        _move_self(attach_files)
+        stage = "exec"
+        proc = subprocess.Popen(
+            argv, executable=None, env=spec.env, cwd=spec.cwd, stdin=fds[0], stdout=fds[1], stderr=fds[2],
+            close_fds=True, start_new_session=True, restore_signals=True,
+            user=spec.uid if switch else None, group=spec.gid if switch else None,
+            extra_groups=groups if switch else None)
     except OSError as exc:
-        os.close(rfd)
-        os.close(wfd)
-        raise StepLaunchError(f"cannot fork the task: {exc.strerror}", EC_SPAWN_FAILED) from exc
-    if pid == 0:  # pragma: no cover - runs in the child, which never returns
-        os.close(rfd)
-        _child(spec, argv, attach_files, groups, wfd)
-    os.close(wfd)
-    data = _read_all(rfd)
-    if not data:
-        return pid
-    _reap(pid)
-    failure = _decode(data)
-    raise StepLaunchError(failure.message(spec), failure.exit_code())
-
-
-def _above_stdio(fd: int) -> int:
-    """Move a (close-on-exec) descriptor to 3 or above so dup2 onto 0-2 cannot clobber it."""
-    if fd > 2:
-        return fd
-    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-    os.close(fd)
-    return new
-
-
-def _read_all(fd: int) -> bytes:
-    """Read a pipe to EOF (EINTR is retried by Python), then close it."""
-    chunks = []
-    try:
-        while chunk := os.read(fd, 4096):
-            chunks.append(chunk)
+        detail = str(exc.filename) if stage == "exec" and exc.filename else (attach_files[0] if attach_files else "")
+        failure = ChildFailure(stage, exc.errno or 0, detail)
+        raise StepLaunchError(failure.message(spec), failure.exit_code()) from None
+    except Exception as exc:  # e.g. a user or group that vanished
+        raise StepLaunchError(f"cannot start the task: {exc}", EC_SPAWN_FAILED) from None
     finally:
-        os.close(fd)
-    return b"".join(chunks)
+        for fd in set(fds):
+            os.close(fd)
+        _restore_self(home_files)
+    _KEEP[proc.pid] = proc
+    return proc.pid
 
 
-def _reap(pid: int) -> None:
-    """Wait for the failed child so it does not stay a zombie."""
+_KEEP: dict[int, subprocess.Popen] = {}
+"""Popen objects of running tasks: kept so that subprocess never reaps them behind our back."""
+
+
+def forget(pid: int, code: int) -> None:
+    """Tell subprocess that ``pid`` was reaped by us (exit ``code``) and drop our reference."""
+    proc = _KEEP.pop(pid, None)
+    if proc is not None:
+        proc.returncode = code
+
+
+def _prepare_as_user(spec: StepSpec, groups: list[int] | None) -> tuple[int, int, int]:
+    """Check the working directory and open stdin/stdout/stderr with the user's effective ids."""
+    uid0, gid0 = os.geteuid(), os.getegid()
+    old_groups = os.getgroups() if groups is not None else None
+    stage, detail = "user", ""
     try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+        if groups is not None:
+            os.setgroups(groups)
+            os.setegid(spec.gid)
+            os.seteuid(spec.uid)
+        stage, detail = "cwd", spec.cwd
+        os.close(os.open(spec.cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        stage = "stdio"
+        mode = os.O_APPEND if spec.open_mode == "append" else os.O_TRUNC
+        out_flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | mode
+        opened: list[int] = []
+        try:
+            detail = spec.stdin or os.devnull
+            opened.append(os.open(os.path.join(spec.cwd, detail), os.O_RDONLY | os.O_CLOEXEC))
+            detail = spec.stdout or os.devnull
+            opened.append(os.open(os.path.join(spec.cwd, detail), out_flags, 0o644))
+            if not spec.stderr or spec.stderr == spec.stdout:
+                opened.append(opened[1])
+            else:
+                detail = spec.stderr
+                opened.append(os.open(os.path.join(spec.cwd, detail), out_flags, 0o644))
+        except OSError:
+            for fd in set(opened):
+                os.close(fd)
+            raise
+        return opened[0], opened[1], opened[2]
+    except OSError as exc:
+        failure = ChildFailure(stage, exc.errno or 0, detail)
+        raise StepLaunchError(failure.message(spec), failure.exit_code()) from None
+    finally:
+        if groups is not None:
+            os.seteuid(uid0)
+            os.setegid(gid0)
+            os.setgroups(old_groups or [])
 
 
-def _decode(data: bytes) -> ChildFailure:
-    """Parse the child's report; garbage becomes a generic spawn failure."""
-    try:
-        obj = json.loads(data.decode())
-        return ChildFailure(str(obj["stage"]), int(obj["errno"]), str(obj["detail"]))
-    except (ValueError, KeyError, TypeError):
-        return ChildFailure("spawn", 0, data[:200].decode(errors="replace"))
+def _move_self(files: list[str]) -> None:
+    pid = str(os.getpid()).encode()
+    for path in files:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, pid)
+        finally:
+            os.close(fd)
 
 
-# --------------------------------------------------------------------------
-# in the child
-# --------------------------------------------------------------------------
-
-def _child(spec: StepSpec, argv: list[str], attach_files: list[str], groups: list[int] | None,
-           wfd: int) -> NoReturn:  # pragma: no cover - runs in the child
-    """Set the child up and exec; on any failure report it through ``wfd`` and ``_exit(127)``."""
-    stage, detail = "cgroup", ""
-    try:
-        pid = str(os.getpid()).encode()
-        for path in attach_files:
-            detail = path
+def _restore_self(homes: list[str]) -> None:
+    pid = str(os.getpid()).encode()
+    for path in homes:
+        try:
             fd = os.open(path, os.O_WRONLY)
             try:
                 os.write(fd, pid)
             finally:
                 os.close(fd)
-        stage, detail = "session", ""
-        os.setsid()
-        _reset_signals()
-        stage = "user"
-        if groups is not None:
-            os.setgroups(groups)
-            os.setgid(spec.gid)
-            os.setuid(spec.uid)
-        stage = "cwd"
-        os.chdir(spec.cwd)
-        stage = "stdio"
-        _open_stdio(spec)
-        stage, detail = "exec", argv[0]
-        os.closerange(3, wfd)
-        os.closerange(wfd + 1, _max_fd())
-        os.execvpe(argv[0], argv, spec.env)   # PATH search (in the task's env) only for a bare name
-    except OSError as exc:
-        detail = str(exc.filename) if stage in ("stdio", "exec") and exc.filename else detail
-        _report(wfd, stage, exc.errno or 0, detail)
-    except BaseException as exc:  # noqa: B036 - anything must end in _exit, never return into the supervisor
-        _report(wfd, stage, 0, f"{type(exc).__name__}: {exc}")
-    os._exit(CHILD_FAILURE_STATUS)
-
-
-def _reset_signals() -> None:  # pragma: no cover - runs in the child
-    """Default dispositions and an empty mask: ignored signals (Python ignores SIGPIPE) survive exec otherwise."""
-    for signum in signal.valid_signals():
-        if signum in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            continue
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-
-
-def _open_stdio(spec: StepSpec) -> None:  # pragma: no cover - runs in the child
-    """Open stdin/stdout/stderr as the user (after setuid) and put them on fds 0, 1, 2."""
-    out_flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if spec.open_mode == "append" else os.O_TRUNC)
-    stdin = _above_stdio(os.open(spec.stdin or os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-    stdout = _above_stdio(os.open(spec.stdout or os.devnull, out_flags | os.O_CLOEXEC, 0o644))
-    if not spec.stderr or spec.stderr == spec.stdout:
-        stderr = stdout
-    else:
-        stderr = _above_stdio(os.open(spec.stderr, out_flags | os.O_CLOEXEC, 0o644))
-    for source, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-        os.dup2(source, target)          # dup2 clears close-on-exec on the target
-    for fd in {stdin, stdout, stderr}:
-        os.close(fd)
-
-
-def _max_fd() -> int:  # pragma: no cover - runs in the child
-    """Upper bound for closerange."""
-    try:
-        return max(os.sysconf("SC_OPEN_MAX"), 256)
-    except (OSError, ValueError):
-        return 65536
-
-
-def _report(wfd: int, stage: str, err: int, detail: str) -> None:  # pragma: no cover - runs in the child
-    """Write the failure to the parent in one write (well under PIPE_BUF)."""
-    payload = json.dumps({"stage": stage, "errno": err, "detail": detail[:1000]}).encode()
-    try:
-        os.write(wfd, payload[:3500])
-    except OSError:
-        pass
+        except OSError as exc:
+            log.warning("cannot move the supervisor back to %s: %s", path, exc)

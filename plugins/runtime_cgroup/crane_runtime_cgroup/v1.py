@@ -46,12 +46,19 @@ class CgroupV1Backend(CgroupBackend):
     version = "v1"
 
     def hierarchies(self) -> dict[str, Path]:
-        """Mounted controllers -> hierarchy directory (real path; shared by co-mounted controllers)."""
+        """Mounted controllers -> hierarchy directory (real path; shared by co-mounted controllers).
+
+        Mounts do not change under a running node, so this is computed once per backend.
+        """
+        cached = getattr(self, "_hierarchies", None)
+        if cached is not None:
+            return cached
         found: dict[str, Path] = {}
         for controller in CONTROLLERS:
             path = self.root / controller
             if path.is_dir():
                 found[controller] = Path(os.path.realpath(path))
+        self._hierarchies = found
         return found
 
     def _unique_dirs(self) -> list[Path]:
@@ -80,8 +87,20 @@ class CgroupV1Backend(CgroupBackend):
         return files
 
     def attach_files(self, rel: str) -> list[str]:
-        """``cgroup.procs`` of ``rel`` in each hierarchy."""
-        return [str(d / "cgroup.procs") for d in self.dirs(rel)]
+        """``cgroup.procs`` of ``rel`` in each hierarchy where it was created."""
+        return [str(d / "cgroup.procs") for d in self.dirs(rel) if d.is_dir()]
+
+    def home_files(self, rel: str) -> list[str]:
+        """The ``cgroup.procs`` this process is in now, per hierarchy of :meth:`attach_files`."""
+        mine = self.own_cgroups()
+        homes = []
+        for base in self._unique_dirs():
+            if not (base / rel).is_dir():
+                continue
+            names = base.name.split(",")
+            path = next((mine[n] for n in names if n in mine), "/")
+            homes.append(str(base / path.lstrip("/") / "cgroup.procs"))
+        return homes
 
     # -- creation ----------------------------------------------------------
 
@@ -92,7 +111,21 @@ class CgroupV1Backend(CgroupBackend):
             raise CgroupError(f"no cgroup v1 controller is mounted under {self.root}")
         self._require(hier, spec)
         cpuset_base = hier.get("cpuset")
-        for base in self._unique_dirs():
+        # Every cgroup costs a mkdir now and an rmdir later, on every launch: make only the ones
+        # this step needs (cpu/cpuacct for quota and usage, memory for the limit and OOM, freezer
+        # for suspend; cpuset, pids and devices only when the step sets them).
+        wanted = {"cpu", "cpuacct", "memory", "freezer"}
+        if spec.cpu_ids:
+            wanted.add("cpuset")
+        if spec.pids_max > 0:
+            wanted.add("pids")
+        if spec.devices_deny:
+            wanted.add("devices")
+        bases = []
+        for controller, base in hier.items():
+            if controller in wanted and base not in bases:
+                bases.append(base)
+        for base in bases:
             self._make_path(base, rel, init_cpuset=base == cpuset_base)
         if "cpu" in hier:
             self._set_cpu(hier["cpu"] / rel, spec.cpus)

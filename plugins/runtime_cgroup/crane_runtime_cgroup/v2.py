@@ -53,6 +53,11 @@ class CgroupV2Backend(CgroupBackend):
 
     # -- creation ----------------------------------------------------------
 
+
+    def home_files(self, rel: str) -> list[str]:
+        """The unified-hierarchy ``cgroup.procs`` this process is in now."""
+        path = self.own_cgroups().get("", "/")
+        return [str(self.root / path.lstrip("/") / "cgroup.procs")]
     def create(self, rel: str, spec: StepSpec) -> None:
         """Create ``rel``, delegating controllers level by level, then write the limits."""
         current = self.root

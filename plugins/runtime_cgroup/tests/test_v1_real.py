@@ -16,8 +16,6 @@ from rtcg_support import NODE, PREFIX, StepFactory
 from crane_runtime_cgroup import CgroupRuntime, CgroupStepHandle, cleanup_stale
 from crane_runtime_cgroup.v1 import CgroupV1Backend
 
-HIERARCHIES = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices")
-
 
 def cg(root: str, controller: str, handle: CgroupStepHandle) -> Path:
     """The job cgroup directory of ``handle`` in ``controller``."""
@@ -68,8 +66,12 @@ def test_limits_are_written_and_task_is_inside(runtime, launched, make_step: Ste
     if memsw.exists():
         assert int(read(memsw)) == 64 << 20
     assert read(cg(v1_root, "pids", handle) / "pids.max") == "20"
-    for controller in HIERARCHIES:
+    for controller in ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer"):
         assert str(handle.pid) in read(cg(v1_root, controller, handle) / "cgroup.procs").split(), controller
+    # only the hierarchies a step needs are created (no device rules here: no devices cgroup)
+    assert not cg(v1_root, "devices", handle).exists()
+    # the supervisor that started it is back where it was
+    assert str(os.getpid()) not in read(cg(v1_root, "memory", handle) / "cgroup.procs").split()
     status = Path(f"/proc/{handle.pid}/status").read_text()
     assert f"Cpus_allowed_list:\t{cpu}\n" in status
     assert os.getsid(handle.pid) == handle.pid          # the task leads its own session
@@ -177,8 +179,8 @@ def test_signal_all_kills_frozen_children(runtime, launched, make_step: StepFact
 
 
 def test_cleanup_kills_reaps_and_removes_every_hierarchy(runtime, make_step: StepFactory, v1_root: str) -> None:
-    handle = runtime.crane_step_launch(step=make_step("sleep 300 &\nexec sleep 300\n"))
-    dirs = [cg(v1_root, c, handle) for c in HIERARCHIES]
+    handle = runtime.crane_step_launch(step=make_step("sleep 300 &\nexec sleep 300\n", cpu_ids=[0], pids_max=50))
+    dirs = [cg(v1_root, c, handle) for c in ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer")]
     assert all(d.is_dir() for d in dirs)
     assert runtime.crane_step_suspend(handle=handle) is True       # cleanup must thaw first
     assert runtime.crane_step_cleanup(handle=handle) is True
