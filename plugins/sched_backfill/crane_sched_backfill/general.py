@@ -45,11 +45,23 @@ if TYPE_CHECKING:
 __all__ = ["plan_general"]
 
 
-def _choose(profiles: Profiles, nodes: list[int], k: int, t: float) -> list[int]:
-    """The ``k`` nodes with the fewest free CPUs at ``t`` (ties: lowest index), sorted by index."""
-    if len(nodes) > k:
-        nodes = sorted(nodes, key=lambda i: (int(profiles.line(i).cpu_at(t) + 1e-6), i))[:k]
-    return sorted(nodes)
+def _choose(profiles: Profiles, nodes: list[int], k: int, t: float, d: float, req: Req) -> list[int]:
+    """Pick ``k`` of the feasible ``nodes`` for ``[t, t + d)``, returned sorted by index.
+
+    Preference: the free window around the placement starts latest, then ends
+    earliest (see :meth:`NodeLine.window`), then the fewest free CPUs at ``t``
+    (best fit), then the lowest index.
+    """
+    if len(nodes) <= k:
+        return sorted(nodes)
+    end = t + d
+
+    def key(i: int) -> tuple[float, float, int, int]:
+        ln = profiles.line(i)
+        w0, w1 = ln.window(t, end, req)
+        return (-w0, w1, int(ln.cpu_at(t) + 1e-6), i)
+
+    return sorted(sorted(nodes, key=key)[:k])
 
 
 def _fit_now(profiles: Profiles, cand: tuple[int, ...], job: "SchedJob", req: Req, now: float,
@@ -64,7 +76,7 @@ def _fit_now(profiles: Profiles, cand: tuple[int, ...], job: "SchedJob", req: Re
             ok.append(i)
     if len(ok) < k:
         return None
-    return _choose(profiles, ok, k, now)
+    return _choose(profiles, ok, k, now, d, req)
 
 
 def _fits_instant(profiles: Profiles, cand: tuple[int, ...], job: "SchedJob", req: Req) -> bool:
@@ -101,16 +113,29 @@ def _earliest(profiles: Profiles, cand: tuple[int, ...], job: "SchedJob", req: R
             active.add(events[x][2])
             x += 1
         if len(active) >= k:
-            return t, _choose(profiles, list(active), k, t)
+            return t, _choose(profiles, list(active), k, t, d, req)
         while x < n and events[x][0] == t:
             active.discard(events[x][2])
             x += 1
     return None
 
 
-def plan_general(view: "ClusterView", now: float, settings: "Settings") -> Plan:
-    """One backfill pass over ``view`` on node profiles (see the module docstring)."""
+Placements = dict[int, tuple[float, list[int]]]
+
+
+def plan_general(view: "ClusterView", now: float, settings: "Settings",
+                 previous: Placements | None = None) -> tuple[Plan, Placements]:
+    """One backfill pass over ``view`` on node profiles (see the module docstring).
+
+    ``previous`` holds the reservations (start, nodes) of the previous pass;
+    a job keeps its previous placement while nothing earlier is available,
+    so re-planning never moves a reservation later just because equally
+    good nodes were picked differently. Returns the plan and this pass's
+    placements (to pass back next time).
+    """
     plan = Plan()
+    placed: Placements = {}
+    previous = previous or {}
     reasons = plan.reasons
     ordered = sorted(view.pending, key=priority_order_key)
     if settings.max_jobs and len(ordered) > settings.max_jobs:
@@ -140,8 +165,12 @@ def plan_general(view: "ClusterView", now: float, settings: "Settings") -> Plan:
         d = float(job.time_limit) if job.time_limit >= 1 else 1.0
         shape = (part.name, job.node_num, job.cpus_per_node, job.mem_per_node, gres_mod.key_of(req.gres),
                  req.excl, job.nodelist, job.exclude)
+        prev = previous.get(job.job_id)
         if used.get(part.name, 0) < ps.depth:
-            nodes = None if failed.get(shape, INF) <= d else _fit_now(profiles, cand, job, req, now, d)
+            if prev is not None and _still_fits(profiles, cand, (now, prev[1]), req, d):
+                nodes = prev[1]  # a reservation that came due: start on the nodes it held
+            else:
+                nodes = None if failed.get(shape, INF) <= d else _fit_now(profiles, cand, job, req, now, d)
             if nodes is not None:
                 _commit(profiles, nodes, req, now, now + d)
                 plan.starts.append((job.job_id, nodes))
@@ -152,12 +181,15 @@ def plan_general(view: "ClusterView", now: float, settings: "Settings") -> Plan:
             if got is None:
                 continue
             t, nodes = got
+            if prev is not None and t >= prev[0] > now and _still_fits(profiles, cand, prev, req, d):
+                t, nodes = prev
             _commit(profiles, nodes, req, t, t + d)
             if t <= now:
                 del reasons[job.job_id]
                 plan.starts.append((job.job_id, nodes))
                 continue
             plan.reserved[job.job_id] = t
+            placed[job.job_id] = (t, nodes)
             used[part.name] = used.get(part.name, 0) + 1
             continue
         nodes = None if failed.get(shape, INF) <= d else _fit_now(profiles, cand, job, req, now, d)
@@ -168,7 +200,15 @@ def plan_general(view: "ClusterView", now: float, settings: "Settings") -> Plan:
         failed[shape] = min(d, failed.get(shape, INF))
         reasons[job.job_id] = (REASON_RESOURCE_RESERVED if _fits_instant(profiles, cand, job, req)
                                else REASON_PRIORITY)
-    return plan
+    return plan, placed
+
+
+def _still_fits(profiles: Profiles, cand: tuple[int, ...], prev: tuple[float, list[int]], req: Req,
+                d: float) -> bool:
+    """Whether a previous placement ``(start, nodes)`` is still allowed and free."""
+    t, nodes = prev
+    allowed = set(cand)
+    return all(i in allowed and profiles.line(i).fits(t, t + d, req) for i in nodes)
 
 
 def _commit(profiles: Profiles, nodes: list[int], req: Req, t0: float, t1: float) -> None:

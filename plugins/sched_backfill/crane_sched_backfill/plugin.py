@@ -56,12 +56,14 @@ class BackfillScheduler:
     def __init__(self) -> None:
         self.settings: Settings = parse_settings({}, self.default_mode)
         self._pool: Pool | None = None
+        self._placements: dict[int, tuple[float, list[int]]] = {}
         self.last_path = ""
 
     def configure(self, config: Mapping[str, Any]) -> None:
         """Validate and apply settings; a bad key or value raises ``ValueError`` naming it."""
         self.settings = parse_settings(config, self.default_mode)
         self._pool = None
+        self._placements = {}
 
     @hookimpl
     def crane_schedule(self, view: "ClusterView", now: float) -> "Plan":
@@ -78,7 +80,8 @@ class BackfillScheduler:
                 return plan
         self._pool = None
         self.last_path = "general"
-        return plan_general(view, now, settings)
+        plan, self._placements = plan_general(view, now, settings, self._placements)
+        return plan
 
     def _fast(self, view: "ClusterView", now: float) -> "Plan | None":
         pool = self._pool

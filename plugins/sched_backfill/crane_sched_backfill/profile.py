@@ -141,6 +141,26 @@ class NodeLine:
             k = m
         return out
 
+    def window(self, t0: float, t1: float, req: Req) -> tuple[float, float]:
+        """The free window ``[start, end)`` around a feasible placement ``[t0, t1)`` of ``req``.
+
+        ``start`` is when the run of segments able to hold ``req`` that
+        contains ``t0`` begins, ``end`` when the run containing ``t1`` ends
+        (``INF``: never). Placement prefers late ``start`` and early ``end``:
+        a reservation then leaves the nodes free soonest to backfilling, and a
+        short job fills a gap instead of a long free stretch.
+        """
+        times = self.times
+        n = len(times)
+        k = max(0, bisect_right(times, t0) - 1)
+        a = k
+        while a > 0 and self.ok(a - 1, req):
+            a -= 1
+        b = k + 1
+        while b < n and (times[b] < t1 or self.ok(b, req)):
+            b += 1
+        return times[a], (times[b] if b < n else INF)
+
     def cpu_at(self, t: float) -> float:
         """Free CPUs during the segment containing ``t``."""
         return self.cpu[max(0, bisect_right(self.times, t) - 1)]
