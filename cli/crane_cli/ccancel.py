@@ -8,15 +8,15 @@ or filter is required. Output: ``<ids> cancelled successfully.`` and one
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import NoReturn
 
 from crane_cli.cliparse import Parser, add_common, run, split_list
 from crane_cli.errors import EXIT_BACKEND, EXIT_OK, arg_error
+from crane_cli.lazyre import LazyRegex
 
 _ONE_ID = r"[1-9]\d*(?:_\d+)?(?:\.[1-9]\d*)?"
-JOB_LIST = re.compile(rf"^{_ONE_ID}(?:,{_ONE_ID})*$")
+JOB_LIST = LazyRegex(rf"^{_ONE_ID}(?:,{_ONE_ID})*$")
 STATE_FILTERS = {"pending": (0,), "p": (0,), "running": (1, 7, 8, 9), "r": (1, 7, 8, 9), "suspended": (10,),
                  "s": (10,), "all": ()}
 
@@ -67,15 +67,17 @@ def parse_state(value: str | None) -> list[int]:
 
 def command(argv: list[str]) -> int:
     """ccancel's body: returns the exit code, raises CliError on failure."""
-    from crane_kernel import hostlist
-
     args = build_parser().parse_args(argv)
     ids = parse_ids(args.ids)
     states = parse_state(args.state)
-    try:
-        nodes = hostlist.expand(args.nodes or [])
-    except ValueError as exc:
-        raise arg_error(f"ccancel: -w/--nodes: {exc}") from None
+    nodes: list[str] = []
+    if args.nodes:
+        from crane_kernel import hostlist
+
+        try:
+            nodes = hostlist.expand(args.nodes)
+        except ValueError as exc:
+            raise arg_error(f"ccancel: -w/--nodes: {exc}") from None
     has_filter = any(v is not None for v in (args.name, args.partition, args.state, args.account, args.user)) or nodes
     if not ids and not has_filter:
         raise arg_error("ccancel: at least one job id or filter (-n, -p, -t, -A, -u, -w) is required")

@@ -18,13 +18,32 @@ from typing import NoReturn
 from crane_cli import __version__
 from crane_cli.errors import EXIT_ARGS, EXIT_GENERIC, CliError
 
+_parsing = False
+
 
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser with one-line errors (exit code 2) and no abbreviations of long options."""
+    """ArgumentParser with one-line errors (exit code 2) and no abbreviations of long options.
+
+    While the parser is being built, ``add_argument`` asks for a help formatter to
+    check each option; a default formatter imports :mod:`shutil` (and with it bz2
+    and lzma, ~5 ms) to measure the terminal. Until parsing starts, formatters get
+    a fixed width instead; help text is still laid out for the real terminal.
+    """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if _parsing:
+            return super()._get_formatter()
+        return self.formatter_class(prog=self.prog, width=78)
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        """Parse as usual (help output from here on uses the terminal width)."""
+        global _parsing
+        _parsing = True
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         """Raise a :class:`CliError` (exit code 2) instead of printing usage."""

@@ -123,12 +123,14 @@ def current_user() -> str:
 
 def build_request_fields(args) -> dict:  # noqa: ANN001 - argparse namespace
     """The ``QueryJobsInfoRequest`` fields for the parsed arguments (validates them)."""
-    from crane_kernel import hostlist
+    nodes: list[str] = []
+    if args.nodelist:
+        from crane_kernel import hostlist
 
-    try:
-        nodes = hostlist.expand(args.nodelist or [])
-    except ValueError as exc:
-        raise arg_error(f"cqueue: -w/--nodelist: {exc}") from None
+        try:
+            nodes = hostlist.expand(args.nodelist)
+        except ValueError as exc:
+            raise arg_error(f"cqueue: -w/--nodelist: {exc}") from None
     return {
         "job_ids": parse_job_ids(args.job),
         "names": split_list(args.name),

@@ -39,19 +39,28 @@ import sys
 import threading
 from types import ModuleType
 
-# Deferred by default for commands that only make synchronous unary gRPC calls, as
-# (name, import the parent package first). ``grpc`` binds ``grpc.aio`` itself (its
-# ``__init__`` ends with ``from grpc import aio``); importing it first would defeat the
-# purpose. ``google.protobuf.internal`` is a tiny package and is imported first so that
-# ``google.protobuf.internal.python_message`` also resolves as an attribute.
-# ``inspect`` and ``socket`` are imported by cygrpc at load time but only used by its
-# asyncio/gevent I/O paths.
+# Deferred before ``import grpc`` for commands that only make synchronous unary calls,
+# as (name, import the parent package first). A deferred submodule must end up bound
+# as an attribute of its parent: ``grpc`` binds ``grpc.aio`` itself (its ``__init__``
+# ends with ``from grpc import aio``; importing grpc first would defeat the purpose),
+# ``google.protobuf.internal`` is a tiny package imported first. ``inspect``,
+# ``socket`` are imported by cygrpc at load time but only used by its asyncio/gevent
+# I/O paths; ``traceback`` by logging, only to format exceptions; ``calendar`` by
+# protobuf's well-known types, only to convert Timestamps.
 GRPC_BAGGAGE: tuple[tuple[str, bool], ...] = (
     ("asyncio", False),
     ("grpc.aio", False),
     ("inspect", False),
     ("socket", False),
+    ("traceback", False),
+    ("calendar", False),
     ("google.protobuf.internal.python_message", True),
+)
+
+# Deferred right after ``import grpc`` (so that grpc is there to bind it): the channel
+# module imports ``grpc.experimental`` (and with it the simple-stubs API) without using it.
+GRPC_LATE_BAGGAGE: tuple[tuple[str, bool], ...] = (
+    ("grpc.experimental", False),
 )
 
 # The token lookup (``crane_kernel.tokens``) imports these at module level but needs
@@ -61,6 +70,7 @@ TOKEN_BAGGAGE: tuple[tuple[str, bool], ...] = (
     ("hmac", False),
     ("secrets", False),
     ("json", False),
+    ("base64", False),
 )
 
 _lock = threading.RLock()
@@ -139,8 +149,9 @@ def _load(module: ModuleType) -> None:
 def defer(name: str, import_parent: bool = False) -> bool:
     """Install a deferred module for ``name`` unless it is already imported; True if installed.
 
-    With ``import_parent`` the parent package is imported first, so that the deferred
-    module is also bound as an attribute of its parent.
+    A submodule is bound as an attribute of its parent when the parent is already
+    imported; ``import_parent`` imports the parent first. (A parent imported later
+    does not get the attribute unless its own code imports the submodule.)
     """
     if name in sys.modules:
         return False

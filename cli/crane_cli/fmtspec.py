@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from crane_cli.lazyre import LazyRegex
+
 T = TypeVar("T")
 
-_ITEM = re.compile(r"%(?:(%)|(\.)?(\d+)?([A-Za-z]+))")
+_ITEM = LazyRegex(r"%(?:(%)|(\.)?(\d+)?([A-Za-z]+))")
 
 
 class FormatSpecError(ValueError):

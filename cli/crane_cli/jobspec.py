@@ -10,17 +10,17 @@ imported. Option values are the raw strings of the command line or the script
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
 from crane_cli.errors import arg_error
+from crane_cli.lazyre import LazyRegex
 from crane_cli.memfmt import MemoryFormatError, parse_memory
 from crane_cli.timefmt import TimeFormatError, parse_duration, parse_time_expr
 
 DEFAULT_INTERPRETER = "/bin/bash"
 OPEN_MODES = ("append", "truncate")
 MAIL_TYPES = frozenset({"NONE", "BEGIN", "END", "FAIL", "TIMELIMIT", "OOM", "ALL"})
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = LazyRegex(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Pairs of options that exclude each other; when the command line gives one of them,
 # a script directive for the other is dropped (the command line overrides the script).
@@ -187,8 +187,6 @@ def build_fields(opts: Mapping[str, object], *, script: str, default_name: str, 
                  environ: Mapping[str, str], cwd: str, submit_host: str, cmd_line: str,
                  now: float | None = None) -> dict[str, object]:
     """Validate merged options and return the ``JobSpec`` fields (raises CliError, exit 2)."""
-    from crane_kernel import hostlist
-
     f: dict[str, object] = {
         "script": script,
         "cmd_line": cmd_line,
@@ -236,6 +234,8 @@ def build_fields(opts: Mapping[str, object], *, script: str, default_name: str, 
             raise arg_error(f"--begin: {exc}") from None
     for key, field, flag in (("nodelist", "nodelist", "-w/--nodelist"), ("exclude", "exclude", "-x/--exclude")):
         if opts.get(key) is not None:
+            from crane_kernel import hostlist
+
             try:
                 f[field] = hostlist.expand(str(opts[key]))
             except ValueError as exc:

@@ -6,9 +6,9 @@ MB; ``K``/``M``/``G`` are binary units (KiB, MiB, GiB) and ``B`` means bytes.
 
 from __future__ import annotations
 
-import re
+from crane_cli.lazyre import LazyRegex
 
-_MEM = re.compile(r"^([0-9]+(?:\.[0-9]*)?)([KkMmGgB]?)$")
+_MEM = LazyRegex(r"^([0-9]+(?:\.[0-9]*)?)([KkMmGgB]?)$")
 _MULT = {"": 1 << 20, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 

@@ -17,6 +17,8 @@ from crane_cli import fastimport
 fastimport.install()
 
 import grpc  # noqa: E402
+
+fastimport.install(fastimport.GRPC_LATE_BAGGAGE)
 from crane_kernel.proto import crane_pb2 as pb  # noqa: E402
 
 from crane_cli.clientconf import ClientConfig  # noqa: E402

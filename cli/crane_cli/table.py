@@ -22,23 +22,20 @@ def cut(cell: str, full: bool = False) -> str:
 
 
 def render_table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]], full: bool = False) -> str:
-    """Render rows (and a header row unless ``headers`` is None) as aligned text, one line per row."""
-    body = [[cut(c, full) for c in row] for row in rows]
+    """Render rows (and a header row unless ``headers`` is None) as aligned text, one line per row.
+
+    All rows must have the same number of cells as the header.
+    """
+    if full:
+        body = [list(r) for r in rows]
+    else:
+        body = [[c if len(c) <= MAX_CELL else c[:MAX_CELL] + "..." for c in r] for r in rows]
     lines_src = ([list(headers)] if headers is not None else []) + body
     if not lines_src:
         return ""
-    ncols = max(len(r) for r in lines_src)
-    widths = [0] * ncols
-    for r in lines_src:
-        for i, c in enumerate(r):
-            if len(c) > widths[i]:
-                widths[i] = len(c)
-    last = ncols - 1
-    out = []
-    for r in lines_src:
-        parts = [c.ljust(widths[i]) if i < last else c for i, c in enumerate(r)]
-        out.append(" ".join(parts).rstrip())
-    return "\n".join(out)
+    widths = [max(map(len, col)) for col in zip(*lines_src, strict=True)]
+    fmt = " ".join([f"{{:<{w}}}" for w in widths[:-1]] + ["{}"])
+    return "\n".join([fmt.format(*r).rstrip() for r in lines_src])
 
 
 def _fit(cell: str, item: Item, natural: int, is_last: bool) -> str:

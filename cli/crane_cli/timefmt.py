@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
-import re
 import time
+
+from crane_cli.lazyre import LazyRegex
 
 # Time limits at or above this are shown as "unlimited" (100 years); 0 also means "no limit".
 MAX_TIME_LIMIT = 36525 * 86400
 
-_DURATION = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+_DURATION = LazyRegex(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
 class TimeFormatError(ValueError):
@@ -82,12 +83,12 @@ _UNITS = {
 _KEYWORD_HOURS = {"midnight": 0, "noon": 12, "elevenses": 11, "fika": 15, "teatime": 16}
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
-_NOW_REL = re.compile(r"^now(?:([+-])(\d+)([a-z]*))?$")
-_HMS = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
-_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
-_MDY = re.compile(r"^(\d{1,2})/(\d{1,2})(?:/(\d{2}))?$")
-_MMDDYY = re.compile(r"^(\d{2})(\d{2})(\d{2})?$")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+_NOW_REL = LazyRegex(r"^now(?:([+-])(\d+)([a-z]*))?$")
+_HMS = LazyRegex(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
+_ISO = LazyRegex(r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+_MDY = LazyRegex(r"^(\d{1,2})/(\d{1,2})(?:/(\d{2}))?$")
+_MMDDYY = LazyRegex(r"^(\d{2})(\d{2})(\d{2})?$")
+_RFC3339 = LazyRegex(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def _local(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:

@@ -1,0 +1,81 @@
+"""Latency of the console scripts: median wall (and CPU) time over N runs against a FakeCtld.
+
+    .venv/bin/python cli/tests/bench_cli.py [--runs 30] [--jobs 1000] [--target host:port]
+
+Starts an in-process FakeCtld with ``--jobs`` canned jobs (unless ``--target`` points
+at a running controller, whose config is then taken from ``$CRANE_CONFIG``), then runs
+``cbatch --wrap true``, ``cqueue``, ``cinfo`` and ``ccancel`` as subprocesses, like
+hyperfine would, and prints the median wall-clock time, the median CPU time
+(user+system of the child, less sensitive to other load on the machine) and, for
+reference, ``python -c pass`` of the same interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+BIN = Path(sys.executable).parent
+
+
+def measure(cmd: list[str], env: dict[str, str], runs: int, warmup: int = 2) -> tuple[float, float, int]:
+    """(median wall ms, median CPU ms, last exit code) of ``cmd`` over ``runs`` runs."""
+    walls, cpus = [], []
+    code = 0
+    for i in range(runs + warmup):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        code = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if i >= warmup:
+            walls.append(wall * 1000)
+            cpus.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
+    return statistics.median(walls), statistics.median(cpus), code
+
+
+def main() -> int:
+    """Run the measurements and print one line per command."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--target", help="measure against this controller instead of a FakeCtld (uses $CRANE_CONFIG)")
+    ns = ap.parse_args()
+    env = dict(os.environ)
+    server = None
+    tmp = tempfile.TemporaryDirectory()
+    if not ns.target:
+        from fakectld import FakeCtld, make_jobs, start
+
+        server, port, _ = start(FakeCtld(make_jobs(ns.jobs)))
+        conf = Path(tmp.name) / "config.yaml"
+        conf.write_text(f"ControlMachine: 127.0.0.1\nCraneCtldListenPort: {port}\n")
+        env.update(CRANE_CONFIG=str(conf), CRANE_TOKEN="v1.eyJ1c2VyIjoiYmVuY2gifQ.x")
+    cases = [
+        ("python -c pass", [sys.executable, "-c", "pass"]),
+        ("cbatch --wrap true", [str(BIN / "cbatch"), "--wrap", "true"]),
+        (f"cqueue ({ns.jobs} jobs)", [str(BIN / "cqueue")]),
+        ("cinfo", [str(BIN / "cinfo")]),
+        ("ccancel 1", [str(BIN / "ccancel"), "1"]),
+    ]
+    print(f"{'command':<24} {'wall median':>12} {'cpu median':>11}  (runs={ns.runs}, loadavg={os.getloadavg()[0]:.2f})")
+    for label, cmd in cases:
+        wall, cpu, code = measure(cmd, env, ns.runs)
+        print(f"{label:<24} {wall:>9.1f} ms {cpu:>8.1f} ms  rc={code}")
+    if server is not None:
+        server.stop(0)
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
