@@ -7,8 +7,7 @@ import subprocess
 import time
 
 import pytest
-
-from conftest import cli
+from crane_e2e import cli
 from crane_kernel.states import JobState
 
 pytestmark = pytest.mark.e2e

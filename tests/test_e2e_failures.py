@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from conftest import Cluster, make_cluster
+from crane_e2e import Cluster, make_cluster
 from crane_kernel.states import EC_CRANED_DOWN, JobState
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +35,7 @@ def test_kill9_controller_keeps_every_job(fresh):
     for jid in pending + [held]:
         assert c.job(jid) is not None, f"pending job {jid} lost"
     assert c.job(held).pending_reason in ("Held", "")
-    for i, jid in zip((1, 2, 3), running):
+    for i, jid in zip((1, 2, 3), running, strict=True):
         info = c.wait_done(jid, timeout=30)
         assert info.status == JobState.Failed and info.exit_code == i, info
     for jid in pending:

@@ -6,8 +6,7 @@ import json
 import os
 
 import pytest
-
-from conftest import cgroups_writable, ensure_user
+from crane_e2e import cgroups_writable, ensure_user
 from crane_kernel import tokens
 from crane_kernel.states import EC_EXCEED_TIME_LIMIT, EC_TERMINATED, JobState
 
@@ -38,7 +37,8 @@ def test_exit_code_and_failed_state(cluster):
 
 
 def test_multi_node_job_gets_two_nodes(cluster):
-    jid = cluster.cbatch("-N", "2", "-c", "1", "-o", "mn-%j.out", "--wrap", "echo $CRANE_JOB_NUM_NODES $CRANE_JOB_NODELIST")
+    jid = cluster.cbatch("-N", "2", "-c", "1", "-o", "mn-%j.out",
+                         "--wrap", "echo $CRANE_JOB_NUM_NODES $CRANE_JOB_NODELIST")
     info = cluster.wait_done(jid)
     assert info.status == JobState.Completed
     n, nodelist = cluster.output(f"mn-{jid}.out").split()
@@ -100,7 +100,7 @@ def test_cancel_running_and_pending(cluster):
 def test_repeat_submits_many(cluster):
     proc = cluster.run("cbatch", "--repeat", "5", "--wrap", "true")
     assert proc.returncode == 0, proc.stderr
-    ids = [int(x) for x in proc.stdout.strip().rstrip(".").split()[-1].split(",")]
+    ids = [int(x) for x in proc.stdout.split("allocated:")[1].strip().rstrip(".").split(",")]
     assert len(ids) == 5 and ids == sorted(ids)
     for jid in ids:
         assert cluster.wait_done(jid).status == JobState.Completed

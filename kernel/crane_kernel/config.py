@@ -156,7 +156,7 @@ class CtldConfig(_Model):
     CranedTimeout: float = 30.0          # seconds without heartbeat before a node is DOWN
     ScheduleInterval: float = 1.0        # seconds between periodic scheduling cycles
     ScheduleMinInterval: float = 0.005   # minimum gap between event-driven cycles
-    JobRequeue: bool = True
+    JobRequeue: bool = False
     MaxRequeueCount: int = 5
     FinishedJobRetention: float = 300.0  # seconds an ended job stays visible to queries
     DispatchRetry: float = 10.0          # re-send a launch not confirmed within this many seconds

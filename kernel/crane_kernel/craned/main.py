@@ -30,12 +30,11 @@ from typing import Any
 from crane_kernel import messages as m
 from crane_kernel.config import ClusterConfig, load_config
 from crane_kernel.craned.supervisor import (
-    REPORTED_FILE,
     RESULT_FILE,
+    SENT_FILE,
     SUP_FILE,
     Supervisor,
     supervisor_alive,
-    write_json,
 )
 from crane_kernel.errors import CraneError
 from crane_kernel.states import EC_CRANED_DOWN, EC_TERMINATED
@@ -73,31 +72,38 @@ class Craned:
         os.chmod(self.jobs_dir, 0o711)
         self.boot_id = uuid.uuid4().hex[:12]
         self.stop = False
+        self.launched: dict[int, int] = {}  # job id -> epoch of the launch made here
 
     # -- job directories -------------------------------------------------
     def _job_dir(self, job_id: int) -> str:
         return os.path.join(self.jobs_dir, str(job_id))
 
     def _scan(self) -> tuple[list[int], list[dict]]:
-        """Live supervisors, and results not yet acknowledged, found on disk."""
+        """Live supervisors, and final statuses the controller may not have, found on disk.
+
+        A job directory whose supervisor is gone holds either the status it could not send, or
+        none because it was sent (the controller's FreeJob has not arrived yet), or none because
+        the supervisor died: then the job is reported lost. The controller ignores reports about
+        jobs it has already ended, so over-reporting is harmless.
+        """
         running, finished = [], []
+        self.launched.clear()
         for name in os.listdir(self.jobs_dir):
             if not name.isdigit():
                 continue
             d = self._job_dir(int(name))
+            sup = self._read(os.path.join(d, SUP_FILE)) or {}
+            self.launched[int(name)] = int(sup.get("epoch", 0))
             if supervisor_alive(d):
                 running.append(int(name))
                 continue
-            result = self._read(os.path.join(d, RESULT_FILE))
+            result = self._read(os.path.join(d, RESULT_FILE)) or self._read(os.path.join(d, SENT_FILE))
+            if result is None and sup:
+                result = m.StepStatus(node=self.node, job_id=int(name), step_id=1, state="finished",
+                                      exit_code=EC_CRANED_DOWN, time=time.time(), reason="step supervisor lost",
+                                      epoch=int(sup.get("epoch", 0))).model_dump()
             if result is not None:
                 finished.append(result)
-            elif os.path.exists(os.path.join(d, SUP_FILE)):
-                sup = self._read(os.path.join(d, SUP_FILE)) or {}
-                lost = m.StepStatus(node=self.node, job_id=int(name), step_id=1, state="finished",
-                                    exit_code=EC_CRANED_DOWN, time=time.time(), reason="step supervisor lost",
-                                    epoch=int(sup.get("epoch", 0)))
-                write_json(os.path.join(d, RESULT_FILE), lost.model_dump())
-                finished.append(lost.model_dump())
         return running, finished
 
     @staticmethod
@@ -126,24 +132,21 @@ class Craned:
 
     def _launch(self, msg: Any) -> None:
         d = self._job_dir(msg.job_id)
+        if os.path.exists(os.path.join(d, "cancelled")):
+            status = m.StepStatus(node=self.node, job_id=msg.job_id, step_id=msg.step_id, state="finished",
+                                  exit_code=EC_TERMINATED, time=time.time(), reason="cancelled before launch",
+                                  epoch=msg.epoch)
+            self.bus.publish(self.bus.ctld_stream(), status)
+            return
+        if self.launched.get(msg.job_id, -1) >= msg.epoch:
+            return  # a duplicate delivery: launched already
         if os.path.isdir(d):
-            sup = self._read(os.path.join(d, SUP_FILE))
-            if os.path.exists(os.path.join(d, "cancelled")):
-                status = m.StepStatus(node=self.node, job_id=msg.job_id, step_id=msg.step_id, state="finished",
-                                      exit_code=EC_TERMINATED, time=time.time(), reason="cancelled before launch",
-                                      epoch=msg.epoch)
-                self.bus.publish(self.bus.ctld_stream(), status)
-                return
-            if sup is None or int(sup.get("epoch", 0)) >= msg.epoch:
-                return  # a duplicate delivery (or a supervisor still starting): launched already
             if supervisor_alive(d):
-                log.warning("job %d: launch epoch %d while epoch %s still runs", msg.job_id, msg.epoch,
-                            sup.get("epoch"))
+                log.warning("job %d: launch epoch %d while an older epoch still runs", msg.job_id, msg.epoch)
                 return
             shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d, mode=0o700)
-        # the supervisor writes its own pid file; write a placeholder so a duplicate launch is recognised
-        write_json(os.path.join(d, SUP_FILE), {"pid": 0, "start": -2, "epoch": msg.epoch})
+        self.launched[msg.job_id] = msg.epoch
         gc.freeze()  # keep the child's collector off the parent's objects: fewer copy-on-write faults
         pid = os.fork()
         if pid == 0:  # the supervisor
@@ -174,6 +177,7 @@ class Craned:
         d = self._job_dir(job_id)
         if os.path.isdir(d) and not supervisor_alive(d):
             shutil.rmtree(d, ignore_errors=True)
+            self.launched.pop(job_id, None)
 
     # -- main loop -----------------------------------------------------------
     def _register(self) -> None:
@@ -192,11 +196,11 @@ class Craned:
             d = self._job_dir(int(name))
             if supervisor_alive(d):
                 running.append(int(name))
-            elif not os.path.exists(os.path.join(d, REPORTED_FILE)):
-                result = self._read(os.path.join(d, RESULT_FILE))
-                if result is not None:  # the supervisor could not report it: do it now
-                    self.bus.publish(self.bus.ctld_stream(), m.StepStatus(**result))
-                    open(os.path.join(d, REPORTED_FILE), "w").close()
+                continue
+            result = self._read(os.path.join(d, RESULT_FILE))
+            if result is not None:  # the supervisor could not report it: do it now
+                self.bus.publish(self.bus.ctld_stream(), m.StepStatus(**result))
+                os.replace(os.path.join(d, RESULT_FILE), os.path.join(d, SENT_FILE))
         self.bus.publish(self.bus.ctld_stream(), m.NodeHeartbeat(node=self.node, running=running, time=time.time()))
 
     def run(self) -> None:

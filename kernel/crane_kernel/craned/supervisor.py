@@ -3,8 +3,8 @@
 It outlives ``craned`` (own session, not killed with it), launches the step
 through the runtime plugins, enforces the time limit, turns a cancel into
 SIGTERM-then-SIGKILL, reads usage, cleans up, and reports the final status
-both to a result file in the job directory and straight to the controller's
-stream. Forking (not exec'ing a new interpreter) keeps a launch at about a
+straight to the controller's stream (or, when Redis is unreachable, to a
+result file that ``craned`` sends later). Forking (not exec'ing a new interpreter) keeps a launch at about a
 millisecond instead of ~10 ms of interpreter start-up.
 """
 
@@ -27,8 +27,8 @@ from crane_kernel.states import EC_EXCEED_TIME_LIMIT, EC_PERMISSION_DENIED, EC_S
 log = logging.getLogger("craned.supervisor")
 
 SUP_FILE = "sup.json"
-RESULT_FILE = "result.json"
-REPORTED_FILE = "reported"
+RESULT_FILE = "result.json"        # a final status the supervisor could not send
+SENT_FILE = "result.sent"          # ... which craned has sent since
 POLL_S = 0.5
 
 
@@ -155,9 +155,9 @@ class Supervisor:
         return False
 
     def _final(self, status: Any) -> NoReturn:
-        write_json(os.path.join(self.job_dir, RESULT_FILE), status.model_dump())
-        if self._send(status):
-            open(os.path.join(self.job_dir, REPORTED_FILE), "w").close()
+        if not self._send(status):
+            # craned re-sends it with its next heartbeat (or its registration after a restart)
+            write_json(os.path.join(self.job_dir, RESULT_FILE), status.model_dump())
         if log.isEnabledFor(logging.DEBUG):
             ru = resource.getrusage(resource.RUSAGE_SELF)
             log.debug("job %d supervisor: %.2f ms CPU (%.2f sys), %d page faults", self.launch.job_id,

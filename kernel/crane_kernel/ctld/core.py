@@ -254,14 +254,16 @@ class Controller:
         gres = job.gres_per_node or {}
         for node in nodes:
             s = node.sched
-            s.cpus_free -= job.cpus_per_node
-            s.mem_free -= job.mem_per_node
-            for key, want in gres.items():
-                self._take_gres(s.gres_free, key, want)
-            s.njobs += 1
-            if job.exclusive:
+            if job.exclusive:  # the whole node, whatever the job asked for
                 node.exclusive_job = job.job_id
-            node.refresh_usable()
+                s.cpus_free, s.mem_free = 0.0, 0
+                s.gres_free = {k: 0 for k in s.gres_total}
+            else:
+                s.cpus_free -= job.cpus_per_node
+                s.mem_free -= job.mem_per_node
+                for key, want in gres.items():
+                    self._take_gres(s.gres_free, key, want)
+            s.njobs += 1
         self.pending.pop(job.job_id, None)
         self.running[job.job_id] = job
         end = job.start_time + job.time_limit if job.time_limit else float("inf")
@@ -294,6 +296,11 @@ class Controller:
         for idx in rv.nodes:
             node = self.nodes[self.sched_nodes[idx].name]
             s = node.sched
+            s.njobs = max(0, s.njobs - 1)
+            if node.exclusive_job == job.job_id:
+                node.exclusive_job = 0
+                s.cpus_free, s.mem_free, s.gres_free = s.cpus_total, s.mem_total, dict(s.gres_total)
+                continue
             s.cpus_free = min(s.cpus_total, s.cpus_free + job.cpus_per_node)
             s.mem_free = min(s.mem_total, s.mem_free + job.mem_per_node)
             for key, want in (job.gres_per_node or {}).items():
@@ -303,10 +310,6 @@ class Controller:
                     give = min(want, s.gres_total[k] - s.gres_free.get(k, 0))
                     s.gres_free[k] = s.gres_free.get(k, 0) + give
                     want -= give
-            s.njobs = max(0, s.njobs - 1)
-            if node.exclusive_job == job.job_id:
-                node.exclusive_job = 0
-            node.refresh_usable()
 
     def _fits(self, job: Job, node: NodeState) -> bool:
         s = node.sched

@@ -26,7 +26,7 @@ class NodeState:
 
     def refresh_usable(self) -> None:
         """Recompute whether the scheduler may place new work here."""
-        self.sched.usable = self.alive and not self.drain and not self.exclusive_job
+        self.sched.usable = self.alive and not self.drain
 
     @property
     def resource_state(self) -> str:
