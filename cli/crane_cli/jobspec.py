@@ -20,6 +20,8 @@ from crane_cli.timefmt import TimeFormatError, parse_duration, parse_time_expr
 DEFAULT_INTERPRETER = "/bin/bash"
 OPEN_MODES = ("append", "truncate")
 MAIL_TYPES = frozenset({"NONE", "BEGIN", "END", "FAIL", "TIMELIMIT", "OOM", "ALL"})
+# Credentials never copied into a job's environment unless --export names them.
+SECRET_ENV = ("CRANE_TOKEN",)
 _ENV_NAME = LazyRegex(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Pairs of options that exclude each other; when the command line gives one of them,
@@ -127,6 +129,8 @@ def build_env(export: str, environ: Mapping[str, str]) -> dict[str, str]:
     variables; ``NIL``: nothing; ``ALL,A=a,B`` / ``NONE,A=a,B`` / ``A=a,B``: the base
     set (``NONE`` when no keyword leads) plus ``A`` set to ``a`` and ``B`` copied
     from the environment. ``CRANE_*`` variables are always propagated except with ``NIL``.
+    The bearer token ``$CRANE_TOKEN`` is a credential and is left out (the controller
+    keeps job environments) unless the export list names it.
     """
     items = [p.strip() for p in export.split(",")] if export.strip() else ["ALL"]
     head = items[0].upper()
@@ -140,6 +144,8 @@ def build_env(export: str, environ: Mapping[str, str]) -> dict[str, str]:
         env = {k: v for k, v in environ.items() if k.startswith("CRANE_")}
     else:
         env = {}
+    for secret in SECRET_ENV:
+        env.pop(secret, None)
     for item in items:
         if not item:
             continue

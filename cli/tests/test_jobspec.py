@@ -100,6 +100,13 @@ def test_export_forms():
         build_env("A=1,ALL", ENV)
 
 
+def test_token_is_not_exported_unless_named():
+    env = {**ENV, "CRANE_TOKEN": "secret"}
+    assert "CRANE_TOKEN" not in build_env("ALL", env)
+    assert "CRANE_TOKEN" not in build_env("NONE", env)
+    assert build_env("ALL,CRANE_TOKEN", env)["CRANE_TOKEN"] == "secret"
+
+
 def test_mail_and_extra_attr_merge():
     import json
 
