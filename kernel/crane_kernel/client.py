@@ -7,7 +7,8 @@ start-up time; this one favours convenience.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import grpc
 

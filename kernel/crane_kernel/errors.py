@@ -15,7 +15,7 @@ class PluginError(CraneError):
     """A configured plugin is missing or failed to load; the message lists what is installed."""
 
 
-class JobRejected(CraneError):
+class JobRejected(CraneError):  # noqa: N818 - the name says what happened to the job
     """A job submission is refused (by validation or a job_submit filter)."""
 
 

@@ -25,7 +25,8 @@ events        ``crane.events``             crane_job_event, crane_node_event (ev
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

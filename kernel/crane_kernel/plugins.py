@@ -11,8 +11,9 @@ ones; we never call ``load_setuptools_entrypoints`` on these groups.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from importlib.metadata import entry_points
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -79,7 +80,8 @@ def load_one(slot: str, name: str, settings: dict[str, Any] | None = None) -> An
     return obj
 
 
-def register(pm: pluggy.PluginManager, slot: str, names: Iterable[str], settings: dict[str, dict] | None = None) -> list[Any]:
+def register(pm: pluggy.PluginManager, slot: str, names: Iterable[str],
+             settings: dict[str, dict] | None = None) -> list[Any]:
     """Load the named plugins of ``slot`` in order and register them; return the plugin objects.
 
     For ordered slots (runtime, auth) the first name is asked first: pluggy
@@ -87,8 +89,9 @@ def register(pm: pluggy.PluginManager, slot: str, names: Iterable[str], settings
     in reverse order.
     """
     settings = settings or {}
+    names = list(names)
     objs = [load_one(slot, n, settings.get(n)) for n in names]
-    for name, obj in reversed(list(zip(names, objs))):
+    for name, obj in reversed(list(zip(names, objs, strict=True))):
         try:
             pm.register(obj, name=f"{slot}:{name}")
         except Exception as exc:

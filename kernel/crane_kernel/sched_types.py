@@ -24,7 +24,7 @@ Conventions a plugin can rely on:
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 # Pending reasons, with CraneSched's names. Lower index = higher precedence.
 REASON_HELD = "Held"

@@ -82,7 +82,8 @@ def verify(key: bytes, token: str, now: float | None = None) -> dict:
         raise TokenError("malformed token") from None
     if not hmac.compare_digest(expected, given):
         raise TokenError("bad token signature")
-    if not isinstance(payload, dict) or not isinstance(payload.get("uid"), int) or not isinstance(payload.get("user"), str):
+    if not isinstance(payload, dict) or not isinstance(payload.get("uid"), int) \
+            or not isinstance(payload.get("user"), str):
         raise TokenError("malformed token payload")
     exp = payload.get("exp") or 0
     if exp and (now if now is not None else time.time()) > exp:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from crane_kernel.config import load_config, parse_duration, parse_memory
 from crane_kernel.errors import ConfigError
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from crane_kernel import plugins
 from crane_kernel.errors import PluginError
 

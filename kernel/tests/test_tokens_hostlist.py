@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from crane_kernel import tokens
 from crane_kernel.hostlist import HostlistError, compress, expand
 

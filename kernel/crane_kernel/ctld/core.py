@@ -22,7 +22,8 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from crane_kernel import messages as m
 from crane_kernel.auth_types import Identity
@@ -30,12 +31,10 @@ from crane_kernel.config import ClusterConfig
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec
 from crane_kernel.ctld.nodes import NodeState, build_nodes
 from crane_kernel.ctld.store import StateStore
-from crane_kernel.errors import JobRejected
 from crane_kernel.hostlist import compress
 from crane_kernel.sched_types import (
     REASON_BEGIN_TIME,
     REASON_HELD,
-    REASON_PRIORITY,
     REASON_RESOURCE,
     ClusterView,
     Plan,
@@ -54,7 +53,30 @@ log = logging.getLogger("cranectld")
 EPS = 1e-9
 
 
-class Denied(Exception):
+_INJECTOR_VARS = {
+    "nvidia": ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"),
+    "hip": ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"),
+    "ascend": ("ASCEND_RT_VISIBLE_DEVICES",),
+}
+
+
+def device_environment(devices: list[str], device_env: dict[str, tuple[str, int]]) -> dict[str, str]:
+    """The ``*_VISIBLE_DEVICES`` variables for the devices a job got (indices among the node's devices of a kind)."""
+    by_injector: dict[str, list[int]] = {}
+    for dev in devices:
+        injector, index = device_env.get(dev, ("", -1))
+        if injector in _INJECTOR_VARS:
+            by_injector.setdefault(injector, []).append(index)
+    env: dict[str, str] = {}
+    for injector, indices in by_injector.items():
+        for var in _INJECTOR_VARS[injector]:
+            env[var] = ",".join(str(i) for i in sorted(indices))
+    if devices:
+        env["CRANE_JOB_GRES_DEVICES"] = ",".join(devices)
+    return env
+
+
+class Denied(Exception):  # noqa: N818 - reads better at the raise sites
     """The caller may not do this (becomes PERMISSION_DENIED / a per-job reason)."""
 
 
@@ -136,7 +158,7 @@ class Controller:
             ids = list(range(first, first + len(normalized)))
             rows = []
             jobs = []
-            for jid, spec in zip(ids, normalized):
+            for jid, spec in zip(ids, normalized, strict=True):
                 job = job_from_spec(jid, spec)
                 job.devices = {}
                 jobs.append(job)
@@ -390,7 +412,7 @@ class Controller:
             for job in cands:
                 job.priority = job.pinned_priority if job.pinned_priority is not None else 0.0
             return
-        for job, p in zip(cands, prios):
+        for job, p in zip(cands, prios, strict=True):
             job.priority = job.pinned_priority if job.pinned_priority is not None else float(p)
 
     def _commit(self, plan: Plan, now: float, outbox: list) -> int:
@@ -461,6 +483,7 @@ class Controller:
         head = self.nodes[job.head_node]
         devices = (job.devices or {}).get(job.head_node, [])
         all_devices = [d for devs in head.gres_devices.values() for d in devs]
+        env.update(device_environment(devices, head.device_env))
         step = {
             "job_id": job.job_id, "name": job.name, "uid": job.uid, "gid": job.gid, "user": job.user,
             "cwd": spec.get("cwd") or "/", "script": spec.get("script", ""),

@@ -33,7 +33,8 @@ def build_plugin_manager(cfg: ClusterConfig) -> Any:
 
     pm = plugins.new_manager()
     auth_defaults = {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins)}
-    plugins.register(pm, "auth", cfg.Plugins.Auth, {n: plugin_settings(cfg, n, auth_defaults) for n in cfg.Plugins.Auth})
+    plugins.register(pm, "auth", cfg.Plugins.Auth,
+                     {n: plugin_settings(cfg, n, auth_defaults) for n in cfg.Plugins.Auth})
     plugins.register(pm, "scheduler", [cfg.Plugins.Scheduler],
                      {cfg.Plugins.Scheduler: plugin_settings(cfg, cfg.Plugins.Scheduler)})
     if cfg.Plugins.Priority:

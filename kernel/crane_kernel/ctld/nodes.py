@@ -10,9 +10,10 @@ class NodeState:
     """One node as the controller tracks it; ``sched`` is the live :class:`SchedNode` the scheduler sees."""
 
     __slots__ = ("name", "sched", "alive", "drain", "drain_reason", "last_seen", "ever_seen", "exclusive_job",
-                 "gres_devices", "cpu_ids")
+                 "gres_devices", "cpu_ids", "device_env")
 
-    def __init__(self, sched: SchedNode, gres_devices: dict[str, list[str]], cpu_ids: list[int]) -> None:
+    def __init__(self, sched: SchedNode, gres_devices: dict[str, list[str]], cpu_ids: list[int],
+                 device_env: dict[str, tuple[str, int]] | None = None) -> None:
         self.name = sched.name
         self.sched = sched
         self.alive = False
@@ -23,6 +24,7 @@ class NodeState:
         self.exclusive_job = 0
         self.gres_devices = gres_devices
         self.cpu_ids = cpu_ids
+        self.device_env = device_env or {}  # device file -> (env injector, index among its kind)
 
     def refresh_usable(self) -> None:
         """Recompute whether the scheduler may place new work here."""
@@ -53,13 +55,18 @@ def build_nodes(cfg: ClusterConfig) -> tuple[dict[str, NodeState], list[SchedNod
     for i, (name, group) in enumerate(table.items()):
         gres_total: dict[str, int] = {}
         devices: dict[str, list[str]] = {}
+        device_env: dict[str, tuple[str, int]] = {}
+        seen_of_kind: dict[str, int] = {}
         for g in group.gres:
             gres_total[g.key] = gres_total.get(g.key, 0) + int(g.count or 0)
             devices.setdefault(g.key, []).extend(g.DeviceFileList)
+            for dev in g.DeviceFileList:
+                device_env[dev] = (g.EnvInjector, seen_of_kind.get(g.name, 0))
+                seen_of_kind[g.name] = seen_of_kind.get(g.name, 0) + 1
         sn = SchedNode(name, i, group.cpu, group.memory, partitions=tuple(member_of[name]),
                        gres_total=gres_total, usable=False)
         sched_nodes.append(sn)
-        nodes[name] = NodeState(sn, devices, list(group.cpu_ids))
+        nodes[name] = NodeState(sn, devices, list(group.cpu_ids), device_env)
     index = {n.name: n.index for n in sched_nodes}
     parts = {
         p.name: SchedPartition(

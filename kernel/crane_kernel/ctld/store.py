@@ -19,7 +19,8 @@ import json
 import os
 import sqlite3
 import threading
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, state INTEGER NOT NULL, spec TEXT NOT NULL, rt TEXT NOT NULL);

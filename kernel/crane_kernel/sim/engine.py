@@ -109,6 +109,7 @@ class Simulation:
         pend_job: dict[int, SchedJob] = {}  # job_id -> SchedJob
         run_pos: dict[int, int] = {}  # job_id -> position in view.running
         done: list[tuple[float, int, SchedRunning]] = []  # (actual end, seq, running)
+        excl_held: set[int] = set()  # nodes held by a running exclusive job
         busy = 0
         seq = 0
         i = 0
@@ -128,8 +129,7 @@ class Simulation:
                     nd.cpus_free += c
                     nd.njobs -= 1
                 if r.exclusive:
-                    for x in r.nodes:
-                        nodes[x].usable = True
+                    excl_held.difference_update(r.nodes)
                 pos = run_pos.pop(r.job_id)
                 last = running.pop()
                 if last is not r:
@@ -180,16 +180,16 @@ class Simulation:
                 k = job.node_num
                 if len(idxs) != k or (k > 1 and len(set(idxs)) != k):
                     raise SimError(f"t={t}: job {jid} needs {k} distinct nodes, plan gives {idxs}")
-                for x in idxs:
+                excl = job.exclusive
+                for x in idxs:  # check and commit; a refused plan aborts the run
                     nd = nodes[x]
-                    if not nd.usable or nd.cpus_free < c - EPS or (job.exclusive and nd.njobs):
+                    if (not nd.usable or nd.cpus_free < c - EPS or x in excl_held or (excl and nd.njobs)
+                            or x < 0):
                         raise SimError(f"t={t}: starting job {jid} on node {x} would over-allocate it ({nd!r})")
-                for x in idxs:
-                    nd = nodes[x]
                     nd.cpus_free -= c
                     nd.njobs += 1
-                    if job.exclusive:
-                        nd.usable = False
+                if excl:
+                    excl_held.update(idxs)
                 pos = pend_pos.pop(jid)
                 last_job = pending.pop()
                 if last_job is not job:
