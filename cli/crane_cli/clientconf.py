@@ -89,6 +89,7 @@ def from_mapping(data: object, path: str = "<config>") -> ClientConfig:
         raise _fail(path, "the top level must be a mapping")
 
     def text(key: str, default: str) -> str:
+        """A string-valued key, ``default`` when absent or empty."""
         value = data.get(key)
         if value is None or value == "":
             return default

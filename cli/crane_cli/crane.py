@@ -298,6 +298,7 @@ def cmd_token_show(args) -> int:  # noqa: ANN001
         return EXIT_OK
 
     def when(ts: object) -> str:
+        """A payload timestamp in local time (``never`` for 0)."""
         if not ts:
             return "never"
         try:
