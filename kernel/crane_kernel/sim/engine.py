@@ -23,6 +23,7 @@ from typing import Any
 
 from crane_kernel.sched_types import Plan, SchedJob, SchedNode, SchedPartition, SchedRunning
 from crane_kernel.sim.model import PARTITION, SimJob, job_shape
+from crane_kernel.sim.plugins import hook_caller
 from crane_kernel.sim.view import IncrementalView
 
 __all__ = ["SimError", "Simulation", "make_view"]
@@ -93,8 +94,14 @@ class Simulation:
         del_pending = delta.pending_removed.append
         add_running = delta.running_added.append
         del_running = delta.running_removed.append
-        schedule = self.pm.hook.crane_schedule
-        prio_hook = self.pm.hook.crane_job_priorities if self.priority_plugin is not None else None
+        schedule = hook_caller(self.pm, "crane_schedule", ("view", "now"))
+        if schedule is None:
+            raise SimError("no scheduler plugin implements crane_schedule")
+        prio_hook = hook_caller(self.pm, "crane_job_priorities", ("jobs", "view", "now"))
+        pa_clear = delta.pending_added.clear
+        pr_clear = delta.pending_removed.clear
+        ra_clear = delta.running_added.clear
+        rr_clear = delta.running_removed.clear
         record_usage = getattr(self.priority_plugin, "record_usage", None)
         observer = self.observer
         cpn_model = self.cpus_per_node
@@ -113,16 +120,22 @@ class Simulation:
         busy = 0
         seq = 0
         i = 0
+        passes = 0
         last_report = 0.0
         t_start = time.perf_counter()
+        heappop = heapq.heappop
+        heappush = heapq.heappush
+        submits = [j.submit for j in jobs]
+        names: dict[tuple[int, int], tuple[str, str]] = {}  # (group, user) -> (account, user name)
+        inf = float("inf")
 
         while i < n or done:
-            t: float = jobs[i].submit if i < n else done[0][0]
+            t: float = submits[i] if i < n else inf
             if done and done[0][0] < t:
                 t = done[0][0]
             # 1. completions
             while done and done[0][0] == t:
-                r = heapq.heappop(done)[2]
+                r = heappop(done)[2]
                 c = r.cpus_per_node
                 for x in r.nodes:
                     nd = nodes[x]
@@ -141,12 +154,19 @@ class Simulation:
                 if record_usage is not None:
                     record_usage(_account(sj), float(sj.run * sj.size), t)
             # 2. arrivals
-            while i < n and jobs[i].submit == t:
+            while i < n and submits[i] == t:
                 sj = jobs[i]
                 jid = i + 1 if renumber else sj.job_id
-                node_num, cpn = job_shape(sj.size, cpn_model)
-                job = SchedJob(jid, PARTITION, node_num, float(cpn), 0, sj.estimate, submit_time=float(sj.submit),
-                               account=_account(sj), user=str(sj.user), uid=sj.user)
+                who = names.get((sj.group, sj.user))
+                if who is None:
+                    who = names[(sj.group, sj.user)] = (_account(sj), str(sj.user))
+                if cpn_model == 1:
+                    job = SchedJob(jid, PARTITION, sj.size, 1.0, 0, sj.estimate, submit_time=float(t),
+                                   account=who[0], user=who[1], uid=sj.user)
+                else:
+                    node_num, cpn = job_shape(sj.size, cpn_model)
+                    job = SchedJob(jid, PARTITION, node_num, float(cpn), 0, sj.estimate,
+                                   submit_time=float(t), account=who[0], user=who[1], uid=sj.user)
                 index_of[jid] = i
                 pend_pos[jid] = len(pending)
                 pend_job[jid] = job
@@ -161,15 +181,19 @@ class Simulation:
                 continue
             # 3. one scheduling pass
             if prio_hook is not None:
-                prios = prio_hook(jobs=pending, view=view, now=t)
+                prios = prio_hook(pending, view, t)
                 if prios is not None:
                     for job, p in zip(pending, prios, strict=True):
                         job.priority = p if job.pinned_priority is None else job.pinned_priority
                     delta.priorities = True
             view.version += 1
-            plan = schedule(view=view, now=t)
-            delta.clear()
-            self.passes += 1
+            plan = schedule(view, t)
+            pa_clear()
+            pr_clear()
+            ra_clear()
+            rr_clear()
+            delta.priorities = delta.other = False
+            passes += 1
             if plan is None:
                 continue
             for jid, idxs in plan.starts:
@@ -205,15 +229,16 @@ class Simulation:
                 running.append(r)
                 add_running(r)
                 seq += 1
-                heapq.heappush(done, (t + sj.run, seq, r))
+                heappush(done, (t + sj.run, seq, r))
                 busy += sj.size
             if observer is not None:
                 observer(t, view, plan)
-            if progress and (i & 1023) == 0:
+            if progress and (passes & 1023) == 0:
                 now = time.perf_counter()
                 if now - last_report > 0.2:
                     last_report = now
                     _progress(i, n, now - t_start)
+        self.passes = passes
         if progress:
             _progress(n, n, time.perf_counter() - t_start)
             sys.stderr.write("\n")

@@ -26,11 +26,8 @@ class SwfRecord(NamedTuple):
     alloc: int  # [5] allocated processors
     req_procs: int  # [8] requested processors
     req_time: int  # [9] requested time (the user's estimate)
-    status: int  # [11] 1 completed, 0 failed, 5 cancelled
     user: int  # [12] user id
     group: int  # [13] group id
-    queue: int  # [15] queue number
-    partition: int  # [16] partition number
 
 
 class SwfTrace(NamedTuple):
@@ -54,6 +51,9 @@ class SwfTrace(NamedTuple):
         return None
 
 
+_COMMENT = (b";", ";")
+
+
 def _num(text: bytes | str) -> int:
     try:
         return int(text)
@@ -72,23 +72,23 @@ def parse_swf(lines: Iterable[bytes | str]) -> SwfTrace:
         f = line.split()
         if not f:
             continue
-        if f[0][:1] in (b";", ";"):
+        if f[0][:1] in _COMMENT:
             body = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
             key, sep, value = body.lstrip()[1:].partition(":")
             key = key.strip()
             if sep and key and " " not in key:
                 header.setdefault(key, value.strip())
             continue
-        if len(f) < 9:
-            continue
-        if len(f) < 16:
-            f = f + ["-1"] * (16 - len(f))
+        if len(f) < 13:
+            if len(f) < 9:
+                continue
+            f = f + ["-1"] * (13 - len(f))
         try:
             append(new(rec, (int(f[0]), int(f[1]), int(f[2]), int(f[3]), int(f[4]), int(f[7]), int(f[8]),
-                             int(f[10]), int(f[11]), int(f[12]), int(f[14]), int(f[15]))))
+                             int(f[11]), int(f[12]))))
         except ValueError:
             append(new(rec, (_num(f[0]), _num(f[1]), _num(f[2]), _num(f[3]), _num(f[4]), _num(f[7]), _num(f[8]),
-                             _num(f[10]), _num(f[11]), _num(f[12]), _num(f[14]), _num(f[15]))))
+                             _num(f[11]), _num(f[12]))))
     return SwfTrace(header, records)
 
 

@@ -68,6 +68,7 @@ class Pool:
         self.c0 = c0
         self.m0 = m0
         self.ptotal = 0
+        self.all_usable = True
         self.free: set[int] = set()
         self.ends: list[tuple[float, int, int]] = []  # (end_time, job_id, usable nodes held), sorted
         self.order: list[SchedJob] = []
@@ -76,7 +77,8 @@ class Pool:
         self.needs: list[int] = []
         self.lims: list[float] = []
         self.tentative: dict[int, list[int]] = {}
-        self.special: dict[int, str] = {}
+        self.special: dict[int, str] = {}  # pending reasons other than Priority
+        self.reasons: dict[int, str] = {}  # every pending job's reason, kept up to date across calls
         self.new_pos: list[int] | None = None
         self.arrivals_only = False
         self.exact_ends_only = False
@@ -108,6 +110,7 @@ class Pool:
                 m0 = nd.mem_total
         pool = cls(view, pname, c0, m0)
         pool.ptotal = sum(1 for nd in nodes if nd.usable)
+        pool.all_usable = pool.ptotal == n
         pool.free = {i for i, nd in enumerate(nodes) if nd.usable and nd.njobs == 0}
         ends = []
         for r in view.running:
@@ -120,6 +123,7 @@ class Pool:
             if not pool.plain(job, now):
                 return None
         pool._resort(view.pending)
+        pool.reasons = dict.fromkeys(pool.ids, REASON_PRIORITY)
         return pool
 
     def _whole(self, r: "SchedRunning") -> bool:
@@ -151,32 +155,41 @@ class Pool:
         nodes = self.view.nodes
         tentative = self.tentative
         last_started = len(tentative)
-        started_ids = set(tentative)
-        touched: list[int] = []
+        started_ids = set(tentative) if last_started else ()
+        check: list[int] = []  # nodes whose free/busy state must be re-read from the view
         foreign = False
+        all_usable = self.all_usable
+        c_min = self.c0 - EPS
         ends = self.ends
+        free = self.free
         for r in delta.running_added:
-            if not self._whole(r):
+            if r.gres_per_node or not (r.exclusive or r.cpus_per_node >= c_min):
                 return False
-            insort(ends, (r.end_time, r.job_id, self._held(r)))
-            touched.extend(r.nodes)
-            if tentative.pop(r.job_id, None) is None:
+            held = r.nodes
+            insort(ends, (r.end_time, r.job_id, len(held) if all_usable else self._held(r)))
+            mine = tentative.pop(r.job_id, None)
+            if mine is None or tuple(mine) != held:  # not ours, or not where we put it
                 foreign = True
+                check.extend(held)
+                if mine:
+                    check.extend(mine)
         early = False
         for r in delta.running_removed:
             k = bisect_left(ends, (r.end_time, r.job_id))
             if k >= len(ends) or ends[k][1] != r.job_id:
                 return False
             del ends[k]
-            touched.extend(r.nodes)
+            if foreign or not all_usable:
+                check.extend(r.nodes)
+            else:
+                free.update(r.nodes)
             if r.end_time > now:
                 early = True
         leftover = bool(tentative)
         for lst in tentative.values():
-            touched.extend(lst)
+            check.extend(lst)
         tentative.clear()
-        free = self.free
-        for x in touched:
+        for x in check:
             nd = nodes[x]
             if nd.usable and nd.njobs == 0:
                 free.add(x)
@@ -184,9 +197,14 @@ class Pool:
                 free.discard(x)
         added = delta.pending_added
         removed = delta.pending_removed
+        plain = self.plain
+        reasons = self.reasons
         for job in added:
-            if not self.plain(job, now):
+            if not plain(job, now):
                 return False
+            reasons[job.job_id] = REASON_PRIORITY
+        for job in removed:
+            reasons.pop(job.job_id, None)
         own = (not foreign and not leftover and len(removed) == last_started
                and all(j.job_id in started_ids for j in removed) and not delta.priorities)
         self.arrivals_only = own and not delta.running_removed
@@ -223,18 +241,38 @@ class Pool:
     def _start(self, pos: int, plan: Plan) -> None:
         free = self.free
         jid = self.ids[pos]
-        nodes = [free.pop() for _ in range(self.needs[pos])]
-        nodes.sort()
+        need = self.needs[pos]
+        if need == 1:
+            nodes = [free.pop()]
+        else:
+            nodes = [free.pop() for _ in range(need)]
+            nodes.sort()
         plan.starts.append((jid, nodes))
         self.tentative[jid] = nodes
 
-    def _reasons(self, plan: Plan, limit: int) -> None:
-        ids = self.ids
-        reasons = dict.fromkeys(ids, REASON_PRIORITY)
-        reasons.update(self.special)
+    def _publish(self, plan: Plan, limit: int, old_special: dict[int, str] | None, new_pos: Any = ()) -> None:
+        """Bring the kept reasons up to date and give the plan a copy.
+
+        ``old_special``: the special reasons before a full pass rebuilt them
+        (they fall back to Priority unless set again); ``None`` after an
+        incremental pass, where only the jobs at ``new_pos`` got reasons.
+        """
+        reasons = self.reasons
+        special = self.special
+        if old_special is not None:
+            for jid in old_special:
+                if jid in reasons:
+                    reasons[jid] = REASON_PRIORITY
+            reasons.update(special)
+        else:
+            ids = self.ids
+            for pos in new_pos:
+                why = special.get(ids[pos])
+                if why is not None:
+                    reasons[ids[pos]] = why
         for jid, _ in plan.starts:
-            del reasons[jid]
-        plan.reasons = reasons
+            reasons.pop(jid, None)
+        plan.reasons = reasons.copy()
         plan.considered = limit
 
     def _shadow(self, new_ends: list[tuple[float, int]], nfree: int, need: int, now: float) -> tuple[float, int]:
@@ -280,6 +318,7 @@ class Pool:
         extra = 0
         head_key = None
         head_id = -1
+        old_special: dict[int, str] | None = None
         if (st is not None and self.arrivals_only and self.new_pos is not None and limit == n
                 and all(keys[p] > st[2] for p in self.new_pos)):
             shadow, extra, head_key, head_id = st
@@ -289,12 +328,13 @@ class Pool:
             self.shortcuts += 1
         else:
             positions = range(limit)
+            old_special = self.special
             special = self.special = {}
         new_ends: list[tuple[float, int]] = []
         unreserved = False
-        for pos in positions:
-            s = needs[pos]
-            if not reserved:
+        if not reserved:  # phase 1: start jobs in order until one must wait (and gets the reservation)
+            for pos in positions:
+                s = needs[pos]
                 if s <= nfree:
                     self._start(pos, plan)
                     nfree -= s
@@ -310,23 +350,28 @@ class Pool:
                 extra = avail - s
                 head_key = keys[pos]
                 head_id = ids[pos]
-                continue
-            if s <= nfree:
-                if now + lims[pos] <= shadow:
-                    self._start(pos, plan)
-                    nfree -= s
-                elif s <= extra:
-                    self._start(pos, plan)
-                    nfree -= s
-                    extra -= s
-                else:
-                    special[ids[pos]] = REASON_RESOURCE_RESERVED
-                if nfree == 0:
-                    break
+                positions = range(pos + 1, limit)
+                break
+        if reserved and nfree > 0 and len(positions) and nfree >= _min_at(needs, positions):
+            # phase 2: backfill behind the reserved head
+            for pos in positions:
+                s = needs[pos]
+                if s <= nfree:
+                    if now + lims[pos] <= shadow:
+                        self._start(pos, plan)
+                        nfree -= s
+                    elif s <= extra:
+                        self._start(pos, plan)
+                        nfree -= s
+                        extra -= s
+                    else:
+                        special[ids[pos]] = REASON_RESOURCE_RESERVED
+                    if nfree == 0:
+                        break
         if reserved:
             plan.reserved[head_id] = shadow
         self.easy_state = (shadow, extra, head_key, head_id) if reserved and not unreserved else None  # type: ignore[assignment]
-        self._reasons(plan, limit)
+        self._publish(plan, limit, old_special, self.new_pos if old_special is None else ())
         return plan
 
     # ------------------------------------------------------------------ conservative
@@ -374,11 +419,12 @@ class Pool:
 
     def _cons_full(self, now: float, ps: "PartitionSettings", plan: Plan, limit: int) -> Plan:
         ts, fs = self._profile(now)
+        old_special = self.special
         self.special = {}
         self.reserved = {}
         self.res_heap = []
         complete = self._cons_plan(now, ps, ts, fs, range(limit), plan, 0)
-        return self._cons_finish(plan, ts, fs, complete and limit == len(self.ids), limit)
+        return self._cons_finish(plan, ts, fs, complete and limit == len(self.ids), limit, old_special)
 
     def _cons_incremental(self, now: float, ps: "PartitionSettings", prof: tuple[list[float], list[int]],
                           plan: Plan, limit: int) -> Plan:
@@ -397,12 +443,13 @@ class Pool:
             plan.starts.append((jid, nodes))
             self.tentative[jid] = nodes
         complete = self._cons_plan(now, ps, ts, fs, self.new_pos or [], plan, len(reserved))
-        return self._cons_finish(plan, ts, fs, complete, limit)
+        return self._cons_finish(plan, ts, fs, complete, limit, None)
 
-    def _cons_finish(self, plan: Plan, ts: list[float], fs: list[int], complete: bool, limit: int) -> Plan:
+    def _cons_finish(self, plan: Plan, ts: list[float], fs: list[int], complete: bool, limit: int,
+                     old_special: dict[int, str] | None) -> Plan:
         self.cons_state = (ts, fs) if complete else None
         plan.reserved = dict(self.reserved)
-        self._reasons(plan, limit)
+        self._publish(plan, limit, old_special, self.new_pos or () if old_special is None else ())
         return plan
 
     def _cons_plan(self, now: float, ps: "PartitionSettings", ts: list[float], fs: list[int], positions: Any,
@@ -440,6 +487,13 @@ class Pool:
             elif s <= len(self.free):
                 special[ids[pos]] = REASON_RESOURCE_RESERVED
         return complete
+
+
+def _min_at(values: list[int], positions: Any) -> int:
+    """The smallest of ``values`` at ``positions`` (a ``range`` or a list of indices)."""
+    if isinstance(positions, range):
+        return min(values[positions.start:positions.stop])
+    return min(values[p] for p in positions)
 
 
 def _slot(ts: list[float], fs: list[int], s: int, d: float, horizon: float) -> int:
