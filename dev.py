@@ -67,6 +67,13 @@ def install() -> None:
     STAMP.write_text(fp)
 
 
+def compile_sources() -> None:
+    """Byte-compile the workspace: CLI start-up time matters, and PYTHONDONTWRITEBYTECODE may be set."""
+    dirs = [str(p) for p in packages()]
+    subprocess.run([str(BIN / "python"), "-m", "compileall", "-q", "-x", r"/tests?/", *dirs],
+                   check=False, stdout=subprocess.DEVNULL)
+
+
 def _exec(argv: list[str]) -> int:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -84,6 +91,7 @@ def main(argv: list[str]) -> int:
         print(f"dev.py: unknown command {cmd!r} (install, demo, test, run)", file=sys.stderr)
         return 2
     install()
+    compile_sources()
     if cmd == "install":
         return 0
     if cmd == "demo":

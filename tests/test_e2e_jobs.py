@@ -191,3 +191,26 @@ def test_forged_token_is_rejected(cluster):
     proc = cluster.run("cqueue", env={"CRANE_TOKEN": forged})
     assert proc.returncode == 3
     assert "Access denied" in proc.stderr
+
+
+def test_ccontrol_priority_hold_and_drain(cluster):
+    alice = ensure_user("crane_e2e_alice")
+    key = tokens.read_key(cluster.lc.cfg.key_file)
+    a_env = {"CRANE_TOKEN": tokens.mint(key, alice.pw_uid, alice.pw_name)}
+    jid = cluster.cbatch("-H", "--wrap", "true", env=a_env)
+    # only an admin may pin a priority
+    proc = cluster.run("ccontrol", "update", f"jobid={jid}", "priority=5000", env=a_env)
+    assert proc.returncode == 4 and "Permission denied" in proc.stderr
+    proc = cluster.run("ccontrol", "update", f"jobid={jid}", "priority=5000")
+    assert proc.returncode == 0, proc.stderr
+    shown = cluster.run("ccontrol", "show", "job", str(jid)).stdout
+    assert "Priority=5000" in shown and "JobState=Pending" in shown and "Reason=Held" in shown
+    # the owner may release their own job
+    assert cluster.run("ccontrol", "release", str(jid), env=a_env).returncode == 0
+    assert cluster.wait_done(jid).status == JobState.Completed
+    # drain and resume a node
+    assert cluster.run("ccontrol", "update", "nodeName=cn02", "state=drain").returncode == 2   # reason required
+    assert cluster.run("ccontrol", "update", "nodeName=cn02", "state=drain", "reason=disk").returncode == 0
+    assert "+DRAIN" in cluster.run("ccontrol", "show", "node", "cn02").stdout
+    assert cluster.run("ccontrol", "update", "nodeName=cn02", "state=resume").returncode == 0
+    assert "DRAIN" not in cluster.run("ccontrol", "show", "node", "cn02").stdout

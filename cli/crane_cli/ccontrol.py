@@ -1,0 +1,165 @@
+"""ccontrol: show and change jobs, nodes and partitions (``ccontrol <action> <entity> [id] [key=value...]``).
+
+Supported: ``show node|partition|job [name/id]``;
+``update nodeName=<n> state=drain|resume [reason=...]``;
+``update jobid=<id> priority=<p> | timelimit=<[D-]HH:MM:SS>``; ``hold <ids>``; ``release <ids>``.
+Keys are case-insensitive. Output is scontrol-style ``Key=Value``; ``--json`` prints the raw reply.
+A change the controller refuses prints its reason and exits 4.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from crane_cli.cliparse import Parser, add_common, run
+from crane_cli.errors import EXIT_BACKEND, EXIT_OK, arg_error
+
+
+def build_parser() -> Parser:
+    """The ccontrol argument parser."""
+    p = Parser(prog="ccontrol", description="Show and change jobs, nodes and partitions.")
+    p.add_argument("words", nargs="+", metavar="ACTION ENTITY [ID] [KEY=VALUE...]")
+    add_common(p)
+    return p
+
+
+def _pairs(words: list[str]) -> dict[str, str]:
+    out = {}
+    for word in words:
+        if "=" not in word:
+            raise arg_error(f"ccontrol: expected KEY=VALUE, got {word!r}")
+        key, value = word.split("=", 1)
+        out[key.lower()] = value
+    return out
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        ids = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise arg_error(f"ccontrol: invalid job id list {text!r}") from None
+    if not ids or any(i <= 0 for i in ids):
+        raise arg_error(f"ccontrol: invalid job id list {text!r}")
+    return ids
+
+
+def _kv(record: dict[str, object]) -> str:
+    return " ".join(f"{k}={v}" for k, v in record.items())
+
+
+def _report(reply: object, ok_field: str, bad_field: str, what: str, as_json: bool) -> int:
+    if as_json:
+        from crane_cli.protojson import to_json
+
+        print(to_json(reply))
+    bad = list(getattr(reply, bad_field))
+    reasons = list(reply.reasons)  # type: ignore[attr-defined]
+    for i, item in enumerate(bad):
+        sys.stderr.write(f"Failed to modify {what} {item}: {reasons[i] if i < len(reasons) else 'refused'}.\n")
+    if not as_json and getattr(reply, ok_field):
+        print(f"{what.capitalize()} {','.join(str(x) for x in getattr(reply, ok_field))} modified successfully.")
+    return EXIT_BACKEND if bad else EXIT_OK
+
+
+def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: bool) -> int:
+    from crane_kernel.states import JobState, format_exit_code
+
+    pb = rpc.pb  # type: ignore[attr-defined]
+    if entity in ("node", "nodes"):
+        reply = ctld.call("QueryCranedInfo", pb.QueryCranedInfoRequest(names=[name] if name else []))
+        items = [
+            {"NodeName": n.name, "State": n.resource_state.upper() + ("+DRAIN" if n.control_state == "drain" else ""),
+             "CPUTot": f"{n.cpu_total:g}", "CPUAlloc": f"{n.cpu_alloc:g}", "RealMemory": n.mem_total >> 20,
+             "AllocMem": n.mem_alloc >> 20, "Gres": n.gres_total or "(null)", "Partitions": ",".join(n.partitions),
+             "RunningJobs": n.running_jobs, "Reason": n.reason or "(null)"} for n in reply.nodes]
+    elif entity in ("partition", "partitions"):
+        reply = ctld.call("QueryPartitionInfo", pb.QueryPartitionInfoRequest(names=[name] if name else []))
+        items = [
+            {"PartitionName": p.name, "State": p.state.upper(), "Default": "YES" if p.is_default else "NO",
+             "Priority": p.priority, "Nodes": ",".join(p.nodes), "TotalCPUs": f"{p.cpu_total:g}",
+             "AllocCPUs": f"{p.cpu_alloc:g}", "DefMemPerCPU": p.default_mem_per_cpu >> 20} for p in reply.partitions]
+    elif entity in ("job", "jobs"):
+        ids = _ids(name) if name else []
+        reply = ctld.call("QueryJobsInfo", pb.QueryJobsInfoRequest(job_ids=ids, include_finished=bool(ids)))
+        items = [
+            {"JobId": j.job_id, "JobName": j.name, "UserId": f"{j.user}({j.uid})", "Account": j.account or "(null)",
+             "Partition": j.partition, "JobState": JobState(j.status).name, "Reason": j.pending_reason or "None",
+             "Priority": f"{j.priority:g}", "Nodes": j.craned_list or "(null)", "NumNodes": j.node_num,
+             "ReqCPUs": f"{j.req_cpus:g}", "ReqMemPerNode": j.req_mem_per_node >> 20, "TimeLimit": j.time_limit,
+             "ExitCode": format_exit_code(j.exit_code), "WorkDir": j.cwd} for j in reply.jobs]
+        if ids and not items:
+            sys.stderr.write(f"Job {name} not found.\n")
+            return EXIT_BACKEND
+    else:
+        raise arg_error(f"ccontrol: cannot show {entity!r} (node, partition or job)")
+    if as_json:
+        from crane_cli.protojson import to_json
+
+        print(to_json(reply))
+        return EXIT_OK
+    for item in items:
+        print(_kv(item))
+    if name and not items:
+        sys.stderr.write(f"{entity.capitalize()} {name} not found.\n")
+        return EXIT_BACKEND
+    return EXIT_OK
+
+
+def command(argv: list[str]) -> int:
+    """ccontrol's body: returns the exit code, raises CliError on failure."""
+    args = build_parser().parse_args(argv)
+    words = args.words
+    action = words[0].lower()
+    from crane_cli import clientconf, rpc
+
+    conf = clientconf.load(args.config)
+    pb = rpc.pb
+    with rpc.Controller(conf) as ctld:
+        if action == "show":
+            if len(words) < 2:
+                raise arg_error("ccontrol: show what? (node, partition or job)")
+            return _show(ctld, rpc, words[1].lower(), words[2] if len(words) > 2 else None, args.json)
+        if action in ("hold", "release"):
+            if len(words) != 2:
+                raise arg_error(f"ccontrol: usage: ccontrol {action} <job ids>")
+            reply = ctld.call("ModifyJob", pb.ModifyJobRequest(job_ids=_ids(words[1]), hold=action == "hold"))
+            return _report(reply, "modified", "not_modified", "job", args.json)
+        if action == "update":
+            kv = _pairs(words[1:])
+            if "nodename" in kv:
+                state = kv.get("state", "").lower()
+                if state not in ("drain", "resume"):
+                    raise arg_error("ccontrol: update nodeName=... needs state=drain or state=resume")
+                if state == "drain" and not kv.get("reason"):
+                    raise arg_error("ccontrol: a reason is required to drain (reason=...)")
+                from crane_kernel import hostlist
+
+                request = pb.ModifyNodeRequest(names=hostlist.expand(kv["nodename"]), state=state,
+                                               reason=kv.get("reason", ""))
+                return _report(ctld.call("ModifyNode", request), "modified", "not_modified", "node", args.json)
+            if "jobid" in kv:
+                ids = _ids(kv["jobid"])
+                if "priority" in kv:
+                    try:
+                        request = pb.ModifyJobRequest(job_ids=ids, priority=float(kv["priority"]))
+                    except ValueError:
+                        raise arg_error(f"ccontrol: invalid priority {kv['priority']!r}") from None
+                elif "timelimit" in kv:
+                    from crane_cli.timefmt import parse_duration
+
+                    try:
+                        seconds = parse_duration(kv["timelimit"])
+                    except ValueError:
+                        raise arg_error(f"ccontrol: invalid time limit {kv['timelimit']!r}") from None
+                    request = pb.ModifyJobRequest(job_ids=ids, time_limit=seconds)
+                else:
+                    raise arg_error("ccontrol: update jobid=... needs priority= or timelimit=")
+                return _report(ctld.call("ModifyJob", request), "modified", "not_modified", "job", args.json)
+            raise arg_error("ccontrol: update needs nodeName=... or jobid=...")
+    raise arg_error(f"ccontrol: unknown action {action!r} (show, update, hold, release)")
+
+
+def main() -> NoReturn:
+    """Console-script entry point."""
+    run(command, prog="ccontrol")
