@@ -203,10 +203,13 @@ class Pool:
             if not plain(job, now):
                 return False
             reasons[job.job_id] = REASON_PRIORITY
+        ours = 0
         for job in removed:
-            reasons.pop(job.job_id, None)
-        own = (not foreign and not leftover and len(removed) == last_started
-               and all(j.job_id in started_ids for j in removed) and not delta.priorities)
+            jid = job.job_id
+            reasons.pop(jid, None)
+            if jid in started_ids:
+                ours += 1
+        own = not foreign and not leftover and not delta.priorities and ours == len(removed) == last_started
         self.arrivals_only = own and not delta.running_removed
         self.exact_ends_only = own and not early
         self.tail_key = self.keys[-1] if self.keys else None
@@ -222,6 +225,7 @@ class Pool:
             if k >= len(order) or order[k] is not job:
                 return False
             del keys[k], order[k], ids[k], needs[k], lims[k]
+        k = -1
         for job in added:
             key = priority_order_key(job)
             k = bisect_left(keys, key)
@@ -230,7 +234,9 @@ class Pool:
             ids.insert(k, job.job_id)
             needs.insert(k, job.node_num)
             lims.insert(k, float(job.time_limit) if job.time_limit >= 1 else 1.0)
-        if added:
+        if len(added) == 1:
+            self.new_pos = [k]
+        elif added:
             self.new_pos = sorted(bisect_left(keys, priority_order_key(j)) for j in added)
         else:
             self.new_pos = []
