@@ -59,11 +59,15 @@ def install() -> None:
         return
     pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     print("dev.py: installing the workspace into .venv (kernel, plugins, cli, dev tools)", flush=True)
-    subprocess.run([*pip, "--upgrade", "pip", "setuptools>=68", "wheel", "grpcio-tools>=1.60,<2"], check=True)
+    log = VENV / "install.log"
     args: list[str] = []
     for pkg in packages():
         args += ["-e", str(pkg)]
-    subprocess.run([*pip, *DEV_TOOLS, *args], check=True)
+    with open(log, "w") as out:
+        for step in (["--upgrade", "pip", "setuptools>=68", "wheel", "grpcio-tools>=1.60,<2"], [*DEV_TOOLS, *args]):
+            if subprocess.run([*pip, *step], stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                tail = log.read_text().splitlines()[-30:]
+                sys.exit("dev.py: installation failed; last lines of " + str(log) + ":\n" + "\n".join(tail))
     STAMP.write_text(fp)
 
 
