@@ -7,6 +7,7 @@ Phases (each on a fresh cluster of virtual nodes; the jobs really run, under cgr
 * **cbatch**: median wall time of ``cbatch --wrap true`` (the real console script, 30 runs).
 * **cqueue**: median wall time of ``cqueue`` with 1,000 jobs in the queue (held, 30 runs).
 * **memory**: controller RSS growth per pending job with ``--pending`` held jobs (default 100,000).
+* **cycles** (``--cycle-pending N``): API latency while every cycle hands the scheduler N queued jobs.
 
 ``--slurm`` also runs ``../shared/bench/slurm/drain.sh N`` (Slurm 22.05 on loopback, default
 settings) in the same run and reports the ratio.
@@ -130,6 +131,56 @@ def memory(pending: int) -> dict[str, Any]:
                 "query_with_pending_ms": round(q_ms, 1)}
 
 
+def api_during_cycles(pending: int, scheduler: str, samples: int = 60) -> dict[str, Any]:
+    """API latency while the controller cycles over ``pending`` queued (not held) jobs.
+
+    Every node is taken by an exclusive job first, so the queue cannot drain: each cycle hands the
+    scheduler all ``pending`` candidates. Then single-job queries and submissions are timed.
+    """
+    from crane_kernel.localcluster import LocalCluster
+
+    lc = LocalCluster(nodes=4, cpus=16, memory="4G", cluster="benchcyc", Plugins={"Scheduler": scheduler},
+                      CraneCtld={"ScheduleInterval": 0.2, "CranedTimeout": 60})
+    with lc:
+        client = lc.client()
+        blocker = client.spec(wrap="sleep 600", cwd="/tmp", output="/dev/null", exclusive=True)
+        for name in lc.node_names:
+            client.submit(pb_spec(blocker, nodelist=[name]))
+        spec = client.spec(wrap="true", cwd="/tmp", output="/dev/null", time_limit=600)
+        for start in range(0, pending, 10_000):
+            client.submit(spec, count=min(10_000, pending - start))
+        time.sleep(2.0)  # let a few full cycles run
+        lat_q, lat_s = [], []
+        probe = client.spec(wrap="true", cwd="/tmp", output="/dev/null", hold=True)
+        for i in range(samples):
+            t = time.perf_counter()
+            client.jobs([1 + i])
+            lat_q.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            client.submit(probe)
+            lat_s.append((time.perf_counter() - t) * 1000)
+            time.sleep(0.02)
+        info = client.server_info()
+        return {"cycle_pending_jobs": info.pending_jobs, "cycle_scheduler": scheduler,
+                "cycle_last_s": round(info.last_cycle_s, 3), "cycle_max_s": round(info.max_cycle_s, 3),
+                "cycles_run": info.cycles,
+                "api_query_median_ms": round(statistics.median(lat_q), 1), "api_query_max_ms": round(max(lat_q), 1),
+                "api_submit_median_ms": round(statistics.median(lat_s), 1),
+                "api_submit_max_ms": round(max(lat_s), 1)}
+
+
+def pb_spec(spec: Any, **fields: Any) -> Any:
+    """A copy of a JobSpec message with some fields changed."""
+    copy = type(spec)()
+    copy.CopyFrom(spec)
+    for key, value in fields.items():
+        if isinstance(value, list):
+            getattr(copy, key)[:] = value
+        else:
+            setattr(copy, key, value)
+    return copy
+
+
 def slurm_drain(n: int) -> dict[str, Any]:
     """Run the shared Slurm harness's drain of ``n`` jobs, if it is installed here."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -156,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1000, help="jobs per SubmitBatchJobs call (default 1000)")
     ap.add_argument("--pending", type=int, default=100_000, help="held jobs for the memory figure (0 = skip)")
     ap.add_argument("--cli-runs", type=int, default=30, help="runs per CLI latency figure (0 = skip)")
+    ap.add_argument("--cycle-pending", type=int, default=0,
+                    help="also time the API while cycles run over this many queued jobs (e.g. 100000)")
+    ap.add_argument("--scheduler", default="fifo", help="scheduler plugin for the --cycle-pending phase")
     ap.add_argument("--slurm", action="store_true", help="also measure Slurm's drain of the same N here")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
@@ -168,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         result.update(cli_latency(args.cli_runs, 1000))
     if args.pending:
         result.update(memory(args.pending))
+    if args.cycle_pending:
+        result.update(api_during_cycles(args.cycle_pending, args.scheduler))
     if args.slurm:
         s = slurm_drain(args.jobs)
         result["slurm"] = s

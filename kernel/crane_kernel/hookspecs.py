@@ -72,6 +72,18 @@ def crane_job_priorities(jobs: "Sequence[SchedJob]", view: "ClusterView", now: f
     """
 
 
+@hookspec
+def crane_job_finished(job: "SchedJob", start_time: float, end_time: float) -> None:
+    """Record that a job which ran from ``start_time`` to ``end_time`` has ended.
+
+    Called in-process by cranectld when a job that had started ends (and, at
+    start-up, for recently ended jobs read back from the state store, oldest
+    first), and by ``crane sim`` on every simulated completion. Priority
+    plugins use it for historical usage (fair share). Every registered
+    implementation runs; must be cheap and must not raise.
+    """
+
+
 # --------------------------------------------------------------------------
 # runtime (called in the step supervisor on the node)
 # --------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from crane_kernel.states import (
 log = logging.getLogger("cranectld")
 
 EPS = 1e-9
+HISTORY_REPLAY = 100_000  # ended jobs replayed to crane_job_finished at start-up (usage history)
 
 
 _INJECTOR_VARS = {
@@ -104,6 +105,8 @@ class Controller:
         self.started_at = clock()
         self.cycles = 0
         self.last_cycle_s = 0.0
+        self.max_cycle_s = 0.0
+        self.last_considered = 0
         self.cluster = cfg.ClusterName
         self._has_priority = False
 
@@ -132,13 +135,21 @@ class Controller:
                 self._allocate(job, [self.nodes[n] for n in job.alloc_nodes], record=False)
                 n_running += 1
             self.next_job_id = max(self.next_job_id, jid + 1)
+        n_history = 0
+        for _jid, spec, rt in self.store.recent_finished(HISTORY_REPLAY):
+            if rt.get("start") and rt.get("end"):
+                job = job_from_spec(_jid, spec)
+                job.apply_rt(rt)
+                self.pm.hook.crane_job_finished(job=job, start_time=job.start_time, end_time=job.end_time)
+                n_history += 1
         for name, (drain, reason) in self.store.nodes().items():
             if name in self.nodes:
                 self.nodes[name].drain, self.nodes[name].drain_reason = drain, reason
         for n in self.nodes.values():
             n.last_seen = now  # a grace period: nodes have CranedTimeout to check in
             n.refresh_usable()
-        log.info("recovered %d pending and %d running jobs; next job id %d", n_pending, n_running, self.next_job_id)
+        log.info("recovered %d pending and %d running jobs (%d ended jobs replayed for usage history); next job id %d",
+                 n_pending, n_running, n_history, self.next_job_id)
 
     # ------------------------------------------------------------------
     # submission
@@ -384,15 +395,19 @@ class Controller:
             self._check_liveness(now, outbox)
             self._retry_dispatch(now, outbox)
             self._expire_finished(now)
-            cands = []
-            for job in self.pending.values():
-                if job.held:
-                    job.reason = REASON_HELD
-                elif job.begin_time > now:
-                    job.reason = REASON_BEGIN_TIME
-                else:
-                    cands.append(job)
-            view = ClusterView(self.sched_nodes, self.partitions, cands, list(self.running_view.values()))
+            pending = list(self.pending.values())
+            running = list(self.running_view.values())
+        # Outside the lock from here on: the API keeps answering while the plugins think.
+        # (Setting a pending job's reason needs no lock: a stale reason is overwritten next cycle.)
+        cands = []
+        for job in pending:
+            if job.held:
+                job.reason = REASON_HELD
+            elif job.begin_time > now:
+                job.reason = REASON_BEGIN_TIME
+            else:
+                cands.append(job)
+        view = ClusterView(self.sched_nodes, self.partitions, cands, running)
         self.publish(outbox)
         outbox = []
         if cands:
@@ -404,6 +419,8 @@ class Controller:
         self.publish(outbox)
         self.cycles += 1
         self.last_cycle_s = time.perf_counter() - t0
+        self.max_cycle_s = max(self.max_cycle_s, self.last_cycle_s)
+        self.last_considered = plan.considered or len(cands)
         return {"pending": len(cands), "started": started, "cycle_s": self.last_cycle_s}
 
     def _prioritize(self, cands: list[Job], view: ClusterView, now: float) -> None:
@@ -440,15 +457,16 @@ class Controller:
                 self._allocate(job, nodes)
                 started.append(job)
                 updates.append((int(job.state), self._rt_json(job), job.job_id))
-            for job_id, reason in plan.reasons.items():
-                job = self.pending.get(job_id)
-                if job is not None:
-                    job.reason = reason
-            for job_id, at in plan.reserved.items():
-                job = self.pending.get(job_id)
-                if job is not None:
-                    job.planned_start = at
             self.store.write(updates=updates)
+        jobs = self.jobs
+        for job_id, reason in plan.reasons.items():
+            job = jobs.get(job_id)
+            if job is not None and job.state == JobState.Pending:
+                job.reason = reason
+        for job_id, at in plan.reserved.items():
+            job = jobs.get(job_id)
+            if job is not None and job.state == JobState.Pending:
+                job.planned_start = at
         if started:
             specs = self.store.specs([j.job_id for j in started])
             for job in started:
@@ -627,6 +645,8 @@ class Controller:
     def _finish(self, job: Job, state: JobState, exit_code: int, now: float, outbox: list,
                 persist: bool = True, reason: str = "") -> list:
         """Move a job to a final state, free its resources, and emit the event."""
+        if job.state != JobState.Pending and job.start_time:
+            self.pm.hook.crane_job_finished(job=job, start_time=job.start_time, end_time=now)
         self._release(job)
         self.pending.pop(job.job_id, None)
         job.state = state

@@ -242,6 +242,9 @@ class CraneCtldService(pbg.CraneCtldServicer):
     def QueryServerInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Version, cluster and who the caller is."""
         ident = self._identity(context, "QueryServerInfo")
-        return pb.ServerInfoReply(version=__version__, cluster_name=self.ctl.cluster,
+        ctl = self.ctl
+        return pb.ServerInfoReply(version=__version__, cluster_name=ctl.cluster,
                                   scheduler=self.scheduler_name, identity=f"{ident.user}({ident.uid})",
-                                  admin=ident.is_admin)
+                                  admin=ident.is_admin, pending_jobs=len(ctl.pending), running_jobs=len(ctl.running),
+                                  cycles=ctl.cycles, last_cycle_s=ctl.last_cycle_s, max_cycle_s=ctl.max_cycle_s,
+                                  last_cycle_considered=ctl.last_considered)

@@ -107,6 +107,15 @@ class StateStore:
         for jid, state, spec, rt in rows:
             yield jid, state, json.loads(spec), json.loads(rt)
 
+    def recent_finished(self, limit: int) -> list[tuple[int, dict, dict]]:
+        """The ``limit`` most recent ended jobs, oldest first: ``(id, spec, rt)``."""
+        final = (2, 3, 4, 5, 6, 11)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, spec, rt FROM jobs WHERE state IN ({','.join('?' * len(final))}) ORDER BY id DESC LIMIT ?",
+                (*final, limit)).fetchall()
+        return [(jid, json.loads(spec), json.loads(rt)) for jid, spec, rt in reversed(rows)]
+
     def nodes(self) -> dict[str, tuple[bool, str]]:
         """Administrative node state: name -> (drained, reason)."""
         with self._lock:
