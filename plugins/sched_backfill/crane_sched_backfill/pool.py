@@ -466,16 +466,27 @@ class Pool:
         horizon = now + ps.window
         depth = ps.depth
         complete = True
+        # The profile only loses capacity during a pass, so the first breakpoint with room for s nodes
+        # found for one job is a lower bound for every later job of the same size, and the slot found
+        # for (s, d) is a lower bound for every later job of the same size and duration.
+        floor: dict[Any, float] = {}
         for pos in positions:
             s = needs[pos]
             d = lims[pos]
             if nres < depth:
-                j = _slot(ts, fs, s, d, horizon)
+                lo = floor.get((s, d))
+                by_size = lo is None
+                if by_size:
+                    lo = floor.get(s)
+                j, first = _slot(ts, fs, s, d, horizon, bisect_left(ts, lo) if lo is not None else 0)
+                if by_size and first >= 0:
+                    floor[s] = ts[first]
                 if j < 0:
                     special[ids[pos]] = REASON_RESOURCE
                     complete = False
                     continue
                 start = ts[j]
+                floor[(s, d)] = start
                 _carve(ts, fs, j, start + d, s)
                 if start <= now:
                     self._start(pos, plan)
@@ -487,7 +498,7 @@ class Pool:
                 nres += 1
                 continue
             complete = False
-            if fs[0] >= s and _slot(ts, fs, s, d, now) == 0:
+            if fs[0] >= s and _slot(ts, fs, s, d, now, 0)[0] == 0:
                 _carve(ts, fs, 0, now + d, s)
                 self._start(pos, plan)
             elif s <= len(self.free):
@@ -502,21 +513,26 @@ def _min_at(values: list[int], positions: Any) -> int:
     return min(values[p] for p in positions)
 
 
-def _slot(ts: list[float], fs: list[int], s: int, d: float, horizon: float) -> int:
-    """Index of the earliest breakpoint ``<= horizon`` from which ``fs >= s`` for ``d`` seconds, or -1."""
+def _slot(ts: list[float], fs: list[int], s: int, d: float, horizon: float, j: int) -> tuple[int, int]:
+    """Earliest breakpoint index ``>= j``, at a time ``<= horizon``, from which ``fs >= s`` for ``d`` seconds.
+
+    Returns ``(index or -1, index of the first breakpoint >= j with fs >= s, or -1)``.
+    """
     nb = len(ts)
-    j = 0
+    first = -1
     while True:
         while j < nb and fs[j] < s:
             j += 1
+        if first < 0 and j < nb:
+            first = j
         if j >= nb or ts[j] > horizon:
-            return -1
+            return -1, first
         end = ts[j] + d
         m = j + 1
         while m < nb and ts[m] < end and fs[m] >= s:
             m += 1
         if m >= nb or ts[m] >= end:
-            return j
+            return j, first
         j = m
 
 
@@ -526,5 +542,8 @@ def _carve(ts: list[float], fs: list[int], j: int, end: float, s: int) -> None:
     if m >= len(ts) or ts[m] != end:
         ts.insert(m, end)
         fs.insert(m, fs[m - 1])
-    for x in range(j, m):
-        fs[x] -= s
+    if m - j > 8:
+        fs[j:m] = [f - s for f in fs[j:m]]
+    else:
+        for x in range(j, m):
+            fs[x] -= s
