@@ -70,9 +70,11 @@ def _fit_now(profiles: Profiles, cand: tuple[int, ...], job: "SchedJob", req: Re
     k = max(1, job.node_num)
     ok = []
     end = now + d
+    lines = profiles.lines
+    cmin = req.cpu - 1e-6
     for i in cand:
-        ln = profiles.line(i)
-        if ln.ok(0, req) and ln.fits(now, end, req):
+        ln = lines[i] or profiles.line(i)
+        if ln.cpu[0] >= cmin and ln.ok(0, req) and ln.fits(now, end, req):
             ok.append(i)
     if len(ok) < k:
         return None
@@ -83,8 +85,11 @@ def _fits_instant(profiles: Profiles, cand: tuple[int, ...], job: "SchedJob", re
     """Whether ``job`` fits the resources free right now (ignoring how long it runs)."""
     k = max(1, job.node_num)
     count = 0
+    lines = profiles.lines
+    cmin = req.cpu - 1e-6
     for i in cand:
-        if profiles.line(i).ok(0, req):
+        ln = lines[i] or profiles.line(i)
+        if ln.cpu[0] >= cmin and ln.ok(0, req):
             count += 1
             if count >= k:
                 return True
@@ -148,6 +153,7 @@ def plan_general(view: "ClusterView", now: float, settings: "Settings",
     parts = view.partitions
     used: dict[str, int] = {}
     failed: dict[Hashable, float] = {}  # request shape -> shortest duration that could not start now
+    instant: dict[Hashable, tuple[int, bool]] = {}  # request shape -> (profiles.version, fits right now)
     for job in ordered:
         part = parts.get(job.partition)
         why = static_reason(job, part, now)
@@ -198,8 +204,10 @@ def plan_general(view: "ClusterView", now: float, settings: "Settings",
             plan.starts.append((job.job_id, nodes))
             continue
         failed[shape] = min(d, failed.get(shape, INF))
-        reasons[job.job_id] = (REASON_RESOURCE_RESERVED if _fits_instant(profiles, cand, job, req)
-                               else REASON_PRIORITY)
+        seen = instant.get(shape)
+        if seen is None or (seen[1] and seen[0] != profiles.version):  # "no" stays "no" within a pass
+            seen = instant[shape] = (profiles.version, _fits_instant(profiles, cand, job, req))
+        reasons[job.job_id] = REASON_RESOURCE_RESERVED if seen[1] else REASON_PRIORITY
     return plan, placed
 
 
@@ -212,5 +220,6 @@ def _still_fits(profiles: Profiles, cand: tuple[int, ...], prev: tuple[float, li
 
 
 def _commit(profiles: Profiles, nodes: list[int], req: Req, t0: float, t1: float) -> None:
+    profiles.version += 1
     for i in nodes:
         profiles.line(i).take(t0, t1, req)

@@ -109,19 +109,19 @@ class Pool:
             if nd.mem_total < m0:
                 m0 = nd.mem_total
         pool = cls(view, pname, c0, m0)
+        whole = pool._whole
+        for r in view.running:
+            if not whole(r):
+                return None
         pool.ptotal = sum(1 for nd in nodes if nd.usable)
         pool.all_usable = pool.ptotal == n
-        pool.free = {i for i, nd in enumerate(nodes) if nd.usable and nd.njobs == 0}
-        ends = []
-        for r in view.running:
-            if not pool._whole(r):
-                return None
-            ends.append((r.end_time, r.job_id, pool._held(r)))
-        ends.sort()
-        pool.ends = ends
+        plain = pool.plain
         for job in view.pending:
-            if not pool.plain(job, now):
+            if not plain(job, now):
                 return None
+        pool.free = {i for i, nd in enumerate(nodes) if nd.usable and nd.njobs == 0}
+        held = pool._held
+        pool.ends = sorted((r.end_time, r.job_id, held(r)) for r in view.running)
         pool._resort(view.pending)
         pool.reasons = dict.fromkeys(pool.ids, REASON_PRIORITY)
         return pool

@@ -95,7 +95,7 @@ class NodeLine:
 
     def ok(self, k: int, req: Req) -> bool:
         """Whether segment ``k`` can hold ``req``."""
-        if self.excl[k]:
+        if self.excl[k] or self.cpu[k] < req.cpu - EPS:
             return False
         if req.excl:
             return self.jobs[k] == 0 and self.cpu[k] >= req.cpu - EPS and self.mem[k] >= req.mem and (
@@ -181,7 +181,8 @@ class Profiles:
     def __init__(self, view: "ClusterView", now: float) -> None:
         self.view = view
         self.now = now
-        self.lines: dict[int, NodeLine] = {}
+        self.lines: list[NodeLine | None] = [None] * len(view.nodes)
+        self.version = 0  # bumped by every placement (lets callers cache per-pass answers)
         releases: dict[int, list[tuple[float, float, int, Mapping[str, int] | None, int]]] = {}
         floor = now + 1
         for r in view.running:
@@ -198,13 +199,32 @@ class Profiles:
 
     def line(self, i: int) -> NodeLine:
         """The profile of node ``i`` (created on first use)."""
-        ln = self.lines.get(i)
+        ln = self.lines[i]
         if ln is None:
             nd = self.view.nodes[i]
             rel = self._releases.get(i, ())
             excl_now = sum(item[4] for item in rel)
             ln = NodeLine(i, self.now, nd.cpus_free, nd.mem_free, nd.gres_free or None, nd.njobs, excl_now)
-            for end, cpu, mem, gres, ex in sorted(rel, key=lambda it: it[0]):
-                ln.change(end, INF, cpu, mem, gres, -1, -ex)
+            if rel:
+                times, cpus, mems, gress, jobs, excls = ln.times, ln.cpu, ln.mem, ln.gres, ln.jobs, ln.excl
+                for end, cpu, mem, gres, ex in sorted(rel, key=lambda it: it[0]):
+                    if end != times[-1]:  # a new segment starting at this end
+                        times.append(end)
+                        cpus.append(cpus[-1])
+                        mems.append(mems[-1])
+                        g = gress[-1]
+                        gress.append(dict(g) if g is not None else None)
+                        jobs.append(jobs[-1])
+                        excls.append(excls[-1])
+                    cpus[-1] += cpu
+                    mems[-1] += mem
+                    jobs[-1] -= 1
+                    excls[-1] -= ex
+                    if gres:
+                        g = gress[-1]
+                        if g is None:
+                            g = gress[-1] = {}
+                        for key, v in gres.items():
+                            g[key] = g.get(key, 0) + v
             self.lines[i] = ln
         return ln
