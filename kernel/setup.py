@@ -30,6 +30,7 @@ class BuildWithProtos(build_py):
     """build_py that generates the protobuf modules first."""
 
     def run(self) -> None:
+        """Generate, then build as usual."""
         generate_protos()
         super().run()
 

@@ -15,13 +15,13 @@ results it still has to report.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -29,28 +29,82 @@ from typing import Any
 
 from crane_kernel import messages as m
 from crane_kernel.config import ClusterConfig, load_config
-from crane_kernel.craned.supervisor import (
-    RESULT_FILE,
-    SENT_FILE,
-    SUP_FILE,
-    Supervisor,
-    supervisor_alive,
-)
+from crane_kernel.craned.supervisor import RESULT_FILE, SENT_FILE, SUP_FILE, supervisor_alive
 from crane_kernel.errors import CraneError
 from crane_kernel.states import EC_CRANED_DOWN, EC_TERMINATED
 
 log = logging.getLogger("craned")
 
 
-def build_runtime_manager(cfg: ClusterConfig) -> Any:
-    """Load the runtime plugins named in the config, in order."""
-    from crane_kernel import plugins
+def runtime_settings(cfg: ClusterConfig) -> dict[str, dict[str, Any]]:
+    """Settings for each configured runtime plugin (the ``Cgroup:`` section plus ``Plugins.Settings``)."""
     from crane_kernel.ctld.main import plugin_settings
 
-    pm = plugins.new_manager()
     cg = {"Version": cfg.Cgroup.Version, "Root": cfg.Cgroup.Root, "Prefix": cfg.Cgroup.Prefix}
-    plugins.register(pm, "runtime", cfg.Plugins.Runtime, {n: plugin_settings(cfg, n, cg) for n in cfg.Plugins.Runtime})
+    return {n: plugin_settings(cfg, n, cg) for n in cfg.Plugins.Runtime}
+
+
+def build_runtime_manager(cfg: ClusterConfig) -> Any:
+    """Load the runtime plugins named in the config, in order (a bad name fails here, at start-up)."""
+    from crane_kernel import plugins
+
+    pm = plugins.new_manager()
+    plugins.register(pm, "runtime", cfg.Plugins.Runtime, runtime_settings(cfg))
     return pm
+
+
+class Launcher:
+    """The launcher process (:mod:`crane_kernel.craned.launcher`) that forks step supervisors."""
+
+    def __init__(self, craned: "Craned") -> None:
+        self.craned = craned
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        c = self.craned
+        setup = {"node": c.node, "redis_url": c.cfg.RedisUrl, "stream": c.bus.ctld_stream(),
+                 "kill_wait": c.cfg.Craned.KillWait, "cgroup_prefix": c.cfg.Cgroup.Prefix,
+                 "runtimes": list(c.cfg.Plugins.Runtime), "settings": runtime_settings(c.cfg)}
+        env = dict(os.environ, CRANE_LOG_LEVEL=logging.getLevelName(logging.getLogger().level))
+        proc = subprocess.Popen([sys.executable, "-m", "crane_kernel.craned.launcher"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=c.log_stream, env=env, text=True,
+                                start_new_session=True)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(setup) + "\n")
+        proc.stdin.flush()
+        log.info("launcher %d started", proc.pid)
+        return proc
+
+    def launch(self, request: dict[str, Any]) -> None:
+        """Hand one launch to the launcher (starting or restarting it when needed)."""
+        line = json.dumps(request, separators=(",", ":")) + "\n"
+        for attempt in (1, 2):
+            if self.proc is None or self.proc.poll() is not None:
+                if self.proc is not None:
+                    log.error("launcher exited with %s; restarting it", self.proc.returncode)
+                self.proc = self._start()
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(line)
+                self.proc.stdin.flush()
+                return
+            except (BrokenPipeError, OSError) as exc:
+                if attempt == 2:
+                    raise
+                log.error("launcher pipe broken (%s); restarting it", exc)
+                self.proc = None
+
+    def close(self) -> None:
+        """Close the pipe; the launcher exits, running supervisors do not."""
+        if self.proc is not None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 class Craned:
@@ -65,7 +119,7 @@ class Craned:
         self.cfg = cfg
         self.node = node
         self.conf = table[node]
-        self.pm = build_runtime_manager(cfg)
+        self.pm = build_runtime_manager(cfg)  # validates the runtime plugins now; the launcher loads its own
         self.bus = Bus(cfg.RedisUrl, cfg.ClusterName)
         self.jobs_dir = os.path.join(cfg.base_dir, "craned", node, "jobs")
         os.makedirs(self.jobs_dir, exist_ok=True)
@@ -73,6 +127,8 @@ class Craned:
         self.boot_id = uuid.uuid4().hex[:12]
         self.stop = False
         self.launched: dict[int, int] = {}  # job id -> epoch of the launch made here
+        self.log_stream: Any = None          # where the launcher and supervisors log (set by main)
+        self.launcher = Launcher(self)
 
     # -- job directories -------------------------------------------------
     def _job_dir(self, job_id: int) -> str:
@@ -147,19 +203,8 @@ class Craned:
             shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d, mode=0o700)
         self.launched[msg.job_id] = msg.epoch
-        gc.freeze()  # keep the child's collector off the parent's objects: fewer copy-on-write faults
-        pid = os.fork()
-        if pid == 0:  # the supervisor
-            code = 1
-            try:
-                gc.disable()  # a short-lived process: collecting would only copy pages
-                os.setsid()
-                Supervisor(self.node, d, msg, self.pm, self.bus, self.cfg.Craned.KillWait,
-                           self.cfg.Cgroup.Prefix).run()
-            except BaseException:
-                log.exception("supervisor of job %d crashed", msg.job_id)
-            finally:
-                os._exit(code)
+        self.launcher.launch({"job_dir": d, "job_id": msg.job_id, "step_id": msg.step_id, "epoch": msg.epoch,
+                              "spec": msg.spec})
 
     def _terminate(self, msg: Any) -> None:
         d = self._job_dir(msg.job_id)
@@ -207,7 +252,6 @@ class Craned:
         """Register, then consume launches and heartbeat until stopped."""
         from crane_kernel.bus import Consumer
 
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
         ping = self.cfg.Craned.PingInterval
         consumer = Consumer(self.bus, self.bus.node_stream(self.node), "craned", self.node, self.handle,
                             batch=200, block_ms=int(min(1.0, ping) * 1000), claim_idle_ms=60_000)
@@ -229,6 +273,7 @@ class Craned:
             except Exception as exc:
                 log.error("node loop error (will retry): %s", exc)
                 time.sleep(0.5)
+        self.launcher.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     except CraneError as exc:
         print(f"craned: {exc}", file=sys.stderr)
         return 1
+    daemon.log_stream = open(args.log_file, "a") if args.log_file else None  # noqa: SIM115 - lives as long as craned
 
     def _stop(_signum: int, _frame: Any) -> None:
         daemon.stop = True

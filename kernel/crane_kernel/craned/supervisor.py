@@ -15,12 +15,13 @@ import logging
 import os
 import pwd
 import resource
+import secrets
 import signal
 import time
 from typing import Any, NoReturn
 
-from crane_kernel import messages as m
 from crane_kernel.errors import StepLaunchError
+from crane_kernel.resp import xadd_once
 from crane_kernel.runtime import StepSpec
 from crane_kernel.states import EC_EXCEED_TIME_LIMIT, EC_PERMISSION_DENIED, EC_SPAWN_FAILED, EC_TERMINATED
 
@@ -120,16 +121,40 @@ def build_step(node: str, job_dir: str, spec: dict[str, Any], prefix: str) -> St
     )
 
 
-class Supervisor:
-    """Runs one step to its end and reports how it ended."""
+def _ignore(_signum: int, _frame: Any) -> None:
+    """Signal handler that does nothing."""
 
-    def __init__(self, node: str, job_dir: str, launch: Any, pm: Any, bus: Any, kill_wait: float,
-                 cgroup_prefix: str) -> None:
+
+def status_message(node: str, job_id: int, step_id: int, epoch: int, state: str, exit_code: int = 0,
+                   reason: str = "", oom: bool = False, cpu_time_ms: int = 0, mem_peak: int = 0) -> dict[str, Any]:
+    """A ``step_status`` bus message as a plain dict (the schema of ``crane_kernel.messages.StepStatus``).
+
+    Built by hand so that supervisors, forked from the small launcher process, need neither
+    pydantic nor redis-py; the controller validates it like any other message.
+    """
+    return {"kind": "step_status", "v": 1, "id": secrets.token_urlsafe(12), "node": node, "job_id": job_id,
+            "step_id": step_id, "state": state, "exit_code": exit_code, "oom": oom, "cpu_time_ms": cpu_time_ms,
+            "mem_peak": mem_peak, "time": time.time(), "reason": reason, "epoch": epoch}
+
+
+class Supervisor:
+    """Runs one step to its end and reports how it ended.
+
+    ``launch`` is the decoded ``launch_step`` message as a dict (``job_id``, ``step_id``,
+    ``epoch``, ``spec``); statuses go to ``stream`` on the Redis at ``redis_url``.
+    """
+
+    def __init__(self, node: str, job_dir: str, launch: dict[str, Any], pm: Any, redis_url: str, stream: str,
+                 kill_wait: float, cgroup_prefix: str) -> None:
         self.node = node
         self.job_dir = job_dir
-        self.launch = launch
+        self.job_id = int(launch["job_id"])
+        self.step_id = int(launch.get("step_id", 1))
+        self.epoch = int(launch.get("epoch", 0))
+        self.spec = launch["spec"]
         self.pm = pm
-        self.bus = bus
+        self.redis_url = redis_url
+        self.stream = stream
         self.kill_wait = kill_wait
         self.prefix = cgroup_prefix
         self.cancel = False
@@ -137,44 +162,41 @@ class Supervisor:
     def _on_term(self, _signum: int, _frame: Any) -> None:
         self.cancel = True
 
-    def _status(self, state: str, exit_code: int = 0, reason: str = "", **usage: Any) -> Any:
-        return m.StepStatus(node=self.node, job_id=self.launch.job_id, step_id=self.launch.step_id, state=state,
-                            exit_code=exit_code, time=time.time(), reason=reason, epoch=self.launch.epoch, **usage)
+    def _status(self, state: str, exit_code: int = 0, reason: str = "", **usage: Any) -> dict[str, Any]:
+        return status_message(self.node, self.job_id, self.step_id, self.epoch, state, exit_code, reason, **usage)
 
-    def _send(self, status: Any) -> bool:
+    def _send(self, status: dict[str, Any]) -> bool:
+        payload = json.dumps(status, separators=(",", ":")).encode()
         for delay in (0, 0.1, 0.5, 1, 2, 5):
             time.sleep(delay)
             try:
-                try:
-                    self.bus.publish_fresh(self.bus.ctld_stream(), status)
-                except ConnectionError:
-                    self.bus.publish(self.bus.ctld_stream(), status)
+                xadd_once(self.redis_url, self.stream, {b"m": payload})
                 return True
-            except Exception as exc:
-                log.warning("job %d: could not report %s: %s", self.launch.job_id, status.state, exc)
+            except ConnectionError as exc:
+                log.warning("job %d: could not report %s: %s", self.job_id, status["state"], exc)
         return False
 
-    def _final(self, status: Any) -> NoReturn:
+    def _final(self, status: dict[str, Any]) -> NoReturn:
         if not self._send(status):
             # craned re-sends it with its next heartbeat (or its registration after a restart)
-            write_json(os.path.join(self.job_dir, RESULT_FILE), status.model_dump())
+            write_json(os.path.join(self.job_dir, RESULT_FILE), status)
         if log.isEnabledFor(logging.DEBUG):
             ru = resource.getrusage(resource.RUSAGE_SELF)
-            log.debug("job %d supervisor: %.2f ms CPU (%.2f sys), %d page faults", self.launch.job_id,
+            log.debug("job %d supervisor: %.2f ms CPU (%.2f sys), %d page faults", self.job_id,
                       (ru.ru_utime + ru.ru_stime) * 1000, ru.ru_stime * 1000, ru.ru_minflt)
         os._exit(0)
 
     def run(self) -> NoReturn:
         """Launch, supervise and report; never returns."""
         signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for ignored in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(ignored, _ignore)  # a handler, not SIG_IGN: the task must not inherit "ignored"
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         write_json(os.path.join(self.job_dir, SUP_FILE),
-                   {"pid": os.getpid(), "start": proc_start_time(os.getpid()), "epoch": self.launch.epoch})
-        job_id = self.launch.job_id
+                   {"pid": os.getpid(), "start": proc_start_time(os.getpid()), "epoch": self.epoch})
+        job_id = self.job_id
         try:
-            step = build_step(self.node, self.job_dir, self.launch.spec, self.prefix)
+            step = build_step(self.node, self.job_dir, self.spec, self.prefix)
             handle = self.pm.hook.crane_step_launch(step=step)
             if handle is None:
                 raise StepLaunchError("no runtime plugin accepted the step", EC_SPAWN_FAILED)
@@ -196,6 +218,7 @@ class Supervisor:
             now = time.time()
             if not ending and (self.cancel or (deadline and now >= deadline)):
                 ending = "cancel" if self.cancel else "timeout"
+                hook.crane_step_resume(handle=handle)  # a suspended step must see its SIGTERM
                 hook.crane_step_signal(handle=handle, signum=signal.SIGCONT, all_processes=True)
                 hook.crane_step_signal(handle=handle, signum=signal.SIGTERM, all_processes=False)
                 term_at = now

@@ -46,6 +46,13 @@ class CgroupRuntime:
         """Apply the plugin's config mapping; raises ConfigError for invalid values."""
         self.config = parse_config(config)
         self._backend = None
+        # Detect the backend now, not at the first launch: the step supervisors are forked from
+        # a process that configured this plugin once, and each would otherwise redo the work.
+        try:
+            backend = self.backend()
+            getattr(backend, "hierarchies", lambda: None)()
+        except CgroupError:
+            self._backend = None  # reported, with its reason, when a step is launched
 
     # -- helpers -----------------------------------------------------------
 

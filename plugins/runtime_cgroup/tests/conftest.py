@@ -8,6 +8,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import pytest
 from crane_kernel.runtime import StepSpec
+
+sys.path.insert(0, str(Path(__file__).parent))  # for rtcg_support, under --import-mode=importlib
+
 from rtcg_support import CGROUP_ROOT, NODE, PREFIX, TEST_GROUP, TEST_USER, StepFactory
 
 from crane_runtime_cgroup import CgroupRuntime
