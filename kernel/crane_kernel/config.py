@@ -155,7 +155,7 @@ class CtldConfig(_Model):
 
     CranedTimeout: float = 30.0          # seconds without heartbeat before a node is DOWN
     ScheduleInterval: float = 1.0        # seconds between periodic scheduling cycles
-    ScheduleMinInterval: float = 0.005   # minimum gap between event-driven cycles
+    ScheduleMinInterval: float = 0.02    # minimum gap between event-driven cycles
     JobRequeue: bool = False
     MaxRequeueCount: int = 5
     FinishedJobRetention: float = 300.0  # seconds an ended job stays visible to queries

@@ -58,6 +58,9 @@ class StateStore:
         ``inserts``: ``(id, state, spec_json, rt_json)``; ``updates``:
         ``(state, rt_json, id)``; ``deletes``: job ids; ``meta``: key -> value.
         """
+        inserts, updates, deletes = list(inserts), list(updates), list(deletes)
+        if not (inserts or updates or deletes or meta):
+            return
         with self._lock:
             db = self._db
             db.execute("BEGIN")
