@@ -56,8 +56,10 @@ def make_view(procs: int, cpus_per_node: int = 1) -> IncrementalView:
 class Simulation:
     """One replay of ``jobs`` on ``procs`` processors through the plugins registered in ``pm``.
 
-    ``priority_plugin`` (optional) gets ``record_usage(account, cpu_seconds, at_time)``
-    at every job end when it has that method. ``observer(now, view, plan)`` is
+    Every job end calls the ``crane_job_finished`` hook (when a plugin implements
+    it; the multifactor priority plugin charges fair-share usage there),
+    ``priority_plugin`` (optional) answers ``crane_job_priorities`` before every
+    pass. ``observer(now, view, plan)`` is
     called after every pass, once the plan is committed (tests use it to check
     invariants). After :meth:`run`, ``start[i]`` is the start time of ``jobs[i]``
     (``None`` if it never started).
@@ -102,7 +104,7 @@ class Simulation:
         pr_clear = delta.pending_removed.clear
         ra_clear = delta.running_added.clear
         rr_clear = delta.running_removed.clear
-        record_usage = getattr(self.priority_plugin, "record_usage", None)
+        job_finished = hook_caller(self.pm, "crane_job_finished", ("job", "start_time", "end_time"))
         observer = self.observer
         cpn_model = self.cpus_per_node
         renumber = self.renumbered
@@ -115,6 +117,7 @@ class Simulation:
         pend_pos: dict[int, int] = {}  # job_id -> position in view.pending
         pend_job: dict[int, SchedJob] = {}  # job_id -> SchedJob
         run_pos: dict[int, int] = {}  # job_id -> position in view.running
+        run_job: dict[int, SchedJob] = {}  # job_id -> SchedJob of a running job (for crane_job_finished)
         done: list[tuple[float, int, SchedRunning]] = []  # (actual end, seq, running)
         excl_held: set[int] = set()  # nodes held by a running exclusive job
         busy = 0
@@ -149,10 +152,10 @@ class Simulation:
                     running[pos] = last
                     run_pos[last.job_id] = pos
                 del_running(r)
-                sj = jobs[index_of[r.job_id]]
-                busy -= sj.size
-                if record_usage is not None:
-                    record_usage(_account(sj), float(sj.run * sj.size), t)
+                ix = index_of[r.job_id]
+                busy -= jobs[ix].size
+                if job_finished is not None:
+                    job_finished(run_job.pop(r.job_id), start[ix], t)
             # 2. arrivals
             while i < n and submits[i] == t:
                 sj = jobs[i]
@@ -226,6 +229,8 @@ class Simulation:
                 r = SchedRunning(jid, tuple(idxs), c, 0, t + job.time_limit, partition=PARTITION,
                                  exclusive=job.exclusive)
                 run_pos[jid] = len(running)
+                if job_finished is not None:
+                    run_job[jid] = job
                 running.append(r)
                 add_running(r)
                 seq += 1

@@ -49,8 +49,9 @@ class MultifactorPriority:
     Instantiated by stevedore with no arguments from entry point
     ``crane.priority: multifactor``; :meth:`configure` takes the settings of
     :mod:`crane_prio_multifactor.settings`. The controller (or ``crane sim``)
-    calls :meth:`record_usage` when a job ends, and saves/restores the usage
-    with :meth:`state` / :meth:`load_state`; the plugin persists nothing itself.
+    calls the ``crane_job_finished`` hook when a job ends (accounting may call
+    :meth:`record_usage` directly), and saves/restores the usage with
+    :meth:`state` / :meth:`load_state`; the plugin persists nothing itself.
     """
 
     def __init__(self) -> None:
@@ -68,6 +69,21 @@ class MultifactorPriority:
     def record_usage(self, account: str, cpu_seconds: float, at_time: float) -> None:
         """Charge ``cpu_seconds`` of CPU time to ``account`` at ``at_time`` (called when a job ends)."""
         self.ledger.record(account, float(cpu_seconds), float(at_time))
+
+    @hookimpl
+    def crane_job_finished(self, job: "SchedJob", start_time: float, end_time: float) -> None:
+        """Hook entry point: charge the ended job's allocated CPU-seconds to its account.
+
+        CPU-seconds = ``node_num * cpus_per_node * (end_time - start_time)``. Never raises:
+        a malformed record is ignored.
+        """
+        try:
+            duration = float(end_time) - float(start_time)
+            if duration > 0:
+                cpus = max(1, int(job.node_num)) * float(job.cpus_per_node)
+                self.ledger.record(job.account, cpus * duration, float(end_time))
+        except (AttributeError, TypeError, ValueError):
+            return
 
     def state(self) -> dict:
         """The plugin's persistent state (the usage ledger), JSON-serialisable."""

@@ -137,6 +137,19 @@ def test_settings_validation_and_aliases() -> None:
             m.configure(bad)
 
 
+def test_job_finished_hook_charges_cpu_seconds() -> None:
+    m = _plugin(WeightFairShare=1, HalfLife=0)
+    pm = pluggy.PluginManager("crane")
+    pm.add_hookspecs(hookspecs)
+    pm.register(m)
+    job = SchedJob(1, "p", node_num=2, cpus_per_node=4.0, account="acct")
+    pm.hook.crane_job_finished(job=job, start_time=100.0, end_time=160.0)
+    assert m.ledger.usage("acct", 200.0) == pytest.approx(2 * 4 * 60)
+    pm.hook.crane_job_finished(job=object(), start_time=0.0, end_time=1.0)  # malformed: ignored, no raise
+    pm.hook.crane_job_finished(job=job, start_time=50.0, end_time=50.0)  # never ran: nothing charged
+    assert m.ledger.accounts() == ["acct"]
+
+
 def test_hook_through_pluggy() -> None:
     pm = pluggy.PluginManager("crane")
     pm.add_hookspecs(hookspecs)
