@@ -38,10 +38,8 @@ def build_plugin_manager(cfg: ClusterConfig) -> Any:
     plugins.register(pm, "scheduler", [cfg.Plugins.Scheduler],
                      {cfg.Plugins.Scheduler: plugin_settings(cfg, cfg.Plugins.Scheduler)})
     if cfg.Plugins.Priority:
-        prio = cfg.Plugins.Priority
-        partition_prio = {p.name: p.priority for p in cfg.Partitions}
-        plugins.register(pm, "priority", [prio],
-                         {prio: plugin_settings(cfg, prio, {"PartitionPriority": partition_prio})})
+        prio = cfg.Plugins.Priority  # partition priorities reach it through the view's partitions
+        plugins.register(pm, "priority", [prio], {prio: plugin_settings(cfg, prio)})
     plugins.register(pm, "job_filter", cfg.Plugins.JobFilters,
                      {n: plugin_settings(cfg, n) for n in cfg.Plugins.JobFilters})
     return pm
