@@ -134,3 +134,12 @@ def test_cached_plans_equal_fresh_plans(mode: str) -> None:
     Simulation(jobs, 100, plugin_manager(twin)).run()
     pool = twin.cached._pool
     assert pool is not None and pool.shortcuts > 0
+
+
+def test_invariants_vector_engine() -> None:
+    """The NumPy EASY engine (forced on a small cluster) on 4-CPU nodes: no over-allocation, no late reservation."""
+    checker = Checker()
+    res = run_sim(str(KTH), scheduler="easy", max_jobs=800, cpus_per_node=4, exact_estimates=True,
+                  observer=checker, keep_schedule=True, scheduler_config={"vector_nodes": 1})
+    assert res["jobs"] == 800
+    _check_reservations(res, checker)

@@ -19,14 +19,17 @@ request that can never fit) keep their specific reason and never block anyone.
 ``Resource`` for reserved jobs, ``ResourceReserved`` for a job that would fit
 the free resources but would delay a reservation, ``Priority`` otherwise.
 
-Two implementations make the same decisions: the count-based fast path
-(:mod:`crane_sched_backfill.pool`) for one partition of identical whole-node
-jobs (e.g. ``crane sim``'s default model), kept incrementally across calls,
-and the general node-level path (:mod:`crane_sched_backfill.general`).
+Three implementations: the count-based fast path (:mod:`crane_sched_backfill.pool`)
+for one partition of identical whole-node jobs (e.g. ``crane sim``'s default
+model), kept incrementally across calls; the general node-level path on time
+profiles (:mod:`crane_sched_backfill.general`); and, for EASY on clusters of at
+least ``vector_nodes`` nodes, the NumPy engine (:mod:`crane_sched_backfill.vector`),
+which keeps per-node shadow times and slack instead of full profiles.
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +38,7 @@ from crane_kernel import hookimpl
 from crane_sched_backfill.general import plan_general
 from crane_sched_backfill.pool import Pool
 from crane_sched_backfill.settings import Settings, parse_settings
+from crane_sched_backfill.vector import plan_easy_vector
 
 if TYPE_CHECKING:
     from crane_kernel.sched_types import ClusterView, Plan
@@ -48,7 +52,7 @@ class BackfillScheduler:
     Instantiated by stevedore with no arguments; :meth:`configure` takes the
     settings documented in :mod:`crane_sched_backfill.settings`.
     ``last_path`` tells which implementation answered the last call
-    (``"pool"`` or ``"general"``).
+    (``"pool"``, ``"vector"`` or ``"general"``).
     """
 
     default_mode = "easy"
@@ -71,7 +75,21 @@ class BackfillScheduler:
         return self.schedule(view, now)
 
     def schedule(self, view: "ClusterView", now: float) -> "Plan":
-        """Run one scheduling pass and return the plan; ``view`` is not modified."""
+        """Run one scheduling pass and return the plan; ``view`` is not modified.
+
+        The garbage collector is paused during the pass: a pass allocates many short-lived
+        objects and no cycles, and a full collection in the middle can cost a third of its time.
+        """
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            return self._schedule(view, now)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _schedule(self, view: "ClusterView", now: float) -> "Plan":
         settings = self.settings
         if settings.fast_path:
             plan = self._fast(view, now)
@@ -79,6 +97,11 @@ class BackfillScheduler:
                 self.last_path = "pool"
                 return plan
         self._pool = None
+        if settings.vector_nodes and len(view.nodes) >= settings.vector_nodes:
+            plan = plan_easy_vector(view, now, settings)
+            if plan is not None:
+                self.last_path = "vector"
+                return plan
         self.last_path = "general"
         plan, self._placements = plan_general(view, now, settings, self._placements)
         return plan

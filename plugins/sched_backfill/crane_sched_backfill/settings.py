@@ -7,6 +7,7 @@ Configuration (the plugin's block in config.yaml, passed to ``configure``)::
     depth: 0              # conservative: max reservations per partition per pass; 0 = unlimited
     max_jobs: 0           # max pending jobs examined per pass (queue order); 0 = all
     fast_path: true       # use the count-based single-pool path when the view allows it
+    vector_nodes: 512     # EASY on clusters of at least this many nodes uses the NumPy engine; 0 = never
     partitions:           # per-partition overrides of mode / window / depth
       gpu: {mode: conservative, depth: 50, window: 604800}
 
@@ -23,7 +24,7 @@ from typing import Any
 __all__ = ["MODES", "PartitionSettings", "Settings", "parse_settings"]
 
 MODES = ("easy", "conservative")
-_TOP_KEYS = {"mode", "window", "depth", "max_jobs", "fast_path", "partitions"}
+_TOP_KEYS = {"mode", "window", "depth", "max_jobs", "fast_path", "vector_nodes", "partitions"}
 _PART_KEYS = {"mode", "window", "depth"}
 
 
@@ -44,15 +45,17 @@ class PartitionSettings:
 class Settings:
     """All settings of one scheduler instance."""
 
-    __slots__ = ("mode", "window", "depth", "max_jobs", "fast_path", "overrides", "_cache")
+    __slots__ = ("mode", "window", "depth", "max_jobs", "fast_path", "vector_nodes", "overrides", "_cache")
 
     def __init__(self, mode: str = "easy", window: float = 0.0, depth: int = 0, max_jobs: int = 0,
-                 fast_path: bool = True, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 fast_path: bool = True, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 vector_nodes: int = 512) -> None:
         self.mode = mode
         self.window = window
         self.depth = depth
         self.max_jobs = max_jobs
         self.fast_path = fast_path
+        self.vector_nodes = vector_nodes
         self.overrides = dict(overrides or {})
         self._cache: dict[str, PartitionSettings] = {}
 
@@ -90,6 +93,7 @@ def parse_settings(config: Mapping[str, Any], default_mode: str) -> Settings:
     window = _nonneg(config.get("window", 0), "backfill scheduler: window", float)
     depth = _nonneg(config.get("depth", 0), "backfill scheduler: depth", int)
     max_jobs = _nonneg(config.get("max_jobs", 0), "backfill scheduler: max_jobs", int)
+    vector_nodes = _nonneg(config.get("vector_nodes", 512), "backfill scheduler: vector_nodes", int)
     fast_path = config.get("fast_path", True)
     if not isinstance(fast_path, bool):
         raise ValueError(f"backfill scheduler: fast_path must be true or false, not {fast_path!r}")
@@ -112,4 +116,4 @@ def parse_settings(config: Mapping[str, Any], default_mode: str) -> Settings:
         if "depth" in block:
             o["depth"] = _nonneg(block["depth"], f"{where}.depth", int)
         overrides[str(name)] = o
-    return Settings(mode, window, depth, max_jobs, fast_path, overrides)
+    return Settings(mode, window, depth, max_jobs, fast_path, overrides, vector_nodes)
