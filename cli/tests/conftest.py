@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from cli_support import TOKEN, script_path, write_config  # noqa: E402
 from fakectld import FakeCtld, make_jobs, start  # noqa: E402
-
-BIN = Path(sys.executable).parent
-TOKEN = "v1.eyJ1c2VyIjoiYWxpY2UiLCJ1aWQiOjEwMDB9.sig"
-
-
-def script_path(name: str) -> str:
-    """The console script ``name`` installed beside the interpreter (else on PATH)."""
-    p = BIN / name
-    return str(p) if p.exists() else (shutil.which(name) or name)
 
 
 @pytest.fixture
@@ -32,14 +23,6 @@ def fake():
     servicer.port = port
     yield servicer
     server.stop(0)
-
-
-def write_config(directory: Path, port: int, host: str = "127.0.0.1") -> Path:
-    """Write a minimal config.yaml pointing at ``host:port``; return its path."""
-    conf = directory / "config.yaml"
-    conf.write_text(f"ClusterName: test\nControlMachine: {host}\nCraneCtldListenPort: {port}\n"
-                    f"CraneBaseDir: {directory}/\n")
-    return conf
 
 
 @pytest.fixture

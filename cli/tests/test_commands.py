@@ -7,7 +7,7 @@ import os
 import socket
 
 import pytest
-from conftest import TOKEN, write_config
+from cli_support import TOKEN, write_config
 from crane_kernel.proto import crane_pb2 as pb
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import script_path
+from cli_support import script_path
 
 HEAVY = ("pydantic", "pluggy", "redis", "click", "yaml", "asyncio.base_events", "ssl", "concurrent.futures",
          "shutil", "inspect", "google.protobuf.json_format", "google.protobuf.text_format", "grpc._server",
