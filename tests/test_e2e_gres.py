@@ -99,3 +99,26 @@ def test_cinfo_shows_node_states(gpu_cluster):
     c.client.resume(["cn01"])
     assert c.wait_done(held).status == JobState.Completed
     c.wait_done(jid)
+
+
+def test_cpuset_and_pids_limit_from_the_config():
+    """A node slice pinned to core 0 (cpu_ids) and a per-job process limit (Cgroup.PidsMax)."""
+    lc = make_cluster(nodes=1, Nodes=[{"name": "cn01", "cpu": 2, "memory": "1G", "cpu_ids": [0]}],
+                      Cgroup={"PidsMax": 12})
+    lc.start()
+    try:
+        c = Cluster(lc)
+        script = c.lc.base_dir + "/forks.py"
+        with open(script, "w") as fh:
+            fh.write("import os, time\nn = 0\nfor _ in range(40):\n    try:\n        pid = os.fork()\n"
+                     "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(2)\n"
+                     "        os._exit(0)\n    n += 1\nprint('forked', n)\n")
+        jid = c.cbatch("-o", "lim-%j.out", "--wrap", f"grep Cpus_allowed_list /proc/self/status; python3 {script}")
+        info = c.wait_done(jid, timeout=30)
+        out = c.output(f"lim-{jid}.out").splitlines()
+        assert info.status == JobState.Completed, info
+        assert out[0].split()[-1] == "0"                  # pinned to core 0
+        forked = int(out[1].split()[1])
+        assert 0 < forked <= 10                            # bash + python + children <= 12
+    finally:
+        lc.stop()

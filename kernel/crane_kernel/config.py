@@ -183,6 +183,7 @@ class CgroupConfig(_Model):
     Version: str = "auto"
     Root: str = "/sys/fs/cgroup"
     Prefix: str = "crane"
+    PidsMax: int = Field(0, ge=0)        # per-job limit on processes (0 = none)
 
 
 class ClusterConfig(_Model):

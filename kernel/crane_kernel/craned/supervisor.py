@@ -117,7 +117,7 @@ def build_step(node: str, job_dir: str, spec: dict[str, Any], prefix: str) -> St
         open_mode=spec.get("open_mode") or "truncate", cpus=float(spec.get("cpus") or 1),
         cpu_ids=list(spec.get("cpu_ids") or []), mem_bytes=int(spec.get("mem_bytes") or 0),
         devices_allow=list(spec.get("devices_allow") or []), devices_deny=list(spec.get("devices_deny") or []),
-        time_limit=int(spec.get("time_limit") or 0), cgroup_prefix=prefix,
+        time_limit=int(spec.get("time_limit") or 0), cgroup_prefix=prefix, pids_max=int(spec.get("pids_max") or 0),
     )
 
 
