@@ -52,6 +52,28 @@ def sample_workload() -> list[DemoJob]:
     ]
 
 
+def fake_gpu_devices(count: int = 2) -> list[str]:
+    """Character-device files standing in for GPUs (root only; an unassigned major number, so opening
+    one fails with ENXIO). The devices cgroup still allows or denies them, which the demo shows."""
+    if os.geteuid() != 0:
+        return []
+    import stat
+    import tempfile
+
+    devdir = tempfile.mkdtemp(prefix="crane-demo-fakegpu-")
+    os.chmod(devdir, 0o755)
+    paths = []
+    for i in range(count):
+        path = os.path.join(devdir, f"fakegpu{i}")
+        try:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(241, i))
+        except OSError:
+            shutil.rmtree(devdir, ignore_errors=True)
+            return []
+        paths.append(path)
+    return paths
+
+
 def _bin(name: str) -> str:
     here = os.path.dirname(sys.executable)
     path = os.path.join(here, name)
@@ -78,8 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     print(f"Starting a {args.nodes}-node cluster on this machine (Redis, cranectld, {args.nodes} x craned)...")
+    extra: dict = {}
+    devdir = fake_gpu_devices()
+    if devdir:  # a GPU node over FAKE device files (there are no GPUs here), in its own partition
+        extra = {"Nodes": [{"name": f"cn[01-{args.nodes:02d}]", "cpu": 2, "memory": "1G"},
+                           {"name": "gpu01", "cpu": 2, "memory": "1G",
+                            "gres": [{"name": "gpu", "type": "fake", "DeviceFileList": devdir}]}],
+                 "Partitions": [{"name": "debug", "nodes": f"cn[01-{args.nodes:02d}]", "priority": 1},
+                                {"name": "gpu", "nodes": "gpu01", "priority": 2}]}
     cluster = LocalCluster(args.dir, nodes=args.nodes, cpus=2, memory="1G", cluster="demo",
-                           Craned={"PingInterval": 1, "KillWait": 1})
+                           Craned={"PingInterval": 1, "KillWait": 1}, **extra)
     try:
         cluster.start()
     except Exception as exc:
@@ -102,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cluster up: config {cluster.config_path}\n")
         print(_run([_bin("cinfo")], env, check=False).stdout)
         jobs = sample_workload()
+        if devdir:
+            jobs.append(DemoJob("GPU job (--gres gpu:1, fake GPUs)",
+                                ["-J", "gpu", "-p", "gpu", "--gres", "gpu:1", "--wrap",
+                                 "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES; sleep 1"], JobState.Completed))
         for job in jobs:
             out = _run([_bin("cbatch"), "-D", workdir, "-o", "%x-%j.out", *job.args], env).stdout.strip()
             job.job_id = int(out.rstrip(".").split()[-1])
@@ -127,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         cluster.stop()
+        if devdir:
+            shutil.rmtree(os.path.dirname(devdir[0]), ignore_errors=True)
 
 
 def _whoami() -> str:
@@ -167,15 +203,16 @@ def _final_states(jobs: list[DemoJob], env: dict[str, str]) -> dict[int, tuple[s
 def _summary(jobs: list[DemoJob], env: dict[str, str], workdir: str) -> None:
     states = _final_states(jobs, env)
     print("\nSummary:")
-    print(f"  {'JOBID':<6} {'JOB':<32} {'STATE':<16} {'EXITCODE':<9} EXPECTED")
+    print(f"  {'JOBID':<6} {'JOB':<34} {'STATE':<16} {'EXITCODE':<9} EXPECTED")
     for j in jobs:
         state, code = states.get(j.job_id, ("?", 0))
-        print(f"  {j.job_id:<6} {j.label:<32} {state:<16} {format_exit_code(code):<9} {j.expect.name}")
-    hello = next(j for j in jobs if j.label.startswith("hello"))
-    path = os.path.join(workdir, f"hello-{hello.job_id}.out")
-    if os.path.exists(path):
-        with open(path) as fh:
-            print(f"\n{path}:\n  {fh.read().strip()}")
+        print(f"  {j.job_id:<6} {j.label:<34} {state:<16} {format_exit_code(code):<9} {j.expect.name}")
+    for j in jobs:
+        name = j.args[j.args.index("-J") + 1]
+        path = os.path.join(workdir, f"{name}-{j.job_id}.out")
+        if name in ("hello", "multi", "gpu") and os.path.exists(path):
+            with open(path) as fh:
+                print(f"{path}:\n  {fh.read().strip()}")
 
 
 def _check(jobs: list[DemoJob], env: dict[str, str]) -> bool:
