@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from crane_kernel import gres as gres_rules
 from crane_kernel import messages as m
 from crane_kernel.auth_types import Identity
 from crane_kernel.config import ClusterConfig
@@ -97,6 +98,7 @@ class Controller:
         self.pending: dict[int, Job] = {}
         self.running: dict[int, Job] = {}
         self.running_view: dict[int, SchedRunning] = {}
+        self.gres_taken: dict[int, list[dict[str, int]]] = {}  # job id -> gres taken on each of its nodes
         self.finished: deque[tuple[float, int]] = deque()
         self.nodes, self.sched_nodes, self.partitions = build_nodes(cfg)
         self.node_caps = {n.name: (n.sched.cpus_total, n.sched.mem_total, n.sched.gres_total)
@@ -285,6 +287,7 @@ class Controller:
     def _allocate(self, job: Job, nodes: list[NodeState], record: bool = True) -> None:
         """Take the job's resources on its nodes and list it as running."""
         gres = job.gres_per_node or {}
+        taken: list[dict[str, int]] = []  # per node, the concrete gres keys taken (given back on release)
         for node in nodes:
             s = node.sched
             if job.exclusive:  # the whole node, whatever the job asked for
@@ -294,9 +297,11 @@ class Controller:
             else:
                 s.cpus_free -= job.cpus_per_node
                 s.mem_free -= job.mem_per_node
-                for key, want in gres.items():
-                    self._take_gres(s.gres_free, key, want)
+                if gres:
+                    taken.append(gres_rules.take(s.gres_free, gres))
             s.njobs += 1
+        if taken:
+            self.gres_taken[job.job_id] = taken
         self.pending.pop(job.job_id, None)
         self.running[job.job_id] = job
         end = job.start_time + job.time_limit if job.time_limit else float("inf")
@@ -305,25 +310,11 @@ class Controller:
             max(end, self.clock() + 1), partition=job.partition, gres_per_node=gres or None,
             exclusive=job.exclusive)
 
-    @staticmethod
-    def _take_gres(free: dict[str, int], key: str, want: int) -> dict[str, int]:
-        """Subtract ``want`` of ``key`` (``gpu`` = any type) from ``free``; return what was taken per key."""
-        taken: dict[str, int] = {}
-        keys = [key] if ":" in key or key in free else [k for k in free if k.split(":")[0] == key]
-        for k in keys:
-            if want <= 0:
-                break
-            n = min(free.get(k, 0), want)
-            if n:
-                free[k] -= n
-                taken[k] = n
-                want -= n
-        return taken
-
     def _release(self, job: Job) -> None:
         """Give a job's resources back to its nodes."""
         self.running.pop(job.job_id, None)
         rv = self.running_view.pop(job.job_id, None)
+        taken = self.gres_taken.pop(job.job_id, [])
         if rv is None:
             return
         for idx in rv.nodes:
@@ -336,13 +327,8 @@ class Controller:
                 continue
             s.cpus_free = min(s.cpus_total, s.cpus_free + job.cpus_per_node)
             s.mem_free = min(s.mem_total, s.mem_free + job.mem_per_node)
-            for key, want in (job.gres_per_node or {}).items():
-                keys = [key] if ":" in key or key in s.gres_total else \
-                    [k for k in s.gres_total if k.split(":")[0] == key]
-                for k in keys:
-                    give = min(want, s.gres_total[k] - s.gres_free.get(k, 0))
-                    s.gres_free[k] = s.gres_free.get(k, 0) + give
-                    want -= give
+            if taken:
+                gres_rules.give(s.gres_free, taken.pop(0))
 
     def _fits(self, job: Job, node: NodeState) -> bool:
         s = node.sched
@@ -352,12 +338,7 @@ class Controller:
             return False
         if s.cpus_free + EPS < job.cpus_per_node or s.mem_free < job.mem_per_node:
             return False
-        for key, want in (job.gres_per_node or {}).items():
-            have = s.gres_free.get(key, 0) if ":" in key else \
-                sum(v for k, v in s.gres_free.items() if k.split(":")[0] == key)
-            if have < want:
-                return False
-        return True
+        return not job.gres_per_node or gres_rules.fits(s.gres_free, job.gres_per_node)
 
     def _assign_devices(self, job: Job, nodes: list[NodeState]) -> dict[str, list[str]]:
         """Pick device files for the job's GRES on each node (first free ones)."""

@@ -14,6 +14,7 @@ import pwd
 import sys
 from typing import Any
 
+from crane_kernel import gres as gres_rules
 from crane_kernel.config import ClusterConfig
 from crane_kernel.errors import JobRejected
 from crane_kernel.sched_types import SchedJob
@@ -166,11 +167,7 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
         cpu, memory, g = node_caps[n]
         if cpu + 1e-9 < cpus_per_node or memory < mem:
             return False
-        for key, want in gres.items():
-            have = g.get(key, 0) if ":" in key else sum(v for k, v in g.items() if k.split(":")[0] == key)
-            if have < want:
-                return False
-        return True
+        return not gres or gres_rules.fits(g, gres)
 
     candidates = [n for n in members if n not in exclude and fits(n)]
     if len(candidates) < node_num:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
+from crane_kernel import gres as gres_mod
 from crane_kernel.sched_types import (
     REASON_ACCOUNT,
     REASON_BEGIN_TIME,
@@ -23,8 +24,6 @@ from crane_kernel.sched_types import (
     REASON_NODES_UNAVAILABLE,
     REASON_PARTITION_LIMIT,
 )
-
-from crane_sched_backfill import gres as gres_mod
 
 if TYPE_CHECKING:
     from crane_kernel.sched_types import ClusterView, SchedJob, SchedPartition

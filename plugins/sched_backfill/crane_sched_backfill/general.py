@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
+from crane_kernel import gres as gres_mod
 from crane_kernel.sched_types import (
     REASON_NODES_UNAVAILABLE,
     REASON_PRIORITY,
@@ -33,7 +34,6 @@ from crane_kernel.sched_types import (
     priority_order_key,
 )
 
-from crane_sched_backfill import gres as gres_mod
 from crane_sched_backfill.eligibility import CandidateCache, static_reason
 from crane_sched_backfill.profile import INF, Profiles, Req
 

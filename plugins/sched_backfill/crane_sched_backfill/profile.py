@@ -17,7 +17,8 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from crane_sched_backfill import gres as gres_mod
+from crane_kernel import gres as gres_mod
+
 from crane_sched_backfill.eligibility import EPS
 
 if TYPE_CHECKING:

@@ -35,6 +35,7 @@ import math
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from crane_kernel import gres as gres_mod
 from crane_kernel.sched_types import (
     REASON_NODES_UNAVAILABLE,
     REASON_PRIORITY,
@@ -44,7 +45,6 @@ from crane_kernel.sched_types import (
     priority_order_key,
 )
 
-from crane_sched_backfill import gres as gres_mod
 from crane_sched_backfill.eligibility import static_reason
 
 if TYPE_CHECKING:

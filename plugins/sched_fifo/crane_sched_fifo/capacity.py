@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING
 
-from crane_sched_fifo import gres as gres_mod
+from crane_kernel import gres as gres_mod
+
 from crane_sched_fifo.state import EPS, FreeState, PartIndex
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from crane_sched_fifo import gres as gres_mod
+from crane_kernel import gres as gres_mod
+
 from crane_sched_fifo.state import EPS, NCLASS, FreeState, Grid, PartIndex, cpu_bucket
 
 FALLBACK: Any = object()

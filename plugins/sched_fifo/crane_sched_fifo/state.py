@@ -31,7 +31,7 @@ from bisect import bisect_left, insort
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from crane_sched_fifo import gres as gres_mod
+from crane_kernel import gres as gres_mod
 
 if TYPE_CHECKING:
     from crane_kernel.sched_types import ClusterView, SchedPartition

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from crane_kernel import gres as gres_mod
 from crane_kernel.sched_types import Plan, SchedJob, priority_order_key
 from crane_sched_fifo import FifoScheduler
-from crane_sched_fifo import gres as gres_mod
 from crane_sched_fifo.order import order_jobs
 
 

@@ -1,5 +1,6 @@
-"""Generic-resource (gres) arithmetic, with the same rules as the FIFO scheduler.
+"""Generic-resource (gres) arithmetic: one set of rules for the controller and every scheduler.
 
+A public kernel API (a scheduler plugin, bundled or not, uses it rather than its own copy).
 A request key without a colon (``"gpu"``) asks for any type of that family and
 is covered by the sum of a node's ``"gpu"`` and ``"gpu:*"`` entries; a key with
 a colon (``"gpu:a100"``) asks for that exact type. When a job asks for several
@@ -11,7 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["available", "fits", "take", "give", "clean", "key_of"]
+__all__ = ["family", "available", "fits", "take", "give", "clean", "key_of"]
+
+
+def family(key: str) -> str:
+    """The family part of a gres key (``"gpu:a100"`` -> ``"gpu"``)."""
+    return key.partition(":")[0]
 
 
 def available(free: Mapping[str, int] | None, key: str) -> int:
