@@ -214,3 +214,26 @@ def test_ccontrol_priority_hold_and_drain(cluster):
     assert "+DRAIN" in cluster.run("ccontrol", "show", "node", "cn02").stdout
     assert cluster.run("ccontrol", "update", "nodeName=cn02", "state=resume").returncode == 0
     assert "DRAIN" not in cluster.run("ccontrol", "show", "node", "cn02").stdout
+
+
+def test_export_none_and_extra_variables(cluster):
+    env = {"E2E_MARK": "from-submit-shell", "CRANE_E2E_KEEP": "always"}
+    full = cluster.cbatch("-o", "exp-all-%j.out", "--wrap", "echo mark=$E2E_MARK", env=env)
+    none = cluster.cbatch("--export", "NONE", "-o", "exp-none-%j.out", "--wrap",
+                          "echo mark=$E2E_MARK id=$CRANE_JOB_ID keep=$CRANE_E2E_KEEP", env=env)
+    extra = cluster.cbatch("--export", "NONE,FOO=bar", "-o", "exp-extra-%j.out", "--wrap", "echo foo=$FOO", env=env)
+    for jid in (full, none, extra):
+        assert cluster.wait_done(jid).status == JobState.Completed
+    assert cluster.output(f"exp-all-{full}.out").strip() == "mark=from-submit-shell"
+    # NONE drops the submit environment but keeps the CRANE_* variables (as CraneSched does)
+    assert cluster.output(f"exp-none-{none}.out").strip() == f"mark= id={none} keep=always"
+    assert cluster.output(f"exp-extra-{extra}.out").strip() == "foo=bar"
+
+
+def test_fractional_cpus_set_the_cpu_quota(cluster):
+    jid = cluster.cbatch("-c", "0.5", "-o", "frac-%j.out", "--wrap",
+                         "cat /sys/fs/cgroup/cpu/$(grep ':cpu:\\|:cpu,cpuacct:' /proc/self/cgroup | cut -d: -f3)/"
+                         "cpu.cfs_quota_us")
+    info = cluster.wait_done(jid)
+    assert info.status == JobState.Completed and info.cpus_per_task == 0.5
+    assert cluster.output(f"frac-{jid}.out").strip() == "50000"

@@ -96,10 +96,7 @@ def build_step(node: str, job_dir: str, spec: dict[str, Any], prefix: str) -> St
     os.chmod(script_path, 0o700)
     os.chown(script_path, uid, gid)
     os.chown(job_dir, uid, gid)
-    export = (spec.get("export") or "ALL").upper()
-    env = dict(spec.get("env") or {})
-    if export.startswith("NONE") or export.startswith("NIL"):
-        env = {k: v for k, v in env.items() if k.startswith("CRANE_")}
+    env = dict(spec.get("env") or {})  # already what --export selected at submission (cbatch builds it)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.setdefault("HOME", pw.pw_dir)
     env.setdefault("SHELL", pw.pw_shell or "/bin/sh")
