@@ -146,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\nAll jobs ended as expected." if ok else "\nSome jobs did NOT end as expected.")
         if args.exit:
             return 0 if ok else 1
+        bindir = os.path.dirname(_bin("cbatch"))
         print(f"\nThe cluster keeps running. From another shell:\n"
-              f"  export CRANE_CONFIG={cluster.config_path} CRANE_TOKEN=$(cat {token_file})\n"
-              f"  cbatch --wrap 'hostname; sleep 5'\n  cqueue\n  cinfo\n"
+              f"  export PATH={bindir}:$PATH CRANE_CONFIG={cluster.config_path} CRANE_TOKEN=$(cat {token_file})\n"
+              f"  cbatch --wrap 'hostname; sleep 5'\n  cqueue\n  cinfo\n  ccontrol show node\n"
               f"(job output lands in the submit directory; logs in {cluster.logs})\nPress Ctrl-C to stop.")
         try:
             while True:
