@@ -200,16 +200,33 @@ class LocalCluster:
         self.stop()
 
 
-def _remove_cgroups(root: str, prefix: str) -> None:
-    """Best-effort removal of a cluster's cgroup subtrees (processes must be gone)."""
+def _remove_cgroups(root: str, prefix: str, timeout: float = 3.0) -> None:
+    """Kill whatever is left in a cluster's cgroup subtrees, then remove them (deepest first)."""
     if not os.path.isdir(root):
         return
-    for ctrl in os.listdir(root):
-        top = os.path.join(root, ctrl, prefix)
-        if not os.path.isdir(top) or os.path.islink(os.path.join(root, ctrl)):
-            continue
-        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: -t[0].count(os.sep)):
-            try:
-                os.rmdir(dirpath)
-            except OSError:
-                pass
+    tops = [os.path.join(root, ctrl, prefix) for ctrl in os.listdir(root)
+            if not os.path.islink(os.path.join(root, ctrl)) and os.path.isdir(os.path.join(root, ctrl, prefix))]
+    deadline = time.time() + timeout
+    while tops and time.time() < deadline:
+        for top in tops:
+            for dirpath, _dirs, files in os.walk(top):
+                if "cgroup.procs" not in files:
+                    continue
+                try:
+                    with open(os.path.join(dirpath, "cgroup.procs")) as fh:
+                        pids = [int(x) for x in fh.read().split()]
+                except OSError:
+                    continue
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: -t[0].count(os.sep)):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
+        tops = [t for t in tops if os.path.isdir(t)]
+        if tops:
+            time.sleep(0.05)
