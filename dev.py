@@ -50,7 +50,7 @@ def _fingerprint() -> str:
 
 def install() -> None:
     """Create the venv and install the workspace (idempotent, quick when nothing changed)."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs under whatever python3 the user has
         sys.exit(f"cranesched needs Python 3.11 or newer (this is {sys.version.split()[0]})")
     if not (BIN / "python").exists():
         print("dev.py: creating .venv", flush=True)

@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             job.job_id = int(out.rstrip(".").split()[-1])
             print(f"  cbatch {' '.join(job.args[:2])} ... -> {out}   [{job.label}]")
         ok = _watch(jobs, env, args.timeout)
-        _summary(jobs, env, workdir)
-        ok = ok and _check(jobs, env)
+        states = _final_states(jobs, env)
+        _summary(jobs, states, workdir)
+        ok = ok and all(states.get(j.job_id, ("?", 0))[0] == j.expect.name for j in jobs)
         print("\nAll jobs ended as expected." if ok else "\nSome jobs did NOT end as expected.")
         if args.exit:
             return 0 if ok else 1
@@ -201,8 +202,7 @@ def _final_states(jobs: list[DemoJob], env: dict[str, str]) -> dict[int, tuple[s
     return {i.job_id: (JobState(i.status).name, i.exit_code) for i in infos}
 
 
-def _summary(jobs: list[DemoJob], env: dict[str, str], workdir: str) -> None:
-    states = _final_states(jobs, env)
+def _summary(jobs: list[DemoJob], states: dict[int, tuple[str, int]], workdir: str) -> None:
     print("\nSummary:")
     print(f"  {'JOBID':<6} {'JOB':<34} {'STATE':<16} {'EXITCODE':<9} EXPECTED")
     for j in jobs:
@@ -214,11 +214,6 @@ def _summary(jobs: list[DemoJob], env: dict[str, str], workdir: str) -> None:
         if name in ("hello", "multi", "gpu") and os.path.exists(path):
             with open(path) as fh:
                 print(f"{path}:\n  {fh.read().strip()}")
-
-
-def _check(jobs: list[DemoJob], env: dict[str, str]) -> bool:
-    states = _final_states(jobs, env)
-    return all(states.get(j.job_id, ("?", 0))[0] == j.expect.name for j in jobs)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,6 @@ class Controller:
         for jid, _state, spec, rt in self.store.iter_jobs(active):
             job = job_from_spec(jid, spec)
             job.apply_rt(rt)
-            job.devices = rt.get("devs") or {}
             self.jobs[jid] = job
             if job.state == JobState.Pending:
                 self.pending[jid] = job
@@ -173,7 +172,6 @@ class Controller:
             jobs = []
             for jid, spec in zip(ids, normalized, strict=True):
                 job = job_from_spec(jid, spec)
-                job.devices = {}
                 jobs.append(job)
                 rows.append((jid, 0, json.dumps(spec, separators=(",", ":")), json.dumps(job.rt())))
             self.store.write(inserts=rows, meta={"next_job_id": first + len(ids)})
@@ -346,14 +344,14 @@ class Controller:
             return {}
         used: dict[str, set[str]] = {}
         for other in self.running.values():
-            for node_name, devs in (getattr(other, "devices", None) or {}).items():
+            for node_name, devs in other.devices.items():
                 used.setdefault(node_name, set()).update(devs)
         out: dict[str, list[str]] = {}
         for node in nodes:
             picked: list[str] = []
             for key, want in job.gres_per_node.items():
                 keys = [key] if ":" in key or key in node.gres_devices else \
-                    [k for k in node.gres_devices if k.split(":")[0] == key]
+                    [k for k in node.gres_devices if gres_rules.family(k) == key]
                 for k in keys:
                     for dev in node.gres_devices.get(k, []):
                         if want <= 0:
@@ -696,14 +694,9 @@ class Controller:
         missing = [i for i in ids if i not in self.jobs]
         if not missing:
             return out
-        with self.store._lock:
-            q = f"SELECT id, spec, rt FROM jobs WHERE id IN ({','.join('?' * len(missing))})"
-            rows = self.store._db.execute(q, missing).fetchall()
-        for jid, spec, rt in rows:
-            job = job_from_spec(jid, json.loads(spec))
-            rtd = json.loads(rt)
-            job.apply_rt(rtd)
-            job.devices = rtd.get("devs") or {}
+        for jid, spec, rt in self.store.jobs_by_id(missing):
+            job = job_from_spec(jid, spec)
+            job.apply_rt(rt)
             out.append(job)
         return out
 
@@ -711,10 +704,7 @@ class Controller:
     # helpers
     # ------------------------------------------------------------------
     def _rt_json(self, job: Job) -> str:
-        rt = job.rt()
-        if getattr(job, "devices", None):
-            rt["devs"] = job.devices
-        return json.dumps(rt, separators=(",", ":"))
+        return json.dumps(job.rt(), separators=(",", ":"))
 
     def node_stream(self, name: str) -> str:
         """Stream name for messages to node ``name``."""

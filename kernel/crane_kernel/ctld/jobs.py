@@ -40,6 +40,7 @@ class Job(SchedJob):
             "exit": self.exit_code, "nodes": list(self.alloc_nodes), "epoch": self.epoch, "held": self.held,
             "pin": self.pinned_priority, "ucpu": self.usage_cpu_ms, "umem": self.usage_mem_peak,
             "dispatch": self.dispatch_time, "tl": self.time_limit, "cancel": self.cancel_requested,
+            **({"devs": self.devices} if self.devices else {}),
         }
 
     def apply_rt(self, rt: dict[str, Any]) -> None:
@@ -59,6 +60,7 @@ class Job(SchedJob):
         self.dispatch_time = rt.get("dispatch", 0.0)
         self.time_limit = rt.get("tl", self.time_limit)
         self.cancel_requested = rt.get("cancel", False)
+        self.devices = rt.get("devs") or {}
 
 
 def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:

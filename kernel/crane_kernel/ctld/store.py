@@ -89,16 +89,23 @@ class StateStore:
             row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
-    def specs(self, ids: list[int]) -> dict[int, dict]:
-        """The submission specs of the given jobs."""
-        out: dict[int, dict] = {}
+    def _by_id(self, columns: str, ids: list[int]) -> list[tuple]:
+        """Rows ``(id, <columns>)`` of the given jobs, queried in chunks (SQLite's parameter limit)."""
+        rows: list[tuple] = []
         with self._lock:
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
-                q = f"SELECT id, spec FROM jobs WHERE id IN ({','.join('?' * len(chunk))})"
-                for jid, spec in self._db.execute(q, chunk):
-                    out[jid] = json.loads(spec)
-        return out
+                q = f"SELECT id, {columns} FROM jobs WHERE id IN ({','.join('?' * len(chunk))})"
+                rows += self._db.execute(q, chunk).fetchall()
+        return rows
+
+    def specs(self, ids: list[int]) -> dict[int, dict]:
+        """The submission specs of the given jobs."""
+        return {jid: json.loads(spec) for jid, spec in self._by_id("spec", ids)}
+
+    def jobs_by_id(self, ids: list[int]) -> list[tuple[int, dict, dict]]:
+        """``(id, spec, rt)`` of the given jobs (those the store has)."""
+        return [(jid, json.loads(spec), json.loads(rt)) for jid, spec, rt in self._by_id("spec, rt", ids)]
 
     def iter_jobs(self, states: Iterable[int]) -> Iterator[tuple[int, int, dict, dict]]:
         """Every job in the given states: ``(id, state, spec, rt)`` (used at start-up)."""
