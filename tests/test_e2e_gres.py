@@ -12,8 +12,8 @@ import os
 import stat
 
 import pytest
+from crane_common.states import JobState
 from crane_e2e import Cluster, cgroups_writable, make_cluster
-from crane_kernel.states import JobState
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not cgroups_writable(), reason="LOUD SKIP: root cannot write cgroup v1 here")]

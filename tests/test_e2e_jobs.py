@@ -6,9 +6,9 @@ import json
 import os
 
 import pytest
+from crane_common import tokens
+from crane_common.states import EC_EXCEED_TIME_LIMIT, EC_TERMINATED, JobState
 from crane_e2e import cgroups_writable, ensure_user
-from crane_kernel import tokens
-from crane_kernel.states import EC_EXCEED_TIME_LIMIT, EC_TERMINATED, JobState
 
 pytestmark = pytest.mark.e2e
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from crane_common.states import JobState
 from crane_e2e import Cluster, make_cluster
-from crane_kernel.states import JobState
 
 pytestmark = pytest.mark.e2e
 

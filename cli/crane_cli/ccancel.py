@@ -72,7 +72,7 @@ def command(argv: list[str]) -> int:
     states = parse_state(args.state)
     nodes: list[str] = []
     if args.nodes:
-        from crane_kernel import hostlist
+        from crane_common import hostlist
 
         try:
             nodes = hostlist.expand(args.nodes)

@@ -63,7 +63,7 @@ def _report(reply: object, ok_field: str, bad_field: str, what: str, as_json: bo
 
 
 def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: bool) -> int:
-    from crane_kernel.states import JobState, format_exit_code
+    from crane_common.states import JobState, format_exit_code
 
     pb = rpc.pb  # type: ignore[attr-defined]
     if entity in ("node", "nodes"):
@@ -133,7 +133,7 @@ def command(argv: list[str]) -> int:
                     raise arg_error("ccontrol: update nodeName=... needs state=drain or state=resume")
                 if state == "drain" and not kv.get("reason"):
                     raise arg_error("ccontrol: a reason is required to drain (reason=...)")
-                from crane_kernel import hostlist
+                from crane_common import hostlist
 
                 request = pb.ModifyNodeRequest(names=hostlist.expand(kv["nodename"]), state=state,
                                                reason=kv.get("reason", ""))

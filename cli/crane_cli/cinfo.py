@@ -95,7 +95,7 @@ def keep_node(node, args, filters: tuple[set[str], set[str], set[str]]) -> bool:
 
 def build_rows(partitions: list, nodes: list, args, node_names: list[str]) -> list[list[str]]:  # noqa: ANN001
     """Rows ``[partition, avail, count, state, nodelist, reason]``, one per (partition, state[, reason])."""
-    from crane_kernel import hostlist
+    from crane_common import hostlist
 
     by_name = {n.name: n for n in nodes}
     wanted = set(node_names)
@@ -145,7 +145,7 @@ def render(rows: list[list[str]], args, layout) -> str:  # noqa: ANN001
 
 def command(argv: list[str]) -> int:
     """cinfo's body: returns the exit code, raises CliError on failure."""
-    from crane_kernel import hostlist
+    from crane_common import hostlist
 
     args = build_parser().parse_args(argv)
     parse_state_filter(args.states)  # validate before connecting

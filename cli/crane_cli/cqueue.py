@@ -125,7 +125,7 @@ def build_request_fields(args) -> dict:  # noqa: ANN001 - argparse namespace
     """The ``QueryJobsInfoRequest`` fields for the parsed arguments (validates them)."""
     nodes: list[str] = []
     if args.nodelist:
-        from crane_kernel import hostlist
+        from crane_common import hostlist
 
         try:
             nodes = hostlist.expand(args.nodelist)

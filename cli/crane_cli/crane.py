@@ -2,17 +2,17 @@
 
 Built in::
 
-    crane version                      versions of crane-cli, crane-kernel and (if reachable) cranectld
+    crane version                      versions of crane-cli, crane-common and (if reachable) cranectld
     crane whoami                       who the controller thinks you are
     crane token issue --user NAME ...  mint a token with the cluster key
     crane token show                   decode the current token (no verification)
 
 Delegated (imported only when used; the rest of the command line is passed on)::
 
-    crane demo ...         crane_kernel.demo.main(argv)
-    crane bench e2e ...    crane_kernel.benche2e.main(argv)
-    crane bench sched ...  crane_kernel.schedbench.main(argv)
-    crane sim ...          crane_kernel.sim.main(argv)
+    crane demo ...         crane_tools.demo.main(argv)
+    crane bench e2e ...    crane_tools.benche2e.main(argv)
+    crane bench sched ...  crane_tools.schedbench.main(argv)
+    crane sim ...          crane_tools.sim.main(argv)
 
 Global option ``-C/--config PATH`` comes before the subcommand; for delegated
 subcommands it is passed on as ``$CRANE_CONFIG``.
@@ -26,14 +26,10 @@ from typing import NoReturn
 
 from crane_cli import __version__
 from crane_cli.cliparse import Parser, disable_fast_exit, run
-from crane_cli.errors import EXIT_ARGS, EXIT_GENERIC, EXIT_OK, EXIT_SYSTEM, CliError, arg_error
+from crane_cli.errors import EXIT_GENERIC, EXIT_OK, EXIT_SYSTEM, CliError, arg_error
 
-DELEGATES = {
-    ("demo",): "crane_kernel.demo",
-    ("bench", "e2e"): "crane_kernel.benche2e",
-    ("bench", "sched"): "crane_kernel.schedbench",
-    ("sim",): "crane_kernel.sim",
-}
+COMMAND_GROUP = "crane.commands"
+BUILTINS = ("version", "whoami", "token")
 LEVELS = ("none", "operator", "admin", "root")
 
 
@@ -56,39 +52,46 @@ def split_global(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
-def find_delegate(rest: list[str]) -> tuple[str, list[str]] | None:
-    """``(module, remaining argv)`` when ``rest`` names a delegated subcommand."""
-    for words, module in DELEGATES.items():
-        if tuple(rest[:len(words)]) == words:
-            return module, rest[len(words):]
-    return None
+def installed_commands() -> dict:
+    """``{verb: entry point}`` of the ``crane.commands`` group (what installed packages add)."""
+    from importlib.metadata import entry_points
+
+    found = {}
+    for ep in entry_points(group=COMMAND_GROUP):
+        if ep.name not in BUILTINS:
+            found.setdefault(ep.name, ep)
+    return found
 
 
-def delegate(module_name: str, argv: list[str], config: str | None) -> int:
-    """Import ``module_name`` and return ``module.main(argv)``; a missing module is a one-line error."""
-    import importlib
+def find_delegate(rest: list[str]) -> tuple[object, list[str]] | None:
+    """``(entry point, remaining argv)`` when ``rest`` starts with an installed verb."""
+    if not rest or rest[0].startswith("-") or rest[0] in BUILTINS:
+        return None
+    ep = installed_commands().get(rest[0])
+    return None if ep is None else (ep, rest[1:])
 
+
+def delegate(ep, argv: list[str], config: str | None) -> int:  # noqa: ANN001 - an EntryPoint
+    """Load the verb's entry point and return ``main(argv)``; a broken package is a one-line error."""
     disable_fast_exit()
     if config:
         os.environ["CRANE_CONFIG"] = os.path.abspath(config)
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise CliError(f"crane: this subcommand needs {module_name}, which is not installed", EXIT_GENERIC) \
-                from None
-        raise
-    main = getattr(module, "main", None)
-    if main is None:
-        raise CliError(f"crane: {module_name} has no main()", EXIT_GENERIC)
+        main = ep.load()
+    except Exception as exc:  # the package is broken or half-installed
+        raise CliError(f"crane: the {ep.name!r} command ({ep.value}) failed to load: {type(exc).__name__}: {exc}",
+                       EXIT_GENERIC) from None
+    if not callable(main):
+        raise CliError(f"crane: the {ep.name!r} command ({ep.value}) is not callable", EXIT_GENERIC)
     code = main(argv)
     return int(code or 0)
 
 
-def build_parser() -> Parser:
-    """The parser of the built-in subcommands."""
+def build_parser(with_installed: bool = True) -> Parser:
+    """The parser of the built-in subcommands (listing the installed verbs costs ~10 ms: only for help/errors)."""
+    verbs = sorted(installed_commands()) if with_installed else []
     p = Parser(prog="crane", description="cranesched admin and developer commands.",
-               epilog="Delegated: crane demo ..., crane bench e2e ..., crane bench sched ..., crane sim ...")
+               epilog="Installed commands (crane.commands): " + (", ".join(verbs) or "none"))
     p.add_argument("-C", "--config", metavar="PATH", help="cluster config file")
     p.add_argument("-v", "--version", action="version", version=f"%(prog)s (crane-cli) {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
@@ -112,19 +115,18 @@ def build_parser() -> Parser:
     show = tsub.add_parser("show", help="decode the current token without verifying it")
     show.add_argument("--json", action="store_true", help="print the payload as JSON")
     # Listed for --help; dispatched before parsing.
-    sub.add_parser("demo", help="run a real cluster on this machine with a sample workload", add_help=False)
-    sub.add_parser("bench", help="benchmarks: 'bench e2e ...', 'bench sched ...'", add_help=False)
-    sub.add_parser("sim", help="replay a workload trace through the scheduler", add_help=False)
+    for verb, ep in sorted(installed_commands().items() if with_installed else ()):
+        sub.add_parser(verb, help=f"(from {ep.value.split(':')[0].split('.')[0]})", add_help=False)
     return p
 
 
 # -- version / whoami ------------------------------------------------------------------
 
-def _kernel_version() -> str:
+def _common_version() -> str:
     try:
-        import crane_kernel
+        import crane_common
 
-        return getattr(crane_kernel, "__version__", "unknown")
+        return getattr(crane_common, "__version__", "unknown")
     except ImportError:
         return "not installed"
 
@@ -132,7 +134,7 @@ def _kernel_version() -> str:
 def cmd_version(args) -> int:  # noqa: ANN001
     """Print the versions; ask the controller too, but never fail because it is away."""
     print(f"crane-cli {__version__}")
-    print(f"crane-kernel {_kernel_version()}")
+    print(f"crane-common {_common_version()}")
     from crane_cli import clientconf
 
     try:
@@ -213,7 +215,7 @@ def write_token(path: str, token: str, owner_uid: int | None = None) -> None:
 
 def cmd_token_issue(args) -> int:  # noqa: ANN001
     """Mint (and optionally save) a token."""
-    from crane_kernel import tokens
+    from crane_common import tokens
 
     if args.ttl < 0:
         raise arg_error("crane: --ttl must not be negative")
@@ -273,7 +275,7 @@ def cmd_token_show(args) -> int:  # noqa: ANN001
     """Show which token the commands would present, and what it claims."""
     import time
 
-    from crane_kernel import tokens
+    from crane_common import tokens
 
     token = os.environ.get(tokens.TOKEN_ENV, "").strip()
     source = f"${tokens.TOKEN_ENV}"
@@ -323,11 +325,7 @@ def command(argv: list[str]) -> int:
     found = find_delegate(rest)
     if found is not None:
         return delegate(found[0], found[1], config)
-    if rest[:1] == ["bench"] and len(rest) > 1 and not rest[1].startswith("-"):
-        raise arg_error(f"crane: unknown benchmark {rest[1]!r}: expected 'e2e' or 'sched'")
-    if rest[:1] == ["bench"]:
-        raise CliError("usage: crane bench {e2e,sched} ...", EXIT_ARGS)
-    args = build_parser().parse_args(argv)
+    args = build_parser(with_installed=not (rest and rest[0] in BUILTINS)).parse_args(argv)
     if args.cmd == "version":
         return cmd_version(args)
     if args.cmd == "whoami":

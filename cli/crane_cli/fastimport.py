@@ -63,7 +63,7 @@ GRPC_LATE_BAGGAGE: tuple[tuple[str, bool], ...] = (
     ("grpc.experimental", False),
 )
 
-# The token lookup (``crane_kernel.tokens``) imports these at module level but needs
+# The token lookup (``crane_common.tokens``) imports these at module level but needs
 # them only to mint or verify a token, not to read ``$CRANE_TOKEN`` or the token file.
 TOKEN_BAGGAGE: tuple[tuple[str, bool], ...] = (
     ("hashlib", False),

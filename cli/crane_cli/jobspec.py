@@ -240,7 +240,7 @@ def build_fields(opts: Mapping[str, object], *, script: str, default_name: str, 
             raise arg_error(f"--begin: {exc}") from None
     for key, field, flag in (("nodelist", "nodelist", "-w/--nodelist"), ("exclude", "exclude", "-x/--exclude")):
         if opts.get(key) is not None:
-            from crane_kernel import hostlist
+            from crane_common import hostlist
 
             try:
                 f[field] = hostlist.expand(str(opts[key]))

@@ -5,7 +5,7 @@ and then imports grpc and the generated protobuf module, so import it only in a
 command that talks to the controller, and only once the arguments are parsed.
 
 Every call carries ``authorization: Bearer <token>`` metadata, the token coming from
-:func:`crane_kernel.tokens.find_client_token`. gRPC failures become
+:func:`crane_common.tokens.find_client_token`. gRPC failures become
 :class:`~crane_cli.errors.CliError` with exit code 3 and upstream's messages
 ("Connection to CraneCtld is broken.", "Access denied.", ...).
 """
@@ -19,7 +19,7 @@ fastimport.install()
 import grpc  # noqa: E402
 
 fastimport.install(fastimport.GRPC_LATE_BAGGAGE)
-from crane_kernel.proto import crane_pb2 as pb  # noqa: E402
+from crane_common.proto import crane_pb2 as pb  # noqa: E402
 
 from crane_cli.clientconf import ClientConfig  # noqa: E402
 from crane_cli.errors import EXIT_NETWORK, CliError  # noqa: E402
@@ -66,7 +66,7 @@ def rpc_error_message(code: grpc.StatusCode | None, details: str | None) -> str:
 def client_token(conf: ClientConfig) -> str | None:
     """The bearer token to present (``$CRANE_TOKEN``, the token file, or one minted from a readable key)."""
     fastimport.install(fastimport.TOKEN_BAGGAGE)
-    from crane_kernel import tokens
+    from crane_common import tokens
 
     return tokens.find_client_token(conf.key_file)
 

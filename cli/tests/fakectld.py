@@ -15,8 +15,8 @@ import time
 from concurrent import futures
 
 import grpc
-from crane_kernel.proto import crane_pb2 as pb
-from crane_kernel.proto import crane_pb2_grpc as pbg
+from crane_common.proto import crane_pb2 as pb
+from crane_common.proto import crane_pb2_grpc as pbg
 
 NODES = [f"cn{i:02d}" for i in range(1, 9)]
 

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 from cli_support import TOKEN, write_config
-from crane_kernel.proto import crane_pb2 as pb
+from crane_common.proto import crane_pb2 as pb
 
 
 def one_line(text: str) -> str:
@@ -338,7 +338,7 @@ def test_crane_version(cli, tmp_path, cli_env):
     r = cli("crane", "version")
     assert r.code == 0, r
     lines = r.out.splitlines()
-    assert lines[0].startswith("crane-cli ") and lines[1].startswith("crane-kernel ")
+    assert lines[0].startswith("crane-cli ") and lines[1].startswith("crane-common ")
     assert lines[2].startswith("cranectld fake-0.0 at 127.0.0.1:")
     (tmp_path / "o").mkdir()
     conf = write_config(tmp_path / "o", free_port())
@@ -360,7 +360,7 @@ def test_crane_token_issue_show(cli, cli_env, tmp_path):
     r = cli("crane", "token", "issue", "--user", "alice", "--uid", "1000", "--level", "admin", "--ttl", "60")
     assert r.code == 0, r
     token = r.out.strip()
-    from crane_kernel import tokens
+    from crane_common import tokens
 
     payload = tokens.verify(b"k" * 64, token)
     assert (payload["user"], payload["uid"], payload["lvl"]) == ("alice", 1000, "admin")
@@ -411,29 +411,45 @@ def test_crane_bad_usage(cli):
         one_line(r.err)
 
 
-def test_crane_delegate_missing_module():
-    from crane_cli import crane
-    from crane_cli.errors import CliError
+def _third_party_verb(tmp_path, body: str):
+    """A package installed the way pip would leave it: a module plus a dist-info with a crane.commands entry."""
+    site = tmp_path / "site"
+    (site / "crane_hello_pkg").mkdir(parents=True)
+    (site / "crane_hello_pkg" / "__init__.py").write_text(body)
+    info = site / "crane_hello_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: crane-hello-pkg\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[crane.commands]\nhello = crane_hello_pkg:main\n")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    env.pop("CRANE_CONFIG", None)
+    return env
 
-    with pytest.raises(CliError, match="not installed"):
-        crane.delegate("crane_kernel.no_such_module_for_test", [], None)
 
-
-def test_crane_delegate_passes_argv(monkeypatch, tmp_path):
+def test_an_installed_package_adds_a_crane_verb(tmp_path):
+    import subprocess
     import sys
-    import types
 
-    from crane_cli import crane
+    env = _third_party_verb(tmp_path, "import os, sys\n"
+                            "def main(argv):\n"
+                            "    print('hello', argv, os.environ.get('CRANE_CONFIG', '').endswith('x.yaml'))\n"
+                            "    return 7\n")
+    crane = [sys.executable, "-c", "from crane_cli.crane import main; main()"]
+    r = subprocess.run([*crane, "-C", "x.yaml", "hello", "--a", "b"], env=env, capture_output=True, text=True)
+    assert r.returncode == 7, r
+    assert r.stdout.strip() == "hello ['--a', 'b'] True"
+    r = subprocess.run([*crane, "--help"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "hello" in r.stdout
 
-    seen = {}
-    mod = types.ModuleType("crane_cli_test_delegate")
-    mod.main = lambda argv: seen.setdefault("argv", argv) and 7
-    monkeypatch.setitem(sys.modules, "crane_cli_test_delegate", mod)
-    monkeypatch.setitem(crane.DELEGATES, ("testdelegate",), "crane_cli_test_delegate")
-    monkeypatch.delenv("CRANE_CONFIG", raising=False)
-    assert crane.command(["-C", "x.yaml", "testdelegate", "--a", "b"]) == 7
-    assert seen["argv"] == ["--a", "b"]
-    assert os.environ["CRANE_CONFIG"].endswith("x.yaml")
+
+def test_a_broken_verb_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    env = _third_party_verb(tmp_path, "raise ImportError('needs libfoo')\n")
+    r = subprocess.run([sys.executable, "-c", "from crane_cli.crane import main; main()", "hello"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 1, r
+    assert one_line(r.stderr).startswith("crane: the 'hello' command")
 
 
 def test_split_global():
@@ -441,5 +457,6 @@ def test_split_global():
 
     assert split_global(["-C", "c", "bench", "e2e", "-C", "z"]) == ("c", ["bench", "e2e", "-C", "z"])
     assert split_global(["--config=c", "x"]) == ("c", ["x"])
-    assert find_delegate(["bench", "sched", "--nodes", "5"]) == ("crane_kernel.schedbench", ["--nodes", "5"])
-    assert find_delegate(["bench"]) is None
+    ep, rest = find_delegate(["bench", "sched", "--nodes", "5"])
+    assert ep.value == "crane_tools.bench:main" and rest == ["sched", "--nodes", "5"]
+    assert find_delegate(["token", "show"]) is None

@@ -45,7 +45,7 @@ def test_deferred_modules_load_on_use(fake):
         print(asyncio.run(asyncio.sleep(0, result=7)))
         assert not fastimport.is_deferred("asyncio")
         import grpc, grpc.aio
-        from crane_kernel.proto import crane_pb2 as pb
+        from crane_common.proto import crane_pb2 as pb
 
         async def main():
             async with grpc.aio.insecure_channel("127.0.0.1:{fake.port}") as ch:
@@ -98,7 +98,7 @@ def test_pure_python_protobuf_still_works():
     out = run_py("""
         from crane_cli import fastimport
         fastimport.install()
-        from crane_kernel.proto import crane_pb2 as pb
+        from crane_common.proto import crane_pb2 as pb
         m = pb.JobSpec(name="x", gres={"gpu": 2})
         print(pb.JobSpec.FromString(m.SerializeToString()).gres["gpu"])
     """, {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"})

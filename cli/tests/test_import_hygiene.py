@@ -10,7 +10,7 @@ from cli_support import script_path
 
 HEAVY = ("pydantic", "pluggy", "redis", "click", "yaml", "asyncio.base_events", "ssl", "concurrent.futures",
          "shutil", "inspect", "google.protobuf.json_format", "google.protobuf.text_format", "grpc._server",
-         "crane_kernel.hostlist", "crane_kernel.config", "json.decoder", "hashlib", "typing_extensions")
+         "crane_common.hostlist", "crane_kernel.config", "json.decoder", "hashlib", "typing_extensions")
 
 
 def imported_modules(cmd: list[str], env: dict) -> set[str]:
@@ -30,6 +30,6 @@ def test_fast_path_imports(cli_env, args):
     cmd = [script_path(args[0]), *args[1:]]
     imported_modules(cmd, cli_env)  # fills the config cache
     names = imported_modules(cmd, cli_env)
-    assert "grpc" in names and "crane_kernel.proto.crane_pb2" in names
-    heavy = set(HEAVY) - ({"crane_kernel.hostlist"} if args[0] == "cinfo" else set())  # cinfo compresses lists
+    assert "grpc" in names and "crane_common.proto.crane_pb2" in names
+    heavy = set(HEAVY) - ({"crane_common.hostlist"} if args[0] == "cinfo" else set())  # cinfo compresses lists
     assert not names & heavy, sorted(names & heavy)

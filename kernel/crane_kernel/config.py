@@ -15,10 +15,10 @@ import re
 from typing import Any
 
 import yaml
+from crane_common.hostlist import HostlistError, expand
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crane_kernel.errors import ConfigError
-from crane_kernel.hostlist import HostlistError, expand
 
 DEFAULT_CONFIG_PATH = "/etc/crane/config.yaml"
 CONFIG_ENV = "CRANE_CONFIG"

@@ -9,7 +9,7 @@ supervisor only talks to the step through the runtime hooks
 which the owning plugin answers for its own handles (``handle.runtime``).
 
 Exit codes use CraneSched's raw encoding: 0-255 is the exit status, 256+N
-means killed by signal N, and 320+ are Crane codes (see :mod:`crane_kernel.states`).
+means killed by signal N, and 320+ are Crane codes (see :mod:`crane_common.states`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from crane_kernel.messages import (
     decode,
     encode,
 )
-from crane_kernel.redis_server import RedisServer
+from crane_tools.redis_server import RedisServer
 
 Batch = list[tuple[str, BusMessage]]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from crane_kernel import tokens
-from crane_kernel.hostlist import HostlistError, compress, expand
+from crane_common import tokens
+from crane_common.hostlist import HostlistError, compress, expand
 
 
 def test_token_roundtrip_and_tamper():

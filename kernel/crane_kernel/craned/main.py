@@ -27,11 +27,11 @@ import time
 import uuid
 from typing import Any
 
+from crane_common.states import EC_CRANED_DOWN, EC_TERMINATED
 from crane_kernel import messages as m
 from crane_kernel.config import ClusterConfig, load_config
 from crane_kernel.craned.supervisor import RESULT_FILE, SENT_FILE, SUP_FILE, supervisor_alive
 from crane_kernel.errors import CraneError
-from crane_kernel.states import EC_CRANED_DOWN, EC_TERMINATED
 
 log = logging.getLogger("craned")
 

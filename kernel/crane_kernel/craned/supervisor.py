@@ -20,10 +20,10 @@ import signal
 import time
 from typing import Any, NoReturn
 
+from crane_common.states import EC_EXCEED_TIME_LIMIT, EC_PERMISSION_DENIED, EC_SPAWN_FAILED, EC_TERMINATED
 from crane_kernel.errors import StepLaunchError
 from crane_kernel.resp import xadd_once
 from crane_kernel.runtime import StepSpec
-from crane_kernel.states import EC_EXCEED_TIME_LIMIT, EC_PERMISSION_DENIED, EC_SPAWN_FAILED, EC_TERMINATED
 
 log = logging.getLogger("craned.supervisor")
 

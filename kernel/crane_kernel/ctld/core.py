@@ -25,6 +25,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from crane_common.hostlist import compress
+from crane_common.states import (
+    EC_CRANED_DOWN,
+    EC_TERMINATED,
+    FINAL_STATES,
+    JobState,
+    state_from_exit,
+)
+
 from crane_kernel import gres as gres_rules
 from crane_kernel import messages as m
 from crane_kernel.auth_types import Identity
@@ -32,7 +41,6 @@ from crane_kernel.config import ClusterConfig
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec
 from crane_kernel.ctld.nodes import NodeState, build_nodes
 from crane_kernel.ctld.store import StateStore
-from crane_kernel.hostlist import compress
 from crane_kernel.sched_types import (
     REASON_BEGIN_TIME,
     REASON_HELD,
@@ -40,13 +48,6 @@ from crane_kernel.sched_types import (
     ClusterView,
     Plan,
     SchedRunning,
-)
-from crane_kernel.states import (
-    EC_CRANED_DOWN,
-    EC_TERMINATED,
-    FINAL_STATES,
-    JobState,
-    state_from_exit,
 )
 
 log = logging.getLogger("cranectld")

@@ -14,11 +14,12 @@ import pwd
 import sys
 from typing import Any
 
+from crane_common.states import JobState
+
 from crane_kernel import gres as gres_rules
 from crane_kernel.config import ClusterConfig
 from crane_kernel.errors import JobRejected
 from crane_kernel.sched_types import SchedJob
-from crane_kernel.states import JobState
 
 _intern = sys.intern
 

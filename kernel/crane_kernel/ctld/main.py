@@ -58,7 +58,8 @@ class CtldDaemon:
     """The running controller: owns the threads and shuts them down cleanly."""
 
     def __init__(self, cfg: ClusterConfig, listen: str | None = None) -> None:
-        from crane_kernel import tokens
+        from crane_common import tokens
+
         from crane_kernel.bus import Bus
         from crane_kernel.ctld.core import Controller
         from crane_kernel.ctld.store import StateStore
@@ -88,10 +89,10 @@ class CtldDaemon:
     def start(self) -> None:
         """Start the gRPC server, the bus consumer and the scheduling loop."""
         import grpc
+        from crane_common.proto import crane_pb2_grpc as pbg
 
         from crane_kernel.bus import Consumer
         from crane_kernel.ctld.service import CraneCtldService
-        from crane_kernel.proto import crane_pb2_grpc as pbg
 
         cfg = self.cfg
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.CraneCtld.GrpcWorkers),

@@ -6,6 +6,10 @@ import logging
 from typing import Any
 
 import grpc
+from crane_common.hostlist import compress
+from crane_common.proto import crane_pb2 as pb
+from crane_common.proto import crane_pb2_grpc as pbg
+from crane_common.states import JobState
 from google.protobuf import json_format
 
 from crane_kernel import __version__
@@ -13,10 +17,6 @@ from crane_kernel.auth_types import CallInfo, Identity
 from crane_kernel.ctld.core import Controller, Denied
 from crane_kernel.ctld.jobs import Job
 from crane_kernel.errors import CraneError, JobRejected
-from crane_kernel.hostlist import compress
-from crane_kernel.proto import crane_pb2 as pb
-from crane_kernel.proto import crane_pb2_grpc as pbg
-from crane_kernel.states import JobState
 
 log = logging.getLogger("cranectld.api")
 

@@ -1,7 +1,7 @@
 """Token authentication and role-based authorization for cranectld.
 
 Authentication: a request must carry ``authorization: Bearer <token>``, a
-token signed with the cluster key (see :mod:`crane_kernel.tokens`). Root on
+token signed with the cluster key (see :mod:`crane_common.tokens`). Root on
 the controller host can read the key and so mints its own tokens; nobody else
 can. Client-declared user ids are never looked at.
 
@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from crane_kernel import hookimpl, tokens
+from crane_common import tokens
+from crane_kernel import hookimpl
 from crane_kernel.auth_types import ADMIN_LEVELS, CallInfo, Identity
 
 log = logging.getLogger(__name__)

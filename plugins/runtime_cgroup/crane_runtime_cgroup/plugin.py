@@ -7,10 +7,10 @@ import os
 import signal
 from typing import Any
 
+from crane_common.states import EC_CGROUP_ERR, EC_EXEC_ERR
 from crane_kernel import hookimpl
 from crane_kernel.errors import StepLaunchError
 from crane_kernel.runtime import StepHandle, StepSpec, StepUsage
-from crane_kernel.states import EC_CGROUP_ERR, EC_EXEC_ERR
 
 from crane_runtime_cgroup.backend import CgroupBackend
 from crane_runtime_cgroup.config import RuntimeConfig, parse_config

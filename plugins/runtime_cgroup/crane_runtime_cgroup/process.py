@@ -6,7 +6,7 @@ import os
 import select
 import time
 
-from crane_kernel.states import SIGNAL_BASE
+from crane_common.states import SIGNAL_BASE
 
 
 def raw_exit_code(status: int) -> int:

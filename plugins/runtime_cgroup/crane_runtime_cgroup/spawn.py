@@ -31,14 +31,14 @@ import pwd
 import subprocess
 from dataclasses import dataclass
 
-from crane_kernel.errors import StepLaunchError
-from crane_kernel.runtime import StepSpec
-from crane_kernel.states import (
+from crane_common.states import (
     EC_CGROUP_ERR,
     EC_FILE_NOT_FOUND,
     EC_PERMISSION_DENIED,
     EC_SPAWN_FAILED,
 )
+from crane_kernel.errors import StepLaunchError
+from crane_kernel.runtime import StepSpec
 
 log = logging.getLogger("crane_runtime_cgroup")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pluggy
 import pytest
+from crane_common.states import EC_CGROUP_ERR
 from crane_kernel import hookspecs
 from crane_kernel.errors import StepLaunchError
 from crane_kernel.runtime import StepHandle, StepSpec
-from crane_kernel.states import EC_CGROUP_ERR
 from rtcg_support import CGROUP_ROOT, PREFIX
 from stevedore import driver
 

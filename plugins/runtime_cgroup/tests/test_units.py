@@ -8,9 +8,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from crane_common.states import EC_CGROUP_ERR, EC_FILE_NOT_FOUND, EC_PERMISSION_DENIED, EC_SPAWN_FAILED
 from crane_kernel.errors import ConfigError
 from crane_kernel.runtime import StepSpec
-from crane_kernel.states import EC_CGROUP_ERR, EC_FILE_NOT_FOUND, EC_PERMISSION_DENIED, EC_SPAWN_FAILED
 
 from crane_runtime_cgroup.config import RuntimeConfig, parse_config
 from crane_runtime_cgroup.detect import detect_version, read_mounts

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from crane_common.states import EC_FILE_NOT_FOUND, EC_PERMISSION_DENIED, EC_SPAWN_FAILED, SIGNAL_BASE
 from crane_kernel.errors import StepLaunchError
-from crane_kernel.states import EC_FILE_NOT_FOUND, EC_PERMISSION_DENIED, EC_SPAWN_FAILED, SIGNAL_BASE
 from rtcg_support import NODE, PREFIX, StepFactory
 
 from crane_runtime_cgroup import CgroupRuntime, CgroupStepHandle, cleanup_stale

@@ -8,9 +8,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from crane_common.states import EC_CGROUP_ERR
 from crane_kernel.errors import StepLaunchError
 from crane_kernel.runtime import StepSpec
-from crane_kernel.states import EC_CGROUP_ERR
 
 from crane_runtime_cgroup import CgroupError, CgroupRuntime, CgroupStepHandle, cleanup_stale
 from crane_runtime_cgroup.v2 import CgroupV2Backend

@@ -6,8 +6,8 @@ import random
 
 import pytest
 from crane_kernel.sched_types import ClusterView, SchedJob, SchedNode, SchedPartition
-from crane_kernel.schedbench import build_cluster, validate_plan
 from crane_sched_fifo import FifoScheduler
+from crane_tools.schedbench import build_cluster, validate_plan
 
 GiB = 1 << 30
 NOW = 5000.0

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from operator import attrgetter
 from statistics import median
 
-from crane_kernel.sim.model import SimJob
+from crane_tools.sim.model import SimJob
 
 __all__ = ["TAU", "schedule_metrics", "recorded_metrics"]
 

@@ -7,7 +7,6 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
-
 from crane_kernel import PROJECT, hookspecs
 
 __all__ = ["PluginLoadError", "hook_caller", "installed", "load_plugin", "plugin_manager"]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m crane_kernel.sim TRACE [options]`` (also wired to ``crane sim``)."""
+"""Command line: ``python -m crane_tools.sim TRACE [options]`` (also wired to ``crane sim``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from crane_kernel.sim.engine import SimError
-from crane_kernel.sim.plugins import PluginLoadError
+from crane_tools.sim.engine import SimError
+from crane_tools.sim.plugins import PluginLoadError
 
 __all__ = ["build_parser", "main", "format_result"]
 
@@ -27,7 +27,7 @@ def _setting(text: str) -> tuple[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed so ``crane sim`` can reuse it)."""
     ap = argparse.ArgumentParser(
-        prog="python -m crane_kernel.sim",
+        prog="python -m crane_tools.sim",
         description="Replay an SWF workload trace (plain or .gz) through a cranesched scheduler plugin.")
     ap.add_argument("trace", help="SWF trace file")
     ap.add_argument("--scheduler", default="easy",
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def format_result(r: dict[str, Any]) -> str:
-    """A human-readable summary of a :func:`~crane_kernel.sim.run_sim` result."""
+    """A human-readable summary of a :func:`~crane_tools.sim.run_sim` result."""
     lines = [
         f"trace        {r['trace']}",
         f"scheduler    {r['scheduler']}" + (f" + priority {r['priority']}" if r.get("priority") else ""),
@@ -75,7 +75,7 @@ def format_result(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator from command-line arguments; return the exit status."""
     args = build_parser().parse_args(argv)
-    from crane_kernel.sim.runner import run_sim
+    from crane_tools.sim.runner import run_sim
 
     try:
         result = run_sim(

@@ -1,15 +1,15 @@
 """Trace-driven scheduling simulator: replays SWF workloads through the real scheduler plugins.
 
-``python -m crane_kernel.sim TRACE [--scheduler fifo|easy|conservative] [--procs P] [--json]
+``python -m crane_tools.sim TRACE [--scheduler fifo|easy|conservative] [--procs P] [--json]
 [--plot FILE.png] [--cpus-per-node C]`` or :func:`run_sim` from Python. The
 scheduler and priority plugins are the same objects the controller uses,
 loaded by name through stevedore and called through pluggy, on a virtual
 clock (no processes, no Redis). See ``docs/simulation.md`` for the model.
 
-Modules: :mod:`~crane_kernel.sim.swf` (parsing), :mod:`~crane_kernel.sim.model`
-(job/machine model), :mod:`~crane_kernel.sim.view` (incremental view and its
-change journal), :mod:`~crane_kernel.sim.engine` (event loop),
-:mod:`~crane_kernel.sim.metrics`, :mod:`~crane_kernel.sim.reference` (a compact
+Modules: :mod:`~crane_tools.sim.swf` (parsing), :mod:`~crane_tools.sim.model`
+(job/machine model), :mod:`~crane_tools.sim.view` (incremental view and its
+change journal), :mod:`~crane_tools.sim.engine` (event loop),
+:mod:`~crane_tools.sim.metrics`, :mod:`~crane_tools.sim.reference` (a compact
 stdlib-only single-pool simulator used as a cross-check).
 """
 
@@ -21,14 +21,14 @@ __all__ = ["run_sim", "main"]
 
 
 def run_sim(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Replay a trace; see :func:`crane_kernel.sim.runner.run_sim` for the arguments and result keys."""
-    from crane_kernel.sim.runner import run_sim as _run_sim
+    """Replay a trace; see :func:`crane_tools.sim.runner.run_sim` for the arguments and result keys."""
+    from crane_tools.sim.runner import run_sim as _run_sim
 
     return _run_sim(*args, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; see :func:`crane_kernel.sim.cli.main`."""
-    from crane_kernel.sim.cli import main as _main
+    """Command-line entry point; see :func:`crane_tools.sim.cli.main`."""
+    from crane_tools.sim.cli import main as _main
 
     return _main(argv)

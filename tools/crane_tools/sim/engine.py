@@ -8,7 +8,7 @@ would over-allocate a node, or names a non-pending job, raises
 :class:`SimError`) and committed. A job that runs 0 s ends at the same
 instant, which gives that instant a second pass (after its completion).
 
-The :class:`~crane_kernel.sim.view.IncrementalView` is built once and mutated
+The :class:`~crane_tools.sim.view.IncrementalView` is built once and mutated
 in place: the same ``SchedNode``, ``SchedJob`` and ``SchedRunning`` objects
 live for the whole run, and every change is journaled in ``view.delta``.
 """
@@ -22,9 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from crane_kernel.sched_types import Plan, SchedJob, SchedNode, SchedPartition, SchedRunning
-from crane_kernel.sim.model import PARTITION, SimJob, job_shape
-from crane_kernel.sim.plugins import hook_caller
-from crane_kernel.sim.view import IncrementalView
+
+from crane_tools.sim.model import PARTITION, SimJob, job_shape
+from crane_tools.sim.plugins import hook_caller
+from crane_tools.sim.view import IncrementalView
 
 __all__ = ["SimError", "Simulation", "make_view"]
 

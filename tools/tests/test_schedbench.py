@@ -1,12 +1,12 @@
-"""``crane_kernel.schedbench``: synthetic cluster, plan validation and the benchmark's JSON."""
+"""``crane_tools.schedbench``: synthetic cluster, plan validation and the benchmark's JSON."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from crane_kernel import schedbench
 from crane_kernel.sched_types import ClusterView, Plan, SchedJob, SchedNode, SchedPartition
+from crane_tools import schedbench
 
 KEYS = {"cycle_s", "first_cycle_s", "decisions_per_s", "first_decisions_per_s", "started", "reserved", "nodes",
         "jobs", "scheduler", "valid", "considered", "reasons", "problems"}

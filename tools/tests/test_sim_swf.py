@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from crane_kernel.sim.model import build_jobs, job_shape
-from crane_kernel.sim.swf import parse_swf, read_swf
+from crane_tools.sim.model import build_jobs, job_shape
+from crane_tools.sim.swf import parse_swf, read_swf
 
 TRACE = """\
 ; Version: 2.2

@@ -6,7 +6,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from crane_kernel.sim import reference, run_sim
+from crane_tools.sim import reference, run_sim
 
 
 def _swf(rows: list[tuple[int, int, int, int, int]], procs: int) -> str:

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from crane_kernel.states import FINAL_STATES, JobState
+from crane_common.states import FINAL_STATES, JobState
 
 
 def _bin(name: str) -> str:
@@ -34,7 +34,7 @@ def _bin(name: str) -> str:
 
 
 def _cluster(nodes: int, cpus: int) -> Any:
-    from crane_kernel.localcluster import LocalCluster
+    from crane_tools.localcluster import LocalCluster
 
     return LocalCluster(nodes=nodes, cpus=cpus, memory=f"{cpus * 256}M", cluster="bench",
                         Craned={"PingInterval": 2, "KillWait": 2},
@@ -137,7 +137,7 @@ def api_during_cycles(pending: int, scheduler: str, samples: int = 60) -> dict[s
     Every node is taken by an exclusive job first, so the queue cannot drain: each cycle hands the
     scheduler all ``pending`` candidates. Then single-job queries and submissions are timed.
     """
-    from crane_kernel.localcluster import LocalCluster
+    from crane_tools.localcluster import LocalCluster
 
     lc = LocalCluster(nodes=4, cpus=16, memory="4G", cluster="benchcyc", Plugins={"Scheduler": scheduler},
                       CraneCtld={"ScheduleInterval": 0.2, "CranedTimeout": 60})

@@ -10,7 +10,7 @@ reason, and the view is not modified.
 
 Usage::
 
-    python -m crane_kernel.schedbench --nodes 10000 --jobs 100000 --scheduler fifo --json
+    python -m crane_tools.schedbench --nodes 10000 --jobs 100000 --scheduler fifo --json
 """
 
 from __future__ import annotations
@@ -364,7 +364,7 @@ def _format(res: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``python -m crane_kernel.schedbench --nodes N --jobs M [--scheduler S] [--json]``."""
+    """Command-line entry: ``python -m crane_tools.schedbench --nodes N --jobs M [--scheduler S] [--json]``."""
     ap = argparse.ArgumentParser(prog="crane bench sched", description="Time one scheduling cycle.")
     ap.add_argument("--nodes", type=int, default=10_000)
     ap.add_argument("--jobs", type=int, default=100_000)

@@ -7,11 +7,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from crane_kernel.sim.engine import Observer, Simulation
-from crane_kernel.sim.metrics import recorded_metrics, schedule_metrics
-from crane_kernel.sim.model import build_jobs
-from crane_kernel.sim.plugins import load_plugin, plugin_manager
-from crane_kernel.sim.swf import read_swf
+from crane_tools.sim.engine import Observer, Simulation
+from crane_tools.sim.metrics import recorded_metrics, schedule_metrics
+from crane_tools.sim.model import build_jobs
+from crane_tools.sim.plugins import load_plugin, plugin_manager
+from crane_tools.sim.swf import read_swf
 
 __all__ = ["run_sim"]
 
@@ -37,7 +37,7 @@ def run_sim(
     * ``scheduler``: name in entry-point group ``crane.scheduler`` (``fifo``, ``easy``, ``conservative``, ...).
     * ``priority``: name in ``crane.priority`` (``multifactor``), or ``None`` for submit order.
     * ``procs``: machine size; default the header's ``MaxProcs``.
-    * ``cpus_per_node``: node-level model (see :mod:`crane_kernel.sim.model`); 1 = the default model.
+    * ``cpus_per_node``: node-level model (see :mod:`crane_tools.sim.model`); 1 = the default model.
     * ``max_jobs``: read only the first that many jobs of the file.
     * ``plot``: write a PNG of queue length and utilisation over time (needs matplotlib).
     * ``scheduler_config`` / ``priority_config``: passed to the plugins' ``configure``.
@@ -103,7 +103,7 @@ def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | Non
         result["schedule"] = [(j.job_id, j.submit, s, j.run, j.size, j.estimate)
                               for j, s in zip(jobs, sim.start, strict=True)]
     if plot is not None:
-        from crane_kernel.sim.plot import plot_series
+        from crane_tools.sim.plot import plot_series
 
         plot_series(plot, sim.series, p, title=f"{trace_path.rsplit('/', 1)[-1]} — {scheduler}")
         result["plot"] = plot

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from crane_kernel.sim.swf import SwfRecord
+from crane_tools.sim.swf import SwfRecord
 
 __all__ = ["SimJob", "build_jobs", "job_shape", "PARTITION"]
 

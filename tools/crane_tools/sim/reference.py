@@ -17,7 +17,7 @@ arrivals at one instant, then one scheduling pass. Three policies:
   jobs whose slot is *now* start. Re-planned from scratch at every pass.
 
 :func:`simulate` returns ``{job_id: start_time}``; the tests compare it with
-the start times the plugin-driven :func:`crane_kernel.sim.run_sim` produces.
+the start times the plugin-driven :func:`crane_tools.sim.run_sim` produces.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def _conservative(queue: list[RefJob], now: int, free: int, ends: list) -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m crane_kernel.sim.reference TRACE [POLICY] [PROCS]``: print the mean wait."""
+    """``python -m crane_tools.sim.reference TRACE [POLICY] [PROCS]``: print the mean wait."""
     import sys
     import time
 

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from crane_kernel.states import JobState, format_exit_code
+from crane_common.states import JobState, format_exit_code
 
 MEM_HOG = "python3 -c 'b = bytearray(200 * 1024 * 1024); print(len(b))'"
 
@@ -89,7 +89,7 @@ def _run(cmd: list[str], env: dict[str, str], check: bool = True) -> subprocess.
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the process exit code."""
-    from crane_kernel.localcluster import LocalCluster
+    from crane_tools.localcluster import LocalCluster
 
     ap = argparse.ArgumentParser(prog="crane demo", description=__doc__.splitlines()[0])
     ap.add_argument("--exit", action="store_true", help="stop when the workload has ended; exit 0 only if all "
@@ -195,7 +195,7 @@ def _watch(jobs: list[DemoJob], env: dict[str, str], timeout: float) -> bool:
 
 
 def _final_states(jobs: list[DemoJob], env: dict[str, str]) -> dict[int, tuple[str, int]]:
-    from crane_kernel.client import CtldClient
+    from crane_tools.client import CtldClient
 
     client = CtldClient.from_config(env["CRANE_CONFIG"], token=env.get("CRANE_TOKEN"))
     infos = client.jobs([j.job_id for j in jobs], include_finished=True)

@@ -1,4 +1,4 @@
-"""Build hook: generate the gRPC/protobuf modules from crane_kernel/proto/*.proto."""
+"""Build hook: generate the gRPC/protobuf modules from crane_common/proto/*.proto."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ def generate_protos() -> None:
     from grpc_tools import protoc  # build-time dependency only
 
     here = Path(__file__).resolve().parent
-    proto_dir = here / "crane_kernel" / "proto"
+    proto_dir = here / "crane_common" / "proto"
     include = Path(protoc.__file__).parent / "_proto"
     for proto in sorted(proto_dir.glob("*.proto")):
         rc = protoc.main([

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from crane_kernel.sim import main, run_sim
+from crane_tools.sim import main, run_sim
 
 KEYS = {"jobs", "skipped", "mean_wait", "median_wait", "mean_bsld", "utilization", "makespan", "wall_s",
         "jobs_per_s", "passes", "procs", "scheduler"}

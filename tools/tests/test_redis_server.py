@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from crane_kernel import redis_server as rs
 from crane_kernel.bus import Bus, Consumer
 from crane_kernel.messages import BusMessage, FreeJob
-from crane_kernel.redis_server import RedisServer, RedisServerError, find_redis_server, free_port
+from crane_tools import redis_server as rs
+from crane_tools.redis_server import RedisServer, RedisServerError, find_redis_server, free_port
 
 
 def test_find_prefers_path() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from crane_kernel.redis_server import RedisServer, free_port
+from crane_tools.redis_server import RedisServer, free_port
 
 
 def default_config(base_dir: str, redis_url: str, port: int, *, nodes: int = 3, cpus: float = 2,
@@ -125,8 +125,8 @@ class LocalCluster:
         raise RuntimeError("cranectld did not start listening in time")
 
     def client(self) -> Any:
-        """A :class:`~crane_kernel.client.CtldClient` for this cluster (root's own token)."""
-        from crane_kernel.client import CtldClient
+        """A :class:`~crane_tools.client.CtldClient` for this cluster (root's own token)."""
+        from crane_tools.client import CtldClient
 
         return CtldClient.from_config(self.config_path)
 

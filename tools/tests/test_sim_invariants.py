@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from crane_kernel import hookimpl
 from crane_kernel.sched_types import ClusterView, Plan
-from crane_kernel.sim import reference, run_sim
-from crane_kernel.sim.engine import Simulation
-from crane_kernel.sim.model import build_jobs
-from crane_kernel.sim.plugins import plugin_manager
-from crane_kernel.sim.swf import read_swf
+from crane_tools.sim import reference, run_sim
+from crane_tools.sim.engine import Simulation
+from crane_tools.sim.model import build_jobs
+from crane_tools.sim.plugins import plugin_manager
+from crane_tools.sim.swf import read_swf
 
 KTH = Path("/work/shared/traces/KTH-SP2-1996-2.1-cln.swf.gz")
 SLICE = 3000

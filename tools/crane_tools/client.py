@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
-
-from crane_kernel import tokens
-from crane_kernel.proto import crane_pb2 as pb
-from crane_kernel.proto import crane_pb2_grpc as pbg
+from crane_common import tokens
+from crane_common.proto import crane_pb2 as pb
+from crane_common.proto import crane_pb2_grpc as pbg
 
 
 class CtldClient:

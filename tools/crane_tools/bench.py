@@ -1,0 +1,30 @@
+"""``crane bench``: the benchmarks, ``crane bench e2e ...`` and ``crane bench sched ...``."""
+
+from __future__ import annotations
+
+import sys
+
+BENCHMARKS = {
+    "e2e": ("crane_tools.benche2e", "end-to-end: submit, schedule, launch and finish jobs on a local cluster"),
+    "sched": ("crane_tools.schedbench", "one scheduling pass of a scheduler plugin on a synthetic cluster"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a benchmark: ``e2e`` (whole cluster) or ``sched`` (scheduler plugin alone)."""
+    import importlib
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        sys.stderr.write("usage: crane bench {e2e,sched} ...\n")
+        return 2
+    if args[0] in ("-h", "--help"):
+        lines = ["usage: crane bench {e2e,sched} ...", ""]
+        lines += [f"  {name:<6} {about}" for name, (_mod, about) in BENCHMARKS.items()]
+        print("\n".join(lines))
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in BENCHMARKS:
+        sys.stderr.write(f"crane: unknown benchmark {name!r}: expected 'e2e' or 'sched'\n")
+        return 2
+    return int(importlib.import_module(BENCHMARKS[name][0]).main(rest) or 0)

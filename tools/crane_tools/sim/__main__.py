@@ -1,0 +1,5 @@
+"""``python -m crane_tools.sim``."""
+
+from crane_tools.sim.cli import main
+
+raise SystemExit(main())
