@@ -177,15 +177,6 @@ class AuthConfig(_Model):
     Admins: list[str] = Field(default_factory=lambda: ["root"])
 
 
-class CgroupConfig(_Model):
-    """Settings passed to the cgroup runtime plugin."""
-
-    Version: str = "auto"
-    Root: str = "/sys/fs/cgroup"
-    Prefix: str = "crane"
-    PidsMax: int = Field(0, ge=0)        # per-job limit on processes (0 = none)
-
-
 class ClusterConfig(_Model):
     """The whole validated configuration."""
 
@@ -203,7 +194,10 @@ class ClusterConfig(_Model):
     CraneCtld: CtldConfig = Field(default_factory=CtldConfig)
     Craned: CranedConfig = Field(default_factory=CranedConfig)
     Auth: AuthConfig = Field(default_factory=AuthConfig)
-    Cgroup: CgroupConfig = Field(default_factory=CgroupConfig)
+    # Compatibility alias: the cgroup settings now belong to the cgroup runtime plugin
+    # (Plugins.Settings.cgroup). A top-level Cgroup: section is passed through unvalidated as that
+    # plugin's settings (crane_kernel.plugins.config_selection), and the plugin validates it.
+    Cgroup: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("DefaultMemPerCpu", mode="before")
     @classmethod

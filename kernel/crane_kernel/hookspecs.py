@@ -7,17 +7,20 @@ decided by the configuration (``Plugins:`` in config.yaml): each *slot* is an
 entry-point group, and plugins are selected by name through stevedore (see
 :mod:`crane_kernel.plugins`).
 
-Slots and where their hooks run:
+Slots and where their hooks run (the authoritative table, with each slot's
+allowed and required hooks, is :data:`crane_kernel.plugins.SLOTS`; a plugin
+implementing a hook outside its slot is refused at load time):
 
 ============  ===========================  ===========================================
 slot          entry-point group            hooks (process)
 ============  ===========================  ===========================================
 scheduler     ``crane.scheduler``          crane_schedule (cranectld, crane sim)
-priority      ``crane.priority``           crane_job_priorities (cranectld, crane sim)
+priority      ``crane.priority``           crane_job_priorities, crane_job_finished (cranectld, crane sim)
 runtime       ``crane.runtime``            crane_step_* (step supervisor on craned)
 auth          ``crane.auth``               crane_authenticate, crane_authorize (cranectld)
 job filters   ``crane.job_filter``         crane_job_submit (cranectld)
 events        ``crane.events``             crane_job_event, crane_node_event (event consumers)
+(any slot)                                 crane_plugin_configure, crane_plugin_shutdown
 ============  ===========================  ===========================================
 
 ``docs/plugins.md`` documents every hook here; a test keeps the two in step.
@@ -36,6 +39,40 @@ if TYPE_CHECKING:
     from crane_kernel.sched_types import ClusterView, Plan, SchedJob
 
 hookspec = pluggy.HookspecMarker("crane")
+
+
+# --------------------------------------------------------------------------
+# plugin lifecycle (any slot; the kernel calls each plugin's own implementation)
+# --------------------------------------------------------------------------
+
+@hookspec
+def crane_plugin_configure(settings: dict) -> None:
+    """Apply the plugin's settings; called once per plugin, right after it is loaded.
+
+    ``settings`` is ``Plugins.Settings.<name>`` from the config, merged over
+    defaults the kernel supplies for the slot (the key file and admins for
+    auth plugins; the legacy top-level ``Cgroup:`` section for the plugin
+    named ``cgroup``). The kernel calls *this plugin's* implementation only,
+    never a broadcast, before any other hook of the plugin. Raise (any
+    exception, with a one-line message) to reject the settings: the daemon
+    stops with ``<slot> plugin '<name>' rejected its settings: <message>``. A
+    plugin that does not implement this hook may not be given settings.
+    Return value ignored.
+    """
+
+
+@hookspec
+def crane_plugin_shutdown() -> None:
+    """Release what the plugin holds; called once when the process that loaded it stops.
+
+    Called by cranectld and craned on a clean stop, by the launcher when
+    craned closes it, by ``crane sim`` and ``crane bench sched`` at the end
+    of a run, and for the already-loaded plugins when loading a later one
+    fails. Each plugin's own implementation is called, in reverse load order;
+    an exception is logged and does not stop the others. Not called in step
+    supervisors (forked children that end with ``os._exit``). Return value
+    ignored.
+    """
 
 
 # --------------------------------------------------------------------------
@@ -92,10 +129,13 @@ def crane_job_finished(job: "SchedJob", start_time: float, end_time: float) -> N
 def crane_step_launch(step: "StepSpec") -> "StepHandle | None":
     """Start the processes of one step, isolated and limited as ``step`` says.
 
-    Called in the step supervisor. Runtime plugins are asked in configured
-    order; the first one that claims the step returns a
-    :class:`~crane_kernel.runtime.StepHandle` (with ``runtime`` set to its
-    name), the others return ``None``. Raise
+    Called in the step supervisor. Runtime plugins are asked one by one in
+    configured order (:class:`~crane_kernel.runtime.StepDispatcher`); the
+    first one that claims the step returns a
+    :class:`~crane_kernel.runtime.StepHandle`, and the kernel records it as
+    the step's owner (``handle.runtime`` = the plugin's configured name);
+    return ``None`` to leave the step to the next runtime. Every later
+    runtime hook for this step is called on the owner only. Raise
     :class:`~crane_kernel.errors.StepLaunchError` with a Crane exit code to
     fail the step (e.g. cgroup error, spawn failure).
 
@@ -108,8 +148,9 @@ def crane_step_wait(handle: "StepHandle", timeout: float | None) -> "int | None"
     """Wait up to ``timeout`` seconds (``None`` = forever) for the step's main process to end.
 
     Return the raw exit code (0-255 exit status, 256+N killed by signal N)
-    once it has ended, or ``None`` while it is still running. Only the plugin
-    owning ``handle`` answers.
+    once it has ended, or ``None`` while it is still running. Like every
+    runtime hook taking a ``handle``, it is called only on the plugin that
+    launched the step.
 
     firstresult.
     """

@@ -1,40 +1,115 @@
-"""Plugin loading: stevedore selects plugins by name, pluggy calls their hooks.
+"""The plugin manager: stevedore selects plugins by name, one pluggy manager per process calls their hooks.
 
-Each slot is an entry-point group (``crane.scheduler``, ``crane.priority``,
-``crane.runtime``, ``crane.auth``, ``crane.job_filter``, ``crane.events``).
-The configuration names which plugins fill it. A name that is not installed,
-or a plugin that fails to import, becomes a one-line :class:`PluginError`
-naming what *is* installed. Bundled plugins load exactly like third-party
-ones; we never call ``load_setuptools_entrypoints`` on these groups.
+Each *slot* (:data:`SLOTS`) is an entry-point group with a config key, how
+many plugins it takes, the hooks its plugins may implement and those they
+must implement. :func:`load_slots` is the one way a process loads its
+plugins (cranectld, craned and its launcher, ``crane sim``, ``crane bench
+sched``): it instantiates each named plugin through stevedore, checks it
+against its slot, registers it with the process's single
+``pluggy.PluginManager`` and hands it its settings through its own
+``crane_plugin_configure``. Every failure is a one-line :class:`PluginError`
+naming the slot, the plugin and, where there is one, the hook. Bundled
+plugins load exactly like third-party ones; we never call
+``load_setuptools_entrypoints`` on these groups.
+
+A new slot is one entry in :data:`SLOTS` (plus its config key in
+``PluginsConfig`` and its hookspecs); nothing else here changes.
+
+The result, :class:`Plugins`, is how the kernel calls hooks:
+``plugins.hook.<name>(**kwargs)`` has pluggy's semantics, with two
+documented refinements (see :meth:`Plugins.caller`): a hook with exactly one
+plain implementation is called directly, without pluggy's dispatch loop; and
+the runtime hooks that take a step handle go only to the runtime that
+launched the step (:class:`~crane_kernel.runtime.StepDispatcher`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from crane_kernel import PROJECT, hookspecs
 from crane_kernel.errors import PluginError
 
+if TYPE_CHECKING:
+    from crane_kernel.config import ClusterConfig
+    from crane_kernel.runtime import StepDispatcher
+
 log = logging.getLogger(__name__)
 
-SLOTS = {
-    "scheduler": "crane.scheduler",
-    "priority": "crane.priority",
-    "runtime": "crane.runtime",
-    "auth": "crane.auth",
-    "job_filter": "crane.job_filter",
-    "events": "crane.events",
-}
+
+@dataclass(frozen=True)
+class Slot:
+    """One plugin slot: its entry-point group, config key, how many plugins, and its hooks.
+
+    ``hooks`` are the hooks a plugin of this slot may implement (besides
+    :data:`COMMON_HOOKS`), ``required`` those each of its plugins must
+    implement. Every plugin must implement at least one of ``hooks``. ``most``
+    is ``None`` for "any number"; list slots keep the configured order (the
+    first plugin is asked first).
+    """
+
+    name: str
+    group: str
+    key: str
+    least: int
+    most: int | None
+    hooks: frozenset[str]
+    required: frozenset[str] = frozenset()
+
+    def describe_count(self) -> str:
+        """``exactly one``, ``at most one``, ... for error messages."""
+        if self.least == self.most == 1:
+            return "exactly one plugin"
+        if self.most == 1:
+            return "at most one plugin"
+        return f"at least {self.least} plugin(s)" if self.least else "any number of plugins"
+
+
+def _slot(name: str, key: str, least: int, most: int | None, hooks: Iterable[str],
+          required: Iterable[str] = ()) -> Slot:
+    return Slot(name, f"crane.{name}", key, least, most, frozenset(hooks), frozenset(required))
+
+
+_RUNTIME_HOOKS = ("crane_step_launch", "crane_step_wait", "crane_step_signal", "crane_step_suspend",
+                  "crane_step_resume", "crane_step_usage", "crane_step_cleanup")
+
+SLOTS: dict[str, Slot] = {s.name: s for s in (
+    _slot("scheduler", "Scheduler", 1, 1, ["crane_schedule"], required=["crane_schedule"]),
+    _slot("priority", "Priority", 0, 1, ["crane_job_priorities", "crane_job_finished"],
+          required=["crane_job_priorities"]),
+    _slot("runtime", "Runtime", 0, None, _RUNTIME_HOOKS,
+          required=["crane_step_launch", "crane_step_wait", "crane_step_signal", "crane_step_cleanup"]),
+    _slot("auth", "Auth", 0, None, ["crane_authenticate", "crane_authorize"]),
+    _slot("job_filter", "JobFilters", 0, None, ["crane_job_submit"], required=["crane_job_submit"]),
+    _slot("events", "Events", 0, None, ["crane_job_event", "crane_node_event"]),
+)}
+"""Every plugin slot, in load order. A slot added later is one entry here."""
+
+COMMON_HOOKS = frozenset({"crane_plugin_configure", "crane_plugin_shutdown"})
+"""Hooks a plugin of any slot may implement (settings and shutdown)."""
+
+_CONFIGURE = "crane_plugin_configure"
+_SHUTDOWN = "crane_plugin_shutdown"
+
+
+@dataclass(frozen=True)
+class LoadedPlugin:
+    """A plugin object loaded into a slot under its configured name."""
+
+    slot: str
+    name: str
+    obj: Any
 
 
 def installed(slot: str) -> list[str]:
     """Names of the installed plugins for a slot."""
-    return sorted({ep.name for ep in entry_points(group=SLOTS[slot])})
+    return sorted({ep.name for ep in entry_points(group=SLOTS[slot].group)})
 
 
 def new_manager() -> pluggy.PluginManager:
@@ -44,60 +119,384 @@ def new_manager() -> pluggy.PluginManager:
     return pm
 
 
-def load_one(slot: str, name: str, settings: dict[str, Any] | None = None) -> Any:
-    """Load and instantiate the plugin ``name`` of ``slot``; configure it with ``settings``."""
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# --------------------------------------------------------------------------
+# selecting plugins from the configuration
+# --------------------------------------------------------------------------
+
+def config_selection(cfg: "ClusterConfig") -> dict[str, Any]:
+    """The config's ``Plugins:`` section as a :func:`load_slots` mapping.
+
+    Compatibility alias: a top-level ``Cgroup:`` section (the old home of the
+    cgroup settings) is handed, unvalidated, to the plugin named ``cgroup`` as
+    settings; keys also given in ``Plugins.Settings.cgroup`` (compared
+    case-insensitively) take the latter's value.
+    """
+    selection = cfg.Plugins.model_dump()
+    legacy = dict(getattr(cfg, "Cgroup", None) or {})
+    if legacy:
+        settings = dict(selection.get("Settings") or {})
+        own = dict(settings.get("cgroup") or {})
+        lowered = {str(k).lower() for k in own}
+        merged = {k: v for k, v in legacy.items() if str(k).lower() not in lowered}
+        merged.update(own)
+        settings["cgroup"] = merged
+        selection["Settings"] = settings
+    return selection
+
+
+def _names(slot: Slot, value: Any) -> list[str]:
+    if value is None or value == "":
+        names: list[Any] = []
+    else:
+        names = [value] if isinstance(value, str) else list(value)
+    for n in names:
+        if not isinstance(n, str) or not n:
+            raise PluginError(f"Plugins.{slot.key}: plugin names must be non-empty strings, got {n!r}")
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise PluginError(f"{slot.name} plugin {n!r} is listed twice in Plugins.{slot.key}")
+        seen.add(n)
+    if len(names) < slot.least or (slot.most is not None and len(names) > slot.most):
+        got = ", ".join(names) or "none"
+        raise PluginError(f"the {slot.name} slot takes {slot.describe_count()} (Plugins.{slot.key}), got: {got} "
+                          f"(installed: {', '.join(installed(slot.name)) or 'none'})")
+    return names
+
+
+# --------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------
+
+def _instantiate(slot: Slot, name: str) -> Any:
+    """Load and instantiate plugin ``name`` of ``slot`` through stevedore."""
     from stevedore import driver
     from stevedore.exception import MultipleMatches, NoMatches
 
-    group = SLOTS[slot]
-    available = installed(slot)
     failures: list[BaseException] = []
 
     def _failed(_mgr: Any, _ep: Any, exc: BaseException) -> None:
         failures.append(exc)
 
     try:
-        mgr = driver.DriverManager(namespace=group, name=name, invoke_on_load=True,
+        mgr = driver.DriverManager(namespace=slot.group, name=name, invoke_on_load=True,
                                    on_load_failure_callback=_failed)
     except NoMatches:
         if failures:
             exc = failures[0]
-            raise PluginError(f"{slot} plugin {name!r} failed to load: {type(exc).__name__}: {exc}") from None
-        raise PluginError(
-            f"no {slot} plugin named {name!r} is installed (installed: {', '.join(available) or 'none'})"
-        ) from None
+            raise PluginError(f"{slot.name} plugin {name!r} failed to load: {type(exc).__name__}: "
+                              f"{_one_line(exc)}") from None
+        raise PluginError(f"no {slot.name} plugin named {name!r} is installed "
+                          f"(installed: {', '.join(installed(slot.name)) or 'none'})") from None
     except MultipleMatches:
-        raise PluginError(f"more than one {slot} plugin is named {name!r}") from None
+        raise PluginError(f"more than one {slot.name} plugin is named {name!r}") from None
     except Exception as exc:  # the plugin's own import or constructor failed
-        raise PluginError(f"{slot} plugin {name!r} failed to load: {type(exc).__name__}: {exc}") from None
-    obj = mgr.driver
-    configure = getattr(obj, "configure", None)
-    if callable(configure):
+        raise PluginError(f"{slot.name} plugin {name!r} failed to load: {type(exc).__name__}: "
+                          f"{_one_line(exc)}") from None
+    return mgr.driver
+
+
+def _hookimpl_names(pm: pluggy.PluginManager, obj: Any) -> set[str]:
+    """Names of the attributes of ``obj`` marked with ``crane_kernel.hookimpl`` (pluggy's own parser)."""
+    found = set()
+    for attr in dir(obj):
         try:
-            configure(dict(settings or {}))
-        except Exception as exc:
-            raise PluginError(f"{slot} plugin {name!r} rejected its settings: {exc}") from None
-    return obj
+            if pm.parse_hookimpl_opts(obj, attr) is not None:
+                found.add(attr)
+        except Exception:  # a property that raises is not a hook implementation
+            continue
+    return found
 
 
-def register(pm: pluggy.PluginManager, slot: str, names: Iterable[str],
-             settings: dict[str, dict] | None = None) -> list[Any]:
-    """Load the named plugins of ``slot`` in order and register them; return the plugin objects.
+def check_slot(pm: pluggy.PluginManager, slot: Slot, name: str, obj: Any) -> None:
+    """Raise :class:`PluginError` unless ``obj`` implements only hooks of ``slot`` and all it requires."""
+    hooks = _hookimpl_names(pm, obj)
+    specs = set(_hookspec_names())
+    for hook in sorted(hooks):
+        if hook not in specs:
+            raise PluginError(f"{slot.name} plugin {name!r} implements {hook}, which is not a cranesched hook")
+        if hook not in slot.hooks and hook not in COMMON_HOOKS:
+            raise PluginError(f"{slot.name} plugin {name!r} implements {hook}, which is not a {slot.name} hook "
+                              f"({slot.name} hooks: {', '.join(sorted(slot.hooks))})")
+    missing = sorted(slot.required - hooks)
+    if missing:
+        raise PluginError(f"{slot.name} plugin {name!r} does not implement {missing[0]}, which every "
+                          f"{slot.name} plugin must")
+    if not hooks & slot.hooks:
+        raise PluginError(f"{slot.name} plugin {name!r} implements none of the {slot.name} hooks "
+                          f"({', '.join(sorted(slot.hooks))})")
 
-    For ordered slots (runtime, auth) the first name is asked first: pluggy
-    calls the most recently registered implementation first, so we register
-    in reverse order.
+
+def load_slots(selection: Mapping[str, Any], *, slots: Iterable[str] | None = None,
+               defaults: Mapping[str, Mapping[str, Any]] | None = None) -> "Plugins":
+    """Load the plugins a process needs into one plugin manager; the one way plugins are loaded.
+
+    ``selection`` is shaped like the config's ``Plugins:`` section: a slot's
+    config key (``Scheduler``, ``Priority``, ``Runtime``, ``Auth``,
+    ``JobFilters``, ``Events``) maps to a name or a list of names, and
+    ``Settings`` maps a plugin name to its settings (use
+    :func:`config_selection` for a :class:`~crane_kernel.config.ClusterConfig`).
+    ``slots`` names the slots this process fills (default: every slot whose
+    key is in ``selection``); ``defaults`` maps a slot name to settings the
+    kernel supplies to each of its plugins, under the user's.
+
+    Raises :class:`PluginError` (one line) for a name that is not installed,
+    a plugin that fails to import, a wrong number of plugins for a slot, a
+    hook outside the plugin's slot or a required hook missing, settings the
+    plugin rejects, or settings for a plugin that takes none. Plugins
+    already configured when a later one fails are shut down first.
     """
-    settings = settings or {}
-    names = list(names)
-    objs = [load_one(slot, n, settings.get(n)) for n in names]
-    for name, obj in reversed(list(zip(names, objs, strict=True))):
-        try:
-            pm.register(obj, name=f"{slot}:{name}")
-        except Exception as exc:
-            raise PluginError(f"{slot} plugin {name!r} does not fit the hook specifications: {exc}") from None
+    wanted = list(slots) if slots is not None else [s.name for s in SLOTS.values() if s.key in selection]
+    unknown = [s for s in wanted if s not in SLOTS]
+    if unknown:
+        raise PluginError(f"unknown plugin slot(s) {', '.join(unknown)} (slots: {', '.join(SLOTS)})")
+    settings = dict(selection.get("Settings") or {})
+    objects: dict[str, dict[str, Any]] = {}
+    for slot in SLOTS.values():
+        if slot.name in wanted:
+            objects[slot.name] = {n: None for n in _names(slot, selection.get(slot.key))}
+    return _assemble(objects, settings, defaults or {}, _instantiate)
+
+
+def from_objects(objects: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Mapping[str, Any]] | None = None,
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None) -> "Plugins":
+    """Build a :class:`Plugins` from plugin objects already instantiated (tests, embedding the kernel).
+
+    ``objects`` maps a slot name to ``{plugin name: object}`` in configured
+    order. The objects go through exactly the checks, registration and
+    configuration of :func:`load_slots`; only the stevedore look-up is skipped.
+    """
+    unknown = [s for s in objects if s not in SLOTS]
+    if unknown:
+        raise PluginError(f"unknown plugin slot(s) {', '.join(unknown)} (slots: {', '.join(SLOTS)})")
+    given = {slot.name: dict(objects[slot.name]) for slot in SLOTS.values() if slot.name in objects}
+    for name, named in given.items():
+        slot = SLOTS[name]
+        if len(named) < slot.least or (slot.most is not None and len(named) > slot.most):
+            raise PluginError(f"the {name} slot takes {slot.describe_count()}, got: {', '.join(named) or 'none'}")
+    return _assemble(given, dict(settings or {}), defaults or {}, None)
+
+
+def _assemble(objects: dict[str, dict[str, Any]], settings: dict[str, Any],
+              defaults: Mapping[str, Mapping[str, Any]], make: Callable[[Slot, str], Any] | None) -> "Plugins":
+    pm = new_manager()
+    loaded: list[LoadedPlugin] = []
+    configured: list[LoadedPlugin] = []
     try:
+        for slot_name, named in objects.items():
+            slot = SLOTS[slot_name]
+            batch = []
+            for name, obj in named.items():
+                plugin = make(slot, name) if make is not None else obj
+                check_slot(pm, slot, name, plugin)
+                batch.append(LoadedPlugin(slot.name, name, plugin))
+            # pluggy calls the most recently registered implementation first: register in reverse
+            # so that the first configured plugin of a list slot is asked first
+            for lp in reversed(batch):
+                try:
+                    pm.register(lp.obj, name=f"{lp.slot}:{lp.name}")
+                except ValueError as exc:  # the same object registered twice
+                    raise PluginError(f"{lp.slot} plugin {lp.name!r} cannot be registered: {_one_line(exc)}") from None
+                except pluggy.PluginValidationError as exc:
+                    raise PluginError(f"{lp.slot} plugin {lp.name!r} does not fit the hook specifications: "
+                                      f"{_one_line(exc)}") from None
+            for lp in batch:
+                _configure(pm, lp, settings.get(lp.name), defaults.get(lp.slot))
+                configured.append(lp)
+                loaded.append(lp)
         pm.check_pending()
+    except BaseException:
+        _shutdown_all(pm, configured)
+        raise
+    return Plugins(pm, loaded, slots=list(objects))
+
+
+def own_caller(pm: pluggy.PluginManager, hook: str, plugin: Any) -> Callable[..., Any]:
+    """A caller of ``plugin``'s own implementation of ``hook`` (pluggy ``subset_hook_caller``).
+
+    Calling it runs that one implementation through pluggy (``None`` for a
+    firstresult hook it does not implement, else a list of results).
+    """
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    return pm.subset_hook_caller(hook, others)
+
+
+def _configure(pm: pluggy.PluginManager, lp: LoadedPlugin, user: Mapping[str, Any] | None,
+               slot_defaults: Mapping[str, Any] | None) -> None:
+    implements = _CONFIGURE in _hookimpl_names(pm, lp.obj)
+    if user is not None and not isinstance(user, Mapping):
+        raise PluginError(f"Plugins.Settings.{lp.name}: settings must be a mapping, got {type(user).__name__}")
+    if not implements:
+        if user:
+            raise PluginError(f"{lp.slot} plugin {lp.name!r} takes no settings (it does not implement "
+                              f"{_CONFIGURE}), but Plugins.Settings.{lp.name} gives some")
+        return
+    merged = dict(slot_defaults or {})
+    merged.update(user or {})
+    try:
+        own_caller(pm, _CONFIGURE, lp.obj)(settings=merged)
     except Exception as exc:
-        raise PluginError(f"{slot} plugin implements an unknown hook: {exc}") from None
-    return objs
+        raise PluginError(f"{lp.slot} plugin {lp.name!r} rejected its settings: {_one_line(exc)}") from None
+
+
+def _shutdown_all(pm: pluggy.PluginManager, loaded: Sequence[LoadedPlugin]) -> None:
+    """Call each plugin's own ``crane_plugin_shutdown``, last loaded first; log (never raise) failures."""
+    for lp in reversed(loaded):
+        try:
+            own_caller(pm, _SHUTDOWN, lp.obj)()
+        except Exception:
+            log.exception("%s plugin %r failed to shut down", lp.slot, lp.name)
+
+
+# --------------------------------------------------------------------------
+# calling hooks
+# --------------------------------------------------------------------------
+
+def _return_none(**_kwargs: Any) -> None:
+    return None
+
+
+def _return_empty(**_kwargs: Any) -> list:
+    return []
+
+
+def fast_caller(hook: pluggy.HookCaller) -> Callable[..., Any]:
+    """A keyword-argument caller with the semantics of calling ``hook`` through pluggy, made cheaper.
+
+    * no implementation: returns ``None`` (firstresult) or ``[]``;
+    * exactly one plain implementation (not a wrapper): that implementation,
+      called directly — for a firstresult hook its bound method itself when it
+      takes all the hook's arguments, so a call costs what a method call
+      costs; a non-firstresult hook still returns a list (``[]`` for ``None``);
+    * otherwise: the pluggy ``HookCaller`` itself.
+
+    The caller is a snapshot: build it after every plugin is registered
+    (:class:`Plugins` does). It bypasses pluggy's call tracing
+    (``add_hookcall_monitoring``), which the kernel does not use.
+    """
+    impls = hook.get_hookimpls()
+    spec = hook.spec
+    firstresult = bool(spec is not None and spec.opts.get("firstresult"))
+    if not impls:
+        return _return_none if firstresult else _return_empty
+    if len(impls) > 1 or any(i.hookwrapper or getattr(i, "wrapper", False) for i in impls):
+        return hook
+    impl = impls[0]
+    fn = impl.function
+    names = tuple(impl.argnames)
+    if firstresult:
+        if spec is not None and set(names) == set(spec.argnames):
+            return fn
+
+        def call_first(**kwargs: Any) -> Any:
+            return fn(*[kwargs[a] for a in names])
+
+        return call_first
+
+    if spec is not None and set(names) == set(spec.argnames):
+        def call_all(**kwargs: Any) -> list:
+            result = fn(**kwargs)
+            return [] if result is None else [result]
+    else:
+        def call_all(**kwargs: Any) -> list:
+            result = fn(*[kwargs[a] for a in names])
+            return [] if result is None else [result]
+
+    return call_all
+
+
+class HookCallers:
+    """``plugins.hook``: one attribute per hookspec, each the kernel's caller for that hook."""
+
+    def __getattr__(self, name: str) -> Any:
+        """Only hookspec names exist (a typo is an AttributeError, not a silent no-op)."""
+        raise AttributeError(f"no cranesched hook named {name!r}")
+
+
+class Plugins:
+    """The plugins of one process: its one pluggy manager, what is loaded into each slot, and hook callers.
+
+    Built by :func:`load_slots` (or :func:`from_objects`). ``pm`` is the
+    pluggy manager; ``hook`` holds, for every hookspec, the caller the kernel
+    uses (:meth:`caller`); ``steps`` is the
+    :class:`~crane_kernel.runtime.StepDispatcher` when the runtime slot is
+    filled, even with no plugin (else ``None``). Call :meth:`shutdown` when the process stops.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager, loaded: Sequence[LoadedPlugin],
+                 slots: Iterable[str] | None = None) -> None:
+        """Index the loaded plugins and build the hook callers (the plugin set is fixed from here on).
+
+        ``slots`` are the slots this process filled (default: those with a loaded plugin).
+        """
+        self.pm = pm
+        self.loaded = list(loaded)
+        self.slots = list(slots) if slots is not None else list(dict.fromkeys(lp.slot for lp in self.loaded))
+        self._shut = False
+        self.steps: StepDispatcher | None = None
+        if "runtime" in self.slots:
+            from crane_kernel.runtime import StepDispatcher
+
+            runtimes = [(lp.name, lp.obj) for lp in self.loaded if lp.slot == "runtime"]
+            self.steps = StepDispatcher(runtimes, lambda hook, obj: own_caller(pm, hook, obj))
+        self.hook = HookCallers()
+        for name in _hookspec_names():
+            setattr(self.hook, name, self._make_caller(name))
+
+    def _make_caller(self, name: str) -> Callable[..., Any]:
+        if name in (_CONFIGURE, _SHUTDOWN):
+            return _per_plugin_only(name)
+        if self.steps is not None and name in _RUNTIME_HOOKS:
+            return getattr(self.steps, name)
+        return fast_caller(getattr(self.pm.hook, name))
+
+    def caller(self, name: str) -> Callable[..., Any]:
+        """The kernel's caller for hook ``name`` (the same object as ``hook.<name>``); call it with keywords.
+
+        Semantics are pluggy's (firstresult or a list of results) — see
+        :func:`fast_caller` for how a single plain implementation is called
+        directly. The runtime hooks go through ``steps`` (to the runtime that
+        launched the step); ``crane_plugin_configure`` and
+        ``crane_plugin_shutdown`` are never broadcast (see :meth:`shutdown`).
+        """
+        return getattr(self.hook, name)
+
+    def implemented(self, name: str) -> bool:
+        """True when some loaded plugin implements hook ``name``."""
+        return bool(getattr(self.pm.hook, name).get_hookimpls())
+
+    def plugins(self, slot: str) -> list[Any]:
+        """The plugin objects loaded into ``slot``, in configured order."""
+        return [lp.obj for lp in self.loaded if lp.slot == slot]
+
+    def names(self, slot: str) -> list[str]:
+        """The names of the plugins loaded into ``slot``, in configured order."""
+        return [lp.name for lp in self.loaded if lp.slot == slot]
+
+    def own_caller(self, name: str, plugin: Any) -> Callable[..., Any]:
+        """A caller of ``plugin``'s own implementation of hook ``name`` (see :func:`own_caller`)."""
+        return own_caller(self.pm, name, plugin)
+
+    def shutdown(self) -> None:
+        """Call every plugin's own ``crane_plugin_shutdown``, last loaded first; only the first call does it."""
+        if self._shut:
+            return
+        self._shut = True
+        _shutdown_all(self.pm, self.loaded)
+
+
+def _hookspec_names() -> list[str]:
+    return [n for n in vars(hookspecs) if n.startswith("crane_") and callable(getattr(hookspecs, n))]
+
+
+def _per_plugin_only(name: str) -> Callable[..., Any]:
+    def refuse(**_kwargs: Any) -> Any:
+        raise PluginError(f"{name} is called per plugin by the kernel (load_slots, Plugins.shutdown), "
+                          "not broadcast")
+
+    return refuse

@@ -38,14 +38,20 @@ def default_config(base_dir: str, redis_url: str, port: int, *, nodes: int = 3, 
         "DefaultPartition": "debug",
         "CraneCtld": {"CranedTimeout": 30, "ScheduleInterval": 1.0},
         "Craned": {"PingInterval": 2, "KillWait": 2},
-        "Cgroup": {"Prefix": f"crane_{cluster}_{os.getpid()}"},
+        # every cluster's job cgroups under their own prefix (the cgroup runtime plugin's setting)
+        "Plugins": {"Settings": {"cgroup": {"Prefix": f"crane_{cluster}_{os.getpid()}"}}},
     }
+    _merge(cfg, overrides)
+    return cfg
+
+
+def _merge(cfg: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Overlay ``overrides`` on ``cfg``, mappings key by key (so ``Plugins={"Scheduler": ...}`` keeps the Settings)."""
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key].update(value)
+            _merge(cfg[key], value)
         else:
             cfg[key] = value
-    return cfg
 
 
 class LocalCluster:
@@ -189,9 +195,26 @@ class LocalCluster:
                 except (OSError, ValueError, KeyError):
                     pass
         time.sleep(0.1)
-        prefix = getattr(getattr(self, "cfg", None), "Cgroup", None)
-        if prefix is not None:
-            _remove_cgroups(prefix.Root, prefix.Prefix)
+        where = self._cgroup_root_and_prefix()
+        if where is not None:
+            _remove_cgroups(*where)
+
+    def _cgroup_root_and_prefix(self) -> tuple[str, str] | None:
+        """Where the cgroup runtime puts this cluster's job cgroups, from its settings (None: not used)."""
+        cfg = getattr(self, "cfg", None)
+        if cfg is None or "cgroup" not in cfg.Plugins.Runtime:
+            return None
+        from crane_kernel.plugins import config_selection
+
+        try:
+            from crane_runtime_cgroup.config import parse_config
+        except ImportError:
+            return None
+        try:
+            settings = parse_config(config_selection(cfg)["Settings"].get("cgroup"))
+        except Exception:  # invalid settings: craned refused to start, so nothing was created
+            return None
+        return settings.root, settings.prefix
 
     def __enter__(self) -> "LocalCluster":
         return self.start()

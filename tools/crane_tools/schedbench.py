@@ -1,9 +1,9 @@
 """Engine of ``crane bench sched``: time one scheduling cycle of a scheduler plugin on a synthetic cluster.
 
-The scheduler is loaded by name through stevedore from entry-point group
-``crane.scheduler`` and called through a pluggy ``PluginManager`` carrying
-:mod:`crane_kernel.hookspecs` — the same path cranectld uses — so the figure
-is what the controller would see. The synthetic cluster is deterministic for
+The scheduler is loaded by name with :func:`crane_kernel.plugins.load_slots`
+(stevedore, entry-point group ``crane.scheduler``) and called through the
+kernel's ``plugins.hook.crane_schedule`` — the same path cranectld uses — so
+the figure is what the controller would see. The synthetic cluster is deterministic for
 a given seed. Every plan is checked (:func:`validate_plan`): no node gets more
 than it has free, constraints are honoured, every job gets a start or a
 reason, and the view is not modified.
@@ -43,24 +43,21 @@ def installed_schedulers() -> list[str]:
 
 
 def load_scheduler(name: str, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
-    """Load scheduler ``name`` exactly as cranectld does and register it with a fresh ``crane`` PluginManager.
+    """Load scheduler ``name`` exactly as cranectld does: :func:`crane_kernel.plugins.load_slots`.
 
-    That is: :func:`crane_kernel.plugins.load_one` (stevedore ``DriverManager``
-    on group ``crane.scheduler``, ``invoke_on_load``, then ``configure``) and a
-    pluggy manager from :func:`crane_kernel.plugins.new_manager` carrying
-    :mod:`crane_kernel.hookspecs`. Returns ``(plugin_object, plugin_manager)``.
+    Returns ``(plugin_object, plugins)`` where ``plugins`` is the
+    :class:`~crane_kernel.plugins.Plugins` holding it (call
+    ``plugins.hook.crane_schedule``, and ``plugins.shutdown()`` when done).
     Raises :class:`SchedulerNotFoundError` with a one-line message listing the
     installed schedulers when ``name`` is not one of them.
     """
-    from crane_kernel.plugins import load_one, new_manager
+    from crane_kernel.plugins import load_slots
 
     have = installed_schedulers()
     if name not in have:
         raise SchedulerNotFoundError(f"scheduler {name!r} is not installed (installed: {', '.join(have) or 'none'})")
-    obj = load_one("scheduler", name, dict(config or {}))
-    pm = new_manager()
-    pm.register(obj, name=f"scheduler:{name}")
-    return obj, pm
+    loaded = load_slots({"Scheduler": name, "Settings": {name: dict(config or {})}}, slots=("scheduler",))
+    return loaded.plugins("scheduler")[0], loaded
 
 
 # --------------------------------------------------------------------------
@@ -313,17 +310,21 @@ def run_sched_bench(nodes: int, jobs: int, scheduler: str, seed: int = 1, runnin
     when the plugin exposes ``last_stats``, ``plugin_stats``.
     Raises :class:`SchedulerNotFoundError` for an unknown scheduler.
     """
-    obj, pm = load_scheduler(scheduler)
+    obj, loaded = load_scheduler(scheduler)
     t0 = time.perf_counter()
     view = build_cluster(nodes, jobs, seed, running_fraction, workload)
     build_s = time.perf_counter() - t0
     before = _node_snapshot(view)
     times: list[float] = []
     plan: Plan | None = None
-    for _ in range(max(1, repeat)):
-        t = time.perf_counter()
-        plan = pm.hook.crane_schedule(view=view, now=NOW)
-        times.append(time.perf_counter() - t)
+    schedule = loaded.hook.crane_schedule
+    try:
+        for _ in range(max(1, repeat)):
+            t = time.perf_counter()
+            plan = schedule(view=view, now=NOW)
+            times.append(time.perf_counter() - t)
+    finally:
+        loaded.shutdown()
     if plan is None:
         plan = Plan()
     problems = validate_plan(view, plan)

@@ -14,12 +14,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from crane_kernel import hookimpl
+from crane_kernel import hookimpl, plugins
 from crane_kernel.sched_types import ClusterView, Plan
 from crane_tools.sim import reference, run_sim
 from crane_tools.sim.engine import Simulation
 from crane_tools.sim.model import build_jobs
-from crane_tools.sim.plugins import plugin_manager
 from crane_tools.sim.swf import read_swf
 
 KTH = Path("/work/shared/traces/KTH-SP2-1996-2.1-cln.swf.gz")
@@ -110,13 +109,13 @@ class Twin:
         self.mode = mode
         self.make = BackfillScheduler
         self.cached = BackfillScheduler()
-        self.cached.configure({"mode": mode})
+        self.cached.crane_plugin_configure(settings={"mode": mode})
 
     @hookimpl
     def crane_schedule(self, view: ClusterView, now: float) -> Plan:
         a = self.cached.schedule(view, now)
         fresh = self.make()
-        fresh.configure({"mode": self.mode})
+        fresh.crane_plugin_configure(settings={"mode": self.mode})
         b = fresh.schedule(view, now)
         assert sorted(j for j, _ in a.starts) == sorted(j for j, _ in b.starts), now
         assert a.reserved == b.reserved, now
@@ -131,7 +130,7 @@ def test_cached_plans_equal_fresh_plans(mode: str) -> None:
     twin = Twin(mode)
     trace = read_swf(str(KTH), max_jobs=1500)
     jobs, _ = build_jobs(trace.records, 100)
-    Simulation(jobs, 100, plugin_manager(twin)).run()
+    Simulation(jobs, 100, plugins.from_objects({"scheduler": {"twin": twin}})).run()
     pool = twin.cached._pool
     assert pool is not None and pool.shortcuts > 0
 

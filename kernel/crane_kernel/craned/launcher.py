@@ -10,10 +10,13 @@ collector, and then forks one supervisor per launch request. Supervisors call
 ``setsid()`` and outlive both the launcher and ``craned``.
 
 Protocol, on stdin: one JSON object per line. The first is the set-up
-(``node``, ``redis_url``, ``stream``, ``kill_wait``, ``cgroup_prefix``,
-``runtimes``: names, ``settings``: name -> dict); each further line is a launch
-(``job_dir`` plus the ``launch_step`` message fields ``job_id``, ``step_id``,
-``epoch``, ``spec``). EOF (``craned`` gone) ends the launcher.
+(``node``, ``redis_url``, ``stream``, ``kill_wait``, ``plugins``: the runtime
+part of the ``Plugins:`` section, ``{"Runtime": [names], "Settings": {name:
+dict}}``, loaded with :func:`crane_kernel.plugins.load_slots`); each further
+line is a launch (``job_dir`` plus the ``launch_step`` message fields
+``job_id``, ``step_id``, ``epoch``, ``spec``). EOF (``craned`` gone) ends the
+launcher, which then shuts its plugins down (``crane_plugin_shutdown``); the
+supervisors, forked children that end with ``os._exit``, never do.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crane_kernel.plugins import Plugins
 
 log = logging.getLogger("craned.launcher")
 
@@ -31,11 +38,19 @@ log = logging.getLogger("craned.launcher")
 def serve(stream_in: object) -> None:
     """Read the set-up line, load the runtime plugins, then fork a supervisor per launch line."""
     from crane_kernel import plugins
-    from crane_kernel.craned.supervisor import Supervisor
 
     setup = json.loads(stream_in.readline())  # type: ignore[attr-defined]
-    pm = plugins.new_manager()
-    plugins.register(pm, "runtime", setup["runtimes"], setup.get("settings") or {})
+    pm = plugins.load_slots(setup["plugins"], slots=("runtime",))
+    try:
+        _fork_supervisors(stream_in, setup, pm)
+    finally:
+        pm.shutdown()
+
+
+def _fork_supervisors(stream_in: object, setup: dict, pm: "Plugins") -> None:
+    """Fork one supervisor per launch line until EOF (the children never return here)."""
+    from crane_kernel.craned.supervisor import Supervisor
+
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
     import encodings.idna  # noqa: F401 - socket.create_connection imports it (and unicodedata) on first use
     gc.collect()
@@ -52,7 +67,7 @@ def serve(stream_in: object) -> None:
                 gc.disable()  # a short-lived process: collecting would only copy pages
                 os.setsid()
                 Supervisor(setup["node"], launch["job_dir"], launch, pm, setup["redis_url"], setup["stream"],
-                           float(setup["kill_wait"]), setup["cgroup_prefix"]).run()
+                           float(setup["kill_wait"])).run()
             except BaseException:
                 log.exception("supervisor of job %s crashed", launch.get("job_id"))
             finally:

@@ -36,21 +36,24 @@ from crane_kernel.errors import CraneError
 log = logging.getLogger("craned")
 
 
-def runtime_settings(cfg: ClusterConfig) -> dict[str, dict[str, Any]]:
-    """Settings for each configured runtime plugin (the ``Cgroup:`` section plus ``Plugins.Settings``)."""
-    from crane_kernel.ctld.main import plugin_settings
+def runtime_selection(cfg: ClusterConfig) -> dict[str, Any]:
+    """The runtime part of the ``Plugins:`` section (names and their settings), JSON-serialisable for the launcher."""
+    from crane_kernel import plugins
 
-    cg = {"Version": cfg.Cgroup.Version, "Root": cfg.Cgroup.Root, "Prefix": cfg.Cgroup.Prefix}
-    return {n: plugin_settings(cfg, n, cg) for n in cfg.Plugins.Runtime}
+    selection = plugins.config_selection(cfg)
+    names = list(selection.get("Runtime") or [])
+    settings = selection.get("Settings") or {}
+    return {"Runtime": names, "Settings": {n: settings[n] for n in names if n in settings}}
 
 
 def build_runtime_manager(cfg: ClusterConfig) -> Any:
-    """Load the runtime plugins named in the config, in order (a bad name fails here, at start-up)."""
+    """Load the runtime plugins named in the config, in order (a bad name fails here, at start-up).
+
+    Returns a :class:`crane_kernel.plugins.Plugins` holding only the runtime slot.
+    """
     from crane_kernel import plugins
 
-    pm = plugins.new_manager()
-    plugins.register(pm, "runtime", cfg.Plugins.Runtime, runtime_settings(cfg))
-    return pm
+    return plugins.load_slots(runtime_selection(cfg), slots=("runtime",))
 
 
 class Launcher:
@@ -63,8 +66,7 @@ class Launcher:
     def _start(self) -> subprocess.Popen:
         c = self.craned
         setup = {"node": c.node, "redis_url": c.cfg.RedisUrl, "stream": c.bus.ctld_stream(),
-                 "kill_wait": c.cfg.Craned.KillWait, "cgroup_prefix": c.cfg.Cgroup.Prefix,
-                 "runtimes": list(c.cfg.Plugins.Runtime), "settings": runtime_settings(c.cfg)}
+                 "kill_wait": c.cfg.Craned.KillWait, "plugins": runtime_selection(c.cfg)}
         env = dict(os.environ, CRANE_LOG_LEVEL=logging.getLevelName(logging.getLogger().level))
         proc = subprocess.Popen([sys.executable, "-m", "crane_kernel.craned.launcher"], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=c.log_stream, env=env, text=True,
@@ -274,6 +276,7 @@ class Craned:
                 log.error("node loop error (will retry): %s", exc)
                 time.sleep(0.5)
         self.launcher.close()
+        self.pm.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,7 +80,7 @@ def expand_pattern(pattern: str, job_id: int, name: str, user: str, cwd: str) ->
     return path if os.path.isabs(path) else os.path.join(cwd, path)
 
 
-def build_step(node: str, job_dir: str, spec: dict[str, Any], prefix: str) -> StepSpec:
+def build_step(node: str, job_dir: str, spec: dict[str, Any]) -> StepSpec:
     """Turn the controller's launch spec into a :class:`StepSpec`, writing the script file."""
     job_id = int(spec["job_id"])
     uid, gid = int(spec["uid"]), int(spec["gid"])
@@ -114,7 +114,7 @@ def build_step(node: str, job_dir: str, spec: dict[str, Any], prefix: str) -> St
         open_mode=spec.get("open_mode") or "truncate", cpus=float(spec.get("cpus") or 1),
         cpu_ids=list(spec.get("cpu_ids") or []), mem_bytes=int(spec.get("mem_bytes") or 0),
         devices_allow=list(spec.get("devices_allow") or []), devices_deny=list(spec.get("devices_deny") or []),
-        time_limit=int(spec.get("time_limit") or 0), cgroup_prefix=prefix, pids_max=int(spec.get("pids_max") or 0),
+        time_limit=int(spec.get("time_limit") or 0),
     )
 
 
@@ -142,7 +142,7 @@ class Supervisor:
     """
 
     def __init__(self, node: str, job_dir: str, launch: dict[str, Any], pm: Any, redis_url: str, stream: str,
-                 kill_wait: float, cgroup_prefix: str) -> None:
+                 kill_wait: float) -> None:
         self.node = node
         self.job_dir = job_dir
         self.job_id = int(launch["job_id"])
@@ -153,7 +153,6 @@ class Supervisor:
         self.redis_url = redis_url
         self.stream = stream
         self.kill_wait = kill_wait
-        self.prefix = cgroup_prefix
         self.cancel = False
 
     def _on_term(self, _signum: int, _frame: Any) -> None:
@@ -193,8 +192,8 @@ class Supervisor:
                    {"pid": os.getpid(), "start": proc_start_time(os.getpid()), "epoch": self.epoch})
         job_id = self.job_id
         try:
-            step = build_step(self.node, self.job_dir, self.spec, self.prefix)
-            handle = self.pm.hook.crane_step_launch(step=step)
+            step = build_step(self.node, self.job_dir, self.spec)
+            handle = self.pm.steps.crane_step_launch(step=step)  # routes later hooks to the runtime that claims it
             if handle is None:
                 raise StepLaunchError("no runtime plugin accepted the step", EC_SPAWN_FAILED)
         except StepLaunchError as exc:
@@ -207,7 +206,7 @@ class Supervisor:
         self._send(self._status("running"))
         deadline = started + step.time_limit if step.time_limit else None
         ending, term_at, killed = "", 0.0, False
-        hook = self.pm.hook
+        hook = self.pm.steps  # the runtime hooks, called on the plugin that launched the step
         while True:
             rc = hook.crane_step_wait(handle=handle, timeout=POLL_S)
             if rc is not None:

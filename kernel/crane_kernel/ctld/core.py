@@ -491,7 +491,7 @@ class Controller:
             "open_mode": spec.get("open_mode") or "truncate", "cpus": job.cpus_per_node,
             "cpu_ids": head.cpu_ids, "mem_bytes": job.mem_per_node, "time_limit": job.time_limit,
             "devices_allow": devices, "devices_deny": [d for d in all_devices if d not in devices],
-            "exclusive": job.exclusive, "pids_max": self.cfg.Cgroup.PidsMax,
+            "exclusive": job.exclusive,
         }
         return m.LaunchStep(job_id=job.job_id, step_id=1, spec=step, epoch=job.epoch)
 

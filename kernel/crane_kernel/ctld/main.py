@@ -20,29 +20,24 @@ log = logging.getLogger("cranectld")
 EVENTS_MAXLEN = 200_000  # the events stream keeps about this many recent events
 
 
-def plugin_settings(cfg: ClusterConfig, name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Settings handed to plugin ``name``: built-in defaults overlaid with ``Plugins.Settings.<name>``."""
-    out = dict(extra or {})
-    out.update(cfg.Plugins.Settings.get(name, {}))
-    return out
+CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter")
+"""The plugin slots cranectld fills (runtimes load on the nodes, event plugins in the event consumers)."""
+
+
+def slot_defaults(cfg: ClusterConfig) -> dict[str, dict[str, Any]]:
+    """Settings the kernel supplies to every plugin of a slot, under ``Plugins.Settings.<name>``."""
+    return {"auth": {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins)}}
 
 
 def build_plugin_manager(cfg: ClusterConfig) -> Any:
-    """Load the controller's plugin slots (scheduler, priority, auth, job filters) as configured."""
+    """Load the controller's plugin slots (scheduler, priority, auth, job filters) into one manager.
+
+    Returns a :class:`crane_kernel.plugins.Plugins`; raises a one-line
+    :class:`~crane_kernel.errors.PluginError` for any plugin problem.
+    """
     from crane_kernel import plugins
 
-    pm = plugins.new_manager()
-    auth_defaults = {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins)}
-    plugins.register(pm, "auth", cfg.Plugins.Auth,
-                     {n: plugin_settings(cfg, n, auth_defaults) for n in cfg.Plugins.Auth})
-    plugins.register(pm, "scheduler", [cfg.Plugins.Scheduler],
-                     {cfg.Plugins.Scheduler: plugin_settings(cfg, cfg.Plugins.Scheduler)})
-    if cfg.Plugins.Priority:
-        prio = cfg.Plugins.Priority  # partition priorities reach it through the view's partitions
-        plugins.register(pm, "priority", [prio], {prio: plugin_settings(cfg, prio)})
-    plugins.register(pm, "job_filter", cfg.Plugins.JobFilters,
-                     {n: plugin_settings(cfg, n) for n in cfg.Plugins.JobFilters})
-    return pm
+    return plugins.load_slots(plugins.config_selection(cfg), slots=CTLD_SLOTS, defaults=slot_defaults(cfg))
 
 
 def setup_logging(path: str | None, level: str) -> None:
@@ -68,10 +63,14 @@ class CtldDaemon:
         self.stop = threading.Event()
         tokens.create_key_file(cfg.key_file)
         self.pm = build_plugin_manager(cfg)
-        self.bus = Bus(cfg.RedisUrl, cfg.ClusterName)
-        self.store = StateStore(os.path.join(cfg.base_dir, "cranectld", "state.db"))
-        self.ctl = Controller(cfg, self.store, self.pm, self._publish)
-        self.ctl.recover()
+        try:
+            self.bus = Bus(cfg.RedisUrl, cfg.ClusterName)
+            self.store = StateStore(os.path.join(cfg.base_dir, "cranectld", "state.db"))
+            self.ctl = Controller(cfg, self.store, self.pm, self._publish)
+            self.ctl.recover()
+        except BaseException:
+            self.pm.shutdown()
+            raise
         self.listen = listen or f"{cfg.CraneCtldListenAddress}:{cfg.CraneCtldListenPort}"
         self.threads: list[threading.Thread] = []
         self.server: Any = None
@@ -131,7 +130,7 @@ class CtldDaemon:
             time.sleep(cc.ScheduleMinInterval)
 
     def shutdown(self) -> None:
-        """Stop serving and join the loops."""
+        """Stop serving, join the loops, close the store, then shut the plugins down."""
         self.stop.set()
         self.ctl.wake.set()
         if self.server is not None:
@@ -139,6 +138,7 @@ class CtldDaemon:
         for t in self.threads:
             t.join(timeout=3)
         self.store.close()
+        self.pm.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listen", help="override ADDRESS:PORT to listen on")
     args = ap.parse_args(argv)
     setup_logging(args.log_file, "debug" if args.debug_level == "trace" else args.debug_level)
+    daemon: CtldDaemon | None = None
     try:
         cfg = load_config(args.config)
         daemon = CtldDaemon(cfg, args.listen)
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     except CraneError as exc:
         print(f"cranectld: {exc}", file=sys.stderr)
         log.error("%s", exc)
+        if daemon is not None:  # it failed to start: its plugins still get their shutdown
+            daemon.pm.shutdown()
         return 1
     done = threading.Event()
 

@@ -35,8 +35,12 @@ class RbacAuth:
         self.key_file = ""
         self.admins: set[str] = {"root"}
 
-    def configure(self, settings: dict[str, Any]) -> None:
-        """Settings: ``KeyFile`` (path of the cluster key), ``Admins`` (user names with admin rights)."""
+    @hookimpl
+    def crane_plugin_configure(self, settings: dict[str, Any]) -> None:
+        """Settings: ``KeyFile`` (path of the cluster key), ``Admins`` (user names with admin rights).
+
+        cranectld supplies both (``Auth.KeyFile``, ``Auth.Admins``); ``Plugins.Settings.rbac`` may override them.
+        """
         self.key_file = settings.get("KeyFile", "")
         self.admins = set(settings.get("Admins", ["root"]))
         if self.key_file:
@@ -44,6 +48,11 @@ class RbacAuth:
                 self.key = tokens.read_key(self.key_file)
             except OSError as exc:
                 raise ValueError(f"cannot read cluster key {self.key_file}: {exc}") from None
+
+    @hookimpl
+    def crane_plugin_shutdown(self) -> None:
+        """Forget the cluster key: after shutdown no token verifies (a late RPC is unauthenticated)."""
+        self.key = None
 
     @hookimpl
     def crane_authenticate(self, call: CallInfo) -> Identity | None:

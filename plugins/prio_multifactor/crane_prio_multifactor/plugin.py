@@ -47,7 +47,7 @@ class MultifactorPriority:
     """Multifactor priority with decayed historical fair share.
 
     Instantiated by stevedore with no arguments from entry point
-    ``crane.priority: multifactor``; :meth:`configure` takes the settings of
+    ``crane.priority: multifactor``; :meth:`crane_plugin_configure` takes the settings of
     :mod:`crane_prio_multifactor.settings`. The controller (or ``crane sim``)
     calls the ``crane_job_finished`` hook when a job ends (accounting may call
     :meth:`record_usage` directly), and saves/restores the usage with
@@ -59,9 +59,10 @@ class MultifactorPriority:
         self.ledger = UsageLedger(self.settings.half_life)
         self._part_cache: tuple[Any, dict[str, tuple[float, float, float]]] | None = None
 
-    def configure(self, config: Mapping[str, Any]) -> None:
+    @hookimpl
+    def crane_plugin_configure(self, settings: Mapping[str, Any]) -> None:
         """Validate and apply settings (recorded usage is kept; the half-life applies from now on)."""
-        self.settings = parse_settings(config)
+        self.settings = parse_settings(settings)
         self.ledger.half_life = self.settings.half_life
 
     # ------------------------------------------------------------------ usage

@@ -1,6 +1,6 @@
 """Multifactor settings: weights, caps, fair-share half-life, QoS priorities, account shares.
 
-Configuration (the plugin's block in config.yaml, passed to ``configure``);
+Configuration (the plugin's block in config.yaml, passed to the ``crane_plugin_configure`` hook);
 every key also accepts Slurm's ``Priority`` prefix (``PriorityWeightAge``,
 ``PriorityMaxAge``, ``PriorityFavorSmall``; ``PriorityDecayHalfLife`` for ``HalfLife``)::
 

@@ -23,7 +23,7 @@ def _view(nodes: int = 10, cpus: float = 4.0, parts: dict[str, int] | None = Non
 
 def _plugin(**weights: float) -> MultifactorPriority:
     m = MultifactorPriority()
-    m.configure({**ONLY, **weights})
+    m.crane_plugin_configure(settings={**ONLY, **weights})
     return m
 
 
@@ -105,7 +105,8 @@ def test_fairshare_formula() -> None:
 
 def test_fairshare_shares_and_decay_over_time() -> None:
     m = _plugin(WeightFairShare=1, HalfLife=100)
-    m.configure({**ONLY, "WeightFairShare": 1, "HalfLife": 100, "Shares": {"a": 3, "b": 1, "z": 0}})
+    m.crane_plugin_configure(settings={**ONLY, "WeightFairShare": 1, "HalfLife": 100,
+                                       "Shares": {"a": 3, "b": 1, "z": 0}})
     m.record_usage("a", 100.0, 0.0)
     m.record_usage("b", 100.0, 200.0)
     jobs = [SchedJob(1, "p", account="a"), SchedJob(2, "p", account="b"), SchedJob(3, "p", account="z")]
@@ -127,14 +128,14 @@ def test_state_round_trip() -> None:
 
 def test_settings_validation_and_aliases() -> None:
     m = MultifactorPriority()
-    m.configure({"PriorityWeightAge": 5, "PriorityMaxAge": "1-0", "PriorityDecayHalfLife": 60,
+    m.crane_plugin_configure(settings={"PriorityWeightAge": 5, "PriorityMaxAge": "1-0", "PriorityDecayHalfLife": 60,
                  "PriorityFavorSmall": True})
     assert m.settings.weight_age == 5 and m.settings.max_age == 86400
     assert m.settings.half_life == 60 and m.ledger.half_life == 60 and m.settings.favor_small
     for bad in ({"WeightAge": -1}, {"Bogus": 1}, {"FavorSmall": "yes"}, {"WeightAge": 1, "PriorityWeightAge": 2},
                 {"QoSPriority": [1]}, {"Shares": {"a": -1}}):
         with pytest.raises(ValueError):
-            m.configure(bad)
+            m.crane_plugin_configure(settings=bad)
 
 
 def test_job_finished_hook_charges_cpu_seconds() -> None:
@@ -166,7 +167,7 @@ def test_hundred_thousand_jobs_fast() -> None:
             for i in range(100_000)]
     view = ClusterView(nodes, parts, jobs)
     m = MultifactorPriority()
-    m.configure({"WeightJobSize": 100, "QoSPriority": {"high": 10, "normal": 1}})
+    m.crane_plugin_configure(settings={"WeightJobSize": 100, "QoSPriority": {"high": 10, "normal": 1}})
     for a in range(50):
         m.record_usage(f"a{a}", 1000.0 * a, 100.0)
     best = float("inf")

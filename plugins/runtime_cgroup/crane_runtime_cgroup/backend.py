@@ -35,8 +35,12 @@ class CgroupBackend(ABC):
         """The directories of cgroup ``rel`` in every hierarchy this backend uses."""
 
     @abstractmethod
-    def create(self, rel: str, spec: StepSpec) -> None:
-        """Create cgroup ``rel`` (and its parents) and apply the limits of ``spec``; raise CgroupError."""
+    def create(self, rel: str, spec: StepSpec, pids_max: int = 0) -> None:
+        """Create cgroup ``rel`` (and its parents) with the limits of ``spec`` and ``pids_max`` (0 = none).
+
+        ``pids_max`` comes from the plugin's settings (``PidsMax``), not from the
+        step. Raises CgroupError.
+        """
 
     @abstractmethod
     def attach_files(self, rel: str) -> list[str]:

@@ -1,4 +1,9 @@
-"""The plugin's configuration (``Version``, ``Root``, ``Prefix``) and its validation."""
+"""The plugin's settings (``Version``, ``Root``, ``Prefix``, ``PidsMax``) and their validation.
+
+They come from ``Plugins.Settings.cgroup`` in the cluster config (or, as a
+compatibility alias, a top-level ``Cgroup:`` section), handed over by the
+kernel through ``crane_plugin_configure``.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +17,22 @@ DEFAULT_ROOT = "/sys/fs/cgroup"
 DEFAULT_PREFIX = "crane"
 
 
+KEYS = ("Version", "Root", "Prefix", "PidsMax")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Validated settings of the cgroup runtime.
 
-    ``prefix`` is ``None`` when the configuration does not set ``Prefix``: the
-    step's own ``cgroup_prefix`` is then used (see :func:`effective_prefix`).
+    Job cgroups live at ``<controller>/<prefix>/<node>/job_<id>`` under
+    ``root``; ``pids_max`` limits the processes (and threads) of each job
+    (0 = no limit).
     """
 
     version: str = "auto"
     root: str = DEFAULT_ROOT
-    prefix: str | None = None
-
-    def effective_prefix(self, step_prefix: str) -> str:
-        """The cgroup prefix for a step: configured ``Prefix``, else the step's, else ``crane``."""
-        return self.prefix or step_prefix or DEFAULT_PREFIX
+    prefix: str = DEFAULT_PREFIX
+    pids_max: int = 0
 
 
 def parse_config(config: dict[str, Any] | None) -> RuntimeConfig:
@@ -35,9 +41,9 @@ def parse_config(config: dict[str, Any] | None) -> RuntimeConfig:
     Raises :class:`~crane_kernel.errors.ConfigError` naming the key for invalid values.
     """
     lowered = {str(k).lower(): v for k, v in (config or {}).items()}
-    unknown = sorted(set(lowered) - {"version", "root", "prefix"})
+    unknown = sorted(set(lowered) - {k.lower() for k in KEYS})
     if unknown:
-        raise ConfigError(f"runtime cgroup: unknown key(s) {', '.join(unknown)} (known: Version, Root, Prefix)")
+        raise ConfigError(f"runtime cgroup: unknown key(s) {', '.join(unknown)} (known: {', '.join(KEYS)})")
     version = str(lowered.get("version", "auto") or "auto").lower()
     if version not in VERSIONS:
         raise ConfigError(f"runtime cgroup: Version must be one of {', '.join(VERSIONS)}, not {version!r}")
@@ -45,10 +51,16 @@ def parse_config(config: dict[str, Any] | None) -> RuntimeConfig:
     if not root.startswith("/"):
         raise ConfigError(f"runtime cgroup: Root must be an absolute path, not {root!r}")
     prefix = lowered.get("prefix")
-    if prefix is not None:
-        prefix = str(prefix).strip("/")
-        _check_components(prefix, "Prefix")
-    return RuntimeConfig(version=version, root=root, prefix=prefix or None)
+    prefix = DEFAULT_PREFIX if prefix is None or prefix == "" else str(prefix).strip("/")
+    _check_components(prefix, "Prefix")
+    pids_max = lowered.get("pidsmax", 0)
+    if pids_max is None:
+        pids_max = 0
+    if isinstance(pids_max, str) and pids_max.strip().isdigit():
+        pids_max = int(pids_max)
+    if isinstance(pids_max, bool) or not isinstance(pids_max, int) or pids_max < 0:
+        raise ConfigError(f"runtime cgroup: PidsMax must be a whole number >= 0 (0 = no limit), not {pids_max!r}")
+    return RuntimeConfig(version=version, root=root, prefix=prefix, pids_max=pids_max)
 
 
 def _check_components(path: str, what: str) -> None:

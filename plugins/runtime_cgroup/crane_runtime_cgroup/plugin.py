@@ -10,7 +10,7 @@ from typing import Any
 from crane_common.states import EC_CGROUP_ERR, EC_EXEC_ERR
 from crane_kernel import hookimpl
 from crane_kernel.errors import StepLaunchError
-from crane_kernel.runtime import StepHandle, StepSpec, StepUsage
+from crane_kernel.runtime import StepSpec, StepUsage
 
 from crane_runtime_cgroup.backend import CgroupBackend
 from crane_runtime_cgroup.config import RuntimeConfig, parse_config
@@ -29,10 +29,12 @@ REAP_TIMEOUT = 2.0      # seconds cleanup waits for a SIGKILLed main process to 
 class CgroupRuntime:
     """Runs each step's task in a per-job cgroup (v1 or v2) with its CPU, cpuset, memory, pids and device limits.
 
-    Instantiated by stevedore without arguments; :meth:`configure` may pass the
-    plugin's settings (``Version``: auto|v1|v2, ``Root``: default
-    ``/sys/fs/cgroup``, ``Prefix``: default the step's ``cgroup_prefix``, i.e. ``crane``).
-    Steps with a ``container_image`` are left to a container runtime.
+    Instantiated by stevedore without arguments; the kernel then hands it its
+    settings through ``crane_plugin_configure`` (``Version``: auto|v1|v2,
+    ``Root``: default ``/sys/fs/cgroup``, ``Prefix``: default ``crane``,
+    ``PidsMax``: per-job process limit, default 0 = none). Steps with a
+    ``container_image`` are left to a container runtime. The kernel calls the
+    hooks that take a handle only for steps this plugin launched.
     """
 
     name = RUNTIME_NAME
@@ -42,9 +44,10 @@ class CgroupRuntime:
         self.config = RuntimeConfig()
         self._backend: CgroupBackend | None = None
 
-    def configure(self, config: dict[str, Any]) -> None:
-        """Apply the plugin's config mapping; raises ConfigError for invalid values."""
-        self.config = parse_config(config)
+    @hookimpl
+    def crane_plugin_configure(self, settings: dict[str, Any]) -> None:
+        """Apply the plugin's settings (keys case-insensitive); raises ConfigError for invalid values."""
+        self.config = parse_config(settings)
         self._backend = None
         # Detect the backend now, not at the first launch: the step supervisors are forked from
         # a process that configured this plugin once, and each would otherwise redo the work.
@@ -69,13 +72,6 @@ class CgroupRuntime:
             return current
         return make_backend(handle.version, handle.root)
 
-    @staticmethod
-    def _mine(handle: StepHandle) -> CgroupStepHandle | None:
-        """``handle`` if this plugin owns it, else None."""
-        if handle.runtime != RUNTIME_NAME or not isinstance(handle, CgroupStepHandle):
-            return None
-        return handle
-
     # -- hooks -------------------------------------------------------------
 
     @hookimpl
@@ -89,11 +85,11 @@ class CgroupRuntime:
             return None
         try:
             backend = self.backend()
-            rel = job_cgroup_path(self.config.effective_prefix(step.cgroup_prefix), step.node, step.job_id)
+            rel = job_cgroup_path(self.config.prefix, step.node, step.job_id)
         except CgroupError as exc:
             raise StepLaunchError(f"cgroup runtime: {exc}", EC_CGROUP_ERR) from exc
         try:
-            backend.create(rel, step)
+            backend.create(rel, step, self.config.pids_max)
         except CgroupError as exc:
             self._discard(backend, rel)
             raise StepLaunchError(f"cgroup runtime: {exc}", EC_CGROUP_ERR) from exc
@@ -118,111 +114,93 @@ class CgroupRuntime:
             log.warning("cannot remove cgroup %s after a failed launch: %s", rel, exc)
 
     @hookimpl
-    def crane_step_wait(self, handle: StepHandle, timeout: float | None) -> int | None:
+    def crane_step_wait(self, handle: CgroupStepHandle, timeout: float | None) -> int | None:
         """Wait up to ``timeout`` for the main process; raw exit code once it ended (repeatable)."""
-        mine = self._mine(handle)
-        if mine is None:
-            return None
-        if mine.exit_code is None:
+        if handle.exit_code is None:
             try:
-                mine.exit_code = wait_exit(mine.pid, timeout)
-                if mine.exit_code is not None:
-                    forget(mine.pid, mine.exit_code)
+                handle.exit_code = wait_exit(handle.pid, timeout)
+                if handle.exit_code is not None:
+                    forget(handle.pid, handle.exit_code)
             except ChildProcessError:
                 log.error("pid %s of job %s was reaped by someone else; its exit status is lost",
-                          mine.pid, mine.spec.job_id)
-                mine.exit_code = EC_EXEC_ERR
-        return mine.exit_code
+                          handle.pid, handle.spec.job_id)
+                handle.exit_code = EC_EXEC_ERR
+        return handle.exit_code
 
     @hookimpl
-    def crane_step_signal(self, handle: StepHandle, signum: int, all_processes: bool) -> bool | None:
+    def crane_step_signal(self, handle: CgroupStepHandle, signum: int, all_processes: bool) -> bool | None:
         """Signal the task's process group, or every process of the job cgroup when ``all_processes``.
 
         SIGKILL to all repeats until the cgroup is empty (thawing a frozen step).
         """
-        mine = self._mine(handle)
-        if mine is None:
-            return None
-        backend = self._backend_for(mine)
+        backend = self._backend_for(handle)
         if all_processes:
             if signum == signal.SIGKILL:
-                return backend.kill_all(mine.cgroup)
-            backend.signal_all(mine.cgroup, signum)
+                return backend.kill_all(handle.cgroup)
+            backend.signal_all(handle.cgroup, signum)
             return True
-        if mine.exit_code is None:
+        if handle.exit_code is None:
             try:
-                os.killpg(mine.pid, signum)   # the group cannot be reused while its leader is unreaped
+                os.killpg(handle.pid, signum)   # the group cannot be reused while its leader is unreaped
             except ProcessLookupError:
                 pass
             return True
-        for pid in backend.pids(mine.cgroup):  # leader reaped: the group's survivors, found in the cgroup
+        for pid in backend.pids(handle.cgroup):  # leader reaped: the group's survivors, found in the cgroup
             try:
-                if os.getpgid(pid) == mine.pid:
+                if os.getpgid(pid) == handle.pid:
                     os.kill(pid, signum)
             except ProcessLookupError:
                 continue
         return True
 
     @hookimpl
-    def crane_step_suspend(self, handle: StepHandle) -> bool | None:
+    def crane_step_suspend(self, handle: CgroupStepHandle) -> bool | None:
         """Freeze the job cgroup (v1 freezer.state FROZEN, v2 cgroup.freeze 1); False if that failed."""
-        mine = self._mine(handle)
-        if mine is None:
-            return None
         try:
-            self._backend_for(mine).freeze(mine.cgroup)
+            self._backend_for(handle).freeze(handle.cgroup)
             return True
         except CgroupError as exc:
-            log.error("cannot suspend job %s: %s", mine.spec.job_id, exc)
+            log.error("cannot suspend job %s: %s", handle.spec.job_id, exc)
             return False
 
     @hookimpl
-    def crane_step_resume(self, handle: StepHandle) -> bool | None:
+    def crane_step_resume(self, handle: CgroupStepHandle) -> bool | None:
         """Thaw the job cgroup (v1 freezer.state THAWED, v2 cgroup.freeze 0); False if that failed."""
-        mine = self._mine(handle)
-        if mine is None:
-            return None
         try:
-            self._backend_for(mine).thaw(mine.cgroup)
+            self._backend_for(handle).thaw(handle.cgroup)
             return True
         except CgroupError as exc:
-            log.error("cannot resume job %s: %s", mine.spec.job_id, exc)
+            log.error("cannot resume job %s: %s", handle.spec.job_id, exc)
             return False
 
     @hookimpl
-    def crane_step_usage(self, handle: StepHandle) -> StepUsage | None:
+    def crane_step_usage(self, handle: CgroupStepHandle) -> StepUsage | None:
         """CPU time, peak memory and OOM-kill flag of the job cgroup (zeros once it is removed)."""
-        mine = self._mine(handle)
-        if mine is None:
-            return None
         try:
-            return self._backend_for(mine).usage(mine.cgroup)
+            return self._backend_for(handle).usage(handle.cgroup)
         except CgroupError as exc:
-            log.warning("cannot read usage of job %s: %s", mine.spec.job_id, exc)
+            log.warning("cannot read usage of job %s: %s", handle.spec.job_id, exc)
             return StepUsage()
 
     @hookimpl
-    def crane_step_cleanup(self, handle: StepHandle) -> bool | None:
+    def crane_step_cleanup(self, handle: CgroupStepHandle) -> bool | None:
         """Kill what is left in the job cgroup, reap the main process and remove the cgroup; idempotent.
 
         Returns False (after logging) when the cgroup could not be emptied or removed.
         """
-        mine = self._mine(handle)
-        if mine is None:
-            return None
-        if mine.cleaned:
+        if handle.cleaned:
             return True
         try:
-            backend = self._backend_for(mine)
-            if backend.exists(mine.cgroup) and backend.is_frozen(mine.cgroup):
-                backend.thaw(mine.cgroup)
-            emptied = backend.kill_all(mine.cgroup)
-            self._reap_main(mine)
-            backend.remove(mine.cgroup)
+            backend = self._backend_for(handle)
+            if backend.exists(handle.cgroup) and backend.is_frozen(handle.cgroup):
+                backend.thaw(handle.cgroup)
+            emptied = backend.kill_all(handle.cgroup)
+            self._reap_main(handle)
+            backend.remove(handle.cgroup)
         except CgroupError as exc:
-            log.error("cleanup of job %s cgroup %s failed: %s", mine.spec.job_id, mine.cgroup, exc)
+            log.error("cleanup of job %s cgroup %s failed: %s", handle.spec.job_id, handle.cgroup, exc)
             return False
-        mine.cleaned = emptied
+        handle.cleaned = emptied
         return emptied
 
     @staticmethod

@@ -104,12 +104,12 @@ class CgroupV1Backend(CgroupBackend):
 
     # -- creation ----------------------------------------------------------
 
-    def create(self, rel: str, spec: StepSpec) -> None:
+    def create(self, rel: str, spec: StepSpec, pids_max: int = 0) -> None:
         """Create ``rel`` in every hierarchy and write the CPU, cpuset, memory, pids and device limits."""
         hier = self.hierarchies()
         if not hier:
             raise CgroupError(f"no cgroup v1 controller is mounted under {self.root}")
-        self._require(hier, spec)
+        self._require(hier, spec, pids_max)
         cpuset_base = hier.get("cpuset")
         # Every cgroup costs a mkdir now and an rmdir later, on every launch: make only the ones
         # this step needs (cpu/cpuacct for quota and usage, memory for the limit and OOM, freezer
@@ -117,7 +117,7 @@ class CgroupV1Backend(CgroupBackend):
         wanted = {"cpu", "cpuacct", "memory", "freezer"}
         if spec.cpu_ids:
             wanted.add("cpuset")
-        if spec.pids_max > 0:
+        if pids_max > 0:
             wanted.add("pids")
         if spec.devices_deny:
             wanted.add("devices")
@@ -133,15 +133,15 @@ class CgroupV1Backend(CgroupBackend):
             write_text(cpuset_base / rel / "cpuset.cpus", format_cpu_list(spec.cpu_ids))
         if spec.mem_bytes > 0:
             self._set_memory(hier["memory"] / rel, spec.mem_bytes)
-        if spec.pids_max > 0:
-            write_text(hier["pids"] / rel / "pids.max", str(int(spec.pids_max)))
+        if pids_max > 0:
+            write_text(hier["pids"] / rel / "pids.max", str(int(pids_max)))
         if spec.devices_deny:
             for device in spec.devices_deny:
                 write_text(hier["devices"] / rel / "devices.deny", device_rule(device))
 
-    def _require(self, hier: dict[str, Path], spec: StepSpec) -> None:
+    def _require(self, hier: dict[str, Path], spec: StepSpec, pids_max: int) -> None:
         """Fail when a limit the step asks for needs a controller that is not mounted; warn for the rest."""
-        needed = {"cpu": spec.cpus > 0, "memory": spec.mem_bytes > 0, "pids": spec.pids_max > 0,
+        needed = {"cpu": spec.cpus > 0, "memory": spec.mem_bytes > 0, "pids": pids_max > 0,
                   "cpuset": bool(spec.cpu_ids), "devices": bool(spec.devices_deny)}
         missing = [c for c, wanted in needed.items() if wanted and c not in hier]
         if missing:

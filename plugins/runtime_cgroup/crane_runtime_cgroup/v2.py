@@ -58,7 +58,7 @@ class CgroupV2Backend(CgroupBackend):
         """The unified-hierarchy ``cgroup.procs`` this process is in now."""
         path = self.own_cgroups().get("", "/")
         return [str(self.root / path.lstrip("/") / "cgroup.procs")]
-    def create(self, rel: str, spec: StepSpec) -> None:
+    def create(self, rel: str, spec: StepSpec, pids_max: int = 0) -> None:
         """Create ``rel``, delegating controllers level by level, then write the limits."""
         current = self.root
         enabled = self._enable_controllers(current)
@@ -68,7 +68,7 @@ class CgroupV2Backend(CgroupBackend):
             make_dir(current)
             if index < len(parts) - 1:
                 enabled = self._enable_controllers(current, available=enabled)
-        self._require(enabled, spec)
+        self._require(enabled, spec, pids_max)
         if "cpu" in enabled:
             write_text(current / "cpu.max", self._cpu_max(current, spec.cpus))
         if spec.cpu_ids:
@@ -77,8 +77,8 @@ class CgroupV2Backend(CgroupBackend):
             write_text(current / "memory.max", str(int(spec.mem_bytes)))
             if not write_text(current / "memory.swap.max", "0", optional=True):
                 log.warning("cannot set memory.swap.max=0 in %s (no swap accounting?)", current)
-        if spec.pids_max > 0:
-            write_text(current / "pids.max", str(int(spec.pids_max)))
+        if pids_max > 0:
+            write_text(current / "pids.max", str(int(pids_max)))
         if spec.devices_deny or spec.devices_allow:
             log.warning("cgroup v2 device control needs eBPF, which this runtime does not implement; "
                         "devices of job %s are not restricted", spec.job_id)
@@ -100,9 +100,9 @@ class CgroupV2Backend(CgroupBackend):
             write_text(directory / "cgroup.subtree_control", " ".join(f"+{c}" for c in to_enable))
         return [c for c in WANTED_CONTROLLERS if c in already or c in to_enable]
 
-    def _require(self, enabled: list[str], spec: StepSpec) -> None:
+    def _require(self, enabled: list[str], spec: StepSpec, pids_max: int) -> None:
         """Fail when a requested limit needs a controller that cannot be enabled here."""
-        needed = {"memory": spec.mem_bytes > 0, "pids": spec.pids_max > 0, "cpuset": bool(spec.cpu_ids),
+        needed = {"memory": spec.mem_bytes > 0, "pids": pids_max > 0, "cpuset": bool(spec.cpu_ids),
                   "cpu": spec.cpus > 0}
         missing = [c for c, wanted in needed.items() if wanted and c not in enabled]
         if missing:

@@ -19,7 +19,7 @@ from crane_kernel.runtime import StepSpec
 
 sys.path.insert(0, str(Path(__file__).parent))  # for rtcg_support, under --import-mode=importlib
 
-from rtcg_support import CGROUP_ROOT, NODE, PREFIX, TEST_GROUP, TEST_USER, StepFactory
+from rtcg_support import CGROUP_ROOT, NODE, PREFIX, TEST_GROUP, TEST_USER, StepFactory, v1_settings
 
 from crane_runtime_cgroup import CgroupRuntime
 from crane_runtime_cgroup.detect import detect_version
@@ -69,7 +69,7 @@ def v1_root() -> Iterator[str]:
 def runtime(v1_root: str) -> CgroupRuntime:
     """A CgroupRuntime on the real v1 hierarchy with the per-run test prefix."""
     rt = CgroupRuntime()
-    rt.configure({"Version": "auto", "Root": v1_root, "Prefix": PREFIX})
+    rt.crane_plugin_configure(settings={**v1_settings(), "Root": v1_root})
     return rt
 
 
@@ -119,7 +119,7 @@ def make_step(workdir: Path) -> StepFactory:
             job_id=job_id, step_id=0, node=NODE, name="test", uid=uid, gid=gid, user=name, cwd=str(workdir),
             script_path=str(script_path), interpreter=["/bin/bash"],
             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "USER": name},
-            stdout=str(workdir / f"job_{job_id}.out"), stderr="", cpus=1.0, mem_bytes=0, pids_max=0,
+            stdout=str(workdir / f"job_{job_id}.out"), stderr="", cpus=1.0, mem_bytes=0,
         )
         values.update(fields)
         return StepSpec(**values)  # type: ignore[arg-type]

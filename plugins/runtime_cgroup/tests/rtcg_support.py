@@ -14,3 +14,8 @@ TEST_USER = "crane_rt_test"
 TEST_GROUP = "crane_rt_grp"
 
 StepFactory = Callable[..., StepSpec]
+
+
+def v1_settings(**extra: object) -> dict[str, object]:
+    """The plugin settings of the real-v1 tests (the per-run prefix), plus ``extra`` (e.g. ``PidsMax=20``)."""
+    return {"Version": "auto", "Root": CGROUP_ROOT, "Prefix": PREFIX, **extra}

@@ -1,4 +1,4 @@
-"""Registration (entry point, stevedore, pluggy), foreign handles, and refusal when cgroups are not writable."""
+"""Registration (entry point, stevedore, the runtime slot), settings, and refusal when cgroups are not writable."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import os
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import pluggy
 import pytest
 from crane_common.states import EC_CGROUP_ERR
-from crane_kernel import hookspecs
-from crane_kernel.errors import StepLaunchError
+from crane_kernel import plugins
+from crane_kernel.errors import PluginError, StepLaunchError
 from crane_kernel.runtime import StepHandle, StepSpec
 from rtcg_support import CGROUP_ROOT, PREFIX
 from stevedore import driver
@@ -37,21 +36,26 @@ def test_stevedore_loads_it_without_arguments() -> None:
     assert isinstance(manager.driver, CgroupRuntime)
 
 
-def test_hookimpls_match_the_hookspecs_and_ignore_foreign_handles() -> None:
-    pm = pluggy.PluginManager("crane")
-    pm.add_hookspecs(hookspecs)
-    pm.register(CgroupRuntime(), name="cgroup")
-    pm.check_pending()
-    names = {impl.plugin_name for hook in pm.hook.__dict__.values() if isinstance(hook, pluggy.HookCaller)
-             for impl in hook.get_hookimpls()}
-    assert names == {"cgroup"}
+def test_it_fits_the_runtime_slot_and_sees_only_its_own_handles() -> None:
+    """Loaded like craned loads it; the kernel routes a handle of another runtime away from it."""
+    loaded = plugins.load_slots({"Runtime": ["cgroup"], "Settings": {"cgroup": {"Root": "/nonexistent"}}})
+    assert loaded.names("runtime") == ["cgroup"]
+    rt = loaded.plugins("runtime")[0]
+    assert isinstance(rt, CgroupRuntime) and rt.config.root == "/nonexistent"
     foreign = StepHandle(runtime="other", pid=1, spec=spec())
-    assert pm.hook.crane_step_wait(handle=foreign, timeout=0) is None
-    assert pm.hook.crane_step_signal(handle=foreign, signum=15, all_processes=True) is None
-    assert pm.hook.crane_step_suspend(handle=foreign) is None
-    assert pm.hook.crane_step_resume(handle=foreign) is None
-    assert pm.hook.crane_step_usage(handle=foreign) is None
-    assert pm.hook.crane_step_cleanup(handle=foreign) is None
+    assert loaded.steps is not None
+    with pytest.raises(PluginError, match="belongs to runtime 'other', which is not loaded"):
+        loaded.steps.crane_step_wait(handle=foreign, timeout=0)
+
+
+def test_settings_are_validated_by_the_plugin() -> None:
+    with pytest.raises(PluginError, match=r"runtime plugin 'cgroup' rejected its settings: .*PidsMax"):
+        plugins.load_slots({"Runtime": ["cgroup"], "Settings": {"cgroup": {"PidsMax": -1}}})
+    with pytest.raises(PluginError, match="unknown key"):
+        plugins.load_slots({"Runtime": ["cgroup"], "Settings": {"cgroup": {"Prefx": "x"}}})
+    rt = CgroupRuntime()
+    rt.crane_plugin_configure(settings={"prefix": "/site/crane/", "PIDSMAX": 64})
+    assert (rt.config.prefix, rt.config.pids_max, rt.config.version) == ("site/crane", 64, "auto")
 
 
 def test_container_steps_are_not_claimed() -> None:
@@ -60,7 +64,7 @@ def test_container_steps_are_not_claimed() -> None:
 
 def test_no_cgroup_hierarchy_is_a_cgroup_error(tmp_path: Path) -> None:
     rt = CgroupRuntime()
-    rt.configure({"Root": str(tmp_path)})
+    rt.crane_plugin_configure(settings={"Root": str(tmp_path)})
     with pytest.raises(StepLaunchError) as info:
         rt.crane_step_launch(step=spec())
     assert info.value.exit_code == EC_CGROUP_ERR
@@ -78,7 +82,7 @@ def test_unwritable_cgroups_fail_with_a_clear_cgroup_error(test_user) -> None:
             os.setgid(test_user.pw_gid)
             os.setuid(test_user.pw_uid)
             rt = CgroupRuntime()
-            rt.configure({"Version": "auto", "Root": CGROUP_ROOT, "Prefix": f"{PREFIX}_unpriv"})
+            rt.crane_plugin_configure(settings={"Version": "auto", "Root": CGROUP_ROOT, "Prefix": f"{PREFIX}_unpriv"})
             try:
                 rt.crane_step_launch(step=spec(uid=test_user.pw_uid, gid=test_user.pw_gid, user=test_user.pw_name))
                 result = {"code": None, "message": "launched"}

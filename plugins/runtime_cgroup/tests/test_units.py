@@ -22,15 +22,15 @@ from crane_runtime_cgroup.v1 import CgroupV1Backend
 
 
 def test_parse_config_defaults_and_values() -> None:
-    assert parse_config({}) == RuntimeConfig("auto", "/sys/fs/cgroup", None)
-    cfg = parse_config({"Version": "V2", "Root": "/tmp/cg", "Prefix": "/crane_x/"})
-    assert cfg == RuntimeConfig("v2", "/tmp/cg", "crane_x")
-    assert cfg.effective_prefix("crane") == "crane_x"
-    assert RuntimeConfig().effective_prefix("from_step") == "from_step"
-    assert RuntimeConfig().effective_prefix("") == "crane"
+    assert parse_config({}) == RuntimeConfig("auto", "/sys/fs/cgroup", "crane", 0) == RuntimeConfig()
+    assert parse_config({"Prefix": None, "PidsMax": None}) == RuntimeConfig()
+    cfg = parse_config({"Version": "V2", "Root": "/tmp/cg", "Prefix": "/crane_x/", "PidsMax": 12})
+    assert cfg == RuntimeConfig("v2", "/tmp/cg", "crane_x", 12)
+    assert parse_config({"pidsmax": "64"}).pids_max == 64
 
 
-@pytest.mark.parametrize("bad", [{"Version": "v3"}, {"Root": "relative"}, {"Prefix": "a/../b"}, {"Colour": 1}])
+@pytest.mark.parametrize("bad", [{"Version": "v3"}, {"Root": "relative"}, {"Prefix": "a/../b"}, {"Colour": 1},
+                                 {"PidsMax": -1}, {"PidsMax": 1.5}, {"PidsMax": True}, {"PidsMax": "many"}])
 def test_parse_config_rejects(bad: dict) -> None:
     with pytest.raises(ConfigError, match="runtime cgroup"):
         parse_config(bad)
@@ -129,8 +129,8 @@ def test_v1_layout_with_comounted_cpu_cpuacct(tmp_path: Path) -> None:
     rel = "crane/n1/job_9"
     step = StepSpec(job_id=9, step_id=0, node="n1", name="j", uid=0, gid=0, user="root", cwd="/", script_path="/s",
                     interpreter=[], env={}, stdout="", stderr="", cpus=0.5, cpu_ids=[2, 3], mem_bytes=1 << 26,
-                    pids_max=7, devices_deny=["/dev/null"])
-    backend.create(rel, step)
+                    devices_deny=["/dev/null"])
+    backend.create(rel, step, pids_max=7)
     assert len(backend.dirs(rel)) == 6
     assert (tmp_path / "cpu,cpuacct" / rel / "cpu.cfs_quota_us").read_text() == "50000"
     assert (tmp_path / "cpuset/crane/cpuset.cpus").read_text() == "0-3"

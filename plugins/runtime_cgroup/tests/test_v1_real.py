@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from crane_common.states import EC_FILE_NOT_FOUND, EC_PERMISSION_DENIED, EC_SPAWN_FAILED, SIGNAL_BASE
 from crane_kernel.errors import StepLaunchError
-from rtcg_support import NODE, PREFIX, StepFactory
+from rtcg_support import NODE, PREFIX, StepFactory, v1_settings
 
 from crane_runtime_cgroup import CgroupRuntime, CgroupStepHandle, cleanup_stale
 from crane_runtime_cgroup.v1 import CgroupV1Backend
@@ -54,7 +54,8 @@ def launch(runtime: CgroupRuntime, launched: list[CgroupStepHandle], step) -> Cg
 
 def test_limits_are_written_and_task_is_inside(runtime, launched, make_step: StepFactory, v1_root: str) -> None:
     cpu = 1 if os.cpu_count() and os.cpu_count() > 1 else 0
-    step = make_step("exec sleep 30\n", cpus=1.5, cpu_ids=[cpu], mem_bytes=64 << 20, pids_max=20)
+    runtime.crane_plugin_configure(settings=v1_settings(PidsMax=20))    # the pids limit is the plugin's setting
+    step = make_step("exec sleep 30\n", cpus=1.5, cpu_ids=[cpu], mem_bytes=64 << 20)
     handle = launch(runtime, launched, step)
     assert handle.cgroup == f"{PREFIX}/{NODE}/job_{step.job_id}"
     period = int(read(cg(v1_root, "cpu", handle) / "cpu.cfs_period_us"))
@@ -118,7 +119,8 @@ def test_pids_limit_stops_forking(runtime, launched, make_step: StepFactory) -> 
         "    os.kill(pid, signal.SIGKILL)\n"
         "    os.waitpid(pid, 0)\n"
     )
-    step = make_step(script, interpreter=["/usr/bin/python3"], pids_max=5)
+    runtime.crane_plugin_configure(settings=v1_settings(PidsMax=5))
+    step = make_step(script, interpreter=["/usr/bin/python3"])
     handle = launch(runtime, launched, step)
     assert runtime.crane_step_wait(handle=handle, timeout=10) == 0
     assert Path(step.stdout).read_text().split() == ["4"]     # 5 pids: the parent and 4 children
@@ -179,7 +181,8 @@ def test_signal_all_kills_frozen_children(runtime, launched, make_step: StepFact
 
 
 def test_cleanup_kills_reaps_and_removes_every_hierarchy(runtime, make_step: StepFactory, v1_root: str) -> None:
-    handle = runtime.crane_step_launch(step=make_step("sleep 300 &\nexec sleep 300\n", cpu_ids=[0], pids_max=50))
+    runtime.crane_plugin_configure(settings=v1_settings(PidsMax=50))
+    handle = runtime.crane_step_launch(step=make_step("sleep 300 &\nexec sleep 300\n", cpu_ids=[0]))
     dirs = [cg(v1_root, c, handle) for c in ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer")]
     assert all(d.is_dir() for d in dirs)
     assert runtime.crane_step_suspend(handle=handle) is True       # cleanup must thaw first

@@ -41,7 +41,7 @@ def text(path: Path) -> str:
 
 
 def test_create_writes_limits_in_v2_format(fake_root: Path) -> None:
-    CgroupV2Backend(fake_root).create(REL, spec(cpus=1.5, cpu_ids=[0, 1, 2, 5], mem_bytes=50 << 20, pids_max=64))
+    CgroupV2Backend(fake_root).create(REL, spec(cpus=1.5, cpu_ids=[0, 1, 2, 5], mem_bytes=50 << 20), pids_max=64)
     for level in (fake_root, fake_root / "crane", fake_root / "crane/n1"):
         assert text(level / "cgroup.subtree_control") == "+cpu +memory +pids +cpuset", level
     job = fake_root / REL
@@ -74,7 +74,7 @@ def test_missing_controller_for_a_requested_limit_fails(fake_root: Path) -> None
     (fake_root / "cgroup.controllers").write_text("cpu pids\n")
     with pytest.raises(CgroupError, match="memory"):
         CgroupV2Backend(fake_root).create(REL, spec(mem_bytes=1 << 20))
-    CgroupV2Backend(fake_root).create(REL, spec(pids_max=3))        # cpu and pids alone are fine
+    CgroupV2Backend(fake_root).create(REL, spec(), pids_max=3)      # cpu and pids alone are fine
     assert text(fake_root / "cgroup.subtree_control") == "+cpu +pids"
 
 
@@ -121,7 +121,7 @@ def test_full_plugin_cycle_on_a_stand_in_tree(fake_root: Path, tmp_path: Path) -
     script = tmp_path / "job.sh"
     script.write_text("echo v2 >\"$OUT\"\n")
     rt = CgroupRuntime()
-    rt.configure({"Version": "v2", "Root": str(fake_root)})
+    rt.crane_plugin_configure(settings={"Version": "v2", "Root": str(fake_root)})
     handle = rt.crane_step_launch(step=spec(script_path=str(script), interpreter=["/bin/sh"], cpus=0.5,
                                             env={"OUT": str(tmp_path / "out")}, mem_bytes=1 << 30))
     assert isinstance(handle, CgroupStepHandle) and handle.version == "v2" and handle.cgroup == "crane/n1/job_5"
@@ -143,7 +143,7 @@ def test_full_plugin_cycle_on_a_stand_in_tree(fake_root: Path, tmp_path: Path) -
 def test_attach_failure_is_a_cgroup_error(fake_root: Path, tmp_path: Path) -> None:
     """Without cgroup.procs in the job directory the child cannot join: EC_CGROUP_ERR, nothing left behind."""
     rt = CgroupRuntime()
-    rt.configure({"Version": "v2", "Root": str(fake_root)})
+    rt.crane_plugin_configure(settings={"Version": "v2", "Root": str(fake_root)})
     with pytest.raises(StepLaunchError) as info:
         rt.crane_step_launch(step=spec(script_path="/bin/true"))
     assert info.value.exit_code == EC_CGROUP_ERR

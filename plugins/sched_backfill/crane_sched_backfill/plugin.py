@@ -49,7 +49,7 @@ __all__ = ["BackfillScheduler", "EasyScheduler", "ConservativeScheduler"]
 class BackfillScheduler:
     """Backfilling scheduler; the mode comes from the ``mode`` setting (default ``easy``).
 
-    Instantiated by stevedore with no arguments; :meth:`configure` takes the
+    Instantiated by stevedore with no arguments; :meth:`crane_plugin_configure` takes the
     settings documented in :mod:`crane_sched_backfill.settings`.
     ``last_path`` tells which implementation answered the last call
     (``"pool"``, ``"vector"`` or ``"general"``).
@@ -63,9 +63,16 @@ class BackfillScheduler:
         self._placements: dict[int, tuple[float, list[int]]] = {}
         self.last_path = ""
 
-    def configure(self, config: Mapping[str, Any]) -> None:
+    @hookimpl
+    def crane_plugin_configure(self, settings: Mapping[str, Any]) -> None:
         """Validate and apply settings; a bad key or value raises ``ValueError`` naming it."""
-        self.settings = parse_settings(config, self.default_mode)
+        self.settings = parse_settings(settings, self.default_mode)
+        self._pool = None
+        self._placements = {}
+
+    @hookimpl
+    def crane_plugin_shutdown(self) -> None:
+        """Drop the state kept between passes (the incremental pool holds the last view and its jobs)."""
         self._pool = None
         self._placements = {}
 

@@ -1,6 +1,6 @@
 """Backfill settings: mode, window and depth, with per-partition overrides.
 
-Configuration (the plugin's block in config.yaml, passed to ``configure``)::
+Configuration (the plugin's block in config.yaml, passed to the ``crane_plugin_configure`` hook)::
 
     mode: easy            # easy | conservative (default: the entry point's mode; `backfill` = easy)
     window: 0             # seconds ahead a reservation may be placed; 0 = unlimited

@@ -155,7 +155,7 @@ def test_one_easy_reservation_per_partition() -> None:
     assert plan.reserved == {1: 100.0, 2: 200.0}
     assert plan.reasons == {1: REASON_RESOURCE, 2: REASON_RESOURCE, 3: REASON_PRIORITY, 4: REASON_PRIORITY}
     sched = BackfillScheduler()
-    sched.configure({"partitions": {"b": {"mode": "conservative"}}})
+    sched.crane_plugin_configure(settings={"partitions": {"b": {"mode": "conservative"}}})
     plan = sched.schedule(view_of([node(0, cpus=1.0, parts=("a",)), node(1, cpus=1.0, parts=("b",))],
                                   [SchedRunning(100, (0,), 1.0, 0, 100.0), SchedRunning(101, (1,), 1.0, 0, 200.0)],
                                   list(pending), parts), now=0.0)
@@ -169,11 +169,11 @@ def test_window_and_depth() -> None:
         return view_of(nodes, running, [job(1, n=2), job(2), job(3, limit=50)])
 
     s = ConservativeScheduler()
-    s.configure({"window": 500})
+    s.crane_plugin_configure(settings={"window": 500})
     plan = s.schedule(fresh(), now=0.0)
     assert plan.reserved == {2: 100.0, 3: 200.0}  # J1 (both nodes) cannot start before 1000 > window
     assert plan.reasons[1] == REASON_RESOURCE
-    s.configure({"depth": 1})
+    s.crane_plugin_configure(settings={"depth": 1})
     plan = s.schedule(fresh(), now=0.0)
     assert plan.reserved == {1: 1000.0}
     assert plan.reasons[2] == REASON_PRIORITY
@@ -181,7 +181,7 @@ def test_window_and_depth() -> None:
 
 def test_max_jobs() -> None:
     s = EasyScheduler()
-    s.configure({"max_jobs": 2})
+    s.crane_plugin_configure(settings={"max_jobs": 2})
     nodes = [node(0, cpus=1.0), node(1, cpus=1.0), node(2, cpus=1.0)]
     plan = s.schedule(view_of(nodes, [], [job(1), job(2), job(3)]), now=0.0)
     assert sorted(started(plan)) == [1, 2]
@@ -203,7 +203,7 @@ def test_view_is_not_modified() -> None:
     for cls in (EasyScheduler, ConservativeScheduler):
         for fast in (True, False):
             s = cls()
-            s.configure({"fast_path": fast})
+            s.crane_plugin_configure(settings={"fast_path": fast})
             s.schedule(v, now=0.0)
     assert [(n.cpus_free, n.mem_free, n.njobs, dict(n.gres_free)) for n in v.nodes] == before
     assert len(v.pending) == 2 and len(v.running) == 1
@@ -214,13 +214,13 @@ def test_view_is_not_modified() -> None:
                                  {"fast_path": "yes"}, {"partitions": [1]}])
 def test_settings_validation(bad: dict) -> None:
     with pytest.raises(ValueError):
-        BackfillScheduler().configure(bad)
+        BackfillScheduler().crane_plugin_configure(settings=bad)
 
 
 def test_backfill_entry_point_mode() -> None:
     s = BackfillScheduler()
     assert s.settings.for_partition("x").mode == "easy"
-    s.configure({"mode": "conservative", "depth": 7, "window": 60})
+    s.crane_plugin_configure(settings={"mode": "conservative", "depth": 7, "window": 60})
     ps = s.settings.for_partition("x")
     assert (ps.mode, ps.depth, ps.window) == ("conservative", 7, 60.0)
     assert ConservativeScheduler().settings.for_partition("x").depth == float("inf")
@@ -251,8 +251,8 @@ def test_fast_path_matches_node_level_path(mode: str) -> None:
     for _ in range(300):
         v = _random_view(rng, 0.0)
         a, b = BackfillScheduler(), BackfillScheduler()
-        a.configure({"mode": mode})
-        b.configure({"mode": mode, "fast_path": False})
+        a.crane_plugin_configure(settings={"mode": mode})
+        b.crane_plugin_configure(settings={"mode": mode, "fast_path": False})
         pa = a.schedule(v, 0.0)
         pb = b.schedule(v, 0.0)
         assert a.last_path == "pool" and b.last_path == "general"

@@ -13,7 +13,7 @@ GB = 1 << 30
 
 def _sched() -> EasyScheduler:
     s = EasyScheduler()
-    s.configure({"vector_nodes": 1})
+    s.crane_plugin_configure(settings={"vector_nodes": 1})
     return s
 
 

@@ -78,7 +78,7 @@ class FifoScheduler:
     """Strict FIFO (priority, then submit order) per partition with best-fit node choice.
 
     Instantiated by stevedore with no arguments from entry point
-    ``crane.scheduler: fifo``; :meth:`configure` takes optional settings:
+    ``crane.scheduler: fifo``; :meth:`crane_plugin_configure` takes optional settings:
 
     * ``probe_limit`` (int, default 64): non-fitting nodes a Python scan may
       visit before switching to the vectorised NumPy search.
@@ -99,21 +99,22 @@ class FifoScheduler:
         self.pause_gc = True
         self.last_stats: dict[str, float] = {}
 
-    def configure(self, config: Mapping[str, Any]) -> None:
+    @hookimpl
+    def crane_plugin_configure(self, settings: Mapping[str, Any]) -> None:
         """Apply settings (see the class docstring); unknown keys raise ``ValueError``."""
-        unknown = set(config) - _SETTINGS
+        unknown = set(settings) - _SETTINGS
         if unknown:
             raise ValueError(f"fifo scheduler: unknown setting(s) {sorted(unknown)}; known: {sorted(_SETTINGS)}")
-        if "probe_limit" in config:
-            self.probe_limit = max(0, int(config["probe_limit"]))
-        if "use_numpy" in config:
-            if config["use_numpy"] and _np is None:
+        if "probe_limit" in settings:
+            self.probe_limit = max(0, int(settings["probe_limit"]))
+        if "use_numpy" in settings:
+            if settings["use_numpy"] and _np is None:
                 raise ValueError("fifo scheduler: use_numpy is set but numpy is not installed")
-            self.use_numpy = bool(config["use_numpy"])
-        if "batch_size" in config:
-            self.batch_size = max(0, int(config["batch_size"]))
-        if "pause_gc" in config:
-            self.pause_gc = bool(config["pause_gc"])
+            self.use_numpy = bool(settings["use_numpy"])
+        if "batch_size" in settings:
+            self.batch_size = max(0, int(settings["batch_size"]))
+        if "pause_gc" in settings:
+            self.pause_gc = bool(settings["pause_gc"])
 
     @hookimpl
     def crane_schedule(self, view: ClusterView, now: float) -> Plan:

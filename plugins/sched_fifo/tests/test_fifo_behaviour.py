@@ -32,7 +32,7 @@ def sched(request: pytest.FixtureRequest):
     if cfg.get("probe_limit") == 0:
         pytest.importorskip("numpy")
     s = FifoScheduler()
-    s.configure(cfg)
+    s.crane_plugin_configure(settings=cfg)
     return lambda view: s.schedule(view, NOW)
 
 
@@ -313,7 +313,7 @@ def test_view_is_not_modified_and_plan_is_deterministic(sched, view_builder, mkj
 
 def test_batch_size_limits_the_jobs_examined(view_builder, mkjob):
     s = FifoScheduler()
-    s.configure({"batch_size": 2})
+    s.crane_plugin_configure(settings={"batch_size": 2})
     plan = s.schedule(view_builder([{"cpus": 8}], None, [mkjob(i) for i in range(1, 5)]), NOW)
     assert starts(plan) == {1: [0], 2: [0]}
     assert plan.reasons == {3: REASON_PRIORITY, 4: REASON_PRIORITY}

@@ -30,10 +30,10 @@ def test_loads_by_name_through_stevedore_and_answers_the_hook(view_builder, mkjo
 
 def test_configure_validates_settings():
     s = FifoScheduler()
-    s.configure({"probe_limit": 5, "batch_size": 10, "pause_gc": False, "use_numpy": False})
+    s.crane_plugin_configure(settings={"probe_limit": 5, "batch_size": 10, "pause_gc": False, "use_numpy": False})
     assert (s.probe_limit, s.batch_size, s.pause_gc, s.use_numpy) == (5, 10, False, False)
     with pytest.raises(ValueError, match="unknown setting"):
-        s.configure({"best_fit": True})
+        s.crane_plugin_configure(settings={"best_fit": True})
 
 
 def test_gc_state_is_restored(view_builder, mkjob):

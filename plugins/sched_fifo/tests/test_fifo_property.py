@@ -73,7 +73,7 @@ def random_view(seed: int) -> ClusterView:
 
 def _plan(view: ClusterView, **cfg):
     s = FifoScheduler()
-    s.configure(cfg)
+    s.crane_plugin_configure(settings=cfg)
     return s.schedule(view, NOW)
 
 

@@ -3,8 +3,8 @@
 ``python -m crane_tools.sim TRACE [--scheduler fifo|easy|conservative] [--procs P] [--json]
 [--plot FILE.png] [--cpus-per-node C]`` or :func:`run_sim` from Python. The
 scheduler and priority plugins are the same objects the controller uses,
-loaded by name through stevedore and called through pluggy, on a virtual
-clock (no processes, no Redis). See ``docs/simulation.md`` for the model.
+loaded by :func:`crane_kernel.plugins.load_slots` and called through the
+kernel's hook callers, on a virtual clock (no processes, no Redis). See ``docs/simulation.md`` for the model.
 
 Modules: :mod:`~crane_tools.sim.swf` (parsing), :mod:`~crane_tools.sim.model`
 (job/machine model), :mod:`~crane_tools.sim.view` (incremental view and its

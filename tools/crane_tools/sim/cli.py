@@ -7,8 +7,9 @@ import json
 import sys
 from typing import Any
 
+from crane_kernel.errors import PluginError
+
 from crane_tools.sim.engine import SimError
-from crane_tools.sim.plugins import PluginLoadError
 
 __all__ = ["build_parser", "main", "format_result"]
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             priority_config=dict(args.prio_opt) if args.prio_opt else None,
             exact_estimates=args.exact_estimates,
         )
-    except (OSError, ValueError, PluginLoadError, SimError, ImportError) as exc:
+    except (OSError, ValueError, PluginError, SimError, ImportError) as exc:
         print(f"crane sim: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -19,12 +19,11 @@ import heapq
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
+from crane_kernel.plugins import Plugins
 from crane_kernel.sched_types import Plan, SchedJob, SchedNode, SchedPartition, SchedRunning
 
 from crane_tools.sim.model import PARTITION, SimJob, job_shape
-from crane_tools.sim.plugins import hook_caller
 from crane_tools.sim.view import IncrementalView
 
 __all__ = ["SimError", "Simulation", "make_view"]
@@ -55,25 +54,24 @@ def make_view(procs: int, cpus_per_node: int = 1) -> IncrementalView:
 
 
 class Simulation:
-    """One replay of ``jobs`` on ``procs`` processors through the plugins registered in ``pm``.
+    """One replay of ``jobs`` on ``procs`` processors through ``plugins`` (a :class:`~crane_kernel.plugins.Plugins`).
 
-    Every job end calls the ``crane_job_finished`` hook (when a plugin implements
-    it; the multifactor priority plugin charges fair-share usage there),
-    ``priority_plugin`` (optional) answers ``crane_job_priorities`` before every
-    pass. ``observer(now, view, plan)`` is
+    The hooks are called through the kernel's callers (``plugins.hook``), the
+    same path cranectld takes: ``crane_job_priorities`` before every pass (when
+    a priority plugin is loaded), ``crane_schedule`` once per pass, and
+    ``crane_job_finished`` at every job end (when a plugin implements it; the
+    multifactor priority plugin charges fair-share usage there). ``observer(now, view, plan)`` is
     called after every pass, once the plan is committed (tests use it to check
     invariants). After :meth:`run`, ``start[i]`` is the start time of ``jobs[i]``
     (``None`` if it never started).
     """
 
-    def __init__(self, jobs: list[SimJob], procs: int, pm: Any, *, cpus_per_node: int = 1,
-                 priority_plugin: Any = None, observer: Observer | None = None,
-                 record_series: bool = False, progress: bool = False) -> None:
+    def __init__(self, jobs: list[SimJob], procs: int, plugins: Plugins, *, cpus_per_node: int = 1,
+                 observer: Observer | None = None, record_series: bool = False, progress: bool = False) -> None:
         self.jobs = jobs
         self.procs = procs
         self.cpus_per_node = cpus_per_node
-        self.pm = pm
-        self.priority_plugin = priority_plugin
+        self.plugins = plugins
         self.observer = observer
         self.record_series = record_series
         self.progress = progress
@@ -97,15 +95,16 @@ class Simulation:
         del_pending = delta.pending_removed.append
         add_running = delta.running_added.append
         del_running = delta.running_removed.append
-        schedule = hook_caller(self.pm, "crane_schedule", ("view", "now"))
-        if schedule is None:
+        loaded = self.plugins
+        if not loaded.implemented("crane_schedule"):
             raise SimError("no scheduler plugin implements crane_schedule")
-        prio_hook = hook_caller(self.pm, "crane_job_priorities", ("jobs", "view", "now"))
+        schedule = loaded.hook.crane_schedule
+        prio_hook = loaded.hook.crane_job_priorities if loaded.implemented("crane_job_priorities") else None
         pa_clear = delta.pending_added.clear
         pr_clear = delta.pending_removed.clear
         ra_clear = delta.running_added.clear
         rr_clear = delta.running_removed.clear
-        job_finished = hook_caller(self.pm, "crane_job_finished", ("job", "start_time", "end_time"))
+        job_finished = loaded.hook.crane_job_finished if loaded.implemented("crane_job_finished") else None
         observer = self.observer
         cpn_model = self.cpus_per_node
         renumber = self.renumbered
@@ -156,7 +155,7 @@ class Simulation:
                 ix = index_of[r.job_id]
                 busy -= jobs[ix].size
                 if job_finished is not None:
-                    job_finished(run_job.pop(r.job_id), start[ix], t)
+                    job_finished(job=run_job.pop(r.job_id), start_time=start[ix], end_time=t)
             # 2. arrivals
             while i < n and submits[i] == t:
                 sj = jobs[i]
@@ -185,13 +184,13 @@ class Simulation:
                 continue
             # 3. one scheduling pass
             if prio_hook is not None:
-                prios = prio_hook(pending, view, t)
+                prios = prio_hook(jobs=pending, view=view, now=t)
                 if prios is not None:
                     for job, p in zip(pending, prios, strict=True):
                         job.priority = p if job.pinned_priority is None else job.pinned_priority
                     delta.priorities = True
             view.version += 1
-            plan = schedule(view, t)
+            plan = schedule(view=view, now=t)
             pa_clear()
             pr_clear()
             ra_clear()

@@ -7,10 +7,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from crane_kernel import plugins
+
 from crane_tools.sim.engine import Observer, Simulation
 from crane_tools.sim.metrics import recorded_metrics, schedule_metrics
 from crane_tools.sim.model import build_jobs
-from crane_tools.sim.plugins import load_plugin, plugin_manager
 from crane_tools.sim.swf import read_swf
 
 __all__ = ["run_sim"]
@@ -40,10 +41,14 @@ def run_sim(
     * ``cpus_per_node``: node-level model (see :mod:`crane_tools.sim.model`); 1 = the default model.
     * ``max_jobs``: read only the first that many jobs of the file.
     * ``plot``: write a PNG of queue length and utilisation over time (needs matplotlib).
-    * ``scheduler_config`` / ``priority_config``: passed to the plugins' ``configure``.
+    * ``scheduler_config`` / ``priority_config``: the plugins' settings (their ``crane_plugin_configure``).
     * ``exact_estimates``: set every estimate to the job's run time.
     * ``observer(now, view, plan)``: called after every scheduling pass.
     * ``keep_schedule``: add ``"schedule": [(job_id, submit, start, run, size, estimate), ...]``.
+
+    The plugins are loaded with :func:`crane_kernel.plugins.load_slots`, exactly
+    as cranectld loads them (a bad name or setting raises a one-line
+    :class:`~crane_kernel.errors.PluginError`), and shut down at the end.
 
     The result holds at least: ``jobs``, ``skipped``, ``mean_wait``, ``median_wait``,
     ``mean_bsld``, ``utilization``, ``makespan``, ``wall_s`` (the whole run,
@@ -70,14 +75,21 @@ def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | Non
         raise ValueError(f"{trace_path}: no MaxProcs in the header; give procs")
     jobs, skipped = build_jobs(trace.records, p, exact_estimates=exact_estimates)
     t_read = time.perf_counter()
-    sched_obj = load_plugin("crane.scheduler", scheduler, scheduler_config)
-    prio_obj = load_plugin("crane.priority", priority, priority_config) if priority else None
-    pm = plugin_manager(sched_obj, prio_obj)
-    sim = Simulation(jobs, p, pm, cpus_per_node=cpus_per_node, priority_plugin=prio_obj, observer=observer,
-                     record_series=plot is not None, progress=progress)
-    t_sim = time.perf_counter()
-    sim.run()
-    t_end = time.perf_counter()
+    settings: dict[str, Any] = {}
+    if scheduler_config is not None:
+        settings[scheduler] = dict(scheduler_config)
+    if priority and priority_config is not None:
+        settings[priority] = dict(priority_config)
+    loaded = plugins.load_slots({"Scheduler": scheduler, "Priority": priority, "Settings": settings},
+                                slots=("scheduler", "priority"))
+    try:
+        sim = Simulation(jobs, p, loaded, cpus_per_node=cpus_per_node, observer=observer,
+                         record_series=plot is not None, progress=progress)
+        t_sim = time.perf_counter()
+        sim.run()
+        t_end = time.perf_counter()
+    finally:
+        loaded.shutdown()
     started = sum(1 for s in sim.start if s is not None)
     result: dict[str, Any] = {
         "trace": trace_path,
