@@ -202,14 +202,18 @@ def _instantiate(slot: Slot, name: str) -> Any:
 
 
 def _hookimpl_names(pm: pluggy.PluginManager, obj: Any) -> set[str]:
-    """Names of the attributes of ``obj`` marked with ``crane_kernel.hookimpl`` (pluggy's own parser)."""
+    """The hooks ``obj`` implements: its attributes marked with ``crane_kernel.hookimpl`` (pluggy's own parser).
+
+    A ``specname`` given to the marker names the hook instead of the attribute.
+    """
     found = set()
     for attr in dir(obj):
         try:
-            if pm.parse_hookimpl_opts(obj, attr) is not None:
-                found.add(attr)
+            opts = pm.parse_hookimpl_opts(obj, attr)
         except Exception:  # a property that raises is not a hook implementation
             continue
+        if opts is not None:
+            found.add(opts.get("specname") or attr)
     return found
 
 
