@@ -492,6 +492,8 @@ class Plugins:
             return
         self._shut = True
         _shutdown_all(self.pm, self.loaded)
+        if self.loaded:
+            log.info("plugins shut down: %s", ", ".join(f"{lp.slot}:{lp.name}" for lp in reversed(self.loaded)))
 
 
 def _hookspec_names() -> list[str]:
