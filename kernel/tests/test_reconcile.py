@@ -59,6 +59,7 @@ class Rig:
         self.store = StateStore(path)
         self.ctl = Controller(self.cfg, self.store, pm, self.sent.extend, clock=self.clock)
         self.ctl.recover()
+        self.ctl.recon.index_max_age = 0.0  # our clock stands still: index every report
 
     # -- driving ---------------------------------------------------------------------------
     def feed(self, *msgs: Any) -> None:
@@ -119,6 +120,21 @@ def test_step_map_takes_triples_or_ids_and_drops_garbage():
     assert rc.step_map([(5, 1, 2), [6, 1, 3], 7, ("x",), None, (8,)]) == {5: 2, 6: 3, 7: 0, 8: 0}
     assert rc.step_map(None) == {}
     assert rc.same_launch(0, 4) and rc.same_launch(4, 0) and rc.same_launch(4, 4) and not rc.same_launch(3, 4)
+
+
+def test_node_index_is_rebuilt_when_stale():
+    class J:
+        def __init__(self, jid: int, head: str) -> None:
+            self.job_id, self.head_node = jid, head
+
+    recon = rc.Reconciler()
+    running = {1: J(1, "a"), 2: J(2, "b")}
+    assert [j.job_id for j in recon.jobs_headed_on("a", running, 100.0)] == [1]
+    running[3] = J(3, "a")
+    assert [j.job_id for j in recon.jobs_headed_on("a", running, 100.5)] == [1]     # seen at a later report
+    del running[1]
+    assert [j.job_id for j in recon.jobs_headed_on("a", running, 100.5)] == []      # ended ones never
+    assert [j.job_id for j in recon.jobs_headed_on("a", running, 101.6)] == [3]
 
 
 def test_confirmation_needs_a_trace_only_from_the_head_of_an_unconfirmed_launch():
@@ -230,6 +246,20 @@ def test_down_node_holds_resources_until_it_stops_listing_the_step(rig):
     assert rig.cpus_free("cn01") == 2 and job.job_id not in rig.ctl.recon.held
     rig.cycle()
     assert rig.ctl.jobs[nxt].state == JobState.Configuring
+
+
+def test_final_status_from_the_down_head_releases_the_held_resources(rig):
+    job = rig.start(node_num=2, nodelist=["cn01", "cn02"], cpus_per_task=2)
+    head = job.head_node
+    other = "cn02" if head == "cn01" else "cn01"
+    rig.beat(head, steps=[(job.job_id, 1, job.epoch)])
+    rig.timeout(other, "cn03")
+    rig.beat(other)
+    assert job.state == JobState.Failed and rig.cpus_free(other) == 0
+    rig.feed(m.StepStatus(node=head, job_id=job.job_id, state="finished", exit_code=0, epoch=job.epoch + 1))
+    assert rig.cpus_free(other) == 0                          # another launch's status proves nothing
+    rig.feed(m.StepStatus(node=head, job_id=job.job_id, state="finished", exit_code=0, epoch=job.epoch))
+    assert rig.cpus_free(other) == 2 and job.state == JobState.Failed   # the verdict stands; resources free
 
 
 def test_multi_node_job_holds_the_live_nodes_while_its_head_is_down(rig):

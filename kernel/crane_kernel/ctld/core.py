@@ -584,6 +584,7 @@ class Controller:
                 (epoch and epoch != job.epoch):
             if msg.state != "running":
                 outbox.append((self.node_stream(msg.node), m.FreeJob(job_id=msg.job_id)))
+                return rc.final_status(self, msg, now)  # a held job's step ended: its node confirms
             return []
         if msg.state == "running":
             if job.state == JobState.Configuring:

@@ -14,10 +14,10 @@ and its job directories whose step has ended. The controller compares both ways:
 A job whose processes may still run where nobody can see them — its node is DOWN, or the job was
 ended by the controller while a node still runs it — keeps its resources *held* (a :class:`Held`
 record; the job stays in the controller's running set) until every such node confirms the
-processes are gone: its heartbeat or registration no longer lists the step, or an admin confirms
-the node is powered off. A held job that the rules requeue waits as ``Pending`` with reason
-:data:`REASON_NODE_DOWN` and becomes eligible only when it is released. Held records are
-journaled (meta key :data:`META_KEY`) and restored at start-up.
+processes are gone: its heartbeat or registration no longer lists the step, the step's final
+status arrives, or an admin confirms the node is powered off. A held job that the rules requeue
+waits as ``Pending`` with reason :data:`REASON_NODE_DOWN` and becomes eligible only when it is
+released. Held records are journaled (meta key :data:`META_KEY`) and restored at start-up.
 
 This module holds the data, the rules, and the functions that apply them to a
 :class:`~crane_kernel.ctld.core.Controller`; they are called with the controller's lock held.
@@ -135,7 +135,7 @@ class Reconciler:
     live_on: dict[str, dict[int, int]] = field(default_factory=dict)   # node -> job -> epoch, last report
     by_head: dict[str, list[int]] = field(default_factory=dict)
     index_at: float = -1e18
-    index_size: int = -1
+    index_max_age: float = INDEX_MAX_AGE
 
     def journal(self) -> dict[str, Any]:
         """The meta value that records every held allocation."""
@@ -144,16 +144,16 @@ class Reconciler:
     def jobs_headed_on(self, node: str, running: dict[int, Any], now: float) -> list[Any]:
         """Running-set jobs whose head is ``node``.
 
-        The index is rebuilt when the running set changed size or is older than
-        :data:`INDEX_MAX_AGE`, so a job started since may be missed for that long (it is checked
-        at a later report).
+        The index is rebuilt once it is older than ``index_max_age`` (:data:`INDEX_MAX_AGE`), so
+        that a heartbeat costs what its node runs, not what the cluster runs; a job started since
+        is checked at a later report (what makes it end — a directory without supervisor — stays).
         """
-        if len(running) != self.index_size or not 0 <= now - self.index_at <= INDEX_MAX_AGE:
+        if not 0 <= now - self.index_at < self.index_max_age:
             index: dict[str, list[int]] = {}
             for job in running.values():
                 if job.head_node:
                     index.setdefault(job.head_node, []).append(job.job_id)
-            self.by_head, self.index_at, self.index_size = index, now, len(running)
+            self.by_head, self.index_at = index, now
         out = []
         for jid in self.by_head.get(node, ()):
             job = running.get(jid)
@@ -219,6 +219,23 @@ def reconcile_node(ctl: "Controller", node: "NodeState", live: dict[int, int], e
             log.warning("job %d: node %s no longer has it", jid, name)
             updates += ctl._end_lost(job, now, outbox, REASON_NODE_LOST_JOB)
     return updates
+
+
+def final_status(ctl: "Controller", msg: Any, now: float) -> list:
+    """A final status came for a job the controller had ended: if its resources are held, its node confirms.
+
+    The supervisor reports only after it has killed and cleaned up the step, so the processes of
+    that launch are gone from ``msg.node`` (even while its craned is down).
+    """
+    held = ctl.recon.held.get(msg.job_id)
+    if held is None or msg.node not in held.waiting or not same_launch(getattr(msg, "epoch", 0), held.epoch):
+        return []
+    held.waiting.discard(msg.node)
+    held.traced.add(msg.node)
+    if held.waiting:
+        persist(ctl)
+        return []
+    return release_held(ctl, held, now, f"the step's final status came from {msg.node}")
 
 
 def may_still_run_on(ctl: "Controller", job: "Job") -> set[str]:
