@@ -356,3 +356,15 @@ def test_admin_down_of_a_live_node_ends_its_jobs_now(rig):
     assert ok == ["cn02"] and not rig.ctl.nodes["cn02"].alive
     assert job.state == JobState.Failed and "power supply failed" in job.reason
     assert rig.cpus_free("cn02") == 2
+
+
+def test_malformed_reports_are_refused_or_ignored(rig):
+    from crane_kernel.errors import BusMessageError
+
+    with pytest.raises(BusMessageError):       # the bus dead-letters it; the controller never sees it
+        m.decode(b'{"kind":"node_heartbeat","node":"cn01","steps":[["a",1,2]]}')
+    job = rig.start(nodelist=["cn01"])
+    rig.beat("nosuch", steps=[(job.job_id, 1, job.epoch)])   # an unknown node: ignored
+    rig.feed(m.NodeRegister(node="cn01", cpus=2, mem=1 << 30, steps=[(job.job_id, 1, job.epoch)],
+                            finished=[{"job_id": "x"}]))       # a bad finished record: skipped
+    assert job.state == JobState.Running and not rig.to("nosuch", m.TerminateStep)
