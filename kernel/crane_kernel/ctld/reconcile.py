@@ -5,11 +5,11 @@ and its job directories whose step has ended. The controller compares both ways:
 
 * a step the node runs that the controller has ended (or does not know, or that belongs to an
   older launch) is killed: ``TerminateStep(reason="orphan")`` with the step's epoch;
-* a job the controller thinks runs there (``Running``) that the node does not run is ended:
-  when its directory is there but its supervisor is gone, the supervisor died without a final
-  status (``kill -9``; a final status, when there is one, is on the stream before the heartbeat,
-  so it has been applied already); when the node has no trace of it, the node lost it.
-  A ``Configuring`` job the node does not list yet is left alone: its launch may still be queued.
+* a job the controller thinks runs there that the node does not run is ended: when its
+  directory is there but its supervisor is gone, the supervisor died without a final status
+  (``kill -9``; a final status, when there is one, is on the stream before the heartbeat, so it
+  has been applied already); when the node has no trace of a ``Running`` job, the node lost it.
+  A ``Configuring`` job the node has no trace of yet is left alone: its launch may still be queued.
 
 A job whose processes may still run where nobody can see them — its node is DOWN, or the job was
 ended by the controller while a node still runs it — keeps its resources *held* (a :class:`Held`
