@@ -224,7 +224,13 @@ def faulty(tmp_path: Any) -> Iterator[Cluster]:
     lc = _cluster(Plugins={"Runtime": [faulty_runtime.NAME, "cgroup"]})
     try:
         lc.start()
-        yield Cluster(lc)
+        c = Cluster(lc)
+        try:
+            yield c
+        finally:
+            for pid in pids(c, "fw.pids"):    # the faulty runtime's steps are in no cgroup: not left behind
+                if alive(pid):
+                    os.killpg(pid, signal.SIGKILL)
     finally:
         lc.stop()
         if saved is None:
