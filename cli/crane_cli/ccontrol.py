@@ -1,7 +1,8 @@
 """ccontrol: show and change jobs, nodes and partitions (``ccontrol <action> <entity> [id] [key=value...]``).
 
 Supported: ``show node|partition|job [name/id]``;
-``update nodeName=<n> state=drain|resume [reason=...]``;
+``update nodeName=<n> state=drain|resume|down [reason=...]`` (``down``: the node is powered off, nothing of
+its jobs runs there any more, so the resources held for them are released; admins only);
 ``update jobid=<id> priority=<p> | timelimit=<[D-]HH:MM:SS>``; ``hold <ids>``; ``release <ids>``.
 Keys are case-insensitive. Output is scontrol-style ``Key=Value``; ``--json`` prints the raw reply.
 A change the controller refuses prints its reason and exits 4.
@@ -129,10 +130,10 @@ def command(argv: list[str]) -> int:
             kv = _pairs(words[1:])
             if "nodename" in kv:
                 state = kv.get("state", "").lower()
-                if state not in ("drain", "resume"):
-                    raise arg_error("ccontrol: update nodeName=... needs state=drain or state=resume")
-                if state == "drain" and not kv.get("reason"):
-                    raise arg_error("ccontrol: a reason is required to drain (reason=...)")
+                if state not in ("drain", "resume", "down"):
+                    raise arg_error("ccontrol: update nodeName=... needs state=drain, state=resume or state=down")
+                if state in ("drain", "down") and not kv.get("reason"):
+                    raise arg_error(f"ccontrol: a reason is required to set a node {state} (reason=...)")
                 from crane_common import hostlist
 
                 request = pb.ModifyNodeRequest(names=hostlist.expand(kv["nodename"]), state=state,

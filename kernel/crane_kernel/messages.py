@@ -73,7 +73,10 @@ class BusMessage(BaseModel):
 
 
 class NodeRegister(BusMessage):
-    """A craned (re)announces itself: its resources, the jobs whose supervisors still live, unacked results."""
+    """A craned (re)announces itself: its resources, the jobs whose supervisors still live, unacked results.
+
+    ``steps`` and ``ended`` are as in :class:`NodeHeartbeat`; ``running`` keeps the job ids of ``steps``.
+    """
 
     kind: Literal["node_register"] = "node_register"
     node: str
@@ -84,15 +87,26 @@ class NodeRegister(BusMessage):
     finished: list[dict[str, Any]] = Field(default_factory=list)
     boot_id: str = ""
     pid: int = 0
+    steps: list[tuple[int, int, int]] = Field(default_factory=list)
+    ended: list[tuple[int, int, int]] = Field(default_factory=list)
 
 
 class NodeHeartbeat(BusMessage):
-    """A craned is alive; ``running`` lists the job ids it currently runs."""
+    """A craned is alive, and what it runs.
+
+    ``steps`` lists ``(job_id, step_id, epoch)`` of every step whose supervisor lives (or is
+    being started) on the node (epoch 0: not known);
+    ``ended`` the job directories whose step no longer runs (its final status, if it had one,
+    was put on the stream before this heartbeat; the directory waits for the controller's
+    ``FreeJob``). ``running`` is the job ids of ``steps``, kept for older controllers.
+    """
 
     kind: Literal["node_heartbeat"] = "node_heartbeat"
     node: str
     running: list[int] = Field(default_factory=list)
     time: float = Field(default_factory=_now)
+    steps: list[tuple[int, int, int]] = Field(default_factory=list)
+    ended: list[tuple[int, int, int]] = Field(default_factory=list)
 
 
 class StepStatus(BusMessage):

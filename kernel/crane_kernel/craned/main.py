@@ -35,6 +35,9 @@ from crane_kernel.errors import CraneError
 
 log = logging.getLogger("craned")
 
+StepRef = tuple[int, int, int]  # (job id, step id, launch epoch) as heartbeats report them
+STARTING_GRACE = 30.0  # seconds a launched job directory without a supervisor pid file counts as starting
+
 
 def runtime_selection(cfg: ClusterConfig) -> dict[str, Any]:
     """The runtime part of the ``Plugins:`` section (names and their settings), JSON-serialisable for the launcher."""
@@ -136,33 +139,67 @@ class Craned:
     def _job_dir(self, job_id: int) -> str:
         return os.path.join(self.jobs_dir, str(job_id))
 
-    def _scan(self) -> tuple[list[int], list[dict]]:
-        """Live supervisors, and final statuses the controller may not have, found on disk.
+    def _survey(self) -> tuple[list[StepRef], list[StepRef], dict[int, dict]]:
+        """What the job directories say: steps that run, directories whose step ended, unsent results.
 
-        A job directory whose supervisor is gone holds either the status it could not send, or
-        none because it was sent (the controller's FreeJob has not arrived yet), or none because
-        the supervisor died: then the job is reported lost. The controller ignores reports about
-        jobs it has already ended, so over-reporting is harmless.
+        A step runs while its supervisor lives, and also while it is being started: its directory
+        exists (the launch was handed to the launcher) but the supervisor has not written its pid
+        file yet (for at most :data:`STARTING_GRACE` seconds). Every other directory is *ended*:
+        its step's final status was sent, or is in ``result.json`` (returned here to be sent),
+        or the supervisor died without one. A directory that cannot be read is logged and skipped.
         """
-        running, finished = [], []
-        self.launched.clear()
+        steps: list[StepRef] = []
+        ended: list[StepRef] = []
+        unsent: dict[int, dict] = {}
+        now = time.time()
         for name in os.listdir(self.jobs_dir):
             if not name.isdigit():
                 continue
-            d = self._job_dir(int(name))
-            sup = self._read(os.path.join(d, SUP_FILE)) or {}
-            self.launched[int(name)] = int(sup.get("epoch", 0))
-            if supervisor_alive(d):
-                running.append(int(name))
-                continue
-            result = self._read(os.path.join(d, RESULT_FILE)) or self._read(os.path.join(d, SENT_FILE))
-            if result is None and sup:
-                result = m.StepStatus(node=self.node, job_id=int(name), step_id=1, state="finished",
+            job_id = int(name)
+            d = self._job_dir(job_id)
+            try:
+                sup = self._read(os.path.join(d, SUP_FILE)) or {}
+                ref = (job_id, int(sup.get("step", 1)), int(sup.get("epoch", self.launched.get(job_id, 0))))
+                if sup and supervisor_alive(d):
+                    steps.append(ref)
+                    continue
+                if not sup and not os.path.exists(os.path.join(d, "cancelled")) \
+                        and now - os.stat(d).st_mtime < STARTING_GRACE:
+                    steps.append(ref)  # handed to the launcher; the supervisor is starting
+                    continue
+                result = self._read(os.path.join(d, RESULT_FILE))
+                if result is not None:
+                    unsent[job_id] = result
+                ended.append(ref)
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("job directory %s skipped in this report: %s", d, exc)
+        return steps, ended, unsent
+
+    def _scan(self) -> tuple[list[StepRef], list[StepRef], list[dict]]:
+        """For a (re)registration: live steps, ended directories, and final statuses the controller may lack.
+
+        An ended directory holds either the status it could not send, or none because it was sent
+        (the controller's FreeJob has not arrived yet; the sent copy is reported again), or none
+        because the supervisor died: then the job is reported lost. The controller ignores reports
+        about jobs it has already ended, so over-reporting is harmless.
+        """
+        self.launched.clear()
+        for name in os.listdir(self.jobs_dir):
+            if name.isdigit():
+                sup = self._read(os.path.join(self._job_dir(int(name)), SUP_FILE)) or {}
+                self.launched[int(name)] = int(sup.get("epoch", 0))
+        steps, ended, unsent = self._survey()
+        finished = []
+        for job_id, step_id, epoch in ended:
+            d = self._job_dir(job_id)
+            result = unsent.get(job_id) or self._read(os.path.join(d, SENT_FILE))
+            if result is None and os.path.exists(os.path.join(d, SUP_FILE)):
+                result = m.StepStatus(node=self.node, job_id=job_id, step_id=step_id, state="finished",
                                       exit_code=EC_CRANED_DOWN, time=time.time(), reason="step supervisor lost",
-                                      epoch=int(sup.get("epoch", 0))).model_dump()
+                                      epoch=epoch).model_dump()
             if result is not None:
                 finished.append(result)
-        return running, finished
+        return steps, ended, finished
 
     @staticmethod
     def _read(path: str) -> dict | None:
@@ -228,27 +265,32 @@ class Craned:
 
     # -- main loop -----------------------------------------------------------
     def _register(self) -> None:
-        running, finished = self._scan()
+        steps, ended, finished = self._scan()
         self.bus.publish(self.bus.ctld_stream(), m.NodeRegister(
             node=self.node, cpus=self.conf.cpu, mem=self.conf.memory,
-            gres={g.key: int(g.count or 0) for g in self.conf.gres}, running=running, finished=finished,
-            boot_id=self.boot_id, pid=os.getpid()))
-        log.info("registered node %s: %d running, %d unreported results", self.node, len(running), len(finished))
+            gres={g.key: int(g.count or 0) for g in self.conf.gres}, running=[s[0] for s in steps],
+            finished=finished, boot_id=self.boot_id, pid=os.getpid(), steps=steps, ended=ended))
+        log.info("registered node %s: %d running, %d unreported results", self.node, len(steps), len(finished))
 
     def _heartbeat(self) -> None:
-        running = []
-        for name in os.listdir(self.jobs_dir):
-            if not name.isdigit():
+        """Send the results supervisors could not send, then the heartbeat listing what runs here.
+
+        The order matters: the controller reads a step missing from ``steps`` as gone, so any final
+        status of it must be on the stream before the heartbeat.
+        """
+        steps, ended, unsent = self._survey()
+        for job_id, result in unsent.items():  # the supervisor could not report it: do it now
+            d = self._job_dir(job_id)
+            try:
+                status = m.StepStatus(**result)
+            except (TypeError, ValueError) as exc:
+                log.warning("job %d: unusable result file set aside: %s", job_id, exc)
+                os.replace(os.path.join(d, RESULT_FILE), os.path.join(d, "result.bad"))
                 continue
-            d = self._job_dir(int(name))
-            if supervisor_alive(d):
-                running.append(int(name))
-                continue
-            result = self._read(os.path.join(d, RESULT_FILE))
-            if result is not None:  # the supervisor could not report it: do it now
-                self.bus.publish(self.bus.ctld_stream(), m.StepStatus(**result))
-                os.replace(os.path.join(d, RESULT_FILE), os.path.join(d, SENT_FILE))
-        self.bus.publish(self.bus.ctld_stream(), m.NodeHeartbeat(node=self.node, running=running, time=time.time()))
+            self.bus.publish(self.bus.ctld_stream(), status)
+            os.replace(os.path.join(d, RESULT_FILE), os.path.join(d, SENT_FILE))
+        self.bus.publish(self.bus.ctld_stream(), m.NodeHeartbeat(
+            node=self.node, running=[s[0] for s in steps], time=time.time(), steps=steps, ended=ended))
 
     def run(self) -> None:
         """Register, then consume launches and heartbeat until stopped."""

@@ -20,7 +20,13 @@ import signal
 import time
 from typing import Any, NoReturn
 
-from crane_common.states import EC_EXCEED_TIME_LIMIT, EC_PERMISSION_DENIED, EC_SPAWN_FAILED, EC_TERMINATED
+from crane_common.states import (
+    EC_EXCEED_TIME_LIMIT,
+    EC_EXEC_ERR,
+    EC_PERMISSION_DENIED,
+    EC_SPAWN_FAILED,
+    EC_TERMINATED,
+)
 from crane_kernel.errors import StepLaunchError
 from crane_kernel.resp import xadd_once
 from crane_kernel.runtime import StepSpec
@@ -154,6 +160,7 @@ class Supervisor:
         self.stream = stream
         self.kill_wait = kill_wait
         self.cancel = False
+        self.handle: Any = None  # the launched step, once a runtime has accepted it
 
     def _on_term(self, _signum: int, _frame: Any) -> None:
         self.cancel = True
@@ -183,17 +190,55 @@ class Supervisor:
         os._exit(0)
 
     def run(self) -> NoReturn:
-        """Launch, supervise and report; never returns."""
+        """Launch, supervise and report; never returns.
+
+        Whatever raises in here (a runtime hook, the supervisor's own code) still ends with a final
+        status: the step is killed and cleaned up as far as possible, and reported ``finished``
+        with ``EC_EXEC_ERR`` (``failed_to_start`` if it was not launched yet) and the error as reason.
+        """
+        try:
+            self._supervise()
+        except BaseException as exc:  # the job must not be left without a final status
+            self._fail(exc)
+        self._fail(RuntimeError("the supervisor ended without a final status"))
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        """Stop the step after an unexpected error and report the failure; never returns."""
+        log.error("job %d: step supervisor failed: %s: %s", self.job_id, type(exc).__name__, exc,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        reason = f"step supervisor failed: {type(exc).__name__}: {exc}"
+        handle, hook = self.handle, self.pm.steps
+        if handle is not None:
+            for stop in (lambda: hook.crane_step_signal(handle=handle, signum=signal.SIGKILL, all_processes=True),
+                         lambda: hook.crane_step_cleanup(handle=handle)):
+                try:
+                    stop()
+                except BaseException:  # report anyway
+                    log.exception("job %d: stopping the step after the failure failed", self.job_id)
+        status = self._status("finished" if handle is not None else "failed_to_start",
+                              EC_EXEC_ERR if handle is not None else EC_SPAWN_FAILED, reason)
+        try:
+            self._final(status)
+        except BaseException:  # last resort: craned sends the result file
+            log.exception("job %d: reporting the failure failed", self.job_id)
+            try:
+                write_json(os.path.join(self.job_dir, RESULT_FILE), status)
+            finally:
+                os._exit(1)
+
+    def _supervise(self) -> None:
+        """Launch the step, supervise it to its end and report it (exits the process when done)."""
         signal.signal(signal.SIGTERM, self._on_term)
         for ignored in (signal.SIGINT, signal.SIGHUP):
             signal.signal(ignored, _ignore)  # a handler, not SIG_IGN: the task must not inherit "ignored"
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         write_json(os.path.join(self.job_dir, SUP_FILE),
-                   {"pid": os.getpid(), "start": proc_start_time(os.getpid()), "epoch": self.epoch})
+                   {"pid": os.getpid(), "start": proc_start_time(os.getpid()), "epoch": self.epoch,
+                    "step": self.step_id})
         job_id = self.job_id
         try:
             step = build_step(self.node, self.job_dir, self.spec)
-            handle = self.pm.steps.crane_step_launch(step=step)  # routes later hooks to the runtime that claims it
+            handle = self.handle = self.pm.steps.crane_step_launch(step=step)  # later hooks go to its runtime
             if handle is None:
                 raise StepLaunchError("no runtime plugin accepted the step", EC_SPAWN_FAILED)
         except StepLaunchError as exc:

@@ -38,6 +38,7 @@ from crane_kernel import gres as gres_rules
 from crane_kernel import messages as m
 from crane_kernel.auth_types import Identity
 from crane_kernel.config import ClusterConfig
+from crane_kernel.ctld import reconcile as rc
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec
 from crane_kernel.ctld.nodes import NodeState, build_nodes
 from crane_kernel.ctld.store import StateStore
@@ -112,6 +113,7 @@ class Controller:
         self.last_considered = 0
         self.cluster = cfg.ClusterName
         self._has_priority = False
+        self.recon = rc.Reconciler()  # held allocations and what nodes report they run (ctld/reconcile.py)
 
     # ------------------------------------------------------------------
     # start-up
@@ -150,6 +152,7 @@ class Controller:
         for n in self.nodes.values():
             n.last_seen = now  # a grace period: nodes have CranedTimeout to check in
             n.refresh_usable()
+        rc.restore_held(self)
         log.info("recovered %d pending and %d running jobs (%d ended jobs replayed for usage history); next job id %d",
                  n_pending, n_running, n_history, self.next_job_id)
 
@@ -310,7 +313,22 @@ class Controller:
             exclusive=job.exclusive)
 
     def _release(self, job: Job) -> None:
-        """Give a job's resources back to its nodes."""
+        """Give a job's resources back to its nodes — unless its processes may still run unseen.
+
+        When a node of the job is DOWN, its processes there may outlive what the controller knows:
+        the resources stay held (see ``ctld/reconcile.py``) until the node confirms they are gone.
+        """
+        if job.job_id in self.recon.held:
+            return  # released by reconcile.release_held once confirmed
+        if job.job_id in self.running:
+            down = {n for n in job.alloc_nodes if n in self.nodes and not self.nodes[n].alive}
+            if down:
+                rc.hold(self, job, down, requeue=False)
+                return
+        self._free(job)
+
+    def _free(self, job: Job) -> None:
+        """Give a job's resources back to its nodes now."""
         self.running.pop(job.job_id, None)
         rv = self.running_view.pop(job.job_id, None)
         taken = self.gres_taken.pop(job.job_id, [])
@@ -509,7 +527,7 @@ class Controller:
                     if isinstance(msg, m.StepStatus):
                         updates += self._on_step_status(msg, now, outbox)
                     elif isinstance(msg, m.NodeHeartbeat):
-                        self._on_heartbeat(msg.node, msg.running, now, outbox)
+                        updates += self._on_heartbeat(msg.node, msg.running, now, outbox, msg.steps, msg.ended)
                     elif isinstance(msg, m.NodeRegister):
                         updates += self._on_register(msg, now, outbox)
                     else:
@@ -535,39 +553,29 @@ class Controller:
             outbox.append((self.events_stream(), m.NodeEvent(kind="node.up", node=name, data={})))
         return node
 
-    def _on_heartbeat(self, name: str, running: list[int], now: float, outbox: list) -> None:
+    def _on_heartbeat(self, name: str, running: list[int], now: float, outbox: list,
+                      steps: list | None = None, ended: list | None = None) -> list:
+        """A node is alive and reports what it runs: reconcile it with the jobs (returns journal rows)."""
         node = self._node_seen(name, now, outbox)
         if node is None:
-            return
-        for jid in running:
-            job = self.jobs.get(jid)
-            if job is None or job.state in FINAL_STATES or job.head_node != name:
-                # the node runs something the controller has ended: stop it
-                outbox.append((self.node_stream(name), m.TerminateStep(job_id=jid, reason="orphan", epoch=0)))
+            return []
+        live = rc.step_map(steps) if steps else rc.step_map(running)  # an older craned sends job ids only
+        return rc.reconcile_node(self, node, live, rc.step_map(ended or []), now, outbox)
 
     def _on_register(self, msg: Any, now: float, outbox: list) -> list:
         node = self._node_seen(msg.node, now, outbox)
         if node is None:
             return []
         updates: list = []
-        reported_done = set()
         for result in msg.finished or []:
             try:
                 status = m.StepStatus(**result)
             except Exception as exc:
                 log.warning("bad finished record from %s: %s", msg.node, exc)
                 continue
-            reported_done.add(status.job_id)
             updates += self._on_step_status(status, now, outbox)
-        live = set(msg.running)
-        for job in list(self.running.values()):
-            if job.head_node != msg.node or job.job_id in live or job.job_id in reported_done:
-                continue
-            if job.state == JobState.Running:
-                # the node restarted and no longer has it: lost
-                updates += self._end_lost(job, now, outbox, "node lost the job")
-        self._on_heartbeat(msg.node, msg.running, now, outbox)
-        return updates
+        live = rc.step_map(msg.steps) if msg.steps else rc.step_map(msg.running)
+        return updates + rc.reconcile_node(self, node, live, rc.step_map(msg.ended), now, outbox)
 
     def _on_step_status(self, msg: Any, now: float, outbox: list) -> list:
         job = self.jobs.get(msg.job_id)
@@ -576,6 +584,7 @@ class Controller:
                 (epoch and epoch != job.epoch):
             if msg.state != "running":
                 outbox.append((self.node_stream(msg.node), m.FreeJob(job_id=msg.job_id)))
+                return rc.final_status(self, msg, now)  # a held job's step ended: its node confirms
             return []
         if msg.state == "running":
             if job.state == JobState.Configuring:
@@ -599,17 +608,34 @@ class Controller:
                             reason=msg.reason)
 
     def _end_lost(self, job: Job, now: float, outbox: list, why: str) -> list:
-        """A running job's node went away: requeue it when the rules allow, else end it as node-down."""
-        if self._may_requeue(job):
+        """A running job's node went away: requeue it when the rules allow, else end it as node-down.
+
+        Its resources stay held while any of its nodes may still run its processes (the node is
+        DOWN, its last report listed the job, or the launch may still be queued for it; the live
+        ones are told to kill it), and a requeued job waits as Pending (reason NodeDown) until they
+        are released: it never runs twice at once.
+        """
+        requeue = self._may_requeue(job)
+        waiting = rc.may_still_run_on(self, job)
+        held = bool(waiting) and job.job_id in self.running
+        if held:
+            rc.hold(self, job, waiting, requeue=requeue)
+            for n in sorted(waiting):
+                if self.nodes[n].alive:
+                    outbox.append((self.node_stream(n), m.TerminateStep(job_id=job.job_id, reason="node",
+                                                                        epoch=job.epoch)))
+        if requeue:
             self._release(job)
             job.state = JobState.Pending
             job.alloc_nodes = ()
             job.head_node = ""
             job.exit_code = EC_CRANED_DOWN
-            job.reason = ""
-            job.devices = {}
-            self.pending[job.job_id] = job
-            log.info("job %d requeued: %s", job.job_id, why)
+            job.reason = rc.REASON_NODE_DOWN if held else ""
+            if not held:
+                job.devices = {}
+                self.pending[job.job_id] = job
+            log.info("job %d requeued: %s%s", job.job_id, why, " (starts once its old processes are gone)"
+                     if held else "")
             outbox.append((self.events_stream(), m.JobEvent(kind="job.requeued", job_id=job.job_id,
                                                             data={"reason": why})))
             return [(int(job.state), self._rt_json(job), job.job_id)]
@@ -648,11 +674,13 @@ class Controller:
 
     def _check_liveness(self, now: float, outbox: list) -> None:
         timeout = self.cfg.CraneCtld.CranedTimeout
+        held = self.recon.held
         updates: list = []
         for node in self.nodes.values():
             if now - node.last_seen <= timeout:
                 continue
-            if not node.alive and not any(node.name in j.alloc_nodes for j in self.running.values()):
+            lost = [j for j in self.running.values() if node.name in j.alloc_nodes and j.job_id not in held]
+            if not node.alive and not lost:
                 continue
             if node.alive:
                 log.warning("node %s missed heartbeats for %.0fs: DOWN", node.name, now - node.last_seen)
@@ -660,10 +688,21 @@ class Controller:
                                                                  data={"reason": "heartbeat timeout"})))
             node.alive = False
             node.refresh_usable()
-            for job in [j for j in self.running.values() if node.name in j.alloc_nodes]:
+            for job in lost:
                 updates += self._end_lost(job, now, outbox, f"node {node.name} down")
         if updates:
             self.store.write(updates=updates)
+
+    def confirm_node_down(self, names: list[str], reason: str, identity: Identity) -> tuple[list, list]:
+        """An admin confirms nodes are down and run nothing of their jobs (e.g. powered off); admins only.
+
+        See :func:`crane_kernel.ctld.reconcile.confirm_node_down`.
+        """
+        with self.lock:
+            ok, bad, outbox = rc.confirm_node_down(self, names, reason, identity)
+        self.publish(outbox)
+        self.wake.set()
+        return ok, bad
 
     def _retry_dispatch(self, now: float, outbox: list) -> None:
         retry = self.cfg.CraneCtld.DispatchRetry

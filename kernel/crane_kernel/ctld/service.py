@@ -227,16 +227,19 @@ class CraneCtldService(pbg.CraneCtldServicer):
         return pb.QueryPartitionInfoReply(partitions=out)
 
     def ModifyNode(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Drain or resume nodes."""
+        """Drain or resume nodes, or confirm they are down (powered off: nothing of their jobs runs there)."""
         ident = self._identity(context, "ModifyNode")
         state = request.state.lower()
-        if state not in ("drain", "resume"):
+        if state not in ("drain", "resume", "down"):
             return pb.ModifyNodeReply(not_modified=list(request.names),
                                       reasons=[f"unknown state {request.state!r}"] * len(request.names))
-        if state == "drain" and not request.reason:
+        if state in ("drain", "down") and not request.reason:
             return pb.ModifyNodeReply(not_modified=list(request.names),
-                                      reasons=["a reason is required to drain"] * len(request.names))
-        ok, bad = self.ctl.set_drain(list(request.names), state == "drain", request.reason, ident)
+                                      reasons=[f"a reason is required to set a node {state}"] * len(request.names))
+        if state == "down":
+            ok, bad = self.ctl.confirm_node_down(list(request.names), request.reason, ident)
+        else:
+            ok, bad = self.ctl.set_drain(list(request.names), state == "drain", request.reason, ident)
         return pb.ModifyNodeReply(modified=ok, not_modified=[b[0] for b in bad], reasons=[b[1] for b in bad])
 
     def QueryServerInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
