@@ -51,9 +51,9 @@ class Rig:
             "DefaultMemPerCpu": "64M",
             "CraneCtld": {"CranedTimeout": TIMEOUT, "JobRequeue": requeue},
         })
-        pm = plugins.new_manager()
-        pm.register(_Auth(), name="auth:test")
-        plugins.register(pm, "scheduler", ["fifo"])
+        from crane_sched_fifo import FifoScheduler
+
+        pm = plugins.from_objects({"auth": {"test": _Auth()}, "scheduler": {"fifo": FifoScheduler()}})
         self.clock = clock or Clock()
         self.sent: list[tuple[str, Any]] = []
         self.store = StateStore(path)
