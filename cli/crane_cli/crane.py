@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -33,8 +35,11 @@ COMMAND_GROUP = "crane.commands"
 BUILTINS = ("version", "whoami", "token")
 LEVELS = ("none", "operator", "admin", "root")
 
+if TYPE_CHECKING:  # importlib.metadata costs ~10 ms: imported only to list or run installed verbs
+    from importlib.metadata import EntryPoint
 
-def installed_commands() -> dict:
+
+def installed_commands() -> dict[str, EntryPoint]:
     """``{verb: entry point}`` of the ``crane.commands`` group (what installed packages add)."""
     from importlib.metadata import entry_points
 
@@ -45,7 +50,7 @@ def installed_commands() -> dict:
     return found
 
 
-def delegate(ep, argv: list[str], config: str | None) -> int:  # noqa: ANN001 - an EntryPoint
+def delegate(ep: EntryPoint, argv: list[str], config: str | None) -> int:
     """Load the verb's entry point and run it on ``argv``; a broken package is a one-line error.
 
     A click command is invoked as ``crane <verb>`` (its usage errors are one line, exit code
@@ -71,7 +76,7 @@ def delegate(ep, argv: list[str], config: str | None) -> int:  # noqa: ANN001 - 
 class InstalledCommand(click.Command):
     """A ``crane.commands`` verb: the rest of the command line goes to it untouched."""
 
-    def __init__(self, ep) -> None:  # noqa: ANN001 - an EntryPoint
+    def __init__(self, ep: EntryPoint) -> None:
         package = ep.value.split(":")[0].split(".")[0]
         super().__init__(ep.name, params=[click.Argument(["argv"], nargs=-1, type=click.UNPROCESSED)],
                          callback=self._run, add_help_option=False, short_help=f"(from {package})",
@@ -105,12 +110,10 @@ def _root_config() -> str | None:
     return click.get_current_context().find_root().params.get("config")
 
 
-def _body(fn: Any) -> Any:
+def _body(fn: Callable[[SimpleNamespace], int]) -> Callable[..., int]:
     """A click callback running ``fn(args)``, with ``args.config`` the global ``-C``."""
 
-    def callback(**values: Any) -> int:
-        from types import SimpleNamespace
-
+    def callback(**values: object) -> int:
         return fn(SimpleNamespace(config=_root_config(), **values))
 
     callback.__doc__ = fn.__doc__
@@ -158,7 +161,7 @@ def _common_version() -> str:
         return "not installed"
 
 
-def cmd_version(args) -> int:  # noqa: ANN001
+def cmd_version(args: SimpleNamespace) -> int:
     """Print the versions; ask the controller too, but never fail because it is away."""
     print(f"crane-cli {__version__}")
     print(f"crane-common {_common_version()}")
@@ -183,7 +186,7 @@ def cmd_version(args) -> int:  # noqa: ANN001
     return EXIT_OK
 
 
-def cmd_whoami(args) -> int:  # noqa: ANN001
+def cmd_whoami(args: SimpleNamespace) -> int:
     """Print the identity the controller derives from our token."""
     from crane_cli import clientconf
 
@@ -240,7 +243,7 @@ def write_token(path: str, token: str, owner_uid: int | None = None) -> None:
         raise CliError(f"crane: cannot write token to {path}: {exc.strerror or exc}", EXIT_SYSTEM) from None
 
 
-def cmd_token_issue(args) -> int:  # noqa: ANN001
+def cmd_token_issue(args: SimpleNamespace) -> int:
     """Mint (and optionally save) a token."""
     from crane_common import tokens
 
@@ -298,7 +301,7 @@ def decode_token(token: str) -> dict:
     return payload
 
 
-def cmd_token_show(args) -> int:  # noqa: ANN001
+def cmd_token_show(args: SimpleNamespace) -> int:
     """Show which token the commands would present, and what it claims."""
     import time
 

@@ -28,6 +28,9 @@ lazy module and so loads it at once. Safety rules:
 * a load that fails removes the module from ``sys.modules`` and re-raises, as
   a failed import would.
 
+:data:`CLICK_BAGGAGE` does the same for ``inspect``, which click imports but the
+commands never need (the package installs it before any of its modules imports click).
+
 Tests (``tests/test_fastimport.py``) check that a grpc call works without
 loading asyncio, and that asyncio, ``grpc.aio`` and protobuf keep working
 after being loaded through the deferred objects.
