@@ -12,54 +12,67 @@ import os
 import sys
 from typing import NoReturn
 
-from crane_cli.cliparse import Parser, add_common, run
+from crane_cli.cliparse import Argument, Command, Option, common_options, parse, run
 from crane_cli.errors import EXIT_BACKEND, EXIT_OK, EXIT_SYSTEM, CliError, arg_error
 
-FLAG = {"action": "store_const", "const": True, "default": None}
+# Options upstream cbatch has that this cluster cannot honour: an error on the command line
+# and in scripts alike (hidden from --help). (spellings, is a flag, #SBATCH spellings)
+UNSUPPORTED = (
+    (("-a", "--array"), False, ("-a", "--array")), (("-L", "--licenses"), False, ()),
+    (("-r", "--reservation"), False, ("-r",)), (("--wckey",), False, ()), (("-d", "--dependency"), False, ()),
+    (("-s", "--signal"), False, ()), (("--pod",), True, ()), (("--pod-name",), False, ()),
+    (("--pod-port",), False, ()), (("--pod-user",), False, ()), (("--pod-userns",), True, ()),
+    (("--pod-host-network",), True, ()), (("--pod-dns",), False, ()),
+)
 
 
-def build_parser() -> Parser:
-    """The cbatch argument parser (values are kept as strings; see :mod:`crane_cli.jobspec`)."""
-    p = Parser(prog="cbatch", description="Submit a batch job to CraneSched.")
-    p.add_argument("script", nargs="?", help="batch script to submit")
-    p.add_argument("-N", "--nodes", help="number of nodes")
-    p.add_argument("-c", "--cpus-per-task", help="CPUs per task (default 1)")
-    p.add_argument("-n", "--ntasks", help="number of tasks")
-    p.add_argument("--ntasks-per-node", help="tasks per node")
-    p.add_argument("-t", "--time", help="time limit, [D-]HH:MM:SS")
-    mem = p.add_mutually_exclusive_group()
-    mem.add_argument("--mem", help="memory per node (default unit MB; K, M, G, B suffixes)")
-    mem.add_argument("--mem-per-cpu", help="memory per CPU (default unit MB)")
-    p.add_argument("--gres", help="generic resources per node, e.g. gpu:a100:2")
-    p.add_argument("--gpus-per-node", help="GPUs per node, [type:]n[,type:n]")
-    p.add_argument("-p", "--partition", help="partition")
-    p.add_argument("-J", "--job-name", help="job name")
-    p.add_argument("-A", "--account", help="account")
-    p.add_argument("-q", "--qos", help="quality of service")
-    p.add_argument("-D", "--chdir", help="working directory of the job")
-    p.add_argument("-o", "--output", help="stdout file pattern (%%j job id)")
-    p.add_argument("-e", "--error", help="stderr file pattern (%%j job id)")
-    p.add_argument("-i", "--input", help="stdin file")
-    p.add_argument("-w", "--nodelist", help="nodes to run on (host list)")
-    p.add_argument("-x", "--exclude", help="nodes to avoid (host list)")
-    p.add_argument("--exclusive", help="do not share nodes with other jobs", **FLAG)
-    p.add_argument("--export", help="environment to propagate: ALL (default), NONE, NIL or ALL,A=a,B")
-    p.add_argument("--get-user-env", help="load the user's login environment", **FLAG)
-    p.add_argument("--wrap", help="submit this command string as the script")
-    p.add_argument("--repeat", default="1", help="submit the job this many times (default 1)")
-    p.add_argument("-H", "--hold", help="submit the job held", **FLAG)
-    p.add_argument("--comment", help="comment")
-    p.add_argument("--open-mode", help="append or truncate output files")
-    p.add_argument("--interpreter", help="script interpreter (default: the shebang, else /bin/bash)")
-    p.add_argument("-b", "--begin", help="defer the start until this time")
-    p.add_argument("--extra-attr", help="extra attributes as JSON")
-    p.add_argument("--mail-type", help="mail events: NONE,BEGIN,END,FAIL,TIMELIMIT,OOM,ALL")
-    p.add_argument("--mail-user", help="mail recipient")
-    rq = p.add_mutually_exclusive_group()
-    rq.add_argument("--requeue", help="requeue the job when its node fails", **FLAG)
-    rq.add_argument("--no-requeue", help="never requeue the job", **FLAG)
-    add_common(p)
-    return p
+def build_command() -> Command:
+    """cbatch's flags: the command line and ``#CBATCH``/``#SBATCH`` directives (values are kept as strings).
+
+    ``script=`` gives the spellings a ``#CBATCH`` line accepts (``-Q`` for the QoS, no ``-D``:
+    upstream's), ``sbatch=`` those upstream whitelists after ``#SBATCH``; values are checked
+    in :mod:`crane_cli.jobspec`.
+    """
+    return Command("cbatch", help="Submit a batch job to CraneSched.", params=[
+        Argument("script", required=False, help="batch script to submit"),
+        Option("-N", "--nodes", help="number of nodes", sbatch=("-N",)),
+        Option("-c", "--cpus-per-task", help="CPUs per task (default 1)", sbatch=("-c",)),
+        Option("-n", "--ntasks", help="number of tasks", sbatch=("-n",)),
+        Option("--ntasks-per-node", help="tasks per node", sbatch=True),
+        Option("-t", "--time", help="time limit, [D-]HH:MM:SS", sbatch=("-t",)),
+        Option("--mem", group="mem", help="memory per node (default unit MB; K, M, G, B suffixes)", sbatch=True),
+        Option("--mem-per-cpu", group="mem", help="memory per CPU (default unit MB)"),
+        Option("--gres", help="generic resources per node, e.g. gpu:a100:2", sbatch=True),
+        Option("--gpus-per-node", help="GPUs per node, [type:]n[,type:n]"),
+        Option("-p", "--partition", help="partition", sbatch=("-p",)),
+        Option("-J", "--job-name", help="job name", sbatch=("-J",)),
+        Option("-A", "--account", help="account", sbatch=("-A",)),
+        Option("-q", "--qos", help="quality of service", script=("-Q", "--qos"), sbatch=("--qos",)),
+        Option("-D", "--chdir", help="working directory of the job", script=("--chdir",), sbatch=True),
+        Option("-o", "--output", help="stdout file pattern (%j job id)", sbatch=("-o",)),
+        Option("-e", "--error", help="stderr file pattern (%j job id)", sbatch=("-e",)),
+        Option("-i", "--input", help="stdin file", sbatch=("-i",)),
+        Option("-w", "--nodelist", help="nodes to run on (host list)", sbatch=True),
+        Option("-x", "--exclude", help="nodes to avoid (host list)", sbatch=("--exclude",)),
+        Option("--exclusive", flag=True, help="do not share nodes with other jobs", sbatch=True),
+        Option("--export", help="environment to propagate: ALL (default), NONE, NIL or ALL,A=a,B", sbatch=True),
+        Option("--get-user-env", flag=True, help="load the user's login environment", sbatch=True),
+        Option("--wrap", help="submit this command string as the script", script=(), sbatch=("--wrap",)),
+        Option("--repeat", default="1", help="submit the job this many times (default 1)", script=()),
+        Option("-H", "--hold", flag=True, help="submit the job held", script=()),
+        Option("--comment", help="comment", sbatch=True),
+        Option("--open-mode", help="append or truncate output files", sbatch=True),
+        Option("--interpreter", help="script interpreter (default: the shebang, else /bin/bash)"),
+        Option("-b", "--begin", help="defer the start until this time", sbatch=True),
+        Option("--extra-attr", help="extra attributes as JSON"),
+        Option("--mail-type", help="mail events: NONE,BEGIN,END,FAIL,TIMELIMIT,OOM,ALL", sbatch=True),
+        Option("--mail-user", help="mail recipient", sbatch=True),
+        Option("--requeue", flag=True, group="requeue", help="requeue the job when its node fails"),
+        Option("--no-requeue", flag=True, group="requeue", help="never requeue the job"),
+        *(Option(*names, flag=is_flag, unsupported=True, sbatch=sbatch) for names, is_flag, sbatch in UNSUPPORTED),
+        Option("--deadline", unsupported=True, script=(), sbatch=("--deadline",)),
+        *common_options(),
+    ])
 
 
 _NOT_OPTIONS = ("script", "wrap", "repeat", "config", "json")
@@ -83,7 +96,7 @@ def prepare(argv: list[str], environ: dict[str, str] | None = None) -> tuple[obj
     """Parse ``argv`` and the script; return (args, JobSpec fields, repeat count). No network."""
     from crane_cli.jobspec import build_fields, merge_options
 
-    args = build_parser().parse_args(argv)
+    args = parse(build_command(), argv)
     if args.wrap is not None and args.script is not None:
         raise arg_error("cbatch: a script file and --wrap are mutually exclusive")
     if args.wrap is None and args.script is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-from crane_cli.cliparse import Parser, add_common, run, split_list
+from crane_cli.cliparse import Argument, Command, Option, common_options, parse, run, split_list
 from crane_cli.errors import EXIT_BACKEND, EXIT_OK, arg_error
 from crane_cli.lazyre import LazyRegex
 
@@ -21,21 +21,21 @@ STATE_FILTERS = {"pending": (0,), "p": (0,), "running": (1, 7, 8, 9), "r": (1, 7
                  "s": (10,), "all": ()}
 
 
-def build_parser() -> Parser:
-    """The ccancel argument parser."""
-    p = Parser(prog="ccancel", description="Cancel pending or running jobs.")
-    p.add_argument("ids", nargs="*", metavar="ID[,ID...]", help="job ids")
-    p.add_argument("-n", "--name", help="only jobs with this name")
-    p.add_argument("-p", "--partition", help="only jobs in this partition")
-    p.add_argument("-t", "--state", help="only jobs in this state: PENDING(P), RUNNING(R), SUSPENDED(S) or ALL")
-    p.add_argument("-A", "--account", help="only jobs of this account")
-    p.add_argument("-u", "--user", help="only jobs of this user")
-    p.add_argument("-w", "--nodes", action="append", help="only jobs running on these nodes (host list)")
-    add_common(p)
-    return p
+def build_command() -> Command:
+    """ccancel's flags."""
+    return Command("ccancel", help="Cancel pending or running jobs.", params=[
+        Argument("ids", nargs=-1, required=False, metavar="ID[,ID...]", help="job ids"),
+        Option("-n", "--name", help="only jobs with this name"),
+        Option("-p", "--partition", help="only jobs in this partition"),
+        Option("-t", "--state", help="only jobs in this state: PENDING(P), RUNNING(R), SUSPENDED(S) or ALL"),
+        Option("-A", "--account", help="only jobs of this account"),
+        Option("-u", "--user", help="only jobs of this user"),
+        Option("-w", "--nodes", multiple=True, help="only jobs running on these nodes (host list)"),
+        *common_options(),
+    ])
 
 
-def parse_ids(values: list[str]) -> list[int]:
+def parse_ids(values: list[str] | tuple[str, ...]) -> list[int]:
     """Check and convert the id arguments (raises CliError, exit 2)."""
     ids: list[int] = []
     for value in values:
@@ -67,7 +67,7 @@ def parse_state(value: str | None) -> list[int]:
 
 def command(argv: list[str]) -> int:
     """ccancel's body: returns the exit code, raises CliError on failure."""
-    args = build_parser().parse_args(argv)
+    args = parse(build_command(), argv)
     ids = parse_ids(args.ids)
     states = parse_state(args.state)
     nodes: list[str] = []

@@ -13,16 +13,16 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-from crane_cli.cliparse import Parser, add_common, run
+from crane_cli.cliparse import Argument, Command, common_options, parse, run
 from crane_cli.errors import EXIT_BACKEND, EXIT_OK, arg_error
 
 
-def build_parser() -> Parser:
-    """The ccontrol argument parser."""
-    p = Parser(prog="ccontrol", description="Show and change jobs, nodes and partitions.")
-    p.add_argument("words", nargs="+", metavar="ACTION ENTITY [ID] [KEY=VALUE...]")
-    add_common(p)
-    return p
+def build_command() -> Command:
+    """ccontrol's flags: the words of the action, ``-C``, ``-v``, ``--json``."""
+    return Command("ccontrol", help="Show and change jobs, nodes and partitions.", params=[
+        Argument("words", nargs=-1, required=True, metavar="ACTION ENTITY [ID] [KEY=VALUE...]"),
+        *common_options(),
+    ])
 
 
 def _pairs(words: list[str]) -> dict[str, str]:
@@ -109,7 +109,7 @@ def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: boo
 
 def command(argv: list[str]) -> int:
     """ccontrol's body: returns the exit code, raises CliError on failure."""
-    args = build_parser().parse_args(argv)
+    args = parse(build_command(), argv)
     words = args.words
     action = words[0].lower()
     from crane_cli import clientconf, rpc

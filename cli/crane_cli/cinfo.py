@@ -14,7 +14,7 @@ import sys
 import time
 from typing import NoReturn
 
-from crane_cli.cliparse import Parser, add_common, run, split_list
+from crane_cli.cliparse import Command, Option, common_options, parse, run, split_list
 from crane_cli.errors import EXIT_FORMAT, EXIT_OK, CliError, arg_error
 
 RESOURCE_STATES = frozenset({"idle", "mix", "alloc", "down"})
@@ -34,22 +34,22 @@ FORMAT_FIELDS = {
 }
 
 
-def build_parser() -> Parser:
-    """The cinfo argument parser."""
-    p = Parser(prog="cinfo", description="Display partitions and nodes.")
-    p.add_argument("-p", "--partition", action="append", help="partitions (comma-separated)")
-    p.add_argument("-n", "--nodes", action="append", help="nodes (host list, e.g. cn[01-04])")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("-t", "--states", action="append",
-                       help="node states: idle,mix,alloc,down; none,drain; power states")
-    which.add_argument("-d", "--dead", action="store_true", help="only nodes that do not respond (down)")
-    which.add_argument("-r", "--responding", action="store_true", help="only nodes that respond")
-    p.add_argument("-R", "--list-reasons", action="store_true", help="add the REASON column")
-    p.add_argument("-i", "--iterate", metavar="SECONDS", help="repeat every SECONDS seconds")
-    p.add_argument("-N", "--noheader", action="store_true", help="do not print the header line")
-    p.add_argument("-o", "--format", help="output format: %%[.][width]spec with p, a, n, s, l (and r)")
-    add_common(p)
-    return p
+def build_command() -> Command:
+    """cinfo's flags."""
+    return Command("cinfo", help="Display partitions and nodes.", params=[
+        Option("-p", "--partition", multiple=True, help="partitions (comma-separated)"),
+        Option("-n", "--nodes", multiple=True, help="nodes (host list, e.g. cn[01-04])"),
+        Option("-t", "--states", multiple=True, group="which",
+               help="node states: idle,mix,alloc,down; none,drain; power states"),
+        Option("-d", "--dead", flag=True, default=False, group="which",
+               help="only nodes that do not respond (down)"),
+        Option("-r", "--responding", flag=True, default=False, group="which", help="only nodes that respond"),
+        Option("-R", "--list-reasons", flag=True, default=False, help="add the REASON column"),
+        Option("-i", "--iterate", metavar="SECONDS", help="repeat every SECONDS seconds"),
+        Option("-N", "--noheader", flag=True, default=False, help="do not print the header line"),
+        Option("-o", "--format", help="output format: %[.][width]spec with p, a, n, s, l (and r)"),
+        *common_options(),
+    ])
 
 
 def parse_state_filter(values: list[str] | None) -> tuple[set[str], set[str], set[str]]:
@@ -147,7 +147,7 @@ def command(argv: list[str]) -> int:
     """cinfo's body: returns the exit code, raises CliError on failure."""
     from crane_common import hostlist
 
-    args = build_parser().parse_args(argv)
+    args = parse(build_command(), argv)
     parse_state_filter(args.states)  # validate before connecting
     try:
         node_names = hostlist.expand(args.nodes or [])

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import NoReturn
 
-from crane_cli.cliparse import Parser, add_common, run, split_list
+from crane_cli.cliparse import Command, Option, common_options, parse, run, split_list
 from crane_cli.errors import EXIT_BACKEND, EXIT_FORMAT, EXIT_OK, CliError, arg_error
 
 DEFAULT_MAX_LINES = 1000
@@ -31,30 +31,29 @@ DEFAULT_STATES = PENDING_STATES + RUNNING_STATES
 TYPE_FILTERS = {"interactive": 0, "i": 0, "batch": 1, "b": 1, "container": 2, "c": 2}
 
 
-def build_parser() -> Parser:
-    """The cqueue argument parser."""
-    p = Parser(prog="cqueue", description="Display the jobs in the scheduling queue.")
-    p.add_argument("-j", "--job", action="append", help="job ids (comma-separated)")
-    p.add_argument("-n", "--name", action="append", help="job names (comma-separated)")
-    users = p.add_mutually_exclusive_group()
-    users.add_argument("-u", "--user", action="append", help="users (comma-separated)")
-    users.add_argument("--self", action="store_true", help="only the jobs of the current user")
-    p.add_argument("-A", "--account", action="append", help="accounts (comma-separated)")
-    p.add_argument("-p", "--partition", action="append", help="partitions (comma-separated)")
-    p.add_argument("-q", "--qos", action="append", help="QoS (comma-separated)")
-    p.add_argument("-t", "--state", action="append",
-                   help="pending(p), running(r), suspended(s) or all (default: pending and running)")
-    p.add_argument("--type", action="append", help="job types: Interactive, Batch, Container (i, b, c)")
-    p.add_argument("-w", "--nodelist", action="append", help="nodes (host list, e.g. cn[01-04])")
-    p.add_argument("-S", "--start", action="store_true", help="add the StartTime column")
-    p.add_argument("--deadline", action="store_true", help="add the Deadline column")
-    p.add_argument("-N", "--noheader", action="store_true", help="do not print the header line")
-    p.add_argument("-F", "--full", action="store_true", help="all columns, cells not shortened")
-    p.add_argument("-i", "--iterate", metavar="SECONDS", help="repeat every SECONDS seconds")
-    p.add_argument("-m", "--max-lines", metavar="N", help=f"show at most N jobs (default {DEFAULT_MAX_LINES})")
-    p.add_argument("-o", "--format", help="output format: %%[.][width]spec items, e.g. '%%.8j %%20n %%t'")
-    add_common(p)
-    return p
+def build_command() -> Command:
+    """cqueue's flags."""
+    return Command("cqueue", help="Display the jobs in the scheduling queue.", params=[
+        Option("-j", "--job", multiple=True, help="job ids (comma-separated)"),
+        Option("-n", "--name", multiple=True, help="job names (comma-separated)"),
+        Option("-u", "--user", multiple=True, group="user", help="users (comma-separated)"),
+        Option("--self", flag=True, default=False, group="user", help="only the jobs of the current user"),
+        Option("-A", "--account", multiple=True, help="accounts (comma-separated)"),
+        Option("-p", "--partition", multiple=True, help="partitions (comma-separated)"),
+        Option("-q", "--qos", multiple=True, help="QoS (comma-separated)"),
+        Option("-t", "--state", multiple=True,
+               help="pending(p), running(r), suspended(s) or all (default: pending and running)"),
+        Option("--type", multiple=True, help="job types: Interactive, Batch, Container (i, b, c)"),
+        Option("-w", "--nodelist", multiple=True, help="nodes (host list, e.g. cn[01-04])"),
+        Option("-S", "--start", flag=True, default=False, help="add the StartTime column"),
+        Option("--deadline", flag=True, default=False, help="add the Deadline column"),
+        Option("-N", "--noheader", flag=True, default=False, help="do not print the header line"),
+        Option("-F", "--full", flag=True, default=False, help="all columns, cells not shortened"),
+        Option("-i", "--iterate", metavar="SECONDS", help="repeat every SECONDS seconds"),
+        Option("-m", "--max-lines", metavar="N", help=f"show at most N jobs (default {DEFAULT_MAX_LINES})"),
+        Option("-o", "--format", help="output format: %[.][width]spec items, e.g. '%.8j %20n %t'"),
+        *common_options(),
+    ])
 
 
 def parse_job_ids(values: list[str] | None) -> list[int]:
@@ -121,7 +120,7 @@ def current_user() -> str:
         return str(os.getuid())
 
 
-def build_request_fields(args) -> dict:  # noqa: ANN001 - argparse namespace
+def build_request_fields(args) -> dict:  # noqa: ANN001 - parsed values (crane_cli.cliparse.parse)
     """The ``QueryJobsInfoRequest`` fields for the parsed arguments (validates them)."""
     nodes: list[str] = []
     if args.nodelist:
@@ -163,7 +162,7 @@ def render(jobs: list, args, layout, now: float) -> str:  # noqa: ANN001
 
 def command(argv: list[str]) -> int:
     """cqueue's body: returns the exit code, raises CliError on failure."""
-    args = build_parser().parse_args(argv)
+    args = parse(build_command(), argv)
     fields = build_request_fields(args)
     types = parse_types(args.type)
     max_lines = parse_positive("-m/--max-lines", args.max_lines, DEFAULT_MAX_LINES)

@@ -1,4 +1,4 @@
-"""crane: the admin/developer multi-command.
+"""crane: the admin/developer multi-command (a click group).
 
 Built in::
 
@@ -7,52 +7,39 @@ Built in::
     crane token issue --user NAME ...  mint a token with the cluster key
     crane token show                   decode the current token (no verification)
 
-Delegated (imported only when used; the rest of the command line is passed on)::
+Installed verbs: every entry point of the ``crane.commands`` group (what crane-tools and any
+third-party package register, e.g. ``demo``, ``bench``, ``sim``) is a subcommand, imported
+only when used. The entry point may be a click command (invoked with the rest of the command
+line, as ``crane <verb>``) or a plain ``main(argv)`` callable (called with the rest of the
+command line, its return value is the exit code).
 
-    crane demo ...         crane_tools.demo.main(argv)
-    crane bench e2e ...    crane_tools.benche2e.main(argv)
-    crane bench sched ...  crane_tools.schedbench.main(argv)
-    crane sim ...          crane_tools.sim.main(argv)
-
-Global option ``-C/--config PATH`` comes before the subcommand; for delegated
-subcommands it is passed on as ``$CRANE_CONFIG``.
+Global option ``-C/--config PATH`` comes before the subcommand; for installed verbs it is
+passed on as ``$CRANE_CONFIG``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, NoReturn
+
+import click
 
 from crane_cli import __version__
-from crane_cli.cliparse import Parser, disable_fast_exit, run
+from crane_cli.cliparse import Command, Group, Option, common_options, disable_fast_exit, invoke, run
 from crane_cli.errors import EXIT_GENERIC, EXIT_OK, EXIT_SYSTEM, CliError, arg_error
 
 COMMAND_GROUP = "crane.commands"
 BUILTINS = ("version", "whoami", "token")
 LEVELS = ("none", "operator", "admin", "root")
 
-
-def split_global(argv: list[str]) -> tuple[str | None, list[str]]:
-    """Take ``-C/--config`` (and ``--config=``) off the front of ``argv``; return (config, rest)."""
-    config = None
-    rest = list(argv)
-    while rest:
-        head = rest[0]
-        if head in ("-C", "--config"):
-            if len(rest) < 2:
-                raise arg_error(f"crane: argument {head}: expected one argument")
-            config, rest = rest[1], rest[2:]
-        elif head.startswith("--config="):
-            config, rest = head.split("=", 1)[1], rest[1:]
-        elif head.startswith("-C") and len(head) > 2:
-            config, rest = head[2:], rest[1:]
-        else:
-            break
-    return config, rest
+if TYPE_CHECKING:  # importlib.metadata costs ~10 ms: imported only to list or run installed verbs
+    from importlib.metadata import EntryPoint
 
 
-def installed_commands() -> dict:
+def installed_commands() -> dict[str, EntryPoint]:
     """``{verb: entry point}`` of the ``crane.commands`` group (what installed packages add)."""
     from importlib.metadata import entry_points
 
@@ -63,16 +50,13 @@ def installed_commands() -> dict:
     return found
 
 
-def find_delegate(rest: list[str]) -> tuple[object, list[str]] | None:
-    """``(entry point, remaining argv)`` when ``rest`` starts with an installed verb."""
-    if not rest or rest[0].startswith("-") or rest[0] in BUILTINS:
-        return None
-    ep = installed_commands().get(rest[0])
-    return None if ep is None else (ep, rest[1:])
+def delegate(ep: EntryPoint, argv: list[str], config: str | None) -> int:
+    """Load the verb's entry point and run it on ``argv``; a broken package is a one-line error.
 
-
-def delegate(ep, argv: list[str], config: str | None) -> int:  # noqa: ANN001 - an EntryPoint
-    """Load the verb's entry point and return ``main(argv)``; a broken package is a one-line error."""
+    A click command is invoked as ``crane <verb>`` (its usage errors are one line, exit code
+    2, like the built-in commands'); any other callable is called as ``main(argv)``. Either
+    way the return value is the exit code.
+    """
     disable_fast_exit()
     if config:
         os.environ["CRANE_CONFIG"] = os.path.abspath(config)
@@ -81,43 +65,89 @@ def delegate(ep, argv: list[str], config: str | None) -> int:  # noqa: ANN001 - 
     except Exception as exc:  # the package is broken or half-installed
         raise CliError(f"crane: the {ep.name!r} command ({ep.value}) failed to load: {type(exc).__name__}: {exc}",
                        EXIT_GENERIC) from None
+    if isinstance(main, click.Command):
+        return int(main.main(list(argv), prog_name=f"crane {ep.name}", standalone_mode=False) or 0)
     if not callable(main):
         raise CliError(f"crane: the {ep.name!r} command ({ep.value}) is not callable", EXIT_GENERIC)
-    code = main(argv)
+    code = main(list(argv))
     return int(code or 0)
 
 
-def build_parser(with_installed: bool = True) -> Parser:
-    """The parser of the built-in subcommands (listing the installed verbs costs ~10 ms: only for help/errors)."""
-    verbs = sorted(installed_commands()) if with_installed else []
-    p = Parser(prog="crane", description="cranesched admin and developer commands.",
-               epilog="Installed commands (crane.commands): " + (", ".join(verbs) or "none"))
-    p.add_argument("-C", "--config", metavar="PATH", help="cluster config file")
-    p.add_argument("-v", "--version", action="version", version=f"%(prog)s (crane-cli) {__version__}")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-    v = sub.add_parser("version", help="versions of the CLI, the kernel and the controller")
-    v.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the controller (default 2)")
-    w = sub.add_parser("whoami", help="the identity the controller sees")
-    w.add_argument("--json", action="store_true", help="print the controller's reply as JSON")
-    tok = sub.add_parser("token", help="issue or show identity tokens")
-    tsub = tok.add_subparsers(dest="token_cmd", metavar="ACTION", parser_class=Parser)
-    tsub.required = True
-    issue = tsub.add_parser("issue", help="mint a token with the cluster key (needs read access to it)")
-    issue.add_argument("--user", required=True, help="user name the token is for")
-    issue.add_argument("--uid", type=int, help="numeric uid (default: looked up from --user)")
-    issue.add_argument("--level", choices=LEVELS, default="none", help="admin level (default none)")
-    issue.add_argument("--ttl", type=int, default=0, help="lifetime in seconds (default 0: no expiry)")
-    issue.add_argument("--key-file", help="cluster key file (default: Auth.KeyFile of the config)")
-    save = issue.add_mutually_exclusive_group()
-    save.add_argument("--save", action="store_true", help="also write it to your token file")
-    save.add_argument("--save-to", metavar="PATH", help="also write it to PATH (e.g. another user's token file)")
-    show = tsub.add_parser("show", help="decode the current token without verifying it")
-    show.add_argument("--json", action="store_true", help="print the payload as JSON")
-    # Listed for --help; dispatched before parsing.
-    for verb, ep in sorted(installed_commands().items() if with_installed else ()):
-        sub.add_parser(verb, help=f"(from {ep.value.split(':')[0].split('.')[0]})", add_help=False)
-    return p
+class InstalledCommand(click.Command):
+    """A ``crane.commands`` verb: the rest of the command line goes to it untouched."""
+
+    def __init__(self, ep: EntryPoint) -> None:
+        package = ep.value.split(":")[0].split(".")[0]
+        super().__init__(ep.name, params=[click.Argument(["argv"], nargs=-1, type=click.UNPROCESSED)],
+                         callback=self._run, add_help_option=False, short_help=f"(from {package})",
+                         context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+        self.entry_point = ep
+
+    def _run(self, argv: tuple[str, ...]) -> int:
+        return delegate(self.entry_point, list(argv), _root_config())
+
+
+class CraneGroup(Group):
+    """``crane``: the built-in subcommands plus the installed ``crane.commands`` verbs."""
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """A built-in subcommand, else an installed verb (not imported until it runs)."""
+        if name in self.commands:
+            return self.commands[name]
+        ep = installed_commands().get(name)
+        return None if ep is None else InstalledCommand(ep)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """The built-ins, then the installed verbs in name order."""
+        return [*self.commands, *sorted(installed_commands())]
+
+    def help_epilog(self, ctx: click.Context) -> str:
+        """The last line of ``crane --help``: which verbs installed packages add."""
+        return "Installed commands (crane.commands): " + (", ".join(sorted(installed_commands())) or "none")
+
+
+def _root_config() -> str | None:
+    return click.get_current_context().find_root().params.get("config")
+
+
+def _body(fn: Callable[[SimpleNamespace], int]) -> Callable[..., int]:
+    """A click callback running ``fn(args)``, with ``args.config`` the global ``-C``."""
+
+    def callback(**values: object) -> int:
+        return fn(SimpleNamespace(config=_root_config(), **values))
+
+    callback.__doc__ = fn.__doc__
+    return callback
+
+
+def build_command() -> CraneGroup:
+    """The ``crane`` group: global options, built-in subcommands (installed verbs are looked up on use)."""
+    group = CraneGroup("crane", help="cranesched admin and developer commands.",
+                       params=common_options(json_flag=False, config_help="cluster config file"))
+    group.add_command(Command("version", short_help="versions of the CLI, the kernel and the controller", params=[
+        Option("--timeout", type=click.FLOAT, default=2.0, help="seconds to wait for the controller (default 2)"),
+    ], callback=_body(cmd_version)))
+    group.add_command(Command("whoami", short_help="the identity the controller sees", params=[
+        Option("--json", flag=True, default=False, help="print the controller's reply as JSON"),
+    ], callback=_body(cmd_whoami)))
+    token = Group("token", short_help="issue or show identity tokens", metavar="ACTION")
+    token.add_command(Command("issue", short_help="mint a token with the cluster key (needs read access to it)",
+                              callback=_body(cmd_token_issue), params=[
+        Option("--user", required=True, help="user name the token is for"),
+        Option("--uid", type=click.INT, help="numeric uid (default: looked up from --user)"),
+        Option("--level", type=click.Choice(LEVELS), default="none", help="admin level (default none)"),
+        Option("--ttl", type=click.INT, default=0, help="lifetime in seconds (default 0: no expiry)"),
+        Option("--key-file", help="cluster key file (default: Auth.KeyFile of the config)"),
+        Option("--save", flag=True, default=False, group="save", help="also write it to your token file"),
+        Option("--save-to", metavar="PATH", group="save",
+               help="also write it to PATH (e.g. another user's token file)"),
+    ]))
+    token.add_command(Command("show", short_help="decode the current token without verifying it",
+                              callback=_body(cmd_token_show), params=[
+        Option("--json", flag=True, default=False, help="print the payload as JSON"),
+    ]))
+    group.add_command(token)
+    return group
 
 
 # -- version / whoami ------------------------------------------------------------------
@@ -131,7 +161,7 @@ def _common_version() -> str:
         return "not installed"
 
 
-def cmd_version(args) -> int:  # noqa: ANN001
+def cmd_version(args: SimpleNamespace) -> int:
     """Print the versions; ask the controller too, but never fail because it is away."""
     print(f"crane-cli {__version__}")
     print(f"crane-common {_common_version()}")
@@ -156,7 +186,7 @@ def cmd_version(args) -> int:  # noqa: ANN001
     return EXIT_OK
 
 
-def cmd_whoami(args) -> int:  # noqa: ANN001
+def cmd_whoami(args: SimpleNamespace) -> int:
     """Print the identity the controller derives from our token."""
     from crane_cli import clientconf
 
@@ -213,7 +243,7 @@ def write_token(path: str, token: str, owner_uid: int | None = None) -> None:
         raise CliError(f"crane: cannot write token to {path}: {exc.strerror or exc}", EXIT_SYSTEM) from None
 
 
-def cmd_token_issue(args) -> int:  # noqa: ANN001
+def cmd_token_issue(args: SimpleNamespace) -> int:
     """Mint (and optionally save) a token."""
     from crane_common import tokens
 
@@ -271,7 +301,7 @@ def decode_token(token: str) -> dict:
     return payload
 
 
-def cmd_token_show(args) -> int:  # noqa: ANN001
+def cmd_token_show(args: SimpleNamespace) -> int:
     """Show which token the commands would present, and what it claims."""
     import time
 
@@ -320,19 +350,8 @@ def cmd_token_show(args) -> int:  # noqa: ANN001
 
 
 def command(argv: list[str]) -> int:
-    """crane's body: dispatch delegated subcommands, parse and run the built-in ones."""
-    config, rest = split_global(argv)
-    found = find_delegate(rest)
-    if found is not None:
-        return delegate(found[0], found[1], config)
-    args = build_parser(with_installed=not (rest and rest[0] in BUILTINS)).parse_args(argv)
-    if args.cmd == "version":
-        return cmd_version(args)
-    if args.cmd == "whoami":
-        return cmd_whoami(args)
-    if args.cmd == "token":
-        return cmd_token_issue(args) if args.token_cmd == "issue" else cmd_token_show(args)
-    raise arg_error(f"crane: unknown command {args.cmd!r}")
+    """crane's body: parse with the click group and run the subcommand; its exit code."""
+    return invoke(build_command(), argv, "crane")
 
 
 def main() -> NoReturn:

@@ -17,9 +17,15 @@ Rules (upstream cbatch's behaviour):
   as is).
 * A first line starting with ``#!`` gives the interpreter.
 
-Options that upstream accepts but this cluster cannot honour (arrays, licenses,
-dependencies, reservations, pods, ...) are an error rather than silently ignored.
-The result is a list of :class:`Directive` keyed by the same destination names as
+The directives are read with cbatch's own click options (:class:`OptionTable`, from
+:func:`crane_cli.cbatch.build_command`): each option lists the spellings a ``#CBATCH``
+line accepts (``script_names``: ``-Q``/``--qos`` where the command line has ``-q``,
+``--chdir`` without ``-D``, none for ``--wrap``) and those upstream whitelists after
+``#SBATCH`` (``sbatch_names``); a flag is a boolean directive, and a value goes through
+the option's click type as on the command line. Options that upstream accepts but this
+cluster cannot honour (arrays, licenses, dependencies, reservations, pods, ...) are
+``unsupported`` options: an error rather than silently ignored, here as on the command
+line. The result is a list of :class:`Directive` keyed by the same destination names as
 cbatch's command-line options, so that the command line can override them.
 """
 
@@ -29,55 +35,6 @@ from crane_cli.errors import CliError, arg_error
 
 VALUE, BOOL, UNSUPPORTED = "value", "bool", "unsupported"
 
-
-def _names(kind: str, dest: str | None, *names: str) -> dict[str, tuple[str | None, str]]:
-    return {n: (dest, kind) for n in names}
-
-
-# option name -> (destination, kind)
-CBATCH_OPTIONS: dict[str, tuple[str | None, str]] = {
-    **_names(VALUE, "nodes", "-N", "--nodes"),
-    **_names(VALUE, "cpus_per_task", "-c", "--cpus-per-task"),
-    **_names(VALUE, "gres", "--gres"),
-    **_names(VALUE, "gpus_per_node", "--gpus-per-node"),
-    **_names(VALUE, "ntasks_per_node", "--ntasks-per-node"),
-    **_names(VALUE, "ntasks", "-n", "--ntasks"),
-    **_names(VALUE, "time", "-t", "--time"),
-    **_names(VALUE, "begin", "-b", "--begin"),
-    **_names(VALUE, "mem", "--mem"),
-    **_names(VALUE, "mem_per_cpu", "--mem-per-cpu"),
-    **_names(VALUE, "partition", "-p", "--partition"),
-    **_names(VALUE, "job_name", "-J", "--job-name"),
-    **_names(VALUE, "account", "-A", "--account"),
-    **_names(VALUE, "qos", "-Q", "--qos"),
-    **_names(VALUE, "chdir", "--chdir"),
-    **_names(VALUE, "exclude", "-x", "--exclude"),
-    **_names(VALUE, "nodelist", "-w", "--nodelist"),
-    **_names(BOOL, "get_user_env", "--get-user-env"),
-    **_names(VALUE, "export", "--export"),
-    **_names(VALUE, "input", "-i", "--input"),
-    **_names(VALUE, "output", "-o", "--output"),
-    **_names(VALUE, "error", "-e", "--error"),
-    **_names(VALUE, "interpreter", "--interpreter"),
-    **_names(VALUE, "extra_attr", "--extra-attr"),
-    **_names(VALUE, "mail_type", "--mail-type"),
-    **_names(VALUE, "mail_user", "--mail-user"),
-    **_names(VALUE, "comment", "--comment"),
-    **_names(VALUE, "open_mode", "--open-mode"),
-    **_names(BOOL, "exclusive", "--exclusive"),
-    **_names(BOOL, "requeue", "--requeue"),
-    **_names(BOOL, "no_requeue", "--no-requeue"),
-    **_names(UNSUPPORTED, None, "-a", "--array", "-L", "--licenses", "-r", "--reservation", "--wckey",
-             "-d", "--dependency", "-s", "--signal", "--pod", "--pod-name", "--pod-port", "--pod-user",
-             "--pod-userns", "--pod-host-network", "--pod-dns"),
-}
-
-SBATCH_WHITELIST = frozenset(
-    "-c -J -N --qos -A -e --exclude --chdir --export --mem -p -i -o --nodelist -w --get-user-env -t "
-    "--ntasks-per-node -n --mail-type --mail-user --comment --open-mode -r --wrap --gres --exclusive "
-    "-b --begin --deadline -a --array".split()
-)
-
 BSUB_OPTIONS: dict[str, str] = {
     "-J": "job_name", "-o": "output", "-e": "error", "-nnode": "nodes", "-n": "ntasks_per_node",
     "-W": "time", "-M": "mem", "-cwd": "chdir", "-q": "partition", "-env": "export",
@@ -85,6 +42,46 @@ BSUB_OPTIONS: dict[str, str] = {
 
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
 _FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
+
+
+class OptionTable:
+    """What a directive may say, read from cbatch's click options (:func:`crane_cli.cbatch.build_command`).
+
+    ``cbatch[spelling]`` is ``(dest, kind, option)`` for every ``#CBATCH`` spelling (an
+    option's ``script_names``); ``sbatch`` is the set of spellings upstream accepts after
+    ``#SBATCH`` (the options' ``sbatch_names``).
+    """
+
+    __slots__ = ("cbatch", "sbatch")
+
+    def __init__(self, command: object | None = None) -> None:
+        from crane_cli.cliparse import Option
+
+        if command is None:
+            from crane_cli.cbatch import build_command
+
+            command = build_command()
+        self.cbatch: dict[str, tuple[str, str, Option]] = {}
+        sbatch: set[str] = set()
+        for p in command.params:  # type: ignore[attr-defined]
+            if not isinstance(p, Option) or p.name is None:
+                continue
+            kind = UNSUPPORTED if p.unsupported else BOOL if p.is_flag else VALUE
+            for name in p.script_names:
+                self.cbatch[name] = (p.name, kind, p)
+            sbatch.update(p.sbatch_names)
+        self.sbatch = frozenset(sbatch)
+
+
+_table: OptionTable | None = None
+
+
+def option_table() -> OptionTable:
+    """The directive table of cbatch's options (built once per process)."""
+    global _table
+    if _table is None:
+        _table = OptionTable()
+    return _table
 
 
 class Directive:
@@ -133,7 +130,7 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"invalid boolean {text!r}")
 
 
-def _split_option(fields: list[str], table: dict[str, tuple[str | None, str]]) -> tuple[str, str | None]:
+def _split_option(fields: list[str], table: dict[str, object]) -> tuple[str, str | None]:
     """``["--opt", "v"]``, ``["--opt=v"]``, ``["-Nv"]``, ``["-N=v"]`` or ``["--flag"]`` -> (option, value)."""
     opt = fields[0]
     value = fields[1] if len(fields) > 1 else None
@@ -147,7 +144,9 @@ def _split_option(fields: list[str], table: dict[str, tuple[str | None, str]]) -
     return opt, value
 
 
-def _convert(opt: str, dest: str, kind: str, value: str | None, lineno: int) -> Directive:
+def _convert(opt: str, entry: tuple[str, str, object], value: str | None, lineno: int) -> Directive:
+    """A directive's value, converted as the command line's would be (click's type of the option)."""
+    dest, kind, option = entry
     if kind == BOOL:
         if value is None:
             return Directive(dest, True, lineno, opt)
@@ -158,7 +157,13 @@ def _convert(opt: str, dest: str, kind: str, value: str | None, lineno: int) -> 
                             "expected true or false") from None
     if value is None or value == "":
         raise arg_error(f"option '{opt}' in script line {lineno} needs a value")
-    return Directive(dest, value, lineno, opt)
+    import click
+
+    try:
+        converted = option.type.convert(value, option, None)  # type: ignore[attr-defined]
+    except click.BadParameter as exc:
+        raise arg_error(f"invalid value {value!r} for '{opt}' in script line {lineno}: {exc.message}") from None
+    return Directive(dest, converted, lineno, opt)
 
 
 def bsub_time(value: str) -> str:
@@ -169,29 +174,27 @@ def bsub_time(value: str) -> str:
     return f"{parts[0]}:{parts[1]}:00" if len(parts) == 2 else parts[0]
 
 
-def _parse_cbatch(fields: list[str], lineno: int) -> Directive:
-    opt, value = _split_option(fields, CBATCH_OPTIONS)
-    entry = CBATCH_OPTIONS.get(opt)
+def _parse_cbatch(fields: list[str], lineno: int, table: OptionTable) -> Directive:
+    opt, value = _split_option(fields, table.cbatch)
+    entry = table.cbatch.get(opt)
     if entry is None:
         raise arg_error(f"unrecognized '{opt}' in script")
-    dest, kind = entry
-    if kind == UNSUPPORTED or dest is None:
+    if entry[1] == UNSUPPORTED:
         raise arg_error(f"'{opt}' in script line {lineno} is not supported by this cluster")
-    return _convert(opt, dest, kind, value, lineno)
+    return _convert(opt, entry, value, lineno)
 
 
-def _parse_sbatch(fields: list[str], lineno: int, warnings: list[str]) -> Directive | None:
-    opt, value = _split_option(fields, CBATCH_OPTIONS)
-    entry = CBATCH_OPTIONS.get(opt)
-    if opt not in SBATCH_WHITELIST:
+def _parse_sbatch(fields: list[str], lineno: int, warnings: list[str], table: OptionTable) -> Directive | None:
+    opt, value = _split_option(fields, table.cbatch)
+    entry = table.cbatch.get(opt)
+    if opt not in table.sbatch:
         if len(fields) == 2:  # the option and its value: ignore with a warning
             warnings.append(f"Warning: unsupported '#SBATCH {opt}' in script line {lineno} is ignored.")
             return None
         raise arg_error(f"unsupported '#SBATCH {opt}' in script line {lineno}")
-    if entry is None or entry[1] == UNSUPPORTED or entry[0] is None:
+    if entry is None or entry[1] == UNSUPPORTED:
         raise arg_error(f"'#SBATCH {opt}' in script line {lineno} is not supported by this cluster")
-    dest, kind = entry
-    return _convert(opt, dest, kind, value, lineno)
+    return _convert(opt, entry, value, lineno)
 
 
 def _parse_bsub(fields: list[str], lineno: int, warnings: list[str]) -> Directive | None:
@@ -216,8 +219,12 @@ def _parse_bsub(fields: list[str], lineno: int, warnings: list[str]) -> Directiv
 _PREFIXES = ("#CBATCH", "#SBATCH", "#BSUB")
 
 
-def parse_script(text: str) -> ParsedScript:
-    """Take the directives out of ``text``; raise :class:`CliError` (exit 2) on a bad directive."""
+def parse_script(text: str, table: OptionTable | None = None) -> ParsedScript:
+    """Take the directives out of ``text``; raise :class:`CliError` (exit 2) on a bad directive.
+
+    ``table`` defaults to cbatch's options (:func:`option_table`), built only when the
+    script has a ``#CBATCH`` or ``#SBATCH`` line.
+    """
     directives: list[Directive] = []
     warnings: list[str] = []
     kept: list[str] = []
@@ -238,9 +245,11 @@ def parse_script(text: str) -> ParsedScript:
             raise CliError(f"fields out of bound in script line {lineno}: {line.strip()!r}", 2)
         rest = fields[1:]
         if prefix == "#CBATCH":
-            d: Directive | None = _parse_cbatch(rest, lineno)
+            table = table or option_table()
+            d: Directive | None = _parse_cbatch(rest, lineno, table)
         elif prefix == "#SBATCH":
-            d = _parse_sbatch(rest, lineno, warnings)
+            table = table or option_table()
+            d = _parse_sbatch(rest, lineno, warnings, table)
         else:
             d = _parse_bsub(rest, lineno, warnings)
         if d is not None:

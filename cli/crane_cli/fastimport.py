@@ -28,6 +28,9 @@ lazy module and so loads it at once. Safety rules:
 * a load that fails removes the module from ``sys.modules`` and re-raises, as
   a failed import would.
 
+:data:`CLICK_BAGGAGE` does the same for ``inspect``, which click imports but the
+commands never need (the package installs it before any of its modules imports click).
+
 Tests (``tests/test_fastimport.py``) check that a grpc call works without
 loading asyncio, and that asyncio, ``grpc.aio`` and protobuf keep working
 after being loaded through the deferred objects.
@@ -61,6 +64,13 @@ GRPC_BAGGAGE: tuple[tuple[str, bool], ...] = (
 # module imports ``grpc.experimental`` (and with it the simple-stubs API) without using it.
 GRPC_LATE_BAGGAGE: tuple[tuple[str, bool], ...] = (
     ("grpc.experimental", False),
+)
+
+# Deferred before ``import click`` (crane_cli.cliparse): click.core and click.termui import
+# ``inspect`` (with ast, dis, tokenize: ~8 ms) but use it only to tidy help strings and to show
+# a dynamic default in help output, which crane_cli.cliparse does not ask it to do.
+CLICK_BAGGAGE: tuple[tuple[str, bool], ...] = (
+    ("inspect", False),
 )
 
 # The token lookup (``crane_common.tokens``) imports these at module level but needs

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from crane_cli.memfmt import format_memory
+from crane_common.units import format_memory
+
 from crane_cli.timefmt import format_duration, format_time_limit, format_timestamp
 
 # JobStatus / JobType numbers of crane.proto (kept here to avoid importing protobuf to render).

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from crane_common.units import MemoryAmountError, parse_memory
+
 from crane_cli.errors import arg_error
 from crane_cli.lazyre import LazyRegex
-from crane_cli.memfmt import MemoryFormatError, parse_memory
 from crane_cli.timefmt import TimeFormatError, parse_duration, parse_time_expr
 
 DEFAULT_INTERPRETER = "/bin/bash"
@@ -220,7 +221,7 @@ def build_fields(opts: Mapping[str, object], *, script: str, default_name: str, 
         if opts.get(key) is not None:
             try:
                 size = parse_memory(str(opts[key]))
-            except MemoryFormatError as exc:
+            except MemoryAmountError as exc:
                 raise arg_error(f"{flag}: {exc}") from None
             if size <= 0:
                 raise arg_error(f"{flag}: memory size must be greater than 0")

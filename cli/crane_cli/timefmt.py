@@ -1,9 +1,10 @@
 """Time parsing and formatting for the commands.
 
-* :func:`parse_duration` reads Slurm-style time limits (``-t``): ``M``, ``M:S``,
-  ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``.
-* :func:`format_duration` shows durations as ``D-HH:MM:SS``, or ``HH:MM:SS``
-  under a day; :func:`format_time_limit` adds ``unlimited``.
+* :func:`parse_duration` and :func:`format_duration` are :mod:`crane_common.units`'s (the one
+  duration parser: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``, ``N{s,m,h,d}``,
+  ``UNLIMITED``; a bare number is minutes), re-exported here with
+  :class:`TimeFormatError` (= :class:`crane_common.units.DurationError`).
+* :func:`format_time_limit` adds ``unlimited``.
 * :func:`format_timestamp` shows ``YYYY-MM-DD HH:MM:SS`` in local time.
 * :func:`parse_time_expr` reads ``--begin``/``--deadline`` expressions.
 """
@@ -12,51 +13,16 @@ from __future__ import annotations
 
 import time
 
+from crane_common.units import UNLIMITED as MAX_TIME_LIMIT
+from crane_common.units import DurationError as TimeFormatError
+from crane_common.units import format_duration, parse_duration
+
 from crane_cli.lazyre import LazyRegex
 
-# Time limits at or above this are shown as "unlimited" (100 years); 0 also means "no limit".
-MAX_TIME_LIMIT = 36525 * 86400
+__all__ = ["MAX_TIME_LIMIT", "TimeFormatError", "format_duration", "format_time_limit", "format_timestamp",
+           "parse_duration", "parse_time_expr"]
 
-_DURATION = LazyRegex(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-
-
-class TimeFormatError(ValueError):
-    """A time or duration string cannot be parsed."""
-
-
-def parse_duration(text: str) -> int:
-    """Parse a Slurm-style duration into seconds.
-
-    ``M``, ``M:S``, ``H:M:S``; with a day prefix ``D-H``, ``D-H:M``, ``D-H:M:S``.
-    """
-    m = _DURATION.match(text.strip())
-    if not m:
-        raise TimeFormatError(f"invalid time limit {text!r}: expected [D-]HH:MM:SS, MM, MM:SS or D-HH[:MM]")
-    days, a, b, c = m.groups()
-    first, second, third = int(a), int(b or 0), int(c or 0)
-    if days is not None or c is not None:  # [D-]H[:M[:S]] with an explicit hour field
-        hours, minutes, seconds = first, second, third
-    elif b is not None:  # M:S
-        hours, minutes, seconds = 0, first, second
-    else:  # M
-        hours, minutes, seconds = 0, first, 0
-    trailing = [v for v, given in ((minutes, days is not None and b is not None or c is not None),
-                                   (seconds, b is not None)) if given]
-    if any(v > 59 for v in trailing):
-        raise TimeFormatError(f"invalid time limit {text!r}: minutes and seconds must be below 60")
-    total = int(days or 0) * 86400
-    return total + hours * 3600 + minutes * 60 + seconds
-
-
-def format_duration(seconds: int | float) -> str:
-    """``D-HH:MM:SS``, or ``HH:MM:SS`` when under a day (negative values count as 0)."""
-    s = max(int(seconds), 0)
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    if days:
-        return f"{days}-{hours:02d}:{minutes:02d}:{s:02d}"
-    return f"{hours:02d}:{minutes:02d}:{s:02d}"
+# MAX_TIME_LIMIT: time limits at or above it are shown as "unlimited" (100 years); 0 also means "no limit".
 
 
 def format_time_limit(seconds: int) -> str:

@@ -1,6 +1,6 @@
 """Latency of the console scripts: median wall (and CPU) time over N runs against a FakeCtld.
 
-    .venv/bin/python cli/tests/bench_cli.py [--runs 30] [--jobs 1000] [--target host:port]
+    .venv/bin/python cli/tests/bench_cli.py [--runs 30] [--jobs 1000] [--target host:port] [--baseline DIR]
 
 Starts an in-process FakeCtld with ``--jobs`` canned jobs (unless ``--target`` points
 at a running controller, whose config is then taken from ``$CRANE_CONFIG``), then runs
@@ -8,6 +8,11 @@ at a running controller, whose config is then taken from ``$CRANE_CONFIG``), the
 hyperfine would, and prints the median wall-clock time, the median CPU time
 (user+system of the child, less sensitive to other load on the machine) and, for
 reference, ``python -c pass`` of the same interpreter.
+
+``--baseline DIR`` compares with another version of the commands: ``DIR`` holds its
+``crane_cli`` package (e.g. ``git archive <commit> cli | tar -x -C /tmp/old``, then
+``--baseline /tmp/old/cli``), put first on ``PYTHONPATH``; the two versions run
+alternately, so that a busy machine slows both alike.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--target", help="measure against this controller instead of a FakeCtld (uses $CRANE_CONFIG)")
+    ap.add_argument("--baseline", metavar="DIR", help="also run the crane_cli package in DIR, alternately")
     ns = ap.parse_args()
     env = dict(os.environ)
     server = None
@@ -67,10 +73,20 @@ def main() -> int:
         ("cinfo", [str(BIN / "cinfo")]),
         ("ccancel 1", [str(BIN / "ccancel"), "1"]),
     ]
-    print(f"{'command':<24} {'wall median':>12} {'cpu median':>11}  (runs={ns.runs}, loadavg={os.getloadavg()[0]:.2f})")
+    envs = {"": env}
+    if ns.baseline:
+        envs = {"this": env, "baseline": dict(env, PYTHONPATH=os.path.abspath(ns.baseline))}
+    print(f"{'command':<30} {'wall median':>12} {'cpu median':>11}  (runs={ns.runs}, loadavg={os.getloadavg()[0]:.2f})")
     for label, cmd in cases:
-        wall, cpu, code = measure(cmd, env, ns.runs)
-        print(f"{label:<24} {wall:>9.1f} ms {cpu:>8.1f} ms  rc={code}")
+        results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in envs}
+        for i in range(ns.runs):
+            for name in (list(envs) if i % 2 == 0 else list(reversed(envs))):
+                results[name].append(measure(cmd, envs[name], 1, warmup=2 if i == 0 else 0))
+        for name, rows in results.items():
+            wall = statistics.median(r[0] for r in rows)
+            cpu = statistics.median(r[1] for r in rows)
+            tag = f"{label} [{name}]" if name else label
+            print(f"{tag:<30} {wall:>9.1f} ms {cpu:>8.1f} ms  rc={rows[-1][2]}")
     if server is not None:
         server.stop(0)
     tmp.cleanup()

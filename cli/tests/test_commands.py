@@ -452,11 +452,38 @@ def test_a_broken_verb_is_a_one_line_error(tmp_path):
     assert one_line(r.stderr).startswith("crane: the 'hello' command")
 
 
-def test_split_global():
-    from crane_cli.crane import find_delegate, split_global
+def test_global_config_goes_before_the_verb_and_the_rest_is_the_verbs(tmp_path):
+    import subprocess
+    import sys
 
-    assert split_global(["-C", "c", "bench", "e2e", "-C", "z"]) == ("c", ["bench", "e2e", "-C", "z"])
-    assert split_global(["--config=c", "x"]) == ("c", ["x"])
-    ep, rest = find_delegate(["bench", "sched", "--nodes", "5"])
-    assert ep.value == "crane_tools.bench:main" and rest == ["sched", "--nodes", "5"]
-    assert find_delegate(["token", "show"]) is None
+    from crane_cli.crane import installed_commands
+
+    assert installed_commands()["bench"].value == "crane_tools.bench:main"
+    env = _third_party_verb(tmp_path, "import os\n"
+                            "def main(argv):\n"
+                            "    print(argv, os.environ['CRANE_CONFIG'])\n")
+    crane = [sys.executable, "-c", "from crane_cli.crane import main; main()"]
+    r = subprocess.run([*crane, "--config=c.yaml", "hello", "e2e", "-C", "z", "--help"], env=env, capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert r.stdout.strip() == f"['e2e', '-C', 'z', '--help'] {tmp_path}/c.yaml"
+
+
+def test_a_click_command_can_be_a_crane_verb(tmp_path):
+    import subprocess
+    import sys
+
+    env = _third_party_verb(tmp_path, "import click\n"
+                            "@click.command()\n"
+                            "@click.option('--times', type=int, default=1)\n"
+                            "@click.argument('who')\n"
+                            "def main(times, who):\n"
+                            "    print(' '.join(['hello', who] * times))\n"
+                            "    return 3\n")
+    crane = [sys.executable, "-c", "from crane_cli.crane import main; main()"]
+    r = subprocess.run([*crane, "hello", "--times", "2", "bob"], env=env, capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (3, "hello bob hello bob\n"), r
+    r = subprocess.run([*crane, "hello", "--times", "x", "bob"], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and one_line(r.stderr).startswith("crane hello: "), r
+    r = subprocess.run([*crane, "hello", "--help"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "--times" in r.stdout, r

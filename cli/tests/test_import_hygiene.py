@@ -8,7 +8,8 @@ import sys
 import pytest
 from cli_support import script_path
 
-HEAVY = ("pydantic", "pluggy", "redis", "click", "yaml", "asyncio.base_events", "ssl", "concurrent.futures",
+# click is the commands' parser and expected; "inspect", which it imports, is deferred (crane_cli.fastimport).
+HEAVY = ("pydantic", "pluggy", "redis", "yaml", "asyncio.base_events", "ssl", "concurrent.futures",
          "shutil", "inspect", "google.protobuf.json_format", "google.protobuf.text_format", "grpc._server",
          "crane_common.hostlist", "crane_kernel.config", "json.decoder", "hashlib", "typing_extensions")
 

@@ -54,7 +54,7 @@ def test_absolute_chdir():
 @pytest.mark.parametrize("opts,msg", [
     ({"nodes": "0"}, "greater than 0"), ({"nodes": "x"}, "positive integer"), ({"nodes": "-1"}, "greater than 0"),
     ({"cpus_per_task": "0"}, "greater than 0"), ({"cpus_per_task": "nan"}, "greater than 0"),
-    ({"mem": "2T"}, "--mem"), ({"mem": "0"}, "greater than 0"), ({"mem": "1G", "mem_per_cpu": "1G"}, "exclusive"),
+    ({"mem": "2P"}, "--mem"), ({"mem": "0"}, "greater than 0"), ({"mem": "1G", "mem_per_cpu": "1G"}, "exclusive"),
     ({"time": "1:99"}, "--time"), ({"time": "0"}, "greater than 0"), ({"begin": "someday"}, "--begin"),
     ({"nodelist": "cn[1-"}, "nodelist"), ({"open_mode": "overwrite"}, "open-mode"),
     ({"gres": "gpu:a:b:c"}, "--gres"), ({"gres": "gpu:1", "gpus_per_node": "1"}, "gpus-per-node"),

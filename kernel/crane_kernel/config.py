@@ -11,11 +11,12 @@ docs/configuration.md for every key.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import yaml
 from crane_common.hostlist import HostlistError, expand
+from crane_common.units import config_duration, parse_memory
+from crane_common.units import parse_duration as parse_duration  # re-exported for existing importers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crane_kernel.errors import ConfigError
@@ -23,43 +24,8 @@ from crane_kernel.errors import ConfigError
 DEFAULT_CONFIG_PATH = "/etc/crane/config.yaml"
 CONFIG_ENV = "CRANE_CONFIG"
 
-_MEM_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*([KkMmGgTtB]?)(?:i?[Bb])?\s*$")
-_MEM_MULT = {"": 1 << 20, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_memory(value: Any) -> int:
-    """Parse a memory amount (``512``, ``2G``, ``1.5g``, ``100M``) into bytes; plain numbers are MB."""
-    if isinstance(value, bool):
-        raise ValueError(f"invalid memory amount {value!r}")
-    if isinstance(value, (int, float)):
-        return int(value * (1 << 20))
-    m = _MEM_RE.match(str(value))
-    if not m:
-        raise ValueError(f"invalid memory amount {value!r} (use e.g. 512M, 2G)")
-    return int(float(m.group(1)) * _MEM_MULT[m.group(2).lower()])
-
-
-def parse_duration(value: Any) -> int:
-    """Parse a time limit (``[D-]HH:MM:SS``, ``MM:SS``, ``MM`` or seconds as int) into seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}")
-    if isinstance(value, (int, float)):
-        return int(value)
-    text = str(value).strip()
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 1:
-        secs = parts[0] * 60 if not days else parts[0] * 3600
-    elif len(parts) == 2:
-        secs = (parts[0] * 3600 + parts[1] * 60) if days else (parts[0] * 60 + parts[1])
-    elif len(parts) == 3:
-        secs = parts[0] * 3600 + parts[1] * 60 + parts[2]
-    else:
-        raise ValueError(f"invalid duration {value!r}")
-    return days * 86400 + secs
+# Memory amounts and durations are read by crane_common.units, the one parser of each: a bare
+# number is MB / minutes; a YAML number given to a duration key is seconds (config_duration).
 
 
 class _Model(BaseModel):
@@ -128,7 +94,7 @@ class PartitionConfig(_Model):
     @field_validator("DefaultTimeLimit", "MaxTimeLimit", mode="before")
     @classmethod
     def _dur(cls, v: Any) -> int:
-        return parse_duration(v) if v else 0
+        return int(config_duration(v)) if v else 0
 
     @field_validator("AllowedAccounts", "DeniedAccounts", mode="before")
     @classmethod

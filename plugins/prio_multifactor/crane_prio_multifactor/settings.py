@@ -9,7 +9,7 @@ every key also accepts Slurm's ``Priority`` prefix (``PriorityWeightAge``,
     WeightJobSize: 0         # weight of the job-size factor
     WeightPartition: 1000    # weight of the partition factor
     WeightQoS: 1000          # weight of the QoS factor
-    MaxAge: 7-0              # age at which the age factor reaches 1 (seconds, or D-HH:MM:SS)
+    MaxAge: 7-0              # age at which the age factor reaches 1 (a YAML number: seconds; or D-HH:MM:SS, 15m)
     HalfLife: 7-0            # fair-share usage half-life; 0 = usage never decays
     FavorSmall: false        # size factor favours small jobs (1 - size) instead of large ones
     QoSPriority: {normal: 0, high: 100}   # QoS name -> priority (unknown QoS: 0)
@@ -18,39 +18,27 @@ every key also accepts Slurm's ``Priority`` prefix (``PriorityWeightAge``,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
+
+from crane_common.units import config_duration
 
 __all__ = ["Settings", "parse_settings", "parse_duration"]
 
 _WEIGHTS = ("WeightAge", "WeightFairShare", "WeightJobSize", "WeightPartition", "WeightQoS")
 _ALIASES = {"PriorityDecayHalfLife": "HalfLife"}
-_DURATION = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
 def parse_duration(value: Any, where: str) -> float:
-    """Seconds from a number or a Slurm-style ``D-HH:MM:SS`` / ``HH:MM:SS`` / ``D-HH`` string."""
-    if isinstance(value, bool):
-        raise ValueError(f"{where} must be a duration, not {value!r}")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"{where} must be >= 0, not {value!r}")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value.strip())
-        if m:
-            days, a, b, c = m.groups()
-            parts = [int(x) for x in (a, b, c) if x is not None]
-            if days is not None:  # D-HH[:MM[:SS]]
-                parts += [0] * (3 - len(parts))
-                return float(int(days) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2])
-            if len(parts) == 1:
-                return float(parts[0])
-            if len(parts) == 2:  # MM:SS
-                return float(parts[0] * 60 + parts[1])
-            return float(parts[0] * 3600 + parts[1] * 60 + parts[2])
-    raise ValueError(f"{where} must be seconds or D-HH:MM:SS, not {value!r}")
+    """Seconds for ``MaxAge``/``HalfLife``: :func:`crane_common.units.config_duration`, errors naming ``where``.
+
+    A YAML number is seconds (``MaxAge: 3600``); a string is a CraneSched/Slurm duration
+    (``7-0``, ``1-02:03:04``, ``10:30``, ``15m``) in which a bare number is minutes.
+    """
+    try:
+        return float(config_duration(value))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 class Settings:
