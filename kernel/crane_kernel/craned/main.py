@@ -204,7 +204,7 @@ class Craned:
         os.makedirs(d, mode=0o700)
         self.launched[msg.job_id] = msg.epoch
         self.launcher.launch({"job_dir": d, "job_id": msg.job_id, "step_id": msg.step_id, "epoch": msg.epoch,
-                              "spec": msg.spec})
+                              "spec": msg.spec and msg.spec.model_dump(), "spec_error": msg.spec_error})
 
     def _terminate(self, msg: Any) -> None:
         d = self._job_dir(msg.job_id)

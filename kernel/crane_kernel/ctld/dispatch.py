@@ -6,7 +6,6 @@ Part of :class:`~crane_kernel.ctld.core.Controller` (a mixin). Callers hold the 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from crane_common.hostlist import compress
 from crane_common.states import JobState
@@ -42,7 +41,8 @@ def device_environment(devices: list[str], device_env: dict[str, tuple[str, int]
 class DispatchMixin:
     """Launch messages and their retry."""
 
-    def _launch_message(self, job: Job, spec: dict) -> Any:
+    def _launch_message(self, job: Job, spec: dict) -> m.LaunchStep:
+        """The ``LaunchStep`` for the job's head node; ``spec`` is the job's stored submission."""
         nodelist = compress(list(job.alloc_nodes))
         env = dict(spec.get("env") or {})
         env.update({
@@ -69,18 +69,14 @@ class DispatchMixin:
         devices = (job.devices or {}).get(job.head_node, [])
         all_devices = [d for devs in head.gres_devices.values() for d in devs]
         env.update(device_environment(devices, head.device_env))
-        step = {
-            "job_id": job.job_id, "name": job.name, "uid": job.uid, "gid": job.gid, "user": job.user,
-            "cwd": spec.get("cwd") or "/", "script": spec.get("script", ""),
-            "interpreter": spec.get("interpreter") or "/bin/bash", "env": env,
-            "export": spec.get("export", "ALL"), "get_user_env": spec.get("get_user_env", False),
-            "output": spec.get("output", ""), "error": spec.get("error", ""), "input": spec.get("input", ""),
-            "open_mode": spec.get("open_mode") or "truncate", "cpus": job.cpus_per_node,
-            "cpu_ids": head.cpu_ids, "mem_bytes": job.mem_per_node, "time_limit": job.time_limit,
-            "devices_allow": devices, "devices_deny": [d for d in all_devices if d not in devices],
-            "exclusive": job.exclusive, "pids_max": self.cfg.Cgroup.PidsMax,
-        }
-        return m.LaunchStep(job_id=job.job_id, step_id=1, spec=step, epoch=job.epoch)
+        launch = m.LaunchSpec(
+            name=job.name, uid=job.uid, gid=job.gid, user=job.user, cwd=spec.get("cwd") or "/",
+            script=spec.get("script", ""), interpreter=spec.get("interpreter") or "/bin/bash", env=env,
+            output=spec.get("output", ""), error=spec.get("error", ""), input=spec.get("input", ""),
+            open_mode=spec.get("open_mode") or "truncate", cpus=job.cpus_per_node, cpu_ids=head.cpu_ids,
+            mem_bytes=job.mem_per_node, time_limit=job.time_limit, devices_allow=devices,
+            devices_deny=[d for d in all_devices if d not in devices])
+        return m.LaunchStep(job_id=job.job_id, step_id=1, spec=launch, epoch=job.epoch)
 
     def _retry_dispatch(self, now: float, outbox: list) -> None:
         retry = self.cfg.CraneCtld.DispatchRetry
