@@ -56,6 +56,14 @@ class CtldHarness:
         self.feed(*[m.NodeRegister(node=n.name, cpus=n.sched.cpus_total, mem=n.sched.mem_total)
                     for n in self.ctl.nodes.values()])
 
+    def beat(self) -> None:
+        """Every node heartbeats, listing the jobs the controller placed there."""
+        from crane_kernel import messages as m
+
+        self.feed(*[m.NodeHeartbeat(node=name, running=[j.job_id for j in self.ctl.running.values()
+                                                         if j.head_node == name], time=self.now)
+                    for name in self.ctl.nodes])
+
     def submit(self, **spec: Any) -> int:
         """Submit one job as the current user; return its id."""
         spec.setdefault("script", "#!/bin/bash\ntrue\n")

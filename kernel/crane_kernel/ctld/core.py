@@ -42,6 +42,7 @@ from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import build_nodes
 from crane_kernel.ctld.resources import ResourcesMixin
 from crane_kernel.ctld.store import StateStore
+from crane_kernel.ctld.view import Tracked, ViewKeeper
 from crane_kernel.sched_types import (
     REASON_HELD,
     SchedRunning,
@@ -68,13 +69,14 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
         self.clock = clock
         self.lock = threading.RLock()
         self.wake = threading.Event()
+        self.nodes, self.sched_nodes, self.partitions = build_nodes(cfg)
+        self.keeper = ViewKeeper(self.sched_nodes, self.partitions)  # the scheduler's one view (ctld/view.py)
         self.jobs: dict[int, Job] = {}
-        self.pending: dict[int, Job] = {}
+        self.pending: dict[int, Job] = Tracked(self.keeper.pending_changed)
         self.running: dict[int, Job] = {}
-        self.running_view: dict[int, SchedRunning] = {}
+        self.running_view: dict[int, SchedRunning] = Tracked(self.keeper.running_changed)
         self.gres_taken: dict[int, list[dict[str, int]]] = {}  # job id -> gres taken on each of its nodes
         self.finished: deque[tuple[float, int]] = deque()
-        self.nodes, self.sched_nodes, self.partitions = build_nodes(cfg)
         self.node_caps = {n.name: (n.sched.cpus_total, n.sched.mem_total, n.sched.gres_total)
                           for n in self.nodes.values()}
         self.next_job_id = 1
@@ -218,16 +220,21 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
                 if priority is not None:
                     job.pinned_priority = float(priority)
                     job.priority = float(priority)
+                    self.keeper.priorities_changed()
                 elif hold is not None:
                     if job.state != JobState.Pending:
                         failed.append((jid, "Job is not pending"))
                         continue
                     job.held = hold
                     job.reason = REASON_HELD if hold else ""
+                    self.keeper.pending_changed.add(jid)
                 elif time_limit is not None:
                     job.time_limit = int(time_limit)
-                    if jid in self.running_view:
-                        self.running_view[jid].end_time = job.start_time + (job.time_limit or 10**9)
+                    rv = self.running_view.get(jid)
+                    if rv is not None:
+                        self.running_view[jid] = rv.with_end(job.start_time + (job.time_limit or 10**9))
+                    else:
+                        self.keeper.request_changed(jid)
                 updates.append((int(job.state), self._rt_json(job), jid))
                 done.append(jid)
             self.store.write(updates=updates)

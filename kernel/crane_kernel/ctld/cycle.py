@@ -2,7 +2,9 @@
 
 Part of :class:`~crane_kernel.ctld.core.Controller` (a mixin). ``schedule_cycle`` is called by
 the controller daemon's scheduling loop; it takes the lock itself, and calls the priority and
-scheduler plugins without it.
+scheduler plugins without it, always with the same view (:mod:`crane_kernel.ctld.view`): jobs
+the kernel's eligibility rule refuses are not in it, and its delta lists what changed since the
+previous call.
 """
 
 from __future__ import annotations
@@ -14,20 +16,14 @@ from crane_common.states import JobState
 
 from crane_kernel import messages as m
 from crane_kernel.ctld.jobs import Job
-from crane_kernel.sched_types import (
-    REASON_BEGIN_TIME,
-    REASON_HELD,
-    REASON_RESOURCE,
-    ClusterView,
-    Plan,
-)
+from crane_kernel.sched_types import REASON_RESOURCE, ClusterView, Plan
 
 
 class CycleMixin:
     """One scheduling pass of the controller."""
 
     def schedule_cycle(self) -> dict[str, Any]:
-        """One scheduling pass: liveness, candidates, priorities, the plugin's plan, commit, dispatch."""
+        """One scheduling pass: liveness, the view brought up to date, priorities, the plugin's plan, commit."""
         t0 = time.perf_counter()
         now = self.clock()
         outbox: list = []
@@ -35,42 +31,53 @@ class CycleMixin:
             self._check_liveness(now, outbox)
             self._retry_dispatch(now, outbox)
             self._expire_finished(now)
-            pending = list(self.pending.values())
-            running = list(self.running_view.values())
-        # Outside the lock from here on: the API keeps answering while the plugins think.
-        # (Setting a pending job's reason needs no lock: a stale reason is overwritten next cycle.)
-        cands = []
-        for job in pending:
-            if job.held:
-                job.reason = REASON_HELD
-            elif job.begin_time > now:
-                job.reason = REASON_BEGIN_TIME
-            else:
-                cands.append(job)
-        view = ClusterView(self.sched_nodes, self.partitions, cands, running)
+            self.keeper.sync(self.pending, self.running_view, now)  # ineligible jobs get their reason here
+        # Outside the lock from here on: the API keeps answering while the plugins think. Only this
+        # thread touches the view; other threads write the tracked tables, applied at the next sync.
+        view = self.keeper.view
+        cands = view.pending
         self.publish(outbox)
         outbox = []
         if cands:
             self._prioritize(cands, view, now)
-            plan = self.pm.hook.crane_schedule(view=view, now=now) or Plan()
+            view.begin_call()
+            try:
+                plan = self.pm.hook.crane_schedule(view=view, now=now) or Plan()
+            except BaseException:
+                view.end_call(failed=True)
+                raise
+            view.end_call()
         else:
             plan = Plan()
+        considered = len(cands)
         started = self._commit(plan, now, outbox)
         self.publish(outbox)
         self.cycles += 1
         self.last_cycle_s = time.perf_counter() - t0
         self.max_cycle_s = max(self.max_cycle_s, self.last_cycle_s)
-        self.last_considered = plan.considered or len(cands)
-        return {"pending": len(cands), "started": started, "cycle_s": self.last_cycle_s}
+        self.last_considered = plan.considered or considered
+        return {"pending": considered, "started": started, "cycle_s": self.last_cycle_s}
 
     def _prioritize(self, cands: list[Job], view: ClusterView, now: float) -> None:
+        """Set every candidate's priority (pinned ones keep theirs); tell the view when a known job's changed.
+
+        Jobs that entered the view since the previous call are in ``delta.pending_added`` already
+        (a plugin reads their priority when it inserts them): only other jobs' changes count.
+        """
         prios = self.pm.hook.crane_job_priorities(jobs=cands, view=view, now=now)
         if prios is None:
-            for job in cands:
-                job.priority = job.pinned_priority if job.pinned_priority is not None else 0.0
-            return
+            prios = [0.0] * len(cands)
+        delta = view.delta
+        fresh = {j.job_id for j in delta.pending_added} if delta is not None else set()
+        changed = False
         for job, p in zip(cands, prios, strict=True):
-            job.priority = job.pinned_priority if job.pinned_priority is not None else float(p)
+            p = job.pinned_priority if job.pinned_priority is not None else float(p)
+            if p != job.priority:
+                job.priority = p
+                if not changed and job.job_id not in fresh:
+                    changed = True
+        if changed and delta is not None:
+            delta.priorities = True
 
     def _commit(self, plan: Plan, now: float, outbox: list) -> int:
         started: list[Job] = []

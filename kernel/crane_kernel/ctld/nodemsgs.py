@@ -107,7 +107,7 @@ class NodeMessagesMixin:
                 job.start_time = msg.time or now
                 rv = self.running_view.get(job.job_id)
                 if rv is not None and job.time_limit:
-                    rv.end_time = job.start_time + job.time_limit
+                    self.running_view[job.job_id] = rv.with_end(job.start_time + job.time_limit)
                 return [(int(job.state), self._rt_json(job), job.job_id)]
             return []
         if msg.state == "failed_to_start":
