@@ -29,6 +29,8 @@ SLOTS = {
     "auth": "crane.auth",
     "job_filter": "crane.job_filter",
     "events": "crane.events",
+    "gres": "crane.gres",
+    "lifecycle": "crane.lifecycle",
 }
 
 

@@ -34,6 +34,7 @@ from crane_common.states import (
 
 from crane_kernel import messages as m
 from crane_kernel.auth_types import Identity
+from crane_kernel.clusterinfo import build_cluster_info
 from crane_kernel.config import ClusterConfig
 from crane_kernel.ctld.cycle import CycleMixin
 from crane_kernel.ctld.dispatch import DispatchMixin
@@ -77,8 +78,7 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
         self.running_view: dict[int, SchedRunning] = Tracked(self.keeper.running_changed)
         self.gres_taken: dict[int, list[dict[str, int]]] = {}  # job id -> gres taken on each of its nodes
         self.finished: deque[tuple[float, int]] = deque()
-        self.node_caps = {n.name: (n.sched.cpus_total, n.sched.mem_total, n.sched.gres_total)
-                          for n in self.nodes.values()}
+        self.cluster_info = build_cluster_info(cfg)  # what job filters see of the cluster
         self.next_job_id = 1
         self.started_at = clock()
         self.cycles = 0
@@ -136,8 +136,8 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
         now = self.clock()
         normalized = []
         for raw in specs:
-            spec = normalize_spec(raw, self.cfg, identity.uid, identity.user, now, self.node_caps)
-            self.pm.hook.crane_job_submit(job=spec, identity=identity)
+            spec = normalize_spec(raw, self.cfg, identity.uid, identity.user, now)
+            self.pm.hook.crane_job_submit(job=spec, identity=identity, cluster=self.cluster_info)
             normalized.append(spec)
         if not self._authorized(identity, "job.submit", None):
             raise Denied("you may not submit jobs")

@@ -1,6 +1,8 @@
 """Dispatch: the launch message a job's head node gets, and re-sending launches not confirmed in time.
 
 Part of :class:`~crane_kernel.ctld.core.Controller` (a mixin). Callers hold the controller's lock.
+The variables naming a job's devices for their vendor runtime (``CUDA_VISIBLE_DEVICES`` ...) come
+from the gres plugins (``crane_gres_environment``).
 """
 
 from __future__ import annotations
@@ -12,31 +14,9 @@ from crane_common.states import JobState
 
 from crane_kernel import messages as m
 from crane_kernel.ctld.jobs import Job
+from crane_kernel.ctld.nodes import NodeState
 
 log = logging.getLogger("cranectld")
-
-_INJECTOR_VARS = {
-    "nvidia": ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"),
-    "hip": ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"),
-    "ascend": ("ASCEND_RT_VISIBLE_DEVICES",),
-}
-
-
-def device_environment(devices: list[str], device_env: dict[str, tuple[str, int]]) -> dict[str, str]:
-    """The ``*_VISIBLE_DEVICES`` variables for the devices a job got (indices among the node's devices of a kind)."""
-    by_injector: dict[str, list[int]] = {}
-    for dev in devices:
-        injector, index = device_env.get(dev, ("", -1))
-        if injector in _INJECTOR_VARS:
-            by_injector.setdefault(injector, []).append(index)
-    env: dict[str, str] = {}
-    for injector, indices in by_injector.items():
-        for var in _INJECTOR_VARS[injector]:
-            env[var] = ",".join(str(i) for i in sorted(indices))
-    if devices:
-        env["CRANE_JOB_GRES_DEVICES"] = ",".join(devices)
-    return env
-
 
 class DispatchMixin:
     """Launch messages and their retry."""
@@ -67,8 +47,10 @@ class DispatchMixin:
         })
         head = self.nodes[job.head_node]
         devices = (job.devices or {}).get(job.head_node, [])
-        all_devices = [d for devs in head.gres_devices.values() for d in devs]
-        env.update(device_environment(devices, head.device_env))
+        all_devices = head.gres.all_devices()
+        if devices:
+            env.update(self._gres_environment(job, devices, head))
+            env["CRANE_JOB_GRES_DEVICES"] = ",".join(devices)
         launch = m.LaunchSpec(
             name=job.name, uid=job.uid, gid=job.gid, user=job.user, cwd=spec.get("cwd") or "/",
             script=spec.get("script", ""), interpreter=spec.get("interpreter") or "/bin/bash", env=env,
@@ -77,6 +59,19 @@ class DispatchMixin:
             mem_bytes=job.mem_per_node, time_limit=job.time_limit, devices_allow=devices,
             devices_deny=[d for d in all_devices if d not in devices])
         return m.LaunchStep(job_id=job.job_id, step_id=1, spec=launch, epoch=job.epoch)
+
+    def _gres_environment(self, job: Job, devices: list[str], head: NodeState) -> dict[str, str]:
+        """The gres plugins' variables for the devices a job got on its head node (earlier plugins win)."""
+        env: dict[str, str] = {}
+        for answer in reversed(self.pm.hook.crane_gres_environment(devices=devices, node=head.gres)):
+            if not isinstance(answer, dict):
+                continue
+            for k, v in answer.items():
+                if isinstance(k, str) and isinstance(v, str):
+                    env[k] = v
+                else:
+                    log.warning("job %d: gres plugin returned a non-string variable %r=%r; ignored", job.job_id, k, v)
+        return env
 
     def _retry_dispatch(self, now: float, outbox: list) -> None:
         retry = self.cfg.CraneCtld.DispatchRetry

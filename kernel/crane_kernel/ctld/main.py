@@ -28,7 +28,11 @@ def plugin_settings(cfg: ClusterConfig, name: str, extra: dict[str, Any] | None 
 
 
 def build_plugin_manager(cfg: ClusterConfig) -> Any:
-    """Load the controller's plugin slots (scheduler, priority, auth, job filters) as configured."""
+    """Load the controller's plugin slots (auth, scheduler, priority, job filters, gres, lifecycle) as configured.
+
+    Lifecycle plugins get ``CraneCtld.JobRequeue`` and ``CraneCtld.MaxRequeueCount`` as the
+    defaults of their settings (``Plugins.Settings.<name>`` overrides them).
+    """
     from crane_kernel import plugins
 
     pm = plugins.new_manager()
@@ -42,6 +46,10 @@ def build_plugin_manager(cfg: ClusterConfig) -> Any:
         plugins.register(pm, "priority", [prio], {prio: plugin_settings(cfg, prio)})
     plugins.register(pm, "job_filter", cfg.Plugins.JobFilters,
                      {n: plugin_settings(cfg, n) for n in cfg.Plugins.JobFilters})
+    plugins.register(pm, "gres", cfg.Plugins.Gres, {n: plugin_settings(cfg, n) for n in cfg.Plugins.Gres})
+    requeue = {"JobRequeue": cfg.CraneCtld.JobRequeue, "MaxRequeueCount": cfg.CraneCtld.MaxRequeueCount}
+    plugins.register(pm, "lifecycle", cfg.Plugins.Lifecycle,
+                     {n: plugin_settings(cfg, n, requeue) for n in cfg.Plugins.Lifecycle})
     return pm
 
 

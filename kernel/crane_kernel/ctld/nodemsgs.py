@@ -124,7 +124,7 @@ class NodeMessagesMixin:
 
     def _end_lost(self, job: Job, now: float, outbox: list, why: str) -> list:
         """A running job's node went away: requeue it when the rules allow, else end it as node-down."""
-        if self._may_requeue(job):
+        if self._may_requeue(job, why):
             self._release(job)
             job.state = JobState.Pending
             job.alloc_nodes = ()
@@ -139,12 +139,9 @@ class NodeMessagesMixin:
             return [(int(job.state), self._rt_json(job), job.job_id)]
         return self._finish(job, JobState.Failed, EC_CRANED_DOWN, now, outbox, persist=False, reason=why)
 
-    def _may_requeue(self, job: Job) -> bool:
-        if job.no_requeue or job.cancel_requested:
-            return False
-        if not (self.cfg.CraneCtld.JobRequeue or job.requeue):
-            return False
-        return job.epoch <= self.cfg.CraneCtld.MaxRequeueCount
+    def _may_requeue(self, job: Job, reason: str = "") -> bool:
+        """Whether a job that lost its node goes back to the queue: the lifecycle plugins decide."""
+        return bool(self.pm.hook.crane_job_requeue(job=job, reason=reason))
 
     def _check_liveness(self, now: float, outbox: list) -> None:
         timeout = self.cfg.CraneCtld.CranedTimeout

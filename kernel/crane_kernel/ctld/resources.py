@@ -1,11 +1,15 @@
 """Resources: taking and giving back a job's CPUs, memory and GRES on its nodes, and whether a job fits.
 
 Part of :class:`~crane_kernel.ctld.core.Controller` (a mixin: the methods use the controller's
-``nodes``, ``sched_nodes``, ``pending``, ``running``, ``running_view``, ``gres_taken`` and
-``clock``). Callers hold the controller's lock.
+``nodes``, ``sched_nodes``, ``pending``, ``running``, ``running_view``, ``gres_taken``, ``pm``
+and ``clock``). Callers hold the controller's lock. Which device files a GRES job gets is the
+gres plugins' choice (``crane_gres_select``); the kernel only checks they are free.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 from crane_kernel import gres as gres_rules
 from crane_kernel.ctld.jobs import Job
@@ -13,6 +17,8 @@ from crane_kernel.ctld.nodes import NodeState
 from crane_kernel.sched_types import SchedRunning
 
 EPS = 1e-9
+
+log = logging.getLogger("cranectld")
 
 
 class ResourcesMixin:
@@ -75,7 +81,7 @@ class ResourcesMixin:
         return not job.gres_per_node or gres_rules.fits(s.gres_free, job.gres_per_node)
 
     def _assign_devices(self, job: Job, nodes: list[NodeState]) -> dict[str, list[str]]:
-        """Pick device files for the job's GRES on each node (first free ones)."""
+        """Device files for the job's GRES on each node, chosen by the gres plugins (``crane_gres_select``)."""
         if not job.gres_per_node:
             return {}
         used: dict[str, set[str]] = {}
@@ -84,16 +90,29 @@ class ResourcesMixin:
                 used.setdefault(node_name, set()).update(devs)
         out: dict[str, list[str]] = {}
         for node in nodes:
-            picked: list[str] = []
-            for key, want in job.gres_per_node.items():
-                keys = [key] if ":" in key or key in node.gres_devices else \
-                    [k for k in node.gres_devices if gres_rules.family(k) == key]
-                for k in keys:
-                    for dev in node.gres_devices.get(k, []):
-                        if want <= 0:
-                            break
-                        if dev not in used.get(node.name, ()) and dev not in picked:
-                            picked.append(dev)
-                            want -= 1
-            out[node.name] = picked
+            if not node.gres.all_devices():
+                out[node.name] = []
+                continue
+            taken = used.get(node.name, ())
+            free = [d for d in node.gres.all_devices() if d not in taken]
+            picked = self.pm.hook.crane_gres_select(job=job, node=node.gres, free_devices=free)
+            out[node.name] = _checked(job.job_id, node.name, picked, free)
         return out
+
+
+def _checked(job_id: int, node: str, picked: Any, free: list[str]) -> list[str]:
+    """A gres plugin's choice, keeping only free device files of the node (once each)."""
+    if picked is None:
+        return []
+    ok: list[str] = []
+    free_set = set(free)
+    bad = []
+    for dev in picked if isinstance(picked, (list, tuple)) else [picked]:
+        if isinstance(dev, str) and dev in free_set and dev not in ok:
+            ok.append(dev)
+        else:
+            bad.append(dev)
+    if bad:
+        log.warning("job %d on %s: gres plugin chose devices that are not free there, ignored: %s",
+                    job_id, node, ", ".join(map(str, bad)))
+    return ok
