@@ -253,6 +253,8 @@ class Craned:
         from crane_kernel.bus import Consumer
 
         ping = self.cfg.Craned.PingInterval
+        if self.launcher.proc is None:  # warm it now, not at the first job: its imports cost ~0.25 s of CPU
+            self.launcher.proc = self.launcher._start()
         consumer = Consumer(self.bus, self.bus.node_stream(self.node), "craned", self.node, self.handle,
                             batch=200, block_ms=int(min(1.0, ping) * 1000), claim_idle_ms=60_000)
         registered = False
