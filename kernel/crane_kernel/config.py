@@ -111,9 +111,17 @@ class PluginsConfig(_Model):
     Priority: str | None = None
     Runtime: list[str] = Field(default_factory=lambda: ["cgroup"])
     Auth: list[str] = Field(default_factory=lambda: ["rbac"])
-    JobFilters: list[str] = Field(default_factory=list)
+    JobFilters: list[str] = Field(default_factory=lambda: ["submit_checks"])
     Events: list[str] = Field(default_factory=list)
+    Gres: list[str] = Field(default_factory=lambda: ["devices"])          # GRES device choice, vendor env
+    Lifecycle: list[str] = Field(default_factory=lambda: ["standard"])    # the requeue decision
     Settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("Gres", "Lifecycle", mode="before")
+    @classmethod
+    def _one_name(cls, v: Any) -> Any:
+        """A single name is a list of one."""
+        return [v] if isinstance(v, str) else v
 
 
 class CtldConfig(_Model):

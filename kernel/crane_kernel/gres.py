@@ -6,13 +6,17 @@ is covered by the sum of a node's ``"gpu"`` and ``"gpu:*"`` entries; a key with
 a colon (``"gpu:a100"``) asks for that exact type. When a job asks for several
 keys of one family, the family's total must also cover their sum. Taking an
 untyped request draws from the types in sorted order after typed requests.
+
+:class:`GresNode` is how GRES plugins (``crane_gres_select``, ``crane_gres_environment``) see a
+node's device files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
-__all__ = ["family", "available", "fits", "take", "give", "clean", "key_of"]
+__all__ = ["GresNode", "family", "available", "fits", "take", "give", "clean", "key_of"]
 
 
 def family(key: str) -> str:
@@ -92,3 +96,37 @@ def clean(req: Mapping[str, int] | None) -> dict[str, int] | None:
 def key_of(req: Mapping[str, int] | None) -> tuple[tuple[str, int], ...]:
     """A hashable, order-independent form of a request (for caches)."""
     return tuple(sorted(req.items())) if req else ()
+
+
+class GresNode:
+    """A node's GRES device files, as the GRES plugins see them (read-only).
+
+    * ``name``: the node name.
+    * ``devices``: gres key (``"gpu:a100"``, or ``"gpu"`` for an untyped entry) -> the device files
+      configured for it, in configuration order.
+    * ``device_env``: device file -> ``(EnvInjector, index)``: the configured injector
+      (``nvidia``, ``hip``, ``ascend``, ...) and the file's index among the node's devices of the
+      same gres name (what ``CUDA_VISIBLE_DEVICES`` counts).
+    """
+
+    __slots__ = ("name", "devices", "device_env", "_all")
+
+    def __init__(self, name: str, devices: Mapping[str, Sequence[str]],
+                 device_env: Mapping[str, tuple[str, int]] | None = None) -> None:
+        self.name = name
+        self.devices: Mapping[str, tuple[str, ...]] = MappingProxyType({k: tuple(v) for k, v in devices.items()})
+        self.device_env: Mapping[str, tuple[str, int]] = MappingProxyType(dict(device_env or {}))
+        self._all = tuple(d for files in self.devices.values() for d in files)
+
+    def all_devices(self) -> tuple[str, ...]:
+        """Every device file of the node, in configuration order."""
+        return self._all
+
+    def keys_for(self, key: str) -> list[str]:
+        """The node's gres keys a request key draws devices from: itself, or every type of an untyped family."""
+        if ":" in key or key in self.devices:
+            return [key]
+        return [k for k in self.devices if family(k) == key]
+
+    def __repr__(self) -> str:
+        return f"GresNode({self.name!r}, {dict(self.devices)!r})"

@@ -19,6 +19,8 @@ priority      ``crane.priority``           crane_job_priorities, crane_job_finis
 runtime       ``crane.runtime``            crane_step_* (step supervisor on craned)
 auth          ``crane.auth``               crane_authenticate, crane_authorize (cranectld)
 job filters   ``crane.job_filter``         crane_job_submit (cranectld)
+gres          ``crane.gres``               crane_gres_select, crane_gres_environment (cranectld)
+lifecycle     ``crane.lifecycle``          crane_job_requeue (cranectld)
 events        ``crane.events``             crane_job_event, crane_node_event (event consumers)
 (any slot)                                 crane_plugin_configure, crane_plugin_shutdown
 ============  ===========================  ===========================================
@@ -35,6 +37,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from crane_kernel.auth_types import CallInfo, Identity
+    from crane_kernel.clusterinfo import ClusterInfo
+    from crane_kernel.gres import GresNode
     from crane_kernel.runtime import StepHandle, StepSpec, StepUsage
     from crane_kernel.sched_types import ClusterView, Plan, SchedJob
 
@@ -241,16 +245,73 @@ def crane_authorize(identity: "Identity", action: str, target: Any) -> "bool | N
 # --------------------------------------------------------------------------
 
 @hookspec
-def crane_job_submit(job: Any, identity: "Identity") -> None:
+def crane_job_submit(job: Any, identity: "Identity", cluster: "ClusterInfo") -> None:
     """Inspect, modify or reject a job at submission (like Slurm's Lua ``job_submit``).
 
     Called by cranectld for each submitted job after validation, before it is
     stored. ``job`` is the normalised submission as a mutable dict
     (``partition``, ``account``, ``node_num``, ``cpus_per_node``,
-    ``mem_per_node``, ``time_limit``, ``script``, ``env``, ...); change it in
-    place to modify the job, or raise
+    ``mem_per_node``, ``time_limit``, ``gres``, ``nodelist``, ``exclude``,
+    ``script``, ``env``, ...); change it in place to modify the job, or raise
     :class:`~crane_kernel.errors.JobRejected` with a one-line reason to reject it.
-    Every registered filter runs.
+    ``cluster`` is a read-only :class:`~crane_kernel.clusterinfo.ClusterInfo`:
+    the partitions (nodes, account rules, limits) and every node's configured
+    capacity. Every registered filter runs, in configured order; the bundled
+    ``submit_checks`` filter enforces partition accounts and rejects requests
+    no node set of the partition could ever hold.
+    """
+
+
+# --------------------------------------------------------------------------
+# controller policy: GRES devices and the job lifecycle (cranectld)
+# --------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def crane_gres_select(job: "SchedJob", node: "GresNode", free_devices: "Sequence[str]") -> "list[str] | None":
+    """Choose the device files a starting job gets on one of its nodes.
+
+    Called by cranectld, under its lock, once per node of a job that asks for
+    GRES (``job.gres_per_node``, per node) when the job starts there, for nodes
+    that have device files. ``node`` is a :class:`~crane_kernel.gres.GresNode`
+    (device files per gres key, their env injector and index);
+    ``free_devices`` lists the node's device files no running job holds, in
+    configuration order. Return the chosen files (a subset of
+    ``free_devices``; anything else is dropped with a warning), or ``None``
+    for no opinion.
+
+    firstresult: the gres plugins are asked in ``Plugins.Gres`` order; when
+    none answers the job gets no device files (all of the node's are denied).
+    """
+
+
+@hookspec
+def crane_gres_environment(devices: "Sequence[str]", node: "GresNode") -> "dict[str, str] | None":
+    """Return the environment variables that tell a job which devices it got (``CUDA_VISIBLE_DEVICES`` ...).
+
+    Called by cranectld when it builds a job's launch, for a job that got
+    device files on its head node; ``devices`` are those files, ``node`` the
+    head node's :class:`~crane_kernel.gres.GresNode`. Every gres plugin
+    answers; the dicts are merged, a plugin earlier in ``Plugins.Gres``
+    winning a conflict. The kernel adds ``CRANE_JOB_GRES_DEVICES`` itself.
+    """
+
+
+@hookspec(firstresult=True)
+def crane_job_requeue(job: "SchedJob", reason: str) -> "bool | None":
+    """Decide whether a running job that lost its node goes back to the queue (True) or ends (False).
+
+    Called by cranectld, under its lock, when a job's node stops answering
+    (``reason`` like ``"node cn01 down"``) or re-registers without the job
+    (``"node lost the job"``). ``job`` is the controller's record: ``requeue``
+    (``--requeue``), ``no_requeue`` (``--no-requeue``), ``cancel_requested``,
+    ``epoch`` (how many times it was launched), ``user``, ``account``, ...
+    A job not requeued ends ``Failed`` with exit code ``0:70`` (Crane Daemon
+    Down); a requeued one becomes Pending with its priority and submit time.
+
+    firstresult: the lifecycle plugins are asked in ``Plugins.Lifecycle``
+    order; ``None`` from all of them means "do not requeue". The bundled
+    ``standard`` plugin applies CraneSched's rule with ``CraneCtld.JobRequeue``
+    and ``CraneCtld.MaxRequeueCount`` as its settings.
     """
 
 

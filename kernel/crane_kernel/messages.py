@@ -31,7 +31,7 @@ import secrets
 from time import time as _now
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from crane_kernel.errors import BusMessageError
 
@@ -41,6 +41,7 @@ __all__ = [
     "BusMessage",
     "FreeJob",
     "JobEvent",
+    "LaunchSpec",
     "LaunchStep",
     "NodeEvent",
     "NodeHeartbeat",
@@ -129,14 +130,65 @@ class StepStatus(BusMessage):
 # --- to one node: crane:{cluster}:node:{name} -------------------------------------------------
 
 
+class LaunchSpec(BaseModel):
+    """What a node needs to run a job's batch step: built by the controller, read by the step supervisor.
+
+    The job's identity (``job_id``, ``step_id``, ``epoch``) travels in the enclosing
+    :class:`LaunchStep`. Resources are per node: the supervisor turns this into a
+    :class:`~crane_kernel.runtime.StepSpec` for the runtime plugins. Nothing here is specific to
+    one runtime (cgroup limits beyond CPU, memory and devices are the runtime plugin's settings).
+    Unknown fields are ignored, so a newer controller may add optional fields.
+    """
+
+    name: str = ""                           # job name (``%x`` in output patterns)
+    uid: int = Field(ge=0)                   # the job runs as this user ...
+    gid: int = Field(ge=0)                   # ... with this primary group
+    user: str = ""                           # user name as the controller knows it (informational)
+    cwd: str = "/"                           # working directory
+    script: str                              # the batch script
+    interpreter: str = Field("/bin/bash", min_length=1)  # argv prefix, split on blanks
+    env: dict[str, str] = Field(default_factory=dict)    # the job's environment (``--export`` applied)
+    output: str = ""                         # stdout pattern (``%j %x %u %%``); "" = Crane-%j.out
+    error: str = ""                          # stderr pattern; "" = with stdout
+    input: str = ""                          # stdin file; "" = /dev/null
+    open_mode: Literal["truncate", "append"] = "truncate"
+    cpus: float = Field(1.0, gt=0)           # CPUs on this node (may be fractional)
+    cpu_ids: list[int] = Field(default_factory=list)  # cores the node pins jobs to (empty = none)
+    mem_bytes: int = Field(0, ge=0)          # memory limit on this node (0 = none)
+    time_limit: int = Field(0, ge=0)         # seconds, 0 = unlimited (the supervisor enforces it)
+    devices_allow: list[str] = Field(default_factory=list)  # device files the job may open
+    devices_deny: list[str] = Field(default_factory=list)   # the node's other device files
+
+
 class LaunchStep(BusMessage):
-    """Start a step; ``spec`` is the JSON-able dict the controller built (the node turns it into a StepSpec)."""
+    """Start a step with ``spec``; ``epoch`` counts the job's launches (a requeued job gets a new one).
+
+    Validated on receipt like every message, except that a malformed ``spec`` does not make the
+    whole message undecodable: it arrives as ``spec=None`` with the reason in ``spec_error``, so
+    the node can report the launch as failed to the controller instead of dropping it.
+    """
 
     kind: Literal["launch_step"] = "launch_step"
     job_id: int
     step_id: int = 1
-    spec: dict[str, Any]
+    spec: LaunchSpec | None
     epoch: int = 0
+    spec_error: str = ""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_bad_spec(cls, data: Any, handler: Any) -> "LaunchStep":
+        """Accept a message whose only problems are inside ``spec``: ``spec=None`` and the reason kept."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if not isinstance(data, dict) or data.get("spec") is None or \
+                    any(tuple(e.get("loc", ()))[:1] != ("spec",) for e in errors):
+                raise
+            msg = handler({**data, "spec": None})
+            msg.spec_error = problems(exc)
+            return msg
 
 
 class TerminateStep(BusMessage):
@@ -235,13 +287,18 @@ def _sniff_kind(raw: bytes) -> str | None:
     return None
 
 
-def _validation_reason(kind: str, exc: ValidationError) -> str:
-    """Condense a pydantic ValidationError to one line: the first problem and how many more there are."""
+def problems(exc: ValidationError) -> str:
+    """Condense a pydantic ValidationError to one line: the first problem (``where: what``) and how many more."""
     errors = exc.errors(include_url=False)
     first = errors[0]
     where = ".".join(str(p) for p in first.get("loc", ())) or "message"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"invalid {kind} message: {where}: {first.get('msg', 'invalid')}{more}"
+    return f"{where}: {first.get('msg', 'invalid')}{more}"
+
+
+def _validation_reason(kind: str, exc: ValidationError) -> str:
+    """One line for a message that failed validation."""
+    return f"invalid {kind} message: {problems(exc)}"
 
 
 def decode(raw: bytes | bytearray | memoryview | str) -> BusMessage:

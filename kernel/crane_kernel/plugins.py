@@ -88,6 +88,8 @@ SLOTS: dict[str, Slot] = {s.name: s for s in (
     _slot("auth", "Auth", 0, None, ["crane_authenticate", "crane_authorize"]),
     _slot("job_filter", "JobFilters", 0, None, ["crane_job_submit"], required=["crane_job_submit"]),
     _slot("events", "Events", 0, None, ["crane_job_event", "crane_node_event"]),
+    _slot("gres", "Gres", 0, None, ["crane_gres_select", "crane_gres_environment"]),
+    _slot("lifecycle", "Lifecycle", 0, None, ["crane_job_requeue"]),
 )}
 """Every plugin slot, in load order. A slot added later is one entry here."""
 

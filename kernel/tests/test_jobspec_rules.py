@@ -1,4 +1,8 @@
-"""How the controller folds a submission into its per-node shape, and what it refuses at submit time."""
+"""How the controller folds a submission into its per-node shape, and what it refuses at submit time.
+
+Refusals come from the kernel (``normalize_spec``) and from the default job filter
+(``submit_checks``: accounts, feasibility), loaded by name as cranectld loads it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import os
 import pwd
 
 import pytest
+from crane_kernel import plugins
+from crane_kernel.auth_types import Identity
+from crane_kernel.clusterinfo import build_cluster_info
 from crane_kernel.config import parse_config
 from crane_kernel.ctld.jobs import normalize_spec
 from crane_kernel.errors import JobRejected
@@ -18,13 +25,17 @@ CFG = parse_config({
                    {"name": "gpu", "nodes": "gpu1", "AllowedAccounts": ["ml"]},
                    {"name": "all", "nodes": "ALL", "DeniedAccounts": "guest"}],
 })
-CAPS = {n: (g.cpu, g.memory, {x.key: int(x.count or 0) for x in g.gres}) for n, g in CFG.node_table().items()}
+INFO = build_cluster_info(CFG)
 ME = pwd.getpwuid(os.getuid())
+PM = plugins.load_slots({"JobFilters": CFG.Plugins.JobFilters})
 
 
 def norm(**spec):
+    """What Controller.submit does to one spec: normalise, then the configured job filters."""
     spec.setdefault("script", "#!/bin/bash\ntrue\n")
-    return normalize_spec(spec, CFG, ME.pw_uid, ME.pw_name, 1000.0, CAPS)
+    out = normalize_spec(spec, CFG, ME.pw_uid, ME.pw_name, 1000.0)
+    PM.hook.crane_job_submit(job=out, identity=Identity(ME.pw_uid, ME.pw_name), cluster=INFO)
+    return out
 
 
 def test_tasks_fold_into_nodes_and_cpus_per_node():

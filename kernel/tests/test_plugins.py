@@ -388,7 +388,7 @@ def test_several_implementations_go_through_pluggy_in_configured_order(site):
     loaded = plugins.load_slots({"JobFilters": ["picky", "bare"]})
     assert isinstance(loaded.hook.crane_job_submit, pluggy.HookCaller)
     job: dict = {}
-    loaded.hook.crane_job_submit(job=job, identity=None)
+    loaded.hook.crane_job_submit(job=job, identity=None, cluster=None)
     assert job["tags"] == ["picky", "bare"]
 
 

@@ -11,6 +11,9 @@ reason, and the view is not modified.
 Usage::
 
     python -m crane_tools.schedbench --nodes 10000 --jobs 100000 --scheduler fifo --json
+    python -m crane_tools.schedbench --nodes 1000 --jobs 10000 --scheduler easy --cycles 20   # consecutive cycles
+
+``--cycles`` runs :mod:`crane_tools.schedcycles` (fresh view per call vs one incremental view).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from crane_kernel.sched_types import ClusterView, Plan, SchedJob, SchedNode, Sch
 GiB = 1 << 30
 NOW = 1_000_000_000.0
 EPS = 1e-6
-WORKLOADS = ("mixed", "small")
+WORKLOADS = ("mixed", "small", "whole")
 
 
 class SchedulerNotFoundError(LookupError):
@@ -183,16 +186,48 @@ def build_cluster(nodes: int, jobs: int, seed: int = 1, running_fraction: float 
     ~60% 1-node small jobs, 12% multi-node, 8% GPU (typed and untyped), 4%
     exclusive, 6% ``-w``, 6% ``-x``, some big-memory and 0.1% that can never
     fit. ``workload="small"`` makes every pending job a 1-node small job (the
-    worst case for the number of starts).
+    worst case for the number of starts). ``workload="whole"``: identical
+    64-CPU nodes in one partition and jobs of 1-16 whole nodes (backfill's
+    count-based path, the one that keeps state across calls).
     """
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r} (choose from {', '.join(WORKLOADS)})")
     rng = random.Random(seed)
+    if workload == "whole":
+        return _whole_cluster(rng, nodes, jobs, running_fraction)
     node_list, kinds = _make_nodes(rng, nodes)
     parts = _make_partitions(node_list, kinds)
     running = _fill_running(rng, node_list, running_fraction)
     cpu_names = [node_list[i].name for i in kinds["cpu"]]
     pending = [_pending_job(rng, j + 1, cpu_names, workload) for j in range(jobs)]
+    return ClusterView(node_list, parts, pending, running)
+
+
+WHOLE_CPUS = 64
+WHOLE_MEM = 256 * GiB
+
+
+def whole_job(rng: random.Random, jid: int, max_nodes: int = 16) -> SchedJob:
+    """A pending job of the ``whole`` workload: 1-16 whole 64-CPU nodes, 10 min to 1 day."""
+    n = min(max_nodes, rng.choice((1, 1, 1, 1, 2, 2, 4, 8, 16)))
+    return SchedJob(jid, "cpu", n, float(WHOLE_CPUS), rng.choice((64, 128, 192)) * GiB,
+                    rng.choice((600, 3600, 4 * 3600, 86400)), priority=0.0,
+                    submit_time=NOW - rng.uniform(0, 86400), account=rng.choice(("phys", "chem", "bio", "cs")))
+
+
+def _whole_cluster(rng: random.Random, nodes: int, jobs: int, running_fraction: float) -> ClusterView:
+    """Identical 64-CPU nodes in one partition, every job taking whole nodes (backfill's count-based path)."""
+    node_list = [SchedNode(f"cn{i:05d}", i, float(WHOLE_CPUS), WHOLE_MEM, partitions=("cpu",)) for i in range(nodes)]
+    running: list[SchedRunning] = []
+    jid = 10_000_000
+    for n in node_list:
+        if rng.random() < running_fraction:
+            jid += 1
+            n.cpus_free, n.mem_free, n.njobs = 0.0, 0, 1
+            running.append(SchedRunning(jid, (n.index,), float(WHOLE_CPUS), WHOLE_MEM, NOW + rng.randint(60, 86400),
+                                        partition="cpu"))
+    parts = {"cpu": SchedPartition("cpu", tuple(range(nodes)))}
+    pending = [whole_job(rng, j + 1, nodes) for j in range(jobs)]
     return ClusterView(node_list, parts, pending, running)
 
 
@@ -365,24 +400,43 @@ def _format(res: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``python -m crane_tools.schedbench --nodes N --jobs M [--scheduler S] [--json]``."""
-    ap = argparse.ArgumentParser(prog="crane bench sched", description="Time one scheduling cycle.")
+    """Command line: ``python -m crane_tools.schedbench --nodes N --jobs M [--scheduler S] [--cycles C] [--json]``."""
+    ap = argparse.ArgumentParser(prog="crane bench sched", description="Time scheduling cycles of a scheduler plugin.")
     ap.add_argument("--nodes", type=int, default=10_000)
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--scheduler", default="fifo")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--running-fraction", type=float, default=0.5)
     ap.add_argument("--workload", choices=WORKLOADS, default="mixed")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="one-cycle mode: calls on the same view (best reported)")
+    ap.add_argument("--cycles", type=int, default=0,
+                    help="run this many consecutive cycles as the controller does (starts committed, jobs "
+                         "ending and arriving in between), with a fresh view per call and with one "
+                         "incremental view; 0 = the one-cycle benchmark")
+    ap.add_argument("--view", choices=("both", "fresh", "incremental"), default="both",
+                    help="with --cycles: which view mode(s) to run")
+    ap.add_argument("--arrivals", type=int, default=None, help="with --cycles: jobs arriving per cycle (1%% of --jobs)")
+    ap.add_argument("--end-fraction", type=float, default=0.02,
+                    help="with --cycles: fraction of running jobs ending per cycle")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
-        res = run_sched_bench(args.nodes, args.jobs, args.scheduler, args.seed, args.running_fraction,
-                              workload=args.workload, repeat=args.repeat)
+        if args.cycles:
+            from crane_tools.schedcycles import MODES, format_cycles, run_cycles_bench
+
+            modes = MODES if args.view == "both" else (args.view,)
+            res = run_cycles_bench(args.nodes, args.jobs, args.scheduler, cycles=args.cycles, modes=modes,
+                                   seed=args.seed, running_fraction=args.running_fraction, workload=args.workload,
+                                   arrivals=args.arrivals, end_fraction=args.end_fraction)
+            text = format_cycles(res)
+        else:
+            res = run_sched_bench(args.nodes, args.jobs, args.scheduler, args.seed, args.running_fraction,
+                                  workload=args.workload, repeat=args.repeat)
+            text = _format(res)
     except SchedulerNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(res, sort_keys=True) if args.json else _format(res))
+    print(json.dumps(res, sort_keys=True) if args.json else text)
     return 0 if res["valid"] else 1
 
 

@@ -5,8 +5,9 @@ bus); forking it per job copies its page tables and, as the child touches
 objects, its pages — about 3 ms of CPU per fork and exit at 42 MB. The
 launcher is started once by ``craned`` as a fresh interpreter that imports only
 what a supervisor needs (the runtime plugins, loaded by name through the
-kernel's plugin loader, and the supervisor), freezes its heap for the garbage
-collector, and then forks one supervisor per launch request. Supervisors call
+kernel's plugin loader, the supervisor and the message models it validates and
+builds, exercised once so that pydantic has built everything lazy), freezes its
+heap for the garbage collector, and then forks one supervisor per launch request. Supervisors call
 ``setsid()`` and outlive both the launcher and ``craned``.
 
 Protocol, on stdin: one JSON object per line. The first is the set-up
@@ -14,7 +15,7 @@ Protocol, on stdin: one JSON object per line. The first is the set-up
 part of the ``Plugins:`` section, ``{"Runtime": [names], "Settings": {name:
 dict}}``, loaded with :func:`crane_kernel.plugins.load_slots`); each further
 line is a launch (``job_dir`` plus the ``launch_step`` message fields
-``job_id``, ``step_id``, ``epoch``, ``spec``). EOF (``craned`` gone) ends the
+``job_id``, ``step_id``, ``epoch``, ``spec``, ``spec_error``). EOF (``craned`` gone) ends the
 launcher, which then shuts its plugins down (``crane_plugin_shutdown``); the
 supervisors, forked children that end with ``os._exit``, never do.
 """
@@ -53,6 +54,8 @@ def _fork_supervisors(stream_in: object, setup: dict, pm: "Plugins") -> None:
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
     import encodings.idna  # noqa: F401 - socket.create_connection imports it (and unicodedata) on first use
+
+    _warm_models()
     gc.collect()
     gc.freeze()
     for line in stream_in:  # type: ignore[attr-defined]
@@ -72,6 +75,20 @@ def _fork_supervisors(stream_in: object, setup: dict, pm: "Plugins") -> None:
                 log.exception("supervisor of job %s crashed", launch.get("job_id"))
             finally:
                 os._exit(1)
+
+
+def _warm_models() -> None:
+    """Validate and encode one launch and one status, so that pydantic's lazily built parts exist before the fork.
+
+    Supervisors validate their launch into :class:`~crane_kernel.messages.LaunchStep` and build
+    :class:`~crane_kernel.messages.StepStatus` messages; done once here, a fork pays nothing for it.
+    """
+    from crane_kernel import messages as m
+
+    launch = m.LaunchStep.model_validate({"job_id": 1, "epoch": 1, "spec": {"uid": 0, "gid": 0, "script": "true"}})
+    m.LaunchStep.model_validate({"job_id": 1, "spec": {"uid": -1}})  # the error path too
+    m.encode(m.StepStatus(node="n", job_id=launch.job_id, state="running"))
+    launch.spec.model_dump()  # type: ignore[union-attr]
 
 
 def main() -> int:

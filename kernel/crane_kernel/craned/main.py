@@ -243,7 +243,7 @@ class Craned:
         os.makedirs(d, mode=0o700)
         self.launched[msg.job_id] = msg.epoch
         self.launcher.launch({"job_dir": d, "job_id": msg.job_id, "step_id": msg.step_id, "epoch": msg.epoch,
-                              "spec": msg.spec})
+                              "spec": msg.spec and msg.spec.model_dump(), "spec_error": msg.spec_error})
 
     def _terminate(self, msg: Any) -> None:
         d = self._job_dir(msg.job_id)
@@ -297,6 +297,8 @@ class Craned:
         from crane_kernel.bus import Consumer
 
         ping = self.cfg.Craned.PingInterval
+        if self.launcher.proc is None:  # warm it now, not at the first job: its imports cost ~0.25 s of CPU
+            self.launcher.proc = self.launcher._start()
         consumer = Consumer(self.bus, self.bus.node_stream(self.node), "craned", self.node, self.handle,
                             batch=200, block_ms=int(min(1.0, ping) * 1000), claim_idle_ms=60_000)
         registered = False

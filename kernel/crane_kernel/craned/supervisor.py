@@ -1,4 +1,4 @@
-"""The step supervisor: one process per running step, forked from a warm ``craned``.
+"""The step supervisor: one process per running step, forked from the warm launcher of ``craned``.
 
 It outlives ``craned`` (own session, not killed with it), launches the step
 through the runtime plugins, enforces the time limit, turns a cancel into
@@ -15,7 +15,6 @@ import logging
 import os
 import pwd
 import resource
-import secrets
 import signal
 import time
 from typing import Any, NoReturn
@@ -28,6 +27,7 @@ from crane_common.states import (
     EC_TERMINATED,
 )
 from crane_kernel.errors import StepLaunchError
+from crane_kernel.messages import LaunchSpec, LaunchStep, StepStatus, encode
 from crane_kernel.resp import xadd_once
 from crane_kernel.runtime import StepSpec
 
@@ -86,41 +86,38 @@ def expand_pattern(pattern: str, job_id: int, name: str, user: str, cwd: str) ->
     return path if os.path.isabs(path) else os.path.join(cwd, path)
 
 
-def build_step(node: str, job_dir: str, spec: dict[str, Any]) -> StepSpec:
+def build_step(node: str, job_dir: str, job_id: int, spec: LaunchSpec) -> StepSpec:
     """Turn the controller's launch spec into a :class:`StepSpec`, writing the script file."""
-    job_id = int(spec["job_id"])
-    uid, gid = int(spec["uid"]), int(spec["gid"])
+    uid, gid = spec.uid, spec.gid
     try:
         pw = pwd.getpwuid(uid)
     except KeyError:
         raise StepLaunchError(f"uid {uid} does not exist on node {node}", EC_PERMISSION_DENIED) from None
     user = pw.pw_name
-    cwd = spec.get("cwd") or pw.pw_dir
+    cwd = spec.cwd or pw.pw_dir
     script_path = os.path.join(job_dir, "script")
     with open(script_path, "w") as fh:
-        fh.write(spec.get("script", ""))
+        fh.write(spec.script)
     os.chmod(script_path, 0o700)
     os.chown(script_path, uid, gid)
     os.chown(job_dir, uid, gid)
-    env = dict(spec.get("env") or {})  # already what --export selected at submission (cbatch builds it)
+    env = dict(spec.env)  # already what --export selected at submission (cbatch builds it)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.setdefault("HOME", pw.pw_dir)
     env.setdefault("SHELL", pw.pw_shell or "/bin/sh")
     env["USER"] = env["LOGNAME"] = user
     env["CRANE_NODENAME"] = node
     env["CRANE_JOB_NODENAME"] = node
-    name = spec.get("name") or "job"
-    stdout = expand_pattern(spec.get("output") or "Crane-%j.out", job_id, name, user, cwd)
-    stderr = expand_pattern(spec["error"], job_id, name, user, cwd) if spec.get("error") else ""
-    stdin = expand_pattern(spec["input"], job_id, name, user, cwd) if spec.get("input") else ""
-    interpreter = (spec.get("interpreter") or "/bin/bash").split()
+    name = spec.name or "job"
+    stdout = expand_pattern(spec.output or "Crane-%j.out", job_id, name, user, cwd)
+    stderr = expand_pattern(spec.error, job_id, name, user, cwd) if spec.error else ""
+    stdin = expand_pattern(spec.input, job_id, name, user, cwd) if spec.input else ""
     return StepSpec(
         job_id=job_id, step_id=1, node=node, name=name, uid=uid, gid=gid, user=user, cwd=cwd,
-        script_path=script_path, interpreter=interpreter, env=env, stdout=stdout, stderr=stderr, stdin=stdin,
-        open_mode=spec.get("open_mode") or "truncate", cpus=float(spec.get("cpus") or 1),
-        cpu_ids=list(spec.get("cpu_ids") or []), mem_bytes=int(spec.get("mem_bytes") or 0),
-        devices_allow=list(spec.get("devices_allow") or []), devices_deny=list(spec.get("devices_deny") or []),
-        time_limit=int(spec.get("time_limit") or 0),
+        script_path=script_path, interpreter=spec.interpreter.split(), env=env, stdout=stdout, stderr=stderr,
+        stdin=stdin, open_mode=spec.open_mode, cpus=spec.cpus, cpu_ids=list(spec.cpu_ids), mem_bytes=spec.mem_bytes,
+        devices_allow=list(spec.devices_allow), devices_deny=list(spec.devices_deny),
+        time_limit=spec.time_limit,
     )
 
 
@@ -128,33 +125,25 @@ def _ignore(_signum: int, _frame: Any) -> None:
     """Signal handler that does nothing."""
 
 
-def status_message(node: str, job_id: int, step_id: int, epoch: int, state: str, exit_code: int = 0,
-                   reason: str = "", oom: bool = False, cpu_time_ms: int = 0, mem_peak: int = 0) -> dict[str, Any]:
-    """A ``step_status`` bus message as a plain dict (the schema of ``crane_kernel.messages.StepStatus``).
-
-    Built by hand so that supervisors, forked from the small launcher process, need neither
-    pydantic nor redis-py; the controller validates it like any other message.
-    """
-    return {"kind": "step_status", "v": 1, "id": secrets.token_urlsafe(12), "node": node, "job_id": job_id,
-            "step_id": step_id, "state": state, "exit_code": exit_code, "oom": oom, "cpu_time_ms": cpu_time_ms,
-            "mem_peak": mem_peak, "time": time.time(), "reason": reason, "epoch": epoch}
-
-
 class Supervisor:
     """Runs one step to its end and reports how it ended.
 
-    ``launch`` is the decoded ``launch_step`` message as a dict (``job_id``, ``step_id``,
-    ``epoch``, ``spec``); statuses go to ``stream`` on the Redis at ``redis_url``.
+    ``launch`` is the launcher's request: the ``launch_step`` message's fields as a dict
+    (``job_id``, ``step_id``, ``epoch``, ``spec``, ``spec_error``), validated here into a
+    :class:`~crane_kernel.messages.LaunchStep`; a malformed spec is reported as a failed start.
+    Statuses (:class:`~crane_kernel.messages.StepStatus`) go to ``stream`` on the Redis at ``redis_url``.
     """
 
     def __init__(self, node: str, job_dir: str, launch: dict[str, Any], pm: Any, redis_url: str, stream: str,
                  kill_wait: float) -> None:
         self.node = node
         self.job_dir = job_dir
-        self.job_id = int(launch["job_id"])
-        self.step_id = int(launch.get("step_id", 1))
-        self.epoch = int(launch.get("epoch", 0))
-        self.spec = launch["spec"]
+        msg = LaunchStep.model_validate({k: v for k, v in launch.items() if k != "job_dir"})
+        self.job_id = msg.job_id
+        self.step_id = msg.step_id
+        self.epoch = msg.epoch
+        self.spec = msg.spec
+        self.spec_error = msg.spec_error if msg.spec is not None or msg.spec_error else "the launch has no spec"
         self.pm = pm
         self.redis_url = redis_url
         self.stream = stream
@@ -165,24 +154,25 @@ class Supervisor:
     def _on_term(self, _signum: int, _frame: Any) -> None:
         self.cancel = True
 
-    def _status(self, state: str, exit_code: int = 0, reason: str = "", **usage: Any) -> dict[str, Any]:
-        return status_message(self.node, self.job_id, self.step_id, self.epoch, state, exit_code, reason, **usage)
+    def _status(self, state: str, exit_code: int = 0, reason: str = "", **usage: Any) -> StepStatus:
+        return StepStatus(node=self.node, job_id=self.job_id, step_id=self.step_id, epoch=self.epoch, state=state,
+                          exit_code=exit_code, reason=reason, **usage)
 
-    def _send(self, status: dict[str, Any]) -> bool:
-        payload = json.dumps(status, separators=(",", ":")).encode()
+    def _send(self, status: StepStatus) -> bool:
+        payload = encode(status)
         for delay in (0, 0.1, 0.5, 1, 2, 5):
             time.sleep(delay)
             try:
                 xadd_once(self.redis_url, self.stream, {b"m": payload})
                 return True
             except ConnectionError as exc:
-                log.warning("job %d: could not report %s: %s", self.job_id, status["state"], exc)
+                log.warning("job %d: could not report %s: %s", self.job_id, status.state, exc)
         return False
 
-    def _final(self, status: dict[str, Any]) -> NoReturn:
+    def _final(self, status: StepStatus) -> NoReturn:
         if not self._send(status):
             # craned re-sends it with its next heartbeat (or its registration after a restart)
-            write_json(os.path.join(self.job_dir, RESULT_FILE), status)
+            write_json(os.path.join(self.job_dir, RESULT_FILE), status.model_dump())
         if log.isEnabledFor(logging.DEBUG):
             ru = resource.getrusage(resource.RUSAGE_SELF)
             log.debug("job %d supervisor: %.2f ms CPU (%.2f sys), %d page faults", self.job_id,
@@ -222,7 +212,7 @@ class Supervisor:
         except BaseException:  # last resort: craned sends the result file
             log.exception("job %d: reporting the failure failed", self.job_id)
             try:
-                write_json(os.path.join(self.job_dir, RESULT_FILE), status)
+                write_json(os.path.join(self.job_dir, RESULT_FILE), status.model_dump())
             finally:
                 os._exit(1)
 
@@ -237,7 +227,9 @@ class Supervisor:
                     "step": self.step_id})
         job_id = self.job_id
         try:
-            step = build_step(self.node, self.job_dir, self.spec)
+            if self.spec is None:
+                raise StepLaunchError(f"invalid launch spec: {self.spec_error}", EC_SPAWN_FAILED)
+            step = build_step(self.node, self.job_dir, job_id, self.spec)
             handle = self.handle = self.pm.steps.crane_step_launch(step=step)  # later hooks go to its runtime
             if handle is None:
                 raise StepLaunchError("no runtime plugin accepted the step", EC_SPAWN_FAILED)

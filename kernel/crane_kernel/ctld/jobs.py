@@ -16,7 +16,6 @@ from typing import Any
 
 from crane_common.states import JobState
 
-from crane_kernel import gres as gres_rules
 from crane_kernel.config import ClusterConfig
 from crane_kernel.errors import JobRejected
 from crane_kernel.sched_types import SchedJob
@@ -108,22 +107,20 @@ def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:
     return j
 
 
-def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str, now: float,
-                   node_caps: dict[str, tuple[float, int, dict[str, int]]]) -> dict[str, Any]:
+def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str, now: float) -> dict[str, Any]:
     """Validate a submitted JobSpec (as a dict) and fold it into the controller's shape.
 
-    ``node_caps`` maps node name -> (cpus, memory bytes, gres totals) for the
-    feasibility check. Raises :class:`JobRejected` with a one-line reason.
+    Mechanism only: the partition (named or default) must exist, the user must be known, and the
+    request is folded into per-node amounts with the partition's defaults and limits. Whether the
+    account may use the partition and whether its nodes could ever hold the request are policy:
+    the job filters decide (the bundled ``submit_checks``). Raises :class:`JobRejected` with a
+    one-line reason.
     """
     spec = dict(raw)
     part_name = spec.get("partition") or cfg.DefaultPartition
     part = next((p for p in cfg.Partitions if p.name == part_name), None)
     if part is None:
         raise JobRejected(f"Partition '{part_name}' does not exist")
-    if part.AllowedAccounts and spec.get("account", "") not in part.AllowedAccounts:
-        raise JobRejected(f"Account '{spec.get('account', '')}' is not allowed in partition '{part_name}'")
-    if spec.get("account", "") in part.DeniedAccounts:
-        raise JobRejected(f"Account '{spec.get('account')}' is denied in partition '{part_name}'")
     try:
         pw = pwd.getpwuid(uid)
         gid = pw.pw_gid
@@ -156,30 +153,11 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
     if part.MaxTimeLimit and tl > part.MaxTimeLimit:
         raise JobRejected(f"time limit exceeds the maximum of partition '{part_name}'")
 
-    members = cfg.partition_nodes(part)
     nodelist = list(spec.get("nodelist") or [])
     exclude = set(spec.get("exclude") or [])
-    bad = [n for n in nodelist if n not in members]
-    if bad:
-        raise JobRejected(f"node(s) {', '.join(bad)} not in partition '{part_name}'")
     if nodelist and len(nodelist) > node_num:
         node_num = len(nodelist)
     gres = {k: int(v) for k, v in (spec.get("gres") or {}).items() if int(v) > 0}
-
-    def fits(n: str) -> bool:
-        cpu, memory, g = node_caps[n]
-        if cpu + 1e-9 < cpus_per_node or memory < mem:
-            return False
-        return not gres or gres_rules.fits(g, gres)
-
-    candidates = [n for n in members if n not in exclude and fits(n)]
-    if len(candidates) < node_num:
-        raise JobRejected(
-            f"requested resources ({node_num} node(s) x {cpus_per_node:g} CPU, {mem >> 20} MB"
-            f"{', ' + ','.join(f'{k}:{v}' for k, v in gres.items()) if gres else ''}) exceed what partition "
-            f"'{part_name}' can ever provide")
-    if nodelist and not all(n in candidates for n in nodelist):
-        raise JobRejected("requested node list cannot hold this job")
     script = spec.get("script", "")
     if not script.strip():
         raise JobRejected("the batch script is empty")

@@ -20,19 +20,22 @@ log = logging.getLogger("cranectld")
 EVENTS_MAXLEN = 200_000  # the events stream keeps about this many recent events
 
 
-CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter")
+CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle")
 """The plugin slots cranectld fills (runtimes load on the nodes, event plugins in the event consumers)."""
 
 
 def slot_defaults(cfg: ClusterConfig) -> dict[str, dict[str, Any]]:
     """Settings the kernel supplies to every plugin of a slot, under ``Plugins.Settings.<name>``."""
-    return {"auth": {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins)}}
+    return {"auth": {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins)},
+            "lifecycle": {"JobRequeue": cfg.CraneCtld.JobRequeue, "MaxRequeueCount": cfg.CraneCtld.MaxRequeueCount}}
 
 
 def build_plugin_manager(cfg: ClusterConfig) -> Any:
-    """Load the controller's plugin slots (scheduler, priority, auth, job filters) into one manager.
+    """Load the controller's plugin slots (auth, scheduler, priority, job filters, gres, lifecycle) into one manager.
 
-    Returns a :class:`crane_kernel.plugins.Plugins`; raises a one-line
+    Lifecycle plugins get ``CraneCtld.JobRequeue`` and ``CraneCtld.MaxRequeueCount`` as the
+    defaults of their settings (``Plugins.Settings.<name>`` overrides them). Returns a
+    :class:`crane_kernel.plugins.Plugins`; raises a one-line
     :class:`~crane_kernel.errors.PluginError` for any plugin problem.
     """
     from crane_kernel import plugins

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crane_kernel.config import ClusterConfig
+from crane_kernel.gres import GresNode
 from crane_kernel.sched_types import SchedNode, SchedPartition
 
 
@@ -10,10 +11,9 @@ class NodeState:
     """One node as the controller tracks it; ``sched`` is the live :class:`SchedNode` the scheduler sees."""
 
     __slots__ = ("name", "sched", "alive", "drain", "drain_reason", "last_seen", "ever_seen", "exclusive_job",
-                 "gres_devices", "cpu_ids", "device_env")
+                 "gres", "cpu_ids")
 
-    def __init__(self, sched: SchedNode, gres_devices: dict[str, list[str]], cpu_ids: list[int],
-                 device_env: dict[str, tuple[str, int]] | None = None) -> None:
+    def __init__(self, sched: SchedNode, gres: GresNode, cpu_ids: list[int]) -> None:
         self.name = sched.name
         self.sched = sched
         self.alive = False
@@ -22,9 +22,8 @@ class NodeState:
         self.last_seen = 0.0
         self.ever_seen = False
         self.exclusive_job = 0
-        self.gres_devices = gres_devices
+        self.gres = gres            # device files per gres key, as GRES plugins see them
         self.cpu_ids = cpu_ids
-        self.device_env = device_env or {}  # device file -> (env injector, index among its kind)
 
     def refresh_usable(self) -> None:
         """Recompute whether the scheduler may place new work here."""
@@ -66,7 +65,7 @@ def build_nodes(cfg: ClusterConfig) -> tuple[dict[str, NodeState], list[SchedNod
         sn = SchedNode(name, i, group.cpu, group.memory, partitions=tuple(member_of[name]),
                        gres_total=gres_total, usable=False)
         sched_nodes.append(sn)
-        nodes[name] = NodeState(sn, devices, list(group.cpu_ids), device_env)
+        nodes[name] = NodeState(sn, GresNode(name, devices, device_env), list(group.cpu_ids))
     index = {n.name: n.index for n in sched_nodes}
     parts = {
         p.name: SchedPartition(

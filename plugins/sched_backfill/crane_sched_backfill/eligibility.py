@@ -1,7 +1,9 @@
 """Which pending jobs may be scheduled at all, and on which nodes (the FIFO scheduler's rules).
 
 A job that is not eligible keeps a specific pending reason and never blocks
-anyone nor gets a reservation:
+anyone nor gets a reservation (the rules that do not depend on nodes are the
+kernel's :func:`crane_kernel.sched_types.ineligible_reason`, applied here too
+because a view built by another caller may hold such jobs):
 
 * unknown partition, a ``-w`` node that is unknown/outside the partition/unusable,
   or a request no set of the partition's usable nodes could ever hold
@@ -17,13 +19,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from crane_kernel import gres as gres_mod
-from crane_kernel.sched_types import (
-    REASON_ACCOUNT,
-    REASON_BEGIN_TIME,
-    REASON_HELD,
-    REASON_NODES_UNAVAILABLE,
-    REASON_PARTITION_LIMIT,
-)
+from crane_kernel.sched_types import ineligible_reason
 
 if TYPE_CHECKING:
     from crane_kernel.sched_types import ClusterView, SchedJob, SchedPartition
@@ -34,20 +30,8 @@ EPS = 1e-6
 """Tolerance for fractional CPU comparisons."""
 
 
-def static_reason(job: "SchedJob", part: "SchedPartition | None", now: float) -> str | None:
-    """The reason ``job`` cannot be considered this pass regardless of resources, or ``None``."""
-    if part is None:
-        return REASON_NODES_UNAVAILABLE
-    if job.held:
-        return REASON_HELD
-    if job.begin_time > now:
-        return REASON_BEGIN_TIME
-    if (part.allowed_accounts is not None and job.account not in part.allowed_accounts) or (
-            part.denied_accounts is not None and job.account in part.denied_accounts):
-        return REASON_ACCOUNT
-    if part.max_time_limit and job.time_limit > part.max_time_limit:
-        return REASON_PARTITION_LIMIT
-    return None
+static_reason = ineligible_reason
+"""The reason a job cannot be considered this pass regardless of resources, or ``None``: the kernel's rule."""
 
 
 class CandidateCache:

@@ -115,8 +115,8 @@ class BackfillScheduler:
 
     def _fast(self, view: "ClusterView", now: float) -> "Plan | None":
         pool = self._pool
-        version = getattr(view, "version", None)
-        delta = getattr(view, "delta", None)
+        version = view.version  # None for a plain ClusterView: rebuild every call
+        delta = view.delta
         ok = False
         if (pool is not None and pool.view is view and delta is not None and version is not None
                 and pool.version is not None and version == pool.version + 1 and not delta.other):

@@ -11,7 +11,8 @@ conservative. Decisions are identical to the general path's (node choice aside).
 The :class:`Pool` is a cache kept across calls. It is rebuilt from the view
 (``O(nodes + running + pending log pending)``) unless the caller passes the
 same view object with the change journal of
-:class:`crane_tools.sim.view.IncrementalView` — ``view.version`` one above
+:class:`crane_kernel.sched_types.IncrementalView` (the controller's and the
+simulator's) — ``view.version`` one above
 the version the pool last saw, ``view.delta`` listing what changed — in which
 case only the changes are applied: pending jobs are inserted/removed in the
 sorted queue by bisection, running jobs in the sorted list of expected ends,

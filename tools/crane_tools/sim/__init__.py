@@ -7,8 +7,8 @@ loaded by :func:`crane_kernel.plugins.load_slots` and called through the
 kernel's hook callers, on a virtual clock (no processes, no Redis). See ``docs/simulation.md`` for the model.
 
 Modules: :mod:`~crane_tools.sim.swf` (parsing), :mod:`~crane_tools.sim.model`
-(job/machine model), :mod:`~crane_tools.sim.view` (incremental view and its
-change journal), :mod:`~crane_tools.sim.engine` (event loop),
+(job/machine model), :mod:`~crane_tools.sim.engine` (event loop, on the kernel's
+:class:`~crane_kernel.sched_types.IncrementalView`),
 :mod:`~crane_tools.sim.metrics`, :mod:`~crane_tools.sim.reference` (a compact
 stdlib-only single-pool simulator used as a cross-check).
 """

@@ -8,9 +8,13 @@ would over-allocate a node, or names a non-pending job, raises
 :class:`SimError`) and committed. A job that runs 0 s ends at the same
 instant, which gives that instant a second pass (after its completion).
 
-The :class:`~crane_tools.sim.view.IncrementalView` is built once and mutated
-in place: the same ``SchedNode``, ``SchedJob`` and ``SchedRunning`` objects
-live for the whole run, and every change is journaled in ``view.delta``.
+The :class:`~crane_kernel.sched_types.IncrementalView` (the scheduler
+protocol's, as the controller's) is built once and mutated in place: the same
+``SchedNode``, ``SchedJob`` and ``SchedRunning`` objects live for the whole
+run, and every change is journaled in ``view.delta``. The engine edits the
+lists and the delta itself rather than through the view's methods (fewer
+calls per event); like the controller, it refuses to start a job that
+:func:`~crane_kernel.sched_types.ineligible_reason` says may not run.
 """
 
 from __future__ import annotations
@@ -21,10 +25,17 @@ import time
 from collections.abc import Callable
 
 from crane_kernel.plugins import Plugins
-from crane_kernel.sched_types import Plan, SchedJob, SchedNode, SchedPartition, SchedRunning
+from crane_kernel.sched_types import (
+    IncrementalView,
+    Plan,
+    SchedJob,
+    SchedNode,
+    SchedPartition,
+    SchedRunning,
+    ineligible_reason,
+)
 
 from crane_tools.sim.model import PARTITION, SimJob, job_shape
-from crane_tools.sim.view import IncrementalView
 
 __all__ = ["SimError", "Simulation", "make_view"]
 
@@ -88,6 +99,7 @@ class Simulation:
         n = len(jobs)
         view = self.view
         nodes = view.nodes
+        parts = view.partitions
         pending = view.pending
         running = view.running
         delta = view.delta
@@ -203,6 +215,9 @@ class Simulation:
                 job = pend_job.pop(jid, None)
                 if job is None:
                     raise SimError(f"t={t}: plan starts job {jid}, which is not pending")
+                why = ineligible_reason(job, parts.get(job.partition), t)
+                if why is not None:
+                    raise SimError(f"t={t}: plan starts job {jid}, which may not run now ({why})")
                 c = job.cpus_per_node
                 k = job.node_num
                 if len(idxs) != k or (k > 1 and len(set(idxs)) != k):

@@ -20,11 +20,41 @@ Conventions a plugin can rely on:
   makes them unusable for anyone else while it runs.
 * The view is read-only for the plugin. The caller re-checks every start
   against live state before committing it, so a stale plan is harmless.
+* Jobs the kernel knows cannot start now whatever the resources (held, a
+  future begin time, an account the partition refuses, a time limit above
+  its maximum; see :func:`ineligible_reason`) are not in ``pending``; a
+  scheduler may apply the same function to views it builds itself.
+
+Views across calls (``version`` and ``delta``). The controller and the
+simulator keep ONE :class:`IncrementalView` for their whole life and change
+it in place between calls; every view has two attributes that say so:
+
+``version``
+    ``None`` for a view built for one call (a plain :class:`ClusterView`);
+    for an :class:`IncrementalView`, incremented by the caller right before
+    every ``crane_schedule`` call.
+``delta``
+    ``None`` for a plain view; else a :class:`ViewDelta` listing everything
+    that changed since the call with ``version - 1``: pending jobs added and
+    removed, running jobs added and removed (``SchedNode`` free resources
+    already reflect them), whether priorities changed, and ``other`` for
+    anything else (nodes became usable or unusable, a pending job's request
+    changed, ...).
+
+A plugin may keep sorted structures across calls and apply only the delta
+when it last saw *this same view object* at ``version - 1`` and
+``delta.other`` is false; in every other case (a plain view, another view
+object, a skipped version, ``other``) it must rebuild from the view. The
+same job or running object is never both added and removed in one delta.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crane_kernel.sched_types.incremental import ViewDelta
 
 # Pending reasons, with CraneSched's names. Lower index = higher precedence.
 REASON_HELD = "Held"
@@ -181,6 +211,11 @@ class SchedRunning:
         self.end_time = end_time
         self.exclusive = exclusive
 
+    def with_end(self, end_time: float) -> "SchedRunning":
+        """A copy expected to end at ``end_time`` (views list a changed end as a new object)."""
+        return SchedRunning(self.job_id, self.nodes, self.cpus_per_node, self.mem_per_node, end_time,
+                            partition=self.partition, gres_per_node=self.gres_per_node, exclusive=self.exclusive)
+
 
 class SchedPartition:
     """A partition: its nodes (indices into ``ClusterView.nodes``) and its access rules."""
@@ -212,10 +247,12 @@ class ClusterView:
     ``pending`` holds the candidate jobs in no particular order; the scheduler
     orders them (by ``priority`` descending, then ``submit_time``, then
     ``job_id``, unless its policy says otherwise). ``node_index`` maps a node
-    name to its index in ``nodes``.
+    name to its index in ``nodes``. ``version`` and ``delta`` are ``None``: a
+    plain view is built for one call (see the module docstring and
+    :class:`IncrementalView`).
     """
 
-    __slots__ = ("nodes", "partitions", "pending", "running", "node_index", "config")
+    __slots__ = ("nodes", "partitions", "pending", "running", "node_index", "config", "version", "delta")
 
     def __init__(
         self,
@@ -232,6 +269,8 @@ class ClusterView:
         self.running = running if running is not None else []
         self.node_index = {n.name: n.index for n in nodes}
         self.config = config or {}
+        self.version: int | None = None
+        self.delta: ViewDelta | None = None
 
 
 class Plan:
@@ -254,6 +293,40 @@ class Plan:
         self.considered = 0
 
 
+def ineligible_reason(job: SchedJob, part: SchedPartition | None, now: float) -> str | None:
+    """Why ``job`` may not be scheduled now whatever the free resources, or ``None`` when it may.
+
+    The one eligibility rule of the kernel, used by the controller (such jobs stay out of the
+    view), the simulator and the bundled schedulers: no partition (``ReqNodeNotAvail``), held
+    (``Held``), a begin time after ``now`` (``BeginTime``), an account the partition does not
+    allow or denies (``AccountNotAllowed``), a time limit above the partition's maximum
+    (``PartitionLimit``). Checked in this order (the reasons' precedence).
+    """
+    if part is None:
+        return REASON_NODES_UNAVAILABLE
+    if job.held:
+        return REASON_HELD
+    if job.begin_time > now:
+        return REASON_BEGIN_TIME
+    if (part.allowed_accounts is not None and job.account not in part.allowed_accounts) or (
+            part.denied_accounts is not None and job.account in part.denied_accounts):
+        return REASON_ACCOUNT
+    if part.max_time_limit and job.time_limit > part.max_time_limit:
+        return REASON_PARTITION_LIMIT
+    return None
+
+
 def priority_order_key(job: SchedJob) -> tuple[float, float, int]:
     """Sort key for the usual queue order: higher priority first, then older, then lower id."""
     return (-job.priority, job.submit_time, job.job_id)
+
+
+from crane_kernel.sched_types.incremental import IncrementalView, ViewDelta  # noqa: E402 - needs ClusterView
+
+__all__ = [
+    "REASON_ACCOUNT", "REASON_BEGIN_TIME", "REASON_DEPENDENCY", "REASON_DEPENDENCY_NEVER", "REASON_HELD",
+    "REASON_LICENSE", "REASON_NODES_UNAVAILABLE", "REASON_PARTITION_LIMIT", "REASON_PRECEDENCE", "REASON_PRIORITY",
+    "REASON_QOS", "REASON_RESERVATION", "REASON_RESOURCE", "REASON_RESOURCE_RESERVED", "ClusterView",
+    "IncrementalView", "Plan", "SchedJob", "SchedNode", "SchedPartition", "SchedRunning", "ViewDelta",
+    "ineligible_reason", "priority_order_key",
+]

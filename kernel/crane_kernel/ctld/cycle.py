@@ -1,0 +1,123 @@
+"""The scheduling cycle: candidates, priorities, the scheduler plugin's plan, and committing it.
+
+Part of :class:`~crane_kernel.ctld.core.Controller` (a mixin). ``schedule_cycle`` is called by
+the controller daemon's scheduling loop; it takes the lock itself, and calls the priority and
+scheduler plugins without it, always with the same view (:mod:`crane_kernel.ctld.view`): jobs
+the kernel's eligibility rule refuses are not in it, and its delta lists what changed since the
+previous call.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from crane_common.states import JobState
+
+from crane_kernel import messages as m
+from crane_kernel.ctld.jobs import Job
+from crane_kernel.sched_types import REASON_RESOURCE, ClusterView, Plan
+
+
+class CycleMixin:
+    """One scheduling pass of the controller."""
+
+    def schedule_cycle(self) -> dict[str, Any]:
+        """One scheduling pass: liveness, the view brought up to date, priorities, the plugin's plan, commit."""
+        t0 = time.perf_counter()
+        now = self.clock()
+        outbox: list = []
+        with self.lock:
+            self._check_liveness(now, outbox)
+            self._retry_dispatch(now, outbox)
+            self._expire_finished(now)
+            self.keeper.sync(self.pending, self.running_view, now)  # ineligible jobs get their reason here
+        # Outside the lock from here on: the API keeps answering while the plugins think. Only this
+        # thread touches the view; other threads write the tracked tables, applied at the next sync.
+        view = self.keeper.view
+        cands = view.pending
+        self.publish(outbox)
+        outbox = []
+        if cands:
+            self._prioritize(cands, view, now)
+            view.begin_call()
+            try:
+                plan = self.pm.hook.crane_schedule(view=view, now=now) or Plan()
+            except BaseException:
+                view.end_call(failed=True)
+                raise
+            view.end_call()
+        else:
+            plan = Plan()
+        considered = len(cands)
+        started = self._commit(plan, now, outbox)
+        self.publish(outbox)
+        self.cycles += 1
+        self.last_cycle_s = time.perf_counter() - t0
+        self.max_cycle_s = max(self.max_cycle_s, self.last_cycle_s)
+        self.last_considered = plan.considered or considered
+        return {"pending": considered, "started": started, "cycle_s": self.last_cycle_s}
+
+    def _prioritize(self, cands: list[Job], view: ClusterView, now: float) -> None:
+        """Set every candidate's priority (pinned ones keep theirs); tell the view when a known job's changed.
+
+        Jobs that entered the view since the previous call are in ``delta.pending_added`` already
+        (a plugin reads their priority when it inserts them): only other jobs' changes count.
+        """
+        prios = self.pm.hook.crane_job_priorities(jobs=cands, view=view, now=now)
+        if prios is None:
+            prios = [0.0] * len(cands)
+        delta = view.delta
+        fresh = {j.job_id for j in delta.pending_added} if delta is not None else set()
+        changed = False
+        for job, p in zip(cands, prios, strict=True):
+            p = job.pinned_priority if job.pinned_priority is not None else float(p)
+            if p != job.priority:
+                job.priority = p
+                if not changed and job.job_id not in fresh:
+                    changed = True
+        if changed and delta is not None:
+            delta.priorities = True
+
+    def _commit(self, plan: Plan, now: float, outbox: list) -> int:
+        started: list[Job] = []
+        with self.lock:
+            updates = []
+            for job_id, idxs in plan.starts:
+                job = self.pending.get(job_id)
+                if job is None or job.held or len(set(idxs)) != job.node_num:
+                    continue
+                nodes = [self.nodes[self.sched_nodes[i].name] for i in idxs]
+                if not all(self._fits(job, n) for n in nodes):
+                    job.reason = REASON_RESOURCE
+                    continue
+                if job.nodelist and not job.nodelist <= {n.name for n in nodes}:
+                    continue
+                job.devices = self._assign_devices(job, nodes)
+                job.state = JobState.Configuring
+                job.alloc_nodes = tuple(n.name for n in nodes)
+                job.head_node = job.alloc_nodes[0]
+                job.start_time = now
+                job.dispatch_time = now
+                job.epoch += 1
+                job.reason = ""
+                self._allocate(job, nodes)
+                started.append(job)
+                updates.append((int(job.state), self._rt_json(job), job.job_id))
+            self.store.write(updates=updates)
+        jobs = self.jobs
+        for job_id, reason in plan.reasons.items():
+            job = jobs.get(job_id)
+            if job is not None and job.state == JobState.Pending:
+                job.reason = reason
+        for job_id, at in plan.reserved.items():
+            job = jobs.get(job_id)
+            if job is not None and job.state == JobState.Pending:
+                job.planned_start = at
+        if started:
+            specs = self.store.specs([j.job_id for j in started])
+            for job in started:
+                outbox.append((self.node_stream(job.head_node), self._launch_message(job, specs[job.job_id])))
+                outbox.append((self.events_stream(), m.JobEvent(kind="job.started", job_id=job.job_id,
+                                                                data={"nodes": list(job.alloc_nodes)})))
+        return len(started)
