@@ -8,7 +8,7 @@ entry-point group, and plugins are selected by name through stevedore (see
 :mod:`crane_kernel.plugins`).
 
 Slots and where their hooks run (the authoritative table, with each slot's
-allowed and required hooks, is :data:`crane_kernel.plugins.SLOTS`; a plugin
+allowed and required hooks, is :data:`crane_kernel.slots.SLOTS`; a plugin
 implementing a hook outside its slot is refused at load time):
 
 ============  ===========================  ===========================================

@@ -35,69 +35,20 @@ import pluggy
 
 from crane_kernel import PROJECT, hookspecs
 from crane_kernel.errors import PluginError
+from crane_kernel.hookcall import fast_caller
+from crane_kernel.slots import COMMON_HOOKS, RUNTIME_HOOKS, SLOTS, Slot, check_slot, hookimpl_names, hookspec_names
+
+__all__ = ["COMMON_HOOKS", "SLOTS", "LoadedPlugin", "Plugins", "Slot", "check_slot", "config_selection",
+           "fast_caller", "from_objects", "installed", "load_slots", "new_manager", "own_caller"]
+
+_CONFIGURE = "crane_plugin_configure"
+_SHUTDOWN = "crane_plugin_shutdown"
 
 if TYPE_CHECKING:
     from crane_kernel.config import ClusterConfig
     from crane_kernel.runtime import StepDispatcher
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One plugin slot: its entry-point group, config key, how many plugins, and its hooks.
-
-    ``hooks`` are the hooks a plugin of this slot may implement (besides
-    :data:`COMMON_HOOKS`), ``required`` those each of its plugins must
-    implement. Every plugin must implement at least one of ``hooks``. ``most``
-    is ``None`` for "any number"; list slots keep the configured order (the
-    first plugin is asked first).
-    """
-
-    name: str
-    group: str
-    key: str
-    least: int
-    most: int | None
-    hooks: frozenset[str]
-    required: frozenset[str] = frozenset()
-
-    def describe_count(self) -> str:
-        """``exactly one``, ``at most one``, ... for error messages."""
-        if self.least == self.most == 1:
-            return "exactly one plugin"
-        if self.most == 1:
-            return "at most one plugin"
-        return f"at least {self.least} plugin(s)" if self.least else "any number of plugins"
-
-
-def _slot(name: str, key: str, least: int, most: int | None, hooks: Iterable[str],
-          required: Iterable[str] = ()) -> Slot:
-    return Slot(name, f"crane.{name}", key, least, most, frozenset(hooks), frozenset(required))
-
-
-_RUNTIME_HOOKS = ("crane_step_launch", "crane_step_wait", "crane_step_signal", "crane_step_suspend",
-                  "crane_step_resume", "crane_step_usage", "crane_step_cleanup")
-
-SLOTS: dict[str, Slot] = {s.name: s for s in (
-    _slot("scheduler", "Scheduler", 1, 1, ["crane_schedule"], required=["crane_schedule"]),
-    _slot("priority", "Priority", 0, 1, ["crane_job_priorities", "crane_job_finished"],
-          required=["crane_job_priorities"]),
-    _slot("runtime", "Runtime", 0, None, _RUNTIME_HOOKS,
-          required=["crane_step_launch", "crane_step_wait", "crane_step_signal", "crane_step_cleanup"]),
-    _slot("auth", "Auth", 0, None, ["crane_authenticate", "crane_authorize"]),
-    _slot("job_filter", "JobFilters", 0, None, ["crane_job_submit"], required=["crane_job_submit"]),
-    _slot("events", "Events", 0, None, ["crane_job_event", "crane_node_event"]),
-    _slot("gres", "Gres", 0, None, ["crane_gres_select", "crane_gres_environment"]),
-    _slot("lifecycle", "Lifecycle", 0, None, ["crane_job_requeue"]),
-)}
-"""Every plugin slot, in load order. A slot added later is one entry here."""
-
-COMMON_HOOKS = frozenset({"crane_plugin_configure", "crane_plugin_shutdown"})
-"""Hooks a plugin of any slot may implement (settings and shutdown)."""
-
-_CONFIGURE = "crane_plugin_configure"
-_SHUTDOWN = "crane_plugin_shutdown"
 
 
 @dataclass(frozen=True)
@@ -203,41 +154,6 @@ def _instantiate(slot: Slot, name: str) -> Any:
     return mgr.driver
 
 
-def _hookimpl_names(pm: pluggy.PluginManager, obj: Any) -> set[str]:
-    """The hooks ``obj`` implements: its attributes marked with ``crane_kernel.hookimpl`` (pluggy's own parser).
-
-    A ``specname`` given to the marker names the hook instead of the attribute.
-    """
-    found = set()
-    for attr in dir(obj):
-        try:
-            opts = pm.parse_hookimpl_opts(obj, attr)
-        except Exception:  # a property that raises is not a hook implementation
-            continue
-        if opts is not None:
-            found.add(opts.get("specname") or attr)
-    return found
-
-
-def check_slot(pm: pluggy.PluginManager, slot: Slot, name: str, obj: Any) -> None:
-    """Raise :class:`PluginError` unless ``obj`` implements only hooks of ``slot`` and all it requires."""
-    hooks = _hookimpl_names(pm, obj)
-    specs = set(_hookspec_names())
-    for hook in sorted(hooks):
-        if hook not in specs:
-            raise PluginError(f"{slot.name} plugin {name!r} implements {hook}, which is not a cranesched hook")
-        if hook not in slot.hooks and hook not in COMMON_HOOKS:
-            raise PluginError(f"{slot.name} plugin {name!r} implements {hook}, which is not a {slot.name} hook "
-                              f"({slot.name} hooks: {', '.join(sorted(slot.hooks))})")
-    missing = sorted(slot.required - hooks)
-    if missing:
-        raise PluginError(f"{slot.name} plugin {name!r} does not implement {missing[0]}, which every "
-                          f"{slot.name} plugin must")
-    if not hooks & slot.hooks:
-        raise PluginError(f"{slot.name} plugin {name!r} implements none of the {slot.name} hooks "
-                          f"({', '.join(sorted(slot.hooks))})")
-
-
 def load_slots(selection: Mapping[str, Any], *, slots: Iterable[str] | None = None,
                defaults: Mapping[str, Mapping[str, Any]] | None = None) -> "Plugins":
     """Load the plugins a process needs into one plugin manager; the one way plugins are loaded.
@@ -334,7 +250,7 @@ def own_caller(pm: pluggy.PluginManager, hook: str, plugin: Any) -> Callable[...
 
 def _configure(pm: pluggy.PluginManager, lp: LoadedPlugin, user: Mapping[str, Any] | None,
                slot_defaults: Mapping[str, Any] | None) -> None:
-    implements = _CONFIGURE in _hookimpl_names(pm, lp.obj)
+    implements = _CONFIGURE in hookimpl_names(pm, lp.obj)
     if user is not None and not isinstance(user, Mapping):
         raise PluginError(f"Plugins.Settings.{lp.name}: settings must be a mapping, got {type(user).__name__}")
     if not implements:
@@ -357,63 +273,6 @@ def _shutdown_all(pm: pluggy.PluginManager, loaded: Sequence[LoadedPlugin]) -> N
             own_caller(pm, _SHUTDOWN, lp.obj)()
         except Exception:
             log.exception("%s plugin %r failed to shut down", lp.slot, lp.name)
-
-
-# --------------------------------------------------------------------------
-# calling hooks
-# --------------------------------------------------------------------------
-
-def _return_none(**_kwargs: Any) -> None:
-    return None
-
-
-def _return_empty(**_kwargs: Any) -> list:
-    return []
-
-
-def fast_caller(hook: pluggy.HookCaller) -> Callable[..., Any]:
-    """A keyword-argument caller with the semantics of calling ``hook`` through pluggy, made cheaper.
-
-    * no implementation: returns ``None`` (firstresult) or ``[]``;
-    * exactly one plain implementation (not a wrapper): that implementation,
-      called directly — for a firstresult hook its bound method itself when it
-      takes all the hook's arguments, so a call costs what a method call
-      costs; a non-firstresult hook still returns a list (``[]`` for ``None``);
-    * otherwise: the pluggy ``HookCaller`` itself.
-
-    The caller is a snapshot: build it after every plugin is registered
-    (:class:`Plugins` does). It bypasses pluggy's call tracing
-    (``add_hookcall_monitoring``), which the kernel does not use.
-    """
-    impls = hook.get_hookimpls()
-    spec = hook.spec
-    firstresult = bool(spec is not None and spec.opts.get("firstresult"))
-    if not impls:
-        return _return_none if firstresult else _return_empty
-    if len(impls) > 1 or any(i.hookwrapper or getattr(i, "wrapper", False) for i in impls):
-        return hook
-    impl = impls[0]
-    fn = impl.function
-    names = tuple(impl.argnames)
-    if firstresult:
-        if spec is not None and set(names) == set(spec.argnames):
-            return fn
-
-        def call_first(**kwargs: Any) -> Any:
-            return fn(*[kwargs[a] for a in names])
-
-        return call_first
-
-    if spec is not None and set(names) == set(spec.argnames):
-        def call_all(**kwargs: Any) -> list:
-            result = fn(**kwargs)
-            return [] if result is None else [result]
-    else:
-        def call_all(**kwargs: Any) -> list:
-            result = fn(*[kwargs[a] for a in names])
-            return [] if result is None else [result]
-
-    return call_all
 
 
 class HookCallers:
@@ -451,13 +310,13 @@ class Plugins:
             runtimes = [(lp.name, lp.obj) for lp in self.loaded if lp.slot == "runtime"]
             self.steps = StepDispatcher(runtimes, lambda hook, obj: own_caller(pm, hook, obj))
         self.hook = HookCallers()
-        for name in _hookspec_names():
+        for name in hookspec_names():
             setattr(self.hook, name, self._make_caller(name))
 
     def _make_caller(self, name: str) -> Callable[..., Any]:
         if name in (_CONFIGURE, _SHUTDOWN):
             return _per_plugin_only(name)
-        if self.steps is not None and name in _RUNTIME_HOOKS:
+        if self.steps is not None and name in RUNTIME_HOOKS:
             return getattr(self.steps, name)
         return fast_caller(getattr(self.pm.hook, name))
 
@@ -496,10 +355,6 @@ class Plugins:
         _shutdown_all(self.pm, self.loaded)
         if self.loaded:
             log.info("plugins shut down: %s", ", ".join(f"{lp.slot}:{lp.name}" for lp in reversed(self.loaded)))
-
-
-def _hookspec_names() -> list[str]:
-    return [n for n in vars(hookspecs) if n.startswith("crane_") and callable(getattr(hookspecs, n))]
 
 
 def _per_plugin_only(name: str) -> Callable[..., Any]:
