@@ -254,11 +254,14 @@ def test_supervisor_that_raises_while_waiting_reports_a_final_status(faulty):
 
 def test_kill9_of_a_step_supervisor_ends_its_job(faulty):
     c = faulty
-    jid = c.cbatch("-w", "cn03", "--wrap", "sleep 300")
+    jid = c.cbatch("-w", "cn03", "--wrap", "echo $$ > k9.pids; sleep 300")
     c.wait_running(jid)
+    (pid,) = wait_for(lambda: pids(c, "k9.pids"), 10, "the job's pid")
     sup = wait_for(lambda: head_node(c, jid) and supervisor_pid(c, "cn03", jid), 10, "the supervisor")
     os.kill(sup, signal.SIGKILL)
     info = c.wait_done(jid, timeout=10)           # a few heartbeats, not for ever
     assert info.status == JobState.Failed, info
     assert "supervisor" in info.pending_reason, info
     assert JobState(info.status) in FINAL_STATES
+    # its processes did not outlive it: craned had the runtime kill what was left before reporting it ended
+    assert not alive(pid), "the job's process still runs after its job was ended and its CPUs freed"

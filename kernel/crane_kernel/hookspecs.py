@@ -209,6 +209,22 @@ def crane_step_cleanup(handle: "StepHandle") -> "bool | None":
     """
 
 
+@hookspec
+def crane_step_reap(node: str, job_id: int, step_id: int) -> "bool | None":
+    """Kill and remove whatever a step whose supervisor is gone left behind, found by its identity.
+
+    Called by craned (not the supervisor: it is dead, and with it the step's
+    handle) for a job directory whose supervisor died without a final status,
+    before the node reports the step as ended — the controller frees the
+    step's resources on that report, so nothing of it may still run. Every
+    runtime plugin is asked (there is no handle to route by). Return True
+    when this runtime had something of the step and nothing of it is left,
+    False when some of it still runs (the node then keeps reporting the step
+    as running and asks again at the next heartbeat), ``None`` when the step
+    was never this runtime's. Must be idempotent and must not raise.
+    """
+
+
 # --------------------------------------------------------------------------
 # authentication and authorization (cranectld)
 # --------------------------------------------------------------------------

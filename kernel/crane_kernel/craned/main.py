@@ -132,6 +132,7 @@ class Craned:
         self.boot_id = uuid.uuid4().hex[:12]
         self.stop = False
         self.launched: dict[int, int] = {}  # job id -> epoch of the launch made here
+        self.reaped: set[StepRef] = set()   # steps of dead supervisors whose leftovers the runtimes removed
         self.log_stream: Any = None          # where the launcher and supervisors log (set by main)
         self.launcher = Launcher(self)
 
@@ -170,10 +171,33 @@ class Craned:
                 result = self._read(os.path.join(d, RESULT_FILE))
                 if result is not None:
                     unsent[job_id] = result
+                elif sup and not self._reaped(ref):
+                    steps.append(ref)  # its dead supervisor's processes may still run: still the node's
+                    continue
                 ended.append(ref)
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("job directory %s skipped in this report: %s", d, exc)
         return steps, ended, unsent
+
+    def _reaped(self, ref: StepRef) -> bool:
+        """For a step whose supervisor died: True once the runtimes say nothing of it is left (asked once a survey)."""
+        if ref in self.reaped:
+            return True
+        job_id, step_id, _epoch = ref
+        if os.path.exists(os.path.join(self._job_dir(job_id), SENT_FILE)):
+            self.reaped.add(ref)  # its final status went out: the supervisor cleaned up before it ended
+            return True
+        try:
+            answers = self.pm.hook.crane_step_reap(node=self.node, job_id=job_id, step_id=step_id)
+        except Exception as exc:  # a runtime must not take the node's report down
+            log.error("job %d: reaping its dead supervisor's step failed: %s", job_id, exc)
+            return False
+        if False in answers:
+            log.warning("job %d: its supervisor died and some of its processes still run; reported as running",
+                        job_id)
+            return False
+        self.reaped.add(ref)
+        return True
 
     def _scan(self) -> tuple[list[StepRef], list[StepRef], list[dict]]:
         """For a (re)registration: live steps, ended directories, and final statuses the controller may lack.
@@ -262,6 +286,7 @@ class Craned:
         if os.path.isdir(d) and not supervisor_alive(d):
             shutil.rmtree(d, ignore_errors=True)
             self.launched.pop(job_id, None)
+            self.reaped = {ref for ref in self.reaped if ref[0] != job_id}
 
     # -- main loop -----------------------------------------------------------
     def _register(self) -> None:

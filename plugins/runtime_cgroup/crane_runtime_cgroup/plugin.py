@@ -203,6 +203,30 @@ class CgroupRuntime:
         handle.cleaned = emptied
         return emptied
 
+    @hookimpl
+    def crane_step_reap(self, node: str, job_id: int) -> bool | None:
+        """Kill what is left in the job's cgroup (its supervisor died) and remove it.
+
+        ``None`` when the job has no cgroup here; True once it is empty and removed; False
+        (after logging) when processes are still in it.
+        """
+        try:
+            backend = self.backend()
+            rel = job_cgroup_path(self.config.prefix, node, job_id)
+            if not backend.exists(rel):
+                return None
+            if backend.is_frozen(rel):
+                backend.thaw(rel)
+            emptied = backend.kill_all(rel)
+            if emptied:
+                backend.remove(rel)
+        except CgroupError as exc:
+            log.error("reaping what job %s left in its cgroup failed: %s", job_id, exc)
+            return False
+        if emptied:
+            log.info("job %s: killed what its dead supervisor left and removed its cgroup", job_id)
+        return emptied
+
     @staticmethod
     def _reap_main(handle: CgroupStepHandle) -> None:
         """Reap the (already SIGKILLed) main process if nobody waited for it, so no zombie is left behind."""
