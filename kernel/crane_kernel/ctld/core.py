@@ -48,6 +48,7 @@ from crane_kernel.ctld.view import Tracked, ViewKeeper
 from crane_kernel.sched_types import (
     REASON_HELD,
     SchedRunning,
+    ineligible_reason,
 )
 
 log = logging.getLogger("cranectld")
@@ -151,6 +152,7 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
             jobs = []
             for jid, spec in zip(ids, normalized, strict=True):
                 job = job_from_spec(jid, spec)
+                job.reason = ineligible_reason(job, self.partitions.get(job.partition), now) or ""  # shown at once
                 jobs.append(job)
                 rows.append((jid, 0, json.dumps(spec, separators=(",", ":")), json.dumps(job.rt())))
             self.store.write(inserts=rows, meta={"next_job_id": first + len(ids)})
