@@ -40,14 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 from crane_kernel import hookimpl
 from crane_kernel.sched_types import (
-    REASON_ACCOUNT,
-    REASON_BEGIN_TIME,
-    REASON_HELD,
     REASON_NODES_UNAVAILABLE,
-    REASON_PARTITION_LIMIT,
     REASON_PRIORITY,
     REASON_RESOURCE,
     Plan,
+    ineligible_reason,
 )
 
 from crane_sched_fifo.capacity import exclude_indices, never_fits, nodelist_indices, shape_key
@@ -173,18 +170,9 @@ class FifoScheduler:
             if ps is None:
                 special[job.job_id] = REASON_NODES_UNAVAILABLE
                 continue
-            if job.held:
-                special[job.job_id] = REASON_HELD
-                continue
-            if job.begin_time > now:
-                special[job.job_id] = REASON_BEGIN_TIME
-                continue
-            if (ps.allowed is not None and job.account not in ps.allowed) or (
-                    ps.denied is not None and job.account in ps.denied):
-                special[job.job_id] = REASON_ACCOUNT
-                continue
-            if ps.max_time and job.time_limit > ps.max_time:
-                special[job.job_id] = REASON_PARTITION_LIMIT
+            why = ineligible_reason(job, ps.part, now)
+            if why is not None:
+                special[job.job_id] = why
                 continue
             if ps.blocked:
                 continue

@@ -115,7 +115,7 @@ class PartIndex:
     """One partition's view of the working state: members, slot grids, idle nodes and access rules."""
 
     __slots__ = ("name", "members", "member_set", "grid", "ggrid", "idle", "max_cpu_total", "max_mem_total",
-                 "allowed", "denied", "max_time", "blocked", "_mask")
+                 "part", "blocked", "_mask")
 
     def __init__(self, part: SchedPartition, state: FreeState) -> None:
         n = state.n
@@ -141,9 +141,7 @@ class PartIndex:
         self.idle.sort()
         self.max_cpu_total = max((cpu_total[i] for i in self.members), default=0.0)
         self.max_mem_total = max((state.mem_total[i] for i in self.members), default=0)
-        self.allowed = part.allowed_accounts
-        self.denied = part.denied_accounts
-        self.max_time = part.max_time_limit
+        self.part = part  # for the kernel's eligibility rule (sched_types.ineligible_reason)
         self.blocked = False
         self._mask: Any = None
 
