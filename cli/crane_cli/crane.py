@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, NoReturn
 
 import click
+from crane_common.levels import ADMIN_LEVELS as LEVELS
 
 from crane_cli import __version__
 from crane_cli.cliparse import Command, Group, Option, common_options, disable_fast_exit, invoke, run
@@ -33,7 +34,6 @@ from crane_cli.errors import EXIT_GENERIC, EXIT_OK, EXIT_SYSTEM, CliError, arg_e
 
 COMMAND_GROUP = "crane.commands"
 BUILTINS = ("version", "whoami", "token")
-LEVELS = ("none", "operator", "admin", "root")
 
 if TYPE_CHECKING:  # importlib.metadata costs ~10 ms: imported only to list or run installed verbs
     from importlib.metadata import EntryPoint

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Admin levels, lowest to highest (CraneSched's AdminLevel).
-ADMIN_LEVELS = ("none", "operator", "admin", "root")
+from crane_common.levels import ADMIN_LEVELS
+
+__all__ = ["ADMIN_LEVELS", "CallInfo", "Identity"]
 
 
 @dataclass(frozen=True)
