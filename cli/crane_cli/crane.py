@@ -217,28 +217,21 @@ def lookup_uid(user: str) -> int:
 
 
 def write_token(path: str, token: str, owner_uid: int | None = None) -> None:
-    """Write ``token`` to ``path`` (mode 0600, parent made 0700); chown to ``owner_uid`` when root."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        created = not os.path.isdir(directory)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, (token + "\n").encode())
-        finally:
-            os.close(fd)
-        if owner_uid is not None and os.geteuid() == 0 and owner_uid != 0:
-            import pwd
+    """Write ``token`` to ``path`` (mode 0600, a missing parent made 0700), never following a planted symlink.
 
-            try:
-                gid = pwd.getpwuid(owner_uid).pw_gid
-            except KeyError:
-                gid = -1
-            os.chown(tmp, owner_uid, gid)
-            if created:
-                os.chown(directory, owner_uid, gid)
-        os.replace(tmp, path)
+    Root writing another user's token (``owner_uid``) does it as that user
+    (:func:`crane_cli.tokenfile.write_as_user`: a child with her ids), so the file is hers and root
+    never opens a path she controls; otherwise the caller writes it herself. Both write a fresh
+    ``O_EXCL|O_NOFOLLOW`` temporary file and rename it into place.
+    """
+    from crane_cli import tokenfile
+
+    data = (token + "\n").encode()
+    try:
+        if owner_uid is not None and os.geteuid() == 0 and owner_uid != 0:
+            tokenfile.write_as_user(owner_uid, path, data)
+        else:
+            tokenfile.write_private(path, data)
     except OSError as exc:
         raise CliError(f"crane: cannot write token to {path}: {exc.strerror or exc}", EXIT_SYSTEM) from None
 

@@ -371,11 +371,22 @@ def test_crane_token_issue_show(cli, cli_env, tmp_path):
     assert "user:    alice" in r.out and "level:   admin" in r.out
     r = cli("crane", "token", "show", "--json", env=env)
     assert json.loads(r.out)["uid"] == 1000
-    target = tmp_path / "alice-token"
-    r = cli("crane", "token", "issue", "--user", "alice", "--uid", "1000", "--save-to", str(target))
-    assert r.code == 0
-    assert target.read_text().strip() == r.out.strip()
-    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    import tempfile
+
+    home = tempfile.mkdtemp()  # a directory of uid 1000's, reachable by it: root writes her token as her
+    try:
+        if os.geteuid() == 0:
+            os.chown(home, 1000, 1000)
+        target = os.path.join(home, "alice-token")
+        r = cli("crane", "token", "issue", "--user", "alice", "--uid", "1000", "--save-to", target)
+        assert r.code == 0, r
+        assert open(target).read().strip() == r.out.strip()
+        assert oct(os.stat(target).st_mode & 0o777) == "0o600"
+        assert os.stat(target).st_uid == (1000 if os.geteuid() == 0 else os.geteuid())
+    finally:
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_crane_token_save_own(cli, cli_env, tmp_path):

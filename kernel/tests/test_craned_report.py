@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from crane_kernel import messages as m
 from crane_kernel.config import parse_config
 from crane_kernel.craned.main import STARTING_GRACE, Craned
@@ -25,6 +27,17 @@ def _write(path: str, data: Any) -> None:
         fh.write(data if isinstance(data, str) else json.dumps(data))
 
 
+@pytest.fixture
+def supervisor_like() -> Iterator[dict]:
+    """A live process that looks like a supervisor (root's, leads its own session): its pid file content."""
+    proc = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        yield {"pid": proc.pid, "start": proc_start_time(proc.pid)}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _node(tmp_path: Any, redis_url: str) -> Craned:
     cfg = parse_config({"CraneBaseDir": str(tmp_path), "RedisUrl": redis_url, "ClusterName": "rep",
                         "Nodes": [{"name": "cn01", "cpu": 2, "memory": "1G"}],
@@ -32,8 +45,7 @@ def _node(tmp_path: Any, redis_url: str) -> Craned:
     return Craned(cfg, "cn01")
 
 
-def _dirs(c: Craned) -> None:
-    me = {"pid": os.getpid(), "start": proc_start_time(os.getpid())}
+def _dirs(c: Craned, me: dict) -> None:
     dead = {"pid": _dead_pid(), "start": 1}
     layout = {
         1: {SUP_FILE: {**me, "epoch": 3, "step": 1}},                      # supervisor alive
@@ -59,9 +71,9 @@ def _stream(c: Craned) -> list[Any]:
     return [m.decode(fields[b"m"]) for _id, fields in c.bus.redis.xrange(c.bus.ctld_stream())]
 
 
-def test_heartbeat_lists_live_and_starting_steps_and_sends_results_first(tmp_path, redis_url):
+def test_heartbeat_lists_live_and_starting_steps_and_sends_results_first(tmp_path, redis_url, supervisor_like):
     c = _node(tmp_path, redis_url)
-    _dirs(c)
+    _dirs(c, supervisor_like)
     c._heartbeat()
     msgs = _stream(c)
     assert [type(x).__name__ for x in msgs] == ["StepStatus", "NodeHeartbeat"]
@@ -75,9 +87,9 @@ def test_heartbeat_lists_live_and_starting_steps_and_sends_results_first(tmp_pat
     assert [type(x).__name__ for x in _stream(c)[2:]] == ["NodeHeartbeat"]
 
 
-def test_registration_reports_steps_ended_directories_and_results(tmp_path, redis_url):
+def test_registration_reports_steps_ended_directories_and_results(tmp_path, redis_url, supervisor_like):
     c = _node(tmp_path, redis_url)
-    _dirs(c)
+    _dirs(c, supervisor_like)
     c._register()
     (reg,) = _stream(c)
     assert isinstance(reg, m.NodeRegister)

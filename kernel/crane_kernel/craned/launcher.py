@@ -14,7 +14,8 @@ Protocol, on stdin: one JSON object per line. The first is the set-up
 (``node``, ``redis_url``, ``stream``, ``kill_wait``, ``plugins``: the runtime
 part of the ``Plugins:`` section, ``{"Runtime": [names], "Settings": {name:
 dict}}``, loaded with :func:`crane_kernel.plugins.load_slots`); each further
-line is a launch (``job_dir`` plus the ``launch_step`` message fields
+line is a launch (``job_dir``, the job's root-only state directory, and
+``script_path``, where the supervisor writes the script, plus the ``launch_step`` message fields
 ``job_id``, ``step_id``, ``epoch``, ``spec``, ``spec_error``). EOF (``craned`` gone) ends the
 launcher, which then shuts its plugins down (``crane_plugin_shutdown``); the
 supervisors, forked children that end with ``os._exit``, never do.

@@ -7,9 +7,12 @@ frees (forget a finished job). It is single-threaded on purpose, so forking a
 supervisor from it is safe and cheap.
 
 Job directories ``<CraneBaseDir>/craned/<node>/jobs/<job_id>/`` hold the
-supervisor's pid file, the script, and the result file; they are how a
-restarted ``craned`` finds the steps that kept running without it, and the
-results it still has to report.
+supervisor's pid file and the result file; they are how a restarted ``craned``
+finds the steps that kept running without it, and the results it still has to
+report. They are root's and 0700 (:mod:`crane_kernel.craned.statedir`): nothing
+``craned`` reads back can be written by a job's user, and a pid read back is
+signalled only after it is checked to be a live supervisor. Job scripts go to
+the separate ``scripts/`` directory, where the user can read but not replace hers.
 """
 
 from __future__ import annotations
@@ -30,7 +33,16 @@ from typing import Any
 from crane_common.states import EC_CRANED_DOWN, EC_TERMINATED
 from crane_kernel import messages as m
 from crane_kernel.config import ClusterConfig, load_config
-from crane_kernel.craned.supervisor import RESULT_FILE, SENT_FILE, SUP_FILE, supervisor_alive
+from crane_kernel.craned import statedir
+from crane_kernel.craned.supervisor import (
+    RESULT_FILE,
+    SENT_FILE,
+    SUP_FILE,
+    read_state,
+    signal_supervisor,
+    supervisor_alive,
+    touch_marker,
+)
 from crane_kernel.errors import CraneError
 
 log = logging.getLogger("craned")
@@ -126,9 +138,7 @@ class Craned:
         self.conf = table[node]
         self.pm = build_runtime_manager(cfg)  # validates the runtime plugins now; the launcher loads its own
         self.bus = Bus(cfg.RedisUrl, cfg.ClusterName)
-        self.jobs_dir = os.path.join(cfg.base_dir, "craned", node, "jobs")
-        os.makedirs(self.jobs_dir, exist_ok=True)
-        os.chmod(self.jobs_dir, 0o711)
+        self.jobs_dir, self.scripts_dir = statedir.prepare(cfg.base_dir, node)
         self.boot_id = uuid.uuid4().hex[:12]
         self.stop = False
         self.launched: dict[int, int] = {}  # job id -> epoch of the launch made here
@@ -140,6 +150,17 @@ class Craned:
     def _job_dir(self, job_id: int) -> str:
         return os.path.join(self.jobs_dir, str(job_id))
 
+    def _script_path(self, job_id: int) -> str:
+        return os.path.join(self.scripts_dir, str(job_id))
+
+    def _remove_job(self, job_id: int) -> None:
+        """Delete the job's state directory and script (neither follows a symlink)."""
+        shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
+        try:
+            os.unlink(self._script_path(job_id))
+        except FileNotFoundError:
+            pass
+
     def _survey(self) -> tuple[list[StepRef], list[StepRef], dict[int, dict]]:
         """What the job directories say: steps that run, directories whose step ended, unsent results.
 
@@ -147,7 +168,9 @@ class Craned:
         exists (the launch was handed to the launcher) but the supervisor has not written its pid
         file yet (for at most :data:`STARTING_GRACE` seconds). Every other directory is *ended*:
         its step's final status was sent, or is in ``result.json`` (returned here to be sent),
-        or the supervisor died without one. A directory that cannot be read is logged and skipped.
+        or the supervisor died without one. A directory that cannot be read is logged and skipped,
+        and so is one that is not root's alone (:func:`statedir.job_dir_trusted`; e.g. left by an
+        older version that gave job directories to their users): nothing in it is believed.
         """
         steps: list[StepRef] = []
         ended: list[StepRef] = []
@@ -158,6 +181,9 @@ class Craned:
                 continue
             job_id = int(name)
             d = self._job_dir(job_id)
+            if not statedir.job_dir_trusted(d):
+                log.warning("job directory %s is not root's alone; ignored", d)
+                continue
             try:
                 sup = self._read(os.path.join(d, SUP_FILE)) or {}
                 ref = (job_id, int(sup.get("step", 1)), int(sup.get("epoch", self.launched.get(job_id, 0))))
@@ -227,11 +253,8 @@ class Craned:
 
     @staticmethod
     def _read(path: str) -> dict | None:
-        try:
-            with open(path) as fh:
-                return json.load(fh)
-        except (OSError, ValueError):
-            return None
+        """A state file craned's side wrote (:func:`read_state`: no symlink, root's, not group/other-writable)."""
+        return read_state(path)
 
     # -- messages ----------------------------------------------------------
     def handle(self, batch: list[tuple[Any, Any]]) -> None:
@@ -259,32 +282,31 @@ class Craned:
             return
         if self.launched.get(msg.job_id, -1) >= msg.epoch:
             return  # a duplicate delivery: launched already
-        if os.path.isdir(d):
+        if os.path.lexists(d):
             if supervisor_alive(d):
                 log.warning("job %d: launch epoch %d while an older epoch still runs", msg.job_id, msg.epoch)
                 return
-            shutil.rmtree(d, ignore_errors=True)
-        os.makedirs(d, mode=0o700)
+            self._remove_job(msg.job_id)
+        os.mkdir(d, 0o700)
         self.launched[msg.job_id] = msg.epoch
-        self.launcher.launch({"job_dir": d, "job_id": msg.job_id, "step_id": msg.step_id, "epoch": msg.epoch,
+        self.launcher.launch({"job_dir": d, "script_path": self._script_path(msg.job_id), "job_id": msg.job_id,
+                              "step_id": msg.step_id, "epoch": msg.epoch,
                               "spec": msg.spec and msg.spec.model_dump(), "spec_error": msg.spec_error})
 
     def _terminate(self, msg: Any) -> None:
+        """Cancel the step: SIGTERM its supervisor (verified, :func:`signal_supervisor`), or mark it cancelled."""
         d = self._job_dir(msg.job_id)
-        sup = self._read(os.path.join(d, SUP_FILE))
-        if sup and supervisor_alive(d):
-            if msg.epoch and int(sup.get("epoch", 0)) != msg.epoch:
-                return
-            os.kill(int(sup["pid"]), signal.SIGTERM)
+        if supervisor_alive(d):
+            signal_supervisor(d, signal.SIGTERM, msg.epoch)  # another epoch's supervisor is left alone
             return
-        if not os.path.isdir(d):
-            os.makedirs(d, mode=0o700)
-            open(os.path.join(d, "cancelled"), "w").close()
+        if not os.path.lexists(d):
+            os.mkdir(d, 0o700)
+            touch_marker(os.path.join(d, "cancelled"))
 
     def _free(self, job_id: int) -> None:
         d = self._job_dir(job_id)
-        if os.path.isdir(d) and not supervisor_alive(d):
-            shutil.rmtree(d, ignore_errors=True)
+        if os.path.lexists(d) and not supervisor_alive(d):
+            self._remove_job(job_id)
             self.launched.pop(job_id, None)
             self.reaped = {ref for ref in self.reaped if ref[0] != job_id}
 

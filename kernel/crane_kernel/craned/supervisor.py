@@ -16,6 +16,7 @@ import os
 import pwd
 import resource
 import signal
+import stat
 import time
 from typing import Any, NoReturn
 
@@ -39,35 +40,152 @@ SENT_FILE = "result.sent"          # ... which craned has sent since
 POLL_S = 0.5
 
 
-def proc_start_time(pid: int) -> int:
-    """The kernel's start time of ``pid`` (jiffies since boot), to tell a live process from a reused pid."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             data = fh.read()
     except OSError:
-        return -1
-    fields = data[data.rindex(")") + 2:].split()
-    if fields[0] == "Z":
+        return None
+    return data[data.rindex(")") + 2:].split()
+
+
+def proc_start_time(pid: int) -> int:
+    """The kernel's start time of ``pid`` (jiffies since boot), to tell a live process from a reused pid."""
+    fields = _proc_stat(pid)
+    if not fields or fields[0] == "Z":
         return -1
     return int(fields[19])
 
 
-def supervisor_alive(job_dir: str) -> bool:
-    """True when the supervisor recorded in ``job_dir`` is still running."""
+def _real_uid(pid: int) -> int:
+    """The real uid of ``pid`` (-1 if it is gone)."""
     try:
-        with open(os.path.join(job_dir, SUP_FILE)) as fh:
-            info = json.load(fh)
-    except (OSError, ValueError):
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def is_supervisor(info: dict) -> bool:
+    """True when ``info`` (a pid file's content) names a live step supervisor of this craned's user.
+
+    The process must have the recorded start time (not a reused pid), lead its own session (a
+    supervisor calls ``setsid()``), and run with this process's effective uid as its real uid (root's:
+    a job's user can neither start such a process nor make root's process hers).
+    """
+    try:
+        pid, start = int(info["pid"]), int(info["start"])
+    except (KeyError, TypeError, ValueError):
         return False
-    return proc_start_time(int(info["pid"])) == int(info.get("start", -2))
+    if pid <= 1:
+        return False
+    fields = _proc_stat(pid)
+    if not fields or fields[0] == "Z" or int(fields[19]) != start or int(fields[3]) != pid:
+        return False
+    return _real_uid(pid) == os.geteuid()
+
+
+def read_state(path: str) -> dict | None:
+    """Read a JSON state file that this process (root) wrote; None if absent, unreadable or not trusted.
+
+    The file is opened without following a symlink and must be a regular file owned by this
+    process's effective uid and writable by nobody else: a file a job's user could have written or
+    planted is never believed, even if the state directory were somehow reachable.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022 \
+                or st.st_size > 1 << 20:
+            log.warning("untrusted state file %s ignored (owner %d, mode %o)", path, st.st_uid, st.st_mode)
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = json.loads(fh.read())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def supervisor_alive(job_dir: str) -> bool:
+    """True when the supervisor recorded in ``job_dir`` is still running (see :func:`is_supervisor`)."""
+    info = read_state(os.path.join(job_dir, SUP_FILE))
+    return info is not None and is_supervisor(info)
+
+
+def signal_supervisor(job_dir: str, signum: int, epoch: int = 0) -> bool:
+    """Send ``signum`` to the supervisor recorded in ``job_dir``; False if there is none (or another epoch's).
+
+    The pid is verified (:func:`is_supervisor`) through a pidfd opened first, and the signal goes
+    through that pidfd: it cannot reach a process that reused the pid after the check.
+    """
+    info = read_state(os.path.join(job_dir, SUP_FILE))
+    if info is None or (epoch and int(info.get("epoch", 0)) != epoch):
+        return False
+    try:
+        pidfd = os.pidfd_open(int(info["pid"]))
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    try:
+        if not is_supervisor(info):
+            return False
+        signal.pidfd_send_signal(pidfd, signum)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
 
 
 def write_json(path: str, data: dict) -> None:
-    """Write JSON atomically (temp file + rename)."""
+    """Write JSON atomically (a fresh temporary file, never through a symlink, mode 0600, then rename)."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as fh:
         json.dump(data, fh)
     os.replace(tmp, path)
+
+
+def touch_marker(path: str) -> None:
+    """Create an empty marker file (never through a symlink; an existing one is kept)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+
+
+def write_script(path: str, text: str, uid: int, gid: int) -> None:
+    """Write the job script for its user: a new file (``O_EXCL``, no symlink followed), owned by them, 0500.
+
+    ``path`` lies in craned's script directory, root's and 0711: the user can read and execute her
+    script there, but not list the directory, nor rename, replace or remove the file, and other users
+    cannot read it. Ownership is set on the open file, never by path.
+    """
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o500)
+    try:
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data):]
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, 0o500)
+    finally:
+        os.close(fd)
 
 
 def expand_pattern(pattern: str, job_id: int, name: str, user: str, cwd: str) -> str:
@@ -86,8 +204,13 @@ def expand_pattern(pattern: str, job_id: int, name: str, user: str, cwd: str) ->
     return path if os.path.isabs(path) else os.path.join(cwd, path)
 
 
-def build_step(node: str, job_dir: str, job_id: int, spec: LaunchSpec) -> StepSpec:
-    """Turn the controller's launch spec into a :class:`StepSpec`, writing the script file."""
+def build_step(node: str, job_dir: str, job_id: int, spec: LaunchSpec, script_path: str = "") -> StepSpec:
+    """Turn the controller's launch spec into a :class:`StepSpec`, writing the script file.
+
+    The script goes to ``script_path`` (craned's script directory; ``<job_dir>/script`` when not
+    given, for a root job or a test) with :func:`write_script`. The job directory itself stays
+    root's: nothing of it is given to the user.
+    """
     uid, gid = spec.uid, spec.gid
     try:
         pw = pwd.getpwuid(uid)
@@ -95,12 +218,8 @@ def build_step(node: str, job_dir: str, job_id: int, spec: LaunchSpec) -> StepSp
         raise StepLaunchError(f"uid {uid} does not exist on node {node}", EC_PERMISSION_DENIED) from None
     user = pw.pw_name
     cwd = spec.cwd or pw.pw_dir
-    script_path = os.path.join(job_dir, "script")
-    with open(script_path, "w") as fh:
-        fh.write(spec.script)
-    os.chmod(script_path, 0o700)
-    os.chown(script_path, uid, gid)
-    os.chown(job_dir, uid, gid)
+    script_path = script_path or os.path.join(job_dir, "script")
+    write_script(script_path, spec.script, uid, gid)
     env = dict(spec.env)  # already what --export selected at submission (cbatch builds it)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.setdefault("HOME", pw.pw_dir)
@@ -128,8 +247,10 @@ def _ignore(_signum: int, _frame: Any) -> None:
 class Supervisor:
     """Runs one step to its end and reports how it ended.
 
-    ``launch`` is the launcher's request: the ``launch_step`` message's fields as a dict
-    (``job_id``, ``step_id``, ``epoch``, ``spec``, ``spec_error``), validated here into a
+    ``job_dir`` is the job's state directory (root's, 0700: the pid file and an unsent result go
+    there, and nothing the job's user can write). ``launch`` is the launcher's request: the
+    ``launch_step`` message's fields as a dict (``job_id``, ``step_id``, ``epoch``, ``spec``,
+    ``spec_error``) plus ``script_path`` (where to write the script), validated here into a
     :class:`~crane_kernel.messages.LaunchStep`; a malformed spec is reported as a failed start.
     Statuses (:class:`~crane_kernel.messages.StepStatus`) go to ``stream`` on the Redis at ``redis_url``.
     """
@@ -138,7 +259,8 @@ class Supervisor:
                  kill_wait: float) -> None:
         self.node = node
         self.job_dir = job_dir
-        msg = LaunchStep.model_validate({k: v for k, v in launch.items() if k != "job_dir"})
+        self.script_path = str(launch.get("script_path") or "")
+        msg = LaunchStep.model_validate({k: v for k, v in launch.items() if k not in ("job_dir", "script_path")})
         self.job_id = msg.job_id
         self.step_id = msg.step_id
         self.epoch = msg.epoch
@@ -229,7 +351,7 @@ class Supervisor:
         try:
             if self.spec is None:
                 raise StepLaunchError(f"invalid launch spec: {self.spec_error}", EC_SPAWN_FAILED)
-            step = build_step(self.node, self.job_dir, job_id, self.spec)
+            step = build_step(self.node, self.job_dir, job_id, self.spec, self.script_path)
             handle = self.handle = self.pm.steps.crane_step_launch(step=step)  # later hooks go to its runtime
             if handle is None:
                 raise StepLaunchError("no runtime plugin accepted the step", EC_SPAWN_FAILED)

@@ -1,10 +1,16 @@
 """Start the task of a step in its cgroup, as its user; map setup failures to Crane exit codes.
 
-The supervisor checks the working directory and opens the standard streams
-with the user's effective ids, joins the job cgroup for the instant it takes
-``subprocess`` to fork and exec ``interpreter + [script_path]`` (in C: new
-session, the user's groups, gid and uid, the working directory), then moves
-back. A failure at any stage becomes a :class:`StepLaunchError`.
+The supervisor (root) changes into the working directory and opens the standard
+streams with the user's effective ids (fsuid and groups: the kernel applies her
+permissions, so a symlink she planted at an output path, or ``--output
+/etc/shadow``, gets what she herself would get: EACCES), joins the job cgroup for
+the instant it takes ``subprocess`` to fork and exec ``interpreter +
+[script_path]`` (in C: new session, the user's groups, gid and uid; the task
+inherits the working directory entered as the user, so root never resolves a
+path of hers), then moves back. A failure at any stage becomes a
+:class:`StepLaunchError`. Output paths may be symlinks of the user's own
+(``O_NOFOLLOW`` is not used: following them is exactly what she could do herself);
+nothing is ever opened there with root's credentials.
 
 Stage and errno map to the Crane exit code of the :class:`StepLaunchError`:
 
@@ -106,20 +112,27 @@ def spawn_task(spec: StepSpec, attach_files: list[str], home_files: list[str]) -
     itself, starts the task with ``subprocess`` (fork+exec done in C, so the
     child inherits the cgroup before it runs any instruction of the task), and
     moves itself back. The standard streams are opened, and the working
-    directory checked, with the user's effective ids, so the kernel applies
-    the user's permissions, not root's.
+    directory entered, with the user's effective ids, so the kernel applies
+    the user's permissions, not root's; the task inherits that working directory
+    and the supervisor returns to its own afterwards.
     """
     argv = [*spec.interpreter, spec.script_path]
     switch = spec.uid != os.geteuid()
     groups = supplementary_groups(spec) if switch else None
-    fds = _prepare_as_user(spec, groups if switch else None)
+    back = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the supervisor's own directory
+    try:
+        fds = _prepare_as_user(spec, groups if switch else None)
+    except BaseException:
+        os.fchdir(back)
+        os.close(back)
+        raise
     stage = "cgroup"
     proc = None
     try:
         _move_self(attach_files)
         stage = "exec"
         proc = subprocess.Popen(
-            argv, executable=None, env=spec.env, cwd=spec.cwd, stdin=fds[0], stdout=fds[1], stderr=fds[2],
+            argv, executable=None, env=spec.env, cwd=None, stdin=fds[0], stdout=fds[1], stderr=fds[2],
             close_fds=True, start_new_session=True, restore_signals=True,
             user=spec.uid if switch else None, group=spec.gid if switch else None,
             extra_groups=groups if switch else None)
@@ -132,6 +145,8 @@ def spawn_task(spec: StepSpec, attach_files: list[str], home_files: list[str]) -
     finally:
         for fd in set(fds):
             os.close(fd)
+        os.fchdir(back)
+        os.close(back)
         _restore_self(home_files)
     _KEEP[proc.pid] = proc
     return proc.pid
@@ -149,7 +164,11 @@ def forget(pid: int, code: int) -> None:
 
 
 def _prepare_as_user(spec: StepSpec, groups: list[int] | None) -> tuple[int, int, int]:
-    """Check the working directory and open stdin/stdout/stderr with the user's effective ids."""
+    """Enter the working directory and open stdin/stdout/stderr with the user's effective ids.
+
+    Entered with ``chdir`` (search permission, as for her own ``cd``), not re-resolved later by
+    root: the task starts in the directory the user's credentials reached.
+    """
     uid0, gid0 = os.geteuid(), os.getegid()
     old_groups = os.getgroups() if groups is not None else None
     stage, detail = "user", ""
@@ -159,10 +178,10 @@ def _prepare_as_user(spec: StepSpec, groups: list[int] | None) -> tuple[int, int
             os.setegid(spec.gid)
             os.seteuid(spec.uid)
         stage, detail = "cwd", spec.cwd
-        os.close(os.open(spec.cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        os.chdir(spec.cwd)
         stage = "stdio"
         mode = os.O_APPEND if spec.open_mode == "append" else os.O_TRUNC
-        out_flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | mode
+        out_flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY | mode
         opened: list[int] = []
         try:
             detail = spec.stdin or os.devnull
