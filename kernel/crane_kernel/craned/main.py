@@ -30,7 +30,7 @@ from typing import Any
 from crane_common.states import EC_CRANED_DOWN, EC_TERMINATED
 from crane_kernel import messages as m
 from crane_kernel.config import ClusterConfig, load_config
-from crane_kernel.craned.supervisor import RESULT_FILE, SENT_FILE, SUP_FILE, supervisor_alive
+from crane_kernel.craned.supervisor import RESULT_FILE, SENT_FILE, SUP_FILE, request_time_limit, supervisor_alive
 from crane_kernel.errors import CraneError
 
 log = logging.getLogger("craned")
@@ -244,6 +244,8 @@ class Craned:
                     self._terminate(msg)
                 elif isinstance(msg, m.FreeJob):
                     self._free(msg.job_id)
+                elif isinstance(msg, m.UpdateStep):
+                    request_time_limit(self._job_dir(msg.job_id), msg.time_limit, msg.epoch)
                 else:
                     log.warning("ignoring unexpected %s message", msg.kind)
             except Exception:
