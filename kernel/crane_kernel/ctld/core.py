@@ -285,7 +285,8 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
         if time_limit is not None:
             part = next((p for p in self.cfg.Partitions if p.name == job.partition), None)
             over_partition = bool(part and part.MaxTimeLimit and time_limit > part.MaxTimeLimit)
-            return "job.time_limit.raise" if time_limit > job.time_limit or over_partition else "job.time_limit.lower"
+            current = job.time_limit or math.inf  # 0: unlimited
+            return "job.time_limit.raise" if time_limit > current or over_partition else "job.time_limit.lower"
         return "job.modify"
 
     def set_drain(self, names: list[str], drain: bool, reason: str, identity: Identity) -> tuple[list, list]:

@@ -139,7 +139,7 @@ def recheck_spec(spec: dict[str, Any], cfg: ClusterConfig, uid: int, user: str, 
     if _count(spec.get("mem_per_node"), "memory per node", MAX_MEM) < lim.MinMemPerNode:
         raise JobRejected("a job filter set the memory below the minimum")
     tl = _count(spec.get("time_limit"), "time limit", lim.MaxTimeLimit)
-    if tl < 1 or (part.MaxTimeLimit and tl > part.MaxTimeLimit):
+    if (part.MaxTimeLimit and not 1 <= tl <= part.MaxTimeLimit):
         raise JobRejected("a job filter set the time limit out of range")
     for k, v in (spec.get("gres") or {}).items():
         _check_name(k, "gres name", lim.MaxNameBytes)
@@ -288,8 +288,7 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
     if part.MaxMemPerCpu and mem > part.MaxMemPerCpu * cpus_per_node:
         raise JobRejected(f"memory per node exceeds MaxMemPerCpu of partition '{part_name}'")
 
-    tl = _count(spec.get("time_limit"), "time limit", 2**63) or part.DefaultTimeLimit or part.MaxTimeLimit \
-        or lim.MaxTimeLimit
+    tl = _count(spec.get("time_limit"), "time limit", 2**63) or part.DefaultTimeLimit or part.MaxTimeLimit
     if part.MaxTimeLimit and tl > part.MaxTimeLimit:
         raise JobRejected(f"time limit exceeds the maximum of partition '{part_name}'")
     if tl > lim.MaxTimeLimit:
