@@ -243,8 +243,10 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
     Mechanism only: the partition (named or default) must exist, the user must be known, and the
     request is folded into per-node amounts with the partition's defaults and limits. Whether the
     account may use the partition and whether its nodes could ever hold the request are policy:
-    the job filters decide (the bundled ``submit_checks``). Raises :class:`JobRejected` with a
-    one-line reason.
+    the job filters decide (the bundled ``submit_checks``). Every field is bounded first (the
+    ``CraneCtld`` limits: CPU share and memory floors, counts, sizes of script, environment, names,
+    comments and paths, no control characters; docs/security.md "Input bounds and privacy").
+    Raises :class:`JobRejected` with a one-line reason.
     """
     spec = dict(raw)
     check_text_fields(spec, cfg)
