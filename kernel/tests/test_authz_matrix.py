@@ -224,3 +224,17 @@ def test_admin_hold_survives_a_restart_and_stays_admin_only(ctld: Any) -> None:
         assert again.modify([jid], Identity(ALICE.pw_uid, ALICE.pw_name), hold=False)[0] == []
     finally:
         api.close()
+
+
+def test_lists_in_requests_are_bounded(ctld: Any) -> None:
+    h = ctld({**OVERRIDES, "CraneCtld": {"MaxHostlistExpand": 10}})
+    api = Api(h)
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            api.stub.QueryCranedInfo(pb.QueryCranedInfoRequest(names=[f"n{i}" for i in range(11)]),
+                                     metadata=api.md("other"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 10" in err.value.details()
+        assert len(api.stub.QueryCranedInfo(pb.QueryCranedInfoRequest(names=["cn01"]),
+                                            metadata=api.md("other")).nodes) == 1
+    finally:
+        api.close()

@@ -134,6 +134,12 @@ class CraneCtldService(pbg.CraneCtldServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"Permission denied: {action} is not allowed")
         return ident
 
+    def _bounded(self, context: grpc.ServicerContext, *lists: Any) -> None:
+        """Refuse (INVALID_ARGUMENT) a request naming more than ``CraneCtld.MaxHostlistExpand`` items in a list."""
+        most = self.ctl.cfg.CraneCtld.MaxHostlistExpand
+        if any(len(items) > most for items in lists):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a request may name at most {most} items per list")
+
     # -- jobs --------------------------------------------------------------
     @_guarded
     def SubmitBatchJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
@@ -172,6 +178,7 @@ class CraneCtldService(pbg.CraneCtldServicer):
     def QueryJobsInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """List jobs matching the filters (pending and running by default)."""
         ident = self._authorized(context, "QueryJobsInfo", "job.query")
+        self._bounded(context, request.job_ids, request.names, request.users, request.nodes)
         ctl = self.ctl
         now = ctl.clock()
         states = _states(request.states, context) or (
@@ -219,6 +226,7 @@ class CraneCtldService(pbg.CraneCtldServicer):
     def CancelJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Cancel jobs by id and/or filters."""
         ident = self._identity(context, "CancelJob")
+        self._bounded(context, request.job_ids, request.nodes)
         ctl = self.ctl
         ids = list(request.job_ids)
         filtered = request.name or request.partition or request.account or request.user or request.states or \
@@ -255,6 +263,7 @@ class CraneCtldService(pbg.CraneCtldServicer):
     def QueryCranedInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Nodes with capacity, allocation and state."""
         self._authorized(context, "QueryCranedInfo", "node.query")
+        self._bounded(context, request.names)
         wanted = set(request.names)
         out = []
         with self.ctl.lock:
@@ -300,6 +309,7 @@ class CraneCtldService(pbg.CraneCtldServicer):
     def ModifyNode(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Drain or resume nodes, or confirm they are down (powered off: nothing of their jobs runs there)."""
         ident = self._identity(context, "ModifyNode")
+        self._bounded(context, request.names)
         state = request.state.lower()
         if state not in ("drain", "resume", "down"):
             return pb.ModifyNodeReply(not_modified=list(request.names),
