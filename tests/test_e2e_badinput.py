@@ -83,3 +83,34 @@ def test_cancel_unknown_job(cluster):
     proc = cluster.run("ccancel", "999999")
     assert proc.returncode == 4
     _one_line_error(proc)
+
+
+def test_out_of_range_numbers_are_one_line_refusals(cluster):
+    for args, words in ((["-c", "1e-300"], "below the minimum"), (["--mem", "1B"], "below the minimum"),
+                        (["-c", "5000"], "exceed"), (["--comment", "two\nlines"], "control character")):
+        proc = cluster.run("cbatch", *args, "--wrap", "true")
+        assert proc.returncode == 4, (args, proc.stderr)
+        assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        _one_line_error(proc)
+
+
+def test_host_list_expansion_limit(cluster):
+    start = time.monotonic()
+    for cmd in (["cinfo", "-n", "cn[01-9999999999]"], ["cqueue", "-w", "cn[01-9999999999]"],
+                ["cbatch", "-w", "cn[01-9999999999]", "--wrap", "true"]):
+        proc = cluster.run(*cmd)
+        assert proc.returncode == 2 and "more than the limit" in proc.stderr, (cmd, proc.stderr)
+        _one_line_error(proc)
+    assert time.monotonic() - start < 15
+
+
+def test_unknown_state_number_is_invalid_argument(cluster):
+    import grpc
+    from crane_common.proto import crane_pb2 as pb
+
+    client = cluster.client
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.QueryJobsInfo(pb.QueryJobsInfoRequest(states=[77]), metadata=client.metadata)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "unknown job state 77"
+    assert cluster.lc.ctld.poll() is None

@@ -7,7 +7,8 @@ command that talks to the controller, and only once the arguments are parsed.
 Every call carries ``authorization: Bearer <token>`` metadata, the token coming from
 :func:`crane_common.tokens.find_client_token`. gRPC failures become
 :class:`~crane_cli.errors.CliError` with exit code 3 and upstream's messages
-("Connection to CraneCtld is broken.", "Access denied.", ...).
+("Connection to CraneCtld is broken.", "Access denied.", ...); a call the controller refused
+(INVALID_ARGUMENT, PERMISSION_DENIED) exits with code 4 and the controller's one-line reason.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ fastimport.install(fastimport.GRPC_LATE_BAGGAGE)
 from crane_common.proto import crane_pb2 as pb  # noqa: E402
 
 from crane_cli.clientconf import ClientConfig  # noqa: E402
-from crane_cli.errors import EXIT_NETWORK, CliError  # noqa: E402
+from crane_cli.errors import EXIT_BACKEND, EXIT_NETWORK, CliError  # noqa: E402
 
 SERVICE = "crane.grpc.CraneCtld"
 DEFAULT_TIMEOUT = 30.0
@@ -54,11 +55,22 @@ _STATUS_MESSAGES = {
 }
 
 
+# the controller understood the call and refused it: exit 4 ("replied not-ok"), its reason shown
+_REFUSALS = {
+    grpc.StatusCode.INVALID_ARGUMENT: "Invalid argument",
+    grpc.StatusCode.PERMISSION_DENIED: "Permission denied",
+}
+
+
 def rpc_error_message(code: grpc.StatusCode | None, details: str | None) -> str:
     """The one-line message shown for a failed call with gRPC status ``code``."""
     fixed = _STATUS_MESSAGES.get(code)  # type: ignore[arg-type]
     if fixed:
         return fixed
+    refusal = _REFUSALS.get(code)  # type: ignore[arg-type]
+    if refusal:
+        text = " ".join((details or "").split())[:500]
+        return text if text.lower().startswith(refusal.lower()) else f"{refusal}: {text or 'refused'}"
     name = code.name if code is not None else "UNKNOWN"
     return f"RPC to CraneCtld failed ({name}): {details or 'no details'}"
 
@@ -112,7 +124,7 @@ class Controller:
             message += " No token found: set $CRANE_TOKEN or save one with 'crane token issue --save'."
         elif code == grpc.StatusCode.UNAUTHENTICATED and details:
             message += f" ({details})"
-        return CliError(message, EXIT_NETWORK)
+        return CliError(message, EXIT_BACKEND if code in _REFUSALS else EXIT_NETWORK)
 
     def close(self) -> None:
         """Close the channel."""

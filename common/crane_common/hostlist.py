@@ -1,4 +1,10 @@
-"""Host lists: ``cn[01-03,07],gpu1`` <-> ``["cn01", "cn02", "cn03", "cn07", "gpu1"]``."""
+"""Host lists: ``cn[01-03,07],gpu1`` <-> ``["cn01", "cn02", "cn03", "cn07", "gpu1"]``.
+
+Expansion is bounded: an expression that would name more than ``limit`` hosts (default
+:data:`DEFAULT_EXPAND_LIMIT`) is refused with :class:`HostlistTooLargeError` *before* anything is
+expanded, so ``cn[01-9999999999]`` fails at once instead of running for minutes. The size is
+computed from the ranges (a product per bracket chain), not by expanding.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,18 @@ import re
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
+DEFAULT_EXPAND_LIMIT = 100_000
+"""Host names one expression may expand to unless the caller gives another limit."""
+MAX_EXPR_CHARS = 1 << 20
+"""Longest host-list expression accepted (characters)."""
+
+
 class HostlistError(ValueError):
     """A host-list expression is malformed."""
+
+
+class HostlistTooLargeError(HostlistError):
+    """A host-list expression names more hosts than the expansion limit."""
 
 
 def _split_top(expr: str) -> list[str]:
@@ -29,6 +45,33 @@ def _split_top(expr: str) -> list[str]:
         raise HostlistError(f"unbalanced '[' in {expr!r}")
     parts.append("".join(cur))
     return [p.strip() for p in parts if p.strip()]
+
+
+def _count_one(item: str) -> int:
+    """How many names ``item`` expands to (before dropping repeats), without expanding it."""
+    m = re.search(r"\[([^\[\]]*)\]", item)
+    if not m:
+        if "[" in item or "]" in item:
+            raise HostlistError(f"malformed host range {item!r}")
+        return 1
+    total = 0
+    for piece in m.group(1).split(","):
+        r = _RANGE.match(piece.strip())
+        if not r:
+            raise HostlistError(f"malformed range {piece!r} in {item!r}")
+        a, b = int(r.group(1)), int(r.group(2) or r.group(1))
+        if b < a:
+            raise HostlistError(f"descending range {piece!r} in {item!r}")
+        total += b - a + 1
+    return total * _count_one(item[m.end():])
+
+
+def count(expr: str | list[str] | None) -> int:
+    """The number of names an expression expands to, counting repeats (cheap: nothing is expanded)."""
+    if not expr:
+        return 0
+    items = expr if isinstance(expr, list) else [expr]
+    return sum(_count_one(part) for e in items for part in _split_top(str(e)))
 
 
 def _expand_one(item: str) -> list[str]:
@@ -54,11 +97,22 @@ def _expand_one(item: str) -> list[str]:
     return out
 
 
-def expand(expr: str | list[str] | None) -> list[str]:
-    """Expand a host-list expression (or a list of them) into host names, keeping order, dropping repeats."""
+def expand(expr: str | list[str] | None, limit: int = DEFAULT_EXPAND_LIMIT) -> list[str]:
+    """Expand a host-list expression (or a list of them) into host names, keeping order, dropping repeats.
+
+    Raises :class:`HostlistTooLargeError` when it would name more than ``limit`` hosts (0 = no limit),
+    :class:`HostlistError` when it is malformed.
+    """
     if not expr:
         return []
     items = expr if isinstance(expr, list) else [expr]
+    if sum(len(str(e)) for e in items) > MAX_EXPR_CHARS:
+        raise HostlistTooLargeError(f"host list longer than {MAX_EXPR_CHARS} characters")
+    if limit:
+        n = count(items)
+        if n > limit:
+            shown = str(items[0])[:60]
+            raise HostlistTooLargeError(f"host list {shown!r} names {n} hosts, more than the limit of {limit}")
     seen: dict[str, None] = {}
     for e in items:
         for part in _split_top(str(e)):

@@ -124,6 +124,9 @@ class PluginsConfig(_Model):
         return [v] if isinstance(v, str) else v
 
 
+PRIVATE_DATA = ("jobs", "usage", "nodes", "partitions")
+
+
 class CtldConfig(_Model):
     """Controller tuning (``CraneCtld:`` section)."""
 
@@ -135,6 +138,45 @@ class CtldConfig(_Model):
     FinishedJobRetention: float = 300.0  # seconds an ended job stays visible to queries
     DispatchRetry: float = 10.0          # re-send a launch not confirmed within this many seconds
     GrpcWorkers: int = 8
+    # Input bounds (docs/configuration.md, docs/security.md "Input bounds and privacy"): a request
+    # outside them is refused at submit with one line; nothing of it is stored.
+    MinCpusPerTask: float = Field(0.01, gt=0, le=1)       # smallest CPU share a cgroup quota enforces
+    MinMemPerNode: int = 16 << 20                          # memory floor: keeps the root supervisor off the OOM killer
+    MaxCpusPerNode: float = Field(4096.0, gt=0)
+    MaxNodesPerJob: int = Field(10_000, gt=0)
+    MaxTasksPerJob: int = Field(1_000_000, gt=0)
+    MaxTimeLimit: int = Field(365 * 86400, gt=0)          # seconds; also caps partitions without a maximum
+    MaxScriptBytes: int = Field(1 << 20, gt=0)
+    MaxEnvVars: int = Field(4096, ge=0)
+    MaxEnvBytes: int = Field(1 << 20, ge=0)
+    MaxNameBytes: int = Field(256, gt=0)                   # job name, account, partition, QoS
+    MaxCommentBytes: int = Field(4096, ge=0)
+    MaxPathBytes: int = Field(4096, gt=0)                  # cwd, output/error/input patterns, interpreter
+    MaxJobsPerSubmit: int = Field(100_000, gt=0)           # jobs in one SubmitBatchJobs call
+    MaxHostlistExpand: int = Field(100_000, gt=0)          # host names one host-list expression may expand to
+    # Privacy, like Slurm's PrivateData: "jobs" hides other users' jobs (and their steps) from
+    # non-operators; "usage" hides other users' usage figures. Without "jobs", other users' jobs are
+    # listed but their scripts, environments, command lines, comments and paths stay hidden.
+    PrivateData: list[str] = Field(default_factory=list)
+
+    @field_validator("MinMemPerNode", mode="before")
+    @classmethod
+    def _mem(cls, v: Any) -> int:
+        return parse_memory(v)
+
+    @field_validator("MaxTimeLimit", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> int:
+        return int(config_duration(v))
+
+    @field_validator("PrivateData", mode="before")
+    @classmethod
+    def _private(cls, v: Any) -> list[str]:
+        items = [a.strip().lower() for a in v.split(",")] if isinstance(v, str) else [str(a).lower() for a in v or []]
+        bad = [a for a in items if a and a not in PRIVATE_DATA]
+        if bad:
+            raise ValueError(f"unknown PrivateData item(s) {', '.join(bad)} (known: {', '.join(PRIVATE_DATA)})")
+        return [a for a in items if a]
 
 
 class CranedConfig(_Model):

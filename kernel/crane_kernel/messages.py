@@ -339,3 +339,20 @@ def _check_version_of_raw(raw: bytes) -> None:
         raise BusMessageError(
             f"unsupported schema version {obj['v']!r} for {obj.get('kind')} (this build reads {SCHEMA_VERSION})"
         )
+
+
+class UpdateStep(BusMessage):
+    """Change a running job's time limit on its head node (seconds from the step's start, > 0).
+
+    Sent on ``crane:{cluster}:node:{n}`` after ``ccontrol update timelimit=``; craned hands the new
+    limit to the job's supervisor, which enforces it from then on (ending the step with
+    "time limit exceeded" once it has run that long). ``epoch`` as in :class:`TerminateStep`.
+    """
+
+    kind: Literal["update_step"] = "update_step"
+    job_id: int
+    time_limit: int = Field(gt=0, le=100 * 365 * 86400)
+    epoch: int = 0
+
+
+MESSAGE_TYPES[UpdateStep.model_fields["kind"].default] = UpdateStep

@@ -23,6 +23,7 @@ from crane_kernel.messages import (
     NodeRegister,
     StepStatus,
     TerminateStep,
+    UpdateStep,
     decode,
     encode,
 )
@@ -49,6 +50,7 @@ SAMPLES: list[BusMessage] = [
     TerminateStep(job_id=11, reason="timeout", epoch=3),
     TerminateStep(job_id=99, reason="orphan"),
     FreeJob(job_id=11),
+    UpdateStep(job_id=11, time_limit=300, epoch=3),
     JobEvent(kind="job.submitted", job_id=11, data={"user": "alice", "partition": "cpu"}),
     JobEvent(kind="job.finished", job_id=11, data={"exit_code": 0}),
     NodeEvent(kind="node.down", node="cn02", data={"reason": "heartbeat timeout"}),

@@ -39,6 +39,7 @@ from crane_kernel.craned.supervisor import (
     SENT_FILE,
     SUP_FILE,
     read_state,
+    request_time_limit,
     signal_supervisor,
     supervisor_alive,
     touch_marker,
@@ -267,6 +268,8 @@ class Craned:
                     self._terminate(msg)
                 elif isinstance(msg, m.FreeJob):
                     self._free(msg.job_id)
+                elif isinstance(msg, m.UpdateStep):
+                    request_time_limit(self._job_dir(msg.job_id), msg.time_limit, msg.epoch)
                 else:
                     log.warning("ignoring unexpected %s message", msg.kind)
             except Exception:

@@ -37,6 +37,7 @@ log = logging.getLogger("craned.supervisor")
 SUP_FILE = "sup.json"
 RESULT_FILE = "result.json"        # a final status the supervisor could not send
 SENT_FILE = "result.sent"          # ... which craned has sent since
+LIMIT_FILE = "time_limit"          # a changed time limit (seconds), written by root's craned
 POLL_S = 0.5
 
 
@@ -143,6 +144,47 @@ def signal_supervisor(job_dir: str, signum: int, epoch: int = 0) -> bool:
         return False
     finally:
         os.close(pidfd)
+
+
+def read_time_limit(job_dir: str) -> int | None:
+    """The changed time limit craned left in ``job_dir``, or None.
+
+    Only a regular file owned by this (root) process's user and writable by nobody else counts,
+    opened without following a symlink: a job's user cannot plant or swap it to lift her limit.
+    """
+    try:
+        fd = os.open(os.path.join(job_dir, LIMIT_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            log.warning("ignoring %s in %s: not a root-only regular file", LIMIT_FILE, job_dir)
+            return None
+        value = int(os.read(fd, 32).decode("ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)
+    return value if value > 0 else None
+
+
+def request_time_limit(job_dir: str, time_limit: int, epoch: int) -> bool:
+    """craned's half of :class:`~crane_kernel.messages.UpdateStep`: record the limit, wake the supervisor.
+
+    The value goes to a root-owned 0600 file (atomic rename; never through a symlink) that the
+    supervisor re-reads on SIGUSR1. Returns True when a live supervisor of ``epoch`` was told.
+    """
+    if not os.path.isdir(job_dir):
+        return False
+    tmp = os.path.join(job_dir, f".{LIMIT_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, f"{int(time_limit)}\n".encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(job_dir, LIMIT_FILE))
+    return signal_supervisor(job_dir, signal.SIGUSR1, epoch)  # the pid verified, signalled through a pidfd
 
 
 def write_json(path: str, data: dict) -> None:
@@ -271,10 +313,15 @@ class Supervisor:
         self.stream = stream
         self.kill_wait = kill_wait
         self.cancel = False
+        self.limit_changed = False
         self.handle: Any = None  # the launched step, once a runtime has accepted it
 
     def _on_term(self, _signum: int, _frame: Any) -> None:
         self.cancel = True
+
+    def _on_usr1(self, _signum: int, _frame: Any) -> None:
+        """craned changed the time limit (:func:`request_time_limit`): re-read it in the loop."""
+        self.limit_changed = True
 
     def _status(self, state: str, exit_code: int = 0, reason: str = "", **usage: Any) -> StepStatus:
         return StepStatus(node=self.node, job_id=self.job_id, step_id=self.step_id, epoch=self.epoch, state=state,
@@ -341,6 +388,7 @@ class Supervisor:
     def _supervise(self) -> None:
         """Launch the step, supervise it to its end and report it (exits the process when done)."""
         signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
         for ignored in (signal.SIGINT, signal.SIGHUP):
             signal.signal(ignored, _ignore)  # a handler, not SIG_IGN: the task must not inherit "ignored"
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -364,6 +412,7 @@ class Supervisor:
         started = time.time()
         self._send(self._status("running"))
         deadline = started + step.time_limit if step.time_limit else None
+        self.limit_changed = True  # a limit changed before the step started is in the file already
         ending, term_at, killed = "", 0.0, False
         hook = self.pm.steps  # the runtime hooks, called on the plugin that launched the step
         while True:
@@ -371,6 +420,12 @@ class Supervisor:
             if rc is not None:
                 break
             now = time.time()
+            if self.limit_changed:
+                self.limit_changed = False
+                new_limit = read_time_limit(self.job_dir)
+                if new_limit is not None:
+                    deadline = started + new_limit
+                    log.info("job %d: time limit now %d s", job_id, new_limit)
             if not ending and (self.cancel or (deadline and now >= deadline)):
                 ending = "cancel" if self.cancel else "timeout"
                 hook.crane_step_resume(handle=handle)  # a suspended step must see its SIGTERM

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -39,12 +40,13 @@ from crane_kernel.config import ClusterConfig
 from crane_kernel.ctld import reconcile as rc
 from crane_kernel.ctld.cycle import CycleMixin
 from crane_kernel.ctld.dispatch import DispatchMixin
-from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec
+from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import build_nodes
 from crane_kernel.ctld.resources import ResourcesMixin
 from crane_kernel.ctld.store import StateStore
 from crane_kernel.ctld.view import Tracked, ViewKeeper
+from crane_kernel.errors import JobRejected
 from crane_kernel.sched_types import (
     REASON_HELD,
     SchedRunning,
@@ -53,6 +55,7 @@ from crane_kernel.sched_types import (
 
 log = logging.getLogger("cranectld")
 
+MAX_PRIORITY = 2**32  # the highest priority an admin can pin
 HISTORY_REPLAY = 100_000  # ended jobs replayed to crane_job_finished at start-up (usage history)
 
 
@@ -136,15 +139,24 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
     # submission
     # ------------------------------------------------------------------
     def submit(self, specs: list[dict], identity: Identity) -> list[int]:
-        """Validate, filter, journal and queue jobs; return their ids (all or none are accepted)."""
+        """Authorize, validate, filter, re-validate, journal and queue jobs; return their ids.
+
+        All or none are accepted: the first refused spec raises (:class:`JobRejected` or
+        :class:`Denied`) before anything is stored. The job filters run after authorization, and
+        what they return is checked again (:func:`~crane_kernel.ctld.jobs.recheck_spec`).
+        """
+        if not self._authorized(identity, "job.submit", None):
+            raise Denied("you may not submit jobs")
+        if len(specs) > self.cfg.CraneCtld.MaxJobsPerSubmit:
+            raise JobRejected(f"at most {self.cfg.CraneCtld.MaxJobsPerSubmit} jobs per call")
         now = self.clock()
         normalized = []
         for raw in specs:
             spec = normalize_spec(raw, self.cfg, identity.uid, identity.user, now)
+            gid = spec["gid"]
             self.pm.hook.crane_job_submit(job=spec, identity=identity, cluster=self.cluster_info)
+            recheck_spec(spec, self.cfg, identity.uid, identity.user, gid)
             normalized.append(spec)
-        if not self._authorized(identity, "job.submit", None):
-            raise Denied("you may not submit jobs")
         with self.lock:
             first = self.next_job_id
             ids = list(range(first, first + len(normalized)))
@@ -208,9 +220,22 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
 
     def modify(self, job_ids: Iterable[int], identity: Identity, *, priority: float | None = None,
                hold: bool | None = None, time_limit: int | None = None) -> tuple[list[int], list[tuple[int, str]]]:
-        """Pin priority (admin), hold/release or change the time limit of pending jobs."""
+        """Pin priority (admin), hold/release, or change the time limit of jobs.
+
+        As in Slurm, a user may only lower her job's time limit (``job.modify``); raising it is
+        ``job.time_limit.raise`` (operators and admins), and never beyond ``CraneCtld.MaxTimeLimit``.
+        A hold placed by an operator or admin can only be released by one (``job.release_admin_hold``).
+        A running job's new limit is sent to its head node (:class:`~crane_kernel.messages.UpdateStep`),
+        whose supervisor enforces it.
+        """
         done: list[int] = []
         failed: list[tuple[int, str]] = []
+        outbox: list = []
+        if priority is not None and (not math.isfinite(priority) or not 0 <= priority <= MAX_PRIORITY):
+            return [], [(jid, f"priority must be a number from 0 to {MAX_PRIORITY}") for jid in job_ids]
+        if time_limit is not None and not 1 <= time_limit <= self.cfg.CraneCtld.MaxTimeLimit:
+            return [], [(jid, f"time limit must be from 1 to {self.cfg.CraneCtld.MaxTimeLimit} seconds")
+                        for jid in job_ids]
         with self.lock:
             updates = []
             for jid in job_ids:
@@ -218,8 +243,8 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
                 if job is None or job.state in FINAL_STATES:
                     failed.append((jid, "Job not found or already finished"))
                     continue
-                action = "job.priority" if priority is not None else "job.modify"
-                if not self._authorized(identity, action, job):
+                action = self._modify_action(job, priority, hold, time_limit)
+                if not self._authorized(identity, "job.modify", job) or not self._authorized(identity, action, job):
                     failed.append((jid, "Permission denied"))
                     continue
                 if priority is not None:
@@ -231,6 +256,7 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
                         failed.append((jid, "Job is not pending"))
                         continue
                     job.held = hold
+                    job.hold_admin = hold and identity.is_admin and identity.uid != job.uid
                     job.reason = REASON_HELD if hold else ""
                     self.keeper.pending_changed.add(jid)
                 elif time_limit is not None:
@@ -240,11 +266,30 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
                         self.running_view[jid] = rv.with_end(job.start_time + (job.time_limit or 10**9))
                     else:
                         self.keeper.request_changed(jid)
+                    if job.state != JobState.Pending and job.head_node:
+                        outbox.append((self.node_stream(job.head_node),
+                                       m.UpdateStep(job_id=jid, time_limit=job.time_limit, epoch=job.epoch)))
                 updates.append((int(job.state), self._rt_json(job), jid))
                 done.append(jid)
             self.store.write(updates=updates)
+        self.publish(outbox)
         self.wake.set()
         return done, failed
+
+    def _modify_action(self, job: Job, priority: float | None, hold: bool | None, time_limit: int | None) -> str:
+        """The authorization action of one change (beyond ``job.modify``, which every change needs)."""
+        if priority is not None:
+            return "job.priority"
+        if hold is not None:
+            if hold:
+                return "job.hold"
+            return "job.release_admin_hold" if job.hold_admin else "job.release"
+        if time_limit is not None:
+            part = next((p for p in self.cfg.Partitions if p.name == job.partition), None)
+            over_partition = bool(part and part.MaxTimeLimit and time_limit > part.MaxTimeLimit)
+            current = job.time_limit or math.inf  # 0: unlimited
+            return "job.time_limit.raise" if time_limit > current or over_partition else "job.time_limit.lower"
+        return "job.modify"
 
     def set_drain(self, names: list[str], drain: bool, reason: str, identity: Identity) -> tuple[list, list]:
         """Drain or resume nodes (admins only)."""

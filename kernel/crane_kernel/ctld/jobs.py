@@ -22,6 +22,133 @@ from crane_kernel.sched_types import SchedJob
 
 _intern = sys.intern
 
+MAX_MEM = 1 << 60                     # 1 EiB: no node has more, and it keeps sums far from overflow
+MAX_GRES = 1 << 20                    # devices of one type per node
+MAX_BEGIN_AHEAD = 10 * 365 * 86400    # a begin time at most ten years ahead
+_TEXT_FIELDS = {  # field -> (config key of its maximum, what it is called in errors)
+    "name": ("MaxNameBytes", "job name"), "partition": ("MaxNameBytes", "partition"),
+    "account": ("MaxNameBytes", "account"), "qos": ("MaxNameBytes", "QoS"),
+    "submit_host": ("MaxNameBytes", "submit host"), "comment": ("MaxCommentBytes", "comment"),
+    "cwd": ("MaxPathBytes", "working directory"), "submit_dir": ("MaxPathBytes", "submit directory"),
+    "output": ("MaxPathBytes", "output path"), "error": ("MaxPathBytes", "error path"),
+    "input": ("MaxPathBytes", "input path"), "interpreter": ("MaxPathBytes", "interpreter"),
+    "export": ("MaxEnvBytes", "export list"), "extra_attr": ("MaxCommentBytes", "extra attributes"),
+}
+_OPEN_MODES = ("", "append", "truncate")
+
+
+def _has_control(text: str) -> bool:
+    """True if ``text`` holds a control character (C0 incl. newline, tab and NUL; DEL; C1)."""
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite positive number, or :class:`JobRejected`."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise JobRejected(f"{what} must be a number") from None
+    if not math.isfinite(x) or x <= 0:
+        raise JobRejected(f"{what} must be a positive finite number")
+    return x
+
+
+def _count(value: Any, what: str, maximum: int) -> int:
+    """A whole number in ``[0, maximum]`` (None/empty is 0), or :class:`JobRejected`."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise JobRejected(f"{what} must be a whole number")
+    try:
+        x = float(value) if not isinstance(value, int) else value
+    except ValueError:
+        raise JobRejected(f"{what} must be a whole number") from None
+    if isinstance(x, float) and (not math.isfinite(x) or x != int(x)):
+        raise JobRejected(f"{what} must be a whole number")
+    x = int(x)
+    if x < 0:
+        raise JobRejected(f"{what} must not be negative")
+    if x > maximum:
+        raise JobRejected(f"{what} {x} exceeds the maximum of {maximum}")
+    return x
+
+
+def _check_name(value: Any, what: str, maximum: int) -> None:
+    """A string of at most ``maximum`` UTF-8 bytes without control characters."""
+    if not isinstance(value, str):
+        raise JobRejected(f"{what} must be text")
+    if len(value.encode("utf-8", "surrogatepass")) > maximum:
+        raise JobRejected(f"{what} is longer than {maximum} bytes")
+    if _has_control(value):
+        raise JobRejected(f"{what} contains a control character (newline, NUL, ...)")
+
+
+def check_text_fields(spec: dict[str, Any], cfg: ClusterConfig) -> None:
+    """Refuse over-long text fields and control characters in them (limits from ``CraneCtld``)."""
+    lim = cfg.CraneCtld
+    for field, (key, what) in _TEXT_FIELDS.items():
+        value = spec.get(field)
+        if value is not None and value != "":
+            _check_name(value, what, getattr(lim, key))
+    cmd = spec.get("cmd_line") or ""
+    if not isinstance(cmd, str) or "\x00" in cmd or len(cmd.encode("utf-8", "surrogatepass")) > lim.MaxScriptBytes:
+        raise JobRejected("the command line is not text or too long")
+    if spec.get("open_mode") not in (*_OPEN_MODES, None):
+        raise JobRejected(f"open mode must be append or truncate, not {str(spec.get('open_mode'))[:32]!r}")
+
+
+def _check_env(env: Any, cfg: ClusterConfig) -> None:
+    """At most ``MaxEnvVars`` variables of ``MaxEnvBytes`` in all; names without ``=``, nothing with NUL."""
+    lim = cfg.CraneCtld
+    if not isinstance(env, dict):
+        raise JobRejected("the environment must be a mapping")
+    if len(env) > lim.MaxEnvVars:
+        raise JobRejected(f"{len(env)} environment variables exceed the maximum of {lim.MaxEnvVars} "
+                          "(CraneCtld.MaxEnvVars)")
+    total = 0
+    for k, v in env.items():
+        if not isinstance(k, str) or not isinstance(v, str) or not k or "=" in k or "\x00" in k or "\x00" in v:
+            raise JobRejected("an environment variable has an invalid name or value")
+        total += len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8", "surrogatepass")) + 2
+    if total > lim.MaxEnvBytes:
+        raise JobRejected(f"the environment ({total} bytes) exceeds the maximum of {lim.MaxEnvBytes} bytes "
+                          "(CraneCtld.MaxEnvBytes)")
+
+
+def recheck_spec(spec: dict[str, Any], cfg: ClusterConfig, uid: int, user: str, gid: int) -> None:
+    """Validate what the job filters returned: the same bounds as at submission, the same owner.
+
+    A filter may change the request (partition, account, limits...), but it cannot hand the job to
+    another user or push a field out of its range; raises :class:`JobRejected`.
+    """
+    lim = cfg.CraneCtld
+    if spec.get("uid") != uid or spec.get("user") != user or spec.get("gid") != gid:
+        raise JobRejected("a job filter changed the job's owner")
+    check_text_fields(spec, cfg)
+    part = next((p for p in cfg.Partitions if p.name == spec.get("partition")), None)
+    if part is None:
+        raise JobRejected(f"a job filter chose partition {str(spec.get('partition'))[:64]!r}, which does not exist")
+    cpt = _number(spec.get("cpus_per_task"), "cpus-per-task")
+    cpn = _number(spec.get("cpus_per_node"), "cpus per node")
+    if cpt < lim.MinCpusPerTask or cpn < lim.MinCpusPerTask or cpn > lim.MaxCpusPerNode:
+        raise JobRejected("a job filter set the CPUs out of range")
+    if not 1 <= _count(spec.get("node_num"), "nodes", lim.MaxNodesPerJob):
+        raise JobRejected("a job filter set the node count out of range")
+    if not 1 <= _count(spec.get("ntasks_per_node"), "ntasks-per-node", lim.MaxTasksPerJob):
+        raise JobRejected("a job filter set the tasks per node out of range")
+    if _count(spec.get("mem_per_node"), "memory per node", MAX_MEM) < lim.MinMemPerNode:
+        raise JobRejected("a job filter set the memory below the minimum")
+    tl = _count(spec.get("time_limit"), "time limit", lim.MaxTimeLimit)
+    if (part.MaxTimeLimit and not 1 <= tl <= part.MaxTimeLimit):
+        raise JobRejected("a job filter set the time limit out of range")
+    for k, v in (spec.get("gres") or {}).items():
+        _check_name(k, "gres name", lim.MaxNameBytes)
+        _count(v, f"gres {k}", MAX_GRES)
+    script = spec.get("script", "")
+    if not isinstance(script, str) or len(script.encode("utf-8", "surrogatepass")) > lim.MaxScriptBytes:
+        raise JobRejected("a job filter made the script too large")
+    _check_env(spec.get("env") or {}, cfg)
+
 
 class Job(SchedJob):
     """A job known to the controller (pending, running or recently ended)."""
@@ -30,7 +157,7 @@ class Job(SchedJob):
         "name", "gid", "state", "reason", "start_time", "end_time", "ntasks_per_node", "cpus_per_task",
         "exit_code", "alloc_nodes", "cwd", "cmd_line", "comment", "stdout", "stderr", "dispatch_time",
         "epoch", "usage_cpu_ms", "usage_mem_peak", "no_requeue", "requeue", "submit_host", "head_node",
-        "cancel_requested", "devices", "planned_start",
+        "cancel_requested", "devices", "planned_start", "hold_admin",
     )
 
     def rt(self) -> dict[str, Any]:
@@ -41,6 +168,7 @@ class Job(SchedJob):
             "pin": self.pinned_priority, "ucpu": self.usage_cpu_ms, "umem": self.usage_mem_peak,
             "dispatch": self.dispatch_time, "tl": self.time_limit, "cancel": self.cancel_requested,
             **({"devs": self.devices} if self.devices else {}),
+            **({"hadm": True} if self.hold_admin else {}),
         }
 
     def apply_rt(self, rt: dict[str, Any]) -> None:
@@ -61,6 +189,7 @@ class Job(SchedJob):
         self.time_limit = rt.get("tl", self.time_limit)
         self.cancel_requested = rt.get("cancel", False)
         self.devices = rt.get("devs") or {}
+        self.hold_admin = bool(rt.get("hadm", False))
 
 
 def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:
@@ -104,6 +233,7 @@ def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:
     j.cancel_requested = False
     j.devices = {}
     j.planned_start = 0.0
+    j.hold_admin = False
     return j
 
 
@@ -113,10 +243,13 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
     Mechanism only: the partition (named or default) must exist, the user must be known, and the
     request is folded into per-node amounts with the partition's defaults and limits. Whether the
     account may use the partition and whether its nodes could ever hold the request are policy:
-    the job filters decide (the bundled ``submit_checks``). Raises :class:`JobRejected` with a
-    one-line reason.
+    the job filters decide (the bundled ``submit_checks``). Every field is bounded first (the
+    ``CraneCtld`` limits: CPU share and memory floors, counts, sizes of script, environment, names,
+    comments and paths, no control characters; docs/security.md "Input bounds and privacy").
+    Raises :class:`JobRejected` with a one-line reason.
     """
     spec = dict(raw)
+    check_text_fields(spec, cfg)
     part_name = spec.get("partition") or cfg.DefaultPartition
     part = next((p for p in cfg.Partitions if p.name == part_name), None)
     if part is None:
@@ -127,12 +260,13 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
     except KeyError:
         raise JobRejected(f"user {user} (uid {uid}) is unknown on the controller host") from None
 
-    cpus_per_task = float(spec.get("cpus_per_task") or 1.0)
-    if cpus_per_task <= 0 or not math.isfinite(cpus_per_task):
-        raise JobRejected("cpus-per-task must be positive")
-    ntasks = int(spec.get("ntasks") or 0)
-    tpn = int(spec.get("ntasks_per_node") or 0)
-    node_num = int(spec.get("node_num") or 0)
+    lim = cfg.CraneCtld
+    cpus_per_task = _number(spec.get("cpus_per_task") or 1.0, "cpus-per-task")
+    if cpus_per_task < lim.MinCpusPerTask:
+        raise JobRejected(f"cpus-per-task {cpus_per_task:g} is below the minimum of {lim.MinCpusPerTask:g} CPU")
+    ntasks = _count(spec.get("ntasks"), "ntasks", lim.MaxTasksPerJob)
+    tpn = _count(spec.get("ntasks_per_node"), "ntasks-per-node", lim.MaxTasksPerJob)
+    node_num = _count(spec.get("node_num"), "nodes", lim.MaxNodesPerJob)
     if node_num == 0:
         node_num = math.ceil(ntasks / tpn) if (ntasks and tpn) else 1
     if tpn == 0:
@@ -140,29 +274,56 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
     if ntasks and ntasks > node_num * tpn:
         raise JobRejected(f"{ntasks} tasks do not fit on {node_num} node(s) with {tpn} task(s) per node")
     cpus_per_node = tpn * cpus_per_task
+    if cpus_per_node > lim.MaxCpusPerNode:
+        raise JobRejected(f"{cpus_per_node:g} CPUs per node exceed the maximum of {lim.MaxCpusPerNode:g}")
 
-    mem = int(spec.get("mem_per_node") or 0)
+    mem = _count(spec.get("mem_per_node"), "memory per node", MAX_MEM)
+    if mem and mem < lim.MinMemPerNode:
+        raise JobRejected(f"memory per node {mem} bytes is below the minimum of {lim.MinMemPerNode >> 20} MiB")
     if not mem and spec.get("mem_per_cpu"):
-        mem = int(spec["mem_per_cpu"] * cpus_per_node)
+        mem = int(_count(spec["mem_per_cpu"], "memory per CPU", MAX_MEM) * cpus_per_node)
     if not mem:
         mem = int((part.DefaultMemPerCpu or cfg.DefaultMemPerCpu) * cpus_per_node)
+    mem = max(mem, lim.MinMemPerNode)  # amounts derived per CPU are raised to the floor
+    if mem > MAX_MEM:
+        raise JobRejected("memory per node is larger than 1 EiB")
     if part.MaxMemPerCpu and mem > part.MaxMemPerCpu * cpus_per_node:
         raise JobRejected(f"memory per node exceeds MaxMemPerCpu of partition '{part_name}'")
 
-    tl = int(spec.get("time_limit") or 0) or part.DefaultTimeLimit or part.MaxTimeLimit
+    tl = _count(spec.get("time_limit"), "time limit", 2**63) or part.DefaultTimeLimit or part.MaxTimeLimit
     if part.MaxTimeLimit and tl > part.MaxTimeLimit:
         raise JobRejected(f"time limit exceeds the maximum of partition '{part_name}'")
+    if tl > lim.MaxTimeLimit:
+        raise JobRejected(f"time limit exceeds the cluster maximum of {lim.MaxTimeLimit} seconds")
+    begin = spec.get("begin_time") or 0
+    if not isinstance(begin, int | float) or not math.isfinite(begin) or not 0 <= begin <= now + MAX_BEGIN_AHEAD:
+        raise JobRejected("begin time must be a time within the next ten years")
 
     nodelist = list(spec.get("nodelist") or [])
     exclude = set(spec.get("exclude") or [])
+    for what, names in (("node list", nodelist), ("excluded node list", exclude)):
+        if len(names) > lim.MaxNodesPerJob:
+            raise JobRejected(f"the {what} names more than {lim.MaxNodesPerJob} nodes")
+        for n in names:
+            _check_name(n, what, lim.MaxNameBytes)
     if nodelist and len(nodelist) > node_num:
         node_num = len(nodelist)
-    gres = {k: int(v) for k, v in (spec.get("gres") or {}).items() if int(v) > 0}
+        if node_num > lim.MaxNodesPerJob:
+            raise JobRejected(f"nodes {node_num} exceeds the maximum of {lim.MaxNodesPerJob}")
+    gres: dict[str, int] = {}
+    for k, v in (spec.get("gres") or {}).items():
+        _check_name(k, "gres name", lim.MaxNameBytes)
+        count = _count(v, f"gres {k}", MAX_GRES)
+        if count > 0:
+            gres[k] = count
     script = spec.get("script", "")
-    if not script.strip():
+    if not isinstance(script, str) or not script.strip():
         raise JobRejected("the batch script is empty")
     if "\x00" in script:
         raise JobRejected("the batch script is not text")
+    if len(script.encode("utf-8", "surrogatepass")) > lim.MaxScriptBytes:
+        raise JobRejected(f"the batch script is larger than {lim.MaxScriptBytes} bytes (CraneCtld.MaxScriptBytes)")
+    _check_env(spec.get("env") or {}, cfg)
 
     spec.update(
         partition=part_name, uid=uid, gid=gid, user=user, node_num=node_num, ntasks_per_node=tpn,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -22,11 +24,15 @@ log = logging.getLogger("cranectld.api")
 
 _DEFAULT_STATES = {JobState.Pending, JobState.Running, JobState.Configuring, JobState.Starting,
                    JobState.Completing, JobState.Suspended}
-_MAX_SUBMIT = 100_000
+_KNOWN_STATES = frozenset(int(s) for s in JobState)
 
 
-def job_info(job: Job, now: float) -> Any:
-    """Convert a job record to the public ``JobInfo`` message."""
+def job_info(job: Job, now: float, private: bool = False) -> Any:
+    """Convert a job record to the public ``JobInfo`` message.
+
+    ``private``: the caller may not see the job's details (another user's job): its command line,
+    comment, working directory, output paths and submit host are left out.
+    """
     info = pb.JobInfo(
         job_id=job.job_id, name=job.name, user=job.user, uid=job.uid, gid=job.gid, account=job.account,
         partition=job.partition, qos=job.qos, status=int(job.state), type=pb.Batch, time_limit=job.time_limit,
@@ -56,7 +62,22 @@ def job_info(job: Job, now: float) -> Any:
         info.exclude_nodes = ",".join(sorted(job.exclude))
     if job.gres_per_node:
         info.gres = ",".join(f"{k}:{v}" for k, v in job.gres_per_node.items())
+    if private:
+        for name in _PRIVATE_FIELDS:
+            info.ClearField(name)
     return info
+
+
+_PRIVATE_FIELDS = ("comment", "cmd_line", "cwd", "stdout_path", "stderr_path", "submit_host")
+_USAGE_FIELDS = ("usage_cpu_ms", "usage_mem_peak")
+
+
+def _states(values: Any, context: grpc.ServicerContext) -> set[JobState]:
+    """The requested job states; an unknown number ends the call with INVALID_ARGUMENT."""
+    bad = [v for v in values if v not in _KNOWN_STATES]
+    if bad:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown job state {bad[0]}")
+    return {JobState(v) for v in values}
 
 
 def spec_dict(spec: Any) -> dict:
@@ -68,6 +89,27 @@ def spec_dict(spec: Any) -> dict:
     if "gres" in d:
         d["gres"] = {k: int(v) for k, v in d["gres"].items()}
     return d
+
+
+def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a malformed value that slipped past the checks into INVALID_ARGUMENT (one line, logged).
+
+    A request must never reach its caller as a server exception (gRPC's UNKNOWN with a traceback).
+    """
+    @functools.wraps(method)
+    def call(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except (ValueError, TypeError, OverflowError, KeyError, UnicodeError) as exc:
+            log.warning("%s: refused a malformed request: %s: %s", method.__name__, type(exc).__name__, exc)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: {_one_line(exc)}")
+    return call
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a refusal must not forge output rows)."""
+    text = " ".join(str(exc).split())
+    return text[:1000]
 
 
 class CraneCtldService(pbg.CraneCtldServicer):
@@ -85,41 +127,63 @@ class CraneCtldService(pbg.CraneCtldServicer):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid credentials (token missing, bad or expired)")
         return ident
 
+    def _authorized(self, context: grpc.ServicerContext, method: str, action: str) -> Identity:
+        """Authenticate the call and ask ``crane_authorize`` for ``action`` (no target); abort if denied."""
+        ident = self._identity(context, method)
+        if not self.ctl._authorized(ident, action, None):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"Permission denied: {action} is not allowed")
+        return ident
+
+    def _bounded(self, context: grpc.ServicerContext, *lists: Any) -> None:
+        """Refuse (INVALID_ARGUMENT) a request naming more than ``CraneCtld.MaxHostlistExpand`` items in a list."""
+        most = self.ctl.cfg.CraneCtld.MaxHostlistExpand
+        if any(len(items) > most for items in lists):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a request may name at most {most} items per list")
+
     # -- jobs --------------------------------------------------------------
+    @_guarded
     def SubmitBatchJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Submit one batch job."""
         ident = self._identity(context, "SubmitBatchJob")
         try:
             (jid,) = self.ctl.submit([spec_dict(request.job)], ident)
         except (JobRejected, Denied, CraneError) as exc:
-            return pb.SubmitBatchJobReply(ok=False, reason=str(exc))
+            return pb.SubmitBatchJobReply(ok=False, reason=_one_line(exc))
         return pb.SubmitBatchJobReply(ok=True, job_id=jid)
 
+    @_guarded
     def SubmitBatchJobs(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Submit one job ``count`` times, or a list of jobs, atomically."""
         ident = self._identity(context, "SubmitBatchJobs")
         specs = [spec_dict(j) for j in request.jobs]
         if request.HasField("job"):
             count = request.count or 1
-            if count > _MAX_SUBMIT:
-                return pb.SubmitBatchJobsReply(ok=False, reason=f"at most {_MAX_SUBMIT} jobs per call")
+            most = self.ctl.cfg.CraneCtld.MaxJobsPerSubmit
+            if count + len(specs) > most:
+                return pb.SubmitBatchJobsReply(ok=False, reason=f"at most {most} jobs per call")
             one = spec_dict(request.job)
             specs += [one] * count
         if not specs:
             return pb.SubmitBatchJobsReply(ok=False, reason="no job given")
+        if len(specs) > self.ctl.cfg.CraneCtld.MaxJobsPerSubmit:
+            return pb.SubmitBatchJobsReply(ok=False, reason=f"at most {self.ctl.cfg.CraneCtld.MaxJobsPerSubmit} "
+                                           "jobs per call")
         try:
             ids = self.ctl.submit(specs, ident)
         except (JobRejected, Denied, CraneError) as exc:
-            return pb.SubmitBatchJobsReply(ok=False, reason=str(exc))
+            return pb.SubmitBatchJobsReply(ok=False, reason=_one_line(exc))
         return pb.SubmitBatchJobsReply(ok=True, job_ids=ids)
 
+    @_guarded
     def QueryJobsInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """List jobs matching the filters (pending and running by default)."""
-        self._identity(context, "QueryJobsInfo")
+        ident = self._authorized(context, "QueryJobsInfo", "job.query")
+        self._bounded(context, request.job_ids, request.names, request.users, request.nodes)
         ctl = self.ctl
         now = ctl.clock()
-        states = {JobState(s) for s in request.states} or (
+        states = _states(request.states, context) or (
             None if request.include_finished else _DEFAULT_STATES)
+        private_jobs, private_usage = (k in ctl.cfg.CraneCtld.PrivateData for k in ("jobs", "usage"))
         ids = set(request.job_ids)
         names, users = set(request.names), set(request.users)
         accounts, parts, qos = set(request.accounts), set(request.partitions), set(request.qos)
@@ -144,20 +208,31 @@ class CraneCtldService(pbg.CraneCtldServicer):
                     continue
                 out.append(job)
             out.sort(key=lambda j: j.job_id)
+            viewable = {j.job_id for j in out if j.uid == ident.uid or ctl._authorized(ident, "job.view", j)}
+            if private_jobs:
+                out = [j for j in out if j.job_id in viewable]
             if limit:
                 out = out[:limit]
-            infos = [job_info(j, now) for j in out]
+            infos = []
+            for j in out:
+                info = job_info(j, now, private=j.job_id not in viewable)
+                if private_usage and j.job_id not in viewable:
+                    for name in _USAGE_FIELDS:
+                        info.ClearField(name)
+                infos.append(info)
         return pb.QueryJobsInfoReply(ok=True, jobs=infos)
 
+    @_guarded
     def CancelJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Cancel jobs by id and/or filters."""
         ident = self._identity(context, "CancelJob")
+        self._bounded(context, request.job_ids, request.nodes)
         ctl = self.ctl
         ids = list(request.job_ids)
         filtered = request.name or request.partition or request.account or request.user or request.states or \
             request.nodes
         if filtered:
-            states = {JobState(s) for s in request.states} or _DEFAULT_STATES
+            states = _states(request.states, context) or _DEFAULT_STATES
             nodes = set(request.nodes)
             with ctl.lock:
                 pool = [ctl.jobs[i] for i in ids if i in ctl.jobs] if ids else list(ctl.jobs.values())
@@ -171,6 +246,7 @@ class CraneCtldService(pbg.CraneCtldServicer):
         return pb.CancelJobReply(cancelled=done, not_cancelled=[f[0] for f in failed],
                                  reasons=[f[1] for f in failed])
 
+    @_guarded
     def ModifyJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Pin priority, hold/release, or change a time limit."""
         ident = self._identity(context, "ModifyJob")
@@ -183,9 +259,11 @@ class CraneCtldService(pbg.CraneCtldServicer):
         return pb.ModifyJobReply(modified=done, not_modified=[f[0] for f in failed], reasons=[f[1] for f in failed])
 
     # -- nodes and partitions ---------------------------------------------------
+    @_guarded
     def QueryCranedInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Nodes with capacity, allocation and state."""
-        self._identity(context, "QueryCranedInfo")
+        self._authorized(context, "QueryCranedInfo", "node.query")
+        self._bounded(context, request.names)
         wanted = set(request.names)
         out = []
         with self.ctl.lock:
@@ -203,9 +281,10 @@ class CraneCtldService(pbg.CraneCtldServicer):
                     gres_alloc=",".join(f"{k}:{s.gres_total[k] - s.gres_free.get(k, 0)}" for k in s.gres_total)))
         return pb.QueryCranedInfoReply(nodes=out)
 
+    @_guarded
     def QueryPartitionInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Partitions with their nodes and totals."""
-        self._identity(context, "QueryPartitionInfo")
+        self._authorized(context, "QueryPartitionInfo", "partition.query")
         wanted = set(request.names)
         ctl = self.ctl
         out = []
@@ -226,9 +305,11 @@ class CraneCtldService(pbg.CraneCtldServicer):
                     max_time_limit=pc.MaxTimeLimit))
         return pb.QueryPartitionInfoReply(partitions=out)
 
+    @_guarded
     def ModifyNode(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Drain or resume nodes, or confirm they are down (powered off: nothing of their jobs runs there)."""
         ident = self._identity(context, "ModifyNode")
+        self._bounded(context, request.names)
         state = request.state.lower()
         if state not in ("drain", "resume", "down"):
             return pb.ModifyNodeReply(not_modified=list(request.names),
@@ -242,9 +323,10 @@ class CraneCtldService(pbg.CraneCtldServicer):
             ok, bad = self.ctl.set_drain(list(request.names), state == "drain", request.reason, ident)
         return pb.ModifyNodeReply(modified=ok, not_modified=[b[0] for b in bad], reasons=[b[1] for b in bad])
 
+    @_guarded
     def QueryServerInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Version, cluster and who the caller is."""
-        ident = self._identity(context, "QueryServerInfo")
+        ident = self._authorized(context, "QueryServerInfo", "server.query")
         ctl = self.ctl
         return pb.ServerInfoReply(version=__version__, cluster_name=ctl.cluster,
                                   scheduler=self.scheduler_name, identity=f"{ident.user}({ident.uid})",

@@ -11,6 +11,11 @@ Layout: ``jobs(id, state, spec, rt)`` where ``spec`` is the immutable
 submission (JSON, including script and environment, which the controller does
 not keep in memory) and ``rt`` the mutable runtime record (JSON); ``meta``
 holds counters; ``nodes`` holds administrative node state (drain).
+
+Privacy: the journal holds every user's scripts and environments, so its directory is made
+0700 and the database with its ``-wal``/``-shm`` files 0600 (fixed at every start, and created
+under a 0077 umask). Once a job has ended, its bulky private fields (``script``, ``env``) are
+dropped from its stored spec (:data:`COMPACTED_FIELDS`); what queries and history need stays.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from crane_common.states import FINAL_STATES
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, state INTEGER NOT NULL, spec TEXT NOT NULL, rt TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
@@ -30,18 +37,43 @@ CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, drain INTEGER NOT NULL,
 """
 
 
+FINAL_STATE_NUMBERS = tuple(int(s) for s in FINAL_STATES)
+COMPACTED_FIELDS = ("script", "env")
+_COMPACT = ("UPDATE jobs SET spec=json_remove(spec, " + ", ".join(f"'$.{f}'" for f in COMPACTED_FIELDS)
+            + f") WHERE id=? AND state IN ({','.join(map(str, FINAL_STATE_NUMBERS))})")
+
+
+def _private_files(path: str) -> None:
+    """Make the database's directory 0700 and the database files 0600, owned as they are."""
+    os.chmod(os.path.dirname(os.path.abspath(path)), 0o700)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.chmod(path + suffix, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 class StateStore:
     """Thread-safe wrapper around one SQLite connection (the controller serialises writes anyway)."""
 
     def __init__(self, path: str, durable: bool = False) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.execute("PRAGMA cache_size=-8000")  # 8 MB page cache: memory stays bounded
-        self._db.executescript(_SCHEMA)
+        old_umask = os.umask(0o077)  # the -wal and -shm files are created later, with this umask too
+        try:
+            fresh = not os.path.exists(path)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            if fresh:
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # space of compacted jobs is given back
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._db.execute("PRAGMA cache_size=-8000")  # 8 MB page cache: memory stays bounded
+            self._db.executescript(_SCHEMA)
+        finally:
+            os.umask(old_umask)
+        _private_files(path)
         self._lock = threading.Lock()
+        self.compact_ended()
 
     def close(self) -> None:
         """Close the database."""
@@ -67,6 +99,7 @@ class StateStore:
             try:
                 db.executemany("INSERT OR REPLACE INTO jobs(id, state, spec, rt) VALUES (?,?,?,?)", inserts)
                 db.executemany("UPDATE jobs SET state=?, rt=? WHERE id=?", updates)
+                db.executemany(_COMPACT, ((u[2],) for u in updates if u[0] in FINAL_STATE_NUMBERS))
                 db.executemany("DELETE FROM jobs WHERE id=?", ((i,) for i in deletes))
                 if meta:
                     db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)",
@@ -75,6 +108,19 @@ class StateStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def compact_ended(self) -> int:
+        """Drop script and environment from every ended job still holding them (at start); return how many."""
+        cond = " OR ".join(f"json_type(spec, '$.{f}') IS NOT NULL" for f in COMPACTED_FIELDS)
+        final = ",".join(map(str, FINAL_STATE_NUMBERS))
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(f"SELECT id FROM jobs WHERE state IN ({final}) AND ({cond})")]
+            if ids:
+                self._db.execute("BEGIN")
+                self._db.executemany(_COMPACT, ((i,) for i in ids))
+                self._db.execute("COMMIT")
+                self._db.execute("PRAGMA incremental_vacuum")
+        return len(ids)
 
     def set_node(self, name: str, drain: bool, reason: str) -> None:
         """Persist a node's administrative state."""

@@ -6,10 +6,14 @@ the controller host can read the key and so mints its own tokens; nobody else
 can. Client-declared user ids are never looked at.
 
 Authorization (first part; accounts, QoS and coordinators come later):
-anyone authenticated may submit and query; a user may cancel or modify only
-their own jobs; operators, admins and root (by token level, or by being
-listed in ``Auth.Admins``) may act on any job and on nodes; pinning a job's
-priority is for admins only.
+anyone authenticated may submit and call the query RPCs (``job.query``,
+``node.query``, ``partition.query``, ``server.query``); a user may see the
+details of (``job.view``), cancel, hold, release and lower the time limit of
+only her own jobs; raising a time limit (``job.time_limit.raise``), releasing
+a hold an operator or admin placed (``job.release_admin_hold``), pinning a
+priority (``job.priority``) and every ``node.*`` action are for operators,
+admins and root (by token level, or by being listed in ``Auth.Admins``), who
+may also act on any job. Every other action is denied.
 """
 
 from __future__ import annotations
@@ -23,8 +27,12 @@ from crane_kernel.auth_types import ADMIN_LEVELS, CallInfo, Identity
 
 log = logging.getLogger(__name__)
 
-_OWNER_ACTIONS = {"job.cancel", "job.modify"}
-_ANYONE_ACTIONS = {"job.submit", "job.query", "node.query"}
+_OWNER_ACTIONS = frozenset({"job.cancel", "job.modify", "job.hold", "job.release", "job.time_limit.lower",
+                            "job.view"})
+_ANYONE_ACTIONS = frozenset({"job.submit", "job.query", "node.query", "partition.query", "server.query"})
+_OPERATOR_ACTIONS = frozenset({"job.cancel", "job.modify", "job.hold", "job.release", "job.time_limit.lower",
+                               "job.view", "job.time_limit.raise", "job.release_admin_hold", "job.priority",
+                               "node.modify", "node.drain", "node.resume", "node.down"})
 
 
 class RbacAuth:
@@ -76,13 +84,12 @@ class RbacAuth:
 
     @hookimpl
     def crane_authorize(self, identity: Identity, action: str, target: Any) -> bool | None:
-        """Owner-or-admin rules for jobs, admin-only for nodes and priority."""
+        """Owner-or-operator rules for jobs, operator-only for nodes, limits raised and admin holds; deny the rest."""
         if action in _ANYONE_ACTIONS:
             return True
         if identity.is_admin:
-            return True
-        if action == "job.priority" or action.startswith("node."):
-            return False
+            return action in _OPERATOR_ACTIONS
         if action in _OWNER_ACTIONS:
-            return getattr(target, "uid", None) == identity.uid
-        return None
+            uid = getattr(target, "uid", None)
+            return uid is not None and uid == identity.uid
+        return False

@@ -15,6 +15,9 @@ from crane_kernel.errors import ConfigError
 VERSIONS = ("auto", "v1", "v2")
 DEFAULT_ROOT = "/sys/fs/cgroup"
 DEFAULT_PREFIX = "crane"
+DEFAULT_PIDS_MAX = 4096
+"""Processes and threads per job unless ``PidsMax`` says otherwise (0 = no limit): a fork bomb
+in one job cannot exhaust the node's pid space, while builds and thread pools fit easily."""
 
 
 KEYS = ("Version", "Root", "Prefix", "PidsMax")
@@ -26,13 +29,13 @@ class RuntimeConfig:
 
     Job cgroups live at ``<controller>/<prefix>/<node>/job_<id>`` under
     ``root``; ``pids_max`` limits the processes (and threads) of each job
-    (0 = no limit).
+    (default :data:`DEFAULT_PIDS_MAX`; 0 = no limit).
     """
 
     version: str = "auto"
     root: str = DEFAULT_ROOT
     prefix: str = DEFAULT_PREFIX
-    pids_max: int = 0
+    pids_max: int = DEFAULT_PIDS_MAX
 
 
 def parse_config(config: dict[str, Any] | None) -> RuntimeConfig:
@@ -53,9 +56,9 @@ def parse_config(config: dict[str, Any] | None) -> RuntimeConfig:
     prefix = lowered.get("prefix")
     prefix = DEFAULT_PREFIX if prefix is None or prefix == "" else str(prefix).strip("/")
     _check_components(prefix, "Prefix")
-    pids_max = lowered.get("pidsmax", 0)
+    pids_max = lowered.get("pidsmax", DEFAULT_PIDS_MAX)
     if pids_max is None:
-        pids_max = 0
+        pids_max = DEFAULT_PIDS_MAX
     if isinstance(pids_max, str) and pids_max.strip().isdigit():
         pids_max = int(pids_max)
     if isinstance(pids_max, bool) or not isinstance(pids_max, int) or pids_max < 0:

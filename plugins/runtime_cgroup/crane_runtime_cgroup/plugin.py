@@ -32,7 +32,7 @@ class CgroupRuntime:
     Instantiated by stevedore without arguments; the kernel then hands it its
     settings through ``crane_plugin_configure`` (``Version``: auto|v1|v2,
     ``Root``: default ``/sys/fs/cgroup``, ``Prefix``: default ``crane``,
-    ``PidsMax``: per-job process limit, default 0 = none). Steps with a
+    ``PidsMax``: per-job process limit, default 4096, 0 = none). Steps with a
     ``container_image`` are left to a container runtime. The kernel calls the
     hooks that take a handle only for steps this plugin launched.
     """

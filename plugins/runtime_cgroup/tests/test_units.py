@@ -22,7 +22,8 @@ from crane_runtime_cgroup.v1 import CgroupV1Backend
 
 
 def test_parse_config_defaults_and_values() -> None:
-    assert parse_config({}) == RuntimeConfig("auto", "/sys/fs/cgroup", "crane", 0) == RuntimeConfig()
+    assert parse_config({}) == RuntimeConfig("auto", "/sys/fs/cgroup", "crane", 4096) == RuntimeConfig()
+    assert parse_config({"PidsMax": 0}).pids_max == 0                # explicitly no limit
     assert parse_config({"Prefix": None, "PidsMax": None}) == RuntimeConfig()
     cfg = parse_config({"Version": "V2", "Root": "/tmp/cg", "Prefix": "/crane_x/", "PidsMax": 12})
     assert cfg == RuntimeConfig("v2", "/tmp/cg", "crane_x", 12)
