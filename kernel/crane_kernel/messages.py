@@ -209,6 +209,7 @@ class FreeJob(BusMessage):
 
     kind: Literal["free_job"] = "free_job"
     job_id: int
+    epoch: int = Field(0, ge=0)  # the launch it is about; 0 = any (a newer launch's directory is kept)
 
 
 # --- events: crane:{cluster}:events -----------------------------------------------------------

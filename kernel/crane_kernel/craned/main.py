@@ -267,7 +267,7 @@ class Craned:
                 elif isinstance(msg, m.TerminateStep):
                     self._terminate(msg)
                 elif isinstance(msg, m.FreeJob):
-                    self._free(msg.job_id)
+                    self._free(msg.job_id, msg.epoch)
                 elif isinstance(msg, m.UpdateStep):
                     request_time_limit(self._job_dir(msg.job_id), msg.time_limit, msg.epoch)
                 else:
@@ -306,7 +306,16 @@ class Craned:
             os.mkdir(d, 0o700)
             touch_marker(os.path.join(d, "cancelled"))
 
-    def _free(self, job_id: int) -> None:
+    def _free(self, job_id: int, epoch: int = 0) -> None:
+        """Forget a job the controller has recorded as ended — unless a newer launch of it is here.
+
+        A FreeJob about launch ``epoch`` can arrive after the job was requeued and launched here
+        again (the same directory): removing it then would pull the new supervisor's files away.
+        """
+        if epoch and self.launched.get(job_id, 0) > epoch:
+            log.info("job %d: FreeJob for launch %d ignored, launch %d is here", job_id, epoch,
+                     self.launched[job_id])
+            return
         d = self._job_dir(job_id)
         if os.path.lexists(d) and not supervisor_alive(d):
             self._remove_job(job_id)

@@ -90,7 +90,7 @@ class NodeMessagesMixin:
         if job is None or job.state in FINAL_STATES or job.state == JobState.Pending or \
                 (epoch and epoch != job.epoch):
             if msg.state != "running":
-                outbox.append((self.node_stream(msg.node), m.FreeJob(job_id=msg.job_id)))
+                outbox.append((self.node_stream(msg.node), m.FreeJob(job_id=msg.job_id, epoch=epoch or 0)))
                 return rc.final_status(self, msg, now)  # a held job's step ended: its node confirms
             return []
         if msg.state == "running":
@@ -110,7 +110,7 @@ class NodeMessagesMixin:
                 state = JobState.Cancelled
         job.usage_cpu_ms = msg.cpu_time_ms
         job.usage_mem_peak = msg.mem_peak
-        outbox.append((self.node_stream(msg.node), m.FreeJob(job_id=msg.job_id)))
+        outbox.append((self.node_stream(msg.node), m.FreeJob(job_id=msg.job_id, epoch=epoch or 0)))
         return self._finish(job, state, msg.exit_code, msg.time or now, outbox, persist=False,
                             reason=msg.reason)
 

@@ -181,7 +181,7 @@ def reconcile_node(ctl: "Controller", node: "NodeState", live: dict[int, int], e
         if confirms(held, name, live, ended):
             held.waiting.discard(name)
             if held.job_id in ended:
-                outbox.append((stream, m.FreeJob(job_id=held.job_id)))
+                outbox.append((stream, m.FreeJob(job_id=held.job_id, epoch=ended[held.job_id])))
             if held.waiting:
                 persist(ctl)
             else:
@@ -200,7 +200,7 @@ def reconcile_node(ctl: "Controller", node: "NodeState", live: dict[int, int], e
     for jid in ended:
         job = ctl.jobs.get(jid)
         if jid not in recon.held and (job is None or job.state in FINAL_STATES):
-            outbox.append((stream, m.FreeJob(job_id=jid)))
+            outbox.append((stream, m.FreeJob(job_id=jid, epoch=ended[jid])))
     # a job the controller thinks runs here that the node does not run: end it
     for job in recon.jobs_headed_on(name, ctl.running, now):
         jid = job.job_id
@@ -211,7 +211,7 @@ def reconcile_node(ctl: "Controller", node: "NodeState", live: dict[int, int], e
         if ended.get(jid) == job.epoch:
             # its directory is there, its supervisor gone, and no final status came before this report
             log.warning("job %d: the step supervisor on %s died without a final status", jid, name)
-            outbox.append((stream, m.FreeJob(job_id=jid)))
+            outbox.append((stream, m.FreeJob(job_id=jid, epoch=job.epoch)))
             state = JobState.Cancelled if job.cancel_requested else JobState.Failed
             updates += ctl._finish(job, state, EC_CRANED_DOWN, now, outbox, persist=False,
                                    reason=REASON_SUPERVISOR_LOST)
