@@ -28,7 +28,7 @@ def _write(path: str, data: Any) -> None:
 def _node(tmp_path: Any, redis_url: str) -> Craned:
     cfg = parse_config({"CraneBaseDir": str(tmp_path), "RedisUrl": redis_url, "ClusterName": "rep",
                         "Nodes": [{"name": "cn01", "cpu": 2, "memory": "1G"}],
-                        "Partitions": [{"name": "p", "nodes": "ALL"}]})
+                        "Partitions": [{"name": "p", "nodes": "ALL"}], "Bus": {"Auth": False}})
     return Craned(cfg, "cn01")
 
 
@@ -56,7 +56,7 @@ def _dirs(c: Craned) -> None:
 
 
 def _stream(c: Craned) -> list[Any]:
-    return [m.decode(fields[b"m"]) for _id, fields in c.bus.redis.xrange(c.bus.ctld_stream())]
+    return [m.decode(fields[b"m"]) for _id, fields in c.bus.redis.xrange(c.bus.report_stream("cn01"))]
 
 
 def test_heartbeat_lists_live_and_starting_steps_and_sends_results_first(tmp_path, redis_url):
