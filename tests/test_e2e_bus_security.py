@@ -235,9 +235,10 @@ def test_e_a_replayed_signed_command_is_refused(cluster):
 
 
 def test_f_a_status_with_an_absurd_time_is_refused_and_cqueue_keeps_working(cluster):
-    """(f) Before: one forged status with ``time=1e308`` made ``cqueue`` fail for every user, even after a
-    controller restart. Now it is refused at decode (dead-lettered), the job keeps running, and ``cqueue``
-    works, also after the controller restarted.
+    """(f) Before: one forged status with ``time=1e308`` ended the job (Completed) and left an end time no
+    client could convert: ``ccontrol show job`` failed (exit 3, re-run here on the old code; the issue saw plain
+    ``cqueue`` fail too), also after a controller restart. Now it is refused at decode (dead-lettered), the
+    job keeps running, and ``cqueue``/``ccontrol show job`` work, also after the controller restarted.
     """
     c = cluster
     info = _running_job(c, "cn01")
@@ -254,6 +255,7 @@ def test_f_a_status_with_an_absurd_time_is_refused_and_cqueue_keeps_working(clus
     assert c.job(jid).status == JobState.Running
     q = c.run("cqueue")
     assert q.returncode == 0 and str(jid) in q.stdout, q.stderr
+    assert c.run("ccontrol", "show", "job", str(jid)).returncode == 0
     dead = c.lc.bus("admin").redis.xrange(stream + ":dead")
     reasons = b" ".join(f.get(b"dlq_reason", b"") for _eid, f in dead)
     assert b"time" in reasons and b"exit_code" in reasons
@@ -263,6 +265,7 @@ def test_f_a_status_with_an_absurd_time_is_refused_and_cqueue_keeps_working(clus
     q = c.run("cqueue")
     assert q.returncode == 0 and str(jid) in q.stdout, q.stderr
     assert c.run("cqueue", "--json").returncode == 0
+    assert c.run("ccontrol", "show", "job", str(jid)).returncode == 0
     c.run("ccancel", str(jid))
     assert c.wait_done(jid).status == JobState.Cancelled
     # signed commands still work after the controller restart (a new, larger epoch)
