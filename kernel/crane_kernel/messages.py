@@ -11,11 +11,14 @@ field ``m``. Each carries
 
 Streams and what travels on them (see :class:`crane_kernel.bus.Bus` for the key names):
 
-=========================== ==================================================
-``crane:{cluster}:ctld``     :class:`NodeRegister`, :class:`NodeHeartbeat`, :class:`StepStatus`
-``crane:{cluster}:node:{n}`` :class:`LaunchStep`, :class:`TerminateStep`, :class:`FreeJob`
-``crane:{cluster}:events``   :class:`JobEvent`, :class:`NodeEvent`
-=========================== ==================================================
+============================= ==================================================
+``crane:{cluster}:report:{n}`` :class:`NodeRegister`, :class:`NodeHeartbeat`, :class:`StepStatus` (node n only)
+``crane:{cluster}:node:{n}``   :class:`LaunchStep`, :class:`TerminateStep`, :class:`FreeJob` (signed)
+``crane:{cluster}:events``     :class:`JobEvent`, :class:`NodeEvent`
+============================= ==================================================
+
+Every value is bounded (see :data:`MAX_TIME` and the annotated types below): a message with a
+time, exit code, count or name out of range is refused by :func:`decode`.
 
 Unknown fields are ignored, so a producer may add an optional field without a version bump;
 anything incompatible needs a new ``v``.
@@ -120,7 +123,7 @@ class BusMessage(BaseModel):
     id: MsgId = Field(default_factory=new_id)
 
 
-# --- to the controller: crane:{cluster}:ctld --------------------------------------------------
+# --- to the controller: crane:{cluster}:report:{node} --------------------------------------------------
 
 
 class NodeRegister(BusMessage):
