@@ -61,15 +61,15 @@ def test_malformed_config(tmp_path):
 
 
 def test_malformed_bus_messages_are_logged_and_skipped(cluster):
-    import redis
-
-    r = redis.Redis.from_url(cluster.lc.cfg.RedisUrl)
-    stream = f"crane:{cluster.lc.cfg.ClusterName}:ctld"
+    # the bus is closed: a node writes only its own report stream, the controller (or an admin) a node's stream
+    r = cluster.lc.bus("node-cn01").redis
+    stream = f"crane:{cluster.lc.cfg.ClusterName}:report:cn01"
     r.xadd(stream, {"m": b"{not json"})
     r.xadd(stream, {"m": b'{"kind":"step_status","node":"cn01"}'})
     r.xadd(stream, {"junk": b"x"})
     node_stream = f"crane:{cluster.lc.cfg.ClusterName}:node:cn01"
-    r.xadd(node_stream, {"m": b'{"kind":"launch_step","job_id":"x"}'})
+    cluster.lc.bus("controller").redis.xadd(node_stream, {"m": b'{"kind":"launch_step","job_id":"x"}'})
+    r = cluster.lc.bus("admin").redis
     time.sleep(1.0)
     assert cluster.lc.ctld.poll() is None
     assert cluster.lc.craneds["cn01"].poll() is None

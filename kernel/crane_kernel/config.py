@@ -193,6 +193,16 @@ class AuthConfig(_Model):
     Admins: list[str] = Field(default_factory=lambda: ["root"])
 
 
+class BusConfig(_Model):
+    """How daemons authenticate to Redis (``Bus:`` section; see docs/security.md, "The bus")."""
+
+    Auth: bool = True                    # ACL users and signed node commands; off only for a throw-away Redis
+    CredentialsDir: str = ""             # default <CraneBaseDir>/bus (root-only: 0700, files 0600)
+    TlsCaFile: str = ""                  # CA of the Redis server's certificate (rediss:// URLs)
+    TlsCertFile: str = ""                # client certificate, if Redis asks for one
+    TlsKeyFile: str = ""                 # its key
+
+
 class ClusterConfig(_Model):
     """The whole validated configuration."""
 
@@ -210,6 +220,7 @@ class ClusterConfig(_Model):
     CraneCtld: CtldConfig = Field(default_factory=CtldConfig)
     Craned: CranedConfig = Field(default_factory=CranedConfig)
     Auth: AuthConfig = Field(default_factory=AuthConfig)
+    Bus: BusConfig = Field(default_factory=BusConfig)
     # Compatibility alias: the cgroup settings now belong to the cgroup runtime plugin
     # (Plugins.Settings.cgroup). A top-level Cgroup: section is passed through unvalidated as that
     # plugin's settings (crane_kernel.plugins.config_selection), and the plugin validates it.
@@ -260,6 +271,11 @@ class ClusterConfig(_Model):
     def base_dir(self) -> str:
         """CraneBaseDir as an absolute path."""
         return os.path.abspath(self.CraneBaseDir)
+
+    @property
+    def bus_dir(self) -> str:
+        """Where the bus credentials live (``Bus.CredentialsDir``, default ``<CraneBaseDir>/bus``)."""
+        return self.Bus.CredentialsDir or os.path.join(self.base_dir, "bus")
 
     @property
     def key_file(self) -> str:

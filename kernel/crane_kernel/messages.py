@@ -11,11 +11,14 @@ field ``m``. Each carries
 
 Streams and what travels on them (see :class:`crane_kernel.bus.Bus` for the key names):
 
-=========================== ==================================================
-``crane:{cluster}:ctld``     :class:`NodeRegister`, :class:`NodeHeartbeat`, :class:`StepStatus`
-``crane:{cluster}:node:{n}`` :class:`LaunchStep`, :class:`TerminateStep`, :class:`FreeJob`
-``crane:{cluster}:events``   :class:`JobEvent`, :class:`NodeEvent`
-=========================== ==================================================
+============================= ==================================================
+``crane:{cluster}:report:{n}`` :class:`NodeRegister`, :class:`NodeHeartbeat`, :class:`StepStatus` (node n only)
+``crane:{cluster}:node:{n}``   :class:`LaunchStep`, :class:`TerminateStep`, :class:`FreeJob` (signed)
+``crane:{cluster}:events``     :class:`JobEvent`, :class:`NodeEvent`
+============================= ==================================================
+
+Every value is bounded (see :data:`MAX_TIME` and the annotated types below): a message with a
+time, exit code, count or name out of range is refused by :func:`decode`.
 
 Unknown fields are ignored, so a producer may add an optional field without a version bump;
 anything incompatible needs a new ``v``.
@@ -27,11 +30,20 @@ anything incompatible needs a new ``v``.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from time import time as _now
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from crane_kernel.errors import BusMessageError
 
@@ -56,6 +68,47 @@ __all__ = [
 SCHEMA_VERSION = 1
 """The bus schema version this code writes and reads."""
 
+# --- bounds: every value read from the bus is checked (a forged or broken message is refused at decode) ---
+
+MAX_TIME = 1e10
+"""Latest accepted time stamp (seconds since the epoch; the year 2286): times must be finite and in [0, MAX_TIME]."""
+MAX_EXIT_CODE = 1023
+"""Exit codes are 0..255 for a script, 256+ for cranesched's own (``EC_*``), never above this."""
+MAX_LIST = 100_000
+"""The longest list (steps, job ids, results) a message may carry."""
+MAX_REASON = 1000
+"""Free-text reasons are cut to this many characters, their control characters blanked."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control(value: str) -> str:
+    """Refuse a name with control characters (newline, NUL, escape ...)."""
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _clean_text(value: Any) -> Any:
+    """Blank the control characters of a free-text field and cut it to :data:`MAX_REASON`."""
+    if isinstance(value, str):
+        return _CONTROL.sub(" ", value[:MAX_REASON])
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_control)]
+"""A node, user or job name: 1..255 characters, no control characters."""
+OptName = Annotated[str, Field(max_length=255), AfterValidator(_no_control)]
+Text = Annotated[str, BeforeValidator(_clean_text), Field(max_length=MAX_REASON)]
+"""Free text (a reason): control characters blanked, at most :data:`MAX_REASON` characters."""
+MsgId = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_control)]
+JobId = Annotated[int, Field(ge=0, le=2**53)]
+StepId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Epoch = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Time = Annotated[float, Field(ge=0, le=MAX_TIME, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=2**62)]
+StepRef = tuple[JobId, StepId, Epoch]
+
 
 def new_id() -> str:
     """Return a fresh message id: 16 URL-safe characters (96 random bits)."""
@@ -65,12 +118,12 @@ def new_id() -> str:
 class BusMessage(BaseModel):
     """Base of every bus message: ``kind`` first (the decoder's fast path relies on it), then ``v`` and ``id``."""
 
-    kind: str
+    kind: str = Field(max_length=64)
     v: int = SCHEMA_VERSION
-    id: str = Field(default_factory=new_id)
+    id: MsgId = Field(default_factory=new_id)
 
 
-# --- to the controller: crane:{cluster}:ctld --------------------------------------------------
+# --- to the controller: crane:{cluster}:report:{node} --------------------------------------------------
 
 
 class NodeRegister(BusMessage):
@@ -80,16 +133,16 @@ class NodeRegister(BusMessage):
     """
 
     kind: Literal["node_register"] = "node_register"
-    node: str
-    cpus: float
-    mem: int
-    gres: dict[str, int] = Field(default_factory=dict)
-    running: list[int] = Field(default_factory=list)
-    finished: list[dict[str, Any]] = Field(default_factory=list)
-    boot_id: str = ""
-    pid: int = 0
-    steps: list[tuple[int, int, int]] = Field(default_factory=list)
-    ended: list[tuple[int, int, int]] = Field(default_factory=list)
+    node: Name
+    cpus: float = Field(gt=0, le=1e6, allow_inf_nan=False)
+    mem: Count
+    gres: dict[Name, Annotated[int, Field(ge=0, le=1_000_000)]] = Field(default_factory=dict, max_length=1000)
+    running: list[JobId] = Field(default_factory=list, max_length=MAX_LIST)
+    finished: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_LIST)
+    boot_id: OptName = ""
+    pid: int = Field(0, ge=0, le=2**31 - 1)
+    steps: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
+    ended: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class NodeHeartbeat(BusMessage):
@@ -103,28 +156,32 @@ class NodeHeartbeat(BusMessage):
     """
 
     kind: Literal["node_heartbeat"] = "node_heartbeat"
-    node: str
-    running: list[int] = Field(default_factory=list)
-    time: float = Field(default_factory=_now)
-    steps: list[tuple[int, int, int]] = Field(default_factory=list)
-    ended: list[tuple[int, int, int]] = Field(default_factory=list)
+    node: Name
+    running: list[JobId] = Field(default_factory=list, max_length=MAX_LIST)
+    time: Time = Field(default_factory=_now)
+    steps: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
+    ended: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class StepStatus(BusMessage):
-    """A step changed state on a node (started, finished, or could not start); ``epoch`` is its launch's."""
+    """A step changed state on a node (started, finished, or could not start); ``epoch`` is its launch's.
+
+    Bounded: ``time`` finite in [0, :data:`MAX_TIME`], ``exit_code`` in [0, :data:`MAX_EXIT_CODE`],
+    usage non-negative; a forged ``time=1e308`` is refused at decode.
+    """
 
     kind: Literal["step_status"] = "step_status"
-    node: str
-    job_id: int
-    step_id: int = 1
+    node: Name
+    job_id: JobId
+    step_id: StepId = 1
     state: Literal["running", "finished", "failed_to_start"]
-    exit_code: int = 0
+    exit_code: int = Field(0, ge=0, le=MAX_EXIT_CODE)
     oom: bool = False
-    cpu_time_ms: int = 0
-    mem_peak: int = 0
-    time: float = Field(default_factory=_now)
-    reason: str = ""
-    epoch: int = 0
+    cpu_time_ms: Count = 0
+    mem_peak: Count = 0
+    time: Time = Field(default_factory=_now)
+    reason: Text = ""
+    epoch: Epoch = 0
 
 
 # --- to one node: crane:{cluster}:node:{name} -------------------------------------------------
@@ -140,10 +197,10 @@ class LaunchSpec(BaseModel):
     Unknown fields are ignored, so a newer controller may add optional fields.
     """
 
-    name: str = ""                           # job name (``%x`` in output patterns)
-    uid: int = Field(ge=0)                   # the job runs as this user ...
-    gid: int = Field(ge=0)                   # ... with this primary group
-    user: str = ""                           # user name as the controller knows it (informational)
+    name: OptName = ""                       # job name (``%x`` in output patterns)
+    uid: int = Field(ge=0, le=2**32 - 2)     # the job runs as this user ...
+    gid: int = Field(ge=0, le=2**32 - 2)     # ... with this primary group
+    user: OptName = ""                       # user name as the controller knows it (informational)
     cwd: str = "/"                           # working directory
     script: str                              # the batch script
     interpreter: str = Field("/bin/bash", min_length=1)  # argv prefix, split on blanks
@@ -152,10 +209,10 @@ class LaunchSpec(BaseModel):
     error: str = ""                          # stderr pattern; "" = with stdout
     input: str = ""                          # stdin file; "" = /dev/null
     open_mode: Literal["truncate", "append"] = "truncate"
-    cpus: float = Field(1.0, gt=0)           # CPUs on this node (may be fractional)
-    cpu_ids: list[int] = Field(default_factory=list)  # cores the node pins jobs to (empty = none)
-    mem_bytes: int = Field(0, ge=0)          # memory limit on this node (0 = none)
-    time_limit: int = Field(0, ge=0)         # seconds, 0 = unlimited (the supervisor enforces it)
+    cpus: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)  # CPUs on this node (may be fractional)
+    cpu_ids: list[Annotated[int, Field(ge=0, le=1 << 20)]] = Field(default_factory=list)  # pinned cores (empty = none)
+    mem_bytes: Count = 0                     # memory limit on this node (0 = none)
+    time_limit: int = Field(0, ge=0, le=2**31 - 1)  # seconds, 0 = unlimited (the supervisor enforces it)
     devices_allow: list[str] = Field(default_factory=list)  # device files the job may open
     devices_deny: list[str] = Field(default_factory=list)   # the node's other device files
 
@@ -169,11 +226,11 @@ class LaunchStep(BusMessage):
     """
 
     kind: Literal["launch_step"] = "launch_step"
-    job_id: int
-    step_id: int = 1
+    job_id: JobId
+    step_id: StepId = 1
     spec: LaunchSpec | None
-    epoch: int = 0
-    spec_error: str = ""
+    epoch: Epoch = 0
+    spec_error: Text = ""
 
     @model_validator(mode="wrap")
     @classmethod
@@ -199,17 +256,17 @@ class TerminateStep(BusMessage):
     """
 
     kind: Literal["terminate_step"] = "terminate_step"
-    job_id: int
-    reason: str = "cancel"
-    epoch: int = 0
+    job_id: JobId
+    reason: Text = "cancel"
+    epoch: Epoch = 0
 
 
 class FreeJob(BusMessage):
     """The controller has recorded the job's end: the node may forget it and release its resources."""
 
     kind: Literal["free_job"] = "free_job"
-    job_id: int
-    epoch: int = Field(0, ge=0)  # the launch it is about; 0 = any (a newer launch's directory is kept)
+    job_id: JobId
+    epoch: Epoch = 0  # the launch it is about; 0 = any (a newer launch's directory is kept)
 
 
 # --- events: crane:{cluster}:events -----------------------------------------------------------
@@ -219,8 +276,8 @@ class JobEvent(BusMessage):
     """A job lifecycle event; ``kind`` is ``"job.<what>"`` (``job.submitted``, ``job.started``, ``job.finished``...)."""
 
     prefix: ClassVar[str] = "job."
-    kind: str
-    job_id: int
+    kind: str = Field(max_length=64)
+    job_id: JobId
     data: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("kind")
@@ -236,8 +293,8 @@ class NodeEvent(BusMessage):
     """A node event; ``kind`` is ``"node.<what>"`` (``node.up``, ``node.down``, ``node.drain``...)."""
 
     prefix: ClassVar[str] = "node."
-    kind: str
-    node: str
+    kind: str = Field(max_length=64)
+    node: Name
     data: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("kind")
@@ -351,9 +408,9 @@ class UpdateStep(BusMessage):
     """
 
     kind: Literal["update_step"] = "update_step"
-    job_id: int
+    job_id: JobId
     time_limit: int = Field(gt=0, le=100 * 365 * 86400)
-    epoch: int = 0
+    epoch: Epoch = 0
 
 
 MESSAGE_TYPES[UpdateStep.model_fields["kind"].default] = UpdateStep

@@ -9,18 +9,33 @@ directly for the one XADD a supervisor needs costs about 0.6 ms.
 from __future__ import annotations
 
 import socket
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 
 def _frame(args: list[bytes]) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
-def xadd_once(url: str, stream: str, fields: dict[bytes, bytes], timeout: float = 5.0) -> str:
+def _tls_wrap(sock: socket.socket, host: str, ca_file: str, cert_file: str, key_file: str) -> socket.socket:
+    """Wrap ``sock`` in TLS, verifying the server against ``ca_file`` (or the system CAs) and its name."""
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=ca_file or None)
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file or None)
+    return ctx.wrap_socket(sock, server_hostname=host)
+
+
+def xadd_once(url: str, stream: str, fields: dict[bytes, bytes], timeout: float = 5.0, *, username: str = "",
+              password: str = "", ca_file: str = "", cert_file: str = "", key_file: str = "") -> str:
     """``XADD stream * field value ...`` on a new connection to ``url``; return the entry id.
 
-    Supports ``redis://[user:password@]host:port/db`` and ``unix:///path?db=N``. Raises
-    ``ConnectionError`` with a one-line reason on any failure (refused, reset, or a Redis error).
+    Supports ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS: the server is verified
+    against ``ca_file``, or the system CAs; ``cert_file``/``key_file`` give a client certificate) and
+    ``unix:///path?db=N``; the TLS files may also be the URL's ``ssl_ca_certs``, ``ssl_certfile`` and
+    ``ssl_keyfile`` query arguments. ``username``/``password`` (an ACL user) override the URL's. Raises
+    ``ConnectionError`` with a one-line reason on any failure (refused, reset, or a Redis error such
+    as ``WRONGPASS``/``NOPERM``).
     """
     parsed = urlparse(url)
     try:
@@ -29,17 +44,25 @@ def xadd_once(url: str, stream: str, fields: dict[bytes, bytes], timeout: float 
             sock.settimeout(timeout)
             sock.connect(parsed.path)
             db = (parse_qs(parsed.query).get("db") or ["0"])[0]
-        elif parsed.scheme in ("redis", ""):
-            sock = socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=timeout)
+        elif parsed.scheme in ("redis", "rediss", ""):
+            host = parsed.hostname or "127.0.0.1"
+            sock = socket.create_connection((host, parsed.port or 6379), timeout=timeout)
+            if parsed.scheme == "rediss":
+                query = parse_qs(parsed.query)
+                sock = _tls_wrap(sock, host, ca_file or (query.get("ssl_ca_certs") or [""])[0],
+                                 cert_file or (query.get("ssl_certfile") or [""])[0],
+                                 key_file or (query.get("ssl_keyfile") or [""])[0])
             db = parsed.path.lstrip("/") or "0"
         else:
             raise ConnectionError(f"unsupported redis URL scheme {parsed.scheme!r}")
-    except OSError as exc:
+    except OSError as exc:  # ssl.SSLError is an OSError
         raise ConnectionError(f"cannot connect to redis: {exc}") from None
     commands: list[list[bytes]] = []
-    if parsed.password:
-        user = [parsed.username.encode()] if parsed.username else []
-        commands.append([b"AUTH", *user, parsed.password.encode()])
+    password = password or unquote(parsed.password or "")
+    username = username or unquote(parsed.username or "")
+    if password:
+        user = [username.encode()] if username else []
+        commands.append([b"AUTH", *user, password.encode()])
     if db != "0":
         commands.append([b"SELECT", db.encode()])
     xadd = [b"XADD", stream.encode(), b"*"]

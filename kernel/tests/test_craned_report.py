@@ -41,7 +41,7 @@ def supervisor_like() -> Iterator[dict]:
 def _node(tmp_path: Any, redis_url: str) -> Craned:
     cfg = parse_config({"CraneBaseDir": str(tmp_path), "RedisUrl": redis_url, "ClusterName": "rep",
                         "Nodes": [{"name": "cn01", "cpu": 2, "memory": "1G"}],
-                        "Partitions": [{"name": "p", "nodes": "ALL"}]})
+                        "Partitions": [{"name": "p", "nodes": "ALL"}], "Bus": {"Auth": False}})
     return Craned(cfg, "cn01")
 
 
@@ -68,7 +68,7 @@ def _dirs(c: Craned, me: dict) -> None:
 
 
 def _stream(c: Craned) -> list[Any]:
-    return [m.decode(fields[b"m"]) for _id, fields in c.bus.redis.xrange(c.bus.ctld_stream())]
+    return [m.decode(fields[b"m"]) for _id, fields in c.bus.redis.xrange(c.bus.report_stream("cn01"))]
 
 
 def test_heartbeat_lists_live_and_starting_steps_and_sends_results_first(tmp_path, redis_url, supervisor_like):

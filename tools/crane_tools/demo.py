@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crane demo: could not start the cluster: {exc}", file=sys.stderr)
         cluster.stop()
         return 1
+    if cluster.bus_dir:
+        print(f"The bus is closed: Redis ACL users per role, root-only credentials in {cluster.bus_dir}, "
+              "signed node commands.")
     env = cluster.env()
     ok = False
     try:

@@ -4,6 +4,10 @@ Used by ``crane demo``, ``crane bench e2e`` and the end-to-end tests. Every
 part is a real process talking over real sockets; only the *nodes* are
 virtual (several ``craned`` processes on one host, each with its own slice of
 CPUs and memory and its own cgroup subtree).
+
+The bus is closed as in production (``Bus.Auth``, on unless the config turns it off): the bus
+credentials are created in ``<base>/bus`` before Redis starts, and Redis loads their ACL file,
+so the default user is off and every daemon authenticates as its own ACL user.
 """
 
 from __future__ import annotations
@@ -72,11 +76,34 @@ class LocalCluster:
         self.craneds: dict[str, subprocess.Popen] = {}
         self.node_names: list[str] = []
         self.logs = os.path.join(self.base_dir, "log")
+        self.bus_dir: str | None = None  # the bus credentials (None: Bus.Auth off)
 
     # -- lifecycle ---------------------------------------------------------------
+    def _close_bus(self) -> None:
+        """With ``Bus.Auth`` on: create the bus credentials and make Redis load their ACL file (before it starts)."""
+        from crane_kernel.bus import credentials
+        from crane_kernel.config import parse_config
+
+        draft = self._config or default_config(self.base_dir, "redis://127.0.0.1:0/0", self.port, **self._settings)
+        parsed = parse_config({**draft, "RedisUrl": draft.get("RedisUrl") or "redis://127.0.0.1:0/0"})
+        if not parsed.Bus.Auth:
+            return
+        credentials.ensure(parsed.bus_dir, parsed.ClusterName, list(parsed.node_table()))
+        admin = credentials.load_role(parsed.bus_dir, "admin")
+        self.bus_dir = parsed.bus_dir
+        self.redis.acl_file = os.path.join(parsed.bus_dir, credentials.ACL_FILE)
+        self.redis.auth = (admin.user, admin.password)
+
+    def bus(self, role: str = "admin") -> Any:
+        """A :class:`~crane_kernel.bus.Bus` on this cluster's Redis as ``role`` (``admin``, ``node-cn01``...)."""
+        from crane_kernel.bus import Bus
+
+        return Bus.from_config(self.cfg, role)
+
     def start(self) -> "LocalCluster":
         """Start Redis, write the config, start the controller and every node; wait until all are up."""
         os.makedirs(self.logs, exist_ok=True)
+        self._close_bus()
         self.redis.start()
         cfg = self._config or default_config(self.base_dir, self.redis.url, self.port, **self._settings)
         cfg.setdefault("RedisUrl", self.redis.url)

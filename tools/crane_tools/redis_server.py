@@ -125,6 +125,10 @@ class RedisServer:
         extra_args: more ``--option value`` arguments passed through verbatim.
         startup_timeout: seconds to wait for the first PONG.
         die_with_parent: on Linux, the server gets SIGTERM when the starting *thread* exits.
+        acl_file: load Redis ACL users from this file (``--aclfile``; see
+            :mod:`crane_kernel.bus.credentials`); the default user is then usually off.
+        auth: ``(user, password)`` this object uses for its own PING and SHUTDOWN (an admin ACL
+            user of ``acl_file``).
     """
 
     def __init__(
@@ -139,6 +143,8 @@ class RedisServer:
         extra_args: tuple[str, ...] | list[str] = (),
         startup_timeout: float = 10.0,
         die_with_parent: bool = True,
+        acl_file: str | os.PathLike[str] | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.host = host
         self.persistent = persistent
@@ -146,6 +152,8 @@ class RedisServer:
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self.die_with_parent = die_with_parent
+        self.acl_file = str(acl_file) if acl_file is not None else None
+        self.auth = auth
         self.unix_socket = str(unix_socket) if unix_socket is not None else None
         self._requested_port = port
         self._given_data_dir = Path(data_dir) if data_dir is not None else None
@@ -214,6 +222,8 @@ class RedisServer:
             args += ["--port", "0", "--unixsocket", str(Path(self.unix_socket).resolve()), "--unixsocketperm", "700"]
         else:
             args += ["--bind", self.host, "--port", str(self.port)]
+        if self.acl_file is not None:
+            args += ["--aclfile", str(Path(self.acl_file).resolve())]
         if self.persistent:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]
         else:
@@ -275,18 +285,26 @@ class RedisServer:
             raise
         return sock
 
+    def _auth_command(self) -> bytes:
+        """The ``AUTH`` this object sends first (RESP-framed), or nothing."""
+        if self.auth is None:
+            return b""
+        args = [b"AUTH", self.auth[0].encode(), self.auth[1].encode()]
+        return b"*3\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
     def _ping(self) -> bool:
         """True when the server answers PING with PONG *and* is our process (not another one on the port)."""
+        head = b"+OK\r\n+PONG" if self.auth is not None else b"+PONG"
         try:
             with self._connect() as sock:
-                sock.sendall(b"PING\r\nINFO server\r\n")
+                sock.sendall(self._auth_command() + b"PING\r\nINFO server\r\n")
                 data = b""
                 while b"process_id:" not in data or not data.endswith(b"\r\n"):
                     chunk = sock.recv(65536)
                     if not chunk:
                         return False
                     data += chunk
-                    if not data.startswith(b"+PONG"):
+                    if not (head.startswith(data[: len(head)]) if len(data) < len(head) else data.startswith(head)):
                         return False
         except OSError:
             return False
@@ -301,7 +319,7 @@ class RedisServer:
         if proc is not None and proc.poll() is None:
             try:  # SHUTDOWN acts at once; SIGTERM waits for the next server tick (up to 100 ms)
                 with self._connect() as sock:
-                    sock.sendall(b"SHUTDOWN\r\n")
+                    sock.sendall(self._auth_command() + b"SHUTDOWN\r\n")
                     sock.recv(64)
                 proc.wait(min(timeout, 5.0))
             except (OSError, subprocess.TimeoutExpired):

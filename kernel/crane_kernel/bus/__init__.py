@@ -2,8 +2,8 @@
 
 Keys are namespaced by cluster::
 
-    crane:{cluster}:ctld           craned/supervisors -> cranectld      (group "ctld")
-    crane:{cluster}:node:{name}    cranectld -> one craned             (group "craned")
+    crane:{cluster}:report:{name}  one node's craned/supervisors -> cranectld (group "ctld"; only that node adds)
+    crane:{cluster}:node:{name}    cranectld -> one craned             (group "craned"; signed commands)
     crane:{cluster}:events         cranectld -> every event plugin     (one group each)
     {stream}:dead                  entries a consumer gave up on (dead letters)
 
@@ -21,7 +21,11 @@ The package has one module per job:
 * :mod:`crane_kernel.bus.client` — :class:`Bus`: the Redis client, key names, publishing;
 * :mod:`crane_kernel.bus.consumer` — :class:`Consumer`: reading a stream in a group, the handler, acks;
 * :mod:`crane_kernel.bus.recovery` — what keeps a stream healthy: claiming stale entries (janitor),
-  dead letters, trimming settled entries, recreating a vanished group.
+  dead letters, trimming settled entries, recreating a vanished group;
+* :mod:`crane_kernel.bus.credentials` — the Redis ACL users per role and their root-only credentials;
+* :mod:`crane_kernel.bus.signing` — signed node commands (no replays) and the origin of reports.
+
+The bus is closed (``Bus.Auth``): see docs/security.md, "The bus".
 
 Every module logs as ``crane_kernel.bus``.
 """

@@ -12,6 +12,7 @@ from redis.exceptions import ResponseError
 
 from crane_kernel.bus.client import CONNECTION_ERRORS, FIELD, Bus
 from crane_kernel.bus.recovery import RecoveryMixin
+from crane_kernel.bus.signing import EntryCheck
 from crane_kernel.errors import BusMessageError
 from crane_kernel.messages import BusMessage, decode
 
@@ -24,13 +25,18 @@ _CONNECTION_ERRORS = CONNECTION_ERRORS
 Handler = Callable[[list[tuple[str, BusMessage]]], None]
 """A consumer's handler: receives a batch of ``(entry_id, message)`` and applies them all (or raises)."""
 
+Entry = tuple[str, Any, Any]
+"""``(stream, raw entry id, fields)`` as read."""
+
 
 class Consumer(RecoveryMixin):
-    """Reads one stream as a member of a consumer group and feeds batches to a handler.
+    """Reads one or many streams as a member of a consumer group and feeds batches to a handler.
 
     Args:
         bus: the :class:`Bus`.
-        stream: the stream key (e.g. ``bus.ctld_stream()``).
+        stream: the stream key (e.g. ``bus.node_stream(name)``), or a list of them, read together
+            (one XREADGROUP; the controller reads every node's report stream); each has its own
+            group, acks and dead-letter stream.
         group: consumer group name; created at id 0 with MKSTREAM when missing.
         consumer_name: this consumer's name inside the group. Keep it stable across restarts
             (e.g. the node name): on start the consumer first re-reads its own pending entries.
@@ -42,6 +48,10 @@ class Consumer(RecoveryMixin):
             :meth:`janitor`; must exceed the slowest handler call, or work runs twice.
         max_deliveries: an entry delivered more often than this is moved to the dead-letter stream.
         janitor_interval: seconds between :meth:`janitor` passes in :meth:`run`.
+        check: asked about every decoded entry before the handler sees it
+            (:class:`~crane_kernel.bus.signing.EntryCheck`: a node verifies its commands' signatures
+            and sequence, the controller the origin of reports); a refused entry is logged,
+            dead-lettered with the reason and acked.
 
     Semantics: entries are XACKed (in one call) after the handler returned — at-least-once.
     Undecodable entries are logged, copied to the dead-letter stream and acked; the consumer goes
@@ -53,7 +63,7 @@ class Consumer(RecoveryMixin):
     def __init__(
         self,
         bus: Bus,
-        stream: str,
+        stream: str | list[str],
         group: str,
         consumer_name: str,
         handler: Handler,
@@ -63,11 +73,16 @@ class Consumer(RecoveryMixin):
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
         janitor_interval: float = 5.0,
+        check: EntryCheck | None = None,
     ) -> None:
         if bus.socket_timeout is not None and block_ms >= bus.socket_timeout * 1000:
             raise ValueError(f"block_ms={block_ms} must be below the bus socket timeout ({bus.socket_timeout}s)")
         self.bus = bus
-        self.stream = stream
+        self.streams: list[str] = [stream] if isinstance(stream, str) else list(stream)
+        if not self.streams:
+            raise ValueError("a consumer needs at least one stream")
+        self.stream = self.streams[0]
+        self.check = check
         self.group = group
         self.name = consumer_name
         self.handler = handler
@@ -76,7 +91,8 @@ class Consumer(RecoveryMixin):
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
         self.janitor_interval = janitor_interval
-        self.dead_letter = bus.dead_letter_stream(stream)
+        self.dead_letter = bus.dead_letter_stream(self.stream)
+        self.dead_letters = {s: bus.dead_letter_stream(s) for s in self.streams}
         self.handled = 0
         """Entries handled and acked so far."""
         self.dead_lettered = 0
@@ -90,6 +106,7 @@ class Consumer(RecoveryMixin):
         self._read_pending = True  # start by re-reading our own pending entries (id 0)
         self._one_at_a_time = False
         self._claim_cursor = "0-0"
+        self._claim_cursors = {s: "0-0" for s in self.streams}
         self._last_error: dict[str, str] = {}
         try:
             self.ensure_group()
@@ -97,12 +114,13 @@ class Consumer(RecoveryMixin):
             logger.warning("bus: cannot create group %s on %s yet (%s); will retry", group, stream, exc)
 
     def ensure_group(self) -> None:
-        """Create the consumer group at id 0 (with MKSTREAM); an existing group is fine."""
-        try:
-            self._r.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Create the consumer group of every stream at id 0 (with MKSTREAM); an existing group is fine."""
+        for stream in self.streams:
+            try:
+                self._r.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
         self._group_ready = True
 
     # --- reading --------------------------------------------------------------------------
@@ -137,44 +155,56 @@ class Consumer(RecoveryMixin):
         entries = self._read(">", self.batch, block_ms or None)
         return self._process(entries, redelivered=False) if entries else 0
 
-    def _read(self, from_id: str, count: int, block: int | None) -> list[tuple[Any, dict[bytes, bytes]]]:
-        """XREADGROUP one stream; return its entries (maybe empty)."""
-        resp = self._r.xreadgroup(self.group, self.name, {self.stream: from_id}, count=count, block=block)
+    def _read(self, from_id: str, count: int, block: int | None) -> list[Entry]:
+        """XREADGROUP every stream; return their entries as ``(stream, id, fields)`` (maybe none)."""
+        resp = self._r.xreadgroup(self.group, self.name, {s: from_id for s in self.streams}, count=count, block=block)
         if not resp:
             return []
-        if isinstance(resp, dict):  # RESP3 clients
-            return [entry for part in resp.values() for entry in part[0]]
-        return resp[0][1]
+        parts = resp.items() if isinstance(resp, dict) else resp  # RESP3 clients answer a dict
+        out: list[Entry] = []
+        for key, value in parts:
+            stream = key.decode() if isinstance(key, bytes) else str(key)
+            entries = value[0] if isinstance(resp, dict) else value
+            out.extend((stream, raw_id, fields) for raw_id, fields in entries)
+        return out
 
-    def _process(self, entries: Sequence[tuple[Any, Any]], redelivered: bool) -> int:
+    def _process(self, entries: Sequence[Entry], redelivered: bool) -> int:
         """Decode, dead-letter what cannot be used, call the handler once, ack; return the number acked."""
-        counts = self._delivery_counts([e[0] for e in entries if e[0] is not None]) if redelivered else {}
+        counts = self._delivery_counts([(e[0], e[1]) for e in entries if e[1] is not None]) if redelivered else {}
         good: list[tuple[str, BusMessage]] = []
-        dead: list[tuple[str, dict[bytes, bytes], str]] = []
-        gone: list[str] = []
-        for raw_id, fields in entries:
+        good_streams: list[str] = []
+        dead: list[tuple[str, str, dict[bytes, bytes], str]] = []
+        gone: list[tuple[str, str]] = []
+        for stream, raw_id, fields in entries:
             if raw_id is None:
                 continue
             entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
             if not fields:  # trimmed or deleted while pending
-                gone.append(entry_id)
+                gone.append((stream, entry_id))
                 continue
-            deliveries = counts.get(entry_id, 1)
+            deliveries = counts.get((stream, entry_id), 1)
             if deliveries > self.max_deliveries:
                 why = self._last_error.pop(entry_id, "")
                 reason = f"delivered {deliveries} times (max {self.max_deliveries})" + (
                     f"; last error: {why}" if why else ""
                 )
-                dead.append((entry_id, fields, reason))
+                dead.append((stream, entry_id, fields, reason))
                 continue
             raw = fields.get(FIELD)
             if raw is None:
-                dead.append((entry_id, fields, f"entry has no {FIELD.decode()!r} field"))
+                dead.append((stream, entry_id, fields, f"entry has no {FIELD.decode()!r} field"))
                 continue
             try:
-                good.append((entry_id, decode(raw)))
+                msg = decode(raw)
             except BusMessageError as exc:
-                dead.append((entry_id, fields, str(exc)))
+                dead.append((stream, entry_id, fields, str(exc)))
+                continue
+            refused = self.check.check(stream, fields, msg) if self.check is not None else None
+            if refused is not None:
+                dead.append((stream, entry_id, fields, f"refused: {refused}"))
+                continue
+            good.append((entry_id, msg))
+            good_streams.append(stream)
         settled = 0
         if dead or gone:
             settled += self._move_to_dead_letter(dead, gone)
@@ -183,9 +213,22 @@ class Consumer(RecoveryMixin):
         try:
             self.handler(good)
         except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the daemon
+            if self.check is not None:
+                self.check.abort()
             self._handler_failed(good, exc, redelivered)
             return settled
-        self._r.xack(self.stream, self.group, *[entry_id for entry_id, _ in good])
+        by_stream: dict[str, list[str]] = {}
+        for stream, (entry_id, _) in zip(good_streams, good, strict=True):
+            by_stream.setdefault(stream, []).append(entry_id)
+        if len(by_stream) == 1:
+            self._r.xack(good_streams[0], self.group, *by_stream[good_streams[0]])
+        else:
+            pipe = self._r.pipeline(transaction=False)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, self.group, *ids)
+            pipe.execute()
+        if self.check is not None:
+            self.check.commit()
         self.handled += len(good)
         if self._last_error:
             for entry_id, _ in good:
@@ -206,7 +249,7 @@ class Consumer(RecoveryMixin):
             self._last_error[entry_id] = text
         logger.error(
             "bus: handler for %s failed on %d entr%s (%s..%s), will retry: %s",
-            self.stream,
+            self.stream if len(self.streams) == 1 else f"{len(self.streams)} streams",
             len(good),
             "y" if len(good) == 1 else "ies",
             good[0][0],
@@ -252,4 +295,5 @@ class Consumer(RecoveryMixin):
 
     def __repr__(self) -> str:
         """Stream, group and consumer name."""
-        return f"<Consumer {self.stream} group={self.group} name={self.name}>"
+        where = self.stream if len(self.streams) == 1 else f"{self.stream} (+{len(self.streams) - 1})"
+        return f"<Consumer {where} group={self.group} name={self.name}>"

@@ -25,6 +25,9 @@ class RecoveryMixin:
 
     _r: Any
     stream: str
+    streams: list[str]
+    dead_letters: dict[str, str]
+    _claim_cursors: dict[str, str]
     group: str
     name: str
     batch: int
@@ -43,41 +46,49 @@ class RecoveryMixin:
         """Create the consumer group (see :meth:`crane_kernel.bus.Consumer.ensure_group`)."""
         raise NotImplementedError
 
-    def _delivery_counts(self, raw_ids: list[Any]) -> dict[str, int]:
-        """Delivery count of each pending entry (extended XPENDING), in one pipelined round trip."""
-        if not raw_ids:
+    def _delivery_counts(self, refs: list[tuple[str, Any]]) -> dict[tuple[str, str], int]:
+        """Delivery count of each pending ``(stream, entry id)`` (extended XPENDING), in one pipelined round trip."""
+        if not refs:
             return {}
         pipe = self._r.pipeline(transaction=False)
-        for raw_id in raw_ids:
-            pipe.xpending_range(self.stream, self.group, min=raw_id, max=raw_id, count=1)
-        counts: dict[str, int] = {}
-        for rows in pipe.execute():
+        for stream, raw_id in refs:
+            pipe.xpending_range(stream, self.group, min=raw_id, max=raw_id, count=1)
+        counts: dict[tuple[str, str], int] = {}
+        for (stream, _), rows in zip(refs, pipe.execute(), strict=True):
             for row in rows:
                 mid = row["message_id"]
-                counts[mid.decode() if isinstance(mid, bytes) else str(mid)] = int(row["times_delivered"])
+                counts[(stream, mid.decode() if isinstance(mid, bytes) else str(mid))] = int(row["times_delivered"])
         return counts
 
-    def _move_to_dead_letter(self, dead: list[tuple[str, dict[bytes, bytes], str]], gone: list[str]) -> int:
-        """Copy ``dead`` entries (with the reason) to the dead-letter stream and ack them with ``gone``, atomically."""
+    def _move_to_dead_letter(self, dead: list[tuple[str, str, dict[bytes, bytes], str]],
+                             gone: list[tuple[str, str]]) -> int:
+        """Copy ``dead`` entries (with the reason) to their dead-letter streams and ack them with ``gone``, atomically.
+
+        ``dead`` holds ``(stream, entry id, fields, reason)``, ``gone`` ``(stream, entry id)``.
+        """
         pipe = self._r.pipeline(transaction=True)
         now = f"{time.time():.3f}".encode()
-        for entry_id, fields, reason in dead:
-            logger.warning("bus: dead-lettered entry %s of %s: %s", entry_id, self.stream, reason)
+        acks: dict[str, list[str]] = {}
+        for stream, entry_id, fields, reason in dead:
+            logger.warning("bus: dead-lettered entry %s of %s: %s", entry_id, stream, reason)
             record = dict(fields)
             record.update(
                 {
                     b"dlq_reason": reason.encode(),
-                    b"dlq_stream": self.stream.encode(),
+                    b"dlq_stream": stream.encode(),
                     b"dlq_entry": entry_id.encode(),
                     b"dlq_group": self.group.encode(),
                     b"dlq_consumer": self.name.encode(),
                     b"dlq_time": now,
                 }
             )
-            pipe.xadd(self.dead_letter, record, maxlen=DEAD_LETTER_MAXLEN)
-        for entry_id in gone:
-            logger.info("bus: entry %s of %s vanished while pending (trimmed?); acking it", entry_id, self.stream)
-        pipe.xack(self.stream, self.group, *[d[0] for d in dead], *gone)
+            pipe.xadd(self.dead_letters[stream], record, maxlen=DEAD_LETTER_MAXLEN)
+            acks.setdefault(stream, []).append(entry_id)
+        for stream, entry_id in gone:
+            logger.info("bus: entry %s of %s vanished while pending (trimmed?); acking it", entry_id, stream)
+            acks.setdefault(stream, []).append(entry_id)
+        for stream, ids in acks.items():
+            pipe.xack(stream, self.group, *ids)
         pipe.execute()
         self.dead_lettered += len(dead)
         return len(dead) + len(gone)
@@ -91,37 +102,48 @@ class RecoveryMixin:
         """
         settled = 0
         try:
-            for _ in range(max_rounds):
-                resp = self._r.xautoclaim(
-                    self.stream,
-                    self.group,
-                    self.name,
-                    min_idle_time=self.claim_idle_ms,
-                    start_id=self._claim_cursor,
-                    count=self.batch,
-                )
-                cursor, entries = resp[0], resp[1]
-                self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
-                if entries:
-                    logger.info("bus: claimed %d stale entries of %s for %s", len(entries), self.stream, self.name)
-                    settled += self._process(entries, redelivered=True)
-                if self._claim_cursor == "0-0":
-                    break
-            self.trim_acked()
+            for stream in self.streams:
+                settled += self._claim_stale(stream, max_rounds)
+                self.trim_acked(stream)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self._recover_group(exc)
         return settled
 
-    def trim_acked(self) -> int:
-        """Delete entries every group of the stream has settled (XTRIM MINID); return how many went.
+    def _claim_stale(self, stream: str, max_rounds: int) -> int:
+        """XAUTOCLAIM the stale entries of one stream (continuing from its cursor) and process them."""
+        settled = 0
+        for _ in range(max_rounds):
+            resp = self._r.xautoclaim(
+                stream,
+                self.group,
+                self.name,
+                min_idle_time=self.claim_idle_ms,
+                start_id=self._claim_cursors.get(stream, "0-0"),
+                count=self.batch,
+            )
+            raw_cursor, entries = resp[0], resp[1]
+            cursor = raw_cursor.decode() if isinstance(raw_cursor, bytes) else str(raw_cursor)
+            self._claim_cursors[stream] = cursor
+            if stream == self.stream:
+                self._claim_cursor = cursor
+            if entries:
+                logger.info("bus: claimed %d stale entries of %s for %s", len(entries), stream, self.name)
+                settled += self._process([(stream, raw_id, fields) for raw_id, fields in entries], redelivered=True)
+            if cursor == "0-0":
+                break
+        return settled
+
+    def trim_acked(self, stream: str | None = None) -> int:
+        """Delete entries every group of ``stream`` (default: the first) has settled (XTRIM MINID); return how many.
 
         Safe trimming: the cut is the oldest entry still pending in any group, or else the oldest
         group's last-delivered id, so nothing a consumer may still need is removed.
         """
+        stream = stream or self.stream
         try:
-            groups = self._r.xinfo_groups(self.stream)
+            groups = self._r.xinfo_groups(stream)
         except ResponseError:
             return 0
         if not groups:
@@ -131,7 +153,7 @@ class RecoveryMixin:
             name = g[b"name"] if b"name" in g else g.get("name")
             last = g[b"last-delivered-id"] if b"last-delivered-id" in g else g.get("last-delivered-id")
             candidates = [(last, 1)]  # everything up to and including the last delivered entry ...
-            summary = self._r.xpending(self.stream, name)
+            summary = self._r.xpending(stream, name)
             if summary and summary.get("pending"):
                 candidates.append((summary["min"], 0))  # ... unless still pending
             for c, after in candidates:
@@ -141,7 +163,7 @@ class RecoveryMixin:
                 cut = key if cut is None or key < cut else cut
         if cut is None or cut == (0, 0):
             return 0
-        return int(self._r.xtrim(self.stream, minid=f"{cut[0]}-{cut[1]}", approximate=False) or 0)
+        return int(self._r.xtrim(stream, minid=f"{cut[0]}-{cut[1]}", approximate=False) or 0)
 
     def _recover_group(self, exc: Exception) -> None:
         """The group (or the whole stream) vanished — Redis lost its data: recreate it and start over."""
@@ -150,4 +172,5 @@ class RecoveryMixin:
         self._read_pending = True
         self._one_at_a_time = False
         self._claim_cursor = "0-0"
+        self._claim_cursors = dict.fromkeys(self.streams, "0-0")
         self.ensure_group()

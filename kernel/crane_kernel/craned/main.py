@@ -32,6 +32,8 @@ from typing import Any
 
 from crane_common.states import EC_CRANED_DOWN, EC_TERMINATED
 from crane_kernel import messages as m
+from crane_kernel.bus.credentials import node_user
+from crane_kernel.bus.signing import CommandVerifier
 from crane_kernel.config import ClusterConfig, load_config
 from crane_kernel.craned import statedir
 from crane_kernel.craned.supervisor import (
@@ -81,7 +83,7 @@ class Launcher:
 
     def _start(self) -> subprocess.Popen:
         c = self.craned
-        setup = {"node": c.node, "redis_url": c.cfg.RedisUrl, "stream": c.bus.ctld_stream(),
+        setup = {"node": c.node, "redis_url": c.supervisor_url(), "stream": c.bus.report_stream(c.node),
                  "kill_wait": c.cfg.Craned.KillWait, "plugins": runtime_selection(c.cfg)}
         env = dict(os.environ, CRANE_LOG_LEVEL=logging.getLevelName(logging.getLogger().level))
         proc = subprocess.Popen([sys.executable, "-m", "crane_kernel.craned.launcher"], stdin=subprocess.PIPE,
@@ -138,7 +140,11 @@ class Craned:
         self.node = node
         self.conf = table[node]
         self.pm = build_runtime_manager(cfg)  # validates the runtime plugins now; the launcher loads its own
-        self.bus = Bus(cfg.RedisUrl, cfg.ClusterName)
+        self.bus = Bus.from_config(cfg, node_user(node))
+        self.verifier: CommandVerifier | None = None
+        if self.bus.credentials is not None:  # Bus.Auth: only commands the controller signed are obeyed
+            self.verifier = CommandVerifier(self.bus.node_stream(node), self.bus.credentials.command_key,
+                                            os.path.join(cfg.bus_dir, f"seq-{node}.json"))
         self.jobs_dir, self.scripts_dir = statedir.prepare(cfg.base_dir, node)
         self.boot_id = uuid.uuid4().hex[:12]
         self.stop = False
@@ -146,6 +152,28 @@ class Craned:
         self.reaped: set[StepRef] = set()   # steps of dead supervisors whose leftovers the runtimes removed
         self.log_stream: Any = None          # where the launcher and supervisors log (set by main)
         self.launcher = Launcher(self)
+
+    def supervisor_url(self) -> str:
+        """The Redis URL step supervisors report with: the node's ACL user and TLS files in it (never logged).
+
+        It reaches the launcher over its stdin pipe, never through the environment or argv; the
+        supervisors drop it before the user's task runs (the task is exec'ed, and inherits no fd of it).
+        """
+        from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+        url = self.cfg.RedisUrl
+        creds, bus = self.bus.credentials, self.cfg.Bus
+        parts = urlsplit(url)
+        if creds is None and not (parts.scheme == "rediss" and (bus.TlsCaFile or bus.TlsCertFile)):
+            return url
+        netloc = parts.netloc.rpartition("@")[2]
+        if creds is not None:
+            netloc = f"{quote(creds.user, safe='')}:{quote(creds.password, safe='')}@{netloc}"
+        query = parts.query
+        if parts.scheme == "rediss":
+            tls = {"ssl_ca_certs": bus.TlsCaFile, "ssl_certfile": bus.TlsCertFile, "ssl_keyfile": bus.TlsKeyFile}
+            query = "&".join(q for q in (query, urlencode({k: v for k, v in tls.items() if v})) if q)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
     # -- job directories -------------------------------------------------
     def _job_dir(self, job_id: int) -> str:
@@ -281,7 +309,7 @@ class Craned:
             status = m.StepStatus(node=self.node, job_id=msg.job_id, step_id=msg.step_id, state="finished",
                                   exit_code=EC_TERMINATED, time=time.time(), reason="cancelled before launch",
                                   epoch=msg.epoch)
-            self.bus.publish(self.bus.ctld_stream(), status)
+            self.bus.publish(self.bus.report_stream(self.node), status)
             return
         if self.launched.get(msg.job_id, -1) >= msg.epoch:
             return  # a duplicate delivery: launched already
@@ -325,7 +353,7 @@ class Craned:
     # -- main loop -----------------------------------------------------------
     def _register(self) -> None:
         steps, ended, finished = self._scan()
-        self.bus.publish(self.bus.ctld_stream(), m.NodeRegister(
+        self.bus.publish(self.bus.report_stream(self.node), m.NodeRegister(
             node=self.node, cpus=self.conf.cpu, mem=self.conf.memory,
             gres={g.key: int(g.count or 0) for g in self.conf.gres}, running=[s[0] for s in steps],
             finished=finished, boot_id=self.boot_id, pid=os.getpid(), steps=steps, ended=ended))
@@ -346,9 +374,9 @@ class Craned:
                 log.warning("job %d: unusable result file set aside: %s", job_id, exc)
                 os.replace(os.path.join(d, RESULT_FILE), os.path.join(d, "result.bad"))
                 continue
-            self.bus.publish(self.bus.ctld_stream(), status)
+            self.bus.publish(self.bus.report_stream(self.node), status)
             os.replace(os.path.join(d, RESULT_FILE), os.path.join(d, SENT_FILE))
-        self.bus.publish(self.bus.ctld_stream(), m.NodeHeartbeat(
+        self.bus.publish(self.bus.report_stream(self.node), m.NodeHeartbeat(
             node=self.node, running=[s[0] for s in steps], time=time.time(), steps=steps, ended=ended))
 
     def run(self) -> None:
@@ -359,7 +387,8 @@ class Craned:
         if self.launcher.proc is None:  # warm it now, not at the first job: its imports cost ~0.25 s of CPU
             self.launcher.proc = self.launcher._start()
         consumer = Consumer(self.bus, self.bus.node_stream(self.node), "craned", self.node, self.handle,
-                            batch=200, block_ms=int(min(1.0, ping) * 1000), claim_idle_ms=60_000)
+                            batch=200, block_ms=int(min(1.0, ping) * 1000), claim_idle_ms=60_000,
+                            check=self.verifier)
         registered = False
         next_beat = next_janitor = 0.0
         while not self.stop:

@@ -18,6 +18,7 @@ from crane_kernel.errors import CraneError
 log = logging.getLogger("cranectld")
 
 EVENTS_MAXLEN = 200_000  # the events stream keeps about this many recent events
+BUS_EPOCH_KEY = "bus_epoch"  # journal meta: the epoch of the latest start's signed node commands
 
 
 CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle")
@@ -67,8 +68,8 @@ class CtldDaemon:
         tokens.create_key_file(cfg.key_file)
         self.pm = build_plugin_manager(cfg)
         try:
-            self.bus = Bus(cfg.RedisUrl, cfg.ClusterName)
             self.store = StateStore(os.path.join(cfg.base_dir, "cranectld", "state.db"))
+            self.bus = Bus.from_config(cfg, "controller", signer=self._signer(cfg, self.store))
             self.ctl = Controller(cfg, self.store, self.pm, self._publish)
             self.ctl.recover()
         except BaseException:
@@ -77,6 +78,23 @@ class CtldDaemon:
         self.listen = listen or f"{cfg.CraneCtldListenAddress}:{cfg.CraneCtldListenPort}"
         self.threads: list[threading.Thread] = []
         self.server: Any = None
+
+    @staticmethod
+    def _signer(cfg: ClusterConfig, store: Any) -> Any:
+        """The signer of node commands (None with ``Bus.Auth`` off); creates missing bus credentials.
+
+        Its epoch exceeds every earlier start's: the journal's last one plus one, and at least the
+        time in ms (should the journal be lost), so that nodes refuse replays of older commands.
+        """
+        if not cfg.Bus.Auth:
+            return None
+        from crane_kernel.bus import credentials
+        from crane_kernel.bus.signing import CommandSigner
+
+        secret = credentials.ensure(cfg.bus_dir, cfg.ClusterName, list(cfg.node_table()))
+        epoch = max(int(store.get_meta(BUS_EPOCH_KEY, 0) or 0) + 1, int(time.time() * 1000))
+        store.write(meta={BUS_EPOCH_KEY: epoch})
+        return CommandSigner(f"crane:{cfg.ClusterName}", lambda node: credentials.command_key(secret, node), epoch)
 
     def _publish(self, outbox: list) -> None:
         if not outbox:
@@ -94,6 +112,7 @@ class CtldDaemon:
         from crane_common.proto import crane_pb2_grpc as pbg
 
         from crane_kernel.bus import Consumer
+        from crane_kernel.bus.signing import ReportOrigin
         from crane_kernel.ctld.service import CraneCtldService
 
         cfg = self.cfg
@@ -106,8 +125,9 @@ class CtldDaemon:
         if port == 0:
             raise CraneError(f"cannot listen on {self.listen}")
         self.server.start()
-        consumer = Consumer(self.bus, self.bus.ctld_stream(), "ctld", "ctld", self.ctl.handle_messages,
-                            batch=1000, block_ms=200, claim_idle_ms=10_000)
+        reports = [self.bus.report_stream(n) for n in cfg.node_table()]  # one per node, only it may add to it
+        consumer = Consumer(self.bus, reports, "ctld", "ctld", self.ctl.handle_messages, batch=1000, block_ms=200,
+                            claim_idle_ms=10_000, check=ReportOrigin(self.bus.prefix))
         self.threads = [
             threading.Thread(target=consumer.run, args=(self.stop,), name="bus", daemon=True),
             threading.Thread(target=self._schedule_loop, name="sched", daemon=True),

@@ -76,17 +76,30 @@ class NodeMessagesMixin:
         updates: list = []
         for result in msg.finished or []:
             try:
-                status = m.StepStatus(**result)
+                status = m.StepStatus.model_validate(result)
             except Exception as exc:
-                log.warning("bad finished record from %s: %s", msg.node, exc)
+                log.warning("bad finished record from %s: %s", msg.node, str(exc).splitlines()[0])
+                continue
+            if status.node != msg.node:
+                log.warning("node %s reported a result of node %r (job %d): dropped", msg.node, status.node,
+                            status.job_id)
                 continue
             updates += self._on_step_status(status, now, outbox)
         live = rc.step_map(msg.steps) if msg.steps else rc.step_map(msg.running)
         return updates + rc.reconcile_node(self, node, live, rc.step_map(msg.ended), now, outbox)
 
     def _on_step_status(self, msg: Any, now: float, outbox: list) -> list:
+        """Apply a step's status; only the node the controller placed the job's step on may report it.
+
+        ``msg.node`` is the reporting node (the consumer checked it against the report stream the
+        message came on): a status about a job whose head is another node is logged and dropped.
+        """
         job = self.jobs.get(msg.job_id)
         epoch = getattr(msg, "epoch", 0)
+        if job is not None and job.head_node and msg.node != job.head_node and job.state not in FINAL_STATES:
+            log.warning("node %s sent a %s status for job %d, which runs on %s: dropped", msg.node, msg.state,
+                        msg.job_id, job.head_node)
+            return []
         if job is None or job.state in FINAL_STATES or job.state == JobState.Pending or \
                 (epoch and epoch != job.epoch):
             if msg.state != "running":
