@@ -4,8 +4,13 @@ Importing this module installs the deferred imports of :mod:`crane_cli.fastimpor
 and then imports grpc and the generated protobuf module, so import it only in a
 command that talks to the controller, and only once the arguments are parsed.
 
-Every call carries ``authorization: Bearer <token>`` metadata, the token coming from
-:func:`crane_common.tokens.find_client_token`. gRPC failures become
+Every call carries a credential the CLI found, never one it made: ``authorization:
+Bearer <token>`` metadata, the token coming from
+:func:`crane_common.tokens.find_client_credential`, or with ``Auth.ClientCredential:
+munge`` an ``x-crane-munge`` credential from the local ``munged``. With ``CraneCtld.Tls.CA``
+in the client config the channel is TLS and the server's certificate must chain to that CA
+and name the host (``ControlMachine``, or ``CraneCtld.Tls.ServerName``); a client
+certificate is presented when one is configured (mTLS). gRPC failures become
 :class:`~crane_cli.errors.CliError` with exit code 3 and upstream's messages
 ("Connection to CraneCtld is broken.", "Access denied.", ...).
 """
@@ -64,11 +69,46 @@ def rpc_error_message(code: grpc.StatusCode | None, details: str | None) -> str:
 
 
 def client_token(conf: ClientConfig) -> str | None:
-    """The bearer token to present (``$CRANE_TOKEN``, the token file, or one minted from a readable key)."""
-    fastimport.install(fastimport.TOKEN_BAGGAGE)
+    """The bearer token to present (``$CRANE_TOKEN``, the token file, or the host token when readable)."""
     from crane_common import tokens
 
-    return tokens.find_client_token(conf.key_file)
+    found = tokens.find_client_credential(conf.host_token_file)
+    return found[0] if found else None
+
+
+def client_metadata(conf: ClientConfig, token: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata carrying the credential (``token``, or a MUNGE credential when configured)."""
+    if conf.credential == "munge" and token is None:
+        from crane_cli import munge
+
+        return ((munge.METADATA_KEY, munge.credential()),)
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise CliError(f"Cannot read the TLS {what} {path}: {exc.strerror or exc}", EXIT_NETWORK) from None
+
+
+def make_channel(conf: ClientConfig) -> grpc.Channel:
+    """A channel to cranectld: TLS verifying the server when ``CraneCtld.Tls.CA`` is set, else plaintext."""
+    if not conf.tls_ca:
+        return grpc.insecure_channel(conf.target, options=CHANNEL_OPTIONS)
+    import os
+
+    cert_path = os.environ.get("CRANE_TLS_CERT") or conf.tls_cert
+    key_path = os.environ.get("CRANE_TLS_KEY") or conf.tls_key
+    cert = _read_file(cert_path, "client certificate") if cert_path and key_path else None
+    key = _read_file(key_path, "client key") if cert_path and key_path else None
+    creds = grpc.ssl_channel_credentials(root_certificates=_read_file(conf.tls_ca, "CA certificate"),
+                                         private_key=key, certificate_chain=cert)
+    options = CHANNEL_OPTIONS
+    if conf.tls_server_name:
+        options = (*options, ("grpc.ssl_target_name_override", conf.tls_server_name))
+    return grpc.secure_channel(conf.target, creds, options=options)
 
 
 class Controller:
@@ -77,9 +117,11 @@ class Controller:
     def __init__(self, conf: ClientConfig, timeout: float = DEFAULT_TIMEOUT, token: str | None = None) -> None:
         self.conf = conf
         self.timeout = timeout
-        self.token = token if token is not None else client_token(conf)
-        self.metadata = (("authorization", f"Bearer {self.token}"),) if self.token else ()
-        self.channel = grpc.insecure_channel(conf.target, options=CHANNEL_OPTIONS)
+        if token is None and conf.credential != "munge":
+            token = client_token(conf)
+        self.token = token
+        self.metadata = client_metadata(conf, token)
+        self.channel = make_channel(conf)
 
     def _callable(self, method: str):  # noqa: ANN202 - grpc multicallable
         reply_cls = REPLIES[method]
@@ -108,8 +150,10 @@ class Controller:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
         message = rpc_error_message(code, details)
-        if code == grpc.StatusCode.UNAUTHENTICATED and not self.token:
+        if code == grpc.StatusCode.UNAUTHENTICATED and not self.metadata:
             message += " No token found: set $CRANE_TOKEN or save one with 'crane token issue --save'."
+        elif code == grpc.StatusCode.UNAVAILABLE and self.conf.tls_ca and details:
+            message += f" ({' '.join(details.split())[:300]})"
         elif code == grpc.StatusCode.UNAUTHENTICATED and details:
             message += f" ({details})"
         return CliError(message, EXIT_NETWORK)

@@ -11,7 +11,7 @@ docs/configuration.md for every key.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from crane_common.hostlist import HostlistError, expand
@@ -124,6 +124,32 @@ class PluginsConfig(_Model):
         return [v] if isinstance(v, str) else v
 
 
+class TlsConfig(_Model):
+    """TLS on the gRPC API (``CraneCtld.Tls:``); paths are relative to CraneBaseDir.
+
+    Server side: ``Cert``/``Key`` (set: cranectld serves TLS only), ``ClientCA`` (set: clients must
+    present a certificate it signed, mTLS). Client side (read by the commands): ``CA`` (verify the
+    server against it), ``ClientCert``/``ClientKey`` (for mTLS) and ``ServerName`` (the name the
+    server certificate must carry, default ``ControlMachine``).
+    """
+
+    Cert: str = ""
+    Key: str = ""
+    ClientCA: str = ""
+    CA: str = ""
+    ClientCert: str = ""
+    ClientKey: str = ""
+    ServerName: str = ""
+
+    @model_validator(mode="after")
+    def _pair(self) -> "TlsConfig":
+        if bool(self.Cert) != bool(self.Key):
+            raise ValueError("Cert and Key go together")
+        if self.ClientCA and not self.Cert:
+            raise ValueError("ClientCA needs Cert and Key")
+        return self
+
+
 class CtldConfig(_Model):
     """Controller tuning (``CraneCtld:`` section)."""
 
@@ -135,6 +161,7 @@ class CtldConfig(_Model):
     FinishedJobRetention: float = 300.0  # seconds an ended job stays visible to queries
     DispatchRetry: float = 10.0          # re-send a launch not confirmed within this many seconds
     GrpcWorkers: int = 8
+    Tls: TlsConfig = Field(default_factory=TlsConfig)
 
 
 class CranedConfig(_Model):
@@ -148,6 +175,7 @@ class AuthConfig(_Model):
     """Where the cluster key lives and who the admins are."""
 
     KeyFile: str = ""                    # default <CraneBaseDir>/cluster.key
+    ClientCredential: Literal["token", "munge"] = "token"   # what the commands present (client side)
     Admins: list[str] = Field(default_factory=lambda: ["root"])
 
 
