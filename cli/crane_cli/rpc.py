@@ -17,9 +17,12 @@ certificate is presented when one is configured (mTLS). gRPC failures become
 
 from __future__ import annotations
 
+import os
+
 from crane_cli import fastimport
 
 fastimport.install()
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc core logs a failed TLS handshake at INFO to stderr
 
 import grpc  # noqa: E402
 
@@ -97,8 +100,6 @@ def make_channel(conf: ClientConfig) -> grpc.Channel:
     """A channel to cranectld: TLS verifying the server when ``CraneCtld.Tls.CA`` is set, else plaintext."""
     if not conf.tls_ca:
         return grpc.insecure_channel(conf.target, options=CHANNEL_OPTIONS)
-    import os
-
     cert_path = os.environ.get("CRANE_TLS_CERT") or conf.tls_cert
     key_path = os.environ.get("CRANE_TLS_KEY") or conf.tls_key
     cert = _read_file(cert_path, "client certificate") if cert_path and key_path else None

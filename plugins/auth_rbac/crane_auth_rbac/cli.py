@@ -232,14 +232,31 @@ def cmd_revoke(args: SimpleNamespace) -> int:
     return EXIT_OK
 
 
+def _resign_host_token(path: str, settings: dict[str, Any]) -> None:
+    """Re-sign the host token with the new key at once (the controller would only at its next call)."""
+    try:
+        with open(path) as fh:
+            claims = jwt_tokens.decode_unverified(fh.read().strip())
+    except (OSError, jwt_tokens.TokenError):
+        return
+    from crane_auth_rbac import DEFAULT_HOST_TOKEN_TTL
+
+    token = jwt_tokens.mint(jwt_tokens.read_keyring(settings["KeyFile"]), settings["Cluster"], int(claims["uid"]),
+                            str(claims["sub"]), str(claims.get("lvl", "none")),
+                            ttl=int(settings.get("HostTokenTTL", DEFAULT_HOST_TOKEN_TTL)))
+    jwt_tokens.write_private(path, (token + "\n").encode())
+
+
 def cmd_rotate_key(args: SimpleNamespace) -> int:
     """Add a new signing key to the keyring; older keys keep verifying for the grace window."""
     if args.grace < 0:
         raise arg_error("crane: --grace must not be negative")
-    key_file = cluster_settings()["KeyFile"]
+    settings = cluster_settings()
+    key_file, _revocations, host_file = auth_paths(settings)
     _keyring(key_file)
     try:
         key = jwt_tokens.rotate(key_file, args.grace)
+        _resign_host_token(host_file, settings)
     except (OSError, ValueError) as exc:
         raise CliError(f"crane: cannot rotate the keyring {key_file}: {exc}", EXIT_SYSTEM) from None
     print(f"new signing key {key.kid}; older keys verify for {args.grace:g} more seconds")
@@ -256,7 +273,8 @@ def _body(fn: Any) -> Any:
 
 def build_command() -> Group:
     """The ``crane token`` group."""
-    token = Group("token", help="issue, show and revoke identity tokens (the rbac auth plugin)", metavar="ACTION")
+    token = Group("token", help="issue, show and revoke identity tokens; rotate the signing key (the rbac auth plugin)",
+                  metavar="ACTION")
     token.add_command(Command("issue", short_help="mint a token with the cluster key (needs read access to it)",
                               callback=_body(cmd_issue), params=[
         Option("--user", required=True, help="user name the token is for"),

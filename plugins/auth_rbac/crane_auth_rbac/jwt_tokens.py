@@ -144,17 +144,17 @@ def create_keyring(path: str, now: float | None = None) -> Keyring:
 
 
 def rotate(path: str, grace: float, now: float | None = None) -> Key:
-    """Add a new signing key to the keyring at ``path``; older keys verify for ``grace`` more seconds.
+    """Add a new signing key to the keyring at ``path``; older keys verify for ``grace`` more seconds at most.
 
-    Keys whose grace has ended are dropped. Returns the new key.
+    A shorter grace also shortens the grace earlier rotations gave (``grace=0``: after a leak,
+    only the new key verifies). Keys whose grace has ended are dropped. Returns the new key.
     """
     now = now if now is not None else time.time()
     ring = read_keyring(path) if os.path.exists(path) else Keyring()
     kept = []
     for key in ring.keys:
-        if key.verify_until is None:
-            key.verify_until = now + grace
-        if key.verify_until >= now:
+        key.verify_until = now + grace if key.verify_until is None else min(key.verify_until, now + grace)
+        if key.verify_until > now:
             kept.append(key)
     new = _new_key(now)
     write_keyring(path, Keyring([*kept, new]))
