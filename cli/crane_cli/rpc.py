@@ -84,7 +84,7 @@ def client_metadata(conf: ClientConfig, token: str | None) -> tuple[tuple[str, s
     if conf.credential == "munge" and token is None:
         from crane_cli import munge
 
-        return ((munge.METADATA_KEY, munge.credential()),)
+        return ((munge.METADATA_KEY, munge.credential(conf.cluster_name)),)
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
@@ -122,6 +122,7 @@ class Controller:
             token = client_token(conf)
         self.token = token
         self.metadata = client_metadata(conf, token)
+        self._calls = 0
         self.channel = make_channel(conf)
 
     def _callable(self, method: str):  # noqa: ANN202 - grpc multicallable
@@ -135,17 +136,25 @@ class Controller:
     def call(self, method: str, request):  # noqa: ANN001, ANN201 - protobuf messages
         """Call ``method`` with ``request``; return the reply or raise :class:`CliError` (exit 3)."""
         try:
-            return self._callable(method)(request, timeout=self.timeout, metadata=self.metadata)
+            return self._callable(method)(request, timeout=self.timeout, metadata=self._fresh_metadata(0))
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
     def call_many(self, calls: list[tuple[str, object]]) -> list:
         """Issue several calls concurrently (one round trip of latency); return the replies in order."""
-        futures = [self._callable(m).future(r, timeout=self.timeout, metadata=self.metadata) for m, r in calls]
+        futures = [self._callable(m).future(r, timeout=self.timeout, metadata=self._fresh_metadata(0))
+                   for m, r in calls]
         try:
             return [f.result() for f in futures]
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+
+    def _fresh_metadata(self, _unused: int = 0) -> tuple[tuple[str, str], ...]:
+        """The metadata of the next call: a MUNGE credential is good for one call only (munged refuses a replay)."""
+        if self.token is not None or self.conf.credential != "munge":
+            return self.metadata
+        self._calls += 1
+        return self.metadata if self._calls == 1 else client_metadata(self.conf, None)
 
     def _error(self, exc: grpc.RpcError) -> CliError:
         code = exc.code() if hasattr(exc, "code") else None
