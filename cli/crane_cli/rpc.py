@@ -118,8 +118,8 @@ class Controller:
     def __init__(self, conf: ClientConfig, timeout: float = DEFAULT_TIMEOUT, token: str | None = None) -> None:
         self.conf = conf
         self.timeout = timeout
-        if token is None and conf.credential != "munge":
-            token = client_token(conf)
+        if token is None:  # with MUNGE configured only an explicit $CRANE_TOKEN replaces the credential
+            token = client_token(conf) if conf.credential != "munge" else (os.environ.get("CRANE_TOKEN") or None)
         self.token = token
         self.metadata = client_metadata(conf, token)
         self._calls = 0

@@ -6,8 +6,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import tempfile
-import time
 
 import pytest
 from crane_auth_munge import METADATA_KEY, MungeAuth
@@ -20,23 +18,11 @@ pytestmark = pytest.mark.skipif(shutil.which("munged") is None or os.geteuid() !
 @pytest.fixture(scope="module")
 def munged():
     """A private munged; yields its socket path."""
-    d = tempfile.mkdtemp(prefix="crane-munge-")
-    os.chmod(d, 0o755)
-    key = os.path.join(d, "munge.key")
-    with open(key, "wb") as fh:
-        fh.write(os.urandom(1024))
-    os.chmod(key, 0o600)
-    sock = os.path.join(d, "munge.socket")
-    subprocess.run(["munged", f"--socket={sock}", f"--key-file={key}", f"--pid-file={d}/munged.pid",
-                    f"--log-file={d}/munged.log", f"--seed-file={d}/munged.seed", "--force"], check=True)
-    deadline = time.time() + 10
-    while not os.path.exists(sock) and time.time() < deadline:
-        time.sleep(0.05)
-    yield sock
-    with open(f"{d}/munged.pid") as fh:
-        os.kill(int(fh.read().strip()), 15)
-    time.sleep(0.2)
-    shutil.rmtree(d, ignore_errors=True)
+    from crane_auth_munge.testing import PrivateMunged
+
+    daemon = PrivateMunged().start()
+    yield daemon.socket
+    daemon.stop()
 
 
 def plugin(sock: str) -> MungeAuth:
