@@ -136,20 +136,20 @@ class Controller:
     def call(self, method: str, request):  # noqa: ANN001, ANN201 - protobuf messages
         """Call ``method`` with ``request``; return the reply or raise :class:`CliError` (exit 3)."""
         try:
-            return self._callable(method)(request, timeout=self.timeout, metadata=self._fresh_metadata(0))
+            return self._callable(method)(request, timeout=self.timeout, metadata=self._fresh_metadata())
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
     def call_many(self, calls: list[tuple[str, object]]) -> list:
         """Issue several calls concurrently (one round trip of latency); return the replies in order."""
-        futures = [self._callable(m).future(r, timeout=self.timeout, metadata=self._fresh_metadata(0))
+        futures = [self._callable(m).future(r, timeout=self.timeout, metadata=self._fresh_metadata())
                    for m, r in calls]
         try:
             return [f.result() for f in futures]
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
-    def _fresh_metadata(self, _unused: int = 0) -> tuple[tuple[str, str], ...]:
+    def _fresh_metadata(self) -> tuple[tuple[str, str], ...]:
         """The metadata of the next call: a MUNGE credential is good for one call only (munged refuses a replay)."""
         if self.token is not None or self.conf.credential != "munge":
             return self.metadata
