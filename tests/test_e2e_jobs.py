@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-from crane_common import tokens
 from crane_common.states import EC_EXCEED_TIME_LIMIT, EC_TERMINATED, JobState
 from crane_e2e import cgroups_writable, ensure_user
 
@@ -159,8 +158,7 @@ def test_cqueue_cinfo_json(cluster):
 
 def test_jobs_run_as_the_submitting_user(cluster):
     alice = ensure_user("crane_e2e_alice")
-    key = tokens.read_key(cluster.lc.cfg.key_file)
-    token = tokens.mint(key, alice.pw_uid, alice.pw_name)
+    token = cluster.lc.token(alice.pw_name, alice.pw_uid)
     env = {"CRANE_TOKEN": token}
     jid = cluster.cbatch("-o", "alice-%j.out", "--wrap", "id -u; id -g; whoami; echo $USER", env=env)
     info = cluster.wait_done(jid)
@@ -173,9 +171,8 @@ def test_jobs_run_as_the_submitting_user(cluster):
 
 def test_user_cannot_cancel_someone_elses_job(cluster):
     alice, bob = ensure_user("crane_e2e_alice"), ensure_user("crane_e2e_bob")
-    key = tokens.read_key(cluster.lc.cfg.key_file)
-    a_env = {"CRANE_TOKEN": tokens.mint(key, alice.pw_uid, alice.pw_name)}
-    b_env = {"CRANE_TOKEN": tokens.mint(key, bob.pw_uid, bob.pw_name)}
+    a_env = {"CRANE_TOKEN": cluster.lc.token(alice.pw_name, alice.pw_uid)}
+    b_env = {"CRANE_TOKEN": cluster.lc.token(bob.pw_name, bob.pw_uid)}
     jid = cluster.cbatch("-H", "--wrap", "true", env=a_env)
     proc = cluster.run("ccancel", str(jid), env=b_env)
     assert proc.returncode == 4
@@ -187,7 +184,11 @@ def test_user_cannot_cancel_someone_elses_job(cluster):
 
 
 def test_forged_token_is_rejected(cluster):
-    forged = tokens.mint(b"not-the-cluster-key", 0, "root", "root")
+    from crane_auth_rbac import jwt_tokens
+
+    foreign = jwt_tokens.Keyring([jwt_tokens.Key(jwt_tokens.read_keyring(cluster.lc.cfg.key_file).signing.kid,
+                                                 b"not-the-cluster-key" * 2, 0)])
+    forged = jwt_tokens.mint(foreign, cluster.lc.cfg.ClusterName, 0, "root", "root")
     proc = cluster.run("cqueue", env={"CRANE_TOKEN": forged})
     assert proc.returncode == 3
     assert "Access denied" in proc.stderr
@@ -195,8 +196,7 @@ def test_forged_token_is_rejected(cluster):
 
 def test_ccontrol_priority_hold_and_drain(cluster):
     alice = ensure_user("crane_e2e_alice")
-    key = tokens.read_key(cluster.lc.cfg.key_file)
-    a_env = {"CRANE_TOKEN": tokens.mint(key, alice.pw_uid, alice.pw_name)}
+    a_env = {"CRANE_TOKEN": cluster.lc.token(alice.pw_name, alice.pw_uid)}
     jid = cluster.cbatch("-H", "--wrap", "true", env=a_env)
     # only an admin may pin a priority
     proc = cluster.run("ccontrol", "update", f"jobid={jid}", "priority=5000", env=a_env)

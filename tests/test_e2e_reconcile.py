@@ -20,7 +20,6 @@ from typing import Any
 
 import faulty_runtime
 import pytest
-from crane_common import tokens
 from crane_common.states import EC_CRANED_DOWN, FINAL_STATES, JobState
 from crane_e2e import Cluster, ensure_user, make_cluster
 
@@ -199,7 +198,7 @@ def test_admin_confirms_a_powered_off_node(fresh):
     # a reason is required, and only an admin may say so
     assert c.run("ccontrol", "update", "nodeName=cn03", "state=down").returncode == 2
     alice = ensure_user("crane_e2e_alice")
-    a_env = {"CRANE_TOKEN": tokens.mint(tokens.read_key(c.lc.cfg.key_file), alice.pw_uid, alice.pw_name)}
+    a_env = {"CRANE_TOKEN": c.lc.token(alice.pw_name, alice.pw_uid)}
     proc = c.run("ccontrol", "update", "nodeName=cn03", "state=down", "reason=powered off", env=a_env)
     assert proc.returncode == 4 and "Permission denied" in proc.stderr
     assert cpu_alloc(c, "cn03") == 2

@@ -4,7 +4,15 @@ Where: ``-C/--config PATH``, else ``$CRANE_CONFIG``, else ``/etc/crane/config.ya
 What: ``ControlMachine`` (default ``localhost``), ``CraneCtldListenPort`` (default
 10011), ``CraneBaseDir`` (default ``/var/crane/``), ``Auth.KeyFile`` (default
 ``<CraneBaseDir>/cluster.key``; a relative path is taken relative to the base
-dir) and ``ClusterName``. Everything else in the file is ignored.
+dir; the host token ``root.token`` is looked for beside it), ``ClusterName``,
+``Auth.ClientCredential`` (``token``, the default, or ``munge``: send a MUNGE
+credential) and the client side of TLS, ``CraneCtld.Tls``: ``CA`` (the CA
+certificate the controller's certificate must chain to; set, the commands talk
+TLS and verify the server), ``ClientCert``/``ClientKey`` (a client certificate
+for mTLS; ``$CRANE_TLS_CERT``/``$CRANE_TLS_KEY`` override them) and
+``ServerName`` (the name to check the certificate against, default
+``ControlMachine``). Relative paths are taken relative to the base dir.
+Everything else in the file is ignored.
 
 A missing or unparsable file is a :class:`~crane_cli.errors.CliError` with exit
 code 2. The file is parsed with PyYAML's C ``CSafeLoader`` (the pure-Python
@@ -30,21 +38,36 @@ DEFAULT_CONTROL_MACHINE = "localhost"
 DEFAULT_PORT = 10011
 DEFAULT_BASE_DIR = "/var/crane/"
 DEFAULT_KEY_FILE_NAME = "cluster.key"
+HOST_TOKEN_NAME = "root.token"
+CREDENTIALS = ("token", "munge")
 
 
 class ClientConfig:
     """Client-side view of ``config.yaml``."""
 
-    __slots__ = ("path", "control_machine", "port", "base_dir", "key_file", "cluster_name")
+    __slots__ = ("path", "control_machine", "port", "base_dir", "key_file", "cluster_name", "credential",
+                 "tls_ca", "tls_cert", "tls_key", "tls_server_name")
 
     def __init__(self, path: str, control_machine: str = DEFAULT_CONTROL_MACHINE, port: int = DEFAULT_PORT,
-                 base_dir: str = DEFAULT_BASE_DIR, key_file: str | None = None, cluster_name: str = "") -> None:
+                 base_dir: str = DEFAULT_BASE_DIR, key_file: str | None = None, cluster_name: str = "",
+                 credential: str = "token", tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None, tls_server_name: str | None = None) -> None:
         self.path = path
         self.control_machine = control_machine
         self.port = port
         self.base_dir = base_dir
         self.key_file = key_file or os.path.join(base_dir, DEFAULT_KEY_FILE_NAME)
         self.cluster_name = cluster_name
+        self.credential = credential
+        self.tls_ca = tls_ca
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.tls_server_name = tls_server_name
+
+    @property
+    def host_token_file(self) -> str:
+        """The controller's host token (readable by root on the controller host only)."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.key_file)), HOST_TOKEN_NAME)
 
     @property
     def target(self) -> str:
@@ -114,11 +137,33 @@ def from_mapping(data: object, path: str = "<config>") -> ClientConfig:
         raise _fail(path, "Auth.KeyFile must be a string")
     if key_file:
         key_file = os.path.join(base_dir, os.path.expanduser(key_file))
-    return ClientConfig(path, host, port, base_dir, key_file or None, text("ClusterName", ""))
+    credential = auth.get("ClientCredential") or "token"
+    if credential not in CREDENTIALS:
+        raise _fail(path, f"Auth.ClientCredential must be one of {', '.join(CREDENTIALS)}, not {credential!r}")
+    ctld = data.get("CraneCtld") or {}
+    tls = ctld.get("Tls") if isinstance(ctld, dict) else None
+    if tls is not None and not isinstance(tls, dict):
+        raise _fail(path, "CraneCtld.Tls must be a mapping")
+    tls = tls or {}
+
+    def tls_path(key: str) -> str | None:
+        """A TLS file path of ``CraneCtld.Tls`` (relative to the base dir), None when unset."""
+        value = tls.get(key)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise _fail(path, f"CraneCtld.Tls.{key} must be a string")
+        return os.path.join(base_dir, os.path.expanduser(value))
+
+    server_name = tls.get("ServerName")
+    return ClientConfig(path, host, port, base_dir, key_file or None, text("ClusterName", ""), credential,
+                        tls_path("CA"), tls_path("ClientCert"), tls_path("ClientKey"),
+                        str(server_name) if server_name else None)
 
 
-CACHE_VERSION = 1
-_FIELDS = ("control_machine", "port", "base_dir", "key_file", "cluster_name")
+CACHE_VERSION = 2
+_FIELDS = ("control_machine", "port", "base_dir", "key_file", "cluster_name", "credential", "tls_ca", "tls_cert",
+           "tls_key", "tls_server_name")
 
 
 def cache_file(path: str) -> str:

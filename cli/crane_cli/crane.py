@@ -4,8 +4,10 @@ Built in::
 
     crane version                      versions of crane-cli, crane-common and (if reachable) cranectld
     crane whoami                       who the controller thinks you are
-    crane token issue --user NAME ...  mint a token with the cluster key
-    crane token show                   decode the current token (no verification)
+
+Tokens are the auth plugins' business: ``crane token issue|show|revoke|rotate-key`` comes
+with the rbac auth plugin (crane-auth-rbac), ``crane certs`` with crane-tools. The CLI itself
+never signs anything; it only finds a credential and presents it (:mod:`crane_common.tokens`).
 
 Installed verbs: every entry point of the ``crane.commands`` group (what crane-tools and any
 third-party package register, e.g. ``demo``, ``bench``, ``sim``) is a subcommand, imported
@@ -20,20 +22,18 @@ passed on as ``$CRANE_CONFIG``.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, NoReturn
 
 import click
-from crane_common.levels import ADMIN_LEVELS as LEVELS
 
 from crane_cli import __version__
 from crane_cli.cliparse import Command, Group, Option, common_options, disable_fast_exit, invoke, run
-from crane_cli.errors import EXIT_GENERIC, EXIT_OK, EXIT_SYSTEM, CliError, arg_error
+from crane_cli.errors import EXIT_GENERIC, EXIT_OK, CliError
 
 COMMAND_GROUP = "crane.commands"
-BUILTINS = ("version", "whoami", "token")
+BUILTINS = ("version", "whoami")
 
 if TYPE_CHECKING:  # importlib.metadata costs ~10 ms: imported only to list or run installed verbs
     from importlib.metadata import EntryPoint
@@ -130,23 +130,6 @@ def build_command() -> CraneGroup:
     group.add_command(Command("whoami", short_help="the identity the controller sees", params=[
         Option("--json", flag=True, default=False, help="print the controller's reply as JSON"),
     ], callback=_body(cmd_whoami)))
-    token = Group("token", short_help="issue or show identity tokens", metavar="ACTION")
-    token.add_command(Command("issue", short_help="mint a token with the cluster key (needs read access to it)",
-                              callback=_body(cmd_token_issue), params=[
-        Option("--user", required=True, help="user name the token is for"),
-        Option("--uid", type=click.INT, help="numeric uid (default: looked up from --user)"),
-        Option("--level", type=click.Choice(LEVELS), default="none", help="admin level (default none)"),
-        Option("--ttl", type=click.INT, default=0, help="lifetime in seconds (default 0: no expiry)"),
-        Option("--key-file", help="cluster key file (default: Auth.KeyFile of the config)"),
-        Option("--save", flag=True, default=False, group="save", help="also write it to your token file"),
-        Option("--save-to", metavar="PATH", group="save",
-               help="also write it to PATH (e.g. another user's token file)"),
-    ]))
-    token.add_command(Command("show", short_help="decode the current token without verifying it",
-                              callback=_body(cmd_token_show), params=[
-        Option("--json", flag=True, default=False, help="print the payload as JSON"),
-    ]))
-    group.add_command(token)
     return group
 
 
@@ -201,144 +184,6 @@ def cmd_whoami(args: SimpleNamespace) -> int:
         print(to_json(info))
         return EXIT_OK
     print(f"{info.identity or 'anonymous'}{' (admin)' if info.admin else ''}")
-    return EXIT_OK
-
-
-# -- tokens ------------------------------------------------------------------------------
-
-def lookup_uid(user: str) -> int:
-    """The uid of ``user`` from the passwd database (CliError when unknown)."""
-    import pwd
-
-    try:
-        return pwd.getpwnam(user).pw_uid
-    except KeyError:
-        raise arg_error(f"crane: no such user {user!r}; give --uid") from None
-
-
-def write_token(path: str, token: str, owner_uid: int | None = None) -> None:
-    """Write ``token`` to ``path`` (mode 0600, a missing parent made 0700), never following a planted symlink.
-
-    Root writing another user's token (``owner_uid``) does it as that user
-    (:func:`crane_cli.tokenfile.write_as_user`: a child with her ids), so the file is hers and root
-    never opens a path she controls; otherwise the caller writes it herself. Both write a fresh
-    ``O_EXCL|O_NOFOLLOW`` temporary file and rename it into place.
-    """
-    from crane_cli import tokenfile
-
-    data = (token + "\n").encode()
-    try:
-        if owner_uid is not None and os.geteuid() == 0 and owner_uid != 0:
-            tokenfile.write_as_user(owner_uid, path, data)
-        else:
-            tokenfile.write_private(path, data)
-    except OSError as exc:
-        raise CliError(f"crane: cannot write token to {path}: {exc.strerror or exc}", EXIT_SYSTEM) from None
-
-
-def cmd_token_issue(args: SimpleNamespace) -> int:
-    """Mint (and optionally save) a token."""
-    from crane_common import tokens
-
-    if args.ttl < 0:
-        raise arg_error("crane: --ttl must not be negative")
-    uid = args.uid if args.uid is not None else lookup_uid(args.user)
-    if uid < 0:
-        raise arg_error("crane: --uid must not be negative")
-    key_file = args.key_file
-    if not key_file:
-        from crane_cli import clientconf
-
-        key_file = clientconf.load(args.config).key_file
-    try:
-        key = tokens.read_key(key_file)
-    except OSError as exc:
-        raise CliError(f"crane: cannot read the cluster key {key_file}: {exc.strerror or exc}", EXIT_SYSTEM) \
-            from None
-    token = tokens.mint(key, uid, args.user, args.level, ttl=args.ttl)
-    if args.save:
-        import pwd
-
-        try:
-            me = pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:
-            me = str(os.getuid())
-        if me != args.user:
-            raise arg_error(f"crane: --save writes your own token file ({me}); use --save-to PATH for {args.user}")
-        path = tokens.default_token_path()
-        write_token(path, token)
-        print(token)
-        sys.stderr.write(f"Token saved to {path}\n")
-        return EXIT_OK
-    if args.save_to:
-        write_token(args.save_to, token, owner_uid=uid)
-        print(token)
-        sys.stderr.write(f"Token saved to {args.save_to}\n")
-        return EXIT_OK
-    print(token)
-    return EXIT_OK
-
-
-def decode_token(token: str) -> dict:
-    """The payload of a ``v1.<payload>.<sig>`` token, without checking the signature."""
-    import base64
-    import json
-
-    parts = token.strip().split(".")
-    if len(parts) != 3 or parts[0] != "v1":
-        raise ValueError("not a v1 token")
-    body = parts[1]
-    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    if not isinstance(payload, dict):
-        raise ValueError("malformed token payload")
-    return payload
-
-
-def cmd_token_show(args: SimpleNamespace) -> int:
-    """Show which token the commands would present, and what it claims."""
-    import time
-
-    from crane_common import tokens
-
-    token = os.environ.get(tokens.TOKEN_ENV, "").strip()
-    source = f"${tokens.TOKEN_ENV}"
-    if not token:
-        source = tokens.default_token_path()
-        try:
-            with open(source) as fh:
-                token = fh.read().strip()
-        except OSError:
-            token = ""
-    if not token:
-        raise CliError(f"crane: no token: ${tokens.TOKEN_ENV} is unset and {source} does not exist "
-                       "(root on the controller host gets one minted from the cluster key)", EXIT_GENERIC)
-    try:
-        payload = decode_token(token)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CliError(f"crane: the token from {source} cannot be decoded: {exc}", EXIT_GENERIC) from None
-    if args.json:
-        import json
-
-        print(json.dumps({"source": source, **payload}, indent=2))
-        return EXIT_OK
-
-    def when(ts: object) -> str:
-        """A payload timestamp in local time (``never`` for 0)."""
-        if not ts:
-            return "never"
-        try:
-            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ts)))  # type: ignore[arg-type]
-        except (TypeError, ValueError, OverflowError):
-            return str(ts)
-
-    exp = payload.get("exp") or 0
-    expired = " (expired)" if exp and isinstance(exp, (int, float)) and exp < time.time() else ""
-    print(f"source:  {source}")
-    print(f"user:    {payload.get('user')}")
-    print(f"uid:     {payload.get('uid')}")
-    print(f"level:   {payload.get('lvl', 'none')}")
-    print(f"issued:  {when(payload.get('iat'))}")
-    print(f"expires: {when(exp)}{expired}")
     return EXIT_OK
 
 

@@ -4,8 +4,13 @@ Importing this module installs the deferred imports of :mod:`crane_cli.fastimpor
 and then imports grpc and the generated protobuf module, so import it only in a
 command that talks to the controller, and only once the arguments are parsed.
 
-Every call carries ``authorization: Bearer <token>`` metadata, the token coming from
-:func:`crane_common.tokens.find_client_token`. gRPC failures become
+Every call carries a credential the CLI found, never one it made: ``authorization:
+Bearer <token>`` metadata, the token coming from
+:func:`crane_common.tokens.find_client_credential`, or with ``Auth.ClientCredential:
+munge`` an ``x-crane-munge`` credential from the local ``munged``. With ``CraneCtld.Tls.CA``
+in the client config the channel is TLS and the server's certificate must chain to that CA
+and name the host (``ControlMachine``, or ``CraneCtld.Tls.ServerName``); a client
+certificate is presented when one is configured (mTLS). gRPC failures become
 :class:`~crane_cli.errors.CliError` with exit code 3 and upstream's messages
 ("Connection to CraneCtld is broken.", "Access denied.", ...); a call the controller refused
 (INVALID_ARGUMENT, PERMISSION_DENIED) exits with code 4 and the controller's one-line reason.
@@ -13,9 +18,12 @@ Every call carries ``authorization: Bearer <token>`` metadata, the token coming 
 
 from __future__ import annotations
 
+import os
+
 from crane_cli import fastimport
 
 fastimport.install()
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # grpc core logs a failed TLS handshake at INFO to stderr
 
 import grpc  # noqa: E402
 
@@ -76,11 +84,44 @@ def rpc_error_message(code: grpc.StatusCode | None, details: str | None) -> str:
 
 
 def client_token(conf: ClientConfig) -> str | None:
-    """The bearer token to present (``$CRANE_TOKEN``, the token file, or one minted from a readable key)."""
-    fastimport.install(fastimport.TOKEN_BAGGAGE)
+    """The bearer token to present (``$CRANE_TOKEN``, the token file, or the host token when readable)."""
     from crane_common import tokens
 
-    return tokens.find_client_token(conf.key_file)
+    found = tokens.find_client_credential(conf.host_token_file)
+    return found[0] if found else None
+
+
+def client_metadata(conf: ClientConfig, token: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata carrying the credential (``token``, or a MUNGE credential when configured)."""
+    if conf.credential == "munge" and token is None:
+        from crane_cli import munge
+
+        return ((munge.METADATA_KEY, munge.credential(conf.cluster_name)),)
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise CliError(f"Cannot read the TLS {what} {path}: {exc.strerror or exc}", EXIT_NETWORK) from None
+
+
+def make_channel(conf: ClientConfig) -> grpc.Channel:
+    """A channel to cranectld: TLS verifying the server when ``CraneCtld.Tls.CA`` is set, else plaintext."""
+    if not conf.tls_ca:
+        return grpc.insecure_channel(conf.target, options=CHANNEL_OPTIONS)
+    cert_path = os.environ.get("CRANE_TLS_CERT") or conf.tls_cert
+    key_path = os.environ.get("CRANE_TLS_KEY") or conf.tls_key
+    cert = _read_file(cert_path, "client certificate") if cert_path and key_path else None
+    key = _read_file(key_path, "client key") if cert_path and key_path else None
+    creds = grpc.ssl_channel_credentials(root_certificates=_read_file(conf.tls_ca, "CA certificate"),
+                                         private_key=key, certificate_chain=cert)
+    options = CHANNEL_OPTIONS
+    if conf.tls_server_name:
+        options = (*options, ("grpc.ssl_target_name_override", conf.tls_server_name))
+    return grpc.secure_channel(conf.target, creds, options=options)
 
 
 class Controller:
@@ -89,9 +130,12 @@ class Controller:
     def __init__(self, conf: ClientConfig, timeout: float = DEFAULT_TIMEOUT, token: str | None = None) -> None:
         self.conf = conf
         self.timeout = timeout
-        self.token = token if token is not None else client_token(conf)
-        self.metadata = (("authorization", f"Bearer {self.token}"),) if self.token else ()
-        self.channel = grpc.insecure_channel(conf.target, options=CHANNEL_OPTIONS)
+        if token is None:  # with MUNGE configured only an explicit $CRANE_TOKEN replaces the credential
+            token = client_token(conf) if conf.credential != "munge" else (os.environ.get("CRANE_TOKEN") or None)
+        self.token = token
+        self.metadata = client_metadata(conf, token)
+        self._calls = 0
+        self.channel = make_channel(conf)
 
     def _callable(self, method: str):  # noqa: ANN202 - grpc multicallable
         reply_cls = REPLIES[method]
@@ -104,24 +148,34 @@ class Controller:
     def call(self, method: str, request):  # noqa: ANN001, ANN201 - protobuf messages
         """Call ``method`` with ``request``; return the reply or raise :class:`CliError` (exit 3)."""
         try:
-            return self._callable(method)(request, timeout=self.timeout, metadata=self.metadata)
+            return self._callable(method)(request, timeout=self.timeout, metadata=self._fresh_metadata())
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
     def call_many(self, calls: list[tuple[str, object]]) -> list:
         """Issue several calls concurrently (one round trip of latency); return the replies in order."""
-        futures = [self._callable(m).future(r, timeout=self.timeout, metadata=self.metadata) for m, r in calls]
+        futures = [self._callable(m).future(r, timeout=self.timeout, metadata=self._fresh_metadata())
+                   for m, r in calls]
         try:
             return [f.result() for f in futures]
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
+    def _fresh_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata of the next call: a MUNGE credential is good for one call only (munged refuses a replay)."""
+        if self.token is not None or self.conf.credential != "munge":
+            return self.metadata
+        self._calls += 1
+        return self.metadata if self._calls == 1 else client_metadata(self.conf, None)
+
     def _error(self, exc: grpc.RpcError) -> CliError:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
         message = rpc_error_message(code, details)
-        if code == grpc.StatusCode.UNAUTHENTICATED and not self.token:
+        if code == grpc.StatusCode.UNAUTHENTICATED and not self.metadata:
             message += " No token found: set $CRANE_TOKEN or save one with 'crane token issue --save'."
+        elif code == grpc.StatusCode.UNAVAILABLE and self.conf.tls_ca and details:
+            message += f" ({' '.join(details.split())[:300]})"
         elif code == grpc.StatusCode.UNAUTHENTICATED and details:
             message += f" ({details})"
         return CliError(message, EXIT_BACKEND if code in _REFUSALS else EXIT_NETWORK)

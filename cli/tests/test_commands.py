@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 from cli_support import TOKEN, write_config
@@ -360,10 +361,10 @@ def test_crane_token_issue_show(cli, cli_env, tmp_path):
     r = cli("crane", "token", "issue", "--user", "alice", "--uid", "1000", "--level", "admin", "--ttl", "60")
     assert r.code == 0, r
     token = r.out.strip()
-    from crane_common import tokens
+    from crane_auth_rbac import jwt_tokens
 
-    payload = tokens.verify(b"k" * 64, token)
-    assert (payload["user"], payload["uid"], payload["lvl"]) == ("alice", 1000, "admin")
+    payload = jwt_tokens.verify(jwt_tokens.read_keyring(str(tmp_path / "cluster.key")), token, "test")
+    assert (payload["sub"], payload["uid"], payload["lvl"]) == ("alice", 1000, "admin")
     assert payload["exp"] - payload["iat"] == 60
     env = dict(cli_env, CRANE_TOKEN=token)
     r = cli("crane", "token", "show", env=env)
@@ -371,21 +372,32 @@ def test_crane_token_issue_show(cli, cli_env, tmp_path):
     assert "user:    alice" in r.out and "level:   admin" in r.out
     r = cli("crane", "token", "show", "--json", env=env)
     assert json.loads(r.out)["uid"] == 1000
+    import shutil
     import tempfile
 
-    home = tempfile.mkdtemp()  # a directory of uid 1000's, reachable by it: root writes her token as her
+    home = tempfile.mkdtemp(prefix="crane-alice-")  # root writes as the token's user, in a directory of theirs
     try:
         if os.geteuid() == 0:
             os.chown(home, 1000, 1000)
-        target = os.path.join(home, "alice-token")
-        r = cli("crane", "token", "issue", "--user", "alice", "--uid", "1000", "--save-to", target)
+        target = Path(home) / "alice-token"
+        r = cli("crane", "token", "issue", "--user", "alice", "--uid", "1000", "--save-to", str(target))
         assert r.code == 0, r
-        assert open(target).read().strip() == r.out.strip()
-        assert oct(os.stat(target).st_mode & 0o777) == "0o600"
-        assert os.stat(target).st_uid == (1000 if os.geteuid() == 0 else os.geteuid())
+        assert target.read_text().strip() == r.out.strip()
+        assert oct(target.stat().st_mode & 0o777) == "0o600"
+        assert target.stat().st_uid == (1000 if os.geteuid() == 0 else os.getuid())
+        if os.geteuid() == 0:  # a symlink alice planted at her token file to a root-owned file
+            victim = tmp_path / "root-owned"
+            victim.write_text("precious")
+            target.unlink()
+            os.symlink(victim, target)
+            r = cli("crane", "token", "issue", "--user", "alice", "--uid", "1000", "--save-to", str(target))
+            assert r.code == 0, r
+            assert victim.read_text() == "precious" and victim.stat().st_uid == 0
+            assert not target.is_symlink() and target.stat().st_uid == 1000
+            r = cli("crane", "token", "issue", "--user", "alice", "--uid", "1000", "--save-to",
+                    str(tmp_path / "t"))             # a directory alice cannot write: refused, not done as root
+            assert r.code == 6 and "Permission denied" in r.err
     finally:
-        import shutil
-
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -11,7 +11,7 @@ docs/configuration.md for every key.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from crane_common.hostlist import HostlistError, expand
@@ -125,6 +125,30 @@ class PluginsConfig(_Model):
 
 
 PRIVATE_DATA = ("jobs", "usage", "nodes", "partitions")
+class TlsConfig(_Model):
+    """TLS on the gRPC API (``CraneCtld.Tls:``); paths are relative to CraneBaseDir.
+
+    Server side: ``Cert``/``Key`` (set: cranectld serves TLS only), ``ClientCA`` (set: clients must
+    present a certificate it signed, mTLS). Client side (read by the commands): ``CA`` (verify the
+    server against it), ``ClientCert``/``ClientKey`` (for mTLS) and ``ServerName`` (the name the
+    server certificate must carry, default ``ControlMachine``).
+    """
+
+    Cert: str = ""
+    Key: str = ""
+    ClientCA: str = ""
+    CA: str = ""
+    ClientCert: str = ""
+    ClientKey: str = ""
+    ServerName: str = ""
+
+    @model_validator(mode="after")
+    def _pair(self) -> "TlsConfig":
+        if bool(self.Cert) != bool(self.Key):
+            raise ValueError("Cert and Key go together")
+        if self.ClientCA and not self.Cert:
+            raise ValueError("ClientCA needs Cert and Key")
+        return self
 
 
 class CtldConfig(_Model):
@@ -177,6 +201,7 @@ class CtldConfig(_Model):
         if bad:
             raise ValueError(f"unknown PrivateData item(s) {', '.join(bad)} (known: {', '.join(PRIVATE_DATA)})")
         return [a for a in items if a]
+    Tls: TlsConfig = Field(default_factory=TlsConfig)
 
 
 class CranedConfig(_Model):
@@ -190,6 +215,7 @@ class AuthConfig(_Model):
     """Where the cluster key lives and who the admins are."""
 
     KeyFile: str = ""                    # default <CraneBaseDir>/cluster.key
+    ClientCredential: Literal["token", "munge"] = "token"   # what the commands present (client side)
     Admins: list[str] = Field(default_factory=lambda: ["root"])
 
 

@@ -19,7 +19,6 @@ class CtldHarness:
     """
 
     def __init__(self, tmp_path: Any, overrides: dict[str, Any] | None = None, scheduler: Any = None) -> None:
-        from crane_common import tokens
         from crane_kernel.auth_types import Identity
         from crane_kernel.config import parse_config
         from crane_kernel.ctld.core import Controller
@@ -34,7 +33,6 @@ class CtldHarness:
         }
         raw.update(overrides or {})
         self.cfg = parse_config(raw)
-        tokens.create_key_file(self.cfg.key_file)
         self.pm = build_plugin_manager(self.cfg)
         if scheduler is not None:  # a test's scheduler object in the scheduler slot, the other slots as configured
             from crane_kernel import plugins

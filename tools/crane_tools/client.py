@@ -19,10 +19,14 @@ from crane_common.proto import crane_pb2_grpc as pbg
 class CtldClient:
     """Calls ``crane.grpc.CraneCtld`` with a bearer token."""
 
-    def __init__(self, address: str, token: str | None, timeout: float = 30.0) -> None:
+    def __init__(self, address: str, token: str | None, timeout: float = 30.0, tls: Any = None,
+                 server_name: str = "") -> None:
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 256 << 20),
-                                                               ("grpc.max_send_message_length", 256 << 20)])
+        options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        self.channel = (grpc.secure_channel(address, tls, options=options) if tls is not None
+                        else grpc.insecure_channel(address, options=options))
         self.stub = pbg.CraneCtldStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
@@ -34,7 +38,18 @@ class CtldClient:
 
         cfg = load_config(path)
         host = cfg.ControlMachine
-        return cls(f"{host}:{cfg.CraneCtldListenPort}", token or tokens.find_client_token(cfg.key_file))
+        tls = cfg.CraneCtld.Tls
+        creds = None
+        if tls.CA:
+            def read(p: str) -> bytes:
+                """A TLS file's bytes (relative to CraneBaseDir)."""
+                with open(os.path.join(cfg.base_dir, p), "rb") as fh:
+                    return fh.read()
+
+            pair = (read(tls.ClientKey), read(tls.ClientCert)) if tls.ClientCert and tls.ClientKey else (None, None)
+            creds = grpc.ssl_channel_credentials(read(tls.CA), *pair)
+        return cls(f"{host}:{cfg.CraneCtldListenPort}", token or tokens.find_client_token(cfg.key_file),
+                   tls=creds, server_name=tls.ServerName)
 
     def _call(self, name: str, request: Any) -> Any:
         return getattr(self.stub, name)(request, metadata=self.metadata, timeout=self.timeout)

@@ -62,7 +62,8 @@ class LocalCluster:
     """Start, stop, kill and restart the parts of a one-machine cluster."""
 
     def __init__(self, base_dir: str | None = None, *, nodes: int = 3, cpus: float = 2, memory: str = "1G",
-                 cluster: str = "demo", config: dict[str, Any] | None = None, **overrides: Any) -> None:
+                 cluster: str = "demo", config: dict[str, Any] | None = None, tls: bool = True,
+                 **overrides: Any) -> None:
         self.owns_dir = base_dir is None
         self.base_dir = base_dir or tempfile.mkdtemp(prefix=f"crane-{cluster}-")
         os.makedirs(self.base_dir, exist_ok=True)
@@ -77,6 +78,7 @@ class LocalCluster:
         self.node_names: list[str] = []
         self.logs = os.path.join(self.base_dir, "log")
         self.bus_dir: str | None = None  # the bus credentials (None: Bus.Auth off)
+        self.tls = tls
 
     # -- lifecycle ---------------------------------------------------------------
     def _close_bus(self) -> None:
@@ -109,6 +111,8 @@ class LocalCluster:
         cfg.setdefault("RedisUrl", self.redis.url)
         cfg.setdefault("CraneCtldListenPort", self.port)
         self.port = cfg["CraneCtldListenPort"]
+        if self.tls:
+            self._setup_tls(cfg)
         with open(self.config_path, "w") as fh:
             yaml.safe_dump(cfg, fh, sort_keys=False)
         from crane_kernel.config import load_config
@@ -120,6 +124,30 @@ class LocalCluster:
             self.start_craned(name)
         self.wait_nodes_up(len(self.node_names))
         return self
+
+    def _setup_tls(self, cfg: dict[str, Any]) -> None:
+        """Create a cluster CA and cranectld's certificate (``<base>/tls``) and turn TLS on in ``cfg``.
+
+        Kept when a caller's config already sets ``CraneCtld.Tls``; JWT tokens are on anyway
+        (the rbac auth plugin is the default).
+        """
+        ctld = cfg.setdefault("CraneCtld", {})
+        if ctld.get("Tls"):
+            return
+        from crane_tools import certs
+
+        tls_dir = os.path.join(self.base_dir, "tls")
+        if not os.path.exists(os.path.join(tls_dir, "ca.crt")):
+            certs.init_ca(tls_dir, cfg.get("ClusterName", "demo"))
+        crt, key = certs.issue(tls_dir, "cranectld", server=True, hosts=["127.0.0.1", "localhost", "::1"])
+        ctld["Tls"] = {"Cert": crt, "Key": key, "CA": os.path.join(tls_dir, "ca.crt")}
+
+    def token(self, user: str, uid: int, level: str = "none", ttl: int = 3600) -> str:
+        """A JWT for ``user``/``uid`` signed with this cluster's keyring (the rbac auth plugin's tokens)."""
+        from crane_auth_rbac import jwt_tokens
+
+        return jwt_tokens.mint(jwt_tokens.read_keyring(self.cfg.key_file), self.cfg.ClusterName, uid, user, level,
+                               ttl=ttl)
 
     def env(self) -> dict[str, str]:
         """Environment for CLI commands against this cluster."""

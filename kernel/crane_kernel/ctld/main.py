@@ -27,7 +27,7 @@ CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle"
 
 def slot_defaults(cfg: ClusterConfig) -> dict[str, dict[str, Any]]:
     """Settings the kernel supplies to every plugin of a slot, under ``Plugins.Settings.<name>``."""
-    return {"auth": {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins)},
+    return {"auth": {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins), "Cluster": cfg.ClusterName},
             "lifecycle": {"JobRequeue": cfg.CraneCtld.JobRequeue, "MaxRequeueCount": cfg.CraneCtld.MaxRequeueCount}}
 
 
@@ -44,6 +44,32 @@ def build_plugin_manager(cfg: ClusterConfig) -> Any:
     return plugins.load_slots(plugins.config_selection(cfg), slots=CTLD_SLOTS, defaults=slot_defaults(cfg))
 
 
+def server_credentials(cfg: ClusterConfig) -> Any:
+    """gRPC server credentials from ``CraneCtld.Tls`` (None: serve plaintext).
+
+    ``Cert``/``Key`` are the server's certificate chain and key; with ``ClientCA`` every client
+    must present a certificate signed by that CA (mTLS). Unreadable files are a one-line
+    :class:`~crane_kernel.errors.CraneError`.
+    """
+    tls = cfg.CraneCtld.Tls
+    if not tls.Cert:
+        return None
+    import grpc
+
+    def read(path: str, what: str) -> bytes:
+        """The bytes of a TLS file (relative paths from CraneBaseDir)."""
+        full = os.path.join(cfg.base_dir, path)
+        try:
+            with open(full, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise CraneError(f"CraneCtld.Tls.{what}: cannot read {full}: {exc.strerror or exc}") from None
+
+    pair = [(read(tls.Key, "Key"), read(tls.Cert, "Cert"))]
+    client_ca = read(tls.ClientCA, "ClientCA") if tls.ClientCA else None
+    return grpc.ssl_server_credentials(pair, root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
 def setup_logging(path: str | None, level: str) -> None:
     """Log to a file (or stderr) with timestamps."""
     handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
@@ -57,15 +83,12 @@ class CtldDaemon:
     """The running controller: owns the threads and shuts them down cleanly."""
 
     def __init__(self, cfg: ClusterConfig, listen: str | None = None) -> None:
-        from crane_common import tokens
-
         from crane_kernel.bus import Bus
         from crane_kernel.ctld.core import Controller
         from crane_kernel.ctld.store import StateStore
 
         self.cfg = cfg
         self.stop = threading.Event()
-        tokens.create_key_file(cfg.key_file)
         self.pm = build_plugin_manager(cfg)
         try:
             self.store = StateStore(os.path.join(cfg.base_dir, "cranectld", "state.db"))
@@ -121,7 +144,8 @@ class CtldDaemon:
                                            ("grpc.max_send_message_length", 256 << 20),
                                            ("grpc.so_reuseport", 0)])
         pbg.add_CraneCtldServicer_to_server(CraneCtldService(self.ctl, cfg.Plugins.Scheduler), self.server)
-        port = self.server.add_insecure_port(self.listen)
+        tls = server_credentials(cfg)
+        port = self.server.add_secure_port(self.listen, tls) if tls else self.server.add_insecure_port(self.listen)
         if port == 0:
             raise CraneError(f"cannot listen on {self.listen}")
         self.server.start()
@@ -134,8 +158,8 @@ class CtldDaemon:
         ]
         for t in self.threads:
             t.start()
-        log.info("cranectld %s ready on %s (scheduler %s, cluster %s)", os.getpid(), self.listen,
-                 cfg.Plugins.Scheduler, cfg.ClusterName)
+        log.info("cranectld %s ready on %s%s (scheduler %s, cluster %s)", os.getpid(), self.listen,
+                 " (TLS)" if tls else "", cfg.Plugins.Scheduler, cfg.ClusterName)
 
     def _schedule_loop(self) -> None:
         cc = self.cfg.CraneCtld

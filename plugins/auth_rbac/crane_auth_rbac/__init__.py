@@ -1,9 +1,13 @@
 """Token authentication and role-based authorization for cranectld.
 
-Authentication: a request must carry ``authorization: Bearer <token>``, a
-token signed with the cluster key (see :mod:`crane_common.tokens`). Root on
-the controller host can read the key and so mints its own tokens; nobody else
-can. Client-declared user ids are never looked at.
+Authentication: a request must carry ``authorization: Bearer <token>``, a JWT
+signed with the cluster keyring (see :mod:`crane_auth_rbac.jwt_tokens`: HS256,
+expiry, issuer/audience, key rotation with a grace window, a revocation list).
+The plugin owns its keys: it creates the keyring when missing, mints the
+tokens (``crane token issue``, :mod:`crane_auth_rbac.cli`) and keeps a
+short-lived token for the controller's own user (root) in a root-only file,
+the *host token*, which is how root on the controller host is recognised.
+Client-declared user ids are never looked at.
 
 Authorization (first part; accounts, QoS and coordinators come later):
 anyone authenticated may submit and call the query RPCs (``job.query``,
@@ -19,11 +23,15 @@ may also act on any job. Every other action is denied.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from typing import Any
 
-from crane_common import tokens
 from crane_kernel import hookimpl
 from crane_kernel.auth_types import ADMIN_LEVELS, CallInfo, Identity
+
+from crane_auth_rbac import jwt_tokens
+from crane_auth_rbac.jwt_tokens import Keyring, Revocations, TokenError
 
 log = logging.getLogger(__name__)
 
@@ -34,53 +42,120 @@ _OPERATOR_ACTIONS = frozenset({"job.cancel", "job.modify", "job.hold", "job.rele
                                "job.view", "job.time_limit.raise", "job.release_admin_hold", "job.priority",
                                "node.modify", "node.drain", "node.resume", "node.down"})
 
+HOST_TOKEN_NAME = "root.token"
+REVOCATION_NAME = "revoked.json"
+DEFAULT_HOST_TOKEN_TTL = 24 * 3600
+
+
+def auth_paths(settings: dict[str, Any]) -> tuple[str, str, str]:
+    """``(keyring, revocation list, host token)`` paths from the plugin settings (defaults beside the keyring)."""
+    key_file = settings.get("KeyFile", "")
+    directory = os.path.dirname(os.path.abspath(key_file)) if key_file else ""
+    revocations = settings.get("RevocationFile") or (os.path.join(directory, REVOCATION_NAME) if directory else "")
+    host = settings.get("HostTokenFile") or (os.path.join(directory, HOST_TOKEN_NAME) if directory else "")
+    return key_file, revocations, host
+
 
 class RbacAuth:
     """The ``rbac`` auth plugin."""
 
     def __init__(self) -> None:
-        self.key: bytes | None = None
+        self.ring: Keyring | None = None
         self.key_file = ""
+        self.revocation_file = ""
+        self.host_token_file = ""
+        self.host_token_ttl = DEFAULT_HOST_TOKEN_TTL
+        self.cluster = "crane"
         self.admins: set[str] = {"root"}
+        self.revoked = Revocations()
+        self._stamps: tuple[Any, Any] = (None, None)
+        self._host_renew_at = 0.0
 
     @hookimpl
     def crane_plugin_configure(self, settings: dict[str, Any]) -> None:
-        """Settings: ``KeyFile`` (path of the cluster key), ``Admins`` (user names with admin rights).
+        """Settings: ``KeyFile`` (the keyring; created when missing), ``Admins``, ``Cluster`` (the cluster name:
+        issuer ``crane:<Cluster>``, audience ``cranectld:<Cluster>``), ``RevocationFile``, ``HostTokenFile``
+        (both default beside the keyring), ``HostTokenTTL`` (seconds, default 86400).
 
-        cranectld supplies both (``Auth.KeyFile``, ``Auth.Admins``); ``Plugins.Settings.rbac`` may override them.
+        cranectld supplies ``KeyFile``, ``Admins`` and ``Cluster``; ``Plugins.Settings.rbac`` may override them.
         """
-        self.key_file = settings.get("KeyFile", "")
+        self.key_file, self.revocation_file, self.host_token_file = auth_paths(settings)
         self.admins = set(settings.get("Admins", ["root"]))
-        if self.key_file:
-            try:
-                self.key = tokens.read_key(self.key_file)
-            except OSError as exc:
-                raise ValueError(f"cannot read cluster key {self.key_file}: {exc}") from None
+        self.cluster = str(settings.get("Cluster") or "crane")
+        self.host_token_ttl = int(settings.get("HostTokenTTL", DEFAULT_HOST_TOKEN_TTL))
+        if not self.key_file:
+            return
+        try:
+            self.ring = jwt_tokens.create_keyring(self.key_file)
+            self.revoked = Revocations.read(self.revocation_file)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the cluster keyring {self.key_file}: {exc}") from None
+        self._stamps = (jwt_tokens.file_stamp(self.key_file), jwt_tokens.file_stamp(self.revocation_file))
+        self._renew_host_token()
 
     @hookimpl
     def crane_plugin_shutdown(self) -> None:
-        """Forget the cluster key: after shutdown no token verifies (a late RPC is unauthenticated)."""
-        self.key = None
+        """Forget the keyring: after shutdown no token verifies (a late RPC is unauthenticated)."""
+        self.ring = None
+
+    def _reload(self) -> None:
+        """Re-read the keyring or the revocation list when ``crane token`` has rewritten it."""
+        stamps = (jwt_tokens.file_stamp(self.key_file), jwt_tokens.file_stamp(self.revocation_file))
+        if stamps == self._stamps:
+            return
+        try:
+            if stamps[0] != self._stamps[0]:
+                self.ring = jwt_tokens.read_keyring(self.key_file)
+                self._host_renew_at = 0.0  # a rotation: the host token is re-signed with the new key
+            if stamps[1] != self._stamps[1]:
+                self.revoked = Revocations.read(self.revocation_file)
+        except (OSError, ValueError) as exc:  # keep the last good copy; a half-edited file must not lock us out
+            log.error("auth: cannot reload %s", exc)
+            return
+        self._stamps = stamps
+
+    def _renew_host_token(self) -> None:
+        """(Re)write the host token: the controller user's own token, in a file only that user can read."""
+        if not self.host_token_file or self.ring is None:
+            return
+        import pwd
+
+        uid = os.getuid()
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        try:
+            token = jwt_tokens.mint(self.ring, self.cluster, uid, user, "root" if uid == 0 else "none",
+                                    ttl=self.host_token_ttl)
+            jwt_tokens.write_private(self.host_token_file, (token + "\n").encode())
+        except (OSError, TokenError) as exc:
+            log.error("auth: cannot write the host token %s: %s", self.host_token_file, exc)
+        self._host_renew_at = time.time() + self.host_token_ttl / 2
 
     @hookimpl
     def crane_authenticate(self, call: CallInfo) -> Identity | None:
-        """Verify the bearer token; return the identity it names, or None."""
-        if self.key is None:
+        """Verify the bearer token (signature, key, issuer, audience, expiry, revocation); its identity, or None."""
+        if self.ring is None:
             return None
         header = call.metadata.get("authorization", "")
         if not header.startswith("Bearer "):
             return None
+        self._reload()
+        if time.time() >= self._host_renew_at:
+            self._renew_host_token()
         try:
-            payload = tokens.verify(self.key, header[7:])
-        except tokens.TokenError as exc:
+            payload = jwt_tokens.verify(self.ring, header[7:].strip(), self.cluster)
+            self.revoked.check(payload)
+        except TokenError as exc:
             log.info("rejected token on %s from %s: %s", call.method, call.peer, exc)
             return None
         level = payload.get("lvl", "none")
         if level not in ADMIN_LEVELS:
             level = "none"
-        if payload["user"] in self.admins and ADMIN_LEVELS.index(level) < ADMIN_LEVELS.index("admin"):
+        if payload["sub"] in self.admins and ADMIN_LEVELS.index(level) < ADMIN_LEVELS.index("admin"):
             level = "admin"
-        return Identity(uid=payload["uid"], user=payload["user"], admin_level=level, via="token")
+        return Identity(uid=payload["uid"], user=payload["sub"], admin_level=level, via="token")
 
     @hookimpl
     def crane_authorize(self, identity: Identity, action: str, target: Any) -> bool | None:

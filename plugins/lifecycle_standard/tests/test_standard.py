@@ -45,11 +45,8 @@ def test_bad_settings_are_named(bad, named):
 def test_the_controller_passes_the_crane_ctld_keys(tmp_path):
     base = {"CraneBaseDir": str(tmp_path), "Nodes": [{"name": "a", "cpu": 1, "memory": "1G"}],
             "Partitions": [{"name": "p", "nodes": "a"}]}
-    from crane_common import tokens
-
     def manager(**extra):
         cfg = parse_config({**base, **extra})
-        tokens.create_key_file(cfg.key_file)
         return build_plugin_manager(cfg)
 
     assert manager().hook.crane_job_requeue(job=job(), reason="") is False
