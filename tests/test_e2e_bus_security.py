@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import pytest
-from crane_common import tokens
 from crane_common.states import JobState
 from crane_e2e import Cluster, ensure_user, make_cluster
 from crane_kernel.bus import credentials
@@ -122,7 +121,7 @@ def test_c_the_users_job_sees_no_credential(cluster):
     Not in its environment, not behind an inherited file descriptor, not in the credential files.
     """
     mallory = ensure_user(ATTACKER)
-    env = {"CRANE_TOKEN": tokens.mint(tokens.read_key(cluster.lc.cfg.key_file), mallory.pw_uid, mallory.pw_name)}
+    env = {"CRANE_TOKEN": cluster.lc.token(mallory.pw_name, mallory.pw_uid)}
     script = (f"cat /proc/self/environ | tr '\\0' '\\n'; ls -l /proc/$$/fd | sed 's/^/fd /'; "
               f"cat {cluster.lc.bus_dir}/node-cn01.json; cat /proc/$PPID/environ; echo done")
     jid = cluster.cbatch("-w", "cn01", "-o", "leak-%j.out", "--wrap", script, env=env)

@@ -16,7 +16,6 @@ import sys
 import time
 
 import pytest
-from crane_common import tokens
 from crane_common.states import FINAL_STATES, JobState
 from crane_e2e import Cluster, cgroups_writable, cli, ensure_user, make_cluster
 
@@ -31,8 +30,7 @@ class User:
     def __init__(self, cluster: Cluster, name: str) -> None:
         self.pw = ensure_user(name)
         self.cluster = cluster
-        key = tokens.read_key(cluster.lc.cfg.key_file)
-        self.token = tokens.mint(key, self.pw.pw_uid, self.pw.pw_name)
+        self.token = cluster.lc.token(self.pw.pw_name, self.pw.pw_uid)
         self.home = os.path.join(cluster.lc.base_dir, f"home-{name}")
         os.makedirs(self.home, exist_ok=True)
         os.chown(self.home, self.pw.pw_uid, self.pw.pw_gid)

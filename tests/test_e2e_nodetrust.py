@@ -16,7 +16,6 @@ import subprocess
 import time
 
 import pytest
-from crane_common import tokens
 from crane_common.states import EC_PERMISSION_DENIED, JobState
 from crane_e2e import Cluster, cli, ensure_user
 
@@ -66,7 +65,7 @@ def as_user(user: str, *argv: str, timeout: float = 60) -> subprocess.CompletedP
 
 def token_env(c: Cluster, pw: pwd.struct_passwd) -> dict[str, str]:
     """CLI environment carrying a token of ``pw``'s user."""
-    return {"CRANE_TOKEN": tokens.mint(tokens.read_key(c.lc.cfg.key_file), pw.pw_uid, pw.pw_name)}
+    return {"CRANE_TOKEN": c.lc.token(pw.pw_name, pw.pw_uid)}
 
 
 def job_dir(c: Cluster, job_id: int) -> str:

@@ -7,9 +7,9 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from crane_auth_rbac.cli import write_token
 
 from crane_cli import tokenfile
-from crane_cli.crane import write_token
 from crane_cli.errors import CliError
 
 NOBODY = 65534

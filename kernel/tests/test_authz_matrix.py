@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
-from crane_common import tokens
+from crane_auth_rbac import jwt_tokens
 from crane_common.proto import crane_pb2 as pb
 from crane_common.proto import crane_pb2_grpc as pbg
 from crane_common.states import JobState
@@ -64,13 +64,14 @@ class Api:
         self.server.start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.stub = pbg.CraneCtldStub(self.channel)
-        self.key = tokens.read_key(harness.cfg.key_file)
+        self.key = jwt_tokens.read_keyring(harness.cfg.key_file)
+        self.cluster = harness.cfg.ClusterName
 
     def md(self, role: str) -> tuple:
         """The call metadata of ``role`` (a token as ``crane token issue`` mints it)."""
         pw, level = ROLES[role]
         uid, user = (pw.pw_uid, pw.pw_name) if pw else (0, "root")
-        return (("authorization", f"Bearer {tokens.mint(self.key, uid, user, level)}"),)
+        return (("authorization", f"Bearer {jwt_tokens.mint(self.key, self.cluster, uid, user, level)}"),)
 
     def job(self, **extra: Any) -> int:
         """A fresh pending job of alice's."""

@@ -81,47 +81,21 @@ def lookup_uid(user: str) -> int:
         raise arg_error(f"crane: no such user {user!r}; give --uid") from None
 
 
-def _write_as(path: str, data: bytes, uid: int | None) -> None:
-    """Write ``data`` to ``path`` (0600, parent 0700, atomic, no symlink followed).
-
-    When root writes for another user the write happens in a child process running as that
-    user, so a directory or symlink the user planted can only reach what the user could write.
-    """
-    if uid is None or os.geteuid() != 0 or uid == 0:
-        jwt_tokens.write_private(path, data)
-        return
-    import pwd
-
-    try:
-        gid = pwd.getpwuid(uid).pw_gid
-    except KeyError:
-        gid = uid
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: become the user, write, report
-        os.close(r)
-        code = 0
-        try:
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            jwt_tokens.write_private(path, data)
-        except OSError as exc:
-            os.write(w, (exc.strerror or str(exc)).encode()[:500])
-            code = 1
-        os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as fh:
-        message = fh.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise OSError(message or "the write as the token's user failed")
-
-
 def write_token(path: str, token: str, owner_uid: int | None = None) -> None:
-    """Save ``token`` at ``path`` for ``owner_uid`` (see :func:`_write_as`); one-line error on failure."""
+    """Save ``token`` at ``path`` (0600, never through a planted symlink); one-line error on failure.
+
+    Root writing another user's token (``owner_uid``) does it as that user
+    (:func:`crane_cli.tokenfile.write_as_user`: a child with her ids), so the file is hers and root
+    never opens a path she controls; otherwise the caller writes it herself.
+    """
+    from crane_cli import tokenfile
+
+    data = (token + "\n").encode()
     try:
-        _write_as(path, (token + "\n").encode(), owner_uid)
+        if owner_uid is not None and os.geteuid() == 0 and owner_uid != 0:
+            tokenfile.write_as_user(owner_uid, path, data)
+        else:
+            tokenfile.write_private(path, data)
     except OSError as exc:
         raise CliError(f"crane: cannot write token to {path}: {getattr(exc, 'strerror', None) or exc}",
                        EXIT_SYSTEM) from None
