@@ -46,12 +46,23 @@ class User:
                 cli(args[0]), *args[1:]]
         return subprocess.run(argv, capture_output=True, text=True, cwd=self.cluster.workdir, timeout=timeout)
 
+    def _channel(self) -> str:
+        """Python source of a channel to the cluster's API (TLS, verified against the cluster CA, when on)."""
+        target = f"127.0.0.1:{self.cluster.lc.port}"
+        ca = self.cluster.lc.cfg.CraneCtld.Tls.CA
+        if not ca:
+            return f"grpc.insecure_channel({target!r})"
+        path = ca if os.path.isabs(ca) else os.path.join(self.cluster.lc.cfg.base_dir, ca)
+        with open(path, "rb") as fh:
+            pem = fh.read()
+        return f"grpc.secure_channel({target!r}, grpc.ssl_channel_credentials(root_certificates={pem!r}))"
+
     def grpc(self, code: str) -> subprocess.CompletedProcess:
         """Run Python ``code`` as this user with ``stub`` (the raw API) and ``md`` (her token) defined."""
         prelude = (
             "import grpc, json, sys\n"
             "from crane_common.proto import crane_pb2 as pb, crane_pb2_grpc as pbg\n"
-            f"stub = pbg.CraneCtldStub(grpc.insecure_channel('127.0.0.1:{self.cluster.lc.port}'))\n"
+            f"stub = pbg.CraneCtldStub({self._channel()})\n"
             f"md = (('authorization', 'Bearer {self.token}'),)\n"
         )
         argv = ["runuser", "-u", self.pw.pw_name, "--", "env", "-i", *self.env(), sys.executable, "-c",
