@@ -44,7 +44,7 @@ from crane_kernel.craned.supervisor import (
     request_time_limit,
     signal_supervisor,
     supervisor_alive,
-    touch_marker,
+    write_json,
 )
 from crane_kernel.errors import CraneError
 
@@ -305,7 +305,7 @@ class Craned:
 
     def _launch(self, msg: Any) -> None:
         d = self._job_dir(msg.job_id)
-        if os.path.exists(os.path.join(d, "cancelled")):
+        if self._cancelled_before(d, msg.epoch):
             status = m.StepStatus(node=self.node, job_id=msg.job_id, step_id=msg.step_id, state="finished",
                                   exit_code=EC_TERMINATED, time=time.time(), reason="cancelled before launch",
                                   epoch=msg.epoch)
@@ -332,7 +332,21 @@ class Craned:
             return
         if not os.path.lexists(d):
             os.mkdir(d, 0o700)
-            touch_marker(os.path.join(d, "cancelled"))
+            write_json(os.path.join(d, "cancelled"), {"epoch": msg.epoch})
+
+    @staticmethod
+    def _cancelled_before(job_dir: str, epoch: int) -> bool:
+        """Whether a TerminateStep that came before this launch (of ``epoch``) cancels it.
+
+        The marker names the launch it was about: one about an older launch (a requeued job's
+        first run, fenced while its node was down) does not cancel the new one; ``0`` means any.
+        """
+        path = os.path.join(job_dir, "cancelled")
+        if not os.path.lexists(path):
+            return False
+        marker = read_state(path) or {}
+        about = int(marker.get("epoch", 0) or 0) if isinstance(marker.get("epoch", 0), int) else 0
+        return about == 0 or about >= epoch
 
     def _free(self, job_id: int, epoch: int = 0) -> None:
         """Forget a job the controller has recorded as ended — unless a newer launch of it is here.
