@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from crane_kernel import messages as m
 from crane_kernel.config import parse_config
+from crane_kernel.craned.jobfiles import RESULT_FILE, SENT_FILE, SUP_FILE, proc_start_time
 from crane_kernel.craned.main import STARTING_GRACE, Craned
-from crane_kernel.craned.supervisor import RESULT_FILE, SENT_FILE, SUP_FILE, proc_start_time
 
 
 def _dead_pid() -> int:

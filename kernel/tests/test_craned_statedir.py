@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from crane_kernel.craned import statedir
-from crane_kernel.craned.supervisor import (
+from crane_kernel.craned.jobfiles import (
     SUP_FILE,
     is_supervisor,
     proc_start_time,

@@ -18,13 +18,11 @@ the separate ``scripts/`` directory, where the user can read but not replace her
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -36,7 +34,7 @@ from crane_kernel.bus.credentials import node_user
 from crane_kernel.bus.signing import CommandVerifier
 from crane_kernel.config import ClusterConfig, load_config
 from crane_kernel.craned import statedir
-from crane_kernel.craned.supervisor import (
+from crane_kernel.craned.jobfiles import (
     RESULT_FILE,
     SENT_FILE,
     SUP_FILE,
@@ -46,85 +44,13 @@ from crane_kernel.craned.supervisor import (
     supervisor_alive,
     write_json,
 )
+from crane_kernel.craned.launcherclient import Launcher, build_runtime_manager
 from crane_kernel.errors import CraneError
 
 log = logging.getLogger("craned")
 
 StepRef = tuple[int, int, int]  # (job id, step id, launch epoch) as heartbeats report them
 STARTING_GRACE = 30.0  # seconds a launched job directory without a supervisor pid file counts as starting
-
-
-def runtime_selection(cfg: ClusterConfig) -> dict[str, Any]:
-    """The runtime part of the ``Plugins:`` section (names and their settings), JSON-serialisable for the launcher."""
-    from crane_kernel import plugins
-
-    selection = plugins.config_selection(cfg)
-    names = list(selection.get("Runtime") or [])
-    settings = selection.get("Settings") or {}
-    return {"Runtime": names, "Settings": {n: settings[n] for n in names if n in settings}}
-
-
-def build_runtime_manager(cfg: ClusterConfig) -> Any:
-    """Load the runtime plugins named in the config, in order (a bad name fails here, at start-up).
-
-    Returns a :class:`crane_kernel.plugins.Plugins` holding only the runtime slot.
-    """
-    from crane_kernel import plugins
-
-    return plugins.load_slots(runtime_selection(cfg), slots=("runtime",))
-
-
-class Launcher:
-    """The launcher process (:mod:`crane_kernel.craned.launcher`) that forks step supervisors."""
-
-    def __init__(self, craned: "Craned") -> None:
-        self.craned = craned
-        self.proc: subprocess.Popen | None = None
-
-    def _start(self) -> subprocess.Popen:
-        c = self.craned
-        setup = {"node": c.node, "redis_url": c.supervisor_url(), "stream": c.bus.report_stream(c.node),
-                 "kill_wait": c.cfg.Craned.KillWait, "plugins": runtime_selection(c.cfg)}
-        env = dict(os.environ, CRANE_LOG_LEVEL=logging.getLevelName(logging.getLogger().level))
-        proc = subprocess.Popen([sys.executable, "-m", "crane_kernel.craned.launcher"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=c.log_stream, env=env, text=True,
-                                start_new_session=True)
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(setup) + "\n")
-        proc.stdin.flush()
-        log.info("launcher %d started", proc.pid)
-        return proc
-
-    def launch(self, request: dict[str, Any]) -> None:
-        """Hand one launch to the launcher (starting or restarting it when needed)."""
-        line = json.dumps(request, separators=(",", ":")) + "\n"
-        for attempt in (1, 2):
-            if self.proc is None or self.proc.poll() is not None:
-                if self.proc is not None:
-                    log.error("launcher exited with %s; restarting it", self.proc.returncode)
-                self.proc = self._start()
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(line)
-                self.proc.stdin.flush()
-                return
-            except (BrokenPipeError, OSError) as exc:
-                if attempt == 2:
-                    raise
-                log.error("launcher pipe broken (%s); restarting it", exc)
-                self.proc = None
-
-    def close(self) -> None:
-        """Close the pipe; the launcher exits, running supervisors do not."""
-        if self.proc is not None and self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 class Craned:
