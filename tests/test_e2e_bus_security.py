@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from crane_common.states import JobState
-from crane_e2e import Cluster, ensure_user, make_cluster
+from crane_e2e import Cluster, ensure_user
 from crane_kernel.bus import credentials
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("redis-cli") or not shutil.which("runuser"),
@@ -26,15 +26,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("redis-cli
 ATTACKER = "crane_e2e_mallory"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Any:
-    """A 3-node cluster of its own (a controller restart happens in here)."""
-    lc = make_cluster()
-    lc.start()
-    try:
-        yield Cluster(lc)
-    finally:
-        lc.stop()
+# ``cluster`` (tests/conftest.py) is module-scoped: this module gets a cluster of its own, which it restarts.
 
 
 def attacker_cli(c: Cluster, *args: str, user: str | None = None, password: str | None = None) -> str:

@@ -42,7 +42,7 @@ from crane_kernel.ctld.cycle import CycleMixin
 from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
-from crane_kernel.ctld.nodes import build_nodes
+from crane_kernel.ctld.nodes import NodeState, build_nodes
 from crane_kernel.ctld.resources import ResourcesMixin
 from crane_kernel.ctld.store import StateStore
 from crane_kernel.ctld.view import Tracked, ViewKeeper
@@ -291,18 +291,27 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
             return "job.time_limit.raise" if time_limit > current or over_partition else "job.time_limit.lower"
         return "job.modify"
 
+    def _modifiable_nodes(self, names: Iterable[str], identity: Identity) -> tuple[list[NodeState], list]:
+        """The named nodes ``identity`` may modify (``node.modify``), and ``(name, why)`` for the others."""
+        nodes: list[NodeState] = []
+        bad: list[tuple[str, str]] = []
+        for name in names:
+            node = self.nodes.get(name)
+            if node is None:
+                bad.append((name, "no such node"))
+            elif not self._authorized(identity, "node.modify", name):
+                bad.append((name, "Permission denied"))
+            else:
+                nodes.append(node)
+        return nodes, bad
+
     def set_drain(self, names: list[str], drain: bool, reason: str, identity: Identity) -> tuple[list, list]:
         """Drain or resume nodes (admins only)."""
-        ok, bad = [], []
+        ok = []
         with self.lock:
-            for name in names:
-                node = self.nodes.get(name)
-                if node is None:
-                    bad.append((name, "no such node"))
-                    continue
-                if not self._authorized(identity, "node.modify", name):
-                    bad.append((name, "Permission denied"))
-                    continue
+            nodes, bad = self._modifiable_nodes(names, identity)
+            for node in nodes:
+                name = node.name
                 node.drain, node.drain_reason = drain, reason if drain else ""
                 node.refresh_usable()
                 self.store.set_node(name, drain, node.drain_reason)

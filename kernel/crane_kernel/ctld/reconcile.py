@@ -326,18 +326,12 @@ def confirm_node_down(ctl: "Controller", names: list[str], reason: str,
     the nodes done, the refused ones with why, and the outbox to publish.
     """
     ok: list[str] = []
-    bad: list[tuple[str, str]] = []
     outbox: list = []
     updates: list = []
     now = ctl.clock()
-    for name in names:
-        node = ctl.nodes.get(name)
-        if node is None:
-            bad.append((name, "no such node"))
-            continue
-        if not ctl._authorized(identity, "node.modify", name):
-            bad.append((name, "Permission denied"))
-            continue
+    nodes, bad = ctl._modifiable_nodes(names, identity)
+    for node in nodes:
+        name = node.name
         log.warning("node %s confirmed down by %s: %s", name, identity.user, reason)
         if node.alive:
             outbox.append((ctl.events_stream(), m.NodeEvent(kind="node.down", node=name,
