@@ -42,7 +42,7 @@ def _fingerprint() -> str:
             f = pkg / name
             if f.exists():
                 h.update(str(f).encode() + f.read_bytes())
-    for proto in sorted((ROOT / "kernel" / "crane_kernel" / "proto").glob("*.proto")):
+    for proto in sorted((ROOT / "common" / "crane_common" / "proto").glob("*.proto")):
         h.update(proto.read_bytes())
     h.update(" ".join(DEV_TOOLS).encode() + repr(sorted(EXTRAS.items())).encode())
     return h.hexdigest()

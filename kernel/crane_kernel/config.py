@@ -229,6 +229,20 @@ class BusConfig(_Model):
     TlsKeyFile: str = ""                 # its key
 
 
+class AccountingConfig(_Model):
+    """What the account database enforces (``Accounting:`` section; see docs/accounts.md).
+
+    ``Enforce`` lists Slurm's ``AccountingStorageEnforce`` words: ``associations`` (a job must
+    name an account its user belongs to, or gets the user's default; blocked users and accounts
+    cannot submit; the account's and the user's partitions apply), ``qos`` (the QoS must be one the
+    user may use; the default QoS when none is given) and ``limits`` (the QoS limits, at
+    submission and at schedule time; implies ``qos``). Empty: the account database is kept and
+    shown but not enforced (a cluster before its admin has added accounts).
+    """
+
+    Enforce: list[Literal["associations", "qos", "limits"]] = Field(default_factory=list)
+
+
 class ClusterConfig(_Model):
     """The whole validated configuration."""
 
@@ -247,6 +261,7 @@ class ClusterConfig(_Model):
     Craned: CranedConfig = Field(default_factory=CranedConfig)
     Auth: AuthConfig = Field(default_factory=AuthConfig)
     Bus: BusConfig = Field(default_factory=BusConfig)
+    Accounting: AccountingConfig = Field(default_factory=AccountingConfig)
     # Compatibility alias: the cgroup settings now belong to the cgroup runtime plugin
     # (Plugins.Settings.cgroup). A top-level Cgroup: section is passed through unvalidated as that
     # plugin's settings (crane_kernel.plugins.config_selection), and the plugin validates it.

@@ -19,6 +19,14 @@ class JobRejected(CraneError):  # noqa: N818 - the name says what happened to th
     """A job submission is refused (by validation or a job_submit filter)."""
 
 
+class AccountRejected(JobRejected):
+    """A request the account database refuses; ``code`` is CraneSched's ErrCode number (``crane.proto``)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class StepLaunchError(CraneError):
     """A runtime could not start a step; ``exit_code`` is the raw Crane exit code to report."""
 
