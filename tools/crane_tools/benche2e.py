@@ -9,6 +9,11 @@ Phases (each on a fresh cluster of virtual nodes; the jobs really run, under cgr
 * **memory**: controller RSS growth per pending job with ``--pending`` held jobs (default 100,000).
 * **cycles** (``--cycle-pending N``): API latency while every cycle hands the scheduler N queued jobs.
 
+``--security both`` runs the drain and the CLI figures alternately with the security parts on
+(closed bus: Redis ACL users, per-node streams, signed node commands; TLS on the gRPC API) and off
+(an open bus, plaintext gRPC), ``--rounds`` times each, in the same run. JWT identity is on in
+both: there is no unauthenticated mode to compare with.
+
 ``--slurm`` also runs ``../shared/bench/slurm/drain.sh N`` (Slurm 22.05 on loopback, default
 settings) in the same run and reports the ratio.
 """
@@ -33,11 +38,11 @@ def _bin(name: str) -> str:
     return path if os.path.exists(path) else (shutil.which(name) or name)
 
 
-def _cluster(nodes: int, cpus: int) -> Any:
+def _cluster(nodes: int, cpus: int, secure: bool = True) -> Any:
     from crane_tools.localcluster import LocalCluster
 
-    return LocalCluster(nodes=nodes, cpus=cpus, memory=f"{cpus * 256}M", cluster="bench",
-                        Craned={"PingInterval": 2, "KillWait": 2},
+    return LocalCluster(nodes=nodes, cpus=cpus, memory=f"{cpus * 256}M", cluster="bench", tls=secure,
+                        Bus={"Auth": secure}, Craned={"PingInterval": 2, "KillWait": 2},
                         CraneCtld={"CranedTimeout": 30, "ScheduleInterval": 1.0,
                                    "FinishedJobRetention": 3600})
 
@@ -56,9 +61,9 @@ def _wait_drained(client: Any, ids: list[int], timeout: float) -> float:
     raise TimeoutError(f"jobs did not drain within {timeout:.0f}s")
 
 
-def drain(n: int, nodes: int, cpus: int, batch: int) -> dict[str, Any]:
-    """Submit ``n`` trivial jobs and time the drain."""
-    with _cluster(nodes, cpus) as lc:
+def drain(n: int, nodes: int, cpus: int, batch: int, secure: bool = True) -> dict[str, Any]:
+    """Submit ``n`` trivial jobs and time the drain (``secure``: closed bus and TLS on)."""
+    with _cluster(nodes, cpus, secure) as lc:
         client = lc.client()
         spec = client.spec(wrap="true", cwd="/tmp", output="/dev/null")
         t0 = time.time()
@@ -86,9 +91,9 @@ def _median_ms(cmd: list[str], env: dict[str, str], runs: int) -> float:
     return round(statistics.median(times), 1)
 
 
-def cli_latency(runs: int, queue: int) -> dict[str, Any]:
+def cli_latency(runs: int, queue: int, secure: bool = True) -> dict[str, Any]:
     """Median wall time of ``cbatch --wrap true`` and of ``cqueue`` with ``queue`` jobs queued."""
-    with _cluster(2, 8) as lc:
+    with _cluster(2, 8, secure) as lc:
         env = lc.env()
         cbatch_ms = _median_ms([_bin("cbatch"), "-o", "/dev/null", "-D", "/tmp", "--wrap", "true"], env, runs)
         client = lc.client()
@@ -197,6 +202,30 @@ def slurm_drain(n: int) -> dict[str, Any]:
         return {"error": f"slurm drain failed: {proc.stderr.strip()[-200:]}"}
 
 
+def security_comparison(args: argparse.Namespace) -> dict[str, Any]:
+    """Drain and CLI figures with the security parts on and off, rounds interleaved; medians and ratios."""
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    cli: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    for _ in range(max(1, args.rounds)):
+        for setting in ("on", "off"):
+            rates[setting].append(drain(args.jobs, args.nodes, args.cpus, args.batch, setting == "on")
+                                  ["drain_jobs_per_s"])
+            if args.cli_runs:
+                cli[setting].append(cli_latency(args.cli_runs, 1000, setting == "on"))
+    out: dict[str, Any] = {}
+    for setting in ("on", "off"):
+        out[f"drain_jobs_per_s_{setting}"] = rates[setting]
+        out[f"drain_median_{setting}"] = statistics.median(rates[setting])
+        for key in ("cbatch_median_ms", "cqueue_1000_median_ms"):
+            if cli[setting]:
+                out[f"{key}_{setting}"] = statistics.median(c[key] for c in cli[setting])
+    out["drain_on_vs_off"] = round(out["drain_median_on"] / out["drain_median_off"], 3)
+    if args.cli_runs:
+        for key in ("cbatch_median_ms", "cqueue_1000_median_ms"):
+            out[f"{key}_on_vs_off"] = round(out[f"{key}_on"] / out[f"{key}_off"], 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the figures (``--json``: one object)."""
     ap = argparse.ArgumentParser(prog="crane bench e2e", description=__doc__.splitlines()[0])
@@ -211,15 +240,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time the API while cycles run over this many queued jobs (e.g. 100000)")
     ap.add_argument("--scheduler", default="fifo", help="scheduler plugin for the --cycle-pending phase")
     ap.add_argument("--slurm", action="store_true", help="also measure Slurm's drain of the same N here")
+    ap.add_argument("--security", choices=("on", "off", "both"), default="on",
+                    help="closed bus and TLS on (default), off, or both alternately in one run")
+    ap.add_argument("--rounds", type=int, default=3, help="drain rounds per setting with --security both")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     if args.jobs <= 0:
         print("crane bench e2e: --jobs must be positive", file=sys.stderr)
         return 2
     result: dict[str, Any] = {"machine": f"{os.cpu_count()} cpus", "python": sys.version.split()[0]}
-    result.update(drain(args.jobs, args.nodes, args.cpus, args.batch))
-    if args.cli_runs:
-        result.update(cli_latency(args.cli_runs, 1000))
+    if args.security == "both":
+        result["security"] = security_comparison(args)
+    else:
+        secure = args.security == "on"
+        result.update(drain(args.jobs, args.nodes, args.cpus, args.batch, secure))
+        if args.cli_runs:
+            result.update(cli_latency(args.cli_runs, 1000, secure))
     if args.pending:
         result.update(memory(args.pending))
     if args.cycle_pending:
