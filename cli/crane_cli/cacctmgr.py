@@ -25,25 +25,31 @@ from crane_cli.errors import EXIT_BACKEND, EXIT_OK
 GRAMMAR = """\
 
 commands:
-  add account NAME [Description=] [Parent=] [DefaultQos=] [Partition=a,b] [QosList=a,b]
-  add user NAME Account=ACCOUNT [Coordinator=yes] [Level=none|operator|admin] [Partition=a,b]
-  add qos NAME [Description=] [Priority=] [MaxJobsPerUser=] [MaxJobsPerAccount=] [MaxJobs=]
-      [MaxSubmitJobsPerUser=] [MaxSubmitJobsPerAccount=] [MaxSubmitJobs=] [MaxCpusPerUser=]
-      [MaxWall=] [MaxTimeLimitPerJob=] [Flags=DenyOnLimit|None] [Preempt=a,b]
-      [PreemptMode=OFF|CANCEL|REQUEUE|SUSPEND]
+  add account NAME [Description=] [Parent=] [DefaultQos=] [Partition=a,b]
+      [QosList=a,b]
+  add user NAME Account=ACCOUNT [Coordinator=yes] [Level=none|operator|admin]
+      [Partition=a,b]
+  add qos NAME [Description=] [Priority=] [MaxJobsPerUser=] [MaxJobsPerAccount=]
+      [MaxJobs=] [MaxSubmitJobsPerUser=] [MaxSubmitJobsPerAccount=]
+      [MaxSubmitJobs=] [MaxCpusPerUser=] [MaxWall=] [MaxTimeLimitPerJob=]
+      [Flags=DenyOnLimit|None] [Preempt=a,b] [PreemptMode=OFF|CANCEL|...]
   delete account|qos NAME[,NAME...]
   delete user NAME[,NAME...] [Account=ACCOUNT]
   block|unblock account NAME[,NAME...]
   block|unblock user NAME[,NAME...] [Account=ACCOUNT]
-  modify account where Name=A set Description= | AllowedPartition[+-]= | AllowedQos[+-]= | DefaultQos=
-  modify user where Name=U [Account=A] [Partition=P] set AllowedPartition[+-]= | AllowedQos[+-]= |
-      DefaultQos= | AdminLevel= | DefaultAccount=
-  modify qos where Name=Q set Description= | Priority= | Max...= | Flags= | Preempt[+-]= | PreemptMode=
-  show account|user|qos [NAME[,NAME...]] [where Name= [Account=]] [format=Col,Col...]
-  show transaction [where Actor= Target= Action= StartTime= EndTime= MaxLines=]
+  modify account where Name=A set Description= DefaultQos=
+      AllowedPartition= AllowedQos=
+  modify user where Name=U [Account=A] [Partition=P] set AllowedPartition=
+      AllowedQos= DefaultQos= AdminLevel= DefaultAccount=
+  modify qos where Name=Q set Description= Priority= Max...= Flags= Preempt=
+      PreemptMode=
+  show account|user|qos [NAME[,NAME...]] [where Name= Account=] [format=A,B]
+  show transaction [where Actor= Target= Action= StartTime= EndTime=]
 
-Verbs, entities and keys are case-insensitive; 'update' is 'modify'. Counts and durations
-take 'unlimited'; durations are [D-]HH:MM:SS, MM:SS, minutes or N{s,m,h,d}.
+Verbs, entities and keys are case-insensitive; 'update' is 'modify'. List
+fields (AllowedPartition, AllowedQos, Preempt) also take += and -= after set.
+Counts and durations take 'unlimited'; durations are [D-]HH:MM:SS, MM:SS,
+minutes or N{s,m,h,d}.
 """
 
 
