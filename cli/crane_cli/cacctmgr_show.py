@@ -228,6 +228,21 @@ def show(call: Call, reply: object, cols: list[str]) -> int:
 
         code = getattr(reply, "code", 0)
         lines = [with_reason(code, "") if code else f"Failed to show {call.entity}."]
-    for line in lines:
+    missing = _missing(call, items, reply)
+    for line in lines + missing:
         sys.stderr.write(line + "\n")
-    return EXIT_OK if reply.ok else EXIT_BACKEND  # type: ignore[attr-defined]
+    return EXIT_OK if reply.ok and not missing else EXIT_BACKEND  # type: ignore[attr-defined]
+
+
+_NOT_FOUND = {"account": 11, "user": 3, "qos": 24}  # ERR_INVALID_ACCOUNT, ERR_INVALID_USER, ERR_INVALID_QOS
+
+
+def _missing(call: Call, items: list, reply: object) -> list[str]:
+    """Lines for the names asked for that the reply neither lists nor reports an error about."""
+    if not call.names or call.entity not in _NOT_FOUND:
+        return []
+    from crane_cli.errcodes import message
+
+    found = {item.name for item in items} | {e.description for e in getattr(reply, "rich_error_list", ())}
+    code = 9 if call.entity == "user" and call.kwargs.get("account") else _NOT_FOUND[call.entity]
+    return [f"{name}: {message(code)}" for name in call.names if name not in found]

@@ -268,10 +268,15 @@ def test_modify_qos_values_sent_as_written(acct):
 
 
 def test_show_requests(acct):
+    def sent(*argv: str):
+        calls = acct(*argv)[3]  # the stub's empty replies leave the names asked for "not found" (exit 4)
+        assert len(calls) == 1
+        return calls[0]
+
     assert one_call(acct, "show", "account")[1] == pb.QueryAccountInfoRequest()
-    assert list(one_call(acct, "show", "account", "a,b")[1].account_list) == ["a", "b"]
-    assert list(one_call(acct, "show", "qos", "where", "name=normal")[1].qos_list) == ["normal"]
-    method, req = one_call(acct, "show", "user", "alice", "where", "account=phys")
+    assert list(sent("show", "account", "a,b")[1].account_list) == ["a", "b"]
+    assert list(sent("show", "qos", "where", "name=normal")[1].qos_list) == ["normal"]
+    method, req = sent("show", "user", "alice", "where", "account=phys")
     assert method == "QueryUserInfo" and (list(req.user_list), req.account) == (["alice"], "phys")
     method, req = one_call(acct, "show", "transaction", "where", "actor=root", "Target=phys", "action=addaccount",
                            "StartTime=2026-01-02T03:04:05", "EndTime=1767225600", "MaxLines=20")
@@ -374,6 +379,15 @@ def test_show_refused(acct):
         pb.RichError(code=pb.ERR_INVALID_ACCOUNT, description="nope")])
     code, out, err, _ = acct("show", "account", "nope", replies={"QueryAccountInfo": [reply]})
     assert (code, out, err) == (4, "", "nope: No such account\n")
+
+
+def test_show_names_not_in_the_reply(acct):
+    reply = pb.QueryQosInfoReply(ok=True, qos_list=[pb.QosInfo(name="normal", max_jobs=U32)])
+    code, out, err, _ = acct("show", "qos", "normal,gold", "format=name", replies={"QueryQosInfo": [reply]})
+    assert (code, out, err) == (4, "NAME\nnormal\n", "gold: No such QoS\n")
+    reply = pb.QueryUserInfoReply(ok=True)
+    code, out, err, _ = acct("show", "user", "bob", "where", "Account=phys", replies={"QueryUserInfo": [reply]})
+    assert (code, err) == (4, "bob: The user does not belong to this account\n")
 
 
 def test_rich_errors_exit_4(acct):
