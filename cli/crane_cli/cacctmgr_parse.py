@@ -440,8 +440,10 @@ def _modify_items(w: Words) -> list[dict]:
             check = {"count": _count, "priority": _priority, "cpus": _cpus, "bool": _bool,
                      "wall": lambda q: _duration(q, UNLIMITED_WALL), "time": lambda q: _duration(q, UNLIMITED_TIME)}
             if kind in check:
-                check[kind](p)  # validated here, sent as written (the controller parses the same forms)
+                check[kind](p)  # validated here, sent as written (the controller parses the same forms) ...
                 value = p.value
+                if kind != "bool" and value.lower() in ("unlimited", "infinite", "-1"):
+                    value = "unlimited"  # ... with one spelling of "no limit"
             elif kind == "level":
                 value = _level(p)
             elif kind == "flags":

@@ -260,7 +260,7 @@ def test_modify_user_where_and_force(acct):
 
 def test_modify_qos_values_sent_as_written(acct):
     method, req = one_call(acct, "modify", "qos", "where", "Name=normal", "set", "MaxWall=2:00:00",
-                           "maxjobs=unlimited", "flags=None", "preemptmode=requeue", "Preempt+=low")
+                           "maxjobs=-1", "flags=None", "preemptmode=requeue", "Preempt+=low")
     assert method == "ModifyQos"
     assert [(i.field, list(i.values)) for i in req.items] == [
         ("MaxWall", ["2:00:00"]), ("MaxJobs", ["unlimited"]), ("Flags", ["None"]), ("PreemptMode", ["REQUEUE"]),
