@@ -1,6 +1,7 @@
 """cacctmgr: accounts, users and QoS (``cacctmgr <verb> <entity> [names] [Key=Val...] [where ...] [set ...]``).
 
-The grammar is in :mod:`crane_cli.cacctmgr_parse`, the output in :mod:`crane_cli.cacctmgr_show`.
+The grammar is in :mod:`crane_cli.cacctmgr_parse` (words, values) and :mod:`crane_cli.cacctmgr_plan` (keys,
+requests), the output in :mod:`crane_cli.cacctmgr_show`.
 Global flags go anywhere: ``-J/--json`` (print the controller's replies as protojson),
 ``-f/--force``, ``-C/--config``, ``-h/--help``, ``-v/--version``. Exit codes: 0 done, 2 bad
 syntax (one line, before anything is sent), 3 the controller cannot be reached, 4 it refused
@@ -80,11 +81,11 @@ def build_command() -> Command:
 def command(argv: list[str]) -> int:
     """cacctmgr's body: returns the exit code, raises CliError on failure."""
     args = parse(build_command(), argv)
-    from crane_cli import cacctmgr_parse
+    from crane_cli import cacctmgr_plan
     from crane_cli.cacctmgr_show import columns, report, show
 
-    words, calls, keyed = cacctmgr_parse.plan(list(args.words), force=args.force)
-    cols = columns(words.entity, cacctmgr_parse.format_columns(keyed)) if words.verb == "show" else []
+    words, calls, keyed = cacctmgr_plan.plan(list(args.words), force=args.force)
+    cols = columns(words.entity, cacctmgr_plan.format_columns(keyed)) if words.verb == "show" else []
     from crane_cli import clientconf
 
     conf = clientconf.load(args.config)

@@ -15,8 +15,9 @@ import pytest
 from cli_support import script_path, write_config
 from crane_common.proto import crane_pb2 as pb
 
-from crane_cli import cacctmgr, cacctmgr_parse, errcodes, rpc
-from crane_cli.cacctmgr_parse import plan, split_words
+from crane_cli import cacctmgr, cacctmgr_parse, cacctmgr_plan, errcodes, rpc
+from crane_cli.cacctmgr_parse import split_words
+from crane_cli.cacctmgr_plan import plan
 from crane_cli.cacctmgr_show import columns, render
 from crane_cli.errors import CliError
 
@@ -80,7 +81,7 @@ def bad(argv: list[str], code: int = 2) -> str:
     with pytest.raises(CliError) as exc:
         if code == 5:
             w, _, keyed = plan(argv)
-            columns(w.entity, cacctmgr_parse.format_columns(keyed))
+            columns(w.entity, cacctmgr_plan.format_columns(keyed))
         else:
             plan(argv)
     assert exc.value.code == code, exc.value.message
