@@ -202,10 +202,12 @@ def split_words(words: list[str]) -> Words:
 # -- values --------------------------------------------------------------------------------------
 
 def values_of(p: Pair) -> list[str]:
+    """The comma-separated items of the value (empty items dropped)."""
     return [v for v in (_unquote(x) for x in p.value.split(",")) if v]
 
 
 def value_of(p: Pair, what: str = "a value") -> str:
+    """The value, which must not be empty."""
     if not p.value:
         raise arg_error(f"{PROG}: {p.key} needs {what}")
     return p.value
@@ -222,6 +224,7 @@ def count_of(p: Pair) -> int:
 
 
 def priority_of(p: Pair) -> int:
+    """A QoS priority: a whole number."""
     v = value_of(p)
     if not v.isdigit() or int(v) >= UNLIMITED_COUNT:
         raise arg_error(f"{PROG}: invalid {p.key} {p.value!r}: expected a whole number")
@@ -229,6 +232,7 @@ def priority_of(p: Pair) -> int:
 
 
 def cpus_of(p: Pair) -> float:
+    """A CPU count limit: a number, or unlimited/-1."""
     v = value_of(p).lower()
     if v in ("unlimited", "infinite", "-1"):
         return UNLIMITED_CPUS
@@ -242,6 +246,7 @@ def cpus_of(p: Pair) -> float:
 
 
 def duration_of(p: Pair, unlimited: int) -> int:
+    """A duration in seconds (``crane_common.units``); unlimited/-1 (or 100 years and more) give ``unlimited``."""
     from crane_common.units import UNLIMITED, DurationError, parse_duration
 
     v = value_of(p, "a duration")
@@ -255,6 +260,7 @@ def duration_of(p: Pair, unlimited: int) -> int:
 
 
 def bool_of(p: Pair) -> bool:
+    """yes/true/1/on or no/false/0/off."""
     v = p.value.lower()
     if v in ("yes", "true", "y", "1", "on"):
         return True
@@ -264,6 +270,7 @@ def bool_of(p: Pair) -> bool:
 
 
 def level_of(p: Pair) -> str:
+    """An admin level: none, operator or admin (lower-cased)."""
     v = p.value.lower()
     if v not in ADMIN_LEVELS:
         raise arg_error(f"{PROG}: invalid {p.key} {p.value!r}: expected none, operator or admin")
@@ -271,6 +278,7 @@ def level_of(p: Pair) -> str:
 
 
 def flags_of(p: Pair) -> str:
+    """QoS flags: ``DenyOnLimit`` or ``None``."""
     v = p.value.lower()
     if v in ("denyonlimit",):
         return "DenyOnLimit"
@@ -280,6 +288,7 @@ def flags_of(p: Pair) -> str:
 
 
 def preempt_mode_of(p: Pair) -> str:
+    """A preempt mode, upper-cased: OFF, CANCEL, REQUEUE or SUSPEND."""
     v = p.value.lower()
     if v not in PREEMPT_MODES:
         raise arg_error(f"{PROG}: invalid {p.key} {p.value!r}: expected OFF, CANCEL, REQUEUE or SUSPEND")
@@ -287,6 +296,7 @@ def preempt_mode_of(p: Pair) -> str:
 
 
 def timestamp_of(p: Pair) -> int:
+    """A time (unix seconds, or what ``--begin`` accepts: ``2026-01-02T03:04``, ``now-1d``, ...)."""
     v = value_of(p, "a time")
     if v.isdigit() and len(v) >= 9:
         return int(v)
@@ -299,6 +309,7 @@ def timestamp_of(p: Pair) -> int:
 
 
 def action_of(p: Pair) -> str:
+    """A transaction action name (``AddUser``, ...), in its proto spelling."""
     for name in TXN_ACTIONS:
         if name.lower() == p.value.lower():
             return name

@@ -489,3 +489,25 @@ def test_unreachable_controller_exits_3(tmp_path):
     r = script("-C", str(conf), "show", "account", env=env)
     assert r.returncode == 3, r
     assert r.stdout == "" and r.stderr.strip() == "Connection to CraneCtld is broken."
+
+
+def test_start_up_imports(tmp_path):
+    """A show imports grpc and the messages but none of the heavy modules the other commands avoid."""
+    import sys
+
+    from test_import_hygiene import HEAVY
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = write_config(tmp_path, port)
+    env = {"PATH": "/usr/bin:/bin", "CRANE_TOKEN": "t", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path)}
+    for _ in range(2):  # the second run has the config cache
+        r = subprocess.run([sys.executable, "-X", "importtime", script_path("cacctmgr"), "-C", str(conf), "show",
+                            "qos", "format=name"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stderr
+    names = {line.split("|")[2].strip() for line in r.stderr.splitlines()
+             if line.startswith("import time:") and "self [us]" not in line}
+    assert "grpc" in names and "crane_cli.cacctmgr_show" in names
+    assert not names & (set(HEAVY) | {"dataclasses", "crane_cli.protojson", "crane_cli.errcodes"}), \
+        sorted(names & set(HEAVY))
