@@ -193,7 +193,7 @@ def success_line(call: Call) -> str:
     where = ""
     account = call.kwargs.get("account")
     if call.entity == "user" and isinstance(account, str) and account:
-        where = f" {'to' if call.verb == 'add' else 'in'} account {account}"
+        where = f" {({'add': 'to', 'delete': 'from'}).get(call.verb, 'in')} account {account}"
     label = _LABEL[call.entity] + ("s" if len(call.names) > 1 and call.entity != "qos" else "")
     return f"{_PAST[call.verb]} {label} {names}{where}."
 

@@ -222,7 +222,9 @@ def test_delete(acct):
     assert method == "DeleteAccount" and isinstance(req, pb.DeleteEntityRequest) and list(req.names) == ["a", "b"]
     method, req = one_call(acct, "delete", "qos", "Name=low")
     assert method == "DeleteQos" and list(req.names) == ["low"]
-    method, req = one_call(acct, "remove", "user", "alice", "account=phys")
+    code, out, _, calls = acct("remove", "user", "alice", "account=phys")
+    assert (code, out) == (0, "Deleted user alice from account phys.\n")
+    method, req = calls[0]
     assert method == "DeleteUser" and (list(req.names), req.account) == (["alice"], "phys")
     _, req = one_call(acct, "delete", "user", "alice")
     assert req.account == ""
@@ -389,6 +391,15 @@ def test_show_names_not_in_the_reply(acct):
     reply = pb.QueryUserInfoReply(ok=True)
     code, out, err, _ = acct("show", "user", "bob", "where", "Account=phys", replies={"QueryUserInfo": [reply]})
     assert (code, err) == (4, "bob: The user does not belong to this account\n")
+
+
+def test_show_transaction_refused_with_code(acct):
+    reply = pb.QueryTxnLogReply(ok=False, code=pb.ERR_PERMISSION_USER)
+    code, out, err, _ = acct("show", "transaction", replies={"QueryTxnLog": [reply]})
+    assert (code, out, err) == (4, "", "You are not allowed to do this\n")
+    code, out, err, _ = acct("show", "-J", "transaction", replies={"QueryTxnLog": [reply]})
+    assert (code, err) == (4, "") and json.loads(out) == {"ok": False, "code": "ERR_PERMISSION_USER",
+                                                           "txn_log_list": []}
 
 
 def test_rich_errors_exit_4(acct):
