@@ -38,8 +38,8 @@ commands:
   delete user NAME[,NAME...] [Account=ACCOUNT]
   block|unblock account NAME[,NAME...]
   block|unblock user NAME[,NAME...] [Account=ACCOUNT]
-  modify account where Name=A set Description= DefaultQos=
-      AllowedPartition= AllowedQos=
+  modify account where Name=A set Description= DefaultQos= Parent=
+      AllowedPartition= AllowedQos= Coordinator=
   modify user where Name=U [Account=A] [Partition=P] set AllowedPartition=
       AllowedQos= DefaultQos= AdminLevel= DefaultAccount=
   modify qos where Name=Q set Description= Priority= Max...= Flags= Preempt=
@@ -48,7 +48,8 @@ commands:
   show transaction [where Actor= Target= Action= StartTime= EndTime=]
 
 Verbs, entities and keys are case-insensitive; 'update' is 'modify'. List
-fields (AllowedPartition, AllowedQos, Preempt) also take += and -= after set.
+fields (AllowedPartition, AllowedQos, Coordinator, Preempt) also take += and
+-= after set.
 Counts and durations take 'unlimited'; durations are [D-]HH:MM:SS, MM:SS,
 minutes or N{s,m,h,d}.
 """
@@ -78,6 +79,15 @@ def build_command() -> Command:
     return cmd
 
 
+def build(pb: object, call: object) -> object:
+    """The request message of ``call``; ``force`` only where the message has it (it is newer on deletes)."""
+    cls = getattr(pb, call.request_type)  # type: ignore[attr-defined]
+    kwargs = dict(call.kwargs)  # type: ignore[attr-defined]
+    if "force" in kwargs and "force" not in cls.DESCRIPTOR.fields_by_name:
+        del kwargs["force"]
+    return cls(**kwargs)
+
+
 def command(argv: list[str]) -> int:
     """cacctmgr's body: returns the exit code, raises CliError on failure."""
     args = parse(build_command(), argv)
@@ -95,7 +105,7 @@ def command(argv: list[str]) -> int:
     code = EXIT_OK
     with rpc.Controller(conf) as ctld:
         for call in calls:
-            reply = ctld.call(call.method, getattr(pb, call.request_type)(**call.kwargs))
+            reply = ctld.call(call.method, build(pb, call))
             if args.json:
                 from crane_cli.protojson import to_json
 

@@ -93,7 +93,9 @@ KEYS[("unblock", "account")] = KEYS[("block", "account")]
 KEYS[("unblock", "user")] = KEYS[("block", "user")]
 SET_KEYS: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
     "account": {"Description": (("description",), "str"), "AllowedPartition": (_PARTITION, "list"),
-                "AllowedQos": (_QOS_LIST, "list"), "DefaultQos": (("defaultqos",), "str")},
+                "AllowedQos": (_QOS_LIST, "list"), "DefaultQos": (("defaultqos",), "str"),
+                "Parent": (("parent", "parentaccount"), "str"),
+                "Coordinator": (("coordinator", "coordinators"), "list")},
     "user": {"AllowedPartition": (_PARTITION, "list"), "AllowedQos": (_QOS_LIST, "list"),
              "DefaultQos": (("defaultqos",), "str"), "AdminLevel": (("adminlevel", "level"), "level"),
              "DefaultAccount": (("defaultaccount",), "str")},
@@ -221,7 +223,7 @@ def plan(words: list[str], force: bool = False) -> tuple[Words, list[Call], dict
         for name in names:
             calls.append(_add_call(w, name, keyed))
     elif w.verb == "delete":
-        kwargs: dict = {"names": names}
+        kwargs: dict = {"names": names, "force": force}  # (force: dropped for a controller without the field)
         if w.entity == "user":
             kwargs["account"] = keyed["Account"].value if "Account" in keyed else ""
         method = {"account": "DeleteAccount", "user": "DeleteUser", "qos": "DeleteQos"}[w.entity]

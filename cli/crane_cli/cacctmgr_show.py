@@ -239,10 +239,10 @@ _NOT_FOUND = {"account": 11, "user": 3, "qos": 24}  # ERR_INVALID_ACCOUNT, ERR_I
 
 def _missing(call: Call, items: list, reply: object) -> list[str]:
     """Lines for the names asked for that the reply neither lists nor reports an error about."""
-    if not call.names or call.entity not in _NOT_FOUND:
-        return []
+    if not call.names or call.entity not in _NOT_FOUND or list(getattr(reply, "rich_error_list", ())):
+        return []  # a controller that reports what it did not find has said so already
     from crane_cli.errcodes import message
 
-    found = {item.name for item in items} | {e.description for e in getattr(reply, "rich_error_list", ())}
+    found = {item.name for item in items}
     code = 9 if call.entity == "user" and call.kwargs.get("account") else _NOT_FOUND[call.entity]
     return [f"{name}: {message(code)}" for name in call.names if name not in found]

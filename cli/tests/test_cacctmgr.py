@@ -230,6 +230,21 @@ def test_delete(acct):
     assert req.account == ""
 
 
+def test_delete_force_where_the_request_has_it(acct):
+    _, req = one_call(acct, "delete", "account", "phys", "-f")
+    if "force" in req.DESCRIPTOR.fields_by_name:  # newer protocol: force on deletes
+        assert req.force
+    _, req = one_call(acct, "--force", "delete", "user", "alice")
+    assert list(req.names) == ["alice"]
+
+
+def test_modify_account_parent_and_coordinators(acct):
+    _, req = one_call(acct, "modify", "account", "where", "name=phys", "set", "parent=science",
+                      "coordinators+=alice,bob")
+    assert [(i.field, i.operation, list(i.values)) for i in req.items] == [
+        ("Parent", pb.ModifyItem.Overwrite, ["science"]), ("Coordinator", pb.ModifyItem.Add, ["alice", "bob"])]
+
+
 def test_block_unblock(acct):
     method, req = one_call(acct, "block", "account", "phys")
     assert method == "BlockAccountOrUser"
