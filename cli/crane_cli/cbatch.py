@@ -137,6 +137,17 @@ def prepare(argv: list[str], environ: dict[str, str] | None = None) -> tuple[obj
     return args, fields, repeat
 
 
+def refusal_text(reply: object) -> str:
+    """Why a submission was refused: the reply's ``ErrCode`` message (when it has a ``code``) and its reason."""
+    code = int(getattr(reply, "code", 0) or 0)  # the field is newer than some controllers
+    reason = getattr(reply, "reason", "") or ""
+    if code:
+        from crane_cli.errcodes import with_reason
+
+        return with_reason(code, reason)
+    return reason or "unknown reason"
+
+
 def command(argv: list[str]) -> int:
     """cbatch's body: returns the exit code, raises CliError on failure."""
     args, fields, repeat = prepare(argv)
@@ -160,7 +171,7 @@ def command(argv: list[str]) -> int:
         print(to_json(reply))
         return EXIT_OK if reply.ok else EXIT_BACKEND
     if not reply.ok:
-        raise CliError(f"Job allocation failed: {reply.reason or 'unknown reason'}", EXIT_BACKEND)
+        raise CliError(f"Job allocation failed: {refusal_text(reply)}", EXIT_BACKEND)
     print(f"Job id allocated: {', '.join(str(i) for i in ids)}.")
     return EXIT_OK
 

@@ -47,6 +47,21 @@ REPLIES = {
     "QueryPartitionInfo": pb.QueryPartitionInfoReply,
     "ModifyNode": pb.ModifyNodeReply,
     "QueryServerInfo": pb.ServerInfoReply,
+    # accounting (cacctmgr)
+    "AddAccount": pb.AddAccountReply,
+    "AddUser": pb.AddUserReply,
+    "AddQos": pb.AddQosReply,
+    "DeleteAccount": pb.DeleteAccountReply,
+    "DeleteUser": pb.DeleteUserReply,
+    "DeleteQos": pb.DeleteQosReply,
+    "ModifyAccount": pb.ModifyAccountReply,
+    "ModifyUser": pb.ModifyUserReply,
+    "ModifyQos": pb.ModifyQosReply,
+    "BlockAccountOrUser": pb.BlockAccountOrUserReply,
+    "QueryAccountInfo": pb.QueryAccountInfoReply,
+    "QueryUserInfo": pb.QueryUserInfoReply,
+    "QueryQosInfo": pb.QueryQosInfoReply,
+    "QueryTxnLog": pb.QueryTxnLogReply,
 }
 
 CHANNEL_OPTIONS = (

@@ -18,7 +18,7 @@ from crane_cli.errors import CliError
 HELP = Path(__file__).parent / "help"
 
 # --help as the argparse front end printed it (COLUMNS=80), kept byte for byte.
-HELP_CASES = [("cbatch",), ("cqueue",), ("cinfo",), ("ccancel",), ("ccontrol",), ("crane", "version"),
+HELP_CASES = [("cbatch",), ("cqueue",), ("cinfo",), ("ccancel",), ("ccontrol",), ("cacctmgr",), ("crane", "version"),
               ("crane", "whoami"), ("crane", "token"), ("crane", "token", "issue"), ("crane", "token", "show"),
               ("crane",)]
 
