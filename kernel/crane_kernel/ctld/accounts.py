@@ -52,6 +52,7 @@ class AccountBook(ModifyMixin):
         self.clock = clock
         self.has_jobs: Callable[[str, str], bool] = has_jobs or (lambda _user, _account: False)
         self.enforce: frozenset[str] = frozenset(cfg.Accounting.Enforce)
+        self._partitions = frozenset(p.name for p in cfg.Partitions)
         self.listeners: list[Callable[[str, str], None]] = []
         self.qos: dict[str, Qos] = {UNLIMITED_QOS: Qos(UNLIMITED_QOS, description="built-in: no limits")}
         self.accounts: dict[str, Account] = {}
@@ -169,7 +170,7 @@ class AccountBook(ModifyMixin):
     def _checker(self, accounts: dict[str, Account] | None = None, users: dict[str, User] | None = None,
                  qos: dict[str, Qos] | None = None) -> Checker:
         return Checker(self.cfg, self.accounts if accounts is None else accounts,
-                       self.users if users is None else users, self.qos if qos is None else qos)
+                       self.users if users is None else users, self.qos if qos is None else qos, self._partitions)
 
     def txns(self, actor: str = "", target: str = "", action: str = "", start: float = 0, end: float = 0,
              limit: int = 0) -> list[tuple[float, str, str, str, str]]:
@@ -191,8 +192,8 @@ class AccountBook(ModifyMixin):
             member = u.members.get(account)
             if member is None or account not in self.accounts:
                 raise AccountRejected(f"user '{user}' is not in account '{account}'", E.USER_ACCOUNT_MISMATCH)
-            for name in (account, *self.ancestors(account)):
-                if self.accounts[name].blocked:
+            for name in (account, *self.ancestors(account)):  # .get: submit reads without the controller lock
+                if getattr(self.accounts.get(name), "blocked", False):
                     raise AccountRejected(f"account '{name}' is blocked", E.BLOCKED_ACCOUNT)
             if member.blocked:
                 raise AccountRejected(f"user '{user}' is blocked in account '{account}'", E.BLOCKED_USER)

@@ -51,12 +51,12 @@ class Checker:
     """The rules, over one set of records."""
 
     def __init__(self, cfg: ClusterConfig, accounts: dict[str, Account], users: dict[str, User],
-                 qos: dict[str, Qos]) -> None:
+                 qos: dict[str, Qos], partitions: frozenset[str] | None = None) -> None:
         self.cfg = cfg
         self.accounts = accounts
         self.users = users
         self.qos = qos
-        self.partitions = {p.name for p in cfg.Partitions}
+        self.partitions = partitions if partitions is not None else frozenset(p.name for p in cfg.Partitions)
 
     # -- names -------------------------------------------------------------------
     def name(self, name: str, what: str) -> None:
