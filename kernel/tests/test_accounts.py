@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pwd
+import sqlite3
 from typing import Any
 
 import pytest
@@ -299,8 +301,7 @@ def test_a_failed_write_changes_nothing(env: Any) -> None:
         raise OSError("disk full")
 
     e.store.acct_write = broken
-    with pytest.raises(OSError):
-        b.modify_qos(["normal"], [("MaxJobs", "=", ["1"])], "root")
+    assert code(b.modify_qos, ["normal"], [("MaxJobs", "=", ["1"])], "root") == E.UPDATE_DATABASE
     assert b.qos["normal"].max_jobs is None
 
 
@@ -370,3 +371,11 @@ def test_enrich_identity(env: Any) -> None:
     assert b.enrich(stranger) is stranger
     b.add_user("root", "phys", "root")
     assert b.enrich(Identity(0, "root", "root")).admin_level == "root"
+
+
+def test_records_and_log_rows_commit_together(env: Any) -> None:
+    e = env()
+    with pytest.raises(sqlite3.IntegrityError):  # a log row that cannot be written takes its record with it
+        e.store.acct_write([("qos", "x", "{}")], [], [(None, "root", "AddQos", "x", "")])
+    assert e.store.acct_records() == [] and e.store.acct_txns() == []
+    assert oct(os.stat(e.path).st_mode & 0o777) == "0o600"

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import pwd
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -79,9 +80,13 @@ class AccountBook(ModifyMixin):
         """Write records and log rows ``(action, target, info)`` in one transaction, then apply them."""
         put, drop = list(put), list(drop)
         now = self.clock()
-        self.store.acct_write(
-            [(_kind(r), r.name, json.dumps(to_json(r), separators=(",", ":"))) for r in put], drop,
-            [(now, actor, action, target, info) for action, target, info in changes])
+        try:
+            self.store.acct_write(
+                [(_kind(r), r.name, json.dumps(to_json(r), separators=(",", ":"))) for r in put], drop,
+                [(now, actor, action, target, info) for action, target, info in changes])
+        except (OSError, sqlite3.Error) as exc:  # nothing was written (rolled back) and nothing is applied
+            log.error("account database: cannot write the journal: %s", exc)
+            raise AccountRejected(f"cannot write the journal: {exc}", E.UPDATE_DATABASE) from None
         tables: dict[str, dict[str, Any]] = {"qos": self.qos, "account": self.accounts, "user": self.users}
         for r in put:
             tables[_kind(r)][r.name] = r

@@ -109,6 +109,8 @@ class AccountServiceMixin:
               target: Callable[[str], AcctTarget], change: Callable[[Identity, str], None]) -> Any:
         """A Delete* call: every name on its own (authorized, changed or refused); ``RichError`` per refusal."""
         ident = self._identity(context, method)
+        if not names:
+            return reply(ok=False, rich_error_list=[pb.RichError(code=E.INVALID_PARAM, description="no name given")])
         errors = []
         with self.ctl.lock:
             for name in dict.fromkeys(names):
