@@ -46,6 +46,8 @@ class AcctTarget:
     account: str = ""                # account actions: that account; user actions: the membership's account
     parent: str = ""                 # account actions: the account's parent (for add: the new one); "" = top
     new_parent: str | None = None    # account.modify: the parent it moves to (None: it does not move)
+    fields: tuple[str, ...] = ()     # account.modify: the record attributes it changes (e.g. "allowed_qos")
+    block: bool | None = None        # account.block / user.block: True to block, False to unblock
     accounts: tuple[str, ...] = ()   # user actions: every account the change touches
     level: str = "none"              # user actions: the user's current admin level
     new_level: str = ""              # user actions: the admin level being set ("" = none is set)

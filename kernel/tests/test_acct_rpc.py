@@ -211,6 +211,18 @@ def test_coordinators(make_api: Any) -> None:
                                                              entity_list=[BOB.pw_name]), metadata=carol).ok
     assert s.ModifyAccount(pb.ModifyEntityRequest(names=["phys"], items=[item("Description", "ours")]),
                            metadata=carol).ok
+    # her top account: an admin's bounds stay
+    for field in ("AllowedQos", "AllowedPartitions", "DefaultQos"):
+        r = s.ModifyAccount(pb.ModifyEntityRequest(names=["phys"], items=[item(field, "normal", op=1)]),
+                            metadata=carol)
+        assert r.rich_error_list[0].code == pb.ERR_PERMISSION_DENIED, field
+    assert s.ModifyAccount(pb.ModifyEntityRequest(names=["hep"], items=[item("AllowedQos", "normal")]),
+                           metadata=carol).ok  # below it, the parent bounds the change
+    block = pb.BlockAccountOrUserRequest(block=True, entity_type=pb.Account, entity_list=["phys"])
+    assert s.BlockAccountOrUser(block, metadata=carol).ok
+    block.block = False
+    assert not s.BlockAccountOrUser(block, metadata=carol).ok
+    assert s.BlockAccountOrUser(block, metadata=api.md(ROOT)).ok
     assert not s.DeleteAccount(pb.DeleteEntityRequest(names=["phys"]), metadata=carol).ok  # her top account
     assert not s.ModifyAccount(pb.ModifyEntityRequest(names=["phys"], items=[item("Parent", "hep2")]),
                                metadata=carol).ok

@@ -87,9 +87,11 @@ class AccountServiceMixin:
         return AcctTarget("user", name, account=accounts[0] if accounts else "", accounts=accounts,
                           level=u.admin_level if u else "none", new_level=new_level)
 
-    def _account_target(self, name: str, new_parent: str | None = None) -> AcctTarget:
+    def _account_target(self, name: str, new_parent: str | None = None, fields: tuple[str, ...] = (),
+                        block: bool | None = None) -> AcctTarget:
         acc = self.ctl.accounts.accounts.get(name)
-        return AcctTarget("account", name, account=name, parent=acc.parent if acc else "", new_parent=new_parent)
+        return AcctTarget("account", name, account=name, parent=acc.parent if acc else "", new_parent=new_parent,
+                          fields=fields, block=block)
 
     def _single(self, reply: type, context: Any, method: str, action: str, target: Callable[[], AcctTarget],
                 change: Callable[[Identity], None]) -> Any:
@@ -207,7 +209,8 @@ class AccountServiceMixin:
 
         def target(name: str) -> AcctTarget:
             parents = [ed.one_value("Parent", vals) for f, _op, vals in items if ed.field_key(f) == "parent"]
-            return self._account_target(name, parents[-1] if parents else None)
+            fields = tuple(dict.fromkeys(ed.lookup(ed.ACCOUNT_FIELDS, f, "account")[0] for f, _op, _v in items))
+            return self._account_target(name, parents[-1] if parents else None, fields)
 
         return self._all(pb.ModifyAccountReply, context, "ModifyAccount", list(request.names), "account.modify",
                          target,
@@ -245,7 +248,7 @@ class AccountServiceMixin:
         names = list(request.entity_list)
         if request.entity_type == pb.Account:
             return self._all(pb.BlockAccountOrUserReply, context, "BlockAccountOrUser", names, "account.block",
-                             self._account_target,
+                             lambda n: self._account_target(n, block=request.block),
                              lambda ident: book.block("account", names, request.block, ident.user))
 
         def target(name: str) -> AcctTarget:

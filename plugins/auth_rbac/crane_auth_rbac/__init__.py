@@ -30,7 +30,10 @@ The account database (the target is a :class:`~crane_kernel.auth_types.AcctTarge
   ``account.modify``, ``account.block``: admins and root, or a coordinator of the account (or of
   an ancestor: coordination covers sub-accounts); moving it to another parent needs coordination
   of both its parent and the new parent; ``account.delete``: admins and root, or a coordinator of
-  the account's parent (so nobody deletes or re-parents the top account she coordinates);
+  the account's parent (so nobody deletes or re-parents the top account she coordinates). On that
+  top account (its parent not coordinated by her) a coordinator changes only the description and
+  the coordinators, and may block but not unblock it: the partitions, QoS and block an admin set
+  there bound her whole tree;
 * ``user.add``, ``user.modify``, ``user.delete``, ``user.block``: operators and above, or a
   coordinator of every account the change touches; but nobody except root sets an admin level at
   or above her own, or touches a user whose level is above her own (operators cannot touch admins).
@@ -64,6 +67,8 @@ _COORDINATOR_ACTIONS = _OWNER_ACTIONS  # on jobs of the accounts she coordinates
 _DB_ANYONE = frozenset({"account.query", "user.query", "qos.query"})
 _DB_ACTIONS = frozenset({"txn.query", "qos.add", "qos.modify", "qos.delete", "account.add", "account.modify",
                          "account.delete", "account.block", "user.add", "user.modify", "user.delete", "user.block"})
+
+_TOP_ACCOUNT_FIELDS = frozenset({"description", "coordinators"})  # what a coordinator may change on her top account
 
 HOST_TOKEN_NAME = "root.token"
 REVOCATION_NAME = "revoked.json"
@@ -215,7 +220,12 @@ def _db_allowed(identity: Identity, action: str, target: AcctTarget) -> bool:
             return False
         if target.new_parent is not None and target.new_parent != target.parent:
             return bool(target.parent) and target.parent in coordinated and target.new_parent in coordinated
-        return True
+        if target.parent in coordinated:  # inside her tree: the parent bounds what the account may use
+            return True
+        # her top account: an admin's bounds stay (no widening of partitions or QoS, no unblocking)
+        if action == "account.block":
+            return target.block is not False
+        return set(target.fields) <= _TOP_ACCOUNT_FIELDS
     # user.*
     if identity.admin_level != "root":
         if target.new_level and target.new_level in ADMIN_LEVELS and ADMIN_LEVELS.index(target.new_level) >= rank:
