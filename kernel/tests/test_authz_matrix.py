@@ -6,12 +6,18 @@ token signed by the cluster key, as the CLIs do. Every action runs on fresh jobs
 ``alice``, so one role's action never changes another's. The expected table is the whole truth:
 an allowed action that should be forbidden fails the test as much as the reverse.
 
+The account database is part of the table: ``coordinator`` coordinates alice's account ``physics``
+(so may act on its jobs and manage its sub-accounts and users), and every ``account_*``,
+``user_*``, ``qos_*`` and ``txn_*`` row is one cacctmgr RPC, counted as allowed when the reply is
+not a permission refusal (``ERR_PERMISSION_DENIED``/``ERR_USER_NO_PRIVILEGE``).
+
 Token issuing is not an RPC (``crane token issue`` needs read access to the cluster key); the
 end-to-end test ``tests/test_e2e_limits_security.py`` runs it as an unprivileged user.
 """
 
 from __future__ import annotations
 
+import itertools
 import pwd
 from collections.abc import Callable
 from concurrent import futures
@@ -24,13 +30,15 @@ from crane_common.proto import crane_pb2 as pb
 from crane_common.proto import crane_pb2_grpc as pbg
 from crane_common.states import JobState
 from crane_kernel.auth_types import Identity
+from crane_kernel.ctld.acctmodel import Account, Qos
 
 # real accounts of every Debian system (the controller resolves a submitter's uid to its group)
-ALICE, BOB, OPER, ADMIN = (pwd.getpwnam(n) for n in ("daemon", "bin", "sys", "sync"))
+ALICE, BOB, OPER, ADMIN, COORD, MAN = (pwd.getpwnam(n) for n in ("daemon", "bin", "sys", "sync", "games", "man"))
 ROLES: dict[str, tuple[pwd.struct_passwd | None, str]] = {
-    "owner": (ALICE, "none"), "other": (BOB, "none"), "operator": (OPER, "operator"),
-    "admin": (ADMIN, "admin"), "root": (None, "root"),
+    "owner": (ALICE, "none"), "other": (BOB, "none"), "coordinator": (COORD, "none"),
+    "operator": (OPER, "operator"), "admin": (ADMIN, "admin"), "root": (None, "root"),
 }
+DENIED = (pb.ERR_PERMISSION_DENIED, pb.ERR_USER_NO_PRIVILEGE)
 OVERRIDES = {"Partitions": [{"name": "debug", "nodes": "ALL", "MaxTimeLimit": "2:00:00",
                              "DefaultTimeLimit": "1:00:00"}],
              "Auth": {"Admins": ["root"]}}
@@ -38,16 +46,27 @@ OVERRIDES = {"Partitions": [{"name": "debug", "nodes": "ALL", "MaxTimeLimit": "2
 ALL = {"submit", "cancel", "hold", "release", "release_admin_hold", "time_limit_lower", "time_limit_raise",
        "time_limit_over_partition", "priority", "drain", "resume", "down", "query_jobs", "query_nodes",
        "query_partitions", "server_info", "see_others_job", "see_others_details", "see_others_usage"}
+DB_ANYONE = {"account_query", "user_query", "qos_query"}
+DB_USERS = {"user_add", "user_modify", "user_block", "user_delete"}
+DB_COORDINATOR = {"account_add_sub", "account_modify", "account_block", "account_delete_sub", *DB_USERS}
+DB_ALL = {*DB_ANYONE, *DB_COORDINATOR, "txn_query", "account_add_top", "account_delete_top", "account_reparent_top",
+          "user_set_operator", "qos_add", "qos_modify", "qos_delete"}
+ALL |= DB_ALL
 OWNER = {"submit", "cancel", "hold", "release", "time_limit_lower", "query_jobs", "query_nodes",
          "query_partitions", "server_info", "see_others_job", "see_others_details", "see_others_usage"}
+OWNER |= DB_ANYONE
 EXPECTED = {
     "owner": OWNER,  # "others" here is her own job: she sees everything of it
     "other": {"submit", "query_jobs", "query_nodes", "query_partitions", "server_info", "see_others_job",
-              "see_others_usage"},
-    "operator": ALL, "admin": ALL, "root": ALL,
+              "see_others_usage", *DB_ANYONE},
+    "coordinator": {"submit", "cancel", "hold", "release", "time_limit_lower", "query_jobs", "query_nodes",
+                    "query_partitions", "server_info", "see_others_job", "see_others_details", "see_others_usage",
+                    *DB_ANYONE, *DB_COORDINATOR},  # jobs of her account, but no raised limits or pinned priorities
+    "operator": (ALL - DB_ALL) | DB_ANYONE | DB_USERS | {"txn_query"},
+    "admin": ALL, "root": ALL,
 }
 EXPECTED_PRIVATE = {  # CraneCtld.PrivateData: [jobs, usage]
-    **EXPECTED, "other": {"submit", "query_jobs", "query_nodes", "query_partitions", "server_info"},
+    **EXPECTED, "other": {"submit", "query_jobs", "query_nodes", "query_partitions", "server_info", *DB_ANYONE},
 }
 
 
@@ -66,6 +85,11 @@ class Api:
         self.stub = pbg.CraneCtldStub(self.channel)
         self.key = jwt_tokens.read_keyring(harness.cfg.key_file)
         self.cluster = harness.cfg.ClusterName
+        book = harness.ctl.accounts  # alice's account physics, coordinated by COORD
+        book.add_qos(Qos("normal"), "root")
+        book.add_account(Account("physics", allowed_qos=["normal"]), "root")
+        book.add_user(ALICE.pw_name, "physics", "root")
+        book.add_user(COORD.pw_name, "physics", "root", coordinator=True)
 
     def md(self, role: str) -> tuple:
         """The call metadata of ``role`` (a token as ``crane token issue`` mints it)."""
@@ -76,7 +100,7 @@ class Api:
     def job(self, **extra: Any) -> int:
         """A fresh pending job of alice's."""
         spec = {"script": "#!/bin/bash\nsecret-command\n", "cwd": "/srv/alice", "cmd_line": "cbatch secret.sh",
-                "comment": "alice's secret", "env": {"API_KEY": "s3cr3t"}, **extra}
+                "comment": "alice's secret", "env": {"API_KEY": "s3cr3t"}, "account": "physics", **extra}
         return self.h.ctl.submit([spec], Identity(ALICE.pw_uid, ALICE.pw_name))[0]
 
     def close(self) -> None:
@@ -140,6 +164,7 @@ def _actions(api: Api) -> dict[str, Callable[[str], bool]]:
         return shown
 
     return {
+        **_db_actions(api),
         "submit": submit,
         "cancel": cancel,
         "hold": lambda r: modify(r, hold=True),
@@ -161,6 +186,102 @@ def _actions(api: Api) -> dict[str, Callable[[str], bool]]:
         "see_others_job": lambda r: others_job(r) is not None,
         "see_others_details": details,
         "see_others_usage": lambda r: bool((info := others_job(r)) and info.usage_cpu_ms == 1234),
+    }
+
+
+def _db_actions(api: Api) -> dict[str, Callable[[str], bool]]:
+    """The account-database rows: action -> f(role), True when the call was not refused for permission."""
+    stub, book = api.stub, api.h.ctl.accounts
+    fresh = (f"a{i}" for i in itertools.count())
+
+    def allowed(reply: Any, must_succeed: bool = True) -> bool:
+        errors = list(getattr(reply, "rich_error_list", ()))
+        codes = [e.code for e in errors] or ([reply.code] if hasattr(reply, "code") and not reply.ok else [])
+        if any(c in DENIED for c in codes):
+            return False
+        assert reply.ok or not must_succeed, reply
+        return True
+
+    def sub(name: str | None = None, user: str = "") -> str:
+        """A fresh sub-account of physics (with ``user`` in it)."""
+        name = name or next(fresh)
+        book.add_account(Account(name, parent="physics"), "root")
+        if user:
+            book.add_user(user, name, "root")
+        return name
+
+    def account(role: str, name: str, parent: str = "") -> bool:
+        info = pb.AccountInfo(name=name, parent_account=parent)
+        return allowed(stub.AddAccount(pb.AddAccountRequest(account=info), metadata=api.md(role)))
+
+    def modify_account(role: str, name: str, *items: Any, must_succeed: bool = True) -> bool:
+        req = pb.ModifyEntityRequest(names=[name], items=list(items))
+        return allowed(stub.ModifyAccount(req, metadata=api.md(role)), must_succeed)
+
+    def reparent_top(role: str) -> bool:
+        top = next(fresh)
+        book.add_account(Account(top, allowed_qos=["normal"]), "root")
+        ok = modify_account(role, "physics", pb.ModifyItem(field="Parent", values=[top]))
+        if ok:
+            book.modify_accounts(["physics"], [("Parent", "=", [""])], "root")
+        return ok
+
+    def modify_user(role: str, *items: Any) -> bool:
+        name = sub(user=BOB.pw_name)
+        req = pb.ModifyUserRequest(names=[BOB.pw_name], account=name, items=list(items))
+        return allowed(stub.ModifyUser(req, metadata=api.md(role)))
+
+    def set_operator(role: str) -> bool:
+        name = sub(user=MAN.pw_name)
+        req = pb.ModifyUserRequest(names=[MAN.pw_name], account=name,
+                                   items=[pb.ModifyItem(field="AdminLevel", values=["operator"])])
+        ok = allowed(stub.ModifyUser(req, metadata=api.md(role)))
+        book.delete_user(MAN.pw_name, "", "root")
+        return ok
+
+    def block_user(role: str) -> bool:
+        name = sub(user=BOB.pw_name)
+        req = pb.BlockAccountOrUserRequest(block=True, entity_type=pb.User, entity_list=[BOB.pw_name], account=name)
+        return allowed(stub.BlockAccountOrUser(req, metadata=api.md(role)))
+
+    def qos(role: str, what: str) -> bool:
+        name = next(fresh)
+        if what != "add":
+            book.add_qos(Qos(name), "root")
+        if what == "add":
+            reply = stub.AddQos(pb.AddQosRequest(qos=pb.QosInfo(name=name)), metadata=api.md(role))
+        elif what == "modify":
+            reply = stub.ModifyQos(pb.ModifyEntityRequest(names=[name], items=[pb.ModifyItem(
+                field="MaxJobs", values=["3"])]), metadata=api.md(role))
+        else:
+            reply = stub.DeleteQos(pb.DeleteEntityRequest(names=[name]), metadata=api.md(role))
+        return allowed(reply)
+
+    return {
+        "account_query": lambda r: allowed(stub.QueryAccountInfo(pb.QueryAccountInfoRequest(), metadata=api.md(r))),
+        "user_query": lambda r: allowed(stub.QueryUserInfo(pb.QueryUserInfoRequest(), metadata=api.md(r))),
+        "qos_query": lambda r: allowed(stub.QueryQosInfo(pb.QueryQosInfoRequest(), metadata=api.md(r))),
+        "txn_query": lambda r: allowed(stub.QueryTxnLog(pb.QueryTxnLogRequest(), metadata=api.md(r))),
+        "account_add_sub": lambda r: account(r, next(fresh), "physics"),
+        "account_add_top": lambda r: account(r, next(fresh)),
+        "account_modify": lambda r: modify_account(r, sub(), pb.ModifyItem(field="Description", values=["x"])),
+        "account_block": lambda r: allowed(stub.BlockAccountOrUser(pb.BlockAccountOrUserRequest(
+            block=True, entity_type=pb.Account, entity_list=[sub()]), metadata=api.md(r))),
+        "account_delete_sub": lambda r: allowed(stub.DeleteAccount(pb.DeleteEntityRequest(names=[sub()]),
+                                                                   metadata=api.md(r))),
+        "account_delete_top": lambda r: allowed(stub.DeleteAccount(pb.DeleteEntityRequest(names=["physics"]),
+                                                                   metadata=api.md(r)), must_succeed=False),
+        "account_reparent_top": reparent_top,
+        "user_add": lambda r: allowed(stub.AddUser(pb.AddUserRequest(name=BOB.pw_name, account=sub()),
+                                                   metadata=api.md(r))),
+        "user_modify": lambda r: modify_user(r, pb.ModifyItem(field="AllowedPartition", values=["debug"])),
+        "user_block": block_user,
+        "user_delete": lambda r: allowed(stub.DeleteUser(pb.DeleteUserRequest(
+            names=[BOB.pw_name], account=sub(user=BOB.pw_name)), metadata=api.md(r))),
+        "user_set_operator": set_operator,
+        "qos_add": lambda r: qos(r, "add"),
+        "qos_modify": lambda r: qos(r, "modify"),
+        "qos_delete": lambda r: qos(r, "delete"),
     }
 
 
@@ -197,7 +318,7 @@ def test_role_matrix(api: Api, role: str) -> None:
     assert allowed == EXPECTED[role]
 
 
-@pytest.mark.parametrize("role", ["owner", "other", "operator"])
+@pytest.mark.parametrize("role", ["owner", "other", "coordinator", "operator"])
 def test_role_matrix_private_data(private_api: Api, role: str) -> None:
     assert _allowed(private_api, role) == EXPECTED_PRIVATE[role]
 

@@ -38,6 +38,7 @@ from crane_kernel.auth_types import Identity
 from crane_kernel.clusterinfo import build_cluster_info
 from crane_kernel.config import ClusterConfig
 from crane_kernel.ctld import reconcile as rc
+from crane_kernel.ctld.accounts import AccountBook
 from crane_kernel.ctld.cycle import CycleMixin
 from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
@@ -93,6 +94,8 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
         self.cluster = cfg.ClusterName
         self._has_priority = False
         self.recon = rc.Reconciler()  # held allocations and what nodes report they run (ctld/reconcile.py)
+        self.accounts = AccountBook(cfg, store, clock, has_jobs=lambda user, account: any(  # ctld/accounts.py
+            j.user == user and j.account == account for j in (*self.pending.values(), *self.running.values())))
 
     # ------------------------------------------------------------------
     # start-up
@@ -153,6 +156,8 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
         normalized = []
         for raw in specs:
             spec = normalize_spec(raw, self.cfg, identity.uid, identity.user, now)
+            spec["account"], spec["qos"] = self.accounts.resolve(identity.user, identity.uid, spec.get("account") or "",
+                                                                 spec["partition"], spec.get("qos") or "")
             gid = spec["gid"]
             self.pm.hook.crane_job_submit(job=spec, identity=identity, cluster=self.cluster_info)
             recheck_spec(spec, self.cfg, identity.uid, identity.user, gid)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -16,8 +14,11 @@ from google.protobuf import json_format
 
 from crane_kernel import __version__
 from crane_kernel.auth_types import CallInfo, Identity
+from crane_kernel.ctld.acctservice import AccountServiceMixin
 from crane_kernel.ctld.core import Controller, Denied
 from crane_kernel.ctld.jobs import Job
+from crane_kernel.ctld.rpcguard import guarded as _guarded
+from crane_kernel.ctld.rpcguard import one_line as _one_line
 from crane_kernel.errors import CraneError, JobRejected
 
 log = logging.getLogger("cranectld.api")
@@ -91,29 +92,8 @@ def spec_dict(spec: Any) -> dict:
     return d
 
 
-def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a malformed value that slipped past the checks into INVALID_ARGUMENT (one line, logged).
-
-    A request must never reach its caller as a server exception (gRPC's UNKNOWN with a traceback).
-    """
-    @functools.wraps(method)
-    def call(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except (ValueError, TypeError, OverflowError, KeyError, UnicodeError) as exc:
-            log.warning("%s: refused a malformed request: %s: %s", method.__name__, type(exc).__name__, exc)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: {_one_line(exc)}")
-    return call
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (a refusal must not forge output rows)."""
-    text = " ".join(str(exc).split())
-    return text[:1000]
-
-
-class CraneCtldService(pbg.CraneCtldServicer):
-    """gRPC servicer; every call is authenticated by the auth plugins first."""
+class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
+    """gRPC servicer; every call is authenticated by the auth plugins first (account RPCs: ctld/acctservice.py)."""
 
     def __init__(self, ctl: Controller, scheduler_name: str) -> None:
         self.ctl = ctl
@@ -125,7 +105,7 @@ class CraneCtldService(pbg.CraneCtldServicer):
         ident = self.ctl.pm.hook.crane_authenticate(call=CallInfo(method=method, metadata=md, peer=context.peer()))
         if ident is None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid credentials (token missing, bad or expired)")
-        return ident
+        return self.ctl.accounts.enrich(ident)  # the account database's admin level and coordinated accounts
 
     def _authorized(self, context: grpc.ServicerContext, method: str, action: str) -> Identity:
         """Authenticate the call and ask ``crane_authorize`` for ``action`` (no target); abort if denied."""
@@ -148,7 +128,7 @@ class CraneCtldService(pbg.CraneCtldServicer):
         try:
             (jid,) = self.ctl.submit([spec_dict(request.job)], ident)
         except (JobRejected, Denied, CraneError) as exc:
-            return pb.SubmitBatchJobReply(ok=False, reason=_one_line(exc))
+            return pb.SubmitBatchJobReply(ok=False, reason=_one_line(exc), code=getattr(exc, "code", 0))
         return pb.SubmitBatchJobReply(ok=True, job_id=jid)
 
     @_guarded
@@ -171,7 +151,7 @@ class CraneCtldService(pbg.CraneCtldServicer):
         try:
             ids = self.ctl.submit(specs, ident)
         except (JobRejected, Denied, CraneError) as exc:
-            return pb.SubmitBatchJobsReply(ok=False, reason=_one_line(exc))
+            return pb.SubmitBatchJobsReply(ok=False, reason=_one_line(exc), code=getattr(exc, "code", 0))
         return pb.SubmitBatchJobsReply(ok=True, job_ids=ids)
 
     @_guarded

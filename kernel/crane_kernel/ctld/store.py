@@ -10,7 +10,9 @@ transactions (set ``durable=True`` for ``synchronous=FULL``).
 Layout: ``jobs(id, state, spec, rt)`` where ``spec`` is the immutable
 submission (JSON, including script and environment, which the controller does
 not keep in memory) and ``rt`` the mutable runtime record (JSON); ``meta``
-holds counters; ``nodes`` holds administrative node state (drain).
+holds counters; ``nodes`` holds administrative node state (drain); ``acct_records(kind, name, data)``
+holds the account database (``kind`` ``qos``/``account``/``user``, ``data`` the record as JSON) and
+``acct_txn`` its transaction log (see :mod:`crane_kernel.ctld.accounts`).
 
 Privacy: the journal holds every user's scripts and environments, so its directory is made
 0700 and the database with its ``-wal``/``-shm`` files 0600 (fixed at every start, and created
@@ -34,6 +36,10 @@ CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, state INTEGER NOT NULL,
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, drain INTEGER NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS acct_records (kind TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
+                                         PRIMARY KEY (kind, name));
+CREATE TABLE IF NOT EXISTS acct_txn (id INTEGER PRIMARY KEY, time REAL NOT NULL, actor TEXT NOT NULL,
+                                     action TEXT NOT NULL, target TEXT NOT NULL, info TEXT NOT NULL);
 """
 
 
@@ -128,7 +134,61 @@ class StateStore:
             self._db.execute("INSERT OR REPLACE INTO nodes(name, drain, reason) VALUES (?,?,?)",
                              (name, int(drain), reason))
 
+    def acct_write(self, puts: Iterable[tuple[str, str, str]], drops: Iterable[tuple[str, str]],
+                   txns: Iterable[tuple[float, str, str, str, str]]) -> None:
+        """One change of the account database in one transaction: records and their log rows together.
+
+        ``puts``: ``(kind, name, data_json)``; ``drops``: ``(kind, name)``; ``txns``:
+        ``(time, actor, action, target, info)``.
+        """
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                db.executemany("INSERT OR REPLACE INTO acct_records(kind, name, data) VALUES (?,?,?)", list(puts))
+                db.executemany("DELETE FROM acct_records WHERE kind=? AND name=?", list(drops))
+                db.executemany("INSERT INTO acct_txn(time, actor, action, target, info) VALUES (?,?,?,?,?)",
+                               list(txns))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
     # -- reads ------------------------------------------------------------
+    def acct_records(self) -> list[tuple[str, str, dict]]:
+        """Every record of the account database: ``(kind, name, data)``."""
+        with self._lock:
+            rows = self._db.execute("SELECT kind, name, data FROM acct_records ORDER BY kind, name").fetchall()
+        return [(k, n, json.loads(d)) for k, n, d in rows]
+
+    def acct_txns(self, actor: str = "", target: str = "", action: str = "", start: float = 0,
+                  end: float = 0, limit: int = 0) -> list[tuple[float, str, str, str, str]]:
+        """Transaction-log rows ``(time, actor, action, target, info)`` matching the filters, oldest first.
+
+        Empty filters match everything; ``limit`` keeps the newest ``limit`` rows (0: all).
+        """
+        where, args = [], []
+        for column, value in (("actor", actor), ("target", target), ("action", action)):
+            if value:
+                where.append(f"{column}=?")
+                args.append(value)
+        if start:
+            where.append("time>=?")
+            args.append(start)
+        if end:
+            where.append("time<=?")
+            args.append(end)
+        q = "SELECT time, actor, action, target, info FROM acct_txn"
+        if where:
+            q += " WHERE " + " AND ".join(where)
+        q += " ORDER BY id DESC"
+        if limit:
+            q += " LIMIT ?"
+            args.append(int(limit))
+        with self._lock:
+            rows = self._db.execute(q, args).fetchall()
+        return list(reversed(rows))
+
     def get_meta(self, key: str, default: Any = None) -> Any:
         """Read a meta value."""
         with self._lock:

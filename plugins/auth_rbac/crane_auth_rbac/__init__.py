@@ -9,15 +9,36 @@ short-lived token for the controller's own user (root) in a root-only file,
 the *host token*, which is how root on the controller host is recognised.
 Client-declared user ids are never looked at.
 
-Authorization (first part; accounts, QoS and coordinators come later):
-anyone authenticated may submit and call the query RPCs (``job.query``,
-``node.query``, ``partition.query``, ``server.query``); a user may see the
-details of (``job.view``), cancel, hold, release and lower the time limit of
-only her own jobs; raising a time limit (``job.time_limit.raise``), releasing
-a hold an operator or admin placed (``job.release_admin_hold``), pinning a
-priority (``job.priority``) and every ``node.*`` action are for operators,
-admins and root (by token level, or by being listed in ``Auth.Admins``), who
-may also act on any job. Every other action is denied.
+Authorization. Levels are the token's (or ``Auth.Admins``), replaced by the account database's
+level when the user is in it (the controller enriches the identity; uid-0 root stays root).
+
+Jobs and nodes: anyone authenticated may submit and call the query RPCs (``job.query``,
+``node.query``, ``partition.query``, ``server.query``); a user may see the details of
+(``job.view``), cancel, hold, release and lower the time limit of only her own jobs, and a
+*coordinator* of an account (``Identity.coordinated``: the accounts she coordinates with their
+sub-accounts) may do the same to every job of those accounts; raising a time limit
+(``job.time_limit.raise``), releasing a hold an operator or admin placed
+(``job.release_admin_hold``), pinning a priority (``job.priority``) and every ``node.*`` action
+are for operators, admins and root, who may also act on any job.
+
+The account database (the target is a :class:`~crane_kernel.auth_types.AcctTarget`):
+
+* ``account.query``, ``user.query``, ``qos.query``: anyone authenticated;
+* ``txn.query`` (the transaction log): operators and above;
+* ``qos.add``, ``qos.modify``, ``qos.delete``: admins and root;
+* ``account.add``: admins and root, or a coordinator of the new account's parent;
+  ``account.modify``, ``account.block``: admins and root, or a coordinator of the account (or of
+  an ancestor: coordination covers sub-accounts); moving it to another parent needs coordination
+  of both its parent and the new parent; ``account.delete``: admins and root, or a coordinator of
+  the account's parent (so nobody deletes or re-parents the top account she coordinates). On that
+  top account (its parent not coordinated by her) a coordinator changes only the description and
+  the coordinators, and may block but not unblock it: the partitions, QoS and block an admin set
+  there bound her whole tree;
+* ``user.add``, ``user.modify``, ``user.delete``, ``user.block``: operators and above, or a
+  coordinator of every account the change touches; but nobody except root sets an admin level at
+  or above her own, or touches a user whose level is above her own (operators cannot touch admins).
+
+Every other action is denied.
 """
 
 from __future__ import annotations
@@ -28,7 +49,7 @@ import time
 from typing import Any
 
 from crane_kernel import hookimpl
-from crane_kernel.auth_types import ADMIN_LEVELS, CallInfo, Identity
+from crane_kernel.auth_types import ADMIN_LEVELS, AcctTarget, CallInfo, Identity
 
 from crane_auth_rbac import jwt_tokens
 from crane_auth_rbac.jwt_tokens import Keyring, Revocations, TokenError
@@ -41,6 +62,13 @@ _ANYONE_ACTIONS = frozenset({"job.submit", "job.query", "node.query", "partition
 _OPERATOR_ACTIONS = frozenset({"job.cancel", "job.modify", "job.hold", "job.release", "job.time_limit.lower",
                                "job.view", "job.time_limit.raise", "job.release_admin_hold", "job.priority",
                                "node.modify", "node.drain", "node.resume", "node.down"})
+
+_COORDINATOR_ACTIONS = _OWNER_ACTIONS  # on jobs of the accounts she coordinates
+_DB_ANYONE = frozenset({"account.query", "user.query", "qos.query"})
+_DB_ACTIONS = frozenset({"txn.query", "qos.add", "qos.modify", "qos.delete", "account.add", "account.modify",
+                         "account.delete", "account.block", "user.add", "user.modify", "user.delete", "user.block"})
+
+_TOP_ACCOUNT_FIELDS = frozenset({"description", "coordinators"})  # what a coordinator may change on her top account
 
 HOST_TOKEN_NAME = "root.token"
 REVOCATION_NAME = "revoked.json"
@@ -159,12 +187,51 @@ class RbacAuth:
 
     @hookimpl
     def crane_authorize(self, identity: Identity, action: str, target: Any) -> bool | None:
-        """Owner-or-operator rules for jobs, operator-only for nodes, limits raised and admin holds; deny the rest."""
-        if action in _ANYONE_ACTIONS:
+        """The rules of the module docstring: owner, coordinator or operator for jobs; the account database's."""
+        if action in _ANYONE_ACTIONS or action in _DB_ANYONE:
             return True
+        if action in _DB_ACTIONS:
+            return isinstance(target, AcctTarget) and _db_allowed(identity, action, target)
         if identity.is_admin:
             return action in _OPERATOR_ACTIONS
         if action in _OWNER_ACTIONS:
             uid = getattr(target, "uid", None)
-            return uid is not None and uid == identity.uid
+            if uid is not None and uid == identity.uid:
+                return True
+            account = getattr(target, "account", None)
+            return action in _COORDINATOR_ACTIONS and bool(account) and account in identity.coordinated
         return False
+
+
+def _db_allowed(identity: Identity, action: str, target: AcctTarget) -> bool:
+    """The account-database rules (see the module docstring)."""
+    rank = ADMIN_LEVELS.index(identity.admin_level)
+    coordinated = identity.coordinated
+    if action == "txn.query":
+        return rank >= 1
+    if action.startswith("qos."):
+        return rank >= 2
+    if action.startswith("account."):
+        if rank >= 2:
+            return True
+        if action in ("account.add", "account.delete"):
+            return bool(target.parent) and target.parent in coordinated
+        if target.account not in coordinated:
+            return False
+        if target.new_parent is not None and target.new_parent != target.parent:
+            return bool(target.parent) and target.parent in coordinated and target.new_parent in coordinated
+        if target.parent in coordinated:  # inside her tree: the parent bounds what the account may use
+            return True
+        # her top account: an admin's bounds stay (no widening of partitions or QoS, no unblocking)
+        if action == "account.block":
+            return target.block is not False
+        return set(target.fields) <= _TOP_ACCOUNT_FIELDS
+    # user.*
+    if identity.admin_level != "root":
+        if target.new_level and target.new_level in ADMIN_LEVELS and ADMIN_LEVELS.index(target.new_level) >= rank:
+            return False
+        if target.level in ADMIN_LEVELS and ADMIN_LEVELS.index(target.level) > rank:
+            return False
+    if rank >= 1:
+        return True
+    return bool(target.accounts) and all(a and a in coordinated for a in target.accounts)
