@@ -137,11 +137,14 @@ def prepare(argv: list[str], environ: dict[str, str] | None = None) -> tuple[obj
     return args, fields, repeat
 
 
+ERR_GENERIC_FAILURE = 40
+
+
 def refusal_text(reply: object) -> str:
     """Why a submission was refused: the reply's ``ErrCode`` message (when it has a ``code``) and its reason."""
     code = int(getattr(reply, "code", 0) or 0)  # the field is newer than some controllers
     reason = getattr(reply, "reason", "") or ""
-    if code:
+    if code and code != ERR_GENERIC_FAILURE:  # the generic code adds nothing to the reason
         from crane_cli.errcodes import with_reason
 
         return with_reason(code, reason)
@@ -166,9 +169,13 @@ def command(argv: list[str]) -> int:
             reply = ctld.call("SubmitBatchJob", pb.SubmitBatchJobRequest(job=job))
             ids = [reply.job_id]
     if args.json:
-        from crane_cli.protojson import to_json
+        from crane_cli.protojson import dumps, to_dict
 
-        print(to_json(reply))
+        data = to_dict(reply)
+        # upstream's reply holds the job id and the error code in one oneof: only one of them is printed
+        for key in (("code",) if reply.ok else ("job_id", "job_ids")):
+            data.pop(key, None)
+        print(dumps(data))
         return EXIT_OK if reply.ok else EXIT_BACKEND
     if not reply.ok:
         raise CliError(f"Job allocation failed: {refusal_text(reply)}", EXIT_BACKEND)

@@ -69,6 +69,7 @@ def job_info(job: Job, now: float, private: bool = False) -> Any:
     return info
 
 
+ERR_GENERIC_FAILURE = pb.ErrCode.Value("ERR_GENERIC_FAILURE")  # a refusal without a more specific code
 _PRIVATE_FIELDS = ("comment", "cmd_line", "cwd", "stdout_path", "stderr_path", "submit_host")
 _USAGE_FIELDS = ("usage_cpu_ms", "usage_mem_peak")
 
@@ -128,7 +129,7 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         try:
             (jid,) = self.ctl.submit([spec_dict(request.job)], ident)
         except (JobRejected, Denied, CraneError) as exc:
-            return pb.SubmitBatchJobReply(ok=False, reason=_one_line(exc), code=getattr(exc, "code", 0))
+            return pb.SubmitBatchJobReply(ok=False, reason=_one_line(exc), code=getattr(exc, "code", ERR_GENERIC_FAILURE))
         return pb.SubmitBatchJobReply(ok=True, job_id=jid)
 
     @_guarded
@@ -151,7 +152,7 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         try:
             ids = self.ctl.submit(specs, ident)
         except (JobRejected, Denied, CraneError) as exc:
-            return pb.SubmitBatchJobsReply(ok=False, reason=_one_line(exc), code=getattr(exc, "code", 0))
+            return pb.SubmitBatchJobsReply(ok=False, reason=_one_line(exc), code=getattr(exc, "code", ERR_GENERIC_FAILURE))
         return pb.SubmitBatchJobsReply(ok=True, job_ids=ids)
 
     @_guarded
