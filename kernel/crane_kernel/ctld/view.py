@@ -8,7 +8,9 @@ How the view follows the controller without the controller's code having to reme
 ``pending`` and ``running_view`` tables are :class:`Tracked` dicts that note every job id set or
 removed. Right before a call, under the controller's lock, :meth:`ViewKeeper.sync` looks only at
 those ids (and at jobs waiting for their begin time) and adds or removes them in the view,
-which records the delta. Changes the tables do not show are flagged by the controller itself:
+which records the delta. Pending jobs a QoS limit keeps out (the ``gate``, :mod:`crane_kernel.ctld.limits`)
+wait beside the ineligible ones; the limits note the ids of those to look at again when a
+counter changes. Changes the tables do not show are flagged by the controller itself:
 :meth:`ViewKeeper.request_changed` (a pending job's time limit) and
 :meth:`ViewKeeper.priorities_changed` (an admin pinned a priority); node usability (up, down,
 drained) is compared at every sync. A running job whose expected end changes gets a new
@@ -20,7 +22,7 @@ tracked tables (under the lock), so a plugin never sees the view change during i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from crane_kernel.sched_types import (
@@ -95,6 +97,7 @@ class ViewKeeper:
         self.pending_changed: set[int] = set()
         self.running_changed: set[int] = set()
         self.waiting: dict[int, SchedJob] = {}
+        self.gate: Callable[[SchedJob, bool, bool], str | None] | None = None  # the QoS limits (ctld/limits.py)
         self._other = False
         self._priorities = False
         self._usable = [n.usable for n in nodes]
@@ -114,7 +117,8 @@ class ViewKeeper:
         view = self.view
         changed = self.pending_changed
         if self.waiting:  # a begin time that has come makes a job eligible without any table changing
-            changed.update(jid for jid, job in self.waiting.items() if job.begin_time <= now)
+            changed.update(jid for jid, job in self.waiting.items()
+                           if job.begin_time <= now and getattr(job, "reason", "") == REASON_BEGIN_TIME)
         if changed:
             self._sync_pending(pending, changed, now)
             changed.clear()
@@ -136,10 +140,16 @@ class ViewKeeper:
         view = self.view
         parts = view.partitions
         waiting = self.waiting
+        gate = self.gate
         for jid in ids:
             job = pending.get(jid)
             have = view.pending_job(jid)
             why = None if job is None else ineligible_reason(job, parts.get(job.partition), now)
+            if gate is not None:  # the QoS limits: a job over one stays out, filed under what blocks it
+                seen = job if job is not None else (have if have is not None else waiting.get(jid))
+                if seen is not None:
+                    limit = gate(seen, job is not None, why is None)
+                    why = why or limit
             if have is not None and (have is not job or why is not None):
                 view.remove_pending(have)
                 have = None
