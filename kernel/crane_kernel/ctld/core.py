@@ -94,8 +94,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self.cluster = cfg.ClusterName
         self._has_priority = False
         self.recon = rc.Reconciler()  # held allocations and what nodes report they run (ctld/reconcile.py)
-        # QoS limits (ctld/limits.py): inactive until an account book is attached (limits.attach(book))
-        self.limits = LimitBook(self)
+        self.limits = LimitBook(self)  # QoS limits (ctld/limits.py): inactive until limits.attach(book)
         self.keeper.gate = self.limits.gate
 
     # ------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """QoS limits: usage counters kept incrementally, checks at submission, at schedule time and at commit.
 
-The account database (``ctld/accounts.py``, the :class:`AccountBook`) holds the :class:`~crane_kernel.ctld.acctmodel.Qos`
-records; this module enforces their limits when ``Accounting.Enforce`` lists ``limits``
-(docs/limits.md). It needs only three things of the book: ``qos_of(name)``, ``enforce`` and
-``listeners`` (called with ``(kind, name)`` after every committed change).
+The account database (``ctld/accounts.py``, the ``AccountBook``) holds the
+:class:`~crane_kernel.ctld.acctmodel.Qos` records; this module enforces their limits when
+``Accounting.Enforce`` lists ``limits`` (docs/limits.md). It needs only three things of the
+book: ``qos_of(name)``, ``enforce`` and ``listeners`` (called with ``(kind, name)`` after every
+committed change).
 
 Counters, per QoS that has a limit (a job whose QoS is ``""``, unknown or without limits costs one
 dict lookup): jobs submitted (pending + running; ``MaxSubmit*``) per user, per account and in all;
@@ -108,6 +109,7 @@ class QosUsage:
 
     # -- the index of pending jobs and of blocked ones ---------------------------------------
     def index(self, job: Any) -> None:
+        """Note a pending job the view keeper looked at (by user, by account)."""
         jid = job.job_id
         if jid in self.pend_all:
             return
@@ -116,6 +118,7 @@ class QosUsage:
         self.pend_acct.setdefault(job.account, set()).add(jid)
 
     def unindex(self, job: Any) -> None:
+        """Forget a job that is no longer pending (and any block on it)."""
         jid = job.job_id
         if jid not in self.pend_all:
             return
@@ -129,6 +132,7 @@ class QosUsage:
         self.unblock(jid)
 
     def block(self, jid: int, group: tuple) -> None:
+        """File a pending job under the group whose limit keeps it out of the view."""
         old = self.blocked.get(jid)
         if old == group:
             return
@@ -138,6 +142,7 @@ class QosUsage:
         self.blocked_by.setdefault(group, set()).add(jid)
 
     def unblock(self, jid: int) -> None:
+        """The job is no longer kept out by this QoS."""
         group = self.blocked.pop(jid, None)
         if group is not None:
             s = self.blocked_by.get(group)
@@ -375,8 +380,8 @@ class LimitBook:
                                           f"'{qname}' (MaxTimeLimitPerJob/MaxWall, DenyOnLimit)", ERR_TIME_TIMIT_BEYOND)
                 cpus = float(spec["cpus_per_node"]) * int(spec["node_num"])
                 if q.max_cpus_per_user is not None and cpus > q.max_cpus_per_user + EPS:
-                    raise AccountRejected(f"the job's {cpus:g} CPUs exceed MaxCpusPerUser {q.max_cpus_per_user:g} of QoS "
-                                          f"'{qname}' (DenyOnLimit)", ERR_TRES_PER_JOB_BEYOND)
+                    raise AccountRejected(f"the job's {cpus:g} CPUs exceed MaxCpusPerUser {q.max_cpus_per_user:g} "
+                                          f"of QoS '{qname}' (DenyOnLimit)", ERR_TRES_PER_JOB_BEYOND)
             user, acct = spec["user"], spec.get("account") or ""
             per_user[(qname, user)] = per_user.get((qname, user), 0) + 1
             per_acct[(qname, acct)] = per_acct.get((qname, acct), 0) + 1

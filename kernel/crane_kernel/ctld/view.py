@@ -88,8 +88,10 @@ class ViewKeeper:
 
     ``pending_changed`` and ``running_changed`` are the sets the controller's tracked tables
     write to; ``waiting`` holds the pending jobs kept out of the view because
-    :func:`~crane_kernel.sched_types.ineligible_reason` refuses them (their ``reason`` is set to
-    that reason).
+    :func:`~crane_kernel.sched_types.ineligible_reason` or the ``gate`` (the QoS limits,
+    :meth:`~crane_kernel.ctld.limits.LimitBook.gate`) refuses them (their ``reason`` is set to
+    that reason); ``begin`` those of them waiting for their begin time, the only ones looked at
+    again at every sync.
     """
 
     def __init__(self, nodes: list[SchedNode], partitions: Mapping[str, SchedPartition]) -> None:
@@ -97,6 +99,7 @@ class ViewKeeper:
         self.pending_changed: set[int] = set()
         self.running_changed: set[int] = set()
         self.waiting: dict[int, SchedJob] = {}
+        self.begin: dict[int, SchedJob] = {}  # those of them waiting for their begin time (looked at every sync)
         self.gate: Callable[[SchedJob, bool, bool], str | None] | None = None  # the QoS limits (ctld/limits.py)
         self._other = False
         self._priorities = False
@@ -116,9 +119,8 @@ class ViewKeeper:
         """Apply every noted change to the view (and so to its delta); call under the controller's lock."""
         view = self.view
         changed = self.pending_changed
-        if self.waiting:  # a begin time that has come makes a job eligible without any table changing
-            changed.update(jid for jid, job in self.waiting.items()
-                           if job.begin_time <= now and getattr(job, "reason", "") == REASON_BEGIN_TIME)
+        if self.begin:  # a begin time that has come makes a job eligible without any table changing
+            changed.update(jid for jid, job in self.begin.items() if job.begin_time <= now)
         if changed:
             self._sync_pending(pending, changed, now)
             changed.clear()
@@ -140,6 +142,7 @@ class ViewKeeper:
         view = self.view
         parts = view.partitions
         waiting = self.waiting
+        begin = self.begin
         gate = self.gate
         for jid in ids:
             job = pending.get(jid)
@@ -155,12 +158,18 @@ class ViewKeeper:
                 have = None
             if job is None:
                 waiting.pop(jid, None)
+                begin.pop(jid, None)
             elif why is None:
                 waiting.pop(jid, None)
+                begin.pop(jid, None)
                 if have is None:
                     view.add_pending(job)
             else:
                 waiting[jid] = job
+                if why == REASON_BEGIN_TIME:
+                    begin[jid] = job
+                else:
+                    begin.pop(jid, None)
                 job.reason = why  # type: ignore[attr-defined]
 
     def _sync_running(self, running: Mapping[int, SchedRunning], ids: Iterable[int]) -> None:
@@ -177,4 +186,4 @@ class ViewKeeper:
 
     def waiting_for_begin(self) -> int:
         """How many pending jobs wait for their begin time (for statistics)."""
-        return sum(1 for job in self.waiting.values() if getattr(job, "reason", "") == REASON_BEGIN_TIME)
+        return len(self.begin)
