@@ -108,6 +108,15 @@ def test_max_submit_per_account_and_in_all(ctld):
     assert exc.value.code == 100 and "MaxSubmitJobs" in str(exc.value)
 
 
+def test_a_qos_without_limits_and_jobs_without_a_qos_are_not_counted(ctld):
+    h, _ = _setup(ctld, Qos("plain", priority=5))
+    ids = _submit(h, n=2, qos="plain") + _submit(h, qos="") + _submit(h, qos="unknown")
+    h.ctl.schedule_cycle()
+    assert _states(h, ids) == ["Configuring"] * 4
+    assert h.ctl.limits.stats() == {}
+    assert [h.ctl.jobs[j].qos_priority for j in ids] == [5.0, 5.0, None, None]
+
+
 def test_limits_are_enforced_only_with_limits_in_enforce(ctld):
     h, _ = _setup(ctld, Qos("small", max_submit_jobs_per_user=1, max_jobs=0), enforce=("associations", "qos"))
     ids = _submit(h, n=3, qos="small")

@@ -21,6 +21,7 @@ import argparse
 import os
 import pwd
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,8 +101,11 @@ def run(jobs: int = 10_000, limit: str = "jobs", rounds: int = 20) -> dict[str, 
             a, b = cycle(), cycle()
             churn.append(a[0] + b[0])
             churn_sync.append(a[1] + b[1])
+        use = ctl.limits.use("lim")
+        mem = 0 if use is None else sum(sys.getsizeof(getattr(use, a)) for a in use.__slots__[1:]) + sum(
+            sys.getsizeof(c) for d in (use.pend_user, use.pend_acct, use.blocked_by) for c in d.values())
         store.close()
-    return {"jobs": jobs, "limit": limit, "submit_ms": submit_ms, "first": first, "second": second,
+    return {"limits_bytes": mem, "jobs": jobs, "limit": limit, "submit_ms": submit_ms, "first": first, "second": second,
             "steady": steady, "churn_ms": statistics.median(churn) if churn else 0.0,
             "churn_sync_ms": statistics.median(churn_sync) if churn_sync else 0.0,
             "running": len(ctl.running), "stats": ctl.limits.stats()}
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     r = run(args.jobs, args.limit, args.rounds)
     print(f"{r['jobs']} pending jobs of one user in QoS 'lim' (limit: {r['limit']}); running at the end: "
           f"{r['running']}; {r['stats']}")
+    print(f"  the limits' tables          {r['limits_bytes'] / r['jobs']:8.0f} bytes per job")
     print(f"  submit (10 calls of 1,000)   {r['submit_ms']:8.1f} ms")
     for name in ("first", "second", "steady"):
         total, sync, started = r[name]

@@ -83,10 +83,10 @@ REASON_PRECEDENCE: tuple[str, ...] = (
     REASON_LICENSE,
     REASON_ACCOUNT,
     REASON_QOS,
-    REASON_QOS_WALL,
+    REASON_PARTITION_LIMIT,
+    REASON_QOS_WALL,       # the QoS limits (ctld/limits.py): checked after ineligible_reason's rules
     REASON_QOS_CPU,
     REASON_QOS_JOBS,
-    REASON_PARTITION_LIMIT,
     REASON_NODES_UNAVAILABLE,
     REASON_RESOURCE,
     REASON_RESOURCE_RESERVED,
