@@ -160,8 +160,9 @@ def test_per_job_limits_without_deny_wait_with_their_reason_until_the_qos_change
 
 # ---------------------------------------------------------------------------------------- schedule time
 
-def test_max_jobs_per_user_commit_recheck_and_the_blocked_stay_out_of_the_view(ctld):
-    h, _ = _setup(ctld, Qos("small", max_jobs_per_user=2))
+@pytest.mark.parametrize("scheduler", ["fifo", "easy", "conservative"])
+def test_max_jobs_per_user_commit_recheck_and_the_blocked_stay_out_of_the_view(ctld, scheduler):
+    h, _ = _setup(ctld, Qos("small", max_jobs_per_user=2), overrides={"Plugins": {"Scheduler": scheduler}})
     mine = _submit(h, n=5, qos="small")
     [bobs] = _submit(h, who=BOB, qos="small")
     h.ctl.schedule_cycle()                               # the plan starts all six; the commit keeps two of alice's
@@ -289,3 +290,18 @@ def test_the_higher_priority_qos_goes_first(ctld):
     book.change(replace(book.qos["low"], priority=1000))  # a QoS's priority changed: its jobs follow
     h.ctl.schedule_cycle()
     assert h.ctl.jobs[lo].qos_priority == 1000.0 and h.ctl.jobs[lo].priority == pytest.approx(1000.0)
+
+
+def test_an_end_looks_again_only_at_the_jobs_its_group_blocks(ctld):
+    h, _ = _setup(ctld, Qos("small", max_jobs_per_user=1, max_jobs_per_account=1))
+    alices = _submit(h, n=3, qos="small", account="phys")
+    bobs = _submit(h, who=BOB, n=3, qos="small", account="chem")
+    [free] = _submit(h, n=2, qos="")[:1]
+    h.ctl.schedule_cycle()
+    h.ctl.schedule_cycle()
+    assert h.ctl.keeper.pending_changed == set()
+    _end(h, alices[0])
+    assert h.ctl.keeper.pending_changed - {alices[0]} == set(alices[1:])   # not bob's, not the free jobs
+    h.ctl.schedule_cycle()
+    assert _states(h, alices + bobs) == ["Completed", "Configuring", "Pending", "Configuring", "Pending", "Pending"]
+    assert _states(h, [free]) == ["Configuring"]

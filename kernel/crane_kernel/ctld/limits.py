@@ -192,10 +192,11 @@ class LimitBook:
     # ------------------------------------------------------------------ the book
     def attach(self, book: Any) -> None:
         """Use ``book`` (``qos_of``, ``enforce``, ``listeners``) and count every active job against it."""
-        self.book = book
-        self.active = "limits" in (getattr(book, "enforce", None) or ())
-        book.listeners.append(self._on_change)
-        self.rebuild()
+        with self.ctl.lock:
+            self.book = book
+            self.active = "limits" in (getattr(book, "enforce", None) or ())
+            book.listeners.append(self._on_change)
+            self.rebuild()
 
     def _on_change(self, kind: str, name: str) -> None:
         """The book's listener: a QoS changed (any thread; applied at the next :meth:`refresh`)."""
