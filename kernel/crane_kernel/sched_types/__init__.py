@@ -23,7 +23,11 @@ Conventions a plugin can rely on:
 * Jobs the kernel knows cannot start now whatever the resources (held, a
   future begin time, an account the partition refuses, a time limit above
   its maximum; see :func:`ineligible_reason`) are not in ``pending``; a
-  scheduler may apply the same function to views it builds itself.
+  scheduler may apply the same function to views it builds itself. Nor
+  are, in the controller, jobs a QoS limit keeps waiting (``ctld/limits.py``;
+  reasons ``QosJobsResourceLimit``, ``QosCpuResourceLimit``, ``QosWallTimeLimit``).
+* ``SchedJob.qos_priority`` is the account database's priority of the
+  job's QoS (``None`` when it is not known there), for priority plugins.
 
 Views across calls (``version`` and ``delta``). The controller and the
 simulator keep ONE :class:`IncrementalView` for their whole life and change
