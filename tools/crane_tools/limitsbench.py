@@ -1,7 +1,7 @@
 """The cost of the QoS limits in a real controller: ``python -m crane_tools.limitsbench [--jobs N] [--limit KIND]``.
 
 An in-process :class:`~crane_kernel.ctld.core.Controller` (real SQLite journal in a temporary
-directory, no bus, the configured fifo scheduler) with 100 nodes of 64 CPUs, and ``--jobs``
+directory, no bus, the ``fifo`` scheduler or ``--scheduler``) with 100 nodes of 64 CPUs, and ``--jobs``
 pending jobs (default 10,000) of one user in one limited QoS, submitted in calls of 1,000:
 
 * ``jobs``: ``MaxJobsPerUser 50`` (reason ``QosJobsResourceLimit``);
@@ -42,7 +42,7 @@ class _Book:
         return self.qos.get(name)
 
 
-def run(jobs: int = 10_000, limit: str = "jobs", rounds: int = 20) -> dict[str, Any]:
+def run(jobs: int = 10_000, limit: str = "jobs", rounds: int = 20, scheduler: str = "fifo") -> dict[str, Any]:
     """Run the scenario; return the timings in milliseconds."""
     from crane_kernel import messages as m
     from crane_kernel.auth_types import Identity
@@ -58,7 +58,8 @@ def run(jobs: int = 10_000, limit: str = "jobs", rounds: int = 20) -> dict[str, 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = parse_config({"ClusterName": "bench", "CraneBaseDir": tmp, "RedisUrl": "redis://127.0.0.1:1/0",
                             "Nodes": [{"name": "cn[001-100]", "cpu": 64, "memory": "256G"}],
-                            "Partitions": [{"name": "debug", "nodes": "ALL"}]})
+                            "Partitions": [{"name": "debug", "nodes": "ALL"}],
+                            "Plugins": {"Scheduler": scheduler}})
         store = StateStore(str(Path(tmp) / "state.db"))
         clock = [1_000_000.0]
         ctl = Controller(cfg, store, build_plugin_manager(cfg), lambda msgs: None, clock=lambda: clock[0])
@@ -105,8 +106,8 @@ def run(jobs: int = 10_000, limit: str = "jobs", rounds: int = 20) -> dict[str, 
         mem = 0 if use is None else sum(sys.getsizeof(getattr(use, a)) for a in use.__slots__[1:]) + sum(
             sys.getsizeof(c) for d in (use.pend_user, use.pend_acct, use.blocked_by) for c in d.values())
         store.close()
-    return {"limits_bytes": mem, "jobs": jobs, "limit": limit, "submit_ms": submit_ms, "first": first, "second": second,
-            "steady": steady, "churn_ms": statistics.median(churn) if churn else 0.0,
+    return {"scheduler": scheduler, "limits_bytes": mem, "jobs": jobs, "limit": limit, "submit_ms": submit_ms,
+            "first": first, "second": second, "steady": steady, "churn_ms": statistics.median(churn) if churn else 0.0,
             "churn_sync_ms": statistics.median(churn_sync) if churn_sync else 0.0,
             "running": len(ctl.running), "stats": ctl.limits.stats()}
 
@@ -117,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=10_000)
     ap.add_argument("--limit", choices=("jobs", "cpus", "none"), default="jobs")
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--scheduler", default="fifo")
     args = ap.parse_args(argv)
-    r = run(args.jobs, args.limit, args.rounds)
-    print(f"{r['jobs']} pending jobs of one user in QoS 'lim' (limit: {r['limit']}); running at the end: "
+    r = run(args.jobs, args.limit, args.rounds, args.scheduler)
+    print(f"{r['jobs']} pending jobs of one user in QoS 'lim' (limit: {r['limit']}, {r['scheduler']}); at the end: "
           f"{r['running']}; {r['stats']}")
     print(f"  the limits' tables          {r['limits_bytes'] / r['jobs']:8.0f} bytes per job")
     print(f"  submit (10 calls of 1,000)   {r['submit_ms']:8.1f} ms")
