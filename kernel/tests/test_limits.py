@@ -301,7 +301,45 @@ def test_an_end_looks_again_only_at_the_jobs_its_group_blocks(ctld):
     h.ctl.schedule_cycle()
     assert h.ctl.keeper.pending_changed == set()
     _end(h, alices[0])
+    with h.ctl.lock:
+        h.ctl.limits.admit(h.now)
     assert h.ctl.keeper.pending_changed - {alices[0]} == set(alices[1:])   # not bob's, not the free jobs
     h.ctl.schedule_cycle()
     assert _states(h, alices + bobs) == ["Completed", "Configuring", "Pending", "Configuring", "Pending", "Pending"]
     assert _states(h, [free]) == ["Configuring"]
+
+
+def test_a_group_below_its_limit_lets_its_best_jobs_back_in_first_then_the_rest(ctld):
+    h, _ = _setup(ctld, Qos("small", max_jobs_per_user=1), overrides={"Plugins": {"Scheduler": "easy"}})
+    admin = Identity(ADMIN.pw_uid, ADMIN.pw_name, "admin")
+    h.ctl.limits.ADMIT_MIN, h.ctl.limits.ADMIT_PER_SLOT = 2, 1
+    [first] = _submit(h, qos="small")
+    h.ctl.schedule_cycle()
+    waiting = _submit(h, n=6, qos="small")
+    h.ctl.modify([waiting[4]], admin, priority=1000)
+    h.ctl.schedule_cycle()
+    _end(h, first)
+    with h.ctl.lock:
+        h.ctl.limits.admit(h.now)
+    assert h.ctl.keeper.pending_changed & set(waiting) == {waiting[4], waiting[0]}  # the pinned one, the oldest
+    h.ctl.schedule_cycle()
+    assert _states(h, waiting) == ["Pending"] * 4 + ["Configuring", "Pending"]
+
+    # the admitted jobs do not fit (bob holds a CPU on every node): the next ones come in, cycle by cycle,
+    # until the small one, last in the queue, backfills
+    [bobs] = _submit(h, who=BOB, qos="", node_num=4, time_limit=600)
+    big = _submit(h, n=4, qos="small", node_num=4, cpus_per_task=4, time_limit=600)
+    [tiny] = _submit(h, qos="small", time_limit=60)
+    for jid in waiting[:4] + waiting[5:]:
+        h.ctl.cancel([jid], admin)
+    h.ctl.schedule_cycle()
+    assert _states(h, [bobs]) == ["Configuring"] and not _in_view(h) & {*big, tiny}
+    _end(h, waiting[4])
+    seen = []
+    for _ in range(4):
+        h.ctl.schedule_cycle()
+        seen.append(len(_in_view(h) & set(big)))
+        if h.ctl.jobs[tiny].state.name != "Pending":
+            break
+    assert _states(h, [tiny]) == ["Configuring"]
+    assert seen[:2] == [2, 4] and len(seen) == 3

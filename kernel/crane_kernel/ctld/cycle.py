@@ -32,6 +32,7 @@ class CycleMixin:
             self._retry_dispatch(now, outbox)
             self._expire_finished(now)
             self.limits.refresh()  # QoS changes the account book announced: recount, gate their jobs again
+            self.limits.admit(now)  # the best blocked jobs of groups below their QoS limit come back
             self.keeper.sync(self.pending, self.running_view, now)  # ineligible jobs get their reason here
         # Outside the lock from here on: the API keeps answering while the plugins think. Only this
         # thread touches the view; other threads write the tracked tables, applied at the next sync.

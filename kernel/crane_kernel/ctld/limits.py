@@ -28,6 +28,7 @@ against the live counters, which every start updates at once.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,22 @@ class QosUsage:
         """Running jobs of this QoS."""
         return len(self.running)
 
+    def free(self, group: tuple) -> float:
+        """How many more jobs (CPUs for a CPU group) the group's limit allows now; inf without a limit."""
+        q = self.qos
+        kind = group[0]
+        if kind == "u":
+            lim, used = q.max_jobs_per_user, self.run_user.get(group[1], 0)
+        elif kind == "a":
+            lim, used = q.max_jobs_per_account, self.run_acct.get(group[1], 0)
+        elif kind == "q":
+            lim, used = q.max_jobs, len(self.running)
+        elif kind == "c":
+            lim, used = q.max_cpus_per_user, self.cpus_user.get(group[1], 0.0)
+        else:
+            return 0.0  # a per-job limit: no count frees it
+        return float("inf") if lim is None else lim - used
+
     # -- the index of pending jobs and of blocked ones ---------------------------------------
     def index(self, job: Any) -> None:
         """Note a pending job the view keeper looked at (by user, by account)."""
@@ -181,6 +198,9 @@ class LimitBook:
     (:meth:`refresh`), so the book's own lock and the controller's are never nested.
     """
 
+    ADMIT_MIN = 64       # blocked jobs let back into the view per group and cycle, at least
+    ADMIT_PER_SLOT = 8   # ... and per free slot of the group
+
     def __init__(self, ctl: Any) -> None:
         self.ctl = ctl
         self.book: Any = None
@@ -188,6 +208,7 @@ class LimitBook:
         self._uses: dict[str, QosUsage | None] = {}   # QoS name -> its usage (None: nothing to count)
         self._prio: dict[str, float | None] = {}      # QoS name -> its priority in the account DB
         self._dirty: set[str] = set()
+        self._open: dict[tuple[str, tuple], None] = {}  # (QoS, group) below its limit with jobs to let back in
 
     # ------------------------------------------------------------------ the book
     def attach(self, book: Any) -> None:
@@ -251,10 +272,13 @@ class LimitBook:
         if only is None:
             self._uses.clear()
             self._prio.clear()
+            self._open.clear()
         else:
             for n in only:
                 self._uses.pop(n, None)
                 self._prio.pop(n, None)
+            for key in [k for k in self._open if k[0] in only]:
+                del self._open[key]
         changed = ctl.keeper.pending_changed
         running = ctl.running
         for job in ctl.jobs.values():
@@ -307,16 +331,22 @@ class LimitBook:
             return
         self._count_running(use, job)
         q = use.qos
-        mark = self.ctl.keeper.pending_changed.update
+        changed = self.ctl.keeper.pending_changed
+        blocked = use.blocked
+
+        def mark(ids: set[int] | None) -> None:  # the group's jobs not blocked already (those in the view)
+            if ids:
+                changed.update(ids.difference(blocked) if blocked else ids)
+
         user, acct = job.user, job.account
         if q.max_jobs_per_user is not None and use.run_user.get(user, 0) == q.max_jobs_per_user:
-            mark(use.pend_user.get(user, ()))
+            mark(use.pend_user.get(user))
         if q.max_jobs_per_account is not None and use.run_acct.get(acct, 0) == q.max_jobs_per_account:
-            mark(use.pend_acct.get(acct, ()))
+            mark(use.pend_acct.get(acct))
         if q.max_jobs is not None and len(use.running) == q.max_jobs:
             mark(use.pend_all)
         if q.max_cpus_per_user is not None:
-            mark(use.pend_user.get(user, ()))  # any of them may no longer fit in what is left
+            mark(use.pend_user.get(user))  # any of them may no longer fit in what is left
 
     def stopped(self, job: Job) -> None:
         """A job gave its resources back: the jobs blocked by a group now below its limit are looked at again."""
@@ -331,16 +361,48 @@ class LimitBook:
         if not use.blocked_by:
             return
         q = use.qos
-        mark = self.ctl.keeper.pending_changed.update
         by = use.blocked_by
-        if q.max_jobs_per_user is not None and use.run_user.get(user, 0) < q.max_jobs_per_user:
-            mark(by.get(("u", user), ()))
-        if q.max_jobs_per_account is not None and use.run_acct.get(acct, 0) < q.max_jobs_per_account:
-            mark(by.get(("a", acct), ()))
-        if q.max_jobs is not None and len(use.running) < q.max_jobs:
-            mark(by.get(_ALL, ()))
-        if q.max_cpus_per_user is not None:
-            mark(by.get(("c", user), ()))
+        groups = (("u", user), ("a", acct), _ALL, ("c", user))
+        for group, lim in zip(groups, (q.max_jobs_per_user, q.max_jobs_per_account, q.max_jobs,
+                                       q.max_cpus_per_user), strict=True):
+            if lim is not None and group in by and use.free(group) > 0:
+                self._open[(job.qos, group)] = None  # let its best jobs back in at the next cycle (admit)
+        if self._open:
+            self.ctl.wake.set()
+
+    def admit(self, now: float) -> None:
+        """Before the view sync: let the best blocked jobs of the groups now below their limit back in.
+
+        At most ``max(ADMIT_MIN, ADMIT_PER_SLOT * free slots)`` per group and cycle, the highest
+        first by the priority plugin (called for them here), so a job end in a group with 10,000
+        blocked jobs does not put all of them through the view and the scheduler. A group that
+        stays below its limit lets the next ones in at the next cycle, until none is left or it
+        is full again (then the admitted ones leave).
+        """
+        if not self._open:
+            return
+        ctl = self.ctl
+        pending = ctl.pending
+        changed = ctl.keeper.pending_changed
+        for key in list(self._open):
+            name, group = key
+            use = self._uses.get(name)
+            ids = use.blocked_by.get(group) if use is not None else None
+            free = use.free(group) if ids else 0.0
+            if free <= 0:
+                del self._open[key]
+                continue
+            cands = [j for j in map(pending.get, ids) if j is not None
+                     and (group[0] != "c" or job_cpus(j) <= free + EPS)]
+            room = max(self.ADMIT_MIN, int(min(free, 1 << 20)) * self.ADMIT_PER_SLOT)
+            if len(cands) <= room:
+                changed.update(j.job_id for j in cands)
+                del self._open[key]
+                continue
+            prios = ctl.pm.hook.crane_job_priorities(jobs=cands, view=ctl.keeper.view, now=now) or [0.0] * len(cands)
+            order = [(-(j.pinned_priority if j.pinned_priority is not None else float(p)), j.submit_time, j.job_id)
+                     for j, p in zip(cands, prios, strict=True)]
+            changed.update(t[2] for t in heapq.nsmallest(room, order))
 
     def ended(self, job: Job) -> None:
         """A job reached a final state (``_finish``): it no longer counts as submitted."""
