@@ -343,3 +343,20 @@ def test_a_group_below_its_limit_lets_its_best_jobs_back_in_first_then_the_rest(
             break
     assert _states(h, [tiny]) == ["Configuring"]
     assert seen[:2] == [2, 4] and len(seen) == 3
+
+
+def test_the_books_listener_never_waits_for_the_controller(ctld):
+    import threading
+
+    q = Qos("small", max_jobs=0)
+    h, book = _setup(ctld, q)
+    [jid] = _submit(h, qos="small")
+    h.ctl.schedule_cycle()
+    assert h.ctl.jobs[jid].reason == REASON_QOS_JOBS
+    with h.ctl.lock:                                     # the controller busy: the book's change still returns
+        t = threading.Thread(target=book.change, args=(replace(q, max_jobs=None),))
+        t.start()
+        t.join(5)
+        assert not t.is_alive()
+    h.ctl.schedule_cycle()
+    assert _states(h, [jid]) == ["Configuring"]

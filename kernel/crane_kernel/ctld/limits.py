@@ -20,9 +20,10 @@ Schedule time: the view keeper asks :meth:`LimitBook.gate` about every pending j
 a job that may not start now because of its QoS gets a reason (``QosJobsResourceLimit``,
 ``QosCpuResourceLimit``, ``QosWallTimeLimit``) and stays out of the view, filed under the group
 that blocks it (the user, the account, the whole QoS, or "static" for a per-job limit). When a
-counter crosses its limit upwards, the pending jobs of that group are noted as changed (so they
-leave the view at the next sync); when it drops, only the jobs blocked by that group are. Nothing
-is rescanned per cycle. The commit re-checks every planned start (:meth:`LimitBook.blocked_reason`)
+counter crosses its limit upwards, the group's pending jobs in the view are noted as changed (so
+they leave it at the next sync); when it drops below, the group is *open* and, before the next
+syncs, its best blocked jobs are let back in, a bounded number per cycle (:meth:`LimitBook.admit`).
+Nothing is rescanned per cycle. The commit re-checks every planned start (:meth:`LimitBook.blocked_reason`)
 against the live counters, which every start updates at once.
 """
 
