@@ -360,3 +360,22 @@ def test_the_books_listener_never_waits_for_the_controller(ctld):
         assert not t.is_alive()
     h.ctl.schedule_cycle()
     assert _states(h, [jid]) == ["Configuring"]
+
+
+def test_a_lost_job_counts_while_its_resources_are_held(ctld):
+    h, _ = _setup(ctld, Qos("small", max_jobs_per_user=1), overrides={"CraneCtld": {"CranedTimeout": 30}})
+    admin = Identity(ADMIN.pw_uid, ADMIN.pw_name, "admin")
+    a, b = _submit(h, n=2, qos="small")
+    h.ctl.schedule_cycle()
+    node = h.ctl.jobs[a].head_node
+    h.now += 31
+    for n in h.ctl.nodes.values():                       # every node but a's is heard from
+        if n.name != node:
+            n.last_seen = h.now
+    h.ctl.schedule_cycle()                               # a's node is DOWN: a ends, its resources held
+    assert _states(h, [a, b]) == ["Failed", "Pending"]
+    assert h.ctl.limits.stats()["small"]["running"] == 1 and h.ctl.jobs[b].reason == REASON_QOS_JOBS
+    h.ctl.confirm_node_down([node], "powered off", admin)  # released: b may start
+    assert h.ctl.limits.stats()["small"]["running"] == 0
+    h.ctl.schedule_cycle()
+    assert _states(h, [b]) == ["Configuring"]

@@ -104,11 +104,6 @@ class QosUsage:
         self.blocked: dict[int, tuple] = {}        # job id -> the group that blocks it
         self.blocked_by: dict[tuple, set[int]] = {}
 
-    @property
-    def run_total(self) -> int:
-        """Running jobs of this QoS."""
-        return len(self.running)
-
     def free(self, group: tuple) -> float:
         """How many more jobs (CPUs for a CPU group) the group's limit allows now; inf without a limit."""
         q = self.qos
@@ -293,6 +288,11 @@ class LimitBook:
                     self._count_running(use, job)
             if job.job_id in ctl.pending:
                 changed.add(job.job_id)
+        for job in running.values():  # ended jobs whose resources are still held count as running
+            if job.state in FINAL_STATES and (only is None or job.qos in only):
+                use = self.use(job.qos)
+                if use is not None:
+                    self._count_running(use, job)
         if only is not None:
             log.info("QoS %s changed: usage recounted", ", ".join(sorted(only)))
         ctl.keeper.priorities_changed()
