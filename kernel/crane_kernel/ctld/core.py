@@ -42,6 +42,7 @@ from crane_kernel.ctld.accounts import AccountBook
 from crane_kernel.ctld.cycle import CycleMixin
 from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
+from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import NodeState, build_nodes
 from crane_kernel.ctld.resources import ResourcesMixin
@@ -64,7 +65,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
     """The caller may not do this (becomes PERMISSION_DENIED / a per-job reason)."""
 
 
-class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
+class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -96,6 +97,9 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
         self.recon = rc.Reconciler()  # held allocations and what nodes report they run (ctld/reconcile.py)
         self.accounts = AccountBook(cfg, store, clock, has_jobs=lambda user, account: any(  # ctld/accounts.py
             j.user == user and j.account == account for j in (*self.pending.values(), *self.running.values())))
+        self.limits = LimitBook(self)  # QoS limits (ctld/limits.py), enforced from the account book's QoS
+        self.keeper.gate = self.limits.gate
+        self.limits.attach(self.accounts)
 
     # ------------------------------------------------------------------
     # start-up
@@ -135,6 +139,7 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
             n.last_seen = now  # a grace period: nodes have CranedTimeout to check in
             n.refresh_usable()
         rc.restore_held(self)
+        self.limits.rebuild()  # QoS limits: count the recovered jobs
         log.info("recovered %d pending and %d running jobs (%d ended jobs replayed for usage history); next job id %d",
                  n_pending, n_running, n_history, self.next_job_id)
 
@@ -163,6 +168,7 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
             recheck_spec(spec, self.cfg, identity.uid, identity.user, gid)
             normalized.append(spec)
         with self.lock:
+            self.limits.check_submit(normalized)  # QoS limits: MaxSubmit* for the whole call, DenyOnLimit
             first = self.next_job_id
             ids = list(range(first, first + len(normalized)))
             rows = []
@@ -175,6 +181,8 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
             self.store.write(inserts=rows, meta={"next_job_id": first + len(ids)})
             self.next_job_id = first + len(ids)
             for job in jobs:
+                limit = self.limits.accepted(job)  # QoS limits: counted as submitted
+                job.reason = job.reason or limit
                 self.jobs[job.job_id] = job
                 self.pending[job.job_id] = job
         self.wake.set()
@@ -251,6 +259,9 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
                 action = self._modify_action(job, priority, hold, time_limit)
                 if not self._authorized(identity, "job.modify", job) or not self._authorized(identity, action, job):
                     failed.append((jid, "Permission denied"))
+                    continue
+                if time_limit is not None and (why := self.limits.modify_time_refusal(job, time_limit)):
+                    failed.append((jid, why))  # the QoS's per-job cap binds everyone, admins too
                     continue
                 if priority is not None:
                     job.pinned_priority = float(priority)
@@ -331,6 +342,7 @@ class Controller(ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
             self.pm.hook.crane_job_finished(job=job, start_time=job.start_time, end_time=now)
         self._release(job)
         self.pending.pop(job.job_id, None)
+        self.limits.ended(job)  # QoS limits: no longer submitted
         job.state = state
         job.exit_code = exit_code
         job.end_time = now

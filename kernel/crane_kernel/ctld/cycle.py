@@ -31,6 +31,8 @@ class CycleMixin:
             self._check_liveness(now, outbox)
             self._retry_dispatch(now, outbox)
             self._expire_finished(now)
+            self.limits.refresh()  # QoS changes the account book announced: recount, gate their jobs again
+            self.limits.admit(now)  # the best blocked jobs of groups below their QoS limit come back
             self.keeper.sync(self.pending, self.running_view, now)  # ineligible jobs get their reason here
         # Outside the lock from here on: the API keeps answering while the plugins think. Only this
         # thread touches the view; other threads write the tracked tables, applied at the next sync.
@@ -81,11 +83,17 @@ class CycleMixin:
 
     def _commit(self, plan: Plan, now: float, outbox: list) -> int:
         started: list[Job] = []
+        limits = self.limits
         with self.lock:
             updates = []
             for job_id, idxs in plan.starts:
                 job = self.pending.get(job_id)
                 if job is None or job.held or len(set(idxs)) != job.node_num:
+                    continue
+                limit = limits.blocked_reason(job)  # live counters: earlier starts of this plan count
+                if limit is not None:
+                    job.reason = limit
+                    self.keeper.pending_changed.add(job_id)  # out of the view at the next sync
                     continue
                 nodes = [self.nodes[self.sched_nodes[i].name] for i in idxs]
                 if not all(self._fits(job, n) for n in nodes):

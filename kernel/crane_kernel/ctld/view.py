@@ -8,7 +8,9 @@ How the view follows the controller without the controller's code having to reme
 ``pending`` and ``running_view`` tables are :class:`Tracked` dicts that note every job id set or
 removed. Right before a call, under the controller's lock, :meth:`ViewKeeper.sync` looks only at
 those ids (and at jobs waiting for their begin time) and adds or removes them in the view,
-which records the delta. Changes the tables do not show are flagged by the controller itself:
+which records the delta. Pending jobs a QoS limit keeps out (the ``gate``, :mod:`crane_kernel.ctld.limits`)
+wait beside the ineligible ones; the limits note the ids of those to look at again when a
+counter changes. Changes the tables do not show are flagged by the controller itself:
 :meth:`ViewKeeper.request_changed` (a pending job's time limit) and
 :meth:`ViewKeeper.priorities_changed` (an admin pinned a priority); node usability (up, down,
 drained) is compared at every sync. A running job whose expected end changes gets a new
@@ -20,7 +22,7 @@ tracked tables (under the lock), so a plugin never sees the view change during i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from crane_kernel.sched_types import (
@@ -86,8 +88,10 @@ class ViewKeeper:
 
     ``pending_changed`` and ``running_changed`` are the sets the controller's tracked tables
     write to; ``waiting`` holds the pending jobs kept out of the view because
-    :func:`~crane_kernel.sched_types.ineligible_reason` refuses them (their ``reason`` is set to
-    that reason).
+    :func:`~crane_kernel.sched_types.ineligible_reason` or the ``gate`` (the QoS limits,
+    :meth:`~crane_kernel.ctld.limits.LimitBook.gate`) refuses them (their ``reason`` is set to
+    that reason); ``begin`` those of them waiting for their begin time, the only ones looked at
+    again at every sync.
     """
 
     def __init__(self, nodes: list[SchedNode], partitions: Mapping[str, SchedPartition]) -> None:
@@ -95,6 +99,8 @@ class ViewKeeper:
         self.pending_changed: set[int] = set()
         self.running_changed: set[int] = set()
         self.waiting: dict[int, SchedJob] = {}
+        self.begin: dict[int, SchedJob] = {}  # those of them waiting for their begin time (looked at every sync)
+        self.gate: Callable[[SchedJob, bool, bool], str | None] | None = None  # the QoS limits (ctld/limits.py)
         self._other = False
         self._priorities = False
         self._usable = [n.usable for n in nodes]
@@ -113,8 +119,8 @@ class ViewKeeper:
         """Apply every noted change to the view (and so to its delta); call under the controller's lock."""
         view = self.view
         changed = self.pending_changed
-        if self.waiting:  # a begin time that has come makes a job eligible without any table changing
-            changed.update(jid for jid, job in self.waiting.items() if job.begin_time <= now)
+        if self.begin:  # a begin time that has come makes a job eligible without any table changing
+            changed.update(jid for jid, job in self.begin.items() if job.begin_time <= now)
         if changed:
             self._sync_pending(pending, changed, now)
             changed.clear()
@@ -136,21 +142,34 @@ class ViewKeeper:
         view = self.view
         parts = view.partitions
         waiting = self.waiting
+        begin = self.begin
+        gate = self.gate
         for jid in ids:
             job = pending.get(jid)
             have = view.pending_job(jid)
             why = None if job is None else ineligible_reason(job, parts.get(job.partition), now)
+            if gate is not None:  # the QoS limits: a job over one stays out, filed under what blocks it
+                seen = job if job is not None else (have if have is not None else waiting.get(jid))
+                if seen is not None:
+                    limit = gate(seen, job is not None, why is None)
+                    why = why or limit
             if have is not None and (have is not job or why is not None):
                 view.remove_pending(have)
                 have = None
             if job is None:
                 waiting.pop(jid, None)
+                begin.pop(jid, None)
             elif why is None:
                 waiting.pop(jid, None)
+                begin.pop(jid, None)
                 if have is None:
                     view.add_pending(job)
             else:
                 waiting[jid] = job
+                if why == REASON_BEGIN_TIME:
+                    begin[jid] = job
+                else:
+                    begin.pop(jid, None)
                 job.reason = why  # type: ignore[attr-defined]
 
     def _sync_running(self, running: Mapping[int, SchedRunning], ids: Iterable[int]) -> None:
@@ -167,4 +186,4 @@ class ViewKeeper:
 
     def waiting_for_begin(self) -> int:
         """How many pending jobs wait for their begin time (for statistics)."""
-        return sum(1 for job in self.waiting.values() if getattr(job, "reason", "") == REASON_BEGIN_TIME)
+        return len(self.begin)

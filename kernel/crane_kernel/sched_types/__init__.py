@@ -23,7 +23,11 @@ Conventions a plugin can rely on:
 * Jobs the kernel knows cannot start now whatever the resources (held, a
   future begin time, an account the partition refuses, a time limit above
   its maximum; see :func:`ineligible_reason`) are not in ``pending``; a
-  scheduler may apply the same function to views it builds itself.
+  scheduler may apply the same function to views it builds itself. Nor
+  are, in the controller, jobs a QoS limit keeps waiting (``ctld/limits.py``;
+  reasons ``QosJobsResourceLimit``, ``QosCpuResourceLimit``, ``QosWallTimeLimit``).
+* ``SchedJob.qos_priority`` is the account database's priority of the
+  job's QoS (``None`` when it is not known there), for priority plugins.
 
 Views across calls (``version`` and ``delta``). The controller and the
 simulator keep ONE :class:`IncrementalView` for their whole life and change
@@ -69,6 +73,9 @@ REASON_PRIORITY = "Priority"
 REASON_PARTITION_LIMIT = "PartitionLimit"
 REASON_ACCOUNT = "AccountNotAllowed"
 REASON_QOS = "QoSLimit"
+REASON_QOS_JOBS = "QosJobsResourceLimit"   # starting it would exceed MaxJobs / MaxJobsPerUser / MaxJobsPerAccount
+REASON_QOS_CPU = "QosCpuResourceLimit"     # its CPUs (alone or with the user's running ones) exceed MaxCpusPerUser
+REASON_QOS_WALL = "QosWallTimeLimit"       # its time limit is above the QoS's per-job maximum
 REASON_NODES_UNAVAILABLE = "ReqNodeNotAvail"
 
 REASON_PRECEDENCE: tuple[str, ...] = (
@@ -81,6 +88,9 @@ REASON_PRECEDENCE: tuple[str, ...] = (
     REASON_ACCOUNT,
     REASON_QOS,
     REASON_PARTITION_LIMIT,
+    REASON_QOS_WALL,       # the QoS limits (ctld/limits.py): checked after ineligible_reason's rules
+    REASON_QOS_CPU,
+    REASON_QOS_JOBS,
     REASON_NODES_UNAVAILABLE,
     REASON_RESOURCE,
     REASON_RESOURCE_RESERVED,
@@ -94,7 +104,7 @@ class SchedJob:
     __slots__ = (
         "job_id", "partition", "priority", "submit_time", "node_num", "cpus_per_node",
         "mem_per_node", "gres_per_node", "time_limit", "nodelist", "exclude", "exclusive",
-        "account", "user", "uid", "qos", "held", "begin_time", "pinned_priority",
+        "account", "user", "uid", "qos", "held", "begin_time", "pinned_priority", "qos_priority",
     )
 
     def __init__(
@@ -119,6 +129,7 @@ class SchedJob:
         held: bool = False,
         begin_time: float = 0.0,
         pinned_priority: float | None = None,
+        qos_priority: float | None = None,
     ) -> None:
         self.job_id = job_id
         self.partition = partition
@@ -139,6 +150,7 @@ class SchedJob:
         self.held = held
         self.begin_time = begin_time
         self.pinned_priority = pinned_priority
+        self.qos_priority = qos_priority  # the account database's priority of its QoS; None: not known there
 
     def __repr__(self) -> str:
         return (f"SchedJob({self.job_id}, {self.partition!r}, N={self.node_num}, "
@@ -326,7 +338,8 @@ from crane_kernel.sched_types.incremental import IncrementalView, ViewDelta  # n
 __all__ = [
     "REASON_ACCOUNT", "REASON_BEGIN_TIME", "REASON_DEPENDENCY", "REASON_DEPENDENCY_NEVER", "REASON_HELD",
     "REASON_LICENSE", "REASON_NODES_UNAVAILABLE", "REASON_PARTITION_LIMIT", "REASON_PRECEDENCE", "REASON_PRIORITY",
-    "REASON_QOS", "REASON_RESERVATION", "REASON_RESOURCE", "REASON_RESOURCE_RESERVED", "ClusterView",
+    "REASON_QOS", "REASON_QOS_CPU", "REASON_QOS_JOBS", "REASON_QOS_WALL", "REASON_RESERVATION", "REASON_RESOURCE",
+    "REASON_RESOURCE_RESERVED", "ClusterView",
     "IncrementalView", "Plan", "SchedJob", "SchedNode", "SchedPartition", "SchedRunning", "ViewDelta",
     "ineligible_reason", "priority_order_key",
 ]

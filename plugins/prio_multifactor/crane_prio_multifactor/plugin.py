@@ -10,7 +10,11 @@ Every factor lies in [0, 1]:
 * size = mean of (job CPUs / partition CPUs) and (job nodes / partition nodes), capped at 1;
   with FavorSmall it is ``1 - size``;
 * partition = the partition's priority / the highest partition priority in the view (0 if none > 0);
-* qos = QoSPriority[qos] / the highest configured QoS priority (0 if none > 0; unknown QoS: 0).
+* qos = the job's QoS priority / the highest QoS priority in play (0 if none > 0). A job's QoS
+  priority is ``QoSPriority[qos]`` when that setting names its QoS (an override), else the
+  account database's priority of the QoS (``job.qos_priority``, set by the controller), else 0;
+  the highest in play is the largest of the ``QoSPriority`` values and the account database
+  priorities of the jobs in this call.
 
 Normalising by fixed caps and maxima (rather than min-max over the pending set)
 keeps a job's priority stable from one cycle to the next. A job with
@@ -41,6 +45,7 @@ _part = attrgetter("partition")
 _account = attrgetter("account")
 _qos = attrgetter("qos")
 _pinned = attrgetter("pinned_priority")
+_qos_prio = attrgetter("qos_priority")
 
 
 class MultifactorPriority:
@@ -146,12 +151,7 @@ class MultifactorPriority:
             out["partition"] = np.fromiter((get(p, (0.0, 0.0, 0.0))[2] for p in parts), dtype=np.float64, count=n)
         else:
             out["partition"] = zeros
-        qmax = max(st.qos_priority.values(), default=0.0)
-        if st.weight_qos and qmax > 0:
-            qp = st.qos_priority
-            out["qos"] = np.fromiter((qp.get(q, 0.0) / qmax for q in map(_qos, jobs)), dtype=np.float64, count=n)
-        else:
-            out["qos"] = zeros
+        out["qos"] = self._qos_factor(jobs, n) if st.weight_qos else zeros
         if st.weight_fairshare and n:
             accounts = list(map(_account, jobs))
             fs = self.ledger.factors(set(accounts), now, st.shares)
@@ -160,6 +160,20 @@ class MultifactorPriority:
         else:
             out["fairshare"] = zeros
         return out
+
+    def _qos_factor(self, jobs: "Sequence[SchedJob]", n: int) -> np.ndarray:
+        """Each job's QoS priority (the ``QoSPriority`` setting first, else the account DB's) / the highest."""
+        qp = self.settings.qos_priority
+        try:
+            db = list(map(_qos_prio, jobs))
+        except AttributeError:  # a job class without the slot: the setting alone
+            db = [None] * n
+        vals = np.fromiter(((qp[q] if q in qp else (d or 0.0)) for q, d in zip(map(_qos, jobs), db, strict=True)),
+                           dtype=np.float64, count=n)
+        qmax = max(max(qp.values(), default=0.0), float(vals.max()) if n else 0.0)
+        if qmax <= 0:
+            return np.zeros(n)
+        return vals / qmax
 
     def _partitions(self, view: "ClusterView") -> dict[str, tuple[float, float, float]]:
         """``{partition: (total CPUs, node count, normalised priority)}``, cached per partitions mapping."""

@@ -177,3 +177,14 @@ def test_hundred_thousand_jobs_fast() -> None:
         best = min(best, time.perf_counter() - t0)
     assert len(prios) == 100_000 and prios[0] == 5.0
     assert best < 0.3
+
+
+def test_qos_factor_from_the_account_database_with_the_setting_as_override() -> None:
+    """``job.qos_priority`` (the account DB's) counts unless ``QoSPriority`` names the QoS."""
+    view = _view()
+    jobs = [SchedJob(1, "p", qos="low", qos_priority=10), SchedJob(2, "p", qos="high", qos_priority=40),
+            SchedJob(3, "p", qos="gone"), SchedJob(4, "p", qos="pinned", qos_priority=1000)]
+    m = _plugin(WeightQoS=100, QoSPriority={"pinned": 20})
+    assert m.priorities(jobs, view, 0.0).tolist() == pytest.approx([25.0, 100.0, 0.0, 50.0])
+    m = _plugin(WeightQoS=100)
+    assert m.priorities(jobs[:3], view, 0.0).tolist() == pytest.approx([25.0, 100.0, 0.0])
