@@ -112,7 +112,8 @@ class PluginsConfig(_Model):
     Runtime: list[str] = Field(default_factory=lambda: ["cgroup"])
     Auth: list[str] = Field(default_factory=lambda: ["rbac"])
     JobFilters: list[str] = Field(default_factory=lambda: ["submit_checks"])
-    Events: list[str] = Field(default_factory=list)
+    Events: list[str] = Field(default_factory=list)                        # cplugind's event plugins
+    Accounting: str | None = None                                          # the job-history store (cacct)
     Gres: list[str] = Field(default_factory=lambda: ["devices"])          # GRES device choice, vendor env
     Lifecycle: list[str] = Field(default_factory=lambda: ["standard"])    # the requeue decision
     Settings: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -21,7 +21,8 @@ auth          ``crane.auth``               crane_authenticate, crane_authorize (
 job filters   ``crane.job_filter``         crane_job_submit (cranectld)
 gres          ``crane.gres``               crane_gres_select, crane_gres_environment (cranectld)
 lifecycle     ``crane.lifecycle``          crane_job_requeue (cranectld)
-events        ``crane.events``             crane_job_event, crane_node_event (event consumers)
+events        ``crane.events``             crane_event (cplugind)
+accounting    ``crane.accounting``         crane_history_query (cranectld)
 (any slot)                                 crane_plugin_configure, crane_plugin_shutdown
 ============  ===========================  ===========================================
 
@@ -38,6 +39,8 @@ import pluggy
 if TYPE_CHECKING:
     from crane_kernel.auth_types import CallInfo, Identity
     from crane_kernel.clusterinfo import ClusterInfo
+    from crane_kernel.events import JobEvent, JobRecord, NodeEvent, StepEvent
+    from crane_kernel.history import HistoryQuery
     from crane_kernel.gres import GresNode
     from crane_kernel.runtime import StepHandle, StepSpec, StepUsage
     from crane_kernel.sched_types import ClusterView, Plan, SchedJob
@@ -336,20 +339,28 @@ def crane_job_requeue(job: "SchedJob", reason: str) -> "bool | None":
 # --------------------------------------------------------------------------
 
 @hookspec
-def crane_job_event(event: dict) -> None:
-    """React to a job lifecycle event (submitted, started, finished, cancelled, ...).
+def crane_event(event: JobEvent | StepEvent | NodeEvent) -> None:
+    """Handle one event of the ``crane:{cluster}:events`` stream (runs in ``cplugind``).
 
-    ``event`` is the decoded message from the ``crane:{cluster}:events``
-    stream: ``{"kind": "job.finished", "job_id": ..., "state": ..., ...}``.
-    Called once per event per plugin (at least once: implementations must be
-    idempotent). Every registered event plugin runs.
+    ``event`` is a typed model of :mod:`crane_kernel.events` (``event.kind`` says which:
+    ``job.submitted``, ``job.ended``, ``node.down``, ...). Each event plugin is fed from its own
+    consumer group, in stream order, one event at a time: delivery is at-least-once, so an
+    implementation must be idempotent (``event.id`` is unique; ``event.seq`` orders events).
+    Raising means "not handled": the host retries with backoff and, after repeated failures,
+    moves the event to the plugin's dead-letter stream. A slow plugin delays only itself.
     """
 
 
-@hookspec
-def crane_node_event(event: dict) -> None:
-    """React to a node event (up, down, drain, resume).
+# --------------------------------------------------------------------------
+# accounting (job history: cranectld reads what the event plugins wrote)
+# --------------------------------------------------------------------------
 
-    ``event`` is ``{"kind": "node.down", "node": ..., "reason": ...}`` from
-    the events stream. At-least-once, every registered event plugin runs.
+@hookspec(firstresult=True)
+def crane_history_query(query: HistoryQuery) -> list[JobRecord] | None:
+    """Ended jobs from the accounting store matching ``query`` (cacct, fair-share rebuild).
+
+    Runs in ``cranectld``, which authorizes the caller first and narrows ``query.users`` for a
+    user who may see only her own jobs. Return at most ``query.max_lines`` records (0 = no
+    limit), ordered by job id, with ``steps`` filled when ``query.include_steps``; None when
+    this plugin keeps no history.
     """

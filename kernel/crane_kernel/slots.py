@@ -65,7 +65,8 @@ SLOTS: dict[str, Slot] = {s.name: s for s in (
           required=["crane_step_launch", "crane_step_wait", "crane_step_signal", "crane_step_cleanup"]),
     _slot("auth", "Auth", 0, None, ["crane_authenticate", "crane_authorize"]),
     _slot("job_filter", "JobFilters", 0, None, ["crane_job_submit"], required=["crane_job_submit"]),
-    _slot("events", "Events", 0, None, ["crane_job_event", "crane_node_event"]),
+    _slot("events", "Events", 0, None, ["crane_event"], required=["crane_event"]),
+    _slot("accounting", "Accounting", 0, 1, ["crane_history_query"], required=["crane_history_query"]),
     _slot("gres", "Gres", 0, None, ["crane_gres_select", "crane_gres_environment"]),
     _slot("lifecycle", "Lifecycle", 0, None, ["crane_job_requeue"]),
 )}

@@ -70,6 +70,13 @@ def job_info(job: Job, now: float, private: bool = False) -> Any:
 
 
 ERR_GENERIC_FAILURE = pb.ErrCode.Value("ERR_GENERIC_FAILURE")  # a refusal without a more specific code
+
+
+def _code(exc: Exception) -> int:
+    """The ErrCode of a refused submission (AccountRejected carries one)."""
+    return getattr(exc, "code", ERR_GENERIC_FAILURE)
+
+
 _PRIVATE_FIELDS = ("comment", "cmd_line", "cwd", "stdout_path", "stderr_path", "submit_host")
 _USAGE_FIELDS = ("usage_cpu_ms", "usage_mem_peak")
 
@@ -129,7 +136,7 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         try:
             (jid,) = self.ctl.submit([spec_dict(request.job)], ident)
         except (JobRejected, Denied, CraneError) as exc:
-            return pb.SubmitBatchJobReply(ok=False, reason=_one_line(exc), code=getattr(exc, "code", ERR_GENERIC_FAILURE))
+            return pb.SubmitBatchJobReply(ok=False, reason=_one_line(exc), code=_code(exc))
         return pb.SubmitBatchJobReply(ok=True, job_id=jid)
 
     @_guarded
@@ -152,7 +159,7 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         try:
             ids = self.ctl.submit(specs, ident)
         except (JobRejected, Denied, CraneError) as exc:
-            return pb.SubmitBatchJobsReply(ok=False, reason=_one_line(exc), code=getattr(exc, "code", ERR_GENERIC_FAILURE))
+            return pb.SubmitBatchJobsReply(ok=False, reason=_one_line(exc), code=_code(exc))
         return pb.SubmitBatchJobsReply(ok=True, job_ids=ids)
 
     @_guarded
