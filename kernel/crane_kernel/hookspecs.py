@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from crane_kernel.auth_types import CallInfo, Identity
     from crane_kernel.clusterinfo import ClusterInfo
     from crane_kernel.events import JobEvent, JobRecord, NodeEvent, StepEvent
-    from crane_kernel.history import HistoryQuery
     from crane_kernel.gres import GresNode
+    from crane_kernel.history import HistoryQuery
     from crane_kernel.runtime import StepHandle, StepSpec, StepUsage
     from crane_kernel.sched_types import ClusterView, Plan, SchedJob
 
