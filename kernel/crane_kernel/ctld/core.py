@@ -163,6 +163,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             spec = normalize_spec(raw, self.cfg, identity.uid, identity.user, now)
             spec["account"], spec["qos"] = self.accounts.resolve(identity.user, identity.uid, spec.get("account") or "",
                                                                  spec["partition"], spec.get("qos") or "")
+            if not raw.get("time_limit"):
+                self.limits.default_time_limit(spec)  # no limit asked for: the QoS's cap, if lower
             gid = spec["gid"]
             self.pm.hook.crane_job_submit(job=spec, identity=identity, cluster=self.cluster_info)
             recheck_spec(spec, self.cfg, identity.uid, identity.user, gid)
