@@ -467,7 +467,8 @@ class LimitBook:
             have = use.sub_user.get(user, 0)
             if lim is not None and have + n > lim:
                 raise AccountRejected(f"QoS '{qname}' allows user {user} {lim} submitted jobs "
-                                      f"(MaxSubmitJobsPerUser); {have} are pending or running, {n} more would exceed it",
+                                      f"(MaxSubmitJobsPerUser); {have} are pending or running, "
+                                      f"{n} more would exceed it",
                                       ERR_MAX_JOB_COUNT_PER_USER)
         for (qname, acct), n in per_acct.items():
             use = self.use(qname)
@@ -475,7 +476,8 @@ class LimitBook:
             have = use.sub_acct.get(acct, 0)
             if lim is not None and have + n > lim:
                 raise AccountRejected(f"QoS '{qname}' allows account {acct or '(none)'} {lim} submitted jobs "
-                                      f"(MaxSubmitJobsPerAccount); {have} are pending or running, {n} more would exceed it",
+                                      f"(MaxSubmitJobsPerAccount); {have} are pending or running, "
+                                      f"{n} more would exceed it",
                                       ERR_MAX_JOB_COUNT_PER_ACCOUNT)
         for qname, n in per_qos.items():
             use = self.use(qname)
@@ -483,7 +485,8 @@ class LimitBook:
             have = len(use.submitted)
             if lim is not None and have + n > lim:
                 raise AccountRejected(f"QoS '{qname}' allows {lim} submitted jobs in all (MaxSubmitJobs); "
-                                      f"{have} are pending or running, {n} more would exceed it", ERR_QOS_JOB_COUNT_EXCEEDED)
+                                      f"{have} are pending or running, {n} more would exceed it",
+                                      ERR_QOS_JOB_COUNT_EXCEEDED)
 
     def blocked_reason(self, job: Job) -> str | None:
         """Why ``job`` may not start now under its QoS's limits (live counters), or None (the commit's re-check)."""
