@@ -121,3 +121,39 @@ def run_submissions(cluster: Cluster) -> None:
     cluster.client.cancel([filler, low, high])
     for j in (filler, low, high):
         cluster.wait_done(j)
+
+
+def _module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "site_policy_under_test", ROOT / "examples" / "site_policy" / "crane_site_policy" / "__init__.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"Bogus": 1}, "unknown setting 'Bogus'"),
+    ({"MaxTimeLimit": {"debug": "soon"}}, "MaxTimeLimit of partition 'debug': invalid duration"),
+    ({"MaxTimeLimit": {"debug": 0}}, "must be positive"),
+    ({"DefaultAccount": {"g": ""}}, "DefaultAccount must map names"),
+    ({"ExemptGroups": "ops"}, "ExemptGroups must be a list"),
+])
+def test_site_policy_rejects_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        _module().SitePolicy().crane_plugin_configure(settings)
+
+
+def test_site_policy_filter_in_process():
+    mod = _module()
+    policy = mod.SitePolicy()
+    policy.crane_plugin_configure({"DefaultAccount": {"*": "general"}, "MaxTimeLimit": {"debug": 3600},
+                                   "ExemptGroups": [GROUP]})
+    job = {"gid": os.getgid(), "partition": "debug", "account": "", "qos": "", "time_limit": 7200}
+    policy.crane_job_submit(job=job)  # exempt group: no ceiling
+    assert job["account"] == "general" and job["time_limit"] == 7200
+    policy.crane_plugin_configure({"MaxTimeLimit": {"debug": 3600}})
+    with pytest.raises(mod.JobRejected, match=r"^time limit 02:00:00 exceeds the site maximum of 01:00:00 "
+                                              r"for partition 'debug'$"):
+        policy.crane_job_submit(job=dict(job))
