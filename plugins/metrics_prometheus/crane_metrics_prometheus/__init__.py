@@ -72,8 +72,16 @@ class PrometheusMetrics:
             raise ValueError("TlsCertFile and TlsKeyFile go together")
         if interval > 0:
             from crane_kernel.config import load_config
+            from crane_kernel.errors import CraneError
 
-            cfg = load_config(str(s["Config"]) or None)  # ConfigError is one line already
+            cfg = None
+            try:
+                cfg = load_config(str(s["Config"]) or None)  # ConfigError is one line already
+            except CraneError as exc:
+                if s["Config"]:
+                    raise
+                # the default config is not there (yet): keep serving, crane_up says 0, each poll retries
+                log.warning("prometheus: %s; polling retries it", exc)
             self.poller = Poller(cfg, self.collector, token_file=str(s["TokenFile"]),
                                  host_token_file=str(s["HostTokenFile"]), bus_role=str(s["BusRole"]))
         try:

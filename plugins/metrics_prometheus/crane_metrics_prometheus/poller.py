@@ -31,7 +31,7 @@ log = logging.getLogger("crane.metrics")
 class Poller:
     """Reads the cluster into :class:`Snapshot` objects for a :class:`ClusterCollector`."""
 
-    def __init__(self, cfg: Any, collector: ClusterCollector, *, token_file: str = "", host_token_file: str = "",
+    def __init__(self, cfg: Any | None, collector: ClusterCollector, *, token_file: str = "", host_token_file: str = "",
                  bus_role: str = "cplugind", timeout: float = 10.0) -> None:
         self.cfg = cfg
         self.collector = collector
@@ -79,7 +79,16 @@ class Poller:
                 return None
         return tokens.find_client_token(self.cfg.key_file, self.host_token_file or None)
 
+    def config(self) -> Any:
+        """The cluster config (loaded at the first poll that finds it when it was missing at start)."""
+        if self.cfg is None:
+            from crane_kernel.config import load_config
+
+            self.cfg = load_config(None)
+        return self.cfg
+
     def _controller(self, snap: Snapshot) -> None:
+        self.config()
         token = self.token()
         md = (("authorization", f"Bearer {token}"),) if token else ()
         stub = self.stub()
@@ -96,7 +105,7 @@ class Poller:
         if self._bus is None:
             from crane_kernel.bus import Bus
 
-            self._bus = Bus.from_config(self.cfg, self.bus_role, socket_timeout=self.timeout)
+            self._bus = Bus.from_config(self.config(), self.bus_role, socket_timeout=self.timeout)
         return self._bus
 
     def _redis(self, snap: Snapshot) -> None:

@@ -194,3 +194,27 @@ def test_grafana_dashboard_queries_only_exposed_metrics(plugin):
     assert not missing, f"the dashboard queries metrics the plugin does not expose: {missing}"
     titles = {p["title"] for p in dash["panels"]}
     assert {"Jobs by state", "Nodes by state", "Cycle time quantiles", "Consumer group lag"} <= titles
+
+
+def test_missing_default_config_keeps_serving(monkeypatch, tmp_path):
+    import time
+
+    monkeypatch.setenv("CRANE_CONFIG", str(tmp_path / "absent.yaml"))
+    p = PrometheusMetrics()
+    p.crane_plugin_configure({"ListenPort": 0, "PollInterval": 0.05})
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            m = scrape(p.port)
+            if (value(m, "crane_exporter_poll_errors_total", source="controller") or 0) >= 2:
+                break
+            time.sleep(0.05)
+        assert value(m, "crane_up") == 0
+        assert value(m, "crane_exporter_poll_errors_total", source="controller") >= 2
+    finally:
+        p.crane_plugin_shutdown()
+
+
+def test_explicit_missing_config_is_refused(tmp_path):
+    with pytest.raises(Exception, match="config file not found"):
+        PrometheusMetrics().crane_plugin_configure({"ListenPort": 0, "Config": str(tmp_path / "absent.yaml")})
