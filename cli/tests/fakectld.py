@@ -24,8 +24,10 @@ ALL_STATES = {pb.Pending, pb.Running, pb.Completed, pb.Failed, pb.ExceedTimeLimi
 
 
 def _in_range(value: int, rng: pb.TimeRange) -> bool:
-    """``rng`` (0 = open on that side) contains ``value``; an unset range contains everything."""
-    return (not rng.lower or value >= rng.lower) and (not rng.upper or value <= rng.upper)
+    """``rng`` (0 = open on that side) contains ``value``; an unset range contains everything, an unset time nothing."""
+    if not (rng.lower or rng.upper):
+        return True
+    return bool(value) and (not rng.lower or value >= rng.lower) and (not rng.upper or value <= rng.upper)
 
 
 def make_jobs(n: int, now: float | None = None) -> list[pb.JobInfo]:
