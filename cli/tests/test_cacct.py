@@ -349,3 +349,29 @@ def test_console_script_unreachable_and_denied(cli, fake, tmp_path):
     r = cli("cacct", "--json")
     assert (r.code, r.out) == (3, "")
     assert one_line(r.err).startswith("Access denied.")
+
+
+# -- ended jobs in cqueue and ccontrol ----------------------------------------------------------
+
+def test_cqueue_all_lists_the_ended_jobs_the_controller_holds(run_cmd, acct):
+    from crane_cli import cqueue
+
+    r = run_cmd(cqueue, "-t", "all", "-o", "%j %t")
+    req = acct.last("QueryJobsInfo")
+    assert req.include_finished and not req.include_history
+    assert list(req.states) == [0, 1, 7, 8, 9, 10, 2, 3, 4, 5, 6, 11]
+    assert rows(r.out)[1:] == [["1", "Pending"], ["2", "Running"], ["3", "Running"], ["4", "Pending"],
+                               ["5", "Completed"]]  # 100-104 are only in the accounting store: cacct
+    r = run_cmd(cqueue, "-o", "%j")
+    assert ids(r.out) == ["1", "2", "3", "4"] and not acct.last("QueryJobsInfo").include_finished
+
+
+def test_ccontrol_show_job_of_an_ended_job(run_cmd, acct):
+    from crane_cli import ccontrol
+
+    r = run_cmd(ccontrol, "show", "job", "5")
+    assert r.code == 0, r
+    assert r.out.startswith("JobId=5 JobName=acct5 ") and "JobState=Completed" in r.out and "ExitCode=0:0" in r.out
+    req = acct.last("QueryJobsInfo")
+    assert req.include_finished and list(req.job_ids) == [5]
+    assert "JobId=5 " not in run_cmd(ccontrol, "show", "job").out  # without an id: pending and running only
