@@ -365,6 +365,10 @@ def command(argv: list[str]) -> int:
     if args.json:
         from crane_cli.protojson import to_json
 
+        if types is not None:  # --type is applied here, not by the controller
+            kept = [j for j in reply.jobs if j.type in types]
+            del reply.jobs[:]
+            reply.jobs.extend(kept)
         print(to_json(reply))
         return EXIT_OK if reply.ok else EXIT_BACKEND
     if not reply.ok:

@@ -280,6 +280,11 @@ def test_json(run_cmd):
     assert data["jobs"][0]["step_info_list"] == []
 
 
+def test_json_type_filter(run_cmd):
+    assert json.loads(run_cmd(cacct, "--json", "--type", "Interactive").out)["jobs"] == []
+    assert len(json.loads(run_cmd(cacct, "--json", "--type", "b,c").out)["jobs"]) == 10
+
+
 def test_json_not_ok(run_cmd, acct):
     acct.query_reply = pb.QueryJobsInfoReply(ok=False, reason="accounting store unavailable")
     r = run_cmd(cacct, "--json")
