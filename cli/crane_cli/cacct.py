@@ -109,7 +109,7 @@ def parse_interval(flag: str, text: str | None) -> tuple[int, int] | None:
     from crane_cli.timefmt import TimeFormatError, parse_time_expr
 
     lo_text, tilde, hi_text = text.partition("~")
-    lo_text, hi_text = lo_text.strip(), hi_text.strip()
+    lo_text, hi_text = _iso(lo_text.strip()), _iso(hi_text.strip())
     if not tilde or "~" in hi_text or not (lo_text or hi_text):
         raise arg_error(f"cacct: invalid {flag} {text!r}: expected T1~T2, T1~ or ~T2")
     try:
@@ -120,6 +120,13 @@ def parse_interval(flag: str, text: str | None) -> tuple[int, int] | None:
     if lower and upper and lower > upper:
         raise arg_error(f"cacct: invalid {flag} {text!r}: the start of the interval is after its end")
     return lower, upper
+
+
+def _iso(text: str) -> str:
+    """``2024-01-02 15:04:05`` -> ``2024-01-02T15:04:05`` (a space between date and time, as cacct prints them)."""
+    if len(text) > 11 and text[10] == " " and text[:4].isdigit() and text[4] == "-":
+        return text[:10] + "T" + text[11:].strip()
+    return text
 
 
 def parse_max_lines(value: str | None) -> int:
@@ -375,7 +382,12 @@ def command(argv: list[str]) -> int:
         raise CliError(f"cacct: {reply.reason or 'the controller refused the query'}", EXIT_BACKEND)
     import time
 
-    jobs = [j for j in reply.jobs if types is None or j.type in types]
+    seen: set[int] = set()
+    jobs = []
+    for j in reply.jobs:  # one row per job, should a job come both from the controller and from the store
+        if j.job_id not in seen and (types is None or j.type in types):
+            seen.add(j.job_id)
+            jobs.append(j)
     jobs.sort(key=lambda j: j.job_id)
     del jobs[fields_["max_lines"]:]
     text = render(build_rows(jobs, wanted), args, layout, time.time())

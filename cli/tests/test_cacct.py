@@ -131,6 +131,7 @@ def test_state_filter_rows(run_cmd):
     ("~2024-01-04T10:00", 0, t(4, 10)),
     ("2024-01-02~2024-01-03", t(2), t(3)),
     ("2024-01-03~2024-01-03", t(3), t(3)),
+    ("2024-01-02 15:04:05~2024-01-03 10:00", t(2, 15, 4, 5), t(3, 10)),
 ])
 def test_interval_forms(run_cmd, acct, flag, attr, text, lower, upper):
     r = run_cmd(cacct, flag, text)
@@ -278,6 +279,12 @@ def test_json(run_cmd):
         "end_time": "0", "craned_list": "cn01", "node_num": 1, "alloc_cpus": 1.0, "usage_cpu_ms": "0",
         "usage_mem_peak": "0"}
     assert data["jobs"][0]["step_info_list"] == []
+
+
+def test_a_job_listed_twice_is_shown_once(run_cmd, acct):
+    j100, j101 = acct.history[1], acct.history[0]
+    acct.query_reply = pb.QueryJobsInfoReply(ok=True, jobs=[j101, j100, j100])  # from the controller and the store
+    assert ids(run_cmd(cacct).out) == ["100", "100.batch", "100.1", "100.2", "101"]
 
 
 def test_json_type_filter(run_cmd):
