@@ -208,7 +208,7 @@ def build_rows(jobs: list, wanted: dict[int, set[int | str] | None]) -> list:
 
 # -- columns -----------------------------------------------------------------------------------
 
-def _fields():  # noqa: ANN202 - module of Field objects, built on first use
+def _fields():  # noqa: ANN202 - {title: Field}, built on first use (keeps the imports off the parse path)
     from crane_common.states import format_exit_code
     from crane_common.units import format_memory
 
