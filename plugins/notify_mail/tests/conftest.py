@@ -1,0 +1,82 @@
+"""Fixtures: a private redis-server (crane_tools.testing) and a real local SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from crane_tools.redis_server import free_port
+from crane_tools.testing import redis_server, redis_url  # noqa: F401 - fixtures
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every message it accepts (parsed), for the test to read."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self._cv = threading.Condition()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        with self._cv:
+            self.messages.append(msg)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            self._cv.notify_all()
+        return "250 OK"
+
+    def wait(self, n: int = 1, timeout: float = 30.0) -> list[email.message.EmailMessage]:
+        """Wait until ``n`` messages have arrived; fail the test after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while len(self.messages) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{len(self.messages)} mail(s) arrived in {timeout:.0f} s, expected {n}")
+                self._cv.wait(left)
+            return list(self.messages)
+
+
+class SmtpServer:
+    """A local SMTP server on a fixed free port that can be stopped and started again (an outage)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.inbox = Inbox()
+        self._controller = None
+
+    def start(self) -> SmtpServer:
+        from aiosmtpd.controller import Controller
+
+        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A running local SMTP server (``smtp.port``, ``smtp.inbox``), stopped after the test."""
+    server = SmtpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def smtp_down() -> Iterator[SmtpServer]:
+    """A local SMTP server that is *not* running yet (its port refuses connections); ``.start()`` it."""
+    server = SmtpServer()
+    try:
+        yield server
+    finally:
+        server.stop()
