@@ -27,11 +27,11 @@ from typing import Any
 from crane_kernel import hookimpl
 from crane_kernel.events import JobEvent, JobRecord
 
+from crane_notify_mail.redisconn import PASSWORD_ENV, REDIS_ACL
 from crane_notify_mail.render import MAIL_TYPES, Mail, Renderer, mail_types_for
 from crane_notify_mail.settings import Settings, parse
-from crane_notify_mail.worker import PASSWORD_ENV
 
-__all__ = ["MailNotifier", "rq_job_id"]
+__all__ = ["REDIS_ACL", "MailNotifier", "rq_job_id"]
 
 log = logging.getLogger("crane_notify_mail")
 
@@ -91,7 +91,7 @@ class MailNotifier:
         import redis
         from rq import Queue
 
-        from crane_notify_mail.worker import connect
+        from crane_notify_mail.redisconn import connect
 
         conn = connect(cfg.redis_url, cfg.username or None, cfg.password or None, socket_timeout=10,
                        socket_connect_timeout=5, health_check_interval=30)

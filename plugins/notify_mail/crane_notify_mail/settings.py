@@ -89,7 +89,7 @@ def parse(settings: Mapping[str, Any]) -> Settings:
     if cred_file:
         if password or username:
             raise ValueError("give either CredentialsFile or Username/Password, not both")
-        from crane_notify_mail.worker import load_credentials
+        from crane_notify_mail.redisconn import load_credentials
 
         username, password = load_credentials(cred_file)
     elif username and not password:

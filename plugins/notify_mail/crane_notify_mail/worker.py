@@ -20,36 +20,11 @@ import logging
 import os
 import socket
 import sys
-from typing import Any
+import warnings
 
-PASSWORD_ENV = "CRANE_MAIL_REDIS_PASSWORD"
-DEFAULT_QUEUE = "crane-mail"
+from crane_notify_mail.redisconn import DEFAULT_QUEUE, PASSWORD_ENV, connect, load_credentials
 
-
-def load_credentials(path: str) -> tuple[str, str]:
-    """``(user, password)`` from a bus role file (``{"user": ..., "password": ...}``, e.g. ``cplugind.json``)."""
-    import json
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        return str(data["user"]), str(data["password"])
-    except OSError as exc:
-        raise ValueError(f"CredentialsFile {path}: {exc.strerror or exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"CredentialsFile {path}: not a bus credentials file ({type(exc).__name__}: {exc})") from None
-
-
-def connect(url: str, username: str | None = None, password: str | None = None, **kwargs: Any) -> Any:
-    """A redis-py client for rq (binary replies, as rq wants), authenticated when a password is given."""
-    import redis
-
-    extra: dict[str, Any] = {}
-    if password:
-        extra["password"] = password
-        if username:
-            extra["username"] = username
-    return redis.Redis.from_url(url, **extra, **kwargs)
+__all__ = ["main"]
 
 
 def _watch_parent(parent: int, period: float = 2.0) -> None:
@@ -93,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     conn = connect(args.redis_url, username, password)
     name = args.name or f"crane-mail-{socket.gethostname()}-{os.getpid()}"
+    warnings.filterwarnings("ignore", message="CLIENT LIST command not supported")  # an ACL user without it
     worker = Worker([Queue(args.queue, connection=conn)], connection=conn, name=name)
     worker.work(with_scheduler=True, burst=args.burst, logging_level=args.log_level.upper())
     return 0

@@ -299,3 +299,35 @@ def test_redis_down_at_configure_is_not_fatal_but_events_raise(smtp):
             plugin.crane_event(event=event("job.started", mail=["BEGIN"]))
     finally:
         plugin.crane_plugin_shutdown()
+
+
+def test_closed_redis_with_the_documented_acl_and_a_credentials_file(tmp_path, smtp):
+    """A Redis whose default user is off: the plugin and its worker use only rq's keys (REDIS_ACL)."""
+    import json
+
+    from crane_tools.redis_server import RedisServer
+
+    from crane_notify_mail import REDIS_ACL
+
+    acl = tmp_path / "users.acl"
+    acl.write_text("user default off resetkeys resetchannels -@all\n"
+                   "user admin on >adminpw ~* &* +@all\n"
+                   f"user crane-mail on >mailpw {REDIS_ACL}\n")
+    creds = tmp_path / "mail.json"
+    creds.write_text(json.dumps({"user": "crane-mail", "password": "mailpw"}))
+    with RedisServer(tmp_path / "redis", acl_file=acl, auth=("admin", "adminpw")) as srv:
+        with pytest.raises(ValueError, match="refused the credentials"):
+            configure(srv.url, smtp.port, Username="crane-mail", Password="wrong")
+        plugin = configure(srv.url, smtp.port, CredentialsFile=str(creds), StartWorker=True)
+        try:
+            plugin.crane_event(event=event("job.ended", state="OutOfMemory", exit_code=0, mail=["FAIL", "OOM"]))
+            subjects = sorted(m["Subject"] for m in smtp.inbox.wait(2, timeout=60))
+            assert "Failed: OutOfMemory" in subjects[0] and "Ran out of memory" in subjects[1]
+        finally:
+            plugin.crane_plugin_shutdown()
+        import redis
+
+        admin = redis.Redis.from_url(srv.url, username="admin", password="adminpw")
+        denied = [e for e in admin.execute_command("ACL", "LOG", "50")  # but the wrong password and CLIENT LIST
+                  if e[b"reason"] != b"auth" and e[b"object"] != b"client|list"]
+        assert denied == []
