@@ -19,7 +19,14 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        self.logins: list[str] = []
         self._cv = threading.Condition()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address.startswith("nobody@"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
         msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
@@ -44,15 +51,16 @@ class Inbox:
 class SmtpServer:
     """A local SMTP server on a fixed free port that can be stopped and started again (an outage)."""
 
-    def __init__(self) -> None:
+    def __init__(self, **server_kwargs) -> None:
         self.port = free_port()
         self.inbox = Inbox()
+        self.server_kwargs = server_kwargs
         self._controller = None
 
     def start(self) -> SmtpServer:
         from aiosmtpd.controller import Controller
 
-        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **self.server_kwargs)
         self._controller.start()
         return self
 
@@ -76,6 +84,27 @@ def smtp() -> Iterator[SmtpServer]:
 def smtp_down() -> Iterator[SmtpServer]:
     """A local SMTP server that is *not* running yet (its port refuses connections); ``.start()`` it."""
     server = SmtpServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def smtp_auth() -> Iterator[SmtpServer]:
+    """A running SMTP server that requires AUTH LOGIN/PLAIN as alice with password ``s3cret``."""
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    server = SmtpServer(auth_required=True, auth_require_tls=False)
+
+    def authenticator(smtp, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"alice", b"s3cret")
+        if ok:
+            server.inbox.logins.append(auth_data.login.decode())
+        return AuthResult(success=ok)
+
+    server.server_kwargs["authenticator"] = authenticator
+    server.start()
     try:
         yield server
     finally:

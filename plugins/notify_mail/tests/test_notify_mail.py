@@ -16,6 +16,8 @@ from crane_kernel.events import JobEvent, JobRecord
 from crane_notify_mail import MailNotifier, rq_job_id
 
 T0 = 1_700_000_000.0
+# the SMTP server of the login test takes AUTH without TLS (on 127.0.0.1): aiosmtpd warns about it
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
 
 def record(state="Running", mail=("END",), exit_code=0, mail_user="alice@example.org", **kw) -> JobRecord:
@@ -305,9 +307,8 @@ def test_closed_redis_with_the_documented_acl_and_a_credentials_file(tmp_path, s
     """A Redis whose default user is off: the plugin and its worker use only rq's keys (REDIS_ACL)."""
     import json
 
-    from crane_tools.redis_server import RedisServer
-
     from crane_notify_mail import REDIS_ACL
+    from crane_tools.redis_server import RedisServer
 
     acl = tmp_path / "users.acl"
     acl.write_text("user default off resetkeys resetchannels -@all\n"
@@ -331,3 +332,26 @@ def test_closed_redis_with_the_documented_acl_and_a_credentials_file(tmp_path, s
         denied = [e for e in admin.execute_command("ACL", "LOG", "50")  # but the wrong password and CLIENT LIST
                   if e[b"reason"] != b"auth" and e[b"object"] != b"client|list"]
         assert denied == []
+
+
+def test_smtp_login_with_a_password_file(redis_url, smtp_auth, tmp_path):
+    secret = tmp_path / "smtp.pw"
+    secret.write_text("s3cret\n")
+    plugin = configure(redis_url, smtp_auth.port, User="alice", PasswordFile=str(secret))
+    try:
+        plugin.crane_event(event=event("job.started", mail=["BEGIN"]))
+        assert "s3cret" not in str(plugin.queue.get_jobs()[0].args)  # only the file's path goes to Redis
+        drain(plugin)
+        assert len(smtp_auth.inbox.wait(1)) == 1 and smtp_auth.inbox.logins == ["alice"]
+    finally:
+        plugin.crane_plugin_shutdown()
+
+
+def test_permanent_refusal_is_not_retried(mailer, smtp):
+    from rq.job import Job
+
+    mailer.crane_event(event=event("job.started", mail=["BEGIN"], mail_user="nobody@example.org"))
+    drain(mailer)
+    job = Job.fetch("crane-mail-demo-42-begin-1", connection=mailer.redis)
+    assert job.get_status() == "finished" and job.return_value().startswith("refused: ")
+    assert job.retries_left == 30 and smtp.inbox.messages == []
