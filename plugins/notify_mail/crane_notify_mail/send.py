@@ -24,7 +24,7 @@ from typing import Any
 log = logging.getLogger("crane_notify_mail")
 
 SMTP_DEFAULTS: dict[str, Any] = {
-    "host": "localhost", "port": 25, "from": "", "starttls": False, "ssl": False, "user": "",
+    "host": "localhost", "port": 25, "from": "", "starttls": False, "ssl": False, "ca_file": "", "user": "",
     "password_file": "", "timeout": 30.0,
 }
 
@@ -67,13 +67,15 @@ def _permanent(exc: smtplib.SMTPException) -> bool:
 def deliver(mail: dict[str, Any], smtp: dict[str, Any]) -> str:
     """Send ``mail`` (``to``, ``subject``, ``text``, ``html``, ``message_id``) with ``smtp`` settings.
 
-    ``smtp``: ``host``, ``port``, ``from``, ``starttls``, ``ssl`` (implicit TLS), ``user``,
-    ``password_file``, ``timeout``. Returns ``"sent"`` or ``"refused: ..."`` (permanent, not
+    ``smtp``: ``host``, ``port``, ``from``, ``starttls``, ``ssl`` (implicit TLS), ``ca_file``
+    (the CAs to verify the server with; default the system's), ``user``, ``password_file``,
+    ``timeout``. Returns ``"sent"`` or ``"refused: ..."`` (permanent, not
     retried); raises on a transient failure so that rq retries.
     """
     cfg = {**SMTP_DEFAULTS, **smtp}
     msg = build_message(mail, cfg["from"])
-    context = ssl.create_default_context() if cfg["ssl"] or cfg["starttls"] else None
+    context = (ssl.create_default_context(cafile=cfg["ca_file"] or None)  # the server's certificate is verified
+               if cfg["ssl"] or cfg["starttls"] else None)
     cls = smtplib.SMTP_SSL if cfg["ssl"] else smtplib.SMTP
     kwargs: dict[str, Any] = {"context": context} if cfg["ssl"] else {}
     try:

@@ -17,7 +17,7 @@ DEFAULT_INTERVALS = (10, 30, 60, 300, 900, 1800, 3600)
 
 KNOWN = (
     "RedisUrl", "Username", "Password", "CredentialsFile", "Queue", "Cluster", "TemplateDir", "MailDomain",
-    "SmtpHost", "SmtpPort", "From", "StartTLS", "SSL", "User", "PasswordFile", "SmtpTimeout",
+    "SmtpHost", "SmtpPort", "From", "StartTLS", "SSL", "SmtpCaFile", "User", "PasswordFile", "SmtpTimeout",
     "Retries", "RetryIntervals", "KeepSeconds", "JobTimeout", "StartWorker",
 )
 # keys a plugin host may hand every plugin of the slot: accepted, and ``ClusterName`` names the cluster
@@ -119,6 +119,12 @@ def parse(settings: Mapping[str, Any]) -> Settings:
     use_ssl, starttls = _bool(settings, "SSL", False), _bool(settings, "StartTLS", False)
     if use_ssl and starttls:
         raise ValueError("SSL (implicit TLS) and StartTLS exclude each other")
+    ca_file = _text(settings, "SmtpCaFile")
+    if ca_file:
+        if not (use_ssl or starttls):
+            raise ValueError("SmtpCaFile needs StartTLS or SSL")
+        if not os.path.isfile(ca_file):
+            raise ValueError(f"SmtpCaFile {ca_file}: not a file")
     user, password_file = _text(settings, "User"), _text(settings, "PasswordFile")
     if password_file:
         if not user:
@@ -131,7 +137,8 @@ def parse(settings: Mapping[str, Any]) -> Settings:
     smtp = {
         "host": _text(settings, "SmtpHost", "localhost", most=253) or "localhost",
         "port": _int(settings, "SmtpPort", 465 if use_ssl else 25, 1, 65535),
-        "from": sender, "starttls": starttls, "ssl": use_ssl, "user": user, "password_file": password_file,
+        "from": sender, "starttls": starttls, "ssl": use_ssl, "ca_file": ca_file, "user": user,
+        "password_file": password_file,
         "timeout": _int(settings, "SmtpTimeout", 30, 1, 600),
     }
     intervals = settings.get("RetryIntervals", DEFAULT_INTERVALS)

@@ -109,3 +109,22 @@ def smtp_auth() -> Iterator[SmtpServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def smtp_tls(tmp_path_factory) -> Iterator[tuple[SmtpServer, str]]:
+    """A running SMTP server that requires STARTTLS, with a certificate for 127.0.0.1; and its CA file."""
+    import ssl
+
+    from crane_tools.certs import init_ca, issue
+
+    d = str(tmp_path_factory.mktemp("smtp-tls"))
+    ca = init_ca(d, "mail-test")
+    crt, key = issue(d, "smtp", server=True, hosts=["127.0.0.1"])
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(crt, key)
+    server = SmtpServer(tls_context=ctx, require_starttls=True).start()
+    try:
+        yield server, ca
+    finally:
+        server.stop()

@@ -249,6 +249,8 @@ def _bad_template_dir(tmp_path, name, content):
     ({"SmtpPort": "x"}, "SmtpPort must be a whole number"),
     ({"StartTLS": "maybe"}, "StartTLS must be true or false"),
     ({"SSL": True, "StartTLS": True}, "exclude each other"),
+    ({"SmtpCaFile": "/etc/hostname"}, "SmtpCaFile needs StartTLS or SSL"),
+    ({"SmtpCaFile": "/no/ca.pem", "StartTLS": True}, "SmtpCaFile /no/ca.pem: not a file"),
     ({"TemplateDir": "/no/such/dir"}, "TemplateDir /no/such/dir: not a directory"),
     ({"RetryIntervals": [5, -1]}, "RetryIntervals must be between 0 and 86400"),
     ({"RetryIntervals": []}, "RetryIntervals must be a list"),
@@ -355,3 +357,29 @@ def test_permanent_refusal_is_not_retried(mailer, smtp):
     job = Job.fetch("crane-mail-demo-42-begin-1", connection=mailer.redis)
     assert job.get_status() == "finished" and job.return_value().startswith("refused: ")
     assert job.retries_left == 30 and smtp.inbox.messages == []
+
+
+def test_starttls_verified_against_the_site_ca(redis_url, smtp_tls):
+    server, ca = smtp_tls
+    plugin = configure(redis_url, server.port, StartTLS=True, SmtpCaFile=ca)
+    try:
+        plugin.crane_event(event=event("job.started", mail=["BEGIN"]))
+        drain(plugin)
+        assert len(server.inbox.wait(1)) == 1
+    finally:
+        plugin.crane_plugin_shutdown()
+
+
+def test_starttls_with_an_unknown_certificate_is_retried_not_sent(redis_url, smtp_tls):
+    from rq.job import Job
+
+    server, _ca = smtp_tls
+    plugin = configure(redis_url, server.port, StartTLS=True)  # the system's CAs do not know the test CA
+    try:
+        plugin.crane_event(event=event("job.started", mail=["BEGIN"]))
+        drain(plugin)
+        job = Job.fetch("crane-mail-demo-42-begin-1", connection=plugin.redis)
+        assert job.get_status() == "scheduled" and job.retries_left == 29
+        assert server.inbox.messages == []
+    finally:
+        plugin.crane_plugin_shutdown()
