@@ -14,7 +14,7 @@ import subprocess
 import time
 
 import pytest
-from crane_e2e import Cluster, cli, make_cluster
+from crane_e2e import cli, running_cluster
 from test_e2e_limits_security import User, _refused
 
 pytestmark = pytest.mark.e2e
@@ -24,12 +24,8 @@ ALICE, BOB, CAROL, DAVE = "crane_e2e_alice", "crane_e2e_bob", "crane_e2e_carol",
 
 @pytest.fixture(scope="module")
 def cluster():
-    lc = make_cluster(nodes=2, cpus=2, Accounting={"Enforce": ["associations", "qos", "limits"]})
-    lc.start()
-    try:
-        yield Cluster(lc)
-    finally:
-        lc.stop()
+    with running_cluster(nodes=2, cpus=2, Accounting={"Enforce": ["associations", "qos", "limits"]}) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

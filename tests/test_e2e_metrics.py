@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 from crane_common.states import JobState
-from crane_e2e import Cluster, make_cluster
+from crane_e2e import running_cluster
 from crane_kernel import messages
 from crane_kernel.bus.client import FIELD
 from crane_kernel.events import JobEvent, JobRecord
@@ -33,13 +33,9 @@ GROUP = "e2e-metrics"
 
 @pytest.fixture(scope="module")
 def mcluster():
-    lc = make_cluster(Plugins={"Events": ["prometheus"],
-                               "Settings": {"prometheus": {"ListenPort": 0, "PollInterval": 0.5}}})
-    lc.start()
-    try:
-        yield Cluster(lc)
-    finally:
-        lc.stop()
+    with running_cluster(Plugins={"Events": ["prometheus"],
+                                  "Settings": {"prometheus": {"ListenPort": 0, "PollInterval": 0.5}}}) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
