@@ -17,7 +17,14 @@ from crane_kernel.errors import CraneError
 
 log = logging.getLogger("cranectld")
 
-EVENTS_MAXLEN = 200_000  # the events stream keeps about this many recent events
+EVENTS_MAXLEN = 1_000_000
+"""Default bound of the events stream (``Plugind.EventsMaxLen``): XADD trims it to about this many entries.
+
+The stream is the event plugins' buffer; cplugind also trims what every plugin group acked. At the
+drain bench's sustained ~150 jobs/s (~5 events a job, ~750 events/s) a million entries hold
+~22 minutes of events for a plugin that stopped; at 10 jobs/s, over five hours. An entry is
+~0.6-1 KB in Redis.
+"""
 BUS_EPOCH_KEY = "bus_epoch"  # journal meta: the epoch of the latest start's signed node commands
 
 
@@ -99,6 +106,11 @@ class CtldDaemon:
             self.pm.shutdown()
             raise
         self.listen = listen or f"{cfg.CraneCtldListenAddress}:{cfg.CraneCtldListenPort}"
+        self.events_maxlen = cfg.Plugind.EventsMaxLen
+        self._events_lock = threading.Lock()
+        self._unsent: list[tuple[int, bytes]] = self.store.outbox_rows()  # left by an earlier run: publish again
+        self.store.take_committed()  # those recover() just wrote are among them
+        self._events_outage = False
         self.threads: list[threading.Thread] = []
         self.server: Any = None
 
@@ -120,14 +132,52 @@ class CtldDaemon:
         return CommandSigner(f"crane:{cfg.ClusterName}", lambda node: credentials.command_key(secret, node), epoch)
 
     def _publish(self, outbox: list) -> None:
-        if not outbox:
-            return
+        """Publish the node messages of ``outbox``, then every committed event (the outbox table)."""
         events = self.bus.events_stream()
-        try:
-            self.bus.publish_many([item for item in outbox if item[0] != events])
-            self.bus.publish_many([item for item in outbox if item[0] == events], maxlen=EVENTS_MAXLEN)
-        except Exception as exc:  # Redis down: launches are retried, the rest is best effort
-            log.error("could not publish %d bus message(s): %s", len(outbox), exc)
+        others = [item for item in outbox if item[0] != events]  # events go through the journal's outbox
+        if others:
+            try:
+                self.bus.publish_many(others)
+            except Exception as exc:  # Redis down: launches are retried, the rest is best effort
+                log.error("could not publish %d bus message(s): %s", len(others), exc)
+        self.publish_events()
+
+    def publish_events(self) -> int:
+        """XADD the committed events not yet published, in ``seq`` order; return how many were sent.
+
+        One thread at a time, so the stream is in ``seq`` order. After a Redis error they stay
+        queued (and in the outbox table) and are sent again by the next call (the scheduling loop
+        calls it at least every ``ScheduleInterval``); the same bytes, so the same ``id``. Their
+        outbox rows are deleted with the next journal transaction (or by ``flush_published``).
+        """
+        from crane_kernel.bus.client import FIELD
+
+        with self._events_lock:
+            fresh = self.store.take_committed()
+            if fresh:
+                self._unsent.extend(fresh)
+            rows = self._unsent
+            if not rows:
+                return 0
+            stream, maxlen = self.bus.events_stream(), self.events_maxlen
+            try:
+                for start in range(0, len(rows), 1000):
+                    pipe = self.bus.redis.pipeline(transaction=False)
+                    for _seq, data in rows[start:start + 1000]:
+                        pipe.xadd(stream, {FIELD: data}, maxlen=maxlen, approximate=True)
+                    pipe.execute()
+                    self.store.mark_published(rows[min(start + 1000, len(rows)) - 1][0])
+            except Exception as exc:  # Redis down: kept, sent again later
+                self._unsent = rows[start:]
+                if not self._events_outage:
+                    log.error("could not publish %d event(s), kept in the outbox: %s", len(self._unsent), exc)
+                    self._events_outage = True
+                return start
+            if self._events_outage:
+                log.info("events published again (%d)", len(rows))
+                self._events_outage = False
+            self._unsent = []
+            return len(rows)
 
     def start(self) -> None:
         """Start the gRPC server, the bus consumer and the scheduling loop."""
@@ -158,11 +208,15 @@ class CtldDaemon:
         ]
         for t in self.threads:
             t.start()
+        if self._unsent:
+            log.info("publishing %d event(s) left in the outbox", len(self._unsent))
+        self.publish_events()
         log.info("cranectld %s ready on %s%s (scheduler %s, cluster %s)", os.getpid(), self.listen,
                  " (TLS)" if tls else "", cfg.Plugins.Scheduler, cfg.ClusterName)
 
     def _schedule_loop(self) -> None:
         cc = self.cfg.CraneCtld
+        last_flush = 0.0
         while not self.stop.is_set():
             self.ctl.wake.wait(cc.ScheduleInterval)
             self.ctl.wake.clear()
@@ -174,6 +228,13 @@ class CtldDaemon:
                     log.debug("cycle: %s", stats)
             except Exception:
                 log.exception("scheduling cycle failed")
+            try:
+                self.publish_events()  # events kept after a Redis error go out again
+                if time.monotonic() - last_flush > 1.0:  # published rows no write has deleted yet
+                    self.store.flush_published()
+                    last_flush = time.monotonic()
+            except Exception:
+                log.exception("publishing events failed")
             time.sleep(cc.ScheduleMinInterval)
 
     def shutdown(self) -> None:
@@ -184,6 +245,11 @@ class CtldDaemon:
             self.server.stop(grace=1).wait()
         for t in self.threads:
             t.join(timeout=3)
+        try:
+            self.publish_events()
+            self.store.flush_published()
+        except Exception as exc:  # what is left stays in the outbox for the next start
+            log.warning("events not published at shutdown: %s", exc)
         self.store.close()
         self.pm.shutdown()
 
