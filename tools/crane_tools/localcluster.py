@@ -1,4 +1,5 @@
-"""A real cluster on one machine: private Redis, ``cranectld`` and several ``craned`` virtual nodes.
+"""A real cluster on one machine: private Redis, ``cranectld``, several ``craned`` virtual nodes, and
+``cplugind`` when the config names event plugins (``Plugins.Events``).
 
 Used by ``crane demo``, ``crane bench e2e`` and the end-to-end tests. Every
 part is a real process talking over real sockets; only the *nodes* are
@@ -75,6 +76,7 @@ class LocalCluster:
         self.config_path = os.path.join(self.base_dir, "config.yaml")
         self.ctld: subprocess.Popen | None = None
         self.craneds: dict[str, subprocess.Popen] = {}
+        self.plugind: subprocess.Popen | None = None
         self.node_names: list[str] = []
         self.logs = os.path.join(self.base_dir, "log")
         self.bus_dir: str | None = None  # the bus credentials (None: Bus.Auth off)
@@ -120,6 +122,8 @@ class LocalCluster:
         self.cfg = load_config(self.config_path)
         self.node_names = list(self.cfg.node_table())
         self.start_ctld()
+        if self.cfg.Plugins.Events:
+            self.start_plugind()
         for name in self.node_names:
             self.start_craned(name)
         self.wait_nodes_up(len(self.node_names))
@@ -165,6 +169,36 @@ class LocalCluster:
         """Start ``cranectld`` and wait until it answers."""
         self.ctld = self._spawn(["crane_kernel.ctld.main"], "cranectld.log")
         self.wait_ctld()
+
+    def start_plugind(self) -> None:
+        """Start ``cplugind`` (the event plugins' host; log ``cplugind.log``) and wait until its groups exist."""
+        self.plugind = self._spawn(["crane_kernel.plugind.main"], "cplugind.log")
+        self.wait_plugind()
+
+    def wait_plugind(self, timeout: float = 30) -> None:
+        """Wait until every event plugin's consumer group is on the events stream."""
+        bus = self.bus()
+        want = {f"plugin:{n}" for n in self.cfg.Plugins.Events}
+        deadline = time.time() + timeout
+        try:
+            while time.time() < deadline:
+                if self.plugind is not None and self.plugind.poll() is not None:
+                    raise RuntimeError(f"cplugind exited with {self.plugind.returncode}; see {self.logs}/cplugind.log")
+                from crane_kernel.plugind.status import group_lags
+
+                have = set(group_lags(bus))
+                if want <= have:
+                    return
+                time.sleep(0.05)
+        finally:
+            bus.close()
+        raise RuntimeError(f"cplugind did not create its groups in time; see {self.logs}/cplugind.log")
+
+    def kill_plugind(self, sig: int = signal.SIGKILL) -> None:
+        """Kill ``cplugind`` (default ``kill -9``)."""
+        if self.plugind is not None:
+            self.plugind.send_signal(sig)
+            self.plugind.wait(10)
 
     def start_craned(self, name: str) -> None:
         """Start the ``craned`` of virtual node ``name``."""
@@ -217,10 +251,11 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop everything, kill leftover step supervisors, remove cgroups and (if ours) the directory."""
-        for proc in [*self.craneds.values(), self.ctld]:
+        procs = [*self.craneds.values(), self.ctld, self.plugind]
+        for proc in procs:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in [*self.craneds.values(), self.ctld]:
+        for proc in procs:
             if proc is None:
                 continue
             try:
