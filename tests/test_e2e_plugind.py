@@ -16,10 +16,9 @@ import time
 from typing import Any
 
 from crane_common.states import FINAL_STATES, JobState
+from crane_e2e import Cluster, make_cluster
 from crane_tools.client import CtldClient
 from crane_tools.probe_events import read_probe
-
-from crane_e2e import Cluster, make_cluster
 
 
 def _cluster(events: list[str], settings: dict[str, Any], **overrides: Any) -> Any:
@@ -117,7 +116,7 @@ def test_a_sleeping_plugin_does_not_delay_the_probe(tmp_path):
         p50, p95, worst = statistics.median(delays), delays[int(len(delays) * 0.95)], delays[-1]
         print(f"\nprobe delay after publication with sleepy at 10 s/event: n={len(delays)} "
               f"p50={p50 * 1000:.1f} ms p95={p95 * 1000:.1f} ms max={worst * 1000:.1f} ms")
-        assert p50 < 0.1 and p95 < 0.5, (p50, p95, worst)
+        assert p50 < 0.1 and p95 < 0.5 and worst < 1.0, (p50, p95, worst)  # 100 ms target, margin for 2 cores
         status = c.run("cplugind", "--status", "--json")
         assert '"plugin": "sleepy"' in status.stdout
     finally:
@@ -140,7 +139,10 @@ def test_kill_9_of_cplugind_mid_stream_loses_and_duplicates_nothing(tmp_path):
         def ended() -> int:
             return sum(1 for r in _rows(probe) if r[2] == "job.ended")
 
-        _wait(lambda: all(JobState(j.status) in FINAL_STATES for j in c.client.jobs(ids, include_finished=True)), 300, "the jobs")
+        def all_ended() -> bool:
+            return all(JobState(j.status) in FINAL_STATES for j in c.client.jobs(ids, include_finished=True))
+
+        _wait(all_ended, 300, "the jobs")
         _wait(lambda: ended() == len(ids), 120, "every job.ended")
         time.sleep(1.0)
         rows = _rows(probe)
