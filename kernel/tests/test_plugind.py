@@ -251,7 +251,17 @@ def test_outbox_survives_a_crash_between_commit_and_publish(ctld, redis_url):
     shutil.copy(h.store.path, path)
     daemon = CtldDaemon(h.cfg)
     try:
-        assert daemon.publish_events() == 5
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        good = daemon.bus.redis
+        daemon.bus.redis = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2,
+                                       retry=Retry(NoBackoff(), 0))  # Redis is down
+        assert daemon.publish_events() == 0 and len(daemon._unsent) == 5
+        assert daemon.publish_events() == 0  # at most one attempt a second while it is down
+        daemon.bus.redis = good
+        assert daemon.publish_events(force=True) == 5
         entries = daemon.bus.redis.xrange(daemon.bus.events_stream())
         got = [m.decode(f[FIELD]) for _, f in entries]
         assert [e.id for e in got] == [m.decode(d).id for _, d in rows]  # the same ids: consumers de-duplicate

@@ -111,6 +111,7 @@ class CtldDaemon:
         self._unsent: list[tuple[int, bytes]] = self.store.outbox_rows()  # left by an earlier run: publish again
         self.store.take_committed()  # those recover() just wrote are among them
         self._events_outage = False
+        self._events_tried = 0.0
         self.threads: list[threading.Thread] = []
         self.server: Any = None
 
@@ -142,17 +143,22 @@ class CtldDaemon:
                 log.error("could not publish %d bus message(s): %s", len(others), exc)
         self.publish_events()
 
-    def publish_events(self) -> int:
+    def publish_events(self, force: bool = False) -> int:
         """XADD the committed events not yet published, in ``seq`` order; return how many were sent.
 
         One thread at a time, so the stream is in ``seq`` order. After a Redis error they stay
         queued (and in the outbox table) and are sent again by the next call (the scheduling loop
         calls it at least every ``ScheduleInterval``); the same bytes, so the same ``id``. Their
-        outbox rows are deleted with the next journal transaction (or by ``flush_published``).
+        outbox rows are deleted with the next journal transaction (or by ``flush_published``). While
+        Redis is unreachable, an attempt is made at most once a second (unless ``force``), so RPCs
+        are not slowed by one each.
         """
         from crane_kernel.bus.client import FIELD
 
+        if self._events_outage and not force and time.monotonic() - self._events_tried < 1.0:
+            return 0
         with self._events_lock:
+            self._events_tried = time.monotonic()
             fresh = self.store.take_committed()
             if fresh:
                 self._unsent.extend(fresh)
