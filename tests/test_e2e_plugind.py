@@ -169,3 +169,36 @@ def test_kill_9_of_cplugind_mid_stream_loses_and_duplicates_nothing(tmp_path):
         print(f"\nkill -9 after {killed_at} probe rows; {len(rows)} rows in the end, no duplicate")
     finally:
         lc.stop()
+
+
+def test_kill_9_of_cranectld_mid_stream_loses_no_event(tmp_path):
+    """Events committed with their change reach the plugins even when cranectld dies before publishing them."""
+    probe = str(tmp_path / "probe.db")
+    lc = _cluster(["probe"], {"probe": {"Path": probe}}, nodes=4, cpus=16, memory="4G")
+    lc.start()
+    try:
+        c = Cluster(lc)
+        ids = c.client.submit(CtldClient.spec(wrap="sleep 0.2", cwd=c.workdir), count=300)
+        _wait(lambda: sum(1 for r in _rows(probe) if r[2] == "job.ended") > 20, 120, "jobs to end")
+        lc.kill_ctld(signal.SIGKILL)
+        lc.start_ctld()
+        c.client = lc.client()
+
+        def all_ended() -> bool:
+            return all(JobState(j.status) in FINAL_STATES for j in c.client.jobs(ids, include_finished=True))
+
+        _wait(all_ended, 300, "the jobs")
+        _wait(lambda: sum(1 for r in _rows(probe) if r[2] == "job.ended" and r[3] in set(ids)) == len(ids), 60,
+              "every job.ended")
+        rows = _rows(probe)
+        per_job: dict[int, list[str]] = {}
+        for r in rows:
+            if r[3] in set(ids):
+                per_job.setdefault(r[3], []).append(r[2])
+        assert len(per_job) == len(ids)
+        want = ["job.submitted", "job.started", "step.started", "step.ended", "job.ended"]
+        assert all(v == want for v in per_job.values()), [v for v in per_job.values() if v != want][:3]
+        seqs = [r[1] for r in rows]
+        assert len(seqs) == len(set(seqs))
+    finally:
+        lc.stop()
