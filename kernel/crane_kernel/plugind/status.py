@@ -130,14 +130,16 @@ def read_status(bus: Bus) -> list[dict[str, Any]]:
 def format_table(rows: list[dict[str, Any]], now: float | None = None) -> str:
     """The status as a table (one line per plugin)."""
     now = time.time() if now is None else now
-    head = ("PLUGIN", "HANDLED", "FAILED", "DEAD", "MALFORMED", "LAG", "PENDING", "UPDATED", "LAST ERROR")
+    head = ("PLUGIN", "HANDLED", "FAILED", "DEAD", "MALFORMED", "LAG", "PENDING", "BUSY", "UPDATED", "LAST ERROR")
     lines = [head]
     for r in rows:
         lag = r.get("lag")
         age = now - float(r.get("updated") or 0)
+        busy = float(r.get("busy_since") or 0)
         lines.append((str(r["plugin"]), str(r.get("handled", 0)), str(r.get("failed", 0)),
                       str(r.get("dead_letters", 0)), str(r.get("malformed", 0)), "?" if lag is None else str(lag),
-                      str(r.get("pending", 0)), f"{age:.0f}s ago", (r.get("last_error") or "-")[:60]))
+                      str(r.get("pending", 0)), f"{max(0.0, now - busy):.0f}s" if busy else "-", f"{age:.0f}s ago",
+                      (r.get("last_error") or "-")[:60]))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
                      for line in lines)
