@@ -90,6 +90,15 @@ def test_every_kind_with_records(ctld):
     assert reg.cpus == 4 and reg.memory == 8 << 30
 
 
+def test_event_models_in_the_outbox_list_on_request(ctld):
+    h = ctld()
+    h.ctl.event_models = True
+    jid = h.submit()
+    (ev,) = h.sent(JobEvent)
+    assert (ev.kind, ev.job_id, ev.seq) == ("job.submitted", jid, 1)
+    assert m.decode(h.store.outbox_rows()[0][1]) == ev
+
+
 def test_events_commit_with_their_change_and_seq_survives(ctld, tmp_path):
     from crane_kernel.ctld.core import Controller
     from crane_kernel.ctld.store import StateStore

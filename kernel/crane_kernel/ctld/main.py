@@ -112,6 +112,7 @@ class CtldDaemon:
         self.store.take_committed()  # those recover() just wrote are among them
         self._events_outage = False
         self._events_tried = 0.0
+        self._events_wake = threading.Event()
         self.threads: list[threading.Thread] = []
         self.server: Any = None
 
@@ -133,7 +134,7 @@ class CtldDaemon:
         return CommandSigner(f"crane:{cfg.ClusterName}", lambda node: credentials.command_key(secret, node), epoch)
 
     def _publish(self, outbox: list) -> None:
-        """Publish the node messages of ``outbox``, then every committed event (the outbox table)."""
+        """Publish the node messages of ``outbox``; wake the events thread for the committed events."""
         events = self.bus.events_stream()
         others = [item for item in outbox if item[0] != events]  # events go through the journal's outbox
         if others:
@@ -141,17 +142,31 @@ class CtldDaemon:
                 self.bus.publish_many(others)
             except Exception as exc:  # Redis down: launches are retried, the rest is best effort
                 log.error("could not publish %d bus message(s): %s", len(others), exc)
-        self.publish_events()
+        self._events_wake.set()
+
+    def _events_loop(self) -> None:
+        """The one publisher of events: woken after every commit, and once a second (retries, deletes)."""
+        last_flush = 0.0
+        while not self.stop.is_set():
+            self._events_wake.wait(1.0)
+            self._events_wake.clear()
+            try:
+                self.publish_events()
+                if time.monotonic() - last_flush > 1.0:  # published rows no write has deleted yet
+                    self.store.flush_published()
+                    last_flush = time.monotonic()
+            except Exception:
+                log.exception("publishing events failed")
 
     def publish_events(self, force: bool = False) -> int:
         """XADD the committed events not yet published, in ``seq`` order; return how many were sent.
 
-        One thread at a time, so the stream is in ``seq`` order. After a Redis error they stay
-        queued (and in the outbox table) and are sent again by the next call (the scheduling loop
-        calls it at least every ``ScheduleInterval``); the same bytes, so the same ``id``. Their
-        outbox rows are deleted with the next journal transaction (or by ``flush_published``). While
-        Redis is unreachable, an attempt is made at most once a second (unless ``force``), so RPCs
-        are not slowed by one each.
+        Called by the events thread (``_events_loop``: woken after every commit, so no RPC waits
+        for it, and once a second), one call at a time, so the stream is in ``seq`` order. After a
+        Redis error they stay queued (and in the outbox table) and are sent again by the next call;
+        the same bytes, so the same ``id``. Their outbox rows are deleted with the next journal
+        transaction (or by ``flush_published``). While Redis is unreachable, an attempt is made at
+        most once a second (unless ``force``).
         """
         from crane_kernel.bus.client import FIELD
 
@@ -211,18 +226,18 @@ class CtldDaemon:
         self.threads = [
             threading.Thread(target=consumer.run, args=(self.stop,), name="bus", daemon=True),
             threading.Thread(target=self._schedule_loop, name="sched", daemon=True),
+            threading.Thread(target=self._events_loop, name="events", daemon=True),
         ]
         for t in self.threads:
             t.start()
         if self._unsent:
             log.info("publishing %d event(s) left in the outbox", len(self._unsent))
-        self.publish_events()
+        self._events_wake.set()
         log.info("cranectld %s ready on %s%s (scheduler %s, cluster %s)", os.getpid(), self.listen,
                  " (TLS)" if tls else "", cfg.Plugins.Scheduler, cfg.ClusterName)
 
     def _schedule_loop(self) -> None:
         cc = self.cfg.CraneCtld
-        last_flush = 0.0
         while not self.stop.is_set():
             self.ctl.wake.wait(cc.ScheduleInterval)
             self.ctl.wake.clear()
@@ -234,25 +249,19 @@ class CtldDaemon:
                     log.debug("cycle: %s", stats)
             except Exception:
                 log.exception("scheduling cycle failed")
-            try:
-                self.publish_events()  # events kept after a Redis error go out again
-                if time.monotonic() - last_flush > 1.0:  # published rows no write has deleted yet
-                    self.store.flush_published()
-                    last_flush = time.monotonic()
-            except Exception:
-                log.exception("publishing events failed")
             time.sleep(cc.ScheduleMinInterval)
 
     def shutdown(self) -> None:
         """Stop serving, join the loops, close the store, then shut the plugins down."""
         self.stop.set()
         self.ctl.wake.set()
+        self._events_wake.set()
         if self.server is not None:
             self.server.stop(grace=1).wait()
         for t in self.threads:
             t.join(timeout=3)
         try:
-            self.publish_events()
+            self.publish_events(force=True)
             self.store.flush_published()
         except Exception as exc:  # what is left stays in the outbox for the next start
             log.warning("events not published at shutdown: %s", exc)
