@@ -29,7 +29,7 @@ BUS_EPOCH_KEY = "bus_epoch"  # journal meta: the epoch of the latest start's sig
 
 
 CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle")
-"""The plugin slots cranectld fills (runtimes load on the nodes, event plugins in the event consumers)."""
+"""The plugin slots cranectld fills (runtimes load on the nodes, event plugins in cplugind)."""
 
 
 def slot_defaults(cfg: ClusterConfig) -> dict[str, dict[str, Any]]:
