@@ -228,6 +228,7 @@ class BusConfig(_Model):
     TlsCaFile: str = ""                  # CA of the Redis server's certificate (rediss:// URLs)
     TlsCertFile: str = ""                # client certificate, if Redis asks for one
     TlsKeyFile: str = ""                 # its key
+    AclSelectors: bool = True            # Redis >= 7 selectors confine cplugind's XADD and rq keys; false: Redis 6.2
 
 
 class AccountingConfig(_Model):

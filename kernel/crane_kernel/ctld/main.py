@@ -128,7 +128,7 @@ class CtldDaemon:
         from crane_kernel.bus import credentials
         from crane_kernel.bus.signing import CommandSigner
 
-        secret = credentials.ensure(cfg.bus_dir, cfg.ClusterName, list(cfg.node_table()))
+        secret = credentials.ensure(cfg.bus_dir, cfg.ClusterName, list(cfg.node_table()), cfg.Bus.AclSelectors)
         epoch = max(int(store.get_meta(BUS_EPOCH_KEY, 0) or 0) + 1, int(time.time() * 1000))
         store.write(meta={BUS_EPOCH_KEY: epoch})
         return CommandSigner(f"crane:{cfg.ClusterName}", lambda node: credentials.command_key(secret, node), epoch)
