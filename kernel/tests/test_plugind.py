@@ -176,9 +176,11 @@ def test_status_hash_and_table(bus, tmp_path):
             w.ensure_group()
         _drain(_worker(host, "probe"))
         _drain(_worker(host, "flaky"))
+        bus.redis.hset("crane:t:plugind:status", "removed", "{}")  # a plugin no longer configured
         writer = StatusWriter(bus, host.workers)
         writer.write_once()
         rows = {r["plugin"]: r for r in read_status(bus)}
+        assert set(rows) == {"probe", "flaky"}
         assert rows["probe"]["handled"] == 3 and rows["probe"]["lag"] == 0 and rows["probe"]["pending"] == 0
         assert rows["flaky"]["dead_letters"] == 3 and rows["flaky"]["failed"] == 3
         assert "RuntimeError" in rows["flaky"]["last_error"]

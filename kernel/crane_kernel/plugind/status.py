@@ -2,9 +2,11 @@
 
 Each field of the hash is a plugin name, its value a JSON object: ``handled``, ``failed`` (failed
 attempts), ``dead_letters``, ``malformed``, ``skipped`` (duplicates), ``last_error`` (and its
-``last_error_time``), ``last_seq``, ``lag`` (entries of the events stream not yet delivered to the
-plugin's group: XINFO GROUPS ``lag``), ``pending`` (delivered, not yet acked), ``busy_since`` (a
-call in progress since then), ``host``, ``pid`` and ``updated``. The hash is behind the closed bus:
+``last_error_time``), ``last_seq``, ``lag`` (entries of the events stream the plugin has not
+settled: ``undelivered`` + ``pending``), ``undelivered`` (not yet delivered to the plugin's group:
+XINFO GROUPS ``lag``; None when Redis cannot tell, e.g. Redis 6.2), ``pending`` (delivered, not yet
+acked), ``busy_since`` (a call in progress since then), ``host``, ``pid`` and ``updated``. Fields of
+plugins no longer configured are removed when cplugind starts. The hash is behind the closed bus:
 reading it takes the cplugind or admin credentials (root on the head node).
 """
 
@@ -35,6 +37,10 @@ def _get(d: dict, key: str) -> Any:
     return d[key.encode()] if key.encode() in d else d.get(key)
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def group_lags(bus: Bus) -> dict[str, tuple[int | None, int]]:
     """Group name -> (lag, pending) of every group on the events stream (lag None if Redis cannot tell)."""
     try:
@@ -61,6 +67,7 @@ class StatusWriter:
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.host = socket.gethostname()
+        self._cleaned = False
 
     def write_once(self) -> None:
         """One HSET of every plugin's status."""
@@ -69,11 +76,18 @@ class StatusWriter:
         mapping = {}
         for w in self.workers:
             st = w.status()
-            lag, pending = lags.get(w.group, (None, 0))
-            st.update(lag=lag, pending=pending, host=self.host, pid=os.getpid(), updated=now)
+            undelivered, pending = lags.get(w.group, (None, 0))
+            st.update(lag=None if undelivered is None else undelivered + pending, undelivered=undelivered,
+                      pending=pending, host=self.host, pid=os.getpid(), updated=now)
             mapping[w.name] = json.dumps(st, separators=(",", ":"))
         if mapping:
-            self.bus.redis.hset(status_key(self.bus), mapping=mapping)
+            key = status_key(self.bus)
+            if not self._cleaned:  # plugins no longer configured: their fields go
+                stale = [f for f in self.bus.redis.hgetall(key) if _text(f) not in mapping]
+                if stale:
+                    self.bus.redis.hdel(key, *stale)
+                self._cleaned = True
+            self.bus.redis.hset(key, mapping=mapping)
 
     def trim(self) -> int:
         """XTRIM MINID below what every group of the events stream still needs (see the bus janitor)."""
