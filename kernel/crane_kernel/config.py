@@ -228,6 +228,7 @@ class BusConfig(_Model):
     TlsCaFile: str = ""                  # CA of the Redis server's certificate (rediss:// URLs)
     TlsCertFile: str = ""                # client certificate, if Redis asks for one
     TlsKeyFile: str = ""                 # its key
+    AclSelectors: bool = True            # Redis >= 7 selectors confine cplugind's XADD and rq keys; false: Redis 6.2
 
 
 class AccountingConfig(_Model):
@@ -242,6 +243,29 @@ class AccountingConfig(_Model):
     """
 
     Enforce: list[Literal["associations", "qos", "limits"]] = Field(default_factory=list)
+
+
+class PlugindConfig(_Model):
+    """``Plugind:``: the event-plugin host ``cplugind`` and the events stream it reads.
+
+    ``MaxRetries`` failed attempts of one event (after the first) before it goes to the plugin's
+    dead-letter stream; the wait before retry *n* is ``RetryBase * 2**(n-1)`` seconds, at most
+    ``RetryCap``. ``StatusInterval`` is how often the status hash is written; ``Batch`` entries
+    are read per XREADGROUP; ``RecentIds`` ids per plugin are remembered to skip duplicates;
+    ``ClaimIdle`` is how long an entry must sit in another consumer's pending list before this
+    host claims it at start. ``EventsMaxLen`` bounds the events stream (the controller trims it
+    approximately at XADD): the buffer a lagging plugin has.
+    """
+
+    MaxRetries: int = Field(5, ge=0, le=1000)
+    RetryBase: float = Field(0.5, ge=0, le=3600)
+    RetryCap: float = Field(30.0, ge=0, le=86400)
+    StatusInterval: float = Field(1.0, gt=0, le=3600)
+    Batch: int = Field(100, ge=1, le=10_000)
+    RecentIds: int = Field(10_000, ge=0, le=10_000_000)
+    ClaimIdle: float = Field(60.0, ge=0)
+    EventsMaxLen: int = Field(1_000_000, ge=1000)
+    LogFile: str = ""
 
 
 class ClusterConfig(_Model):
@@ -263,6 +287,7 @@ class ClusterConfig(_Model):
     Auth: AuthConfig = Field(default_factory=AuthConfig)
     Bus: BusConfig = Field(default_factory=BusConfig)
     Accounting: AccountingConfig = Field(default_factory=AccountingConfig)
+    Plugind: PlugindConfig = Field(default_factory=PlugindConfig)
     # Compatibility alias: the cgroup settings now belong to the cgroup runtime plugin
     # (Plugins.Settings.cgroup). A top-level Cgroup: section is passed through unvalidated as that
     # plugin's settings (crane_kernel.plugins.config_selection), and the plugin validates it.

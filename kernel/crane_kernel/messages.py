@@ -4,7 +4,7 @@ Every message is a small pydantic model serialized as compact JSON into the stre
 field ``m``. Each carries
 
 * ``kind`` — what it is; commands have plain names (``"node_register"``), events are
-  dotted (``"job.finished"``, ``"node.down"``);
+  dotted (``"job.ended"``, ``"node.down"``, see :mod:`crane_kernel.events`);
 * ``v`` — the schema version (:data:`SCHEMA_VERSION`); a reader rejects other versions;
 * ``id`` — a unique random id, so that consumers can de-duplicate: delivery is
   at-least-once and the same message may be handled twice.
@@ -14,7 +14,7 @@ Streams and what travels on them (see :class:`crane_kernel.bus.Bus` for the key 
 ============================= ==================================================
 ``crane:{cluster}:report:{n}`` :class:`NodeRegister`, :class:`NodeHeartbeat`, :class:`StepStatus` (node n only)
 ``crane:{cluster}:node:{n}``   :class:`LaunchStep`, :class:`TerminateStep`, :class:`FreeJob` (signed)
-``crane:{cluster}:events``     :class:`JobEvent`, :class:`NodeEvent`
+``crane:{cluster}:events``     :mod:`crane_kernel.events`: ``JobEvent``, ``StepEvent``, ``NodeEvent``
 ============================= ==================================================
 
 Every value is bounded (see :data:`MAX_TIME` and the annotated types below): a message with a
@@ -33,7 +33,7 @@ import json
 import re
 import secrets
 from time import time as _now
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -41,7 +41,6 @@ from pydantic import (
     BeforeValidator,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -52,10 +51,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "BusMessage",
     "FreeJob",
-    "JobEvent",
     "LaunchSpec",
     "LaunchStep",
-    "NodeEvent",
     "NodeHeartbeat",
     "NodeRegister",
     "StepStatus",
@@ -270,40 +267,8 @@ class FreeJob(BusMessage):
 
 
 # --- events: crane:{cluster}:events -----------------------------------------------------------
-
-
-class JobEvent(BusMessage):
-    """A job lifecycle event; ``kind`` is ``"job.<what>"`` (``job.submitted``, ``job.started``, ``job.finished``...)."""
-
-    prefix: ClassVar[str] = "job."
-    kind: str = Field(max_length=64)
-    job_id: JobId
-    data: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("kind")
-    @classmethod
-    def _job_kind(cls, value: str) -> str:
-        """Require the ``job.`` prefix and a non-empty event name."""
-        if not value.startswith("job.") or len(value) <= 4:
-            raise ValueError("must look like 'job.<event>'")
-        return value
-
-
-class NodeEvent(BusMessage):
-    """A node event; ``kind`` is ``"node.<what>"`` (``node.up``, ``node.down``, ``node.drain``...)."""
-
-    prefix: ClassVar[str] = "node."
-    kind: str = Field(max_length=64)
-    node: Name
-    data: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("kind")
-    @classmethod
-    def _node_kind(cls, value: str) -> str:
-        """Require the ``node.`` prefix and a non-empty event name."""
-        if not value.startswith("node.") or len(value) <= 5:
-            raise ValueError("must look like 'node.<event>'")
-        return value
+# The event models (JobEvent, StepEvent, NodeEvent) live in crane_kernel.events, which imports this
+# module; decode finds them by their dotted kind through crane_kernel.events.event_class.
 
 
 MESSAGE_TYPES: dict[str, type[BusMessage]] = {
@@ -312,7 +277,7 @@ MESSAGE_TYPES: dict[str, type[BusMessage]] = {
 }
 """Command kinds (exact names) -> model class. Dotted kinds go to the event classes by prefix."""
 
-_EVENT_TYPES: tuple[type[BusMessage], ...] = (JobEvent, NodeEvent)
+_event_class: Any = None  # crane_kernel.events.event_class, imported on first use (events imports this module)
 _KIND_HEAD = b'{"kind":"'
 
 
@@ -328,9 +293,14 @@ def _class_for(kind: Any) -> type[BusMessage]:
     cls = MESSAGE_TYPES.get(kind)
     if cls is not None:
         return cls
-    for event_cls in _EVENT_TYPES:
-        if kind.startswith(event_cls.prefix):  # type: ignore[attr-defined]
-            return event_cls
+    global _event_class
+    if _event_class is None:
+        from crane_kernel.events import event_class
+
+        _event_class = event_class
+    event_cls = _event_class(kind)
+    if event_cls is not None:
+        return event_cls
     raise BusMessageError(f"unknown message kind {kind!r}")
 
 

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 from crane_kernel.bus import FIELD, Bus, Consumer
 from crane_kernel.errors import BusMessageError
+from crane_kernel.events import JobEvent, JobRecord, NodeEvent, StepEvent
 from crane_kernel.messages import (
     MESSAGE_TYPES,
     BusMessage,
     FreeJob,
-    JobEvent,
     LaunchStep,
-    NodeEvent,
     NodeHeartbeat,
     NodeRegister,
     StepStatus,
@@ -51,9 +50,10 @@ SAMPLES: list[BusMessage] = [
     TerminateStep(job_id=99, reason="orphan"),
     FreeJob(job_id=11),
     UpdateStep(job_id=11, time_limit=300, epoch=3),
-    JobEvent(kind="job.submitted", job_id=11, data={"user": "alice", "partition": "cpu"}),
-    JobEvent(kind="job.finished", job_id=11, data={"exit_code": 0}),
-    NodeEvent(kind="node.down", node="cn02", data={"reason": "heartbeat timeout"}),
+    JobEvent(kind="job.submitted", job_id=11, seq=1, job=JobRecord(job_id=11, user="alice", partition="cpu")),
+    JobEvent(kind="job.ended", job_id=11, seq=2, job=JobRecord(job_id=11, state="Completed", exit_code=0)),
+    StepEvent(kind="step.ended", job_id=11, seq=3, state="Completed", nodes=["cn01"]),
+    NodeEvent(kind="node.down", node="cn02", seq=4, reason="heartbeat timeout"),
 ]
 
 
@@ -134,7 +134,7 @@ def test_decode_accepts_other_key_orders() -> None:
         (b'{"kind":"free_job","v":9,"id":"a"}', "unsupported schema version 9"),
         (b'{"kind":"free_job","v":1,"id":"a","job_id":"x"}', "invalid free_job message: job_id"),
         (b'{"kind":"step_status","v":1,"node":"n","job_id":1,"state":"zombie"}', "state"),
-        (b'{"kind":"job.","v":1,"job_id":1}', "job.<event>"),
+        (b'{"kind":"job.","v":1,"job_id":1}', "unknown job event"),
         (b"\xff\xfe", "malformed JSON"),
     ],
 )
@@ -167,14 +167,15 @@ def test_publish_one_and_many(bus: Bus) -> None:
 def test_publish_maxlen_trims(bus: Bus) -> None:
     stream = bus.events_stream()
     for _ in range(20):
-        bus.publish(stream, [JobEvent(kind="job.started", job_id=i) for i in range(100)], maxlen=100)
+        events = [JobEvent(kind="job.started", job_id=i, job=JobRecord(job_id=i)) for i in range(100)]
+        bus.publish(stream, events, maxlen=100)
     assert 100 <= bus.redis.xlen(stream) < 2000
 
 
 def test_publish_many_fans_out_in_one_pipeline(bus: Bus) -> None:
     nodes = [f"cn{i:02d}" for i in range(5)]
     items = [(bus.node_stream(n), LaunchStep(job_id=i, spec={"argv": ["true"]})) for i, n in enumerate(nodes)]
-    items.append((bus.events_stream(), JobEvent(kind="job.started", job_id=0)))
+    items.append((bus.events_stream(), JobEvent(kind="job.started", job_id=0, job=JobRecord(job_id=0))))
     ids = bus.publish_many(items)
     assert len(ids) == 6
     for i, n in enumerate(nodes):

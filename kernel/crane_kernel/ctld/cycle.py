@@ -15,7 +15,6 @@ from typing import Any
 
 from crane_common.states import JobState
 
-from crane_kernel import messages as m
 from crane_kernel.ctld.jobs import Job
 from crane_kernel.sched_types import REASON_RESOURCE, ClusterView, Plan
 
@@ -118,6 +117,7 @@ class CycleMixin:
                 self._allocate(job, nodes)
                 started.append(job)
                 updates.append((int(job.state), self._rt_json(job), job.job_id))
+                self._emit_job(outbox, "job.started", job, now)
             self.store.write(updates=updates)
         jobs = self.jobs
         for job_id, reason in plan.reasons.items():
@@ -132,6 +132,4 @@ class CycleMixin:
             specs = self.store.specs([j.job_id for j in started])
             for job in started:
                 outbox.append((self.node_stream(job.head_node), self._launch_message(job, specs[job.job_id])))
-                outbox.append((self.events_stream(), m.JobEvent(kind="job.started", job_id=job.job_id,
-                                                                data={"nodes": list(job.alloc_nodes)})))
         return len(started)

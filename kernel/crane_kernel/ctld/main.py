@@ -17,12 +17,19 @@ from crane_kernel.errors import CraneError
 
 log = logging.getLogger("cranectld")
 
-EVENTS_MAXLEN = 200_000  # the events stream keeps about this many recent events
+EVENTS_MAXLEN = 1_000_000
+"""Default bound of the events stream (``Plugind.EventsMaxLen``): XADD trims it to about this many entries.
+
+The stream is the event plugins' buffer; cplugind also trims what every plugin group acked. At the
+drain bench's sustained ~150 jobs/s (~5 events a job, ~750 events/s) a million entries hold
+~22 minutes of events for a plugin that stopped; at 10 jobs/s, over five hours. An entry is
+~0.6-1 KB in Redis.
+"""
 BUS_EPOCH_KEY = "bus_epoch"  # journal meta: the epoch of the latest start's signed node commands
 
 
 CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle")
-"""The plugin slots cranectld fills (runtimes load on the nodes, event plugins in the event consumers)."""
+"""The plugin slots cranectld fills (runtimes load on the nodes, event plugins in cplugind)."""
 
 
 def slot_defaults(cfg: ClusterConfig) -> dict[str, dict[str, Any]]:
@@ -99,6 +106,13 @@ class CtldDaemon:
             self.pm.shutdown()
             raise
         self.listen = listen or f"{cfg.CraneCtldListenAddress}:{cfg.CraneCtldListenPort}"
+        self.events_maxlen = cfg.Plugind.EventsMaxLen
+        self._events_lock = threading.Lock()
+        self._unsent: list[tuple[int, bytes]] = self.store.outbox_rows()  # left by an earlier run: publish again
+        self.store.take_committed()  # those recover() just wrote are among them
+        self._events_outage = False
+        self._events_tried = 0.0
+        self._events_wake = threading.Event()
         self.threads: list[threading.Thread] = []
         self.server: Any = None
 
@@ -114,20 +128,77 @@ class CtldDaemon:
         from crane_kernel.bus import credentials
         from crane_kernel.bus.signing import CommandSigner
 
-        secret = credentials.ensure(cfg.bus_dir, cfg.ClusterName, list(cfg.node_table()))
+        secret = credentials.ensure(cfg.bus_dir, cfg.ClusterName, list(cfg.node_table()), cfg.Bus.AclSelectors)
         epoch = max(int(store.get_meta(BUS_EPOCH_KEY, 0) or 0) + 1, int(time.time() * 1000))
         store.write(meta={BUS_EPOCH_KEY: epoch})
         return CommandSigner(f"crane:{cfg.ClusterName}", lambda node: credentials.command_key(secret, node), epoch)
 
     def _publish(self, outbox: list) -> None:
-        if not outbox:
-            return
+        """Publish the node messages of ``outbox``; wake the events thread for the committed events."""
         events = self.bus.events_stream()
-        try:
-            self.bus.publish_many([item for item in outbox if item[0] != events])
-            self.bus.publish_many([item for item in outbox if item[0] == events], maxlen=EVENTS_MAXLEN)
-        except Exception as exc:  # Redis down: launches are retried, the rest is best effort
-            log.error("could not publish %d bus message(s): %s", len(outbox), exc)
+        others = [item for item in outbox if item[0] != events]  # events go through the journal's outbox
+        if others:
+            try:
+                self.bus.publish_many(others)
+            except Exception as exc:  # Redis down: launches are retried, the rest is best effort
+                log.error("could not publish %d bus message(s): %s", len(others), exc)
+        self._events_wake.set()
+
+    def _events_loop(self) -> None:
+        """The one publisher of events: woken after every commit, and once a second (retries, deletes)."""
+        last_flush = 0.0
+        while not self.stop.is_set():
+            self._events_wake.wait(1.0)
+            self._events_wake.clear()
+            try:
+                self.publish_events()
+                if time.monotonic() - last_flush > 1.0:  # published rows no write has deleted yet
+                    self.store.flush_published()
+                    last_flush = time.monotonic()
+            except Exception:
+                log.exception("publishing events failed")
+
+    def publish_events(self, force: bool = False) -> int:
+        """XADD the committed events not yet published, in ``seq`` order; return how many were sent.
+
+        Called by the events thread (``_events_loop``: woken after every commit, so no RPC waits
+        for it, and once a second), one call at a time, so the stream is in ``seq`` order. After a
+        Redis error they stay queued (and in the outbox table) and are sent again by the next call;
+        the same bytes, so the same ``id``. Their outbox rows are deleted with the next journal
+        transaction (or by ``flush_published``). While Redis is unreachable, an attempt is made at
+        most once a second (unless ``force``).
+        """
+        from crane_kernel.bus.client import FIELD
+
+        if self._events_outage and not force and time.monotonic() - self._events_tried < 1.0:
+            return 0
+        with self._events_lock:
+            self._events_tried = time.monotonic()
+            fresh = self.store.take_committed()
+            if fresh:
+                self._unsent.extend(fresh)
+            rows = self._unsent
+            if not rows:
+                return 0
+            stream, maxlen = self.bus.events_stream(), self.events_maxlen
+            try:
+                for start in range(0, len(rows), 1000):
+                    pipe = self.bus.redis.pipeline(transaction=False)
+                    for _seq, data in rows[start:start + 1000]:
+                        pipe.xadd(stream, {FIELD: data}, maxlen=maxlen, approximate=True)
+                    pipe.execute()
+                    self.store.mark_published(rows[min(start + 1000, len(rows)) - 1][0])
+            except Exception as exc:  # Redis down: kept, sent again later
+                self._unsent = rows[start:]
+                if not self._events_outage:
+                    log.error("could not publish %d event(s), kept in the outbox: %s", len(self._unsent), exc)
+                    self._events_outage = True
+                return start
+            if self._events_outage:
+                log.info("events published again (%d)", len(rows))
+                self._events_outage = False
+            self._unsent = []
+            return len(rows)
 
     def start(self) -> None:
         """Start the gRPC server, the bus consumer and the scheduling loop."""
@@ -155,9 +226,13 @@ class CtldDaemon:
         self.threads = [
             threading.Thread(target=consumer.run, args=(self.stop,), name="bus", daemon=True),
             threading.Thread(target=self._schedule_loop, name="sched", daemon=True),
+            threading.Thread(target=self._events_loop, name="events", daemon=True),
         ]
         for t in self.threads:
             t.start()
+        if self._unsent:
+            log.info("publishing %d event(s) left in the outbox", len(self._unsent))
+        self._events_wake.set()
         log.info("cranectld %s ready on %s%s (scheduler %s, cluster %s)", os.getpid(), self.listen,
                  " (TLS)" if tls else "", cfg.Plugins.Scheduler, cfg.ClusterName)
 
@@ -180,10 +255,16 @@ class CtldDaemon:
         """Stop serving, join the loops, close the store, then shut the plugins down."""
         self.stop.set()
         self.ctl.wake.set()
+        self._events_wake.set()
         if self.server is not None:
             self.server.stop(grace=1).wait()
         for t in self.threads:
             t.join(timeout=3)
+        try:
+            self.publish_events(force=True)
+            self.store.flush_published()
+        except Exception as exc:  # what is left stays in the outbox for the next start
+            log.warning("events not published at shutdown: %s", exc)
         self.store.close()
         self.pm.shutdown()
 

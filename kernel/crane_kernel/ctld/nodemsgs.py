@@ -57,7 +57,6 @@ class NodeMessagesMixin:
             node.alive = True
             node.refresh_usable()
             log.info("node %s is up", name)
-            outbox.append((self.events_stream(), m.NodeEvent(kind="node.up", node=name, data={})))
         return node
 
     def _on_heartbeat(self, name: str, running: list[int], now: float, outbox: list,
@@ -73,6 +72,7 @@ class NodeMessagesMixin:
         node = self._node_seen(msg.node, now, outbox)
         if node is None:
             return []
+        self._emit_node(outbox, "node.registered", msg.node, now, cpus=msg.cpus, memory=msg.mem)
         updates: list = []
         for result in msg.finished or []:
             try:
@@ -113,6 +113,7 @@ class NodeMessagesMixin:
                 rv = self.running_view.get(job.job_id)
                 if rv is not None and job.time_limit:
                     self.running_view[job.job_id] = rv.with_end(job.start_time + job.time_limit)
+                self._emit_step(outbox, "step.started", job, now, state="Running")
                 return [(int(job.state), self._rt_json(job), job.job_id)]
             return []
         if msg.state == "failed_to_start":
@@ -145,6 +146,8 @@ class NodeMessagesMixin:
                     outbox.append((self.node_stream(n), m.TerminateStep(job_id=job.job_id, reason="node",
                                                                         epoch=job.epoch)))
         if requeue:
+            if job.state == JobState.Running:
+                self._emit_step(outbox, "step.ended", job, now, state="Requeued")
             self._release(job)
             job.state = JobState.Pending
             job.alloc_nodes = ()
@@ -156,8 +159,7 @@ class NodeMessagesMixin:
                 self.pending[job.job_id] = job
             log.info("job %d requeued: %s%s", job.job_id, why, " (starts once its old processes are gone)"
                      if held else "")
-            outbox.append((self.events_stream(), m.JobEvent(kind="job.requeued", job_id=job.job_id,
-                                                            data={"reason": why})))
+            self._emit_job(outbox, "job.requeued", job, now, changes={"reason": why})
             return [(int(job.state), self._rt_json(job), job.job_id)]
         return self._finish(job, JobState.Failed, EC_CRANED_DOWN, now, outbox, persist=False, reason=why)
 
@@ -177,14 +179,12 @@ class NodeMessagesMixin:
                 continue
             if node.alive:
                 log.warning("node %s missed heartbeats for %.0fs: DOWN", node.name, now - node.last_seen)
-                outbox.append((self.events_stream(), m.NodeEvent(kind="node.down", node=node.name,
-                                                                 data={"reason": "heartbeat timeout"})))
+                self._emit_node(outbox, "node.down", node.name, now, reason="heartbeat timeout")
             node.alive = False
             node.refresh_usable()
             for job in lost:
                 updates += self._end_lost(job, now, outbox, f"node {node.name} down")
-        if updates:
-            self.store.write(updates=updates)
+        self.store.write(updates=updates)  # also journals the events (an empty write with none is free)
 
     def confirm_node_down(self, names: list[str], reason: str, identity: Any) -> tuple[list, list]:
         """An admin confirms nodes are down and run nothing of their jobs (e.g. powered off); admins only.

@@ -334,8 +334,7 @@ def confirm_node_down(ctl: "Controller", names: list[str], reason: str,
         name = node.name
         log.warning("node %s confirmed down by %s: %s", name, identity.user, reason)
         if node.alive:
-            outbox.append((ctl.events_stream(), m.NodeEvent(kind="node.down", node=name,
-                                                            data={"reason": reason, "by": identity.user})))
+            ctl._emit_node(outbox, "node.down", name, now, reason=reason, actor=identity.user)
         node.alive = False
         node.refresh_usable()
         ctl.recon.live_on.pop(name, None)

@@ -12,7 +12,10 @@ submission (JSON, including script and environment, which the controller does
 not keep in memory) and ``rt`` the mutable runtime record (JSON); ``meta``
 holds counters; ``nodes`` holds administrative node state (drain); ``acct_records(kind, name, data)``
 holds the account database (``kind`` ``qos``/``account``/``user``, ``data`` the record as JSON) and
-``acct_txn`` its transaction log (see :mod:`crane_kernel.ctld.accounts`).
+``acct_txn`` its transaction log (see :mod:`crane_kernel.ctld.accounts`); ``outbox(seq, data)`` the
+events not yet on the events stream (the transactional outbox: an event staged with
+:meth:`StateStore.stage_events` is inserted by the next :meth:`StateStore.write`, in the same
+transaction as the change it describes; it is deleted, in a later transaction, once published).
 
 Privacy: the journal holds every user's scripts and environments, so its directory is made
 0700 and the database with its ``-wal``/``-shm`` files 0600 (fixed at every start, and created
@@ -40,6 +43,7 @@ CREATE TABLE IF NOT EXISTS acct_records (kind TEXT NOT NULL, name TEXT NOT NULL,
                                          PRIMARY KEY (kind, name));
 CREATE TABLE IF NOT EXISTS acct_txn (id INTEGER PRIMARY KEY, time REAL NOT NULL, actor TEXT NOT NULL,
                                      action TEXT NOT NULL, target TEXT NOT NULL, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB NOT NULL);
 """
 
 
@@ -79,6 +83,10 @@ class StateStore:
             os.umask(old_umask)
         _private_files(path)
         self._lock = threading.Lock()
+        self._staged: list[tuple[int, bytes]] = []      # events of the coming transaction
+        self._committed: list[tuple[int, bytes]] = []   # committed, not yet handed to the publisher
+        self._delete_upto = 0                           # published: delete outbox rows up to this seq
+        self._deleted_upto = 0
         self.compact_ended()
 
     def close(self) -> None:
@@ -90,16 +98,20 @@ class StateStore:
     def write(self, inserts: Iterable[tuple[int, int, str, str]] = (),
               updates: Iterable[tuple[int, str, int]] = (),
               deletes: Iterable[int] = (),
-              meta: dict[str, Any] | None = None) -> None:
-        """Apply a group of changes in one transaction.
+              meta: dict[str, Any] | None = None,
+              node_states: Iterable[tuple[str, bool, str]] = ()) -> None:
+        """Apply a group of changes in one transaction, with the events staged for it (the outbox).
 
         ``inserts``: ``(id, state, spec_json, rt_json)``; ``updates``:
-        ``(state, rt_json, id)``; ``deletes``: job ids; ``meta``: key -> value.
+        ``(state, rt_json, id)``; ``deletes``: job ids; ``meta``: key -> value;
+        ``node_states``: ``(name, drained, reason)``.
         """
+        node_states = list(node_states)
         inserts, updates, deletes = list(inserts), list(updates), list(deletes)
-        if not (inserts or updates or deletes or meta):
-            return
         with self._lock:
+            staged = self._staged
+            if not (inserts or updates or deletes or meta or staged or node_states):
+                return
             db = self._db
             db.execute("BEGIN")
             try:
@@ -110,10 +122,64 @@ class StateStore:
                 if meta:
                     db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)",
                                    ((k, json.dumps(v)) for k, v in meta.items()))
+                if node_states:
+                    db.executemany("INSERT OR REPLACE INTO nodes(name, drain, reason) VALUES (?,?,?)",
+                                   ((n, int(d), r) for n, d, r in node_states))
+                if staged:
+                    db.executemany("INSERT INTO outbox(seq, data) VALUES (?,?)", staged)
+                upto = self._delete_upto
+                if upto > self._deleted_upto:  # the published events, deleted with this transaction
+                    db.execute("DELETE FROM outbox WHERE seq<=?", (upto,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if staged:
+                self._committed.extend(staged)
+                self._staged = []
+            self._deleted_upto = max(self._deleted_upto, upto)
+
+    # -- the transactional outbox -------------------------------------------
+    def stage_events(self, rows: Iterable[tuple[int, bytes]]) -> None:
+        """Events ``(seq, encoded)`` to insert into the outbox with the next :meth:`write` transaction."""
+        with self._lock:
+            self._staged.extend(rows)
+
+    def take_committed(self) -> list[tuple[int, bytes]]:
+        """The events committed since the last call, in ``seq`` order (the publisher's work)."""
+        with self._lock:
+            rows, self._committed = self._committed, []
+        rows.sort()
+        return rows
+
+    def mark_published(self, seq: int) -> None:
+        """Every event up to ``seq`` is on the stream: its outbox row is deleted with the next write."""
+        with self._lock:
+            self._delete_upto = max(self._delete_upto, seq)
+
+    def flush_published(self) -> int:
+        """Delete the published outbox rows now (when no write came along to do it); return how many."""
+        with self._lock:
+            upto = self._delete_upto
+            if upto <= self._deleted_upto:
+                return 0
+            cur = self._db.execute("DELETE FROM outbox WHERE seq<=?", (upto,))
+            self._deleted_upto = upto
+            return cur.rowcount or 0
+
+    def outbox_rows(self, limit: int = 0) -> list[tuple[int, bytes]]:
+        """Events still in the outbox (committed, not known to be published), oldest first."""
+        q = "SELECT seq, data FROM outbox ORDER BY seq" + (" LIMIT ?" if limit else "")
+        with self._lock:
+            rows = self._db.execute(q, (limit,) if limit else ()).fetchall()
+        return [(int(seq), bytes(data)) for seq, data in rows]
+
+    def last_event_seq(self) -> int:
+        """The highest event ``seq`` ever journaled (AUTOINCREMENT keeps it across deletes)."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
+            top = self._db.execute("SELECT MAX(seq) FROM outbox").fetchone()
+        return max(int(row[0]) if row else 0, int(top[0] or 0) if top else 0)
 
     def compact_ended(self) -> int:
         """Drop script and environment from every ended job still holding them (at start); return how many."""
