@@ -21,18 +21,21 @@ EVENTS_MAXLEN = 200_000  # the events stream keeps about this many recent events
 BUS_EPOCH_KEY = "bus_epoch"  # journal meta: the epoch of the latest start's signed node commands
 
 
-CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle")
-"""The plugin slots cranectld fills (runtimes load on the nodes, event plugins in the event consumers)."""
+CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle", "accounting")
+"""The plugin slots cranectld fills (runtimes load on the nodes, event plugins in cplugind)."""
 
 
 def slot_defaults(cfg: ClusterConfig) -> dict[str, dict[str, Any]]:
     """Settings the kernel supplies to every plugin of a slot, under ``Plugins.Settings.<name>``."""
     return {"auth": {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins), "Cluster": cfg.ClusterName},
-            "lifecycle": {"JobRequeue": cfg.CraneCtld.JobRequeue, "MaxRequeueCount": cfg.CraneCtld.MaxRequeueCount}}
+            "lifecycle": {"JobRequeue": cfg.CraneCtld.JobRequeue, "MaxRequeueCount": cfg.CraneCtld.MaxRequeueCount},
+            # the job history's writer (cplugind) and reader (cranectld) find the same default store
+            "events": {"CraneBaseDir": cfg.base_dir},
+            "accounting": {"CraneBaseDir": cfg.base_dir}}
 
 
 def build_plugin_manager(cfg: ClusterConfig) -> Any:
-    """Load the controller's plugin slots (auth, scheduler, priority, job filters, gres, lifecycle) into one manager.
+    """Load the controller's plugin slots (auth, scheduler, priority, job filters, gres, lifecycle, accounting).
 
     Lifecycle plugins get ``CraneCtld.JobRequeue`` and ``CraneCtld.MaxRequeueCount`` as the
     defaults of their settings (``Plugins.Settings.<name>`` overrides them). Returns a

@@ -1,4 +1,4 @@
-"""The two halves of the ``sql`` plugin: :class:`SqlEvents` (``crane.events``) and :class:`SqlAccounting` (``crane.accounting``).
+"""The two halves of the ``sql`` plugin: :class:`SqlEvents` (events) and :class:`SqlAccounting` (accounting).
 
 A slot allows only its own hooks, so the writer and the reader are two classes over the same
 :class:`~crane_acct_sql.store.Store`: cplugind loads ``sql`` as an event plugin and feeds it the

@@ -41,7 +41,8 @@ class Settings:
 
         u = urlsplit(self.target)
         host = u.hostname or "localhost"
-        return f"postgresql://{u.username + '@' if u.username else ''}{host}{':' + str(u.port) if u.port else ''}{u.path}"
+        who = f"{u.username}@" if u.username else ""
+        return f"postgresql://{who}{host}{':' + str(u.port) if u.port else ''}{u.path}"
 
 
 def _number(value: Any, where: str) -> float:
