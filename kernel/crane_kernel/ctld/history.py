@@ -141,7 +141,7 @@ def record_info(rec: Any, now: float, private: bool, private_fields: Sequence[st
         node_num=rec.node_num, req_cpus=rec.cpus, req_mem_per_node=rec.mem_per_node, exit_code=rec.exit_code,
         comment=rec.comment, cwd=rec.cwd, usage_cpu_ms=rec.cpu_time_ms, usage_mem_peak=rec.mem_peak_bytes)
     if rec.nodes:
-        info.craned_list = compress(list(rec.nodes))
+        info.craned_list = rec.nodes[0] if len(rec.nodes) == 1 else compress(list(rec.nodes))
         info.alloc_cpus = rec.cpus
         info.alloc_mem_per_node = rec.mem_per_node
     if rec.reason:
