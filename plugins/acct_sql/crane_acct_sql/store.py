@@ -34,6 +34,7 @@ from crane_acct_sql.settings import Settings
 log = logging.getLogger("crane_acct_sql")
 
 PRUNE_CHUNK = 10_000
+SMALL_LIST = 64  # up to this many values a filter is IN (?, ...); beyond, one array parameter
 _ADVISORY_KEY = 0x63_72_61_6E_65_61_63  # "craneac": serialises migrations of one PostgreSQL database
 
 
@@ -223,6 +224,17 @@ class Store:
             return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
         return f"{column} = ANY(?)", list(values)
 
+    def _any_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column`` is any of ``values`` for a query's WHERE: ``=`` for one value and ``IN (?, ...)`` for a
+        few (the planners then walk the ``(column, job_id)`` indexes in job id order), one array parameter
+        for many."""
+        if len(values) == 1:
+            return f"{column} = ?", [values[0]]
+        if len(values) <= SMALL_LIST:
+            return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+        cond, arg = self._any(column, values)
+        return cond, [arg]
+
     def _transaction(self, work: Any) -> Any:
         """Run ``work(cursor)`` in one transaction on this thread's connection; return its result."""
         conn = self.conn()
@@ -399,16 +411,16 @@ class Store:
                                ("user_name", q.users), ("account", q.accounts),
                                ("partition_name", q.partitions), ("qos", q.qos), ("state", q.states)):
             if values:
-                cond, arg = self._any(column, list(dict.fromkeys(values)))
+                cond, more = self._any_of(column, list(dict.fromkeys(values)))
                 where.append(cond)
-                args.append(arg)
+                args += more
         if q.nodes:
             where.append("(" + " OR ".join(["nodes LIKE ? ESCAPE '\\'"] * len(q.nodes)) + ")")
             args += [f"%,{_like_escape(n)},%" for n in q.nodes]
         for column, (lo, hi) in (("submit_time", q.submit_time), ("start_time", q.start_time),
                                  ("end_time", q.end_time)):
-            if lo or hi:  # a range asks for jobs that have that time: not yet started/ended ones do not match
-                where.append(f"{column} > 0")
+            if hi and not lo:  # a range asks for jobs that have that time: not yet started/ended ones do not match
+                where.append(f"{column} > 0")  # (only when open below: a second lower bound misleads the planner)
             if lo:
                 where.append(f"{column} >= ?")
                 args.append(float(lo))
