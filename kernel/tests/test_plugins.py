@@ -244,11 +244,13 @@ def test_bundled_plugins_are_installed_as_entry_points():
     assert "rbac" in plugins.installed("auth")
 
 
-def test_every_installed_plugin_fits_its_slot():
+def test_every_installed_plugin_fits_its_slot(tmp_path):
     """Each bundled entry point loads into its own slot (and so implements only that slot's hooks)."""
+    base = {"CraneBaseDir": str(tmp_path)}  # what cranectld and cplugind give event and accounting plugins
     for slot in plugins.SLOTS.values():
         for name in plugins.installed(slot.name):
-            loaded = plugins.load_slots({slot.key: [name]}, defaults={"auth": {"KeyFile": ""}})
+            loaded = plugins.load_slots({slot.key: [name]}, defaults={"auth": {"KeyFile": ""}, "events": base,
+                                                                      "accounting": base})
             assert loaded.names(slot.name) == [name]
             loaded.shutdown()
 
