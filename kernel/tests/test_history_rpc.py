@@ -8,6 +8,8 @@ the plugin's events half (``crane_event`` with typed events). Callers present re
 from __future__ import annotations
 
 import pwd
+import uuid
+from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
 
@@ -32,7 +34,7 @@ BASE = {"Partitions": [{"name": "debug", "nodes": "ALL"}], "Auth": {"Admins": ["
 class Api:
     """The service on a local TLS port; :meth:`md` gives a caller's metadata."""
 
-    def __init__(self, harness: Any) -> None:
+    def __init__(self, harness: Any, url: str | None = None) -> None:
         from crane_kernel.ctld.main import server_credentials
         from crane_kernel.ctld.service import CraneCtldService
         from crane_tools import certs
@@ -51,7 +53,7 @@ class Api:
         self.stub = pbg.CraneCtldStub(self.channel)
         self.key = jwt_tokens.read_keyring(harness.cfg.key_file)
         self.writer = SqlEvents()  # cplugind's half, on the same default store
-        self.writer.crane_plugin_configure(settings={"CraneBaseDir": harness.cfg.base_dir})
+        self.writer.crane_plugin_configure(settings={"Url": url} if url else {"CraneBaseDir": harness.cfg.base_dir})
         self.seq = 0
 
     def md(self, who: pwd.struct_passwd | None, level: str = "none") -> tuple:
@@ -91,10 +93,13 @@ class Api:
 def make_api(ctld: Any) -> Any:
     made: list[Api] = []
 
-    def make(extra: dict[str, Any] | None = None) -> Api:
-        h = ctld({**BASE, **(extra or {})})
+    def make(extra: dict[str, Any] | None = None, url: str | None = None) -> Api:
+        over = {**BASE, **(extra or {})}
+        if url:
+            over["Plugins"] = {**over["Plugins"], "Settings": {"sql": {"Url": url}}}
+        h = ctld(over)
         h.register_all()
-        api = Api(h)
+        api = Api(h, url)
         made.append(api)
         setup(api)
         return api
@@ -267,3 +272,34 @@ def test_fetch_history_fills_the_page_around_the_controllers_copies() -> None:
 def test_in_range() -> None:
     assert hist.in_range(0, (0, 0)) and hist.in_range(5, (5, 5)) and not hist.in_range(0, (0, 10))
     assert hist.in_range(10, (0, 10)) and not hist.in_range(11, (0, 10)) and hist.in_range(11, (10, 0))
+
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A schema of its own in PostgreSQL's test database (dropped afterwards); skipped if unreachable."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(PG, autocommit=True, connect_timeout=3)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL is unreachable at {PG}: {' '.join(str(exc).split())}")
+    name = f"crane_t_{uuid.uuid4().hex[:12]}"
+    with conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield f"{PG}?options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def test_the_same_on_postgresql(make_api: Any, pg_url: str) -> None:
+    api = make_api({"CraneCtld": {**BASE["CraneCtld"], "PrivateData": ["jobs"]}}, url=pg_url)
+    assert api.ids(None) == [1, 2, 100, 101, 102, 103]
+    assert api.ids(None, users=[BOB.pw_name], include_steps=True) == [102]
+    assert api.ids(ALICE) == [1, 2, 100, 101]
+    assert api.ids(CAROL) == [1, 2, 100, 101, 103]
+    assert api.ids(None, filter_end_time=pb.TimeRange(lower=int(NOW - 60 + 101), upper=0)) == [101, 102, 103]
