@@ -18,11 +18,13 @@ from crane_kernel import hookimpl
 from crane_kernel.history import HistoryQuery, HistoryRecord
 
 from crane_acct_sql.settings import parse_settings
-from crane_acct_sql.store import Store
+from crane_acct_sql.store import PRUNE_CHUNK, Store
 
 log = logging.getLogger("crane_acct_sql")
 
 __all__ = ["SqlAccounting", "SqlEvents"]
+
+PRUNE_PASS = 5  # chunks of PRUNE_CHUNK jobs per pruning pass in crane_event
 
 
 class _Base:
@@ -65,13 +67,22 @@ class SqlEvents(_Base):
 
     @hookimpl
     def crane_event(self, event: Any) -> None:
-        """Apply one event, committed before returning (cplugind acks after); a store error raises (retried)."""
+        """Apply one event, committed before returning (cplugind acks after); a store error raises (retried).
+
+        Then, every ``PruneInterval``, a pruning pass of at most :data:`PRUNE_PASS` chunks (a long
+        backlog continues with the next events, so no event waits long); its failure is logged only
+        (the event is stored).
+        """
         store = self._store()
         store.apply([event])
         now = time.time()
         if now >= self._next_prune:
             self._next_prune = now + store.settings.prune_interval
-            store.prune(now)
+            try:
+                if store.prune(now, max_chunks=PRUNE_PASS) >= PRUNE_PASS * PRUNE_CHUNK:
+                    self._next_prune = now  # more to delete: go on with the next event
+            except Exception as exc:  # noqa: BLE001 - pruning is housekeeping
+                log.warning("sql accounting: pruning failed: %s", " ".join(str(exc).split()))
 
     def apply_many(self, events: list[Any]) -> int:
         """Apply a batch of events in one transaction (a host that delivers batches may use it)."""

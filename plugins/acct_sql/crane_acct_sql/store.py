@@ -375,14 +375,19 @@ class Store:
         else:
             self._transaction(lambda cur: cur.execute("ANALYZE"))
 
-    def prune(self, now: float | None = None) -> int:
-        """Delete jobs (and their steps) that ended more than ``Retention`` days ago; return how many."""
+    def prune(self, now: float | None = None, max_chunks: int = 0) -> int:
+        """Delete jobs (and their steps) that ended more than ``Retention`` days ago; return how many.
+
+        In transactions of :data:`PRUNE_CHUNK` jobs; at most ``max_chunks`` of them (0: until done).
+        """
         days = self.settings.retention_days
         if days <= 0:
             return 0
         cutoff = (time.time() if now is None else now) - days * 86400.0
         total = 0
+        chunks = 0
         while True:
+            chunks += 1
             def chunk(cur: Any) -> int:
                 cur.execute(self._sql("SELECT job_id FROM jobs WHERE end_time > 0 AND end_time < ? LIMIT ?"),
                             (cutoff, PRUNE_CHUNK))
@@ -394,7 +399,7 @@ class Store:
                 return len(ids)
             n = self._transaction(chunk)
             total += n
-            if n < PRUNE_CHUNK:
+            if n < PRUNE_CHUNK or (max_chunks and chunks >= max_chunks):
                 break
         self._transaction(lambda cur: cur.execute(self._sql("DELETE FROM node_events WHERE time < ?"), (cutoff,)))
         if total:

@@ -292,3 +292,35 @@ def test_loaded_through_the_slots(tmp_path: Any) -> None:
         assert [x.job_id for x in got] == [1]
     finally:
         p.shutdown()
+
+
+def test_a_long_prune_goes_on_over_several_events(url: str, monkeypatch: Any) -> None:
+    from crane_acct_sql import plugin, store
+
+    monkeypatch.setattr(store, "PRUNE_CHUNK", 3)
+    monkeypatch.setattr(plugin, "PRUNE_CHUNK", 3)
+    monkeypatch.setattr(plugin, "PRUNE_PASS", 2)
+    w, r = plugins(url, Retention=1)
+    now = time.time()
+    w.apply_many([ended(i, i, end_time=now - 10 * DAY, start_time=now - 11 * DAY, submit_time=now - 11 * DAY)
+                  for i in range(1, 15)])
+    w.crane_event(event=ended(100, 100, end_time=now))
+    assert len(q(r)) == 15 - 6  # one pass: two chunks of three
+    w.crane_event(event=ended(101, 101, end_time=now))
+    w.crane_event(event=ended(102, 102, end_time=now))
+    assert q(r) == [100, 101, 102]
+    for p in (w, r):
+        p.crane_plugin_shutdown()
+
+
+def test_a_failing_prune_does_not_fail_the_event(url: str, monkeypatch: Any) -> None:
+    w, r = plugins(url, Retention=1)
+
+    def broken(*_a: Any, **_k: Any) -> int:
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(w.store, "prune", broken)
+    w.crane_event(event=ended(1, 1))
+    assert q(r) == [1]
+    for p in (w, r):
+        p.crane_plugin_shutdown()
