@@ -258,7 +258,7 @@ def test_submission_is_resolved_and_refused_with_a_code(make_api: Any) -> None:
                          metadata=api.md(ALICE))
     assert r.code == pb.ERR_PARTITION_MISSING
     r = s.SubmitBatchJob(pb.SubmitBatchJobRequest(job=pb.JobSpec(script="", cwd="/tmp")), metadata=api.md(ALICE))
-    assert not r.ok and r.code == pb.ERR_GENERIC_FAILURE  # other refusals: the generic code (as upstream)
+    assert not r.ok and r.code == pb.ERR_GENERIC_FAILURE  # other refusals: the generic code
     # she cannot delete herself out of her account while her job is pending, unless forced
     d = s.DeleteUser(pb.DeleteUserRequest(names=[ALICE.pw_name], account="hep"), metadata=api.md(ROOT))
     assert d.rich_error_list[0].code == pb.ERR_USER_HAS_JOB

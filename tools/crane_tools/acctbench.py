@@ -8,7 +8,8 @@ by :func:`crane_kernel.plugins.load_slots`, with ``max_lines`` 1000 (cacct's def
 of ``--runs`` runs (a different day or user each run), also with the conversion to the reply's
 ``JobInfo`` messages; and the sustained write rate of the events half: ``job.ended`` events
 through ``crane_event`` one at a time, each committed before the call returns (as cplugind
-delivers them), reported in events per second.
+delivers them), reported in events per second; and the controller's fair-share read at start-up
+(:func:`crane_kernel.ctld.history.rebuild_usage`: the last 30 days, a day at a time).
 
 Usage::
 
@@ -137,6 +138,11 @@ def run_engine(engine: str, records: int, runs: int, events: int, workdir: str, 
 
         out["cacct_S_one_day"] = timed(day)
         out["cacct_u_user"] = timed(user)
+        from crane_kernel.ctld.history import rebuild_usage
+
+        t = time.perf_counter()
+        fed = rebuild_usage(query, lambda **_kw: None, set(), end + 1.0)  # the controller's start-up read
+        out["fairshare_rebuild"] = {"jobs": fed, "s": round(time.perf_counter() - t, 2)}
         base = records + 1
         evs = [JobEvent(kind="job.ended", job_id=base + i, seq=base + i, time=end, job=JobRecord(
             job_id=base + i, name="w", user=f"user{i % USERS:03d}", uid=10_000 + i % USERS, account="acct0",
@@ -217,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {e['engine']:<8} load {e['load_s']:7.1f} s ({e['load_records_per_s']:,}/s, {e['size_mb']} MB)  "
               f"cacct -S <day> {d['hook_ms']:7.2f} ms ({d['rows']} rows; {d['with_reply_ms']:.2f} ms with JobInfo)  "
               f"cacct -u <user> {u['hook_ms']:7.2f} ms ({u['rows']} rows; {u['with_reply_ms']:.2f} ms)  "
-              f"writes {w['events_per_s']:,} job.ended/s (median {w['median_ms']} ms, p99 {w['p99_ms']} ms)")
+              f"writes {w['events_per_s']:,} job.ended/s (median {w['median_ms']} ms, p99 {w['p99_ms']} ms)  "
+              f"fair-share rebuild {e['fairshare_rebuild']['jobs']:,} jobs in {e['fairshare_rebuild']['s']} s")
     return 0
 
 

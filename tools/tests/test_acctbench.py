@@ -31,6 +31,7 @@ def test_bench_acct_small(engine: str, tmp_path: Any, capsys: Any) -> None:
     assert e["engine"] == engine and e["records"] == 3000
     assert 0 < e["cacct_S_one_day"]["rows"] <= 1000 and 10 < e["cacct_u_user"]["rows"] < 60
     assert e["write"]["events"] == 50 and e["write"]["events_per_s"] > 0
+    assert 200 < e["fairshare_rebuild"]["jobs"] < 300  # 30 days of a year of 3,000 jobs
     assert list(tmp_path.iterdir()) == []  # the store is removed afterwards
 
 
