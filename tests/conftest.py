@@ -10,15 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from crane_e2e import Cluster, make_cluster  # noqa: E402
+from crane_e2e import running_cluster  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Any:
     """A 3-node cluster shared by the tests of one module."""
-    lc = make_cluster()
-    lc.start()
-    try:
-        yield Cluster(lc)
-    finally:
-        lc.stop()
+    with running_cluster() as cluster:
+        yield cluster

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from crane_common.states import FINAL_STATES, JobState
@@ -108,3 +109,14 @@ def make_cluster(**overrides: Any) -> LocalCluster:
         else:
             settings[k] = v
     return LocalCluster(**settings)
+
+
+@contextlib.contextmanager
+def running_cluster(**overrides: Any) -> Iterator[Cluster]:
+    """A started :func:`make_cluster` cluster for the ``with`` block (a module fixture's body), stopped after."""
+    lc = make_cluster(**overrides)
+    lc.start()
+    try:
+        yield Cluster(lc)
+    finally:
+        lc.stop()

@@ -78,12 +78,17 @@ def test_a_unauthenticated_launch_as_root_is_refused(cluster):
     assert not os.path.exists(marker)
 
 
+def _near_miss(password: str) -> str:
+    """The password with its last character changed (never equal to it)."""
+    return password[:-1] + ("1" if password.endswith("0") else "0")
+
+
 def test_b_guessed_passwords_are_refused(cluster):
     """(b) Before: no password was needed at all. Now guessed users/passwords get WRONGPASS, and nothing runs."""
     marker = os.path.join(cluster.workdir, "pwned-b")
     stream = f"crane:{cluster.lc.cfg.ClusterName}:node:cn01"
     for user, guess in [("node-cn01", "cn01"), ("crane-ctld", "crane"), ("crane-admin", "admin"),
-                        ("default", ""), ("node-cn01", node_password(cluster, "cn01")[:-1] + "0")]:
+                        ("default", ""), ("node-cn01", _near_miss(node_password(cluster, "cn01")))]:
         out = attacker_cli(cluster, "XADD", stream, "*", "m", root_launch(cluster, marker), user=user,
                            password=guess or "x")
         assert "WRONGPASS" in out or "NOAUTH" in out, (user, out)

@@ -173,13 +173,18 @@ def render(entity: str, items: list, cols: list[str]) -> str:
 # -- replies ---------------------------------------------------------------------------------------
 
 def rich_errors(reply: object) -> list[str]:
-    """One line per ``RichError`` of the reply: ``<description>: <message>`` (the message alone without one)."""
+    """One line per ``RichError`` of the reply.
+
+    Upstream's description is the entity's name (``phys: <message>``); this controller's is a whole
+    sentence naming the entity and the cause, printed alone. Without one, the code's message.
+    """
     from crane_cli.errcodes import message
 
     lines = []
     for err in getattr(reply, "rich_error_list", ()):
         text = message(err.code)
-        lines.append(f"{err.description}: {text}" if err.description else text)
+        desc = err.description
+        lines.append((desc if " " in desc else f"{desc}: {text}") if desc else text)
     return lines
 
 
@@ -209,7 +214,8 @@ def report(call: Call, reply: object) -> int:
     if not lines and hasattr(reply, "code"):
         from crane_cli.errcodes import with_reason
 
-        lines = [f"{','.join(call.names)}: {with_reason(reply.code, getattr(reply, 'reason', ''))}"]  # type: ignore
+        reason = " ".join((getattr(reply, "reason", "") or "").split())  # a sentence naming the entity
+        lines = [reason or f"{','.join(call.names)}: {with_reason(reply.code)}"]  # type: ignore[attr-defined]
     if not lines:
         lines = [f"Failed to {call.verb} {_LABEL[call.entity]} {','.join(call.names)}."]
     for line in lines:

@@ -21,11 +21,14 @@ DEFAULT_MAX_LINES = 1000
 PENDING_STATES = (0,)
 RUNNING_STATES = (1, 7, 8, 9)
 SUSPENDED_STATES = (10,)
+# "all" also lists the ended jobs the controller still holds (Completed, Failed, ExceedTimeLimit,
+# Cancelled, OutOfMemory, Deadline; the request then has include_finished); older ones: cacct.
+ENDED_STATES = (2, 3, 4, 5, 6, 11)
 STATE_FILTERS = {
     "pending": PENDING_STATES, "p": PENDING_STATES,
     "running": RUNNING_STATES, "r": RUNNING_STATES,
     "suspended": SUSPENDED_STATES, "s": SUSPENDED_STATES,
-    "all": PENDING_STATES + RUNNING_STATES + SUSPENDED_STATES,
+    "all": PENDING_STATES + RUNNING_STATES + SUSPENDED_STATES + ENDED_STATES,
 }
 DEFAULT_STATES = PENDING_STATES + RUNNING_STATES
 TYPE_FILTERS = {"interactive": 0, "i": 0, "batch": 1, "b": 1, "container": 2, "c": 2}
@@ -42,7 +45,8 @@ def build_command() -> Command:
         Option("-p", "--partition", multiple=True, help="partitions (comma-separated)"),
         Option("-q", "--qos", multiple=True, help="QoS (comma-separated)"),
         Option("-t", "--state", multiple=True,
-               help="pending(p), running(r), suspended(s) or all (default: pending and running)"),
+               help="pending(p), running(r), suspended(s) or all (also recently ended jobs; default: "
+                    "pending and running)"),
         Option("--type", multiple=True, help="job types: Interactive, Batch, Container (i, b, c)"),
         Option("-w", "--nodelist", multiple=True, help="nodes (host list, e.g. cn[01-04])"),
         Option("-S", "--start", flag=True, default=False, help="add the StartTime column"),
@@ -82,7 +86,7 @@ def parse_states(values: list[str] | None) -> list[int]:
     return out
 
 
-def parse_types(values: list[str] | None) -> set[int] | None:
+def parse_types(values: list[str] | None, prog: str = "cqueue") -> set[int] | None:
     """``--type`` values -> JobType numbers, or None for no filter."""
     items = split_list(values)
     if not items:
@@ -91,7 +95,7 @@ def parse_types(values: list[str] | None) -> set[int] | None:
     for item in items:
         t = TYPE_FILTERS.get(item.lower())
         if t is None:
-            raise arg_error(f"cqueue: invalid job type {item!r}: expected Interactive, Batch or Container")
+            raise arg_error(f"{prog}: invalid job type {item!r}: expected Interactive, Batch or Container")
         out.add(t)
     return out
 
@@ -130,6 +134,7 @@ def build_request_fields(args) -> dict:  # noqa: ANN001 - parsed values (crane_c
             nodes = hostlist.expand(args.nodelist)
         except ValueError as exc:
             raise arg_error(f"cqueue: -w/--nodelist: {exc}") from None
+    states = parse_states(args.state)
     return {
         "job_ids": parse_job_ids(args.job),
         "names": split_list(args.name),
@@ -137,8 +142,9 @@ def build_request_fields(args) -> dict:  # noqa: ANN001 - parsed values (crane_c
         "accounts": split_list(args.account),
         "partitions": split_list(args.partition),
         "qos": split_list(args.qos),
-        "states": parse_states(args.state),
+        "states": states,
         "nodes": nodes,
+        "include_finished": any(s in ENDED_STATES for s in states),
     }
 
 

@@ -20,7 +20,6 @@ from crane_cli.timefmt import TimeFormatError, parse_duration, parse_time_expr
 
 DEFAULT_INTERPRETER = "/bin/bash"
 OPEN_MODES = ("append", "truncate")
-MAIL_TYPES = frozenset({"NONE", "BEGIN", "END", "FAIL", "TIMELIMIT", "OOM", "ALL"})
 # Credentials never copied into a job's environment unless --export names them.
 SECRET_ENV = ("CRANE_TOKEN",)
 _ENV_NAME = LazyRegex(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -163,9 +162,8 @@ def build_env(export: str, environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _extra_attr(opts: Mapping[str, object]) -> str:
-    raw = opts.get("extra_attr")
-    mail_type, mail_user, comment = opts.get("mail_type"), opts.get("mail_user"), opts.get("comment")
-    if raw is None and mail_type is None and mail_user is None and comment is None:
+    raw, comment = opts.get("extra_attr"), opts.get("comment")
+    if raw is None and comment is None:
         return ""
     import json
 
@@ -177,17 +175,34 @@ def _extra_attr(opts: Mapping[str, object]) -> str:
             raise arg_error(f"invalid --extra-attr: not JSON ({exc})") from None
         if not isinstance(attrs, dict):
             raise arg_error("invalid --extra-attr: expected a JSON object")
-    if mail_type is not None:
-        types = [t.strip().upper() for t in str(mail_type).split(",") if t.strip()]
-        bad = [t for t in types if t not in MAIL_TYPES]
-        if bad or not types:
-            raise arg_error(f"invalid --mail-type {mail_type!r}: expected a list of {', '.join(sorted(MAIL_TYPES))}")
-        attrs.setdefault("mail", {})["type"] = ",".join(types)
-    if mail_user is not None:
-        attrs.setdefault("mail", {})["user"] = str(mail_user)
     if comment is not None:
         attrs["comment"] = str(comment)
     return json.dumps(attrs, separators=(",", ":"))
+
+
+def mail_fields(opts: Mapping[str, object]) -> dict[str, object]:
+    """``mail_type`` (canonical list) and ``mail_user`` from ``--mail-type``/``--mail-user`` (exit 2 if bad).
+
+    ``--mail-type NONE`` sends an empty list (no mail); without ``--mail-user`` the controller
+    mails the submitting user.
+    """
+    mail_type, mail_user = opts.get("mail_type"), opts.get("mail_user")
+    if mail_type is None and mail_user is None:
+        return {}
+    from crane_common.mail import check_mail_user, parse_mail_types
+
+    out: dict[str, object] = {}
+    if mail_type is not None:
+        try:
+            out["mail_type"] = list(parse_mail_types(str(mail_type)))
+        except ValueError as exc:
+            raise arg_error(f"invalid --mail-type: {exc}") from None
+    if mail_user is not None:
+        try:
+            out["mail_user"] = check_mail_user(str(mail_user))
+        except ValueError as exc:
+            raise arg_error(f"invalid --mail-user: {exc}") from None
+    return out
 
 
 def build_fields(opts: Mapping[str, object], *, script: str, default_name: str, interpreter: str | None,
@@ -281,4 +296,5 @@ def build_fields(opts: Mapping[str, object], *, script: str, default_name: str, 
     extra = _extra_attr(opts)
     if extra:
         f["extra_attr"] = extra
+    f.update(mail_fields(opts))
     return f

@@ -4,7 +4,7 @@
 
 Starts an in-process FakeCtld with ``--jobs`` canned jobs (unless ``--target`` points
 at a running controller, whose config is then taken from ``$CRANE_CONFIG``), then runs
-``cbatch --wrap true``, ``cqueue``, ``cinfo`` and ``ccancel`` as subprocesses, like
+``cbatch --wrap true``, ``cqueue``, ``cacct``, ``ceff``, ``cinfo`` and ``ccancel`` as subprocesses, like
 hyperfine would, and prints the median wall-clock time, the median CPU time
 (user+system of the child, less sensitive to other load on the machine) and, for
 reference, ``python -c pass`` of the same interpreter.
@@ -70,6 +70,8 @@ def main() -> int:
         ("python -c pass", [sys.executable, "-c", "pass"]),
         ("cbatch --wrap true", [str(BIN / "cbatch"), "--wrap", "true"]),
         (f"cqueue ({ns.jobs} jobs)", [str(BIN / "cqueue")]),
+        (f"cacct ({ns.jobs} jobs)", [str(BIN / "cacct")]),
+        ("ceff 2", [str(BIN / "ceff"), "2"]),
         ("cinfo", [str(BIN / "cinfo")]),
         ("ccancel 1", [str(BIN / "ccancel"), "1"]),
     ]

@@ -57,3 +57,47 @@ def cli(cli_env, tmp_path):
         return Result(proc)
 
     return run
+
+
+class Ran:
+    """Outcome of a command run in-process: exit code, stdout, stderr."""
+
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"Ran(code={self.code}, out={self.out!r}, err={self.err!r})"
+
+
+@pytest.fixture
+def acct(tmp_path, monkeypatch):
+    """A FakeCtld holding jobs 1-5 (5 ended) with jobs 100-104 in its accounting store (``acct_data``)."""
+    from acct_data import controller_jobs, history_jobs
+
+    servicer = FakeCtld(controller_jobs())
+    servicer.history = history_jobs()
+    server, port, servicer = start(servicer)
+    servicer.port = port
+    servicer.conf = write_config(tmp_path, port)
+    monkeypatch.setenv("CRANE_TOKEN", TOKEN)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    yield servicer
+    server.stop(0)
+
+
+@pytest.fixture
+def run_cmd(acct, capsys):
+    """``run_cmd(cacct, "-t", "c")``: the command's ``command()`` in-process against ``acct``; a :class:`Ran`."""
+    from crane_cli.errors import CliError
+
+    def run(module, *argv: str, conf: bool = True) -> Ran:
+        capsys.readouterr()
+        try:
+            code = module.command((["-C", str(acct.conf)] if conf else []) + list(argv))
+        except CliError as exc:
+            print(exc.message, file=sys.stderr)
+            code = exc.code
+        cap = capsys.readouterr()
+        return Ran(code, cap.out, cap.err)
+
+    return run

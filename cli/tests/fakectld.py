@@ -19,6 +19,15 @@ from crane_common.proto import crane_pb2 as pb
 from crane_common.proto import crane_pb2_grpc as pbg
 
 NODES = [f"cn{i:02d}" for i in range(1, 9)]
+ALL_STATES = {pb.Pending, pb.Running, pb.Completed, pb.Failed, pb.ExceedTimeLimit, pb.Cancelled, pb.OutOfMemory,
+              pb.Configuring, pb.Starting, pb.Completing, pb.Suspended, pb.Deadline}
+
+
+def _in_range(value: int, rng: pb.TimeRange) -> bool:
+    """``rng`` (0 = open on that side) contains ``value``; an unset range contains everything, an unset time nothing."""
+    if not (rng.lower or rng.upper):
+        return True
+    return bool(value) and (not rng.lower or value >= rng.lower) and (not rng.upper or value <= rng.upper)
 
 
 def make_jobs(n: int, now: float | None = None) -> list[pb.JobInfo]:
@@ -47,7 +56,9 @@ class FakeCtld(pbg.CraneCtldServicer):
     """Canned CraneCtld: see the module docs. Attributes may be changed by tests between calls."""
 
     def __init__(self, jobs: list[pb.JobInfo] | None = None, token: str | None = None) -> None:
-        self.jobs = list(jobs or [])
+        self.jobs = list(jobs or [])  # what the controller holds (including recently ended jobs)
+        self.history: list[pb.JobInfo] = []  # the accounting store (cacct: include_history)
+        self.query_reply: pb.QueryJobsInfoReply | None = None  # when set, QueryJobsInfo returns it
         self.token = token  # when set, calls without "Bearer <token>" are rejected (UNAUTHENTICATED)
         self.partitions = [
             pb.PartitionInfo(name="CPU", state="up", nodes=NODES[:6], is_default=True, priority=1),
@@ -112,11 +123,18 @@ class FakeCtld(pbg.CraneCtldServicer):
 
     def QueryJobsInfo(self, request, context):  # noqa: N802, D102
         self._record("QueryJobsInfo", request, context)
+        if self.query_reply is not None:
+            return self.query_reply
         if request.partitions and any(p not in {x.name for x in self.partitions} for p in request.partitions):
             return pb.QueryJobsInfoReply(ok=False, reason="Partition does not exist.")
-        states = set(request.states) or {pb.Pending, pb.Running}
+        wide = request.include_finished or request.include_history
+        states = set(request.states) or (ALL_STATES if wide else {pb.Pending, pb.Running})
+        source = list(self.jobs)
+        if request.include_history or (request.include_finished and request.job_ids):
+            known = {j.job_id for j in source}
+            source += [j for j in self.history if j.job_id not in known]  # the accounting store
         out = []
-        for j in self.jobs:
+        for j in sorted(source, key=lambda j: j.job_id):
             if j.status not in states:
                 continue
             if request.job_ids and j.job_id not in request.job_ids:
@@ -131,6 +149,16 @@ class FakeCtld(pbg.CraneCtldServicer):
                 continue
             if request.qos and j.qos not in request.qos:
                 continue
+            if request.nodes and j.craned_list not in request.nodes:
+                continue
+            if not all(_in_range(getattr(j, attr), getattr(request, "filter_" + attr))
+                       for attr in ("submit_time", "start_time", "end_time")):
+                continue
+            if not request.include_steps and j.step_info_list:
+                copy = pb.JobInfo()
+                copy.CopyFrom(j)
+                del copy.step_info_list[:]  # a copy without the steps
+                j = copy  # noqa: PLW2901
             out.append(j)
             if request.max_lines and len(out) >= request.max_lines:
                 break

@@ -17,10 +17,10 @@ from crane_cli.errors import CliError
 
 HELP = Path(__file__).parent / "help"
 
-# --help as the argparse front end printed it (COLUMNS=80), kept byte for byte.
-HELP_CASES = [("cbatch",), ("cqueue",), ("cinfo",), ("ccancel",), ("ccontrol",), ("cacctmgr",), ("crane", "version"),
-              ("crane", "whoami"), ("crane", "token"), ("crane", "token", "issue"), ("crane", "token", "show"),
-              ("crane",)]
+# --help as the argparse front end printed it (COLUMNS=80), kept byte for byte (cacct, ceff: as first written).
+HELP_CASES = [("cbatch",), ("cqueue",), ("cacct",), ("ceff",), ("cinfo",), ("ccancel",), ("ccontrol",), ("cacctmgr",),
+              ("crane", "version"), ("crane", "whoami"), ("crane", "token"), ("crane", "token", "issue"),
+              ("crane", "token", "show"), ("crane",)]
 
 
 @pytest.mark.parametrize("words", HELP_CASES, ids=["_".join(w) for w in HELP_CASES])

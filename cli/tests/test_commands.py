@@ -65,6 +65,58 @@ def test_cbatch_script_directives_and_overrides(cli, fake, tmp_path):
     assert all(k.startswith("CRANE_") for k in job.env)
 
 
+def test_cbatch_mail_flags(cli, fake):
+    r = cli("cbatch", "--mail-type", "end,FAIL", "--mail-user", "alice@example.org", "--wrap", "true")
+    assert r.code == 0, r
+    job = fake.last("SubmitBatchJob").job
+    assert list(job.mail_type) == ["END", "FAIL"] and job.mail_user == "alice@example.org"
+    r = cli("cbatch", "--wrap", "true")
+    job = fake.last("SubmitBatchJob").job
+    assert list(job.mail_type) == [] and job.mail_user == ""  # no mail: the common case
+
+
+def test_cbatch_mail_directives_and_override(cli, fake, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\n#CBATCH --mail-type=END,FAIL\n#CBATCH --mail-user bob@example.org\necho\n")
+    r = cli("cbatch", str(script))
+    assert r.code == 0, r
+    job = fake.last("SubmitBatchJob").job
+    assert list(job.mail_type) == ["END", "FAIL"] and job.mail_user == "bob@example.org"
+    assert "mail" not in job.script.lower()
+    r = cli("cbatch", "--mail-type", "TIMELIMIT", str(script))  # the command line wins
+    assert r.code == 0, r
+    job = fake.last("SubmitBatchJob").job
+    assert list(job.mail_type) == ["TIME_LIMIT"] and job.mail_user == "bob@example.org"
+    sbatch = tmp_path / "slurm.sh"
+    sbatch.write_text("#!/bin/bash\n#SBATCH --mail-type=ALL\n#SBATCH --mail-user=carol\necho\n")
+    r = cli("cbatch", str(sbatch))
+    assert r.code == 0, r
+    job = fake.last("SubmitBatchJob").job
+    assert list(job.mail_type) == ["BEGIN", "END", "FAIL", "REQUEUE"] and job.mail_user == "carol"
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--mail-type", "SOMETIMES"], "invalid --mail-type: unknown mail type 'SOMETIMES'"),
+    (["--mail-type", "none,end"], "NONE cannot be combined"),
+    (["--mail-user", "a@b.org,c@d.org"], "invalid --mail-user"),
+    (["--mail-user", "a b"], "invalid --mail-user"),
+])
+def test_cbatch_bad_mail_args(cli, fake, args, msg):
+    r = cli("cbatch", *args, "--wrap", "true")
+    assert r.code == 2, r
+    assert msg in one_line(r.err)
+    assert fake.requests == []
+
+
+def test_cbatch_bad_mail_directive(cli, fake, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\n#CBATCH --mail-type=WHENEVER\necho\n")
+    r = cli("cbatch", str(script))
+    assert r.code == 2, r
+    assert "unknown mail type 'WHENEVER'" in one_line(r.err)
+    assert fake.requests == []
+
+
 def test_cbatch_repeat(cli, fake):
     r = cli("cbatch", "--repeat", "3", "--wrap", "true")
     assert r.code == 0, r

@@ -25,8 +25,8 @@ def imported_modules(cmd: list[str], env: dict) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("args", [["cbatch", "--wrap", "true"], ["cqueue"], ["cinfo"], ["ccancel", "1"],
-                                  ["crane", "whoami"]])
+@pytest.mark.parametrize("args", [["cbatch", "--wrap", "true"], ["cqueue"], ["cacct"], ["ceff", "2"], ["cinfo"],
+                                  ["ccancel", "1"], ["crane", "whoami"]])
 def test_fast_path_imports(cli_env, args):
     cmd = [script_path(args[0]), *args[1:]]
     imported_modules(cmd, cli_env)  # fills the config cache

@@ -107,11 +107,36 @@ def test_token_is_not_exported_unless_named():
     assert build_env("ALL,CRANE_TOKEN", env)["CRANE_TOKEN"] == "secret"
 
 
-def test_mail_and_extra_attr_merge():
+def test_mail_fields():
+    f = build({"mail_type": "end,fail", "mail_user": "a@b.org"})
+    assert f["mail_type"] == ["END", "FAIL"] and f["mail_user"] == "a@b.org"
+    f = build({"mail_type": "TimeLimit,BEGIN"})
+    assert f["mail_type"] == ["BEGIN", "TIME_LIMIT"] and "mail_user" not in f  # the controller mails you
+    assert build({"mail_type": "all"})["mail_type"] == ["BEGIN", "END", "FAIL", "REQUEUE"]
+    assert build({"mail_type": "NONE"})["mail_type"] == []
+    assert build({"mail_user": "bob"})["mail_user"] == "bob"
+    assert "mail_type" not in build({}) and "extra_attr" not in build({"mail_type": "END"})
+
+
+def test_extra_attr_kept_as_given():
     import json
 
     f = build({"extra_attr": '{"x": 1, "mail": {"type": "NONE"}}', "mail_type": "end,fail", "mail_user": "a@b"})
-    assert json.loads(f["extra_attr"]) == {"x": 1, "mail": {"type": "END,FAIL", "user": "a@b"}}
+    assert json.loads(f["extra_attr"]) == {"x": 1, "mail": {"type": "NONE"}}
+    assert f["mail_type"] == ["END", "FAIL"] and f["mail_user"] == "a@b"
+
+
+@pytest.mark.parametrize("opts,msg", [
+    ({"mail_type": "SOMETIMES"}, "invalid --mail-type: unknown mail type 'SOMETIMES' (expected BEGIN, END, FAIL"),
+    ({"mail_type": "NONE,END"}, "invalid --mail-type: mail type NONE cannot be combined"),
+    ({"mail_type": ",".join(["END"] * 17)}, "invalid --mail-type: at most 16"),
+    ({"mail_user": "a@b,c@d"}, "invalid --mail-user:"), ({"mail_user": "x\nBcc: y@z"}, "invalid --mail-user:"),
+    ({"mail_user": "a" * 255}, "longer than 254"), ({"mail_user": ""}, "empty"),
+])
+def test_mail_errors(opts, msg):
+    with pytest.raises(CliError) as exc:
+        build(opts)
+    assert exc.value.code == 2 and msg in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_merge_cli_overrides_directives():

@@ -250,10 +250,15 @@ def crane_authorize(identity: "Identity", action: str, target: Any) -> "bool | N
     """Decide whether ``identity`` may perform ``action`` on ``target``.
 
     ``action`` is a dotted name such as ``job.submit``, ``job.cancel``,
-    ``job.modify``, ``job.query``, ``node.modify``; ``target`` is the object
-    acted upon (a job record, a node name, ...) or ``None``. Return True to
-    allow, False to deny, ``None`` for no opinion; when nobody answers the
-    action is denied.
+    ``job.modify``, ``job.query``, ``node.modify``, or one of the account
+    database's ``account.*``, ``user.*``, ``qos.*`` (``add``, ``modify``,
+    ``delete``, ``block``, ``query``) and ``txn.query`` (docs/accounts.md);
+    ``target`` is the object acted upon (a job record, a node, an
+    ``auth_types.AcctTarget``, ...) or ``None``. ``identity`` carries the
+    admin level from the account database when the user is in it, and the
+    accounts she coordinates (``identity.coordinated``, sub-accounts
+    included). Return True to allow, False to deny, ``None`` for no opinion;
+    when nobody answers the action is denied.
 
     firstresult.
     """

@@ -367,6 +367,9 @@ def test_enrich_identity(env: Any) -> None:
     assert b.enrich(Identity(1, ALICE)).admin_level == "operator"
     bob = b.enrich(Identity(2, BOB))
     assert bob.coordinated == {"phys", "hep"} and bob.admin_level == "none"
+    impostor = b.enrich(Identity(4242, BOB, "operator"))  # bob's name with another uid: grants nothing
+    assert impostor.coordinated == frozenset() and impostor.admin_level == "none"
+    assert b.enrich(Identity(4242, ALICE)).admin_level == "none"
     stranger = Identity(3, CAROL, "operator")
     assert b.enrich(stranger) is stranger
     b.add_user("root", "phys", "root")

@@ -1,7 +1,8 @@
 """``crane demo``: a real cluster on this machine and a sample workload that exercises it.
 
-Starts a private Redis, ``cranectld`` and several ``craned`` virtual nodes,
-then submits jobs with the real ``cbatch`` (single-node, multi-node, one over
+Starts a private Redis, ``cranectld`` and several ``craned`` virtual nodes
+(closed bus, TLS, JWTs and the account database enforced), adds a QoS, an
+account and the user with ``cacctmgr``, then submits jobs with the real ``cbatch`` (single-node, multi-node, one over
 its memory, one over its time limit, one cancelled with ``ccancel``), shows
 the queue changing with ``cqueue`` until everything has ended, and prints a
 summary of states and exit codes. With ``--exit`` it stops the cluster and
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                  "Partitions": [{"name": "debug", "nodes": f"cn[01-{args.nodes:02d}]", "priority": 1},
                                 {"name": "gpu", "nodes": "gpu01", "priority": 2}]}
     cluster = LocalCluster(args.dir, nodes=args.nodes, cpus=2, memory="1G", cluster="demo",
-                           Craned={"PingInterval": 1, "KillWait": 1}, **extra)
+                           Craned={"PingInterval": 1, "KillWait": 1},
+                           Accounting={"Enforce": ["associations", "qos", "limits"]}, **extra)
     try:
         cluster.start()
     except Exception as exc:
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(workdir, exist_ok=True)
         os.chmod(workdir, 0o777)
         print(f"Cluster up: config {cluster.config_path}\n")
+        _accounts(env)
         print(_run([_bin("cinfo")], env, check=False).stdout)
         jobs = sample_workload()
         if devdir:
@@ -168,6 +171,17 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop()
         if devdir:
             shutil.rmtree(os.path.dirname(devdir[0]), ignore_errors=True)
+
+
+def _accounts(env: dict[str, str]) -> None:
+    """The account database the demo's jobs need (every enforcement is on): a QoS, an account, this user."""
+    me = _whoami()
+    for args in (["add", "qos", "normal", "Priority=100", "MaxSubmitJobsPerUser=100", "MaxTimeLimitPerJob=1:00:00"],
+                 ["add", "account", "demo", "Description=the demo's jobs", "QosList=normal", "DefaultQos=normal"],
+                 ["add", "user", me, "Account=demo"]):
+        _run([_bin("cacctmgr"), *args], env)
+        print(f"  cacctmgr {' '.join(args)}")
+    print(_run([_bin("cacctmgr"), "show", "account"], env).stdout)
 
 
 def _whoami() -> str:

@@ -134,9 +134,14 @@ class AccountBook(ModifyMixin):
     def enrich(self, ident: Identity) -> Identity:
         """``ident`` with the database's admin level (when the user is in it) and coordinated accounts.
 
-        A uid-0 root identity stays root. Two dict lookups: this runs on every RPC.
+        A uid-0 root identity stays root. A database user whose uid is not the caller's grants
+        nothing (no level, no coordination): names are matched only together with their uid.
+        Two dict lookups: this runs on every RPC.
         """
         u = self.users.get(ident.user)
+        if u is not None and u.uid != ident.uid:
+            return dataclasses.replace(ident, admin_level="none", coordinated=frozenset()) \
+                if ident.admin_level != "root" else ident
         coordinated = self._coordinated.get(ident.user, frozenset())
         level = ident.admin_level if u is None or (ident.uid == 0 and ident.admin_level == "root") \
             else u.admin_level

@@ -35,21 +35,27 @@ class ModifyMixin:
 
     def modify_accounts(self, names: list[str], items: list[ModifyItem], actor: str) -> None:
         """Apply ``items`` to every named account, together or not at all."""
+        self._modify_records("accounts", ed.ACCOUNT_FIELDS, "account", E.INVALID_ACCOUNT, "ModifyAccount",
+                             names, items, actor)
+
+    def _modify_records(self, table: str, fields: Any, label: str, missing: int, action: str,
+                        names: list[str], items: list[ModifyItem], actor: str) -> None:
+        """Modify accounts or QoS (``table``): every item on a copy of every record, checked, then committed."""
         if not items:
             raise AccountRejected("nothing to modify", E.INVALID_PARAM)
-        accounts = dict(self.accounts)
+        records = dict(getattr(self, table))
         changes = []
         for name in names:
-            if name not in accounts:
-                raise AccountRejected(f"account '{name}' does not exist", E.INVALID_ACCOUNT)
-            acc = copy.deepcopy(accounts[name])
+            if name not in records:
+                raise AccountRejected(f"{label} '{name}' does not exist", missing)
+            rec = copy.deepcopy(records[name])
             for field, op, values in items:
-                attr, kind = ed.lookup(ed.ACCOUNT_FIELDS, field, "account")
-                ed.apply_item(acc, attr, kind, field, op, values)
-            accounts[name] = acc
-            changes.append(("ModifyAccount", name, summary(items)))
-        self._checker(accounts=accounts).everything()
-        self._commit(actor, changes, put=[accounts[n] for n in dict.fromkeys(names)])
+                attr, kind = ed.lookup(fields, field, label)
+                ed.apply_item(rec, attr, kind, field, op, values)
+            records[name] = rec
+            changes.append((action, name, summary(items)))
+        self._checker(**{table: records}).everything()
+        self._commit(actor, changes, put=[records[n] for n in dict.fromkeys(names)])
 
     def modify_users(self, names: list[str], account: str, items: list[ModifyItem], actor: str) -> None:
         """Apply ``items`` to every named user (membership fields: in ``account``, "" = the default one)."""
@@ -78,21 +84,7 @@ class ModifyMixin:
 
     def modify_qos(self, names: list[str], items: list[ModifyItem], actor: str) -> None:
         """Apply ``items`` to every named QoS, together or not at all."""
-        if not items:
-            raise AccountRejected("nothing to modify", E.INVALID_PARAM)
-        qos = dict(self.qos)
-        changes = []
-        for name in names:
-            if name not in qos:
-                raise AccountRejected(f"QoS '{name}' does not exist", E.INVALID_QOS)
-            q = copy.deepcopy(qos[name])
-            for field, op, values in items:
-                attr, kind = ed.lookup(ed.QOS_FIELDS, field, "QoS")
-                ed.apply_item(q, attr, kind, field, op, values)
-            qos[name] = q
-            changes.append(("ModifyQos", name, summary(items)))
-        self._checker(qos=qos).everything()
-        self._commit(actor, changes, put=[qos[n] for n in dict.fromkeys(names)])
+        self._modify_records("qos", ed.QOS_FIELDS, "QoS", E.INVALID_QOS, "ModifyQos", names, items, actor)
 
     def block(self, kind: str, names: list[str], block: bool, actor: str, account: str = "") -> None:
         """Block (or unblock) accounts, or users in one account ("" = each user's default account)."""

@@ -39,7 +39,7 @@ from crane_kernel.clusterinfo import build_cluster_info
 from crane_kernel.config import ClusterConfig
 from crane_kernel.ctld import reconcile as rc
 from crane_kernel.ctld.accounts import AccountBook
-from crane_kernel.ctld.cycle import CycleMixin
+from crane_kernel.ctld.cycle import CYCLE_BUCKETS, CycleMixin
 from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.history import rebuild_usage
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
@@ -93,6 +93,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self.last_cycle_s = 0.0
         self.max_cycle_s = 0.0
         self.last_considered = 0
+        self.cycle_counts = [0] * (len(CYCLE_BUCKETS) + 1)  # cycle times per bucket (ctld/cycle.py)
+        self.cycle_seconds_sum = 0.0
         self.cluster = cfg.ClusterName
         self._has_priority = False
         self.recon = rc.Reconciler()  # held allocations and what nodes report they run (ctld/reconcile.py)
@@ -172,6 +174,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             spec = normalize_spec(raw, self.cfg, identity.uid, identity.user, now)
             spec["account"], spec["qos"] = self.accounts.resolve(identity.user, identity.uid, spec.get("account") or "",
                                                                  spec["partition"], spec.get("qos") or "")
+            if not raw.get("time_limit"):
+                self.limits.default_time_limit(spec)  # no limit asked for: the QoS's cap, if lower
             gid = spec["gid"]
             self.pm.hook.crane_job_submit(job=spec, identity=identity, cluster=self.cluster_info)
             recheck_spec(spec, self.cfg, identity.uid, identity.user, gid)

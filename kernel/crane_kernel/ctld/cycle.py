@@ -10,6 +10,7 @@ previous call.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from typing import Any
 
 from crane_common.states import JobState
@@ -17,6 +18,9 @@ from crane_common.states import JobState
 from crane_kernel import messages as m
 from crane_kernel.ctld.jobs import Job
 from crane_kernel.sched_types import REASON_RESOURCE, ClusterView, Plan
+
+CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Upper bounds (seconds) of the cycle-time histogram ``QueryServerInfo`` reports."""
 
 
 class CycleMixin:
@@ -57,6 +61,8 @@ class CycleMixin:
         self.cycles += 1
         self.last_cycle_s = time.perf_counter() - t0
         self.max_cycle_s = max(self.max_cycle_s, self.last_cycle_s)
+        self.cycle_counts[bisect_left(CYCLE_BUCKETS, self.last_cycle_s)] += 1
+        self.cycle_seconds_sum += self.last_cycle_s
         self.last_considered = plan.considered or considered
         return {"pending": considered, "started": started, "cycle_s": self.last_cycle_s}
 

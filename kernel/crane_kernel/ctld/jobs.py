@@ -14,6 +14,7 @@ import pwd
 import sys
 from typing import Any
 
+from crane_common.mail import check_mail_user, parse_mail_types
 from crane_common.states import JobState
 
 from crane_kernel.config import ClusterConfig
@@ -115,6 +116,47 @@ def _check_env(env: Any, cfg: ClusterConfig) -> None:
                           "(CraneCtld.MaxEnvBytes)")
 
 
+_MAIL_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}  # one shared tuple per set of types (at most 64)
+
+
+def normalize_mail(spec: dict[str, Any], user: str) -> None:
+    """Check and canonicalise ``mail_type``/``mail_user`` in place (``--mail-type``/``--mail-user``).
+
+    Known types only (``ALL`` expanded, ``TIMELIMIT`` spelled ``TIME_LIMIT``, ``NONE`` = none),
+    at most 16 names; one recipient of bounded shape (:func:`crane_common.mail.check_mail_user`).
+    With types and no recipient the submitting user is mailed. A spec without mail keeps no
+    mail keys (the common case costs nothing in the stored spec). Raises :class:`JobRejected`.
+    """
+    raw_types, mail_user = spec.get("mail_type"), spec.get("mail_user")
+    if not raw_types and not mail_user:
+        spec.pop("mail_type", None)
+        spec.pop("mail_user", None)
+        return
+    try:
+        if raw_types is not None and not isinstance(raw_types, str | list | tuple):
+            raise ValueError("mail types must be a list of names")
+        types = parse_mail_types(raw_types or ())
+        if mail_user or types:
+            mail_user = check_mail_user(mail_user or user)
+    except ValueError as exc:
+        raise JobRejected(f"invalid mail request: {exc}") from None
+    if types:
+        spec["mail_type"] = list(types)
+    else:
+        spec.pop("mail_type", None)
+    spec["mail_user"] = mail_user
+
+
+def mail_slot(spec: dict[str, Any]) -> tuple[tuple[str, ...], str] | None:
+    """The job record's ``mail`` slot from a normalised spec: ``(types, recipient)``, or None (no mail)."""
+    types = spec.get("mail_type")
+    if not types:
+        return None
+    key = tuple(types)
+    shared = _MAIL_TUPLES.setdefault(key, tuple(_intern(t) for t in key)) if len(_MAIL_TUPLES) < 128 else key
+    return shared, _intern(spec.get("mail_user") or spec.get("user", ""))
+
+
 def recheck_spec(spec: dict[str, Any], cfg: ClusterConfig, uid: int, user: str, gid: int) -> None:
     """Validate what the job filters returned: the same bounds as at submission, the same owner.
 
@@ -148,6 +190,7 @@ def recheck_spec(spec: dict[str, Any], cfg: ClusterConfig, uid: int, user: str, 
     if not isinstance(script, str) or len(script.encode("utf-8", "surrogatepass")) > lim.MaxScriptBytes:
         raise JobRejected("a job filter made the script too large")
     _check_env(spec.get("env") or {}, cfg)
+    normalize_mail(spec, user)
 
 
 class Job(SchedJob):
@@ -157,8 +200,11 @@ class Job(SchedJob):
         "name", "gid", "state", "reason", "start_time", "end_time", "ntasks_per_node", "cpus_per_task",
         "exit_code", "alloc_nodes", "cwd", "cmd_line", "comment", "stdout", "stderr", "dispatch_time",
         "epoch", "usage_cpu_ms", "usage_mem_peak", "no_requeue", "requeue", "submit_host", "head_node",
-        "cancel_requested", "devices", "planned_start", "hold_admin",
+        "cancel_requested", "devices", "planned_start", "hold_admin", "mail",
     )
+    # ``mail``: None (no mail asked, the common case) or ``(types, recipient)`` (types canonical, one
+    # shared tuple per combination); from the spec, so restored at recovery. The slot costs no memory:
+    # the record stays in the same allocator size class (kernel/tests/test_mail_spec.py checks it).
 
     def rt(self) -> dict[str, Any]:
         """The mutable part of the record, as stored in the state store."""
@@ -234,6 +280,7 @@ def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:
     j.devices = {}
     j.planned_start = 0.0
     j.hold_admin = False
+    j.mail = mail_slot(spec) if "mail_type" in spec else None
     return j
 
 
@@ -324,6 +371,7 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
     if len(script.encode("utf-8", "surrogatepass")) > lim.MaxScriptBytes:
         raise JobRejected(f"the batch script is larger than {lim.MaxScriptBytes} bytes (CraneCtld.MaxScriptBytes)")
     _check_env(spec.get("env") or {}, cfg)
+    normalize_mail(spec, user)
 
     spec.update(
         partition=part_name, uid=uid, gid=gid, user=user, node_num=node_num, ntasks_per_node=tpn,

@@ -416,6 +416,17 @@ class LimitBook:
         use.unindex(job)
 
     # ------------------------------------------------------------------ checks
+    def default_time_limit(self, spec: dict) -> None:
+        """Give a job that asked for no time limit its QoS's per-job cap, when that is lower (Slurm's rule).
+
+        Without this, a job of a QoS with ``MaxTimeLimitPerJob``/``MaxWall`` on a partition without a
+        default limit would wait for ever with ``QosWallTimeLimit``.
+        """
+        use = self.use(spec.get("qos") or "")
+        cap = use.qos.per_job_time_cap if use is not None else None
+        if cap is not None and not 0 < int(spec.get("time_limit") or 0) <= cap:
+            spec["time_limit"] = cap
+
     def check_submit(self, specs: list[dict]) -> None:
         """Refuse a submission (all its jobs together) that a QoS limit forbids; raises :class:`AccountRejected`.
 
@@ -456,7 +467,8 @@ class LimitBook:
             have = use.sub_user.get(user, 0)
             if lim is not None and have + n > lim:
                 raise AccountRejected(f"QoS '{qname}' allows user {user} {lim} submitted jobs "
-                                      f"(MaxSubmitJobsPerUser); {have} are pending or running, {n} more exceed it",
+                                      f"(MaxSubmitJobsPerUser); {have} are pending or running, "
+                                      f"{n} more would exceed it",
                                       ERR_MAX_JOB_COUNT_PER_USER)
         for (qname, acct), n in per_acct.items():
             use = self.use(qname)
@@ -464,7 +476,8 @@ class LimitBook:
             have = use.sub_acct.get(acct, 0)
             if lim is not None and have + n > lim:
                 raise AccountRejected(f"QoS '{qname}' allows account {acct or '(none)'} {lim} submitted jobs "
-                                      f"(MaxSubmitJobsPerAccount); {have} are pending or running, {n} more exceed it",
+                                      f"(MaxSubmitJobsPerAccount); {have} are pending or running, "
+                                      f"{n} more would exceed it",
                                       ERR_MAX_JOB_COUNT_PER_ACCOUNT)
         for qname, n in per_qos.items():
             use = self.use(qname)
@@ -472,7 +485,8 @@ class LimitBook:
             have = len(use.submitted)
             if lim is not None and have + n > lim:
                 raise AccountRejected(f"QoS '{qname}' allows {lim} submitted jobs in all (MaxSubmitJobs); "
-                                      f"{have} are pending or running, {n} more exceed it", ERR_QOS_JOB_COUNT_EXCEEDED)
+                                      f"{have} are pending or running, {n} more would exceed it",
+                                      ERR_QOS_JOB_COUNT_EXCEEDED)
 
     def blocked_reason(self, job: Job) -> str | None:
         """Why ``job`` may not start now under its QoS's limits (live counters), or None (the commit's re-check)."""

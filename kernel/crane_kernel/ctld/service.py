@@ -17,6 +17,7 @@ from crane_kernel.auth_types import CallInfo, Identity
 from crane_kernel.ctld import history as hist
 from crane_kernel.ctld.acctservice import AccountServiceMixin
 from crane_kernel.ctld.core import Controller, Denied
+from crane_kernel.ctld.cycle import CYCLE_BUCKETS
 from crane_kernel.ctld.jobs import Job
 from crane_kernel.ctld.rpcguard import guarded as _guarded
 from crane_kernel.ctld.rpcguard import one_line as _one_line
@@ -360,4 +361,5 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
                                   scheduler=self.scheduler_name, identity=f"{ident.user}({ident.uid})",
                                   admin=ident.is_admin, pending_jobs=len(ctl.pending), running_jobs=len(ctl.running),
                                   cycles=ctl.cycles, last_cycle_s=ctl.last_cycle_s, max_cycle_s=ctl.max_cycle_s,
-                                  last_cycle_considered=ctl.last_considered)
+                                  last_cycle_considered=ctl.last_considered, cycle_bucket_bounds=CYCLE_BUCKETS,
+                                  cycle_bucket_counts=ctl.cycle_counts, cycle_seconds_sum=ctl.cycle_seconds_sum)
