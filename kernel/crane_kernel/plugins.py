@@ -154,6 +154,18 @@ def _instantiate(slot: Slot, name: str) -> Any:
     return mgr.driver
 
 
+def kernel_defaults(cfg: Any) -> dict[str, dict[str, Any]]:
+    """Settings the kernel supplies to every plugin of a slot, under ``Plugins.Settings.<name>``.
+
+    One table for every process that loads plugins (cranectld, cplugind), so that e.g. the job
+    history's writer (cplugind) and reader (cranectld) find the same default store.
+    """
+    return {"auth": {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins), "Cluster": cfg.ClusterName},
+            "lifecycle": {"JobRequeue": cfg.CraneCtld.JobRequeue, "MaxRequeueCount": cfg.CraneCtld.MaxRequeueCount},
+            "events": {"CraneBaseDir": cfg.base_dir},
+            "accounting": {"CraneBaseDir": cfg.base_dir}}
+
+
 def load_slots(selection: Mapping[str, Any], *, slots: Iterable[str] | None = None,
                defaults: Mapping[str, Mapping[str, Any]] | None = None) -> "Plugins":
     """Load the plugins a process needs into one plugin manager; the one way plugins are loaded.

@@ -38,7 +38,7 @@ class CtldHarness:
             from crane_kernel import plugins
 
             objects = {slot: dict(zip(self.pm.names(slot), self.pm.plugins(slot), strict=True))
-                       for slot in ("priority", "auth", "job_filter", "gres", "lifecycle")}
+                       for slot in ("priority", "auth", "job_filter", "gres", "lifecycle", "accounting")}
             self.pm = plugins.from_objects({**objects, "scheduler": {"test": scheduler}})
         self.store = StateStore(str(tmp_path / "state.db"))
         self.outbox: list = []

@@ -244,11 +244,13 @@ def test_bundled_plugins_are_installed_as_entry_points():
     assert "rbac" in plugins.installed("auth")
 
 
-def test_every_installed_plugin_fits_its_slot():
+def test_every_installed_plugin_fits_its_slot(tmp_path):
     """Each bundled entry point loads into its own slot (and so implements only that slot's hooks)."""
-    # plugins that would open a port or reach a Redis with their defaults are kept to themselves
+    # plugins that would open a port or reach a Redis with their defaults are kept to themselves; the job
+    # history goes to a store of the test's own
     private = {"prometheus": {"ListenPort": 0, "PollInterval": 0},
-               "mail": {"StartWorker": False, "RedisUrl": "redis://127.0.0.1:1/0"}}
+               "mail": {"StartWorker": False, "RedisUrl": "redis://127.0.0.1:1/0"},
+               "sql": {"Url": f"sqlite://{tmp_path}/acct/acct.db"}}
     for slot in plugins.SLOTS.values():
         for name in plugins.installed(slot.name):
             selection = {slot.key: [name], "Settings": {name: private[name]} if name in private else {}}

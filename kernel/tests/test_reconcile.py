@@ -51,13 +51,13 @@ class Rig:
             "DefaultMemPerCpu": "64M",
             "CraneCtld": {"CranedTimeout": TIMEOUT, "JobRequeue": requeue},
         })
-        from crane_kernel.ctld.main import slot_defaults
+        from crane_kernel.plugins import kernel_defaults
         from crane_lifecycle_standard import StandardLifecycle
         from crane_sched_fifo import FifoScheduler
 
         pm = plugins.from_objects({"auth": {"test": _Auth()}, "scheduler": {"fifo": FifoScheduler()},
                                    "lifecycle": {"standard": StandardLifecycle()}},
-                                  defaults={"lifecycle": slot_defaults(self.cfg)["lifecycle"]})
+                                  defaults={"lifecycle": kernel_defaults(self.cfg)["lifecycle"]})
         self.clock = clock or Clock()
         self.sent: list[tuple[str, Any]] = []
         self.store = StateStore(path)

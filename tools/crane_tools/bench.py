@@ -1,4 +1,4 @@
-"""``crane bench``: the benchmarks, ``crane bench e2e ...`` and ``crane bench sched ...``."""
+"""``crane bench``: the benchmarks, ``crane bench e2e ...``, ``crane bench sched ...`` and ``crane bench acct ...``."""
 
 from __future__ import annotations
 
@@ -7,24 +7,25 @@ import sys
 BENCHMARKS = {
     "e2e": ("crane_tools.benche2e", "end-to-end: submit, schedule, launch and finish jobs on a local cluster"),
     "sched": ("crane_tools.schedbench", "one scheduling pass of a scheduler plugin on a synthetic cluster"),
+    "acct": ("crane_tools.acctbench", "the job history (sql accounting plugin): bulk load, cacct queries, writes"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a benchmark: ``e2e`` (whole cluster) or ``sched`` (scheduler plugin alone)."""
+    """Run a benchmark: ``e2e`` (whole cluster), ``sched`` (scheduler plugin alone) or ``acct`` (job history)."""
     import importlib
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        sys.stderr.write("usage: crane bench {e2e,sched} ...\n")
+        sys.stderr.write("usage: crane bench {e2e,sched,acct} ...\n")
         return 2
     if args[0] in ("-h", "--help"):
-        lines = ["usage: crane bench {e2e,sched} ...", ""]
+        lines = ["usage: crane bench {e2e,sched,acct} ...", ""]
         lines += [f"  {name:<6} {about}" for name, (_mod, about) in BENCHMARKS.items()]
         print("\n".join(lines))
         return 0
     name, rest = args[0], args[1:]
     if name not in BENCHMARKS:
-        sys.stderr.write(f"crane: unknown benchmark {name!r}: expected 'e2e' or 'sched'\n")
+        sys.stderr.write(f"crane: unknown benchmark {name!r}: expected one of {', '.join(BENCHMARKS)}\n")
         return 2
     return int(importlib.import_module(BENCHMARKS[name][0]).main(rest) or 0)

@@ -42,6 +42,7 @@ from crane_kernel.ctld.accounts import AccountBook
 from crane_kernel.ctld.cycle import CYCLE_BUCKETS, CycleMixin
 from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.emit import EmitMixin
+from crane_kernel.ctld.history import rebuild_usage
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
 from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
@@ -130,12 +131,19 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 n_running += 1
             self.next_job_id = max(self.next_job_id, jid + 1)
         n_history = 0
+        replayed: set[int] = set(self.jobs)
         for _jid, spec, rt in self.store.recent_finished(HISTORY_REPLAY):
+            replayed.add(_jid)
             if rt.get("start") and rt.get("end"):
                 job = job_from_spec(_jid, spec)
                 job.apply_rt(rt)
                 self.pm.hook.crane_job_finished(job=job, start_time=job.start_time, end_time=job.end_time)
                 n_history += 1
+        n_accounted = 0
+        if self.pm.implemented("crane_history_query") and self.pm.implemented("crane_job_finished"):
+            # fair share beyond the journal: ended jobs the accounting store has and the journal does not
+            n_accounted = rebuild_usage(self.pm.hook.crane_history_query, self.pm.hook.crane_job_finished,
+                                        replayed, now)
         for name, (drain, reason) in self.store.nodes().items():
             if name in self.nodes:
                 self.nodes[name].drain, self.nodes[name].drain_reason = drain, reason
@@ -144,8 +152,9 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             n.refresh_usable()
         rc.restore_held(self)
         self.limits.rebuild()  # QoS limits: count the recovered jobs
-        log.info("recovered %d pending and %d running jobs (%d ended jobs replayed for usage history); next job id %d",
-                 n_pending, n_running, n_history, self.next_job_id)
+        log.info("recovered %d pending and %d running jobs (%d ended jobs replayed for usage history, %d more from "
+                 "the accounting store); next job id %d", n_pending, n_running, n_history, n_accounted,
+                 self.next_job_id)
 
     # ------------------------------------------------------------------
     # submission
@@ -394,6 +403,15 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
     # ------------------------------------------------------------------
     # queries
     # ------------------------------------------------------------------
+    def history(self, query: Any) -> Any:
+        """The accounting plugin's records for ``query`` (``crane_history_query``); call without the lock."""
+        return self.pm.hook.crane_history_query(query=query)
+
+    @property
+    def has_history(self) -> bool:
+        """True when an accounting plugin answers history queries."""
+        return self.pm.implemented("crane_history_query")
+
     def finished_from_store(self, ids: list[int]) -> list[Job]:
         """Ended jobs no longer in memory, read back from the store."""
         out = []

@@ -28,18 +28,12 @@ drain bench's sustained ~150 jobs/s (~5 events a job, ~750 events/s) a million e
 BUS_EPOCH_KEY = "bus_epoch"  # journal meta: the epoch of the latest start's signed node commands
 
 
-CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle")
+CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle", "accounting")
 """The plugin slots cranectld fills (runtimes load on the nodes, event plugins in cplugind)."""
 
 
-def slot_defaults(cfg: ClusterConfig) -> dict[str, dict[str, Any]]:
-    """Settings the kernel supplies to every plugin of a slot, under ``Plugins.Settings.<name>``."""
-    return {"auth": {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins), "Cluster": cfg.ClusterName},
-            "lifecycle": {"JobRequeue": cfg.CraneCtld.JobRequeue, "MaxRequeueCount": cfg.CraneCtld.MaxRequeueCount}}
-
-
 def build_plugin_manager(cfg: ClusterConfig) -> Any:
-    """Load the controller's plugin slots (auth, scheduler, priority, job filters, gres, lifecycle) into one manager.
+    """Load the controller's plugin slots (auth, scheduler, priority, job filters, gres, lifecycle, accounting).
 
     Lifecycle plugins get ``CraneCtld.JobRequeue`` and ``CraneCtld.MaxRequeueCount`` as the
     defaults of their settings (``Plugins.Settings.<name>`` overrides them). Returns a
@@ -48,7 +42,7 @@ def build_plugin_manager(cfg: ClusterConfig) -> Any:
     """
     from crane_kernel import plugins
 
-    return plugins.load_slots(plugins.config_selection(cfg), slots=CTLD_SLOTS, defaults=slot_defaults(cfg))
+    return plugins.load_slots(plugins.config_selection(cfg), slots=CTLD_SLOTS, defaults=plugins.kernel_defaults(cfg))
 
 
 def server_credentials(cfg: ClusterConfig) -> Any:

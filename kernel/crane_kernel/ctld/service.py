@@ -14,6 +14,7 @@ from google.protobuf import json_format
 
 from crane_kernel import __version__
 from crane_kernel.auth_types import CallInfo, Identity
+from crane_kernel.ctld import history as hist
 from crane_kernel.ctld.acctservice import AccountServiceMixin
 from crane_kernel.ctld.core import Controller, Denied
 from crane_kernel.ctld.cycle import CYCLE_BUCKETS
@@ -165,19 +166,25 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
 
     @_guarded
     def QueryJobsInfo(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """List jobs matching the filters (pending and running by default)."""
+        """List jobs matching the filters (pending and running by default; with ``include_history`` also
+        the accounting store's ended jobs, see :mod:`crane_kernel.ctld.history`)."""
         ident = self._authorized(context, "QueryJobsInfo", "job.query")
-        self._bounded(context, request.job_ids, request.names, request.users, request.nodes)
+        self._bounded(context, request.job_ids, request.names, request.users, request.nodes, request.accounts,
+                      request.partitions, request.qos)
         ctl = self.ctl
         now = ctl.clock()
+        history = bool(request.include_history)
         states = _states(request.states, context) or (
-            None if request.include_finished else _DEFAULT_STATES)
+            None if request.include_finished or history else _DEFAULT_STATES)
         private_jobs, private_usage = (k in ctl.cfg.CraneCtld.PrivateData for k in ("jobs", "usage"))
         ids = set(request.job_ids)
         names, users = set(request.names), set(request.users)
         accounts, parts, qos = set(request.accounts), set(request.partitions), set(request.qos)
         nodes = set(request.nodes)
+        submit_r, start_r, end_r = hist.time_ranges(request)
+        timed = any(r != (0.0, 0.0) for r in (submit_r, start_r, end_r))
         limit = request.max_lines or 0
+        steps = bool(request.include_steps)
         out = []
         with ctl.lock:
             if ids:
@@ -186,8 +193,9 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
                 source = [*ctl.pending.values(), *ctl.running.values()]  # skip the ended jobs kept around
             else:
                 source = list(ctl.jobs.values())
-            if ids and request.include_finished:
+            if ids and (request.include_finished or history):
                 source += ctl.finished_from_store(sorted(ids))
+            known = set(ctl.jobs).union(j.job_id for j in source)  # for these ids the controller's copy wins
             for job in source:
                 if states is not None and job.state not in states:
                     continue
@@ -195,11 +203,15 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
                         (accounts and job.account not in accounts) or (parts and job.partition not in parts) or \
                         (qos and job.qos not in qos) or (nodes and not nodes.intersection(job.alloc_nodes)):
                     continue
+                if timed and not (hist.in_range(job.submit_time, submit_r) and hist.in_range(job.start_time, start_r)
+                                  and hist.in_range(job.end_time, end_r)):
+                    continue
                 out.append(job)
             out.sort(key=lambda j: j.job_id)
             viewable = {j.job_id for j in out if j.uid == ident.uid or ctl._authorized(ident, "job.view", j)}
             if private_jobs:
                 out = [j for j in out if j.job_id in viewable]
+            memory_ids = [j.job_id for j in out]
             if limit:
                 out = out[:limit]
             infos = []
@@ -208,8 +220,36 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
                 if private_usage and j.job_id not in viewable:
                     for name in _USAGE_FIELDS:
                         info.ClearField(name)
+                if steps and (not private_jobs or j.job_id in viewable):
+                    info.step_info_list.extend(hist.job_steps(j))
                 infos.append(info)
-        return pb.QueryJobsInfoReply(ok=True, jobs=infos)
+        reason = ""
+        if history and ctl.has_history:
+            query = hist.query_from_request(request, states)
+            try:  # outside the lock: the store may take a while
+                records = hist.fetch_history(ctl.history, hist.narrowed(query, ident, private_jobs), limit, known,
+                                             memory_ids)
+            except hist.HistoryUnavailable as exc:
+                return pb.QueryJobsInfoReply(ok=False, reason=f"job history unavailable: {_one_line(exc)}")
+            extra = []
+            for rec in records:
+                mine = rec.uid == ident.uid or ctl._authorized(ident, "job.view", rec)
+                if private_jobs and not mine:
+                    continue
+                info = hist.record_info(rec, now, not mine, _PRIVATE_FIELDS)
+                if private_usage and not mine:
+                    for name in _USAGE_FIELDS:
+                        info.ClearField(name)
+                if steps:
+                    info.step_info_list.extend(hist.record_steps(rec))
+                extra.append(info)
+            if extra:
+                infos = sorted([*infos, *extra], key=lambda i: i.job_id)
+                if limit:
+                    infos = infos[:limit]
+        elif history:
+            reason = "no accounting plugin is configured (Plugins.Accounting): only the jobs the controller has"
+        return pb.QueryJobsInfoReply(ok=True, jobs=infos, reason=reason)
 
     @_guarded
     def CancelJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802

@@ -72,7 +72,8 @@ class PlugindDaemon:
         from crane_kernel.plugind.status import StatusWriter
 
         self.cfg = cfg
-        self.plugins = plugins.load_slots(plugins.config_selection(cfg), slots=PLUGIND_SLOTS)
+        self.plugins = plugins.load_slots(plugins.config_selection(cfg), slots=PLUGIND_SLOTS,
+                                          defaults=plugins.kernel_defaults(cfg))
         try:
             self.bus = Bus.from_config(cfg, "cplugind")
             consumer = socket.gethostname() or "cplugind"

@@ -39,7 +39,8 @@ log = logging.getLogger("crane.metrics")
 DEFAULTS: dict[str, Any] = {"ListenAddress": "127.0.0.1", "ListenPort": 9810, "PollInterval": 5.0, "Config": "",
                             "TokenFile": "", "HostTokenFile": "", "BusRole": "cplugind", "TlsCertFile": "",
                             "TlsKeyFile": ""}
-_KERNEL_KEYS = frozenset({"Cluster", "ClusterName", "KeyFile", "Admins"})  # defaults a host process may add
+# defaults a host process may add
+_KERNEL_KEYS = frozenset({"Cluster", "ClusterName", "KeyFile", "Admins", "CraneBaseDir"})
 
 
 class PrometheusMetrics:

@@ -21,7 +21,7 @@ KNOWN = (
     "Retries", "RetryIntervals", "KeepSeconds", "JobTimeout", "StartWorker",
 )
 # keys a plugin host may hand every plugin of the slot: accepted, and ``ClusterName`` names the cluster
-TOLERATED = ("ClusterName", "CredentialsDir")
+TOLERATED = ("ClusterName", "CredentialsDir", "CraneBaseDir")  # what a host process may add
 
 
 def _bool(settings: Mapping[str, Any], key: str, default: bool) -> bool:
