@@ -162,7 +162,9 @@ def kernel_defaults(cfg: Any) -> dict[str, dict[str, Any]]:
     """
     return {"auth": {"KeyFile": cfg.key_file, "Admins": list(cfg.Auth.Admins), "Cluster": cfg.ClusterName},
             "lifecycle": {"JobRequeue": cfg.CraneCtld.JobRequeue, "MaxRequeueCount": cfg.CraneCtld.MaxRequeueCount},
-            "events": {"CraneBaseDir": cfg.base_dir},
+            # event plugins that keep their own Redis state (notify_mail's rq queue) use the bus as cplugind
+            "events": {"CraneBaseDir": cfg.base_dir, "ClusterName": cfg.ClusterName, "BusUrl": cfg.RedisUrl,
+                       **({"CredentialsDir": cfg.bus_dir} if cfg.Bus.Auth else {})},
             "accounting": {"CraneBaseDir": cfg.base_dir}}
 
 

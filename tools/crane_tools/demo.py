@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=3, help="virtual nodes (default 3)")
     ap.add_argument("--dir", help="cluster directory (default: a new temporary directory)")
     ap.add_argument("--timeout", type=float, default=120, help="give up after this many seconds")
-    ap.add_argument("--plugins", default="", metavar="NAME[,NAME...]",
-                    help="event plugins for cplugind (Plugins.Events), e.g. sql; cplugind runs when set")
+    ap.add_argument("--plugins", default="sql", metavar="NAME[,NAME...]",
+                    help="event plugins for cplugind (Plugins.Events; default sql: the job history cacct reads; "
+                         "'' for none)")
     args = ap.parse_args(argv)
 
     print(f"Starting a {args.nodes}-node cluster on this machine (Redis, cranectld, {args.nodes} x craned)...")
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                                 {"name": "gpu", "nodes": "gpu01", "priority": 2}]}
     events = [n.strip() for n in args.plugins.split(",") if n.strip()]
     if events:
-        extra["Plugins"] = {"Events": events}
+        extra["Plugins"] = {"Events": events, **({"Accounting": "sql"} if "sql" in events else {})}
         print(f"Event plugins: {', '.join(events)} (in cplugind)")
     cluster = LocalCluster(args.dir, nodes=args.nodes, cpus=2, memory="1G", cluster="demo",
                            Craned={"PingInterval": 1, "KillWait": 1},
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         states = _final_states(jobs, env)
         _summary(jobs, states, workdir)
         ok = ok and all(states.get(j.job_id, ("?", 0))[0] == j.expect.name for j in jobs)
+        if "sql" in events:
+            ok = _history(jobs, env) and ok
         print("\nAll jobs ended as expected." if ok else "\nSome jobs did NOT end as expected.")
         if args.exit:
             return 0 if ok else 1
@@ -188,6 +191,23 @@ def _accounts(env: dict[str, str]) -> None:
         _run([_bin("cacctmgr"), *args], env)
         print(f"  cacctmgr {' '.join(args)}")
     print(_run([_bin("cacctmgr"), "show", "account"], env).stdout)
+
+
+def _history(jobs: list[DemoJob], env: dict[str, str], timeout: float = 20.0) -> bool:
+    """Show ``cacct`` of the demo's jobs (the controller's recent jobs merged with the job history that
+    cplugind's sql plugin writes, which keeps them after the controller forgets them)."""
+    ids = ",".join(str(j.job_id) for j in jobs)
+    deadline = time.time() + timeout
+    out = ""
+    while time.time() < deadline:
+        out = _run([_bin("cacct"), "-j", ids, "-o", "%j %n %P %a %t %e"], env, check=False).stdout
+        if all(any(line.split()[:1] == [str(j.job_id)] for line in out.splitlines()) for j in jobs):
+            print("\n--- cacct (job history: cplugind's sql plugin keeps it after the controller forgets a job) ---")
+            print(out, end="")
+            return True
+        time.sleep(0.5)
+    print(f"\ncacct did not show every job within {timeout:.0f}s:\n{out}")
+    return False
 
 
 def _whoami() -> str:

@@ -121,6 +121,7 @@ class LocalCluster:
             cfg.setdefault("Bus", {})["AclSelectors"] = False
         with open(self.config_path, "w") as fh:
             yaml.safe_dump(cfg, fh, sort_keys=False)
+        os.chmod(self.config_path, 0o644)  # every user's CLIs read it, whatever the umask
         from crane_kernel.config import load_config
 
         self.cfg = load_config(self.config_path)

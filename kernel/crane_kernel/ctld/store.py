@@ -19,7 +19,7 @@ transaction as the change it describes; it is deleted, in a later transaction, o
 
 Privacy: the journal holds every user's scripts and environments, so its directory is made
 0700 and the database with its ``-wal``/``-shm`` files 0600 (fixed at every start, and created
-under a 0077 umask). Once a job has ended, its bulky private fields (``script``, ``env``) are
+before SQLite opens it). Once a job has ended, its bulky private fields (``script``, ``env``) are
 dropped from its stored spec (:data:`COMPACTED_FIELDS`); what queries and history need stays.
 """
 
@@ -69,18 +69,18 @@ class StateStore:
     def __init__(self, path: str, durable: bool = False) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
         self.path = path
-        old_umask = os.umask(0o077)  # the -wal and -shm files are created later, with this umask too
-        try:
-            fresh = not os.path.exists(path)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            if fresh:
-                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # space of compacted jobs is given back
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.execute("PRAGMA cache_size=-8000")  # 8 MB page cache: memory stays bounded
-            self._db.executescript(_SCHEMA)
-        finally:
-            os.umask(old_umask)
+        # created 0600 before SQLite opens it: SQLite gives the -wal/-shm files the database's mode
+        # (no os.umask: it is process-wide and would race with other threads creating files)
+        fresh = not os.path.exists(path) or os.path.getsize(path) == 0
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        _private_files(path)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if fresh:
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # space of compacted jobs is given back
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.execute("PRAGMA cache_size=-8000")  # 8 MB page cache: memory stays bounded
+        self._db.executescript(_SCHEMA)
         _private_files(path)
         self._lock = threading.Lock()
         self._staged: list[tuple[int, bytes]] = []      # events of the coming transaction

@@ -21,7 +21,8 @@ from typing import Any
 log = logging.getLogger("crane_acct_sql")
 
 KNOWN = ("Url", "Retention", "PruneInterval")
-KERNEL = ("CraneBaseDir", "Cluster", "ClusterName")  # supplied by the kernel; not the user's to set
+# supplied by the kernel; not the user's to set
+KERNEL = ("CraneBaseDir", "Cluster", "ClusterName", "BusUrl", "CredentialsDir")
 
 
 @dataclass(frozen=True)

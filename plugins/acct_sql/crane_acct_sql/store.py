@@ -159,16 +159,15 @@ class Store:
 
     def _connect(self) -> Any:
         if self.engine == "sqlite":
-            old = os.umask(0o077)
-            try:
-                conn = sqlite3.connect(self.settings.target, isolation_level=None, check_same_thread=False,
-                                       timeout=30.0)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=30000")
-                conn.execute("PRAGMA cache_size=-16000")
-            finally:
-                os.umask(old)
+            # the file is created 0600 before SQLite opens it (SQLite gives its -wal/-shm files the
+            # database file's mode); never os.umask here: it is process-wide, and connections are
+            # opened from several threads at once (a racing restore would leave the process at 077)
+            os.close(os.open(self.settings.target, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            conn = sqlite3.connect(self.settings.target, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA cache_size=-16000")
             self._fix_modes()
             return conn
         import psycopg

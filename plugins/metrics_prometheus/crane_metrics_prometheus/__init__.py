@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {"ListenAddress": "127.0.0.1", "ListenPort": 9810, "P
                             "TokenFile": "", "HostTokenFile": "", "BusRole": "cplugind", "TlsCertFile": "",
                             "TlsKeyFile": ""}
 # defaults a host process may add
-_KERNEL_KEYS = frozenset({"Cluster", "ClusterName", "KeyFile", "Admins", "CraneBaseDir"})
+_KERNEL_KEYS = frozenset({"Cluster", "ClusterName", "KeyFile", "Admins", "CraneBaseDir", "BusUrl", "CredentialsDir"})
 
 
 class PrometheusMetrics:

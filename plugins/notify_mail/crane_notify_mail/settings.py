@@ -21,7 +21,7 @@ KNOWN = (
     "Retries", "RetryIntervals", "KeepSeconds", "JobTimeout", "StartWorker",
 )
 # keys a plugin host may hand every plugin of the slot: accepted, and ``ClusterName`` names the cluster
-TOLERATED = ("ClusterName", "CredentialsDir", "CraneBaseDir")  # what a host process may add
+TOLERATED = ("ClusterName", "CredentialsDir", "CraneBaseDir", "BusUrl")  # what a host process may add
 
 
 def _bool(settings: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -81,11 +81,15 @@ def parse(settings: Mapping[str, Any]) -> Settings:
     unknown = sorted(k for k in settings if k not in KNOWN and k not in TOLERATED)
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(map(str, unknown))} (known: {', '.join(KNOWN)})")
-    url = _text(settings, "RedisUrl", "redis://127.0.0.1:6379/0")
+    # default: the cluster's bus as cplugind (the host passes BusUrl and, on a closed bus, CredentialsDir)
+    url = _text(settings, "RedisUrl", _text(settings, "BusUrl", "redis://127.0.0.1:6379/0"))
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"RedisUrl must be a redis://, rediss:// or unix:// URL, not {url[:60]!r}")
     username, password = _text(settings, "Username"), _text(settings, "Password")
     cred_file = _text(settings, "CredentialsFile")
+    host_dir = _text(settings, "CredentialsDir")
+    if not (cred_file or username or password or _text(settings, "RedisUrl")) and host_dir:
+        cred_file = os.path.join(host_dir, "cplugind.json")  # the host's own bus role
     if cred_file:
         if password or username:
             raise ValueError("give either CredentialsFile or Username/Password, not both")
