@@ -45,7 +45,7 @@ def _fingerprint() -> str:
                 h.update(str(f).encode() + f.read_bytes())
     for proto in sorted((ROOT / "common" / "crane_common" / "proto").glob("*.proto")):
         h.update(proto.read_bytes())
-    h.update(" ".join(DEV_TOOLS).encode() + repr(sorted(EXTRAS.items())).encode())
+    h.update(" ".join(DEV_TOOLS).encode() + repr(sorted(EXTRAS.items())).encode() + b"compat")
     return h.hexdigest()
 
 
@@ -67,7 +67,11 @@ def install() -> None:
         extras = EXTRAS.get(pkg.name, "")
         args += ["-e", f"{pkg}{extras}"]
     with open(log, "w") as out:
-        for step in (["--upgrade", "pip", "setuptools>=68", "wheel", "grpcio-tools>=1.60,<2"], [*DEV_TOOLS, *args]):
+        # editable_mode=compat: a static path entry per package instead of an import hook that every
+        # Python start-up (every CLI call) runs; the dev CLIs start ~15 ms faster, like a real install
+        compat = ["--config-settings", "editable_mode=compat"]
+        for step in (["--upgrade", "pip", "setuptools>=68", "wheel", "grpcio-tools>=1.60,<2"],
+                     [*DEV_TOOLS, *compat, *args]):
             if subprocess.run([*pip, *step], stdout=out, stderr=subprocess.STDOUT).returncode != 0:
                 tail = log.read_text().splitlines()[-30:]
                 sys.exit("dev.py: installation failed; last lines of " + str(log) + ":\n" + "\n".join(tail))
