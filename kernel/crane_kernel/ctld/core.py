@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -39,6 +38,7 @@ from crane_kernel.clusterinfo import build_cluster_info
 from crane_kernel.config import ClusterConfig
 from crane_kernel.ctld import reconcile as rc
 from crane_kernel.ctld.accounts import AccountBook
+from crane_kernel.ctld.changes import ChangesMixin
 from crane_kernel.ctld.cycle import CYCLE_BUCKETS, CycleMixin
 from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.emit import EmitMixin
@@ -46,20 +46,18 @@ from crane_kernel.ctld.history import rebuild_usage
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
 from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
-from crane_kernel.ctld.nodes import NodeState, build_nodes
+from crane_kernel.ctld.nodes import build_nodes
 from crane_kernel.ctld.resources import ResourcesMixin
 from crane_kernel.ctld.store import StateStore
 from crane_kernel.ctld.view import Tracked, ViewKeeper
 from crane_kernel.errors import JobRejected
 from crane_kernel.sched_types import (
-    REASON_HELD,
     SchedRunning,
     ineligible_reason,
 )
 
 log = logging.getLogger("cranectld")
 
-MAX_PRIORITY = 2**32  # the highest priority an admin can pin
 HISTORY_REPLAY = 100_000  # ended jobs replayed to crane_job_finished at start-up (usage history)
 
 
@@ -67,7 +65,8 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
     """The caller may not do this (becomes PERMISSION_DENIED / a per-job reason)."""
 
 
-class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin):
+class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
+                 ChangesMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -249,125 +248,6 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         if done:
             self.wake.set()
         return done, failed
-
-    def modify(self, job_ids: Iterable[int], identity: Identity, *, priority: float | None = None,
-               hold: bool | None = None, time_limit: int | None = None) -> tuple[list[int], list[tuple[int, str]]]:
-        """Pin priority (admin), hold/release, or change the time limit of jobs.
-
-        As in Slurm, a user may only lower her job's time limit (``job.modify``); raising it is
-        ``job.time_limit.raise`` (operators and admins), and never beyond ``CraneCtld.MaxTimeLimit``.
-        A hold placed by an operator or admin can only be released by one (``job.release_admin_hold``).
-        A running job's new limit is sent to its head node (:class:`~crane_kernel.messages.UpdateStep`),
-        whose supervisor enforces it.
-        """
-        done: list[int] = []
-        failed: list[tuple[int, str]] = []
-        outbox: list = []
-        if priority is not None and (not math.isfinite(priority) or not 0 <= priority <= MAX_PRIORITY):
-            return [], [(jid, f"priority must be a number from 0 to {MAX_PRIORITY}") for jid in job_ids]
-        if time_limit is not None and not 1 <= time_limit <= self.cfg.CraneCtld.MaxTimeLimit:
-            return [], [(jid, f"time limit must be from 1 to {self.cfg.CraneCtld.MaxTimeLimit} seconds")
-                        for jid in job_ids]
-        now = self.clock()
-        with self.lock:
-            updates = []
-            for jid in job_ids:
-                job = self.jobs.get(jid)
-                if job is None or job.state in FINAL_STATES:
-                    failed.append((jid, "Job not found or already finished"))
-                    continue
-                action = self._modify_action(job, priority, hold, time_limit)
-                if not self._authorized(identity, "job.modify", job) or not self._authorized(identity, action, job):
-                    failed.append((jid, "Permission denied"))
-                    continue
-                if time_limit is not None and (why := self.limits.modify_time_refusal(job, time_limit)):
-                    failed.append((jid, why))  # the QoS's per-job cap binds everyone, admins too
-                    continue
-                if priority is not None:
-                    job.pinned_priority = float(priority)
-                    job.priority = float(priority)
-                    self.keeper.priorities_changed()
-                    kind, changes = "job.modified", {"priority": float(priority)}
-                elif hold is not None:
-                    if job.state != JobState.Pending:
-                        failed.append((jid, "Job is not pending"))
-                        continue
-                    job.held = hold
-                    job.hold_admin = hold and identity.is_admin and identity.uid != job.uid
-                    job.reason = REASON_HELD if hold else ""
-                    self.keeper.pending_changed.add(jid)
-                    kind, changes = ("job.held" if hold else "job.released"), {"held": bool(hold)}
-                elif time_limit is not None:
-                    job.time_limit = int(time_limit)
-                    kind, changes = "job.modified", {"time_limit": int(time_limit)}
-                    rv = self.running_view.get(jid)
-                    if rv is not None:
-                        self.running_view[jid] = rv.with_end(job.start_time + (job.time_limit or 10**9))
-                    else:
-                        self.keeper.request_changed(jid)
-                    if job.state != JobState.Pending and job.head_node:
-                        outbox.append((self.node_stream(job.head_node),
-                                       m.UpdateStep(job_id=jid, time_limit=job.time_limit, epoch=job.epoch)))
-                else:
-                    kind, changes = "", {}
-                if kind:
-                    self._emit_job(outbox, kind, job, now, actor=identity.user, changes=changes)
-                updates.append((int(job.state), self._rt_json(job), jid))
-                done.append(jid)
-            self.store.write(updates=updates)
-        self.publish(outbox)
-        self.wake.set()
-        return done, failed
-
-    def _modify_action(self, job: Job, priority: float | None, hold: bool | None, time_limit: int | None) -> str:
-        """The authorization action of one change (beyond ``job.modify``, which every change needs)."""
-        if priority is not None:
-            return "job.priority"
-        if hold is not None:
-            if hold:
-                return "job.hold"
-            return "job.release_admin_hold" if job.hold_admin else "job.release"
-        if time_limit is not None:
-            part = next((p for p in self.cfg.Partitions if p.name == job.partition), None)
-            over_partition = bool(part and part.MaxTimeLimit and time_limit > part.MaxTimeLimit)
-            current = job.time_limit or math.inf  # 0: unlimited
-            return "job.time_limit.raise" if time_limit > current or over_partition else "job.time_limit.lower"
-        return "job.modify"
-
-    def _modifiable_nodes(self, names: Iterable[str], identity: Identity) -> tuple[list[NodeState], list]:
-        """The named nodes ``identity`` may modify (``node.modify``), and ``(name, why)`` for the others."""
-        nodes: list[NodeState] = []
-        bad: list[tuple[str, str]] = []
-        for name in names:
-            node = self.nodes.get(name)
-            if node is None:
-                bad.append((name, "no such node"))
-            elif not self._authorized(identity, "node.modify", name):
-                bad.append((name, "Permission denied"))
-            else:
-                nodes.append(node)
-        return nodes, bad
-
-    def set_drain(self, names: list[str], drain: bool, reason: str, identity: Identity) -> tuple[list, list]:
-        """Drain or resume nodes (admins only)."""
-        ok = []
-        outbox: list = []
-        now = self.clock()
-        with self.lock:
-            nodes, bad = self._modifiable_nodes(names, identity)
-            states = []
-            for node in nodes:
-                name = node.name
-                node.drain, node.drain_reason = drain, reason if drain else ""
-                node.refresh_usable()
-                states.append((name, drain, node.drain_reason))
-                self._emit_node(outbox, "node.drained" if drain else "node.resumed", name, now, reason=reason,
-                                actor=identity.user)
-                ok.append(name)
-            self.store.write(node_states=states)
-        self.publish(outbox)
-        self.wake.set()
-        return ok, bad
 
     def _finish(self, job: Job, state: JobState, exit_code: int, now: float, outbox: list,
                 persist: bool = True, reason: str = "") -> list:
