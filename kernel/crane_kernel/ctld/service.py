@@ -177,6 +177,9 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         states = _states(request.states, context) or (
             None if request.include_finished or history else _DEFAULT_STATES)
         private_jobs, private_usage = (k in ctl.cfg.CraneCtld.PrivateData for k in ("jobs", "usage"))
+        # the job history (cacct) is private whatever PrivateData says: a plain user gets her own jobs and
+        # those of the accounts she coordinates; operators and admins see all (as CraneSched's cacct)
+        private_jobs = private_jobs or history
         ids = set(request.job_ids)
         names, users = set(request.names), set(request.users)
         accounts, parts, qos = set(request.accounts), set(request.partitions), set(request.qos)
