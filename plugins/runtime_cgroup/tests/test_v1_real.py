@@ -119,10 +119,28 @@ def test_pids_limit_stops_forking(runtime, launched, make_step: StepFactory) -> 
         "    os.kill(pid, signal.SIGKILL)\n"
         "    os.waitpid(pid, 0)\n"
     )
-    runtime.crane_plugin_configure(settings=v1_settings(PidsMax=5))
     step = make_step(script, interpreter=["/usr/bin/python3"])
-    handle = launch(runtime, launched, step)
-    assert runtime.crane_step_wait(handle=handle, timeout=10) == 0
+    # launched from a fresh single-threaded process, as the real step supervisor is: the supervisor
+    # joins the job's cgroup for a moment, and the pids limit counts its threads (pytest's process
+    # may hold any number of leftover threads, which would make the join itself fail with EAGAIN)
+    driver = (
+        "import json, sys\n"
+        "from crane_kernel.runtime import StepSpec\n"
+        "from crane_runtime_cgroup import CgroupRuntime\n"
+        "rt = CgroupRuntime()\n"
+        f"rt.crane_plugin_configure(settings={v1_settings(PidsMax=5)!r})\n"
+        "h = rt.crane_step_launch(step=StepSpec(**json.loads(sys.argv[1])))\n"
+        "code = rt.crane_step_wait(handle=h, timeout=10)\n"
+        "rt.crane_step_cleanup(handle=h)\n"
+        "print(code)\n"
+    )
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", driver, json.dumps(step.to_dict())], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["0"], (out.stdout, out.stderr)
     assert Path(step.stdout).read_text().split() == ["4"]     # 5 pids: the parent and 4 children
 
 
