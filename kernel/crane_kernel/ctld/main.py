@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -283,18 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         if daemon is not None:  # it failed to start: its plugins still get their shutdown
             daemon.pm.shutdown()
         return 1
-    done = threading.Event()
+    from crane_kernel.daemonrun import run_until_signalled
 
-    def _stop(signum: int, _frame: Any) -> None:
-        log.info("signal %d: shutting down", signum)
-        done.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    while not done.wait(1.0):
-        pass
-    daemon.shutdown()
-    return 0
+    return run_until_signalled(daemon, log)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import socket
 import sys
-import threading
 from typing import Any
 
 from crane_kernel.config import load_config
@@ -125,18 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cplugind: {exc}", file=sys.stderr)
         log.error("%s", exc)
         return 1
-    done = threading.Event()
+    from crane_kernel.daemonrun import run_until_signalled
 
-    def _stop(signum: int, _frame: Any) -> None:
-        log.info("signal %d: shutting down", signum)
-        done.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    while not done.wait(1.0):
-        pass
-    daemon.shutdown()
-    return 0
+    return run_until_signalled(daemon, log)
 
 
 def crane_plugins(argv: list[str] | None = None) -> int:
