@@ -18,7 +18,7 @@ from crane_runtime_cri import cgroups
 from crane_runtime_cri.logs import LogPump
 from crane_runtime_cri.plugin import LABEL_NODE, Cri, CriRuntime
 
-OK, WHY = ctrd.available()
+OK, WHY = ctrd.available(), ctrd.unavailable_reason()
 NODE = f"crit{os.getpid()}"
 
 
@@ -197,3 +197,23 @@ def test_reap_removes_a_dead_supervisors_pod(runtime, containerd, tmp_path):
     assert runtime.crane_step_reap(node=NODE, job_id=20, step_id=1) is True
     assert leftovers(containerd, runtime, 20) == []
     assert runtime.crane_step_reap(node=NODE, job_id=20, step_id=1) is None
+
+
+def test_gres_devices_and_limits_reach_the_container(runtime, containerd, tmp_path):
+    import stat
+
+    dev = tmp_path / "fakegpu0"
+    os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(241, 0))
+    spec = step(tmp_path, f"ls {dev} && echo present; cat /proc/self/cgroup | grep memory", job_id=21,
+                devices_allow=[str(dev)], cpus=0.5, mem_bytes=96 << 20)
+    h = runtime.crane_step_launch(step=spec)
+    rel = cgroups.parent_path(runtime.config.prefix, NODE, 21)
+    root = runtime.config.cgroup_root
+    if not cgroups.is_v2(root):  # the parent cgroup carries the job's limits too
+        assert (open(f"{root}/memory/{rel}/memory.limit_in_bytes").read().strip()) == str(96 << 20)
+        assert (open(f"{root}/cpu/{rel}/cpu.cfs_quota_us").read().strip()) == "50000"
+    assert runtime.crane_step_wait(handle=h, timeout=20) == 0
+    assert runtime.crane_step_cleanup(handle=h)
+    out = (tmp_path / "out21").read_text()
+    assert "present" in out and f"/{rel}/" in out, out
+    assert leftovers(containerd, runtime, 21) == []
