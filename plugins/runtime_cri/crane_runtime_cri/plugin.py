@@ -240,6 +240,23 @@ class CriRuntime:
             devices=devices, labels={LABEL_JOB: str(step.job_id), LABEL_NODE: step.node}, log_path="main.log",
             linux=pb.LinuxContainerConfig(resources=res, security_context=sec))
 
+    @staticmethod
+    def _remove_stale_pods(cli: Cri, step: StepSpec) -> None:
+        """Remove pods an earlier run of this job left on this node (a requeue after a crash); one List call."""
+        pb = cli.pb
+        sel = {LABEL_JOB: str(step.job_id), LABEL_NODE: step.node}
+        pods = cli.call(cli.rt, "ListPodSandbox", pb.ListPodSandboxRequest(
+            filter=pb.PodSandboxFilter(label_selector=sel))).items
+        for pod in pods:
+            log.warning("job %s: removing the pod %s an earlier run left", step.job_id, pod.id[:12])
+            ctrs = cli.call(cli.rt, "ListContainers", pb.ListContainersRequest(
+                filter=pb.ContainerFilter(pod_sandbox_id=pod.id))).containers
+            for ctr in ctrs:
+                cli.call(cli.rt, "StopContainer", pb.StopContainerRequest(container_id=ctr.id, timeout=0))
+                cli.call(cli.rt, "RemoveContainer", pb.RemoveContainerRequest(container_id=ctr.id))
+            cli.call(cli.rt, "StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=pod.id))
+            cli.call(cli.rt, "RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+
     @hookimpl
     def crane_step_launch(self, step: StepSpec) -> CriStepHandle | None:
         """Run the step's container in a new pod; ``None`` for a step without a container.
@@ -280,6 +297,7 @@ class CriRuntime:
                 cgroups.create(cfg.cgroup_root, rel, step.cpus, step.mem_bytes)
             except OSError as exc:
                 raise CriError(f"cannot create the pod cgroup {rel}: {exc.strerror}") from None
+            self._remove_stale_pods(cli, step)
             pod_cfg, ns = self._pod_config(pb, step, rel, log_dir)
             handle.pod_id = cli.call(cli.rt, "RunPodSandbox", pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
             ctr_cfg = self._container_config(pb, step, ns, script)

@@ -217,3 +217,13 @@ def test_gres_devices_and_limits_reach_the_container(runtime, containerd, tmp_pa
     out = (tmp_path / "out21").read_text()
     assert "present" in out and f"/{rel}/" in out, out
     assert leftovers(containerd, runtime, 21) == []
+
+
+def test_a_relaunch_removes_the_pod_an_earlier_run_left(runtime, containerd, tmp_path):
+    h = runtime.crane_step_launch(step=step(tmp_path, "sleep 30", job_id=22))
+    h.client.close()  # that supervisor crashed
+    h2 = runtime.crane_step_launch(step=step(tmp_path, "echo again", job_id=22))
+    assert runtime.crane_step_wait(handle=h2, timeout=20) == 0
+    assert runtime.crane_step_cleanup(handle=h2)
+    assert (tmp_path / "out22").read_text() == "again\n"
+    assert leftovers(containerd, runtime, 22) == []
