@@ -375,6 +375,8 @@ class CriRuntime:
         """
         if handle.exit_code is not None or not handle.container_id:
             return True
+        if signum in (signal.SIGKILL, signal.SIGTERM) and cgroups.is_frozen(handle.cgroup_root, handle.cgroup):
+            cgroups.freeze(handle.cgroup_root, handle.cgroup, False)  # a frozen container cannot be stopped
         if signum == signal.SIGKILL:
             handle.stopped = True
             self._stop(handle, 0)
@@ -385,6 +387,16 @@ class CriRuntime:
                                                   daemon=True, name=f"cri-stop-{handle.spec.job_id}")
                 handle.stopper.start()
         return True
+
+    @hookimpl
+    def crane_step_suspend(self, handle: CriStepHandle) -> bool | None:
+        """Freeze the pod's parent cgroup (CRI has no pause); False if that failed."""
+        return cgroups.freeze(handle.cgroup_root, handle.cgroup, True)
+
+    @hookimpl
+    def crane_step_resume(self, handle: CriStepHandle) -> bool | None:
+        """Thaw the pod's parent cgroup."""
+        return cgroups.freeze(handle.cgroup_root, handle.cgroup, False)
 
     @hookimpl
     def crane_step_usage(self, handle: CriStepHandle) -> StepUsage | None:
@@ -399,6 +411,8 @@ class CriRuntime:
         """Stop and remove the container and the pod, delete the log directory and the parent cgroup."""
         ok = True
         cli = handle.client
+        if handle.cgroup and cgroups.is_frozen(handle.cgroup_root, handle.cgroup):
+            cgroups.freeze(handle.cgroup_root, handle.cgroup, False)  # a frozen container cannot be stopped
         if cli is not None:
             pb = cli.pb
             steps = []

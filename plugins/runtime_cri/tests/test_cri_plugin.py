@@ -227,3 +227,28 @@ def test_a_relaunch_removes_the_pod_an_earlier_run_left(runtime, containerd, tmp
     assert runtime.crane_step_cleanup(handle=h2)
     assert (tmp_path / "out22").read_text() == "again\n"
     assert leftovers(containerd, runtime, 22) == []
+
+
+def test_suspend_and_resume_freeze_the_pod(runtime, containerd, tmp_path):
+    spec = step(tmp_path, "i=0; while [ $i -lt 40 ]; do echo $i; i=$((i+1)); sleep 0.05; done", job_id=23)
+    h = runtime.crane_step_launch(step=spec)
+    assert runtime.crane_step_wait(handle=h, timeout=0.4) is None
+    assert runtime.crane_step_suspend(handle=h)
+    time.sleep(0.2)
+    n = len((tmp_path / "out23").read_text().split())
+    assert runtime.crane_step_wait(handle=h, timeout=0.6) is None
+    assert len((tmp_path / "out23").read_text().split()) == n  # no progress while frozen
+    assert runtime.crane_step_resume(handle=h)
+    assert runtime.crane_step_wait(handle=h, timeout=20) == 0
+    assert runtime.crane_step_cleanup(handle=h)
+    assert (tmp_path / "out23").read_text().split() == [str(i) for i in range(40)]
+    assert leftovers(containerd, runtime, 23) == []
+
+
+def test_cleanup_of_a_frozen_pod(runtime, containerd, tmp_path):
+    h = runtime.crane_step_launch(step=step(tmp_path, "sleep 30", job_id=24))
+    assert runtime.crane_step_wait(handle=h, timeout=0.2) is None
+    assert runtime.crane_step_suspend(handle=h)
+    runtime.crane_step_signal(handle=h, signum=signal.SIGKILL, all_processes=True)  # the failure path
+    assert runtime.crane_step_cleanup(handle=h)
+    assert leftovers(containerd, runtime, 24) == []
