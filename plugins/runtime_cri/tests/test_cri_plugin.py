@@ -252,3 +252,14 @@ def test_cleanup_of_a_frozen_pod(runtime, containerd, tmp_path):
     runtime.crane_step_signal(handle=h, signum=signal.SIGKILL, all_processes=True)  # the failure path
     assert runtime.crane_step_cleanup(handle=h)
     assert leftovers(containerd, runtime, 24) == []
+
+
+def test_ports_dns_and_pod_name_are_accepted(runtime, containerd, tmp_path):
+    spec = step(tmp_path, "cat /etc/resolv.conf; hostname", job_id=25,
+                container={"ports": ["18080:80", "9090"], "dns": ["10.9.8.7"], "pod_name": "web-1",
+                           "host_network": True})
+    _h, rc, _u = run(runtime, spec)
+    out = (tmp_path / "out25").read_text()
+    assert rc == 0, out
+    assert "nameserver 10.9.8.7" in out  # containerd writes the pod's resolv.conf even with the host network
+    assert leftovers(containerd, runtime, 25) == []
