@@ -263,3 +263,22 @@ def test_ports_dns_and_pod_name_are_accepted(runtime, containerd, tmp_path):
     assert rc == 0, out
     assert "nameserver 10.9.8.7" in out  # containerd writes the pod's resolv.conf even with the host network
     assert leftovers(containerd, runtime, 25) == []
+
+
+def test_pod_user_root_only_for_root_and_another_uid_gets_no_mount(runtime, containerd, tmp_path):
+    from crane_common.states import EC_PERMISSION_DENIED
+
+    nobody = pwd.getpwnam("nobody")
+    base = step(tmp_path, job_id=26)
+    base.uid, base.gid, base.user = nobody.pw_uid, nobody.pw_gid, "nobody"
+    base.stdout = ""
+    base.container = {"image": ctrd.IMAGE, "user": "0:0"}
+    with pytest.raises(StepLaunchError) as ei:
+        runtime.crane_step_launch(step=base)
+    assert ei.value.exit_code == EC_PERMISSION_DENIED
+    plugin = runtime
+    pb = Cri(containerd.socket, 5).pb
+    base.container = {"image": ctrd.IMAGE, "user": "4242"}
+    cfg = plugin._container_config(pb, base, pb.NamespaceOption(), "/x")
+    assert cfg.working_dir == "/" and [m.container_path for m in cfg.mounts] == ["/.crane/script"]
+    assert cfg.linux.security_context.run_as_user.value == 4242
