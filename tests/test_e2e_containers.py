@@ -31,6 +31,19 @@ def env():
         with running_cluster(nodes=2, Plugins={"Runtime": ["cri", "cgroup"], "Settings": {
                 "cri": {"Endpoint": c.socket, "LogRoot": logs, "Prefix": prefix, "StopTimeout": 1}}}) as cl:
             yield cl, c, logs, prefix
+    for hier in os.listdir("/sys/fs/cgroup"):  # the plugin leaves <prefix>/<node> like the cgroup runtime
+        base = os.path.join("/sys/fs/cgroup", hier, prefix)
+        if os.path.isdir(base) and not os.path.islink(os.path.join("/sys/fs/cgroup", hier)):
+            for node in os.listdir(base):
+                if os.path.isdir(os.path.join(base, node)):
+                    try:
+                        os.rmdir(os.path.join(base, node))
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(base)
+            except OSError:
+                pass
 
 
 def submit(cl, script, image=ctrd.IMAGE, **fields):

@@ -48,6 +48,17 @@ def containerd():
     d = tempfile.mkdtemp(prefix="crt", dir="/tmp")
     with ctrd.PrivateContainerd(d) as c:
         yield c
+    rmdir_cgroups(f"crane/{NODE}")
+
+
+def rmdir_cgroups(rel):
+    """Remove the (empty) cgroup directory ``rel`` in every hierarchy: the node directory the tests made."""
+    root = "/sys/fs/cgroup"
+    for d in [root] if cgroups.is_v2(root) else [os.path.join(root, n) for n in os.listdir(root)]:
+        try:
+            os.rmdir(os.path.join(d, rel))
+        except OSError:
+            pass
 
 
 @pytest.fixture
