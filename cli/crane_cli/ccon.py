@@ -102,14 +102,15 @@ def build_command() -> Group:
         Option("-J", "--job-name", help="job name (default: --name, else the image)"),
         *common_options(json_flag=False),
     ])
-    group.add_command(RunCommand("run", short_help="run a command in a new container job", params=[
+    group.add_command(RunCommand("run", short_help="run a command in a new container job",
+                                 help="Run IMAGE [CMD...] as a container job; wait for it unless -d.", params=[
         Option("--name", help="container name (ContainerSpec.pod_name)"),
         Option("-d", "--detach", flag=True, default=False, help="print the job id and return"),
         Option("-e", "--env", multiple=True, metavar="K=V", help="set an environment variable (K alone: copy it)"),
         Option("--user", metavar="UID[:GID]", help="user inside the container"),
         Option("-p", "--publish", multiple=True, metavar="HOST:CONT", help="publish a port"),
         Argument("image", metavar="IMAGE", help="image reference, e.g. localhost/crane-busybox:1"),
-        Argument("cmd", nargs=-1, required=False, type=click.UNPROCESSED, metavar="[CMD...]",
+        Argument("cmd", nargs=-1, required=False, type=click.UNPROCESSED, metavar="CMD",
                  help="command and arguments (default: the image's)"),
     ], context_settings={"allow_interspersed_args": False}, callback=_body(cmd_run)))
     ps_params = [
