@@ -177,3 +177,12 @@ def test_cbatch_pod_submits(cli, fake):
     assert fake.last("SubmitBatchJob").job.container.image == "localhost/crane-busybox:1"
     r = cli("cbatch", "--pod-userns", "--wrap", "echo hi")
     assert r.code == 2 and r.err.strip() == "--pod-userns requires --pod IMAGE"
+
+
+def test_console_script(cli, fake):
+    r = cli("ccon", "exec", "1", "sh")
+    assert r.code == 2 and r.err.startswith("ccon exec: not supported: ")
+    r = cli("ccon", "-p", "CPU", "run", "-d", "img:1", "true")
+    assert r.code == 0 and r.out.strip().isdigit(), r
+    r = cli("ccon", "ps", "-a")
+    assert r.code == 0 and "img:1" in r.out

@@ -3,7 +3,8 @@
 Starts a private Redis, ``cranectld`` and several ``craned`` virtual nodes
 (closed bus, TLS, JWTs and the account database enforced), adds a QoS, an
 account and the user with ``cacctmgr``, then submits jobs with the real ``cbatch`` (single-node, multi-node, one over
-its memory, one over its time limit, one cancelled with ``ccancel``), shows
+its memory, one over its time limit, one cancelled with ``ccancel``; and, where this host can run a
+private containerd, one container job with ``cbatch --pod`` through the cri runtime), shows
 the queue changing with ``cqueue`` until everything has ended, and prints a
 summary of states and exit codes. With ``--exit`` it stops the cluster and
 exits 0 only if every job ended as expected; without it, the cluster stays up
