@@ -40,6 +40,7 @@ EC_EXCEED_TIME_LIMIT = 325
 EC_CRANED_DOWN = 326
 EC_EXEC_ERR = 327
 EC_RPC_ERR = 328
+EC_CONTAINER_ERR = 329  # the container runtime could not run the job's container (image missing, runtime down, ...)
 
 CRANE_CODE_NAMES = {
     EC_TERMINATED: "Terminated",
@@ -51,6 +52,7 @@ CRANE_CODE_NAMES = {
     EC_CRANED_DOWN: "Crane Daemon Down",
     EC_EXEC_ERR: "Execution Error",
     EC_RPC_ERR: "RPC Failure",
+    EC_CONTAINER_ERR: "Container Runtime Error",
 }
 
 

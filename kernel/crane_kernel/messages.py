@@ -184,6 +184,23 @@ class StepStatus(BusMessage):
 # --- to one node: crane:{cluster}:node:{name} -------------------------------------------------
 
 
+class ContainerLaunch(BaseModel):
+    """The container of a container job, as the controller validated it (ctld/jobs.py normalize_container).
+
+    Runtime-neutral: a container runtime plugin (e.g. ``cri``) interprets it; sizes are bounded
+    again here so a node never trusts a message blindly.
+    """
+
+    image: str = Field(min_length=1, max_length=4096)
+    pod_name: str = Field("", max_length=253)
+    ports: list[Annotated[str, Field(max_length=11)]] = Field(default_factory=list, max_length=16)
+    user: str = Field("", max_length=21)
+    userns: bool = False
+    host_network: bool = False
+    dns: list[Annotated[str, Field(max_length=45)]] = Field(default_factory=list, max_length=3)
+    command: list[Annotated[str, Field(max_length=1 << 20)]] = Field(default_factory=list, max_length=256)
+
+
 class LaunchSpec(BaseModel):
     """What a node needs to run a job's batch step: built by the controller, read by the step supervisor.
 
@@ -212,6 +229,7 @@ class LaunchSpec(BaseModel):
     time_limit: int = Field(0, ge=0, le=2**31 - 1)  # seconds, 0 = unlimited (the supervisor enforces it)
     devices_allow: list[str] = Field(default_factory=list)  # device files the job may open
     devices_deny: list[str] = Field(default_factory=list)   # the node's other device files
+    container: ContainerLaunch | None = None  # a container job (the runtime plugin that claims it reads it)
 
 
 class LaunchStep(BusMessage):

@@ -52,7 +52,8 @@ class StepSpec:
     devices_allow: list[str] = field(default_factory=list)  # device files the step may open
     devices_deny: list[str] = field(default_factory=list)   # device files the step must not open
     time_limit: int = 0            # seconds, 0 = unlimited (enforced by the supervisor)
-    container_image: str = ""      # for container runtimes (unused by runtime_cgroup)
+    container: dict | None = None  # a container job: image, pod_name, ports, user, userns, host_network, dns,
+    # command (messages.ContainerLaunch as a dict); claimed by a container runtime (cri), left by cgroup
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-serialisable) for the supervisor's state file."""

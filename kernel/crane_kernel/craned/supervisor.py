@@ -90,6 +90,7 @@ def build_step(node: str, job_dir: str, job_id: int, spec: LaunchSpec, script_pa
         stdin=stdin, open_mode=spec.open_mode, cpus=spec.cpus, cpu_ids=list(spec.cpu_ids), mem_bytes=spec.mem_bytes,
         devices_allow=list(spec.devices_allow), devices_deny=list(spec.devices_deny),
         time_limit=spec.time_limit,
+        container=spec.container.model_dump() if spec.container is not None else None,
     )
 
 

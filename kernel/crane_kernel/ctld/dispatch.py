@@ -57,7 +57,8 @@ class DispatchMixin:
             output=spec.get("output", ""), error=spec.get("error", ""), input=spec.get("input", ""),
             open_mode=spec.get("open_mode") or "truncate", cpus=job.cpus_per_node, cpu_ids=head.cpu_ids,
             mem_bytes=job.mem_per_node, time_limit=job.time_limit, devices_allow=devices,
-            devices_deny=[d for d in all_devices if d not in devices])
+            devices_deny=[d for d in all_devices if d not in devices],
+            container=spec.get("container") or None)
         return m.LaunchStep(job_id=job.job_id, step_id=1, spec=launch, epoch=job.epoch)
 
     def _gres_environment(self, job: Job, devices: list[str], head: NodeState) -> dict[str, str]:

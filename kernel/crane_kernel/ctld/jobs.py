@@ -9,8 +9,10 @@ state store and are read back when the job is dispatched.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import pwd
+import re
 import sys
 from typing import Any
 
@@ -36,6 +38,14 @@ _TEXT_FIELDS = {  # field -> (config key of its maximum, what it is called in er
     "export": ("MaxEnvBytes", "export list"), "extra_attr": ("MaxCommentBytes", "extra attributes"),
 }
 _OPEN_MODES = ("", "append", "truncate")
+MAX_CONTAINER_PORTS = 16              # --pod-port mappings of one job
+MAX_CONTAINER_DNS = 3                 # --pod-dns servers (resolv.conf reads at most three)
+MAX_CONTAINER_ARGS = 256              # argv entries of a container command
+_IMAGE_RE = re.compile(  # [registry[:port]/]path[:tag][@algo:hex]; lowercase path components like OCI/docker
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,})?$")
+_POD_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+_CONTAINER_KEYS = ("image", "pod_name", "ports", "user", "userns", "host_network", "dns", "command")
 
 
 def _has_control(text: str) -> bool:
@@ -116,6 +126,94 @@ def _check_env(env: Any, cfg: ClusterConfig) -> None:
                           "(CraneCtld.MaxEnvBytes)")
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise JobRejected(f"container port {text[:16]!r} must be a number from 1 to 65535")
+    return int(text)
+
+
+def normalize_container(spec: dict[str, Any], cfg: ClusterConfig) -> None:
+    """Validate and canonicalise ``spec["container"]`` (the JobSpec's ContainerSpec as a dict) in place.
+
+    Nothing here is runtime-specific: bounded strings without control characters, an image
+    reference of the usual ``[registry/]path[:tag][@digest]`` shape, ports ``N`` or ``HOST:CONTAINER``
+    (1-65535), a user ``UID[:GID]`` of numbers, at most :data:`MAX_CONTAINER_DNS` DNS server IPs and
+    a bounded command. An empty or missing container (a plain job) is removed from the spec.
+    Raises :class:`JobRejected`.
+    """
+    c = spec.get("container")
+    if not c:
+        spec.pop("container", None)
+        return
+    if not isinstance(c, dict):
+        raise JobRejected("the container must be a mapping")
+    lim = cfg.CraneCtld
+    unknown = sorted(set(c) - set(_CONTAINER_KEYS))
+    if unknown:
+        raise JobRejected(f"unknown container field {unknown[0][:32]!r}")
+    image = c.get("image") or ""
+    _check_name(image, "container image", lim.MaxPathBytes)
+    if not image:
+        raise JobRejected("a container job needs an image")
+    if not _IMAGE_RE.match(image):
+        raise JobRejected(f"container image {image[:64]!r} is not an image reference")
+    out: dict[str, Any] = {"image": image}
+    pod = c.get("pod_name") or ""
+    if pod:
+        _check_name(pod, "pod name", lim.MaxNameBytes)
+        if not _POD_NAME_RE.match(pod):
+            raise JobRejected(f"pod name {pod[:64]!r} must be lowercase letters, digits, '.' and '-' (at most 63)")
+        out["pod_name"] = pod
+    ports = c.get("ports") or []
+    if not isinstance(ports, list) or len(ports) > MAX_CONTAINER_PORTS:
+        raise JobRejected(f"at most {MAX_CONTAINER_PORTS} container ports")
+    canon = []
+    for p in ports:
+        if not isinstance(p, str | int) or isinstance(p, bool):
+            raise JobRejected("a container port must be N or HOST:CONTAINER")
+        parts = str(p).split(":")
+        if len(parts) > 2:
+            raise JobRejected(f"container port {str(p)[:32]!r} must be N or HOST:CONTAINER")
+        canon.append(":".join(str(_port(x)) for x in parts))
+    if canon:
+        out["ports"] = canon
+    user = c.get("user") or ""
+    if user:
+        if not isinstance(user, str) or not re.fullmatch(r"[0-9]{1,10}(:[0-9]{1,10})?", user) or \
+                any(int(x) > 2**32 - 2 for x in user.split(":")):
+            raise JobRejected(f"container user {str(user)[:32]!r} must be UID or UID:GID (numbers)")
+        out["user"] = user
+    for flag in ("userns", "host_network"):
+        v = c.get(flag, False)
+        if not isinstance(v, bool):
+            raise JobRejected(f"container {flag} must be true or false")
+        if v:
+            out[flag] = True
+    dns = c.get("dns") or []
+    if not isinstance(dns, list) or len(dns) > MAX_CONTAINER_DNS:
+        raise JobRejected(f"at most {MAX_CONTAINER_DNS} container DNS servers")
+    for d in dns:
+        try:
+            ipaddress.ip_address(d if isinstance(d, str) else "")
+        except ValueError:
+            raise JobRejected(f"container DNS server {str(d)[:48]!r} is not an IP address") from None
+    if dns:
+        out["dns"] = list(dns)
+    cmd = c.get("command") or []
+    if not isinstance(cmd, list) or len(cmd) > MAX_CONTAINER_ARGS:
+        raise JobRejected(f"a container command has at most {MAX_CONTAINER_ARGS} arguments")
+    total = 0
+    for a in cmd:
+        if not isinstance(a, str) or "\x00" in a:
+            raise JobRejected("a container command argument is not text")
+        total += len(a.encode("utf-8", "surrogatepass")) + 1
+    if total > lim.MaxScriptBytes:
+        raise JobRejected(f"the container command is larger than {lim.MaxScriptBytes} bytes")
+    if cmd:
+        out["command"] = list(cmd)
+    spec["container"] = out
+
+
 _MAIL_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}  # one shared tuple per set of types (at most 64)
 
 
@@ -191,6 +289,7 @@ def recheck_spec(spec: dict[str, Any], cfg: ClusterConfig, uid: int, user: str, 
         raise JobRejected("a job filter made the script too large")
     _check_env(spec.get("env") or {}, cfg)
     normalize_mail(spec, user)
+    normalize_container(spec, cfg)
 
 
 class Job(SchedJob):
@@ -205,6 +304,8 @@ class Job(SchedJob):
     # ``mail``: None (no mail asked, the common case) or ``(types, recipient)`` (types canonical, one
     # shared tuple per combination); from the spec, so restored at recovery. The slot costs no memory:
     # the record stays in the same allocator size class (kernel/tests/test_mail_spec.py checks it).
+
+    container_image = ""  # class default: a plain job has no container and no slot for one (ContainerJob)
 
     def rt(self) -> dict[str, Any]:
         """The mutable part of the record, as stored in the state store."""
@@ -238,9 +339,19 @@ class Job(SchedJob):
         self.hold_admin = bool(rt.get("hadm", False))
 
 
+class ContainerJob(Job):
+    """A container job (``spec["container"]`` set): a :class:`Job` with the image, for ``ccon ps``.
+
+    A subclass, so a plain job's record keeps its size (the image is all the controller keeps in
+    memory; the rest of the container is read from the stored spec at dispatch).
+    """
+
+    __slots__ = ("container_image",)
+
+
 def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:
     """Build the in-memory record from a normalised spec (see :func:`normalize_spec`)."""
-    j = Job(
+    j = (ContainerJob if spec.get("container") else Job)(
         job_id, _intern(spec["partition"]), spec["node_num"], spec["cpus_per_node"], spec["mem_per_node"],
         spec["time_limit"],
         submit_time=spec["submit_time"],
@@ -281,6 +392,8 @@ def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:
     j.planned_start = 0.0
     j.hold_admin = False
     j.mail = mail_slot(spec) if "mail_type" in spec else None
+    if spec.get("container"):
+        j.container_image = _intern(spec["container"]["image"])
     return j
 
 
@@ -372,6 +485,7 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
         raise JobRejected(f"the batch script is larger than {lim.MaxScriptBytes} bytes (CraneCtld.MaxScriptBytes)")
     _check_env(spec.get("env") or {}, cfg)
     normalize_mail(spec, user)
+    normalize_container(spec, cfg)
 
     spec.update(
         partition=part_name, uid=uid, gid=gid, user=user, node_num=node_num, ntasks_per_node=tpn,

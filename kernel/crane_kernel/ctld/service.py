@@ -65,6 +65,8 @@ def job_info(job: Job, now: float, private: bool = False) -> Any:
         info.exclude_nodes = ",".join(sorted(job.exclude))
     if job.gres_per_node:
         info.gres = ",".join(f"{k}:{v}" for k, v in job.gres_per_node.items())
+    if job.container_image:
+        info.container.image = job.container_image
     if private:
         for name in _PRIVATE_FIELDS:
             info.ClearField(name)

@@ -33,7 +33,7 @@ class CgroupRuntime:
     settings through ``crane_plugin_configure`` (``Version``: auto|v1|v2,
     ``Root``: default ``/sys/fs/cgroup``, ``Prefix``: default ``crane``,
     ``PidsMax``: per-job process limit, default 4096, 0 = none). Steps with a
-    ``container_image`` are left to a container runtime. The kernel calls the
+    ``container`` are left to a container runtime. The kernel calls the
     hooks that take a handle only for steps this plugin launched.
     """
 
@@ -81,7 +81,7 @@ class CgroupRuntime:
         Raises StepLaunchError with EC_CGROUP_ERR, EC_PERMISSION_DENIED,
         EC_FILE_NOT_FOUND or EC_SPAWN_FAILED when the task cannot be started.
         """
-        if step.container_image:
+        if step.container:
             return None
         try:
             backend = self.backend()

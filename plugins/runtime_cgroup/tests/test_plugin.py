@@ -59,7 +59,7 @@ def test_settings_are_validated_by_the_plugin() -> None:
 
 
 def test_container_steps_are_not_claimed() -> None:
-    assert CgroupRuntime().crane_step_launch(step=spec(container_image="docker.io/library/alpine")) is None
+    assert CgroupRuntime().crane_step_launch(step=spec(container={"image": "docker.io/library/alpine"})) is None
 
 
 def test_no_cgroup_hierarchy_is_a_cgroup_error(tmp_path: Path) -> None:
