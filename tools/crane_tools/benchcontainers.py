@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                       Craned={"PingInterval": 2, "KillWait": 2},
                       CraneCtld={"CranedTimeout": 30, "ScheduleInterval": 0.1, "FinishedJobRetention": 3600})
     with containerd.PrivateContainerd(os.path.join(lc.base_dir, "containerd")) as ctr:
-        lc.update_config(Plugins={"Runtime": ["cri", "cgroup"], "Settings": {"cri": {"Endpoint": _socket_of(ctr)}}})
+        lc.update_config(Plugins={"Runtime": ["cri", "cgroup"], "Settings": {"cri": {
+            "Endpoint": _socket_of(ctr), "LogRoot": os.path.join(lc.base_dir, "crilogs"),
+            "Prefix": f"crane_cri_bench_{os.getpid()}"}}})
         with lc:
             client = lc.client()
             workdir = os.path.join(lc.base_dir, "work")

@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             containerd_mod, why = None, f"the private containerd did not start ({exc})"
         else:
             sock = _socket_of(handle)
-            cluster.update_config(Plugins={"Runtime": ["cri", "cgroup"], "Settings": {"cri": {"Endpoint": sock}}})
+            cluster.update_config(Plugins={"Runtime": ["cri", "cgroup"], "Settings": {"cri": {
+                "Endpoint": sock, "LogRoot": os.path.join(cluster.base_dir, "crilogs"),
+                "Prefix": f"crane_cri_demo_{os.getpid()}"}}})
             print(f"Container jobs: a private containerd at {sock} (image {CONTAINER_IMAGE}); "
                   "Plugins.Runtime: cri, cgroup")
     if containerd_mod is None:
