@@ -351,8 +351,8 @@ def _status(job, now: float) -> str:  # noqa: ANN001
 def _command(job) -> str:  # noqa: ANN001
     import shlex
 
-    argv = list(job.container.command)
-    return shlex.join(argv) if argv else "(image default)"
+    argv = list(job.container.command)  # the controller may report the image only: then "-"
+    return shlex.join(argv) if argv else "-"
 
 
 def cmd_ps(root: SimpleNamespace, args: SimpleNamespace) -> int:
