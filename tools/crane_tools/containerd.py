@@ -1,7 +1,7 @@
 """A private containerd with an offline busybox image, for container-job tests, the demo and benchmarks.
 
 - :func:`available` says whether this machine can run one (containerd, ctr, runc and a static
-  busybox installed, and we are root); the reason when not.
+  busybox installed, and we are root); :func:`unavailable_reason` says why not.
 - :func:`build_busybox_image` writes an OCI image-layout tar built with the standard library
   alone from ``/bin/busybox`` (Debian's busybox-static): one uncompressed layer with busybox and
   its applet links, ``etc/passwd``/``etc/group``, ``tmp`` (1777) and empty ``proc``, ``sys`` and
@@ -39,16 +39,24 @@ APPLETS = ("sh", "ash", "sleep", "true", "false", "cat", "echo", "dd", "id", "en
 TOOLS = ("containerd", "ctr", "runc")
 
 
-def available() -> tuple[bool, str]:
-    """``(True, "")`` when a private containerd can run here, else ``(False, why not)``."""
+def unavailable_reason() -> str:
+    """Why a private containerd cannot run here ("" when it can)."""
     if os.geteuid() != 0:
-        return False, "containerd jobs need root"
+        return "a private containerd needs root"
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
-        return False, f"not installed: {', '.join(missing)} (apt-get install containerd runc)"
+        return f"not installed: {', '.join(missing)} (apt-get install containerd runc)"
     if not os.path.isfile(BUSYBOX):
-        return False, f"{BUSYBOX} missing (apt-get install busybox-static)"
-    return True, ""
+        return f"{BUSYBOX} missing (apt-get install busybox-static)"
+    return ""
+
+
+def available() -> bool:
+    """True when a private containerd can run here (root, containerd, ctr, runc, /bin/busybox).
+
+    :func:`unavailable_reason` says why not.
+    """
+    return not unavailable_reason()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", mode: int = 0o644, kind: bytes = tarfile.REGTYPE,

@@ -124,3 +124,28 @@ def usage(root: str, rel: str) -> tuple[int, int]:
     except (OSError, ValueError):
         pass
     return cpu_ms, peak
+
+
+def freeze(root: str, rel: str, frozen: bool) -> bool:
+    """Freeze or thaw everything in the pod (v1 ``freezer.state``, v2 ``cgroup.freeze``); False if impossible."""
+    try:
+        if is_v2(root):
+            _write(os.path.join(root, rel, "cgroup.freeze"), "1" if frozen else "0")
+        else:
+            _write(os.path.join(root, "freezer", rel, "freezer.state"), "FROZEN" if frozen else "THAWED")
+        return True
+    except OSError as exc:
+        log.error("cannot %s the pod cgroup %s: %s", "freeze" if frozen else "thaw", rel, exc)
+        return False
+
+
+def is_frozen(root: str, rel: str) -> bool:
+    """True if the pod's cgroup is frozen (False when it does not exist)."""
+    try:
+        if is_v2(root):
+            with open(os.path.join(root, rel, "cgroup.freeze")) as f:
+                return f.read().strip() == "1"
+        with open(os.path.join(root, "freezer", rel, "freezer.state")) as f:
+            return f.read().strip() != "THAWED"
+    except OSError:
+        return False

@@ -18,7 +18,7 @@ from crane_runtime_cri import cgroups
 from crane_runtime_cri.logs import LogPump
 from crane_runtime_cri.plugin import LABEL_NODE, Cri, CriRuntime
 
-OK, WHY = ctrd.available()
+OK, WHY = ctrd.available(), ctrd.unavailable_reason()
 NODE = f"crit{os.getpid()}"
 
 
@@ -197,3 +197,69 @@ def test_reap_removes_a_dead_supervisors_pod(runtime, containerd, tmp_path):
     assert runtime.crane_step_reap(node=NODE, job_id=20, step_id=1) is True
     assert leftovers(containerd, runtime, 20) == []
     assert runtime.crane_step_reap(node=NODE, job_id=20, step_id=1) is None
+
+
+def test_gres_devices_and_limits_reach_the_container(runtime, containerd, tmp_path):
+    import stat
+
+    dev = tmp_path / "fakegpu0"
+    os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(241, 0))
+    spec = step(tmp_path, f"ls {dev} && echo present; cat /proc/self/cgroup | grep memory", job_id=21,
+                devices_allow=[str(dev)], cpus=0.5, mem_bytes=96 << 20)
+    h = runtime.crane_step_launch(step=spec)
+    rel = cgroups.parent_path(runtime.config.prefix, NODE, 21)
+    root = runtime.config.cgroup_root
+    if not cgroups.is_v2(root):  # the parent cgroup carries the job's limits too
+        assert (open(f"{root}/memory/{rel}/memory.limit_in_bytes").read().strip()) == str(96 << 20)
+        assert (open(f"{root}/cpu/{rel}/cpu.cfs_quota_us").read().strip()) == "50000"
+    assert runtime.crane_step_wait(handle=h, timeout=20) == 0
+    assert runtime.crane_step_cleanup(handle=h)
+    out = (tmp_path / "out21").read_text()
+    assert "present" in out and f"/{rel}/" in out, out
+    assert leftovers(containerd, runtime, 21) == []
+
+
+def test_a_relaunch_removes_the_pod_an_earlier_run_left(runtime, containerd, tmp_path):
+    h = runtime.crane_step_launch(step=step(tmp_path, "sleep 30", job_id=22))
+    h.client.close()  # that supervisor crashed
+    h2 = runtime.crane_step_launch(step=step(tmp_path, "echo again", job_id=22))
+    assert runtime.crane_step_wait(handle=h2, timeout=20) == 0
+    assert runtime.crane_step_cleanup(handle=h2)
+    assert (tmp_path / "out22").read_text() == "again\n"
+    assert leftovers(containerd, runtime, 22) == []
+
+
+def test_suspend_and_resume_freeze_the_pod(runtime, containerd, tmp_path):
+    spec = step(tmp_path, "i=0; while [ $i -lt 40 ]; do echo $i; i=$((i+1)); sleep 0.05; done", job_id=23)
+    h = runtime.crane_step_launch(step=spec)
+    assert runtime.crane_step_wait(handle=h, timeout=0.4) is None
+    assert runtime.crane_step_suspend(handle=h)
+    time.sleep(0.2)
+    n = len((tmp_path / "out23").read_text().split())
+    assert runtime.crane_step_wait(handle=h, timeout=0.6) is None
+    assert len((tmp_path / "out23").read_text().split()) == n  # no progress while frozen
+    assert runtime.crane_step_resume(handle=h)
+    assert runtime.crane_step_wait(handle=h, timeout=20) == 0
+    assert runtime.crane_step_cleanup(handle=h)
+    assert (tmp_path / "out23").read_text().split() == [str(i) for i in range(40)]
+    assert leftovers(containerd, runtime, 23) == []
+
+
+def test_cleanup_of_a_frozen_pod(runtime, containerd, tmp_path):
+    h = runtime.crane_step_launch(step=step(tmp_path, "sleep 30", job_id=24))
+    assert runtime.crane_step_wait(handle=h, timeout=0.2) is None
+    assert runtime.crane_step_suspend(handle=h)
+    runtime.crane_step_signal(handle=h, signum=signal.SIGKILL, all_processes=True)  # the failure path
+    assert runtime.crane_step_cleanup(handle=h)
+    assert leftovers(containerd, runtime, 24) == []
+
+
+def test_ports_dns_and_pod_name_are_accepted(runtime, containerd, tmp_path):
+    spec = step(tmp_path, "cat /etc/resolv.conf; hostname", job_id=25,
+                container={"ports": ["18080:80", "9090"], "dns": ["10.9.8.7"], "pod_name": "web-1",
+                           "host_network": True})
+    _h, rc, _u = run(runtime, spec)
+    out = (tmp_path / "out25").read_text()
+    assert rc == 0, out
+    assert "nameserver 10.9.8.7" in out  # containerd writes the pod's resolv.conf even with the host network
+    assert leftovers(containerd, runtime, 25) == []
