@@ -10,7 +10,7 @@ import pytest
 from crane_e2e import cgroups_writable, running_cluster
 from crane_tools import containerd as ctrd
 
-OK, WHY = ctrd.available()
+OK, WHY = ctrd.available(), ctrd.unavailable_reason()
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not OK, reason=f"LOUD SKIP: no private containerd: {WHY}"),
               pytest.mark.skipif(not cgroups_writable(), reason="LOUD SKIP: root cannot write cgroup v1 here")]

@@ -77,10 +77,9 @@ def container_support() -> tuple[object | None, str]:
             return None, "the cri runtime plugin is not installed"
     except Exception:  # noqa: BLE001 - metadata trouble: let available() decide
         pass
-    found = containerd.available()
-    ok, why = (found[0], found[1] if len(found) > 1 else "") if isinstance(found, tuple) else (bool(found), "")
-    if ok:
+    if containerd.available():
         return containerd, ""
+    why = containerd.unavailable_reason() if hasattr(containerd, "unavailable_reason") else ""
     if not why:
         missing = [b for b in ("containerd", "runc", "busybox") if not shutil.which(b)]
         why = ("not root" if os.geteuid() != 0 else

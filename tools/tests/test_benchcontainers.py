@@ -39,3 +39,11 @@ def test_short_real_run(capsys: Any) -> None:
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["container_start_median_ms"] > 0 and out["plain_drain_jobs_per_s"] > 0
     assert all(set(r["states"]) == {"Completed"} for r in out["drain_rounds"])
+
+
+def test_container_support_says_why_not(monkeypatch: Any) -> None:
+    from crane_tools import containerd, demo
+
+    monkeypatch.setattr(containerd, "available", lambda: False)
+    monkeypatch.setattr(containerd, "unavailable_reason", lambda: "runc is not installed")
+    assert demo.container_support() == (None, "runc is not installed")
