@@ -216,6 +216,8 @@ class CriRuntime:
             command = [*interp, SCRIPT_IN_CONTAINER]
         mounts = [pb.Mount(container_path=SCRIPT_IN_CONTAINER, host_path=script, readonly=True)]
         cwd = step.cwd or "/"
+        if uid != step.uid and step.uid != 0:
+            cwd = "/"  # another host uid (no user namespaces): it must not get the user's files
         if cwd != "/" and os.path.isdir(cwd):
             mounts.append(pb.Mount(container_path=cwd, host_path=cwd, readonly=False))
         devices = [pb.Device(container_path=d, host_path=d, permissions="rwm") for d in step.devices_allow]
@@ -270,6 +272,10 @@ class CriRuntime:
         if c.get("userns"):
             raise StepLaunchError("cri runtime: user namespaces (--pod-userns) are not supported by this runtime",
                                   EC_CONTAINER_ERR)
+        run_uid, run_gid = _parse_user(step)
+        if step.uid != 0 and (run_uid == 0 or run_gid == 0):
+            raise StepLaunchError("cri runtime: only root may run a container as uid or gid 0 (--pod-user)",
+                                  EC_PERMISSION_DENIED)
         cfg = self.config
         t0 = time.monotonic()
         try:

@@ -263,3 +263,50 @@ def test_ports_dns_and_pod_name_are_accepted(runtime, containerd, tmp_path):
     assert rc == 0, out
     assert "nameserver 10.9.8.7" in out  # containerd writes the pod's resolv.conf even with the host network
     assert leftovers(containerd, runtime, 25) == []
+
+
+def test_pod_user_root_only_for_root_and_another_uid_gets_no_mount(runtime, containerd, tmp_path):
+    from crane_common.states import EC_PERMISSION_DENIED
+
+    nobody = pwd.getpwnam("nobody")
+    base = step(tmp_path, job_id=26)
+    base.uid, base.gid, base.user = nobody.pw_uid, nobody.pw_gid, "nobody"
+    base.stdout = ""
+    base.container = {"image": ctrd.IMAGE, "user": "0:0"}
+    with pytest.raises(StepLaunchError) as ei:
+        runtime.crane_step_launch(step=base)
+    assert ei.value.exit_code == EC_PERMISSION_DENIED
+    plugin = runtime
+    pb = Cri(containerd.socket, 5).pb
+    base.container = {"image": ctrd.IMAGE, "user": "4242"}
+    cfg = plugin._container_config(pb, base, pb.NamespaceOption(), "/x")
+    assert cfg.working_dir == "/" and [m.container_path for m in cfg.mounts] == ["/.crane/script"]
+    assert cfg.linux.security_context.run_as_user.value == 4242
+
+
+def test_a_non_root_job_runs_as_its_user_and_owns_its_output(runtime, containerd, tmp_path):
+    import pathlib
+    import shutil
+
+    nobody = pwd.getpwnam("nobody")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="crw", dir="/tmp"))  # pytest's tmp_path is root-only
+    work.chmod(0o777)
+    request_cleanup = shutil.rmtree
+    spec = step(work, "id -u; id -g; echo x > own.txt; ls -n own.txt", job_id=27)
+    spec.uid, spec.gid, spec.user = nobody.pw_uid, nobody.pw_gid, "nobody"
+    os.chown(spec.script_path, nobody.pw_uid, nobody.pw_gid)
+    _h, rc, _u = run(runtime, spec)
+    out = (work / "out27").read_text()
+    assert rc == 0, out
+    assert out.splitlines()[:2] == [str(nobody.pw_uid), str(nobody.pw_gid)]
+    assert os.stat(work / "out27").st_uid == nobody.pw_uid and os.stat(work / "own.txt").st_uid == nobody.pw_uid
+    (work / "out27").unlink()
+    os.mkdir(work / "locked", 0o700)
+    spec.stdout = str(work / "locked" / "o")
+    from crane_common.states import EC_PERMISSION_DENIED
+
+    with pytest.raises(StepLaunchError) as ei:
+        runtime.crane_step_launch(step=spec)
+    assert ei.value.exit_code == EC_PERMISSION_DENIED
+    assert leftovers(containerd, runtime, 27) == []
+    request_cleanup(work)
