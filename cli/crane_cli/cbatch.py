@@ -20,9 +20,7 @@ from crane_cli.errors import EXIT_BACKEND, EXIT_OK, EXIT_SYSTEM, CliError, arg_e
 UNSUPPORTED = (
     (("-a", "--array"), False, ("-a", "--array")), (("-L", "--licenses"), False, ()),
     (("-r", "--reservation"), False, ("-r",)), (("--wckey",), False, ()), (("-d", "--dependency"), False, ()),
-    (("-s", "--signal"), False, ()), (("--pod",), True, ()), (("--pod-name",), False, ()),
-    (("--pod-port",), False, ()), (("--pod-user",), False, ()), (("--pod-userns",), True, ()),
-    (("--pod-host-network",), True, ()), (("--pod-dns",), False, ()),
+    (("-s", "--signal"), False, ()),
 )
 
 
@@ -69,10 +67,26 @@ def build_command() -> Command:
         Option("--mail-user", help="mail recipient (default: you)", sbatch=True),
         Option("--requeue", flag=True, group="requeue", help="requeue the job when its node fails"),
         Option("--no-requeue", flag=True, group="requeue", help="never requeue the job"),
+        *pod_options(),
         *(Option(*names, flag=is_flag, unsupported=True, sbatch=sbatch) for names, is_flag, sbatch in UNSUPPORTED),
         Option("--deadline", unsupported=True, script=(), sbatch=("--deadline",)),
         *common_options(),
     ])
+
+
+def pod_options() -> list[Option]:
+    """``--pod IMAGE`` and the ``--pod-*`` flags (command line, ``#CBATCH`` and ``#SBATCH``): ``JobSpec.container``."""
+    return [
+        Option("--pod", metavar="IMAGE", help="run the job in a container of this image", sbatch=True),
+        Option("--pod-name", help="container (pod) name (default job-<id>); needs --pod", sbatch=True),
+        Option("--pod-port", help="published ports, HOST:CONTAINER or PORT, comma-separated; needs --pod",
+               sbatch=True),
+        Option("--pod-user", metavar="UID[:GID]", help="user inside the container (default: yours); needs --pod",
+               sbatch=True),
+        Option("--pod-userns", flag=True, help="run in a user namespace; needs --pod", sbatch=True),
+        Option("--pod-host-network", flag=True, help="use the node's network; needs --pod", sbatch=True),
+        Option("--pod-dns", help="DNS servers, comma-separated IP addresses; needs --pod", sbatch=True),
+    ]
 
 
 _NOT_OPTIONS = ("script", "wrap", "repeat", "config", "json")

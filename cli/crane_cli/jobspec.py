@@ -297,4 +297,88 @@ def build_fields(opts: Mapping[str, object], *, script: str, default_name: str, 
     if extra:
         f["extra_attr"] = extra
     f.update(mail_fields(opts))
+    container = container_fields(opts)
+    if container:
+        f["container"] = container
     return f
+
+
+POD_FLAGS = (("pod_name", "--pod-name"), ("pod_port", "--pod-port"), ("pod_user", "--pod-user"),
+             ("pod_userns", "--pod-userns"), ("pod_host_network", "--pod-host-network"), ("pod_dns", "--pod-dns"))
+
+
+def parse_port(text: str) -> str:
+    """``HOST:CONTAINER`` or ``PORT`` (1-65535 each) -> the canonical form (ValueError if bad)."""
+    parts = text.strip().split(":")
+    if len(parts) > 2 or not all(p.isdigit() and 0 < int(p) <= 65535 for p in parts):
+        raise ValueError(f"invalid port {text!r}: expected HOST:CONTAINER or PORT (1-65535)")
+    return ":".join(str(int(p)) for p in parts)
+
+
+def parse_user(text: str) -> str:
+    """``UID[:GID]`` (numbers) -> the canonical form (ValueError if bad)."""
+    parts = text.strip().split(":")
+    if len(parts) > 2 or not all(p.isdigit() and int(p) <= 0xFFFFFFFF for p in parts):
+        raise ValueError(f"invalid user {text!r}: expected UID[:GID] (numbers)")
+    return ":".join(str(int(p)) for p in parts)
+
+
+def parse_dns(text: str) -> list[str]:
+    """Comma-separated IP addresses (ValueError if one is not)."""
+    import ipaddress
+
+    out = []
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise ValueError(f"invalid DNS server {item!r}: expected an IP address") from None
+    if not out:
+        raise ValueError(f"invalid DNS server list {text!r}")
+    return out
+
+
+def check_image(text: str) -> str:
+    """An image reference: non-empty, no whitespace (ValueError if bad)."""
+    image = text.strip()
+    if not image or any(c.isspace() for c in image) or image.startswith("-"):
+        raise ValueError(f"invalid image {text!r}")
+    return image
+
+
+def container_fields(opts: Mapping[str, object]) -> dict[str, object]:
+    """``ContainerSpec`` fields from ``--pod`` and the ``--pod-*`` options (empty without ``--pod``; exit 2 if bad).
+
+    A ``--pod-*`` option without ``--pod`` is an error.
+    """
+    image = opts.get("pod")
+    if image is None:
+        for key, flag in POD_FLAGS:
+            if opts.get(key) not in (None, False):
+                raise arg_error(f"{flag} requires --pod IMAGE")
+        return {}
+    out: dict[str, object] = {}
+    try:
+        out["image"] = check_image(str(image))
+        if opts.get("pod_name") is not None:
+            name = str(opts["pod_name"]).strip()
+            if not name or any(c.isspace() or c == "/" for c in name):
+                raise ValueError(f"invalid --pod-name {opts['pod_name']!r}")
+            out["pod_name"] = name
+        if opts.get("pod_port") is not None:
+            items = [p for p in str(opts["pod_port"]).split(",") if p.strip()]
+            if not items:
+                raise ValueError(f"invalid port {opts['pod_port']!r}: expected HOST:CONTAINER or PORT")
+            out["ports"] = [parse_port(p) for p in items]
+        if opts.get("pod_user") is not None:
+            out["user"] = parse_user(str(opts["pod_user"]))
+        if opts.get("pod_dns") is not None:
+            out["dns"] = parse_dns(str(opts["pod_dns"]))
+    except ValueError as exc:
+        raise arg_error(f"--pod: {exc}") from None
+    for key in ("userns", "host_network"):
+        if opts.get("pod_" + key):
+            out[key] = True
+    return out

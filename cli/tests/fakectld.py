@@ -76,6 +76,11 @@ class FakeCtld(pbg.CraneCtldServicer):
         self.requests: list[tuple[str, object, dict]] = []
         self.next_job_id = 1000
         self.lock = threading.Lock()
+        # container jobs (JobSpec.container set) are kept in self.jobs as ended jobs with this status and raw
+        # exit code; container_output, when set, is written to the job's output file (as a node would)
+        self.container_status = pb.Completed
+        self.container_exit = 0
+        self.container_output: str | None = None
 
     # -- helpers -------------------------------------------------------------------
     def _record(self, method: str, request: object, context: grpc.ServicerContext) -> None:
@@ -98,6 +103,26 @@ class FakeCtld(pbg.CraneCtldServicer):
             return f"Partition '{job.partition}' does not exist."
         return ""
 
+    def _keep_container(self, job: pb.JobSpec, job_id: int) -> None:
+        """A submitted container job becomes a JobInfo (container included), ended as configured."""
+        if not job.HasField("container"):
+            return
+        now = int(time.time())
+        info = pb.JobInfo(job_id=job_id, name=job.name, user="alice", uid=1000, account=job.account or "physics",
+                          partition=job.partition or "CPU", status=self.container_status, type=pb.Container,
+                          submit_time=now, start_time=now, end_time=now, node_num=1, craned_list="cn01",
+                          exit_code=self.container_exit, cwd=job.cwd, stdout_path=job.output, command=job.name,
+                          cmd_line=job.cmd_line)
+        info.container.CopyFrom(job.container)
+        with self.lock:
+            self.jobs.append(info)
+        if self.container_output is not None:
+            import os
+
+            path = (job.output or "Crane-%j.out").replace("%j", str(job_id))
+            with open(os.path.join(job.cwd, path), "w") as fh:
+                fh.write(self.container_output)
+
     def _alloc_ids(self, n: int) -> list[int]:
         with self.lock:
             ids = list(range(self.next_job_id, self.next_job_id + n))
@@ -110,7 +135,9 @@ class FakeCtld(pbg.CraneCtldServicer):
         reason = self._check_job(request.job)
         if reason:
             return pb.SubmitBatchJobReply(ok=False, reason=reason)
-        return pb.SubmitBatchJobReply(ok=True, job_id=self._alloc_ids(1)[0])
+        job_id = self._alloc_ids(1)[0]
+        self._keep_container(request.job, job_id)
+        return pb.SubmitBatchJobReply(ok=True, job_id=job_id)
 
     def SubmitBatchJobs(self, request, context):  # noqa: N802, D102
         self._record("SubmitBatchJobs", request, context)

@@ -20,7 +20,7 @@ HELP = Path(__file__).parent / "help"
 # --help as the argparse front end printed it (COLUMNS=80), kept byte for byte (cacct, ceff: as first written).
 HELP_CASES = [("cbatch",), ("cqueue",), ("cacct",), ("ceff",), ("cinfo",), ("ccancel",), ("ccontrol",), ("cacctmgr",),
               ("crane", "version"), ("crane", "whoami"), ("crane", "token"), ("crane", "token", "issue"),
-              ("crane", "token", "show"), ("crane",)]
+              ("crane", "token", "show"), ("crane",), ("ccon",), ("ccon", "run")]
 
 
 @pytest.mark.parametrize("words", HELP_CASES, ids=["_".join(w) for w in HELP_CASES])
@@ -80,7 +80,7 @@ def test_errors_name_the_flags():
 def test_unsupported_upstream_options_are_errors_not_ignored():
     c = cbatch.build_command()
     assert err(c, ["-a", "1-4", "--wrap", "x"]) == "cbatch: -a/--array is not supported by this cluster"
-    assert err(c, ["--pod", "--wrap", "x"]) == "cbatch: --pod is not supported by this cluster"
+    assert err(c, ["-s", "USR1", "--wrap", "x"]) == "cbatch: -s/--signal is not supported by this cluster"
     with pytest.raises(CliError, match="not supported by this cluster"):
         parse_script("#CBATCH --array 1-4\n")
 
@@ -109,9 +109,11 @@ UPSTREAM_CBATCH = {
     "--interpreter": "interpreter", "--extra-attr": "extra_attr", "--mail-type": "mail_type",
     "--mail-user": "mail_user", "--comment": "comment", "--open-mode": "open_mode", "--exclusive": "exclusive",
     "--requeue": "requeue", "--no-requeue": "no_requeue",
+    "--pod": "pod", "--pod-name": "pod_name", "--pod-port": "pod_port", "--pod-user": "pod_user",
+    "--pod-userns": "pod_userns", "--pod-host-network": "pod_host_network", "--pod-dns": "pod_dns",
 }
-UPSTREAM_UNSUPPORTED = set("-a --array -L --licenses -r --reservation --wckey -d --dependency -s --signal --pod "
-                           "--pod-name --pod-port --pod-user --pod-userns --pod-host-network --pod-dns".split())
+POD_FLAGS = set("--pod --pod-name --pod-port --pod-user --pod-userns --pod-host-network --pod-dns".split())
+UPSTREAM_UNSUPPORTED = set("-a --array -L --licenses -r --reservation --wckey -d --dependency -s --signal".split())
 UPSTREAM_SBATCH = set("-c -J -N --qos -A -e --exclude --chdir --export --mem -p -i -o --nodelist -w --get-user-env -t "
                       "--ntasks-per-node -n --mail-type --mail-user --comment --open-mode -r --wrap --gres --exclusive "
                       "-b --begin --deadline -a --array".split())
@@ -122,9 +124,10 @@ def test_directive_tables_are_the_click_options():
     supported = {k: v[0] for k, v in table.cbatch.items() if v[1] != "unsupported"}
     assert supported == UPSTREAM_CBATCH
     assert {k for k, v in table.cbatch.items() if v[1] == "unsupported"} == UPSTREAM_UNSUPPORTED
-    assert table.sbatch == UPSTREAM_SBATCH
+    assert table.sbatch == UPSTREAM_SBATCH | POD_FLAGS  # upstream's whitelist, plus the pod flags (ours)
     flags = {k for k, v in table.cbatch.items() if v[1] == "bool"}
-    assert flags == {"--get-user-env", "--exclusive", "--requeue", "--no-requeue"}
+    assert flags == {"--get-user-env", "--exclusive", "--requeue", "--no-requeue", "--pod-userns",
+                     "--pod-host-network"}
     params = {p.name: p for p in cbatch.build_command().params}
     assert all(table.cbatch[k][0] in params for k in UPSTREAM_CBATCH)
 

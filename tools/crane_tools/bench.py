@@ -1,4 +1,4 @@
-"""``crane bench``: the benchmarks, ``crane bench e2e ...``, ``crane bench sched ...`` and ``crane bench acct ...``."""
+"""``crane bench``: the benchmarks, ``crane bench e2e|sched|acct|containers ...``."""
 
 from __future__ import annotations
 
@@ -8,20 +8,23 @@ BENCHMARKS = {
     "e2e": ("crane_tools.benche2e", "end-to-end: submit, schedule, launch and finish jobs on a local cluster"),
     "sched": ("crane_tools.schedbench", "one scheduling pass of a scheduler plugin on a synthetic cluster"),
     "acct": ("crane_tools.acctbench", "the job history (sql accounting plugin): bulk load, cacct queries, writes"),
+    "containers": ("crane_tools.benchcontainers", "container jobs (cri, private containerd) beside plain cgroup "
+                                                  "jobs: start latency, drain rate"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a benchmark: ``e2e`` (whole cluster), ``sched`` (scheduler plugin alone) or ``acct`` (job history)."""
+    """Run a benchmark: ``e2e`` (whole cluster), ``sched`` (scheduler plugin alone), ``acct`` (job history) or
+    ``containers`` (container jobs beside plain ones)."""
     import importlib
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        sys.stderr.write("usage: crane bench {e2e,sched,acct} ...\n")
+        sys.stderr.write("usage: crane bench {e2e,sched,acct,containers} ...\n")
         return 2
     if args[0] in ("-h", "--help"):
-        lines = ["usage: crane bench {e2e,sched,acct} ...", ""]
-        lines += [f"  {name:<6} {about}" for name, (_mod, about) in BENCHMARKS.items()]
+        lines = ["usage: crane bench {e2e,sched,acct,containers} ...", ""]
+        lines += [f"  {name:<10} {about}" for name, (_mod, about) in BENCHMARKS.items()]
         print("\n".join(lines))
         return 0
     name, rest = args[0], args[1:]

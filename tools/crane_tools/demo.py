@@ -3,7 +3,8 @@
 Starts a private Redis, ``cranectld`` and several ``craned`` virtual nodes
 (closed bus, TLS, JWTs and the account database enforced), adds a QoS, an
 account and the user with ``cacctmgr``, then submits jobs with the real ``cbatch`` (single-node, multi-node, one over
-its memory, one over its time limit, one cancelled with ``ccancel``), shows
+its memory, one over its time limit, one cancelled with ``ccancel``; and, where this host can run a
+private containerd, one container job with ``cbatch --pod`` through the cri runtime), shows
 the queue changing with ``cqueue`` until everything has ended, and prints a
 summary of states and exit codes. With ``--exit`` it stops the cluster and
 exits 0 only if every job ended as expected; without it, the cluster stays up
@@ -13,6 +14,7 @@ and the user gets the commands to use it from another shell.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -51,6 +53,46 @@ def sample_workload() -> list[DemoJob]:
         DemoJob("cancelled with ccancel", ["-J", "cancelme", "--wrap", "sleep 120"], JobState.Cancelled),
         DemoJob("queued behind (whole node)", ["-J", "wide", "-c", "2", "--wrap", "sleep 2"], JobState.Completed),
     ]
+
+
+CONTAINER_IMAGE = "localhost/crane-busybox:1"
+
+
+def container_job() -> DemoJob:
+    """The container job (``cbatch --pod``), run by the cri runtime plugin through a private containerd."""
+    return DemoJob("container (--pod busybox, cri)", ["-J", "container", "--pod", CONTAINER_IMAGE, "--wrap",
+                                                       "echo hello from a container; id"], JobState.Completed)
+
+
+def container_support() -> tuple[object | None, str]:
+    """``(crane_tools.containerd, "")`` when container jobs can run here, else ``(None, why not)``."""
+    try:
+        from crane_tools import containerd
+    except ImportError:
+        return None, "this tree has no containerd helper (crane_tools.containerd)"
+    try:
+        from importlib.metadata import entry_points
+
+        if not any(ep.name == "cri" for ep in entry_points(group="crane.runtime")):
+            return None, "the cri runtime plugin is not installed"
+    except Exception:  # noqa: BLE001 - metadata trouble: let available() decide
+        pass
+    if containerd.available():
+        return containerd, ""
+    why = containerd.unavailable_reason() if hasattr(containerd, "unavailable_reason") else ""
+    if not why:
+        missing = [b for b in ("containerd", "runc", "busybox") if not shutil.which(b)]
+        why = ("not root" if os.geteuid() != 0 else
+               f"missing {', '.join(missing)}" if missing else "containerd cannot run here")
+    return None, str(why)
+
+
+def _socket_of(handle: object) -> str:
+    for attr in ("socket", "socket_path", "address", "sock", "path"):
+        value = getattr(handle, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return str(handle)
 
 
 def fake_gpu_devices(count: int = 2) -> list[str]:
@@ -98,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=3, help="virtual nodes (default 3)")
     ap.add_argument("--dir", help="cluster directory (default: a new temporary directory)")
     ap.add_argument("--timeout", type=float, default=120, help="give up after this many seconds")
+    ap.add_argument("--no-containers", action="store_true", help="skip the container job (no private containerd)")
     ap.add_argument("--plugins", default="sql", metavar="NAME[,NAME...]",
                     help="event plugins for cplugind (Plugins.Events; default sql: the job history cacct reads; "
                          "'' for none)")
@@ -116,14 +159,34 @@ def main(argv: list[str] | None = None) -> int:
     if events:
         extra["Plugins"] = {"Events": events, **({"Accounting": "sql"} if "sql" in events else {})}
         print(f"Event plugins: {', '.join(events)} (in cplugind)")
+    stack = contextlib.ExitStack()
+    containerd_mod, why = (None, "--no-containers") if args.no_containers else container_support()
     cluster = LocalCluster(args.dir, nodes=args.nodes, cpus=2, memory="1G", cluster="demo",
                            Craned={"PingInterval": 1, "KillWait": 1},
                            Accounting={"Enforce": ["associations", "qos", "limits"]}, **extra)
+    if containerd_mod is not None:
+        try:
+            handle = stack.enter_context(containerd_mod.PrivateContainerd(os.path.join(cluster.base_dir,
+                                                                                       "containerd")))
+        except Exception as exc:  # noqa: BLE001 - the container job is optional: say why and go on
+            stack.close()
+            stack = contextlib.ExitStack()
+            containerd_mod, why = None, f"the private containerd did not start ({exc})"
+        else:
+            sock = _socket_of(handle)
+            cluster.update_config(Plugins={"Runtime": ["cri", "cgroup"], "Settings": {"cri": {
+                "Endpoint": sock, "LogRoot": os.path.join(cluster.base_dir, "crilogs"),
+                "Prefix": f"crane_cri_demo_{os.getpid()}"}}})
+            print(f"Container jobs: a private containerd at {sock} (image {CONTAINER_IMAGE}); "
+                  "Plugins.Runtime: cri, cgroup")
+    if containerd_mod is None:
+        print(f"Container job skipped: {why}.")
     try:
         cluster.start()
     except Exception as exc:
         print(f"crane demo: could not start the cluster: {exc}", file=sys.stderr)
         cluster.stop()
+        stack.close()
         return 1
     if cluster.bus_dir:
         print(f"The bus is closed: Redis ACL users per role, root-only credentials in {cluster.bus_dir}, "
@@ -149,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append(DemoJob("GPU job (--gres gpu:1, fake GPUs)",
                                 ["-J", "gpu", "-p", "gpu", "--gres", "gpu:1", "--wrap",
                                  "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES; sleep 1"], JobState.Completed))
+        if containerd_mod is not None:
+            jobs.append(container_job())
         for job in jobs:
             out = _run([_bin("cbatch"), "-D", workdir, "-o", "%x-%j.out", *job.args], env).stdout.strip()
             job.job_id = int(out.rstrip(".").split()[-1])
@@ -178,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         cluster.stop()
+        stack.close()
         if devdir:
             shutil.rmtree(os.path.dirname(devdir[0]), ignore_errors=True)
 
@@ -254,7 +320,7 @@ def _summary(jobs: list[DemoJob], states: dict[int, tuple[str, int]], workdir: s
     for j in jobs:
         name = j.args[j.args.index("-J") + 1]
         path = os.path.join(workdir, f"{name}-{j.job_id}.out")
-        if name in ("hello", "multi", "gpu") and os.path.exists(path):
+        if name in ("hello", "multi", "gpu", "container") and os.path.exists(path):
             with open(path) as fh:
                 print(f"{path}:\n  {fh.read().strip()}")
 

@@ -83,6 +83,10 @@ class LocalCluster:
         self.acl_selectors = True  # False when the Redis server is older than 7.0
         self.tls = tls
 
+    def update_config(self, **overrides: Any) -> None:
+        """Overlay more config (as the constructor's keyword overrides) before :meth:`start`."""
+        _merge(self._settings, overrides)
+
     # -- lifecycle ---------------------------------------------------------------
     def _close_bus(self) -> None:
         """With ``Bus.Auth`` on: create the bus credentials and make Redis load their ACL file (before it starts)."""
