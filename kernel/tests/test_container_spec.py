@@ -12,7 +12,8 @@ import time
 import pytest
 from crane_kernel import messages as m
 from crane_kernel.config import parse_config
-from crane_kernel.ctld.jobs import ContainerJob, Job, job_from_spec, normalize_container, normalize_spec
+from crane_kernel.ctld.jobs import ContainerJob, Job, job_from_spec, normalize_spec
+from crane_kernel.ctld.speccheck import normalize_container
 from crane_kernel.errors import JobRejected
 
 ME = pwd.getpwuid(os.getuid())

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 from crane_common.mail import check_mail_user, parse_mail_types
-from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_mail, recheck_spec
+from crane_kernel.ctld.jobs import Job, job_from_spec, recheck_spec
+from crane_kernel.ctld.speccheck import normalize_mail
 from crane_kernel.errors import JobRejected
 
 ME = pwd.getpwuid(os.getuid())
