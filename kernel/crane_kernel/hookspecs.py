@@ -228,6 +228,18 @@ def crane_step_reap(node: str, job_id: int, step_id: int) -> "bool | None":
     """
 
 
+@hookspec
+def crane_node_reconcile(node: str, known_jobs: frozenset[int]) -> None:
+    """At craned's start: remove whatever this runtime left on ``node`` of jobs it no longer knows.
+
+    ``known_jobs`` are the jobs that still have a job directory on the node (running, starting,
+    or ended with a status not yet acknowledged; their leftovers go through
+    ``crane_step_reap``). Anything of another job — e.g. a container pod whose node lost its
+    state directory — is the runtime's to remove. Called once, before the node registers and
+    takes launches; must not raise (errors are logged). Every runtime is asked.
+    """
+
+
 # --------------------------------------------------------------------------
 # authentication and authorization (cranectld)
 # --------------------------------------------------------------------------

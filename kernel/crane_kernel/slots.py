@@ -61,7 +61,7 @@ SLOTS: dict[str, Slot] = {s.name: s for s in (
     _slot("scheduler", "Scheduler", 1, 1, ["crane_schedule"], required=["crane_schedule"]),
     _slot("priority", "Priority", 0, 1, ["crane_job_priorities", "crane_job_finished"],
           required=["crane_job_priorities"]),
-    _slot("runtime", "Runtime", 0, None, (*RUNTIME_HOOKS, "crane_step_reap"),
+    _slot("runtime", "Runtime", 0, None, (*RUNTIME_HOOKS, "crane_step_reap", "crane_node_reconcile"),
           required=["crane_step_launch", "crane_step_wait", "crane_step_signal", "crane_step_cleanup"]),
     _slot("auth", "Auth", 0, None, ["crane_authenticate", "crane_authorize"]),
     _slot("job_filter", "JobFilters", 0, None, ["crane_job_submit"], required=["crane_job_submit"]),

@@ -180,6 +180,14 @@ class Craned:
         self.reaped.add(ref)
         return True
 
+    def _reconcile_runtimes(self) -> None:
+        """Before registering: every runtime removes what it has of jobs without a job directory here."""
+        try:
+            known = frozenset(int(n) for n in os.listdir(self.jobs_dir) if n.isdigit())
+            self.pm.hook.crane_node_reconcile(node=self.node, known_jobs=known)
+        except Exception as exc:  # a runtime must not keep the node from starting
+            log.error("runtime reconciliation at start failed: %s", exc)
+
     def _scan(self) -> tuple[list[StepRef], list[StepRef], list[dict]]:
         """For a (re)registration: live steps, ended directories, and final statuses the controller may lack.
 
@@ -326,6 +334,7 @@ class Craned:
         ping = self.cfg.Craned.PingInterval
         if self.launcher.proc is None:  # warm it now, not at the first job: its imports cost ~0.25 s of CPU
             self.launcher.proc = self.launcher._start()
+        self._reconcile_runtimes()
         consumer = Consumer(self.bus, self.bus.node_stream(self.node), "craned", self.node, self.handle,
                             batch=200, block_ms=int(min(1.0, ping) * 1000), claim_idle_ms=60_000,
                             check=self.verifier)

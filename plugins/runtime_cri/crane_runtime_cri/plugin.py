@@ -484,6 +484,12 @@ class CriRuntime:
         """
         return self.reap(node, {int(job_id)})
 
+    @hookimpl
+    def crane_node_reconcile(self, node: str, known_jobs: frozenset[int]) -> None:
+        """At craned's start: remove this node's pods (labelled ``crane.node``) of jobs it no longer knows."""
+        if self.reap(node, None, keep=set(known_jobs)):
+            log.info("cri: removed pods of jobs node %s no longer knows", node)
+
     def reap(self, node: str, job_ids: set[int] | None, keep: set[int] | None = None) -> bool | None:
         """Remove this node's pods of ``job_ids`` (``None``: every job not in ``keep``); best effort.
 

@@ -210,6 +210,19 @@ def test_reap_removes_a_dead_supervisors_pod(runtime, containerd, tmp_path):
     assert runtime.crane_step_reap(node=NODE, job_id=20, step_id=1) is None
 
 
+def test_reconcile_at_start_removes_pods_of_forgotten_jobs(runtime, containerd, tmp_path):
+    """A node that lost its job directories: at craned's start its pods of unknown jobs go, known ones stay."""
+    gone = runtime.crane_step_launch(step=step(tmp_path, "sleep 30", job_id=31))
+    kept = runtime.crane_step_launch(step=step(tmp_path, "sleep 30", job_id=32))
+    for h in (gone, kept):
+        h.client.close()
+    runtime.crane_node_reconcile(node=NODE, known_jobs=frozenset({32}))
+    assert leftovers(containerd, runtime, 31) == [] and leftovers(containerd, runtime, 32) != []
+    runtime.crane_node_reconcile(node="another-node", known_jobs=frozenset())  # other nodes' pods are not its
+    assert leftovers(containerd, runtime, 32) != []
+    assert runtime.crane_step_reap(node=NODE, job_id=32, step_id=1) is True
+
+
 def test_gres_devices_and_limits_reach_the_container(runtime, containerd, tmp_path):
     import stat
 
