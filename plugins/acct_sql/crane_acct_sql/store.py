@@ -38,6 +38,19 @@ SMALL_LIST = 64  # up to this many values a filter is IN (?, ...); beyond, one a
 _ADVISORY_KEY = 0x63_72_61_6E_65_61_63  # "craneac": serialises migrations of one PostgreSQL database
 
 
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL; a switch racing another opener's can fail at once with "locked" (SQLite does not
+    always wait on its busy handler for it), so it is retried for up to ten seconds."""
+    for attempt in range(200):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                raise
+            time.sleep(0.05)
+
+
 class StoreError(Exception):
     """The store cannot be used (bad file mode, a schema newer than this plugin, the server gone)."""
 
@@ -164,9 +177,9 @@ class Store:
             # opened from several threads at once (a racing restore would leave the process at 077)
             os.close(os.open(self.settings.target, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
             conn = sqlite3.connect(self.settings.target, isolation_level=None, check_same_thread=False, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            _wal(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA cache_size=-16000")
             self._fix_modes()
             return conn
