@@ -83,7 +83,7 @@ def test_output_and_exit_code(env):
     jid = submit(cl, 'echo "in $(pwd) as $(id -u)"; echo job=$CRANE_JOB_ID; exit 4', output="ctr-%j.out")
     info = cl.wait_done(jid)
     assert info.status == JobState.Failed and info.exit_code == 4, info
-    assert info.container.image == ctrd.IMAGE
+    assert info.container.image == ctrd.IMAGE and info.type == 2  # JobType Container (cqueue's TYPE column)
     assert cl.output(f"ctr-{jid}.out") == f"in {cl.workdir} as {os.getuid()}\njob={jid}\n"
     ok = submit(cl, "echo fine", output="ctr-%j.out")
     assert cl.wait_done(ok).status == JobState.Completed

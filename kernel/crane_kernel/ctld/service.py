@@ -38,7 +38,8 @@ def job_info(job: Job, now: float, private: bool = False) -> Any:
     """
     info = pb.JobInfo(
         job_id=job.job_id, name=job.name, user=job.user, uid=job.uid, gid=job.gid, account=job.account,
-        partition=job.partition, qos=job.qos, status=int(job.state), type=pb.Batch, time_limit=job.time_limit,
+        partition=job.partition, qos=job.qos, status=int(job.state),
+        type=pb.Container if job.container_image else pb.Batch, time_limit=job.time_limit,
         submit_time=int(job.submit_time), start_time=int(job.start_time or job.planned_start),
         end_time=int(job.end_time), node_num=job.node_num, req_cpus=job.cpus_per_node * job.node_num,
         cpus_per_task=job.cpus_per_task, ntasks_per_node=job.ntasks_per_node,
