@@ -15,6 +15,7 @@ may enter (0700: created so, and a directory other users can read is refused).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from crane_kernel.events import JobEvent, JobRecord, NodeEvent, StepEvent
@@ -247,10 +248,26 @@ class Store:
         cond, arg = self._any(column, values)
         return cond, [arg]
 
+    @contextlib.contextmanager
+    def _errors(self, conn: Any,
+                sqlite_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)) -> Iterator[None]:
+        """Turn a database error of ``conn`` into a one-line :class:`StoreError` (a broken PostgreSQL
+        connection is dropped, so the next call reconnects); anything else passes through."""
+        try:
+            yield
+        except sqlite_errors as exc:
+            raise StoreError(f"{self.settings.describe()}: {' '.join(str(exc).split())}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg"):
+                if getattr(conn, "closed", False) or getattr(conn, "broken", False):
+                    self._drop_conn()
+                raise StoreError(f"{self.settings.describe()}: {' '.join(str(exc).split())}") from None
+            raise
+
     def _transaction(self, work: Any) -> Any:
         """Run ``work(cursor)`` in one transaction on this thread's connection; return its result."""
         conn = self.conn()
-        try:
+        with self._errors(conn, (sqlite3.OperationalError, sqlite3.DatabaseError)):
             if self.engine == "sqlite":
                 cur = conn.cursor()
                 cur.execute("BEGIN IMMEDIATE")
@@ -263,45 +280,21 @@ class Store:
                 return out
             with conn.transaction(), conn.cursor() as cur:
                 return work(cur)
-        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
-            raise StoreError(f"{self.settings.describe()}: {' '.join(str(exc).split())}") from None
-        except Exception as exc:
-            if type(exc).__module__.startswith("psycopg"):
-                if getattr(conn, "closed", False) or getattr(conn, "broken", False):
-                    self._drop_conn()
-                raise StoreError(f"{self.settings.describe()}: {' '.join(str(exc).split())}") from None
-            raise
 
     def _autocommit(self, sql: str, args: Sequence[Any]) -> None:
         """One statement committed on its own (the connection is in autocommit mode)."""
         conn = self.conn()
-        try:
+        with self._errors(conn):
             conn.execute(sql, args)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.settings.describe()}: {' '.join(str(exc).split())}") from None
-        except Exception as exc:
-            if type(exc).__module__.startswith("psycopg"):
-                if getattr(conn, "closed", False) or getattr(conn, "broken", False):
-                    self._drop_conn()
-                raise StoreError(f"{self.settings.describe()}: {' '.join(str(exc).split())}") from None
-            raise
 
     def _read(self, sql: str, args: Sequence[Any]) -> list[tuple]:
         conn = self.conn()
-        try:
+        with self._errors(conn):
             if self.engine == "sqlite":
                 return conn.execute(sql, args).fetchall()
             with conn.cursor() as cur:
                 cur.execute(self._sql(sql), args)
                 return cur.fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.settings.describe()}: {' '.join(str(exc).split())}") from None
-        except Exception as exc:
-            if type(exc).__module__.startswith("psycopg"):
-                if getattr(conn, "closed", False) or getattr(conn, "broken", False):
-                    self._drop_conn()
-                raise StoreError(f"{self.settings.describe()}: {' '.join(str(exc).split())}") from None
-            raise
 
     # -- schema ---------------------------------------------------------------
     def version(self) -> int:
