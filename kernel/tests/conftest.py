@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from crane_tools.testing import redis_server, redis_url  # noqa: F401 - fixtures
+
+sys.path.insert(0, str(Path(__file__).parent))  # the tests' shared helpers (tlsapi), as tests/conftest.py does
 
 ME = pwd.getpwuid(os.getuid())
 

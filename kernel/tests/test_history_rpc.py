@@ -10,19 +10,16 @@ from __future__ import annotations
 import pwd
 import uuid
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
-import grpc
 import pytest
 from crane_acct_sql import SqlEvents
-from crane_auth_rbac import jwt_tokens
 from crane_common.proto import crane_pb2 as pb
-from crane_common.proto import crane_pb2_grpc as pbg
 from crane_common.states import JobState
 from crane_kernel.ctld import history as hist
 from crane_kernel.events import JobEvent, JobRecord, StepEvent
 from crane_kernel.history import HistoryQuery
+from tlsapi import TlsApi
 
 ALICE, BOB, CAROL, OPER = (pwd.getpwnam(n) for n in ("daemon", "bin", "sys", "sync"))
 NOW = 1_000_000.0  # the harness's clock
@@ -31,36 +28,14 @@ BASE = {"Partitions": [{"name": "debug", "nodes": "ALL"}], "Auth": {"Admins": ["
         "Plugins": {"Accounting": "sql"}}
 
 
-class Api:
+class Api(TlsApi):
     """The service on a local TLS port; :meth:`md` gives a caller's metadata."""
 
     def __init__(self, harness: Any, url: str | None = None) -> None:
-        from crane_kernel.ctld.main import server_credentials
-        from crane_kernel.ctld.service import CraneCtldService
-        from crane_tools import certs
-
-        self.h = harness
-        tls = f"{harness.cfg.base_dir}/tls"
-        certs.init_ca(tls, "unit")
-        certs.issue(tls, "cranectld", server=True, hosts=["127.0.0.1", "localhost"])
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        pbg.add_CraneCtldServicer_to_server(CraneCtldService(harness.ctl, "fifo"), self.server)
-        port = self.server.add_secure_port("127.0.0.1:0", server_credentials(harness.cfg))
-        self.server.start()
-        with open(f"{tls}/ca.crt", "rb") as fh:
-            creds = grpc.ssl_channel_credentials(root_certificates=fh.read())
-        self.channel = grpc.secure_channel(f"127.0.0.1:{port}", creds)
-        self.stub = pbg.CraneCtldStub(self.channel)
-        self.key = jwt_tokens.read_keyring(harness.cfg.key_file)
+        super().__init__(harness)
         self.writer = SqlEvents()  # cplugind's half, on the same default store
         self.writer.crane_plugin_configure(settings={"Url": url} if url else {"CraneBaseDir": harness.cfg.base_dir})
         self.seq = 0
-
-    def md(self, who: pwd.struct_passwd | None, level: str = "none") -> tuple:
-        uid, user = (who.pw_uid, who.pw_name) if who else (0, "root")
-        if who is None:
-            level = "root"
-        return (("authorization", f"Bearer {jwt_tokens.mint(self.key, self.h.cfg.ClusterName, uid, user, level)}"),)
 
     def ended(self, job_id: int, who: pwd.struct_passwd, account: str, **kw: Any) -> None:
         """The history gets an ended job (as cplugind would write it)."""
@@ -85,8 +60,7 @@ class Api:
 
     def close(self) -> None:
         self.writer.crane_plugin_shutdown()
-        self.channel.close()
-        self.server.stop(None)
+        super().close()
 
 
 @pytest.fixture
