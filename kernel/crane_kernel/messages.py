@@ -55,7 +55,9 @@ __all__ = [
     "LaunchStep",
     "NodeHeartbeat",
     "NodeRegister",
+    "StartStep",
     "StepStatus",
+    "TaskLaunch",
     "TerminateStep",
     "decode",
     "encode",
@@ -140,6 +142,8 @@ class NodeRegister(BusMessage):
     pid: int = Field(0, ge=0, le=2**31 - 1)
     steps: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
     ended: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
+    task_steps: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
+    task_ended: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class NodeHeartbeat(BusMessage):
@@ -150,6 +154,10 @@ class NodeHeartbeat(BusMessage):
     ``ended`` the job directories whose step no longer runs (its final status, if it had one,
     was put on the stream before this heartbeat; the directory waits for the controller's
     ``FreeJob``). ``running`` is the job ids of ``steps``, kept for older controllers.
+
+    ``steps``/``ended`` are about the batch step (step 0 of a batch job, the job directory
+    ``jobs/<id>/``); ``task_steps``/``task_ended`` are the same for the task steps that
+    :class:`StartStep` started (crun's steps, directories ``jobs/<id>.<step>/``).
     """
 
     kind: Literal["node_heartbeat"] = "node_heartbeat"
@@ -158,10 +166,17 @@ class NodeHeartbeat(BusMessage):
     time: Time = Field(default_factory=_now)
     steps: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
     ended: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
+    task_steps: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
+    task_ended: list[StepRef] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class StepStatus(BusMessage):
     """A step changed state on a node (started, finished, or could not start); ``epoch`` is its launch's.
+
+    ``step_id`` 0 of a batch job is its batch step (:class:`LaunchStep`); every other step is a
+    task step (:class:`StartStep`), and its status is this node's part of it: ``exit_code`` the
+    largest of its tasks' here (raw), ``finished`` once all of them ended and their output is on
+    the step's I/O stream.
 
     Bounded: ``time`` finite in [0, :data:`MAX_TIME`], ``exit_code`` in [0, :data:`MAX_EXIT_CODE`],
     usage non-negative; a forged ``time=1e308`` is refused at decode.
@@ -170,7 +185,7 @@ class StepStatus(BusMessage):
     kind: Literal["step_status"] = "step_status"
     node: Name
     job_id: JobId
-    step_id: StepId = 1
+    step_id: StepId = 0
     state: Literal["running", "finished", "failed_to_start"]
     exit_code: int = Field(0, ge=0, le=MAX_EXIT_CODE)
     oom: bool = False
@@ -242,7 +257,7 @@ class LaunchStep(BusMessage):
 
     kind: Literal["launch_step"] = "launch_step"
     job_id: JobId
-    step_id: StepId = 1
+    step_id: StepId = 0
     spec: LaunchSpec | None
     epoch: Epoch = 0
     spec_error: Text = ""
@@ -263,17 +278,94 @@ class LaunchStep(BusMessage):
             return msg
 
 
+STDIN_ALL = -1
+"""``TaskLaunch.stdin_task``: every task of the step gets the client's stdin."""
+STDIN_NONE = -2
+"""``TaskLaunch.stdin_task``: no task gets stdin (/dev/null)."""
+
+Arg = Annotated[str, Field(max_length=1 << 16)]
+
+
+class TaskLaunch(BaseModel):
+    """What one node needs to run its tasks of a task step (crun): built by the controller.
+
+    Resources are this node's: ``cpus``/``mem_bytes``/``cpu_ids``/devices are the job's allocation
+    here (the job's cgroup), ``step_cpus``/``step_mem_bytes`` the step's share of it (the step's
+    cgroup below). ``task_ids`` are the global task ids (``CRANE_PROCID``) this node runs, in
+    order (``CRANE_LOCALID`` is the index); ``env`` is the tasks' environment with the step's
+    ``CRANE_*`` variables, the supervisor adds the per-task ones. Output, task exits and the end
+    go to the step's I/O stream (:mod:`crane_kernel.iostream`), stdin and signals come from it.
+    """
+
+    name: OptName = ""
+    uid: int = Field(ge=0, le=2**32 - 2)
+    gid: int = Field(ge=0, le=2**32 - 2)
+    user: OptName = ""
+    cwd: str = Field("/", max_length=4096)
+    argv: list[Arg] = Field(min_length=1, max_length=4096)
+    env: dict[str, str] = Field(default_factory=dict)
+    task_ids: list[Annotated[int, Field(ge=0, le=1 << 20)]] = Field(min_length=1, max_length=4096)
+    ntasks: int = Field(1, ge=1, le=1 << 20)           # tasks of the whole step (CRANE_NTASKS)
+    node_index: int = Field(0, ge=0, le=1 << 20)       # this node's place in ``nodes`` (CRANE_NODEID)
+    nodes: list[Name] = Field(default_factory=list, max_length=MAX_LIST)  # the step's nodes
+    cpus: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
+    cpu_ids: list[Annotated[int, Field(ge=0, le=1 << 20)]] = Field(default_factory=list)
+    mem_bytes: Count = 0
+    step_cpus: float = Field(0.0, ge=0, le=1e6, allow_inf_nan=False)   # 0 = the job's
+    step_mem_bytes: Count = 0                                          # 0 = the job's
+    devices_allow: list[str] = Field(default_factory=list)
+    devices_deny: list[str] = Field(default_factory=list)
+    time_limit: int = Field(0, ge=0, le=2**31 - 1)     # seconds from the step's start, 0 = none
+    pty: bool = False                                  # the first task (of the step) gets a terminal
+    stdin_task: int = Field(0, ge=STDIN_NONE, le=1 << 20)  # a task id, STDIN_ALL or STDIN_NONE
+    rows: int = Field(24, ge=0, le=10000)
+    cols: int = Field(80, ge=0, le=10000)
+
+
+class StartStep(BusMessage):
+    """Start this node's tasks of task step ``job_id.step_id`` (crun; ``epoch`` is the job's launch).
+
+    Like :class:`LaunchStep`, a malformed ``spec`` arrives as ``spec=None`` with ``spec_error``,
+    so the node reports the step as failed to start instead of dropping it.
+    """
+
+    kind: Literal["start_step"] = "start_step"
+    job_id: JobId
+    step_id: StepId
+    spec: TaskLaunch | None
+    epoch: Epoch = 0
+    spec_error: Text = ""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_bad_spec(cls, data: Any, handler: Any) -> "StartStep":
+        """Accept a message whose only problems are inside ``spec``: ``spec=None`` and the reason kept."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if not isinstance(data, dict) or data.get("spec") is None or \
+                    any(tuple(e.get("loc", ()))[:1] != ("spec",) for e in errors):
+                raise
+            msg = handler({**data, "spec": None})
+            msg.spec_error = problems(exc)
+            return msg
+
+
 class TerminateStep(BusMessage):
     """Kill a job's steps on the node; ``reason`` says why and decides the reported exit code.
 
     Known reasons: ``"cancel"``, ``"timeout"``, ``"node"`` (node lost/removed), ``"orphan"`` (the
     controller does not know the job); a node treats any other value like ``"cancel"``.
+    ``step_id`` ``None`` ends every step of the job on the node (its batch step and its task
+    steps); a number ends that step only (a task step: ``ccancel <job>.<step>``, an orphan).
     """
 
     kind: Literal["terminate_step"] = "terminate_step"
     job_id: JobId
     reason: Text = "cancel"
     epoch: Epoch = 0
+    step_id: StepId | None = None
 
 
 class FreeJob(BusMessage):
@@ -282,6 +374,7 @@ class FreeJob(BusMessage):
     kind: Literal["free_job"] = "free_job"
     job_id: JobId
     epoch: Epoch = 0  # the launch it is about; 0 = any (a newer launch's directory is kept)
+    step_id: StepId | None = None  # None: the whole job (every directory of it); a number: that task step's only
 
 
 # --- events: crane:{cluster}:events -----------------------------------------------------------
@@ -291,7 +384,7 @@ class FreeJob(BusMessage):
 
 MESSAGE_TYPES: dict[str, type[BusMessage]] = {
     cls.model_fields["kind"].default: cls
-    for cls in (NodeRegister, NodeHeartbeat, StepStatus, LaunchStep, TerminateStep, FreeJob)
+    for cls in (NodeRegister, NodeHeartbeat, StepStatus, LaunchStep, StartStep, TerminateStep, FreeJob)
 }
 """Command kinds (exact names) -> model class. Dotted kinds go to the event classes by prefix."""
 

@@ -28,8 +28,33 @@ from crane_kernel.errors import PluginError
 
 
 @dataclass
+class TaskIo:
+    """One task of a task step (crun): its environment and the standard streams the supervisor made for it.
+
+    The descriptors belong to the supervisor (pipes, or a pty's slave end for the ``pty`` task);
+    the runtime makes them the task's 0, 1 and 2 and the supervisor closes its copies after the
+    launch. With ``pty`` the task starts in a new session with ``stdin_fd`` as its controlling
+    terminal.
+    """
+
+    task_id: int               # global task id (CRANE_PROCID)
+    env: dict[str, str]        # the task's complete environment
+    stdin_fd: int
+    stdout_fd: int
+    stderr_fd: int
+    pty: bool = False
+
+
+@dataclass
 class StepSpec:
-    """Everything a runtime needs to start one step of a job on this node."""
+    """Everything a runtime needs to start one step of a job on this node.
+
+    A batch step runs ``interpreter + [script_path]`` once with the standard streams at the
+    ``stdout``/``stderr``/``stdin`` paths. A task step (crun) sets ``argv`` and ``tasks``: one
+    process per :class:`TaskIo` runs ``argv`` with that task's environment and descriptors, in a
+    cgroup of the step (``step_cpus``/``step_mem_bytes``, 0 = the job's) below the job's cgroup
+    (``cpus``/``mem_bytes``: the job's allocation on this node).
+    """
 
     job_id: int
     step_id: int
@@ -54,6 +79,10 @@ class StepSpec:
     time_limit: int = 0            # seconds, 0 = unlimited (enforced by the supervisor)
     container: dict | None = None  # a container job: image, pod_name, ports, user, userns, host_network, dns,
     # command (messages.ContainerLaunch as a dict); claimed by a container runtime (cri), left by cgroup
+    argv: list[str] = field(default_factory=list)      # a task step: the command of every task
+    tasks: list[TaskIo] = field(default_factory=list)  # a task step: its tasks on this node
+    step_cpus: float = 0.0         # a task step: its CPU quota (0 = the job's)
+    step_mem_bytes: int = 0        # a task step: its memory limit (0 = the job's)
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-serialisable) for the supervisor's state file."""
@@ -63,7 +92,9 @@ class StepSpec:
     def from_dict(cls, data: dict) -> "StepSpec":
         """Inverse of :meth:`to_dict`; unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        spec = cls(**{k: v for k, v in data.items() if k in names})
+        spec.tasks = [t if isinstance(t, TaskIo) else TaskIo(**t) for t in spec.tasks]
+        return spec
 
 
 @dataclass
@@ -87,6 +118,8 @@ class StepHandle:
     runtime: str
     pid: int
     spec: StepSpec
+    task_pids: dict[int, int] = field(default_factory=dict)  # a task step: task id -> pid (pid is the first's)
+    task_exit: dict[int, int] = field(default_factory=dict)  # a task step: task id -> raw exit code, as they end
 
 
 STEP_HOOKS = ("crane_step_wait", "crane_step_signal", "crane_step_suspend", "crane_step_resume",

@@ -79,7 +79,7 @@ def test_heartbeat_lists_live_and_starting_steps_and_sends_results_first(tmp_pat
     assert [type(x).__name__ for x in msgs] == ["StepStatus", "NodeHeartbeat"]
     status, beat = msgs
     assert (status.job_id, status.exit_code, status.epoch) == (4, 9, 2)
-    assert sorted(beat.steps) == [(1, 1, 3), (2, 1, 8)] and sorted(beat.running) == [1, 2]
+    assert sorted(beat.steps) == [(1, 1, 3), (2, 0, 8)] and sorted(beat.running) == [1, 2]
     assert sorted(e[0] for e in beat.ended) == [3, 4, 5, 6, 7]
     assert os.path.exists(os.path.join(c.jobs_dir, "4", SENT_FILE))
     assert os.path.exists(os.path.join(c.jobs_dir, "6", "result.bad"))
@@ -93,7 +93,7 @@ def test_registration_reports_steps_ended_directories_and_results(tmp_path, redi
     c._register()
     (reg,) = _stream(c)
     assert isinstance(reg, m.NodeRegister)
-    assert sorted(reg.steps) == [(1, 1, 3), (2, 1, 0)]   # a restarted craned knows no epoch without sup.json
+    assert sorted(reg.steps) == [(1, 1, 3), (2, 0, 0)]   # a restarted craned knows no epoch without sup.json
     finished = {f["job_id"]: f for f in reg.finished}
     assert finished[4]["exit_code"] == 9
     assert finished[7]["reason"] == "step supervisor lost" and finished[7]["epoch"] == 5

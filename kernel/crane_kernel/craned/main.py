@@ -141,7 +141,7 @@ class Craned:
                 continue
             try:
                 sup = self._read(os.path.join(d, SUP_FILE)) or {}
-                ref = (job_id, int(sup.get("step", 1)), int(sup.get("epoch", self.launched.get(job_id, 0))))
+                ref = (job_id, int(sup.get("step", 0)), int(sup.get("epoch", self.launched.get(job_id, 0))))
                 if sup and supervisor_alive(d):
                     steps.append(ref)
                     continue

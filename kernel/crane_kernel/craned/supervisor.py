@@ -48,7 +48,7 @@ def expand_pattern(pattern: str, job_id: int, name: str, user: str, cwd: str) ->
         ch = pattern[i]
         if ch == "%" and i + 1 < len(pattern):
             nxt = pattern[i + 1]
-            out.append({"j": str(job_id), "x": name, "u": user, "%": "%", "J": f"{job_id}.1"}.get(nxt, "%" + nxt))
+            out.append({"j": str(job_id), "x": name, "u": user, "%": "%", "J": f"{job_id}.0"}.get(nxt, "%" + nxt))
             i += 2
             continue
         out.append(ch)
@@ -85,7 +85,7 @@ def build_step(node: str, job_dir: str, job_id: int, spec: LaunchSpec, script_pa
     stderr = expand_pattern(spec.error, job_id, name, user, cwd) if spec.error else ""
     stdin = expand_pattern(spec.input, job_id, name, user, cwd) if spec.input else ""
     return StepSpec(
-        job_id=job_id, step_id=1, node=node, name=name, uid=uid, gid=gid, user=user, cwd=cwd,
+        job_id=job_id, step_id=0, node=node, name=name, uid=uid, gid=gid, user=user, cwd=cwd,
         script_path=script_path, interpreter=spec.interpreter.split(), env=env, stdout=stdout, stderr=stderr,
         stdin=stdin, open_mode=spec.open_mode, cpus=spec.cpus, cpu_ids=list(spec.cpu_ids), mem_bytes=spec.mem_bytes,
         devices_allow=list(spec.devices_allow), devices_deny=list(spec.devices_deny),

@@ -59,7 +59,7 @@ class DispatchMixin:
             mem_bytes=job.mem_per_node, time_limit=job.time_limit, devices_allow=devices,
             devices_deny=[d for d in all_devices if d not in devices],
             container=spec.get("container") or None)
-        return m.LaunchStep(job_id=job.job_id, step_id=1, spec=launch, epoch=job.epoch)
+        return m.LaunchStep(job_id=job.job_id, step_id=0, spec=launch, epoch=job.epoch)
 
     def _gres_environment(self, job: Job, devices: list[str], head: NodeState) -> dict[str, str]:
         """The gres plugins' variables for the devices a job got on its head node (earlier plugins win)."""
