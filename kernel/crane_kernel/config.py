@@ -163,6 +163,12 @@ class CtldConfig(_Model):
     FinishedJobRetention: float = 300.0  # seconds an ended job stays visible to queries
     DispatchRetry: float = 10.0          # re-send a launch not confirmed within this many seconds
     GrpcWorkers: int = 8
+    # Interactive work (docs/interactive.md): crun/calloc streams, each holds one API thread of its own
+    InteractiveHeartbeat: float = Field(10.0, gt=0, le=3600)   # seconds between a client's pings
+    InteractiveTimeout: float = Field(30.0, gt=0, le=86400)    # silence after which a client counts as gone
+    MaxInteractiveStreams: int = Field(256, ge=1, le=100_000)
+    MaxInteractiveStreamsPerUser: int = Field(32, ge=1, le=100_000)
+    MaxStepsPerJob: int = Field(100_000, ge=1)                 # steps one job may create over its life
     # Input bounds (docs/configuration.md, docs/security.md "Input bounds and privacy"): a request
     # outside them is refused at submit with one line; nothing of it is stored.
     MinCpusPerTask: float = Field(0.01, gt=0, le=1)       # smallest CPU share a cgroup quota enforces

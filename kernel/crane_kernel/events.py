@@ -125,6 +125,7 @@ class StepEvent(_Event):
     kinds: ClassVar[frozenset[str]] = STEP_KINDS
     job_id: JobId
     step_id: StepId = 0
+    name: OptName = ""       # the step's name ("" for a batch script: ``batch``)
     state: OptName = ""
     exit_code: Count = 0
     nodes: list[Name] = Field(default_factory=list, max_length=MAX_LIST)

@@ -48,6 +48,7 @@ from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import build_nodes
 from crane_kernel.ctld.resources import ResourcesMixin
+from crane_kernel.ctld.stepexec import StepsMixin
 from crane_kernel.ctld.store import StateStore
 from crane_kernel.ctld.view import Tracked, ViewKeeper
 from crane_kernel.errors import JobRejected
@@ -66,7 +67,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
 
 
 class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
-                 ChangesMixin):
+                 ChangesMixin, StepsMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -104,6 +105,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self.limits = LimitBook(self)  # QoS limits (ctld/limits.py), enforced from the account book's QoS
         self.keeper.gate = self.limits.gate
         self.limits.attach(self.accounts)
+        self._init_steps()  # job steps and interactive jobs (ctld/stepexec.py)
 
     # ------------------------------------------------------------------
     # start-up
@@ -119,6 +121,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             job = job_from_spec(jid, spec)
             job.apply_rt(rt)
             self.jobs[jid] = job
+            self.restore_steps(job, rt, now)
             if job.state == JobState.Pending:
                 self.pending[jid] = job
                 n_pending += 1
@@ -231,7 +234,10 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                     failed.append((jid, "Permission denied: not your job"))
                     continue
                 self._emit_job(outbox, "job.cancelled", job, now, actor=identity.user)
-                if job.state == JobState.Pending:
+                if job.interactive:
+                    updates += self.end_interactive(job, JobState.Cancelled, EC_TERMINATED if job.start_time else 0,
+                                                    "cancelled", "cancel", now, outbox)
+                elif job.state == JobState.Pending:
                     updates += self._finish(job, JobState.Cancelled, 0, now, outbox, persist=False)
                 else:
                     head = self.nodes.get(job.head_node)
@@ -251,8 +257,11 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
 
     def _finish(self, job: Job, state: JobState, exit_code: int, now: float, outbox: list,
                 persist: bool = True, reason: str = "") -> list:
-        """Move a job to a final state, free its resources, and emit the events (step 0's end, the job's)."""
-        step_ran = job.state == JobState.Running
+        """Move a job to a final state, free its resources, and emit the events (step 0's end, the job's).
+
+        Its steps still alive end with it (their nodes are told to kill them, ctld/stepexec.py).
+        """
+        step_ran = job.state == JobState.Running and not job.interactive  # a task step emits its own
         if job.state != JobState.Pending and job.start_time:
             self.pm.hook.crane_job_finished(job=job, start_time=job.start_time, end_time=now)
         self._release(job)
@@ -263,6 +272,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         job.end_time = now
         job.reason = reason
         self.finished.append((now, job.job_id))
+        if job.job_id in self.steps or job.interactive:
+            self._steps_at_job_end(job, now, outbox)
         if step_ran:
             self._emit_step(outbox, "step.ended", job, now, state=state.name)
         self._emit_job(outbox, "job.ended", job, now)
@@ -279,6 +290,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             job = self.jobs.get(jid)
             if job is not None and job.state in FINAL_STATES:
                 del self.jobs[jid]
+                self.steps.pop(jid, None)
+                self.step_counter.pop(jid, None)
 
     # ------------------------------------------------------------------
     # queries
@@ -308,7 +321,11 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
     # helpers
     # ------------------------------------------------------------------
     def _rt_json(self, job: Job) -> str:
-        return json.dumps(job.rt(), separators=(",", ":"))
+        """The job's journal ``rt`` (with its steps, ctld/stepexec.py) as compact JSON."""
+        rt = job.rt()
+        if job.job_id in self.steps:
+            rt.update(self.steps_rt(job.job_id))
+        return json.dumps(rt, separators=(",", ":"))
 
     def node_stream(self, name: str) -> str:
         """Stream name for messages to node ``name``."""

@@ -33,6 +33,7 @@ class CycleMixin:
         with self.lock:
             self._check_liveness(now, outbox)
             self._retry_dispatch(now, outbox)
+            self.store.write(updates=self._check_steps(now, outbox))  # clients, interactive time limits (stepexec)
             self._expire_finished(now)
             self.limits.refresh()  # QoS changes the account book announced: recount, gate their jobs again
             self.limits.admit(now)  # the best blocked jobs of groups below their QoS limit come back
@@ -88,6 +89,7 @@ class CycleMixin:
 
     def _commit(self, plan: Plan, now: float, outbox: list) -> int:
         started: list[Job] = []
+        interactive: list[Job] = []
         limits = self.limits
         with self.lock:
             updates = []
@@ -107,7 +109,7 @@ class CycleMixin:
                 if job.nodelist and not job.nodelist <= {n.name for n in nodes}:
                     continue
                 job.devices = self._assign_devices(job, nodes)
-                job.state = JobState.Configuring
+                job.state = JobState.Running if job.interactive else JobState.Configuring
                 job.alloc_nodes = tuple(n.name for n in nodes)
                 job.head_node = job.alloc_nodes[0]
                 job.start_time = now
@@ -115,9 +117,17 @@ class CycleMixin:
                 job.epoch += 1
                 job.reason = ""
                 self._allocate(job, nodes)
+                self._emit_job(outbox, "job.started", job, now)
+                if job.interactive:  # nothing to launch for the job: its step 0 starts (ctld/stepexec.py)
+                    interactive.append(job)
+                    continue
                 started.append(job)
                 updates.append((int(job.state), self._rt_json(job), job.job_id))
-                self._emit_job(outbox, "job.started", job, now)
+            if interactive:
+                specs = self.store.specs([j.job_id for j in interactive])
+                for job in interactive:
+                    self._start_interactive(job, specs[job.job_id], now, outbox)
+                    updates.append((int(job.state), self._rt_json(job), job.job_id))
             self.store.write(updates=updates)
         jobs = self.jobs
         for job_id, reason in plan.reasons.items():
@@ -132,4 +142,4 @@ class CycleMixin:
             specs = self.store.specs([j.job_id for j in started])
             for job in started:
                 outbox.append((self.node_stream(job.head_node), self._launch_message(job, specs[job.job_id])))
-        return len(started)
+        return len(started) + len(interactive)

@@ -21,8 +21,8 @@ log = logging.getLogger("cranectld")
 class DispatchMixin:
     """Launch messages and their retry."""
 
-    def _launch_message(self, job: Job, spec: dict) -> m.LaunchStep:
-        """The ``LaunchStep`` for the job's head node; ``spec`` is the job's stored submission."""
+    def _job_env(self, job: Job, spec: dict) -> dict[str, str]:
+        """``spec["env"]`` with the job's ``CRANE_*`` variables (the batch step's, and every task step's)."""
         nodelist = compress(list(job.alloc_nodes))
         env = dict(spec.get("env") or {})
         env.update({
@@ -45,6 +45,11 @@ class DispatchMixin:
             "CRANE_TIMELIMIT": str(job.time_limit),
             "CRANE_CLUSTER_NAME": self.cluster,
         })
+        return env
+
+    def _launch_message(self, job: Job, spec: dict) -> m.LaunchStep:
+        """The ``LaunchStep`` for the job's head node; ``spec`` is the job's stored submission."""
+        env = self._job_env(job, spec)
         head = self.nodes[job.head_node]
         devices = (job.devices or {}).get(job.head_node, [])
         all_devices = head.gres.all_devices()

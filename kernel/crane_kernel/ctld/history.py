@@ -180,16 +180,37 @@ def record_steps(rec: Any) -> list[Any]:
     return out
 
 
-def job_steps(job: Job) -> list[Any]:
-    """An in-memory job's steps: the batch script (step 0) on its head node, once it started."""
-    if not job.start_time:
-        return []
-    state = job.state if job.state != JobState.Configuring else JobState.Running
-    head = [job.head_node] if job.head_node else []
-    return [pb.StepInfo(job_id=job.job_id, step_id=0, name="batch", status=int(state), exit_code=job.exit_code,
-                        start_time=int(job.start_time), end_time=int(job.end_time),
-                        craned_list=compress(head) if head else "", node_num=1, alloc_cpus=job.cpus_per_node,
-                        usage_cpu_ms=job.usage_cpu_ms, usage_mem_peak=job.usage_mem_peak)]
+def job_steps(job: Job, steps: list[Any] = (), now: float = 0.0) -> list[Any]:
+    """An in-memory job's steps: a batch job's script (step 0) on its head node once it started, then
+    the controller's step records (``steps``: crun's steps, an interactive job's step 0)."""
+    out = []
+    if job.start_time and not job.interactive:
+        state = job.state if job.state != JobState.Configuring else JobState.Running
+        head = [job.head_node] if job.head_node else []
+        out.append(pb.StepInfo(
+            job_id=job.job_id, step_id=0, name="batch", status=int(state), exit_code=job.exit_code,
+            start_time=int(job.start_time), end_time=int(job.end_time), craned_list=compress(head) if head else "",
+            node_num=1, alloc_cpus=job.cpus_per_node, usage_cpu_ms=job.usage_cpu_ms,
+            usage_mem_peak=job.usage_mem_peak, ntasks=1, user=job.user, uid=job.uid, partition=job.partition,
+            time_limit=job.time_limit, submit_time=int(job.submit_time),
+            elapsed=max(0, int((job.end_time or now) - job.start_time)) if now or job.end_time else 0))
+    out.extend(step_info(job, s, now) for s in steps if not (s.step_id == 0 and not job.interactive))
+    return out
+
+
+def step_info(job: Job, step: Any, now: float) -> Any:
+    """One step record (ctld/steps.py ``Step``) as ``StepInfo``."""
+    nodes = step.nodes or list(job.alloc_nodes)
+    started = step.start_time
+    return pb.StepInfo(
+        job_id=job.job_id, step_id=step.step_id, name=step.name, status=int(step.state), exit_code=step.exit_code,
+        start_time=int(started), end_time=int(step.end_time), craned_list=compress(nodes) if nodes else "",
+        node_num=len(nodes), alloc_cpus=sum(step.cpus.values()) or job.cpus_per_node * job.node_num,
+        usage_cpu_ms=step.usage_cpu_ms, usage_mem_peak=step.mem_peak, ntasks=step.ntasks,
+        cmd_line=" ".join(step.argv)[:4096], user=job.user, uid=job.uid, partition=job.partition,
+        time_limit=step.time_limit or job.time_limit, submit_time=int(step.submit_time),
+        elapsed=max(0, int((step.end_time or now) - started)) if started and (now or step.end_time) else 0,
+        reason=step.reason)
 
 
 class _Ended:

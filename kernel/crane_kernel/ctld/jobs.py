@@ -86,6 +86,7 @@ class Job(SchedJob):
     # the record stays in the same allocator size class (kernel/tests/test_mail_spec.py checks it).
 
     container_image = ""  # class default: a plain job has no container and no slot for one (ContainerJob)
+    interactive = ""      # class default: a batch job; "crun" or "calloc" for an InteractiveJob
 
     def rt(self) -> dict[str, Any]:
         """The mutable part of the record, as stored in the state store."""
@@ -129,9 +130,25 @@ class ContainerJob(Job):
     __slots__ = ("container_image",)
 
 
+class InteractiveJob(Job):
+    """A job of ``crun`` (its command is its step 0) or ``calloc`` (its shell runs on the client's host).
+
+    ``interactive`` is ``"crun"`` or ``"calloc"`` (``spec["interactive"]``, set by the controller's
+    CrunStream, never by a client's JobSpec). Nothing is launched for the job itself: its
+    processes are task steps (ctld/steps.py), and it is bound to its client's stream.
+    """
+
+    __slots__ = ("interactive",)
+
+
+INTERACTIVE_KINDS = ("crun", "calloc")
+
+
 def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:
     """Build the in-memory record from a normalised spec (see :func:`normalize_spec`)."""
-    j = (ContainerJob if spec.get("container") else Job)(
+    kind = spec.get("interactive")
+    cls = InteractiveJob if kind in INTERACTIVE_KINDS else ContainerJob if spec.get("container") else Job
+    j = cls(
         job_id, _intern(spec["partition"]), spec["node_num"], spec["cpus_per_node"], spec["mem_per_node"],
         spec["time_limit"],
         submit_time=spec["submit_time"],
@@ -174,6 +191,8 @@ def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:
     j.mail = mail_slot(spec) if "mail_type" in spec else None
     if spec.get("container"):
         j.container_image = _intern(spec["container"]["image"])
+    if cls is InteractiveJob:
+        j.interactive = kind
     return j
 
 
@@ -257,7 +276,11 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
         if count > 0:
             gres[k] = count
     script = spec.get("script", "")
-    if not isinstance(script, str) or not script.strip():
+    if spec.get("interactive") in INTERACTIVE_KINDS:
+        if spec.get("container"):
+            raise JobRejected("an interactive job cannot run in a container (use ccon run)")
+        script = spec["script"] = ""
+    elif not isinstance(script, str) or not script.strip():
         raise JobRejected("the batch script is empty")
     if "\x00" in script:
         raise JobRejected("the batch script is not text")

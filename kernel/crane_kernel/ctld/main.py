@@ -108,6 +108,7 @@ class CtldDaemon:
         self._events_wake = threading.Event()
         self.threads: list[threading.Thread] = []
         self.server: Any = None
+        self.relay: Any = None  # ctld/iorelay.IoRelay, once the API runs
 
     @staticmethod
     def _signer(cfg: ClusterConfig, store: Any) -> Any:
@@ -203,11 +204,16 @@ class CtldDaemon:
         from crane_kernel.ctld.service import CraneCtldService
 
         cfg = self.cfg
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.CraneCtld.GrpcWorkers),
+        # each crun/calloc stream holds a thread (and one more reads its client): they get their own share
+        workers = cfg.CraneCtld.GrpcWorkers + cfg.CraneCtld.MaxInteractiveStreams
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                                   options=[("grpc.max_receive_message_length", 256 << 20),
                                            ("grpc.max_send_message_length", 256 << 20),
                                            ("grpc.so_reuseport", 0)])
-        pbg.add_CraneCtldServicer_to_server(CraneCtldService(self.ctl, cfg.Plugins.Scheduler), self.server)
+        from crane_kernel.ctld.iorelay import IoRelay
+
+        self.relay = IoRelay(self.ctl, self.bus.redis)
+        pbg.add_CraneCtldServicer_to_server(CraneCtldService(self.ctl, cfg.Plugins.Scheduler, self.relay), self.server)
         tls = server_credentials(cfg)
         port = self.server.add_secure_port(self.listen, tls) if tls else self.server.add_insecure_port(self.listen)
         if port == 0:
@@ -242,6 +248,8 @@ class CtldDaemon:
                     log.debug("cycle: %s", stats)
             except Exception:
                 log.exception("scheduling cycle failed")
+            if self.relay is not None:
+                self.relay.janitor(time.time())  # I/O streams of ended steps no relay deleted
             time.sleep(cc.ScheduleMinInterval)
 
     def shutdown(self) -> None:

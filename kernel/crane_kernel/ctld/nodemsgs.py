@@ -35,6 +35,9 @@ class NodeMessagesMixin:
                         updates += self._on_step_status(msg, now, outbox)
                     elif isinstance(msg, m.NodeHeartbeat):
                         updates += self._on_heartbeat(msg.node, msg.running, now, outbox, msg.steps, msg.ended)
+                        if msg.task_steps or msg.task_ended:
+                            updates += self._reconcile_task_steps(msg.node, msg.task_steps, msg.task_ended, now,
+                                                                  outbox)
                     elif isinstance(msg, m.NodeRegister):
                         updates += self._on_register(msg, now, outbox)
                     else:
@@ -86,6 +89,7 @@ class NodeMessagesMixin:
                 continue
             updates += self._on_step_status(status, now, outbox)
         live = rc.step_map(msg.steps) if msg.steps else rc.step_map(msg.running)
+        updates += self._reconcile_task_steps(msg.node, msg.task_steps, msg.task_ended, now, outbox)
         return updates + rc.reconcile_node(self, node, live, rc.step_map(msg.ended), now, outbox)
 
     def _on_step_status(self, msg: Any, now: float, outbox: list) -> list:
@@ -94,6 +98,8 @@ class NodeMessagesMixin:
         ``msg.node`` is the reporting node (the consumer checked it against the report stream the
         message came on): a status about a job whose head is another node is logged and dropped.
         """
+        if self.is_task_step(msg.job_id, msg.step_id):  # crun's steps (ctld/stepexec.py)
+            return self._on_task_status(msg, now, outbox)
         job = self.jobs.get(msg.job_id)
         epoch = getattr(msg, "epoch", 0)
         if job is not None and job.head_node and msg.node != job.head_node and job.state not in FINAL_STATES:
@@ -164,7 +170,12 @@ class NodeMessagesMixin:
         return self._finish(job, JobState.Failed, EC_CRANED_DOWN, now, outbox, persist=False, reason=why)
 
     def _may_requeue(self, job: Job, reason: str = "") -> bool:
-        """Whether a job that lost its node goes back to the queue: the lifecycle plugins decide."""
+        """Whether a job that lost its node goes back to the queue: the lifecycle plugins decide.
+
+        Never an interactive job: its client waits for it now, not for a rerun.
+        """
+        if job.interactive:
+            return False
         return bool(self.pm.hook.crane_job_requeue(job=job, reason=reason))
 
     def _check_liveness(self, now: float, outbox: list) -> None:
@@ -182,6 +193,7 @@ class NodeMessagesMixin:
                 self._emit_node(outbox, "node.down", node.name, now, reason="heartbeat timeout")
             node.alive = False
             node.refresh_usable()
+            updates += self._task_steps_on_down_node(node.name, now, outbox)
             for job in lost:
                 updates += self._end_lost(job, now, outbox, f"node {node.name} down")
         self.store.write(updates=updates)  # also journals the events (an empty write with none is free)

@@ -204,8 +204,8 @@ def reconcile_node(ctl: "Controller", node: "NodeState", live: dict[int, int], e
     # a job the controller thinks runs here that the node does not run: end it
     for job in recon.jobs_headed_on(name, ctl.running, now):
         jid = job.job_id
-        if jid in recon.held or job.state not in (JobState.Running, JobState.Configuring):
-            continue
+        if jid in recon.held or job.state not in (JobState.Running, JobState.Configuring) or job.interactive:
+            continue  # (an interactive job has no batch step: its steps are reconciled by ctld/stepexec.py)
         if jid in live and same_launch(live[jid], job.epoch):
             continue
         if ended.get(jid) == job.epoch:

@@ -39,7 +39,8 @@ def job_info(job: Job, now: float, private: bool = False) -> Any:
     info = pb.JobInfo(
         job_id=job.job_id, name=job.name, user=job.user, uid=job.uid, gid=job.gid, account=job.account,
         partition=job.partition, qos=job.qos, status=int(job.state),
-        type=pb.Container if job.container_image else pb.Batch, time_limit=job.time_limit,
+        type=pb.Container if job.container_image else pb.Interactive if job.interactive else pb.Batch,
+        time_limit=job.time_limit,
         submit_time=int(job.submit_time), start_time=int(job.start_time or job.planned_start),
         end_time=int(job.end_time), node_num=job.node_num, req_cpus=job.cpus_per_node * job.node_num,
         cpus_per_task=job.cpus_per_task, ntasks_per_node=job.ntasks_per_node,
@@ -108,9 +109,10 @@ def spec_dict(spec: Any) -> dict:
 class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
     """gRPC servicer; every call is authenticated by the auth plugins first (account RPCs: ctld/acctservice.py)."""
 
-    def __init__(self, ctl: Controller, scheduler_name: str) -> None:
+    def __init__(self, ctl: Controller, scheduler_name: str, relay: Any = None) -> None:
         self.ctl = ctl
         self.scheduler_name = scheduler_name
+        self.relay = relay  # ctld/iorelay.IoRelay: the CrunStream sessions (None: not served)
 
     # -- auth --------------------------------------------------------------
     def _identity(self, context: grpc.ServicerContext, method: str) -> Identity:
@@ -227,7 +229,7 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
                     for name in _USAGE_FIELDS:
                         info.ClearField(name)
                 if steps and (not private_jobs or j.job_id in viewable):
-                    info.step_info_list.extend(hist.job_steps(j))
+                    info.step_info_list.extend(hist.job_steps(j, ctl.job_steps(j.job_id), now))
                 infos.append(info)
         reason = ""
         if history and ctl.has_history:
@@ -277,9 +279,23 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
                        and (not request.account or j.account == request.account)
                        and (not request.user or j.user == request.user)
                        and (not nodes or nodes.intersection(j.alloc_nodes))]
-        done, failed = ctl.cancel(ids, ident)
-        return pb.CancelJobReply(cancelled=done, not_cancelled=[f[0] for f in failed],
-                                 reasons=[f[1] for f in failed])
+        done, failed = ctl.cancel(ids, ident) if ids or not request.steps else ([], [])
+        reply = pb.CancelJobReply(cancelled=done, not_cancelled=[f[0] for f in failed],
+                                  reasons=[f[1] for f in failed])
+        if request.steps:
+            self._bounded(context, request.steps)
+            sdone, sfailed = ctl.cancel_steps([(r.job_id, r.step_id) for r in request.steps], ident)
+            reply.cancelled_steps.extend(pb.StepRef(job_id=j, step_id=s) for j, s in sdone)
+            reply.not_cancelled_steps.extend(pb.StepRef(job_id=r[0], step_id=r[1]) for r, _ in sfailed)
+            reply.step_reasons.extend(why for _, why in sfailed)
+        return reply
+
+    def CrunStream(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """crun and calloc: one stream per interactive job or step (ctld/iorelay.py, docs/interactive.md)."""
+        ident = self._identity(context, "CrunStream")
+        if self.relay is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this controller serves no interactive sessions")
+        yield from self.relay.serve(request_iterator, context, ident, spec_dict)
 
     @_guarded
     def ModifyJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802

@@ -88,8 +88,9 @@ def job_row(rec: JobRecord, seq: int) -> tuple:
 
 
 def step_row(ev: StepEvent) -> tuple:
-    """The ``steps`` row of a step event (step 0, the batch script, is named ``batch``)."""
-    return (ev.job_id, ev.step_id, "batch" if ev.step_id == 0 else f"step{ev.step_id}", ev.state, ev.exit_code,
+    """The ``steps`` row of a step event (its name; a batch script, step 0 without one, is ``batch``)."""
+    name = ev.name or ("batch" if ev.step_id == 0 else f"step{ev.step_id}")
+    return (ev.job_id, ev.step_id, name, ev.state, ev.exit_code,
             ev.start_time, ev.end_time, _nodes_text(ev.nodes), 0.0, ev.cpu_time_ms, ev.mem_peak_bytes, ev.seq)
 
 
