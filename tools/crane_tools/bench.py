@@ -1,4 +1,4 @@
-"""``crane bench``: the benchmarks, ``crane bench e2e|sched|acct|containers ...``."""
+"""``crane bench``: the benchmarks, ``crane bench e2e|sched|acct|containers|interactive ...``."""
 
 from __future__ import annotations
 
@@ -10,21 +10,23 @@ BENCHMARKS = {
     "acct": ("crane_tools.acctbench", "the job history (sql accounting plugin): bulk load, cacct queries, writes"),
     "containers": ("crane_tools.benchcontainers", "container jobs (cri, private containerd) beside plain cgroup "
                                                   "jobs: start latency, drain rate"),
+    "interactive": ("crane_tools.benchinteractive", "crun and calloc beside srun and salloc: round trips, a step "
+                                                    "in an allocation, output throughput"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a benchmark: ``e2e`` (whole cluster), ``sched`` (scheduler plugin alone), ``acct`` (job history) or
-    ``containers`` (container jobs beside plain ones)."""
+    """Run a benchmark: ``e2e`` (whole cluster), ``sched`` (scheduler plugin alone), ``acct`` (job history),
+    ``containers`` (container jobs beside plain ones) or ``interactive`` (crun/calloc beside srun/salloc)."""
     import importlib
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        sys.stderr.write("usage: crane bench {e2e,sched,acct,containers} ...\n")
+        sys.stderr.write("usage: crane bench {e2e,sched,acct,containers,interactive} ...\n")
         return 2
     if args[0] in ("-h", "--help"):
-        lines = ["usage: crane bench {e2e,sched,acct,containers} ...", ""]
-        lines += [f"  {name:<10} {about}" for name, (_mod, about) in BENCHMARKS.items()]
+        lines = ["usage: crane bench {e2e,sched,acct,containers,interactive} ...", ""]
+        lines += [f"  {name:<12} {about}" for name, (_mod, about) in BENCHMARKS.items()]
         print("\n".join(lines))
         return 0
     name, rest = args[0], args[1:]
