@@ -56,6 +56,7 @@ FIGURES: list[tuple[str, str, str, str]] = [
     ("run_n", "`crun -n {tasks} true` / `srun -n {tasks} true` (new job)", "ms", "lower"),
     ("step", "`crun true` / `srun true` inside `calloc -N 1` / `salloc -N 1`", "ms", "lower"),
     ("alloc", "`calloc -N 1 true` / `salloc -N 1 true`", "ms", "lower"),
+    ("start", "client start alone: `crun --help` / `srun --help`", "ms", "lower"),
     ("stream", "`crun`/`srun bash -c 'head -c {mb}M /dev/zero'` to a sha256 here", "MB/s", "higher"),
 ]
 TARGETS = {"run": ("ratio", 1.5), "stream": ("crane", 50.0)}
@@ -126,9 +127,18 @@ def render_text(result: dict[str, Any]) -> str:
            render_table(result)]
     mem = result.get("ctld_memory")
     if mem:
-        out += ["", "cranectld during the crane stream rounds: VmRSS {before_kb} kB before, {after_kb} kB after, "
+        out += ["", "cranectld during the stream rounds: VmRSS {before_kb} kB before, {after_kb} kB after, "
                     "peak {peak_kb} kB sampled (growth {growth_kb} kB); VmHWM {hwm_before_kb} → {hwm_after_kb} kB"
                     .format(**mem)]
+        if "redis_before_kb" in mem:
+            out.append("redis-server: VmRSS {redis_before_kb} kB before, {redis_after_kb} kB after, "
+                       "VmHWM {redis_hwm_kb} kB".format(**mem))
+    lines = []
+    for name, _what, _unit, _better in FIGURES:
+        marks = (result.get("figures", {}).get(name) or {}).get("allocated_line_ms") or {}
+        lines += [f"{name} {side} {m['median']:.1f} ms" for side, m in marks.items()]
+    if lines:
+        out += ["", "start to the client's 'allocated' line on stderr (median): " + ", ".join(lines)]
     if result.get("verdicts"):
         out += ["", "targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in result["verdicts"].items())]
     for err in result.get("errors", []):
@@ -146,15 +156,36 @@ def _clean_env(base: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in base.items() if k not in _ALLOC_VARS}
 
 
-def timed(cmd: list[str], env: dict[str, str], timeout: float = 120) -> float:
-    """Wall milliseconds of one run of ``cmd`` (start to exit); raise RuntimeError when it fails."""
+ALLOCATED_LINES = (b"Allocated craned nodes", b"salloc: Granted job allocation")
+
+
+def timed(cmd: list[str], env: dict[str, str], timeout: float = 120) -> tuple[float, float | None]:
+    """Wall milliseconds of one run of ``cmd`` (start to exit), and of its "allocated" line on stderr (crun's
+    ``Allocated craned nodes``, salloc's ``Granted job allocation``; None if it printed none); raise RuntimeError
+    when it fails."""
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          timeout=timeout, cwd="/tmp")
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd="/tmp")
+    allocated = None
+    err: list[bytes] = []
+    killer = threading.Timer(timeout, proc.kill)  # a client that hangs with stderr open
+    killer.start()
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if allocated is None and line.startswith(ALLOCATED_LINES):
+                allocated = (time.perf_counter() - t) * 1000
+            err.append(line)
+        rc = proc.wait()
+    finally:
+        killer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()  # type: ignore[union-attr]
     ms = (time.perf_counter() - t) * 1000
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-400:]}")
-    return ms
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {rc}: {b''.join(err).decode(errors='replace')[-400:]}")
+    return ms, allocated
 
 
 def expected_sha256(nbytes: int) -> str:
@@ -322,6 +353,7 @@ class Bench:
             "run_n": ([self.crun, "-n", n, "true"], ["srun", "-p", PARTITION, "-n", n, "true"]),
             "step": ([self.crun, "true"], ["srun", "true"]),
             "alloc": ([self.calloc, "-N", "1", "true"], ["salloc", "-p", PARTITION, "-N", "1", "true"]),
+            "start": ([self.crun, "--help"], ["srun", "--help"]),
             "stream": ([self.crun, "bash", "-c", f"head -c {self.mb}M /dev/zero"],
                        ["srun", "-p", PARTITION, "bash", "-c", f"head -c {self.mb}M /dev/zero"]),
         }
@@ -337,11 +369,12 @@ class Bench:
         cmds = self.commands(name)
         envs = envs or {"crane": self.crane_env, "slurm": self.slurm_env}
         samples: dict[str, list[float]] = {s: [] for s in self.sides()}
+        marks: dict[str, list[float]] = {s: [] for s in self.sides()}
         failures: dict[str, int] = {s: 0 for s in self.sides()}
         for i in range(rounds + 1):
             for side in self.sides():
                 try:
-                    ms = timed(cmds[side], envs[side])
+                    ms, allocated = timed(cmds[side], envs[side])
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     failures[side] += 1
                     if failures[side] <= 2:
@@ -349,8 +382,12 @@ class Bench:
                     continue
                 if i:
                     samples[side].append(ms)
+                    if allocated is not None:
+                        marks[side].append(allocated)
         fig = figure(samples)
         fig["failed"] = failures
+        # start to the client's "allocated" line: the part before the tasks run (crun and salloc print one)
+        fig["allocated_line_ms"] = {side: summarize(v) for side, v in marks.items() if v}
         return fig
 
     def step(self, rounds: int) -> dict[str, Any]:
@@ -370,8 +407,9 @@ class Bench:
                 if rc not in (0, None):
                     self.errors.append(f"step {side}: the allocation client exited {rc}")
 
-    def stream(self, rounds: int, ctld_pid: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The stream figure and the controller's memory around the crane rounds."""
+    def stream(self, rounds: int, ctld_pid: int | None,
+               redis_pid: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The stream figure and the controller's (and Redis's) memory around the rounds."""
         nbytes = self.mb << 20
         want = expected_sha256(nbytes)
         cmds = self.commands("stream")
@@ -381,6 +419,8 @@ class Bench:
         mem: dict[str, Any] = {}
         if ctld_pid:
             mem = {"before_kb": rss_kb(ctld_pid), "hwm_before_kb": rss_kb(ctld_pid, "VmHWM")}
+        if redis_pid:
+            mem["redis_before_kb"] = rss_kb(redis_pid)
         sampler = RssSampler(ctld_pid) if ctld_pid else None
         with sampler or contextlib.nullcontext():
             for _ in range(rounds):
@@ -395,13 +435,16 @@ class Bench:
             mem.update(after_kb=rss_kb(ctld_pid), hwm_after_kb=rss_kb(ctld_pid, "VmHWM"),
                        peak_kb=sampler.peak if sampler else 0)
             mem["growth_kb"] = mem["after_kb"] - mem["before_kb"]
+        if redis_pid:
+            mem["redis_after_kb"] = rss_kb(redis_pid)
+            mem["redis_hwm_kb"] = rss_kb(redis_pid, "VmHWM")
         fig = figure(samples)
         fig["runs"] = runs
         fig["byte_exact"] = {s: sum(1 for r in runs if r["side"] == s and r["ok"]) for s in self.sides()}
         return fig, mem
 
 
-ALL = ("run", "run_n", "step", "alloc", "stream")
+ALL = ("run", "run_n", "step", "alloc", "start", "stream")
 
 
 def run(args: argparse.Namespace, lc: Any) -> dict[str, Any]:
@@ -414,7 +457,9 @@ def run(args: argparse.Namespace, lc: Any) -> dict[str, Any]:
             if name == "step":
                 figures[name] = bench.step(args.rounds)
             elif name == "stream":
-                figures[name], mem = bench.stream(args.stream_rounds, lc.ctld.pid if lc.ctld else None)
+                redis = getattr(lc, "redis", None)
+                figures[name], mem = bench.stream(args.stream_rounds, lc.ctld.pid if lc.ctld else None,
+                                                  getattr(redis, "pid", None))
             else:
                 figures[name] = bench.latency(name, args.rounds)
         except Exception as exc:  # noqa: BLE001 - one figure's failure is reported, the others still run

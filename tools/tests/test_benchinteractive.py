@@ -114,10 +114,11 @@ def test_main_with_fake_clients(tmp_path: Any, monkeypatch: Any, capsys: Any) ->
 
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    _script(str(bindir / "crun"), 'while [[ $1 == -* ]]; do shift 2; done; exec "$@"')
+    _script(str(bindir / "crun"), '[[ $1 == --help ]] && exit 0; while [[ $1 == -* ]]; do shift 2; done\n'
+                                  'echo "Allocated craned nodes: cn01" >&2; exec "$@"')
     _script(str(bindir / "calloc"), 'while [[ $1 == -* && $1 != -- ]]; do shift 2; done; [[ $1 == -- ]] && shift\n'
                                     'CRANE_JOB_ID=7 exec "$@"')
-    _script(str(bindir / "srun"), 'while [[ $1 == -* ]]; do shift 2; done; exec "$@"')
+    _script(str(bindir / "srun"), '[[ $1 == --help ]] && exit 0; while [[ $1 == -* ]]; do shift 2; done; exec "$@"')
     _script(str(bindir / "salloc"), 'while [[ $1 == -* ]]; do shift 2; done; SLURM_JOB_ID=9 exec "$@"')
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(benchinteractive, "_bin", lambda name: str(bindir / name))
@@ -137,11 +138,13 @@ def test_main_with_fake_clients(tmp_path: Any, monkeypatch: Any, capsys: Any) ->
                                  cluster_factory=factory) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["errors"] == []
-    assert set(out["figures"]) == {"run", "run_n", "step", "alloc", "stream"}
+    assert set(out["figures"]) == {"run", "run_n", "step", "alloc", "start", "stream"}
     for name in ("run", "run_n", "step", "alloc"):
         fig = out["figures"][name]
         assert fig["crane"]["n"] == 2 and fig["slurm"]["n"] == 2 and fig["ratio"] > 0
     assert out["figures"]["step"]["jobs"] == {"crane": "7", "slurm": "9"}
+    assert out["figures"]["run"]["allocated_line_ms"]["crane"]["n"] == 2  # srun prints no such line
+    assert "slurm" not in out["figures"]["run"]["allocated_line_ms"]
     assert out["figures"]["stream"]["byte_exact"] == {"crane": 1, "slurm": 1}
     assert out["ctld_memory"]["before_kb"] > 0 and "growth_kb" in out["ctld_memory"]
     assert out["commands"]["run_n"] == {"crane": "crun -n 8 true", "slurm": "srun -p debug -n 8 true"}
