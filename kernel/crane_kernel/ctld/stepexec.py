@@ -115,7 +115,7 @@ class StepsMixin:
             if step.live:
                 self.client_seen[(job.job_id, step.step_id)] = now
         self.step_counter[job.job_id] = int(rt.get("nstep") or (max(steps, default=0) + 1))
-        if job.interactive and job.job_id not in self.client_seen.keys() and job.state not in FINAL_STATES:
+        if job.interactive and (job.job_id, 0) not in self.client_seen and job.state not in FINAL_STATES:
             self.client_seen[(job.job_id, 0)] = now
 
     def _job_row(self, job: Any) -> tuple[int, str, int]:
@@ -146,6 +146,7 @@ class StepsMixin:
             if not argv:
                 raise StepRefused("crun needs a command")
             spec["interactive"] = "crun"
+            stdin_target(str(start.get("stdin_target") or "0"), 1 << 20)  # its form; the task id is checked at start
             spec["crun"] = {"argv": argv, "pty": bool(start.get("pty")),
                             "stdin": str(start.get("stdin_target") or "0"), "rows": int(start.get("rows") or 24),
                             "cols": int(start.get("cols") or 80)}
@@ -338,6 +339,9 @@ class StepsMixin:
             return []
         if msg.state == "running":
             step.started_on.add(msg.node)
+            if step.ending:  # it was ended before this node had started it (the start overtook the end)
+                outbox.append((self.node_stream(msg.node), m.TerminateStep(
+                    job_id=msg.job_id, step_id=msg.step_id, reason="cancel", epoch=job.epoch)))
             if step.state == JobState.Configuring:
                 step.state = JobState.Running
                 step.start_time = msg.time or now
@@ -610,6 +614,16 @@ class StepsMixin:
                 rows += self._node_part_lost(job, step, node, now, outbox,
                                              "step supervisor died without a final status")
             outbox.append((stream, m.FreeJob(job_id=job_id, step_id=step_id)))
+        # a part the node had started that it now reports neither running nor ended: gone with the node's state
+        reported = live_refs | {(int(r[0]), int(r[1])) for r in ended if len(r) >= 2}
+        for job_id, steps in list(self.steps.items()):
+            job = self.jobs.get(job_id)
+            if job is None or job.state in FINAL_STATES:
+                continue
+            for step in list(steps.values()):
+                if step.live and node in step.started_on and node not in step.done_on and \
+                        (job_id, step.step_id) not in reported:
+                    rows += self._node_part_lost(job, step, node, now, outbox, f"node {node} lost the step")
         return rows
 
     def _task_steps_on_down_node(self, node: str, now: float, outbox: list) -> list:
