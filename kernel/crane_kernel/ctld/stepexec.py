@@ -381,6 +381,8 @@ class StepsMixin:
         """Record the step's end (state from its nodes' codes unless given) and what follows from it."""
         codes = list(step.done_on.values())
         code = worst_exit(codes) if codes else 0
+        if not step.tasks and job.job_id in self.job_end_request:  # calloc's shell: the code its client sent
+            code = self.job_end_request[job.job_id][1]
         why = reason or next((r for r in step.reasons.values() if r), "")
         if state is None:
             if step.ending in _END_STATE:
@@ -425,15 +427,19 @@ class StepsMixin:
         return any(s.tasks and s.state in (JobState.Configuring, JobState.Running)
                    for s in (self.steps.get(job_id) or {}).values())
 
-    def _stop_step(self, job: Any, step: Step, why: str, now: float, outbox: list, reason: str = "") -> list:
-        """End a step for ``why`` (cancel, timeout, client, job): a waiting one at once, a running one on its nodes."""
+    def _stop_step(self, job: Any, step: Step, why: str, now: float, outbox: list, reason: str = "",
+                   state: JobState | None = None) -> list:
+        """End a step for ``why`` (cancel, timeout, client, job): a waiting one at once, a running one on its nodes.
+
+        ``state``: what a step without node processes (calloc's step 0) ends as (default: per ``why``).
+        """
         if step.ended:
             return []
         step.ending = step.ending or why
         if reason:
             step.reason = reason
         if step.state == JobState.Pending or not step.tasks:
-            return self._end_step(job, step, now, outbox, state=_END_STATE.get(why, JobState.Cancelled),
+            return self._end_step(job, step, now, outbox, state=state or _END_STATE.get(why, JobState.Cancelled),
                                   reason=reason)
         rows: list = []
         for node in step.nodes:
@@ -461,7 +467,8 @@ class StepsMixin:
         rows: list = []
         for step in self.job_steps(job.job_id):
             if step.live:
-                rows += self._stop_step(job, step, why, now, outbox, reason)
+                rows += self._stop_step(job, step, why, now, outbox, reason,
+                                        state=state if step.step_id == 0 and not step.tasks else None)
         if job.state not in FINAL_STATES and not self._has_node_steps(job.job_id):
             end_state, end_code, end_reason = self.job_end_request.pop(job.job_id)
             rows += self._finish(job, end_state, end_code, now, outbox, persist=False, reason=end_reason)
