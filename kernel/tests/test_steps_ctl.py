@@ -226,3 +226,18 @@ def test_a_node_that_registers_without_a_started_step_has_lost_it(rig: Rig) -> N
     rig.feed(m.NodeRegister(node=node, cpus=2, mem=1 << 30))   # e.g. its state directory was wiped
     assert step.state == JobState.Failed and step.exit_code == EC_CRANED_DOWN and "lost the step" in step.reason
     assert job.state == JobState.Running                        # the allocation itself is fine
+
+
+@pytest.mark.parametrize("start", [
+    {"argv": []},
+    {"argv": ["echo", "a\x00b"]},
+    {"argv": ["x"] * 5000},
+    {"argv": ["true"], "name": "two\nlines"},
+    {"argv": ["true"], "env": {"A=B": "c"}},
+    {"argv": ["true"], "stdin_target": "7"},
+])
+def test_malformed_steps_are_refused_before_anything_runs(rig: Rig, start: dict) -> None:
+    job = calloc_job(rig)
+    with pytest.raises(StepRefused):
+        rig.ctl.create_step({"job_id": job.job_id, **start}, ROOT)
+    assert rig.to(job.alloc_nodes[0], m.StartStep) == []

@@ -143,8 +143,7 @@ class StepsMixin:
         if start.get("allocate_only"):
             spec["interactive"] = "calloc"
         else:
-            if not argv:
-                raise StepRefused("crun needs a command")
+            self._check_command(argv)
             spec["interactive"] = "crun"
             stdin_target(str(start.get("stdin_target") or "0"), 1 << 20)  # its form; the task id is checked at start
             spec["crun"] = {"argv": argv, "pty": bool(start.get("pty")),
@@ -201,8 +200,7 @@ class StepsMixin:
         """A crun inside allocation ``start["job_id"]``: the new step (Pending or starting); raises StepRefused."""
         job_id = int(start.get("job_id") or 0)
         argv = [str(a) for a in start.get("argv") or []]
-        if not argv:
-            raise StepRefused("crun needs a command")
+        self._check_command(argv, str(start.get("name") or ""), str(start.get("cwd") or ""))
         outbox: list = []
         now = self.clock()
         with self.lock:
@@ -249,6 +247,19 @@ class StepsMixin:
             self.store.write(updates=[self._job_row(job)])
         self.publish(outbox)
         return step
+
+    def _check_command(self, argv: list[str], name: str = "", cwd: str = "") -> None:
+        """A step's command, name and directory within bounds: at most 4096 arguments of
+        ``CraneCtld.MaxScriptBytes`` in all, no NUL; a name without control characters."""
+        if not argv:
+            raise StepRefused("crun needs a command")
+        if len(argv) > 4096 or sum(len(a.encode("utf-8", "surrogatepass")) for a in argv) > \
+                self.cfg.CraneCtld.MaxScriptBytes:
+            raise StepRefused(f"the command is longer than {self.cfg.CraneCtld.MaxScriptBytes} bytes or 4096 arguments")
+        if any("\x00" in a for a in argv) or "\x00" in cwd or len(cwd) > 4096:
+            raise StepRefused("the command or its directory is not text")
+        if len(name) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise StepRefused("the step name must be at most 255 characters, without control characters")
 
     def _check_env_bounds(self, env: dict[str, str]) -> None:
         """The step's environment within the submission bounds (CraneCtld.MaxEnvVars/MaxEnvBytes)."""
