@@ -29,7 +29,7 @@ def prepare(argv: list[str], environ: dict[str, str] | None = None) -> tuple[obj
 
     args = parse(stepspec.calloc_command(), argv)
     env = dict(os.environ if environ is None else environ)
-    job = stepspec.job_fields(args, argv, "calloc", env, name=stepspec.DEFAULT_NAME if not args.command else None)
+    job = stepspec.job_fields(args, argv, "calloc", env, name=stepspec.DEFAULT_NAME)
     return args, {"job": job, "allocate_only": True, "argv": list(args.command)}
 
 

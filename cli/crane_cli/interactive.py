@@ -99,12 +99,8 @@ class Stream:
                 yield reply
                 if kind in ("ended", "error"):
                     return
-        except rpc.grpc.RpcError as exc:
-            err = self.ctld._error(exc)
-            if err.code != EXIT_NETWORK and exc.code() not in (rpc.grpc.StatusCode.INVALID_ARGUMENT,
-                                                                 rpc.grpc.StatusCode.PERMISSION_DENIED):
-                err.code = EXIT_NETWORK
-            raise err from None
+        except rpc.grpc.RpcError as exc:  # exit 3, or 4 for a refusal (INVALID_ARGUMENT, PERMISSION_DENIED)
+            raise self.ctld._error(exc) from None
         raise CliError(f"{BROKEN} (the stream ended before the step did)", EXIT_NETWORK)
 
     def set_heartbeat(self, seconds: float) -> None:

@@ -400,3 +400,54 @@ def test_pty_mode_restored(scripted, tmp_path):
     child.expect("(-?)icanon")
     assert child.match.group(1) == b""  # icanon, not -icanon: cooked again
     child.expect(pexpect.EOF)
+
+
+def test_third_interrupt_leaves(scripted):
+    """After the cancel, one more Ctrl-C leaves at once (the stream breaks: the controller ends the step)."""
+    def script(s):
+        s.wait_for("start")
+        yield allocated()
+        s.wait_for("cancel")
+        time.sleep(30)
+        yield ended()
+
+    srv, env = scripted(script)
+    proc = _spawn(env, "-Q", "sleep", "100")
+    s = srv.session()
+    s.wait_for("start")
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    s.wait_for("signal")
+    proc.send_signal(signal.SIGINT)
+    s.wait_for("cancel")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 130
+
+
+def test_refusal_status_exits_4(scripted):
+    def script(s):
+        s.wait_for("start")
+        s.context.abort(__import__("grpc").StatusCode.PERMISSION_DENIED, "Permission denied: not your job")
+        yield ended()
+
+    _srv, env = scripted(script)
+    p = run_crun({**env, "CRANE_JOB_ID": "5"}, "true")
+    assert (p.returncode, p.stderr) == (4, b"Permission denied: not your job\n")
+
+
+def test_start_up_imports(scripted):
+    """crun's fast path loads nothing heavy (it is benchmarked against srun)."""
+    import sys
+
+    from test_import_hygiene import HEAVY
+
+    _srv, env = scripted(simple(pending(), allocated(), output(0, 1, b"hi\n"), ended()))
+    for _ in range(2):  # the second run uses the config cache
+        p = subprocess.run([sys.executable, "-X", "importtime", script_path("crun"), "true"], env=env,
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0 and p.stdout == "hi\n"
+    names = {line.split("|")[2].strip() for line in p.stderr.splitlines()
+             if line.startswith("import time:") and "self [us]" not in line}
+    assert "grpc" in names and not names & set(HEAVY), sorted(names & set(HEAVY))
+    assert not names & {"termios", "tty", "subprocess"}  # --pty and calloc only
