@@ -451,3 +451,21 @@ def test_start_up_imports(scripted):
              if line.startswith("import time:") and "self [us]" not in line}
     assert "grpc" in names and not names & set(HEAVY), sorted(names & set(HEAVY))
     assert not names & {"termios", "tty", "subprocess"}  # --pty and calloc only
+
+
+def test_closed_stdout_cancels(scripted):
+    """``crun yes | head -1``: once stdout is gone crun cancels the step and exits 141 (128+SIGPIPE)."""
+    def script(s):
+        s.wait_for("start")
+        yield allocated()
+        for _ in range(200):
+            yield output(0, 1, b"y\n" * 4096)
+            if "cancel" in s.kinds():
+                break
+        s.wait_for("cancel")
+        yield ended(pb.Cancelled, crun_exit=0, reason="cancelled")
+
+    _srv, env = scripted(script)
+    p = subprocess.run(f"'{script_path('crun')}' -Q yes | head -1; echo rc=${{PIPESTATUS[0]}}", shell=True,
+                       executable="/bin/bash", env=env, capture_output=True, timeout=30)
+    assert p.stdout == b"y\nrc=141\n" and p.stderr == b""
