@@ -18,8 +18,8 @@ def with_steps(fake):
     now = int(time.time())
     jobs = {j.job_id: j for j in fake.jobs}
     jobs[2].step_info_list.extend([
-        pb.StepInfo(job_id=2, step_id=0, name="hostname", status=pb.Running, start_time=now - 65, craned_list="cn02",
-                    node_num=1, alloc_cpus=2, ntasks=2, user="bob", uid=1000, partition="CPU"),
+        pb.StepInfo(job_id=2, step_id=0, name="hostname", status=pb.Running, start_time=now - 65, elapsed=65,
+                    craned_list="cn02", node_num=1, alloc_cpus=2, ntasks=2, user="bob", uid=1000, partition="CPU"),
         pb.StepInfo(job_id=2, step_id=1, name="old", status=pb.Completed, start_time=now - 60, end_time=now - 50),
     ])
     jobs[3].step_info_list.extend([
