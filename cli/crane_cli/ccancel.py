@@ -88,7 +88,7 @@ def command(argv: list[str]) -> int:
     has_filter = any(v is not None for v in (args.name, args.partition, args.state, args.account, args.user)) or nodes
     if not ids and not step_ids and not has_filter:
         raise arg_error("ccancel: at least one job id or filter (-n, -p, -t, -A, -u, -w) is required")
-    if step_ids and not ids and has_filter:
+    if step_ids and has_filter:
         raise arg_error("ccancel: step ids cannot be combined with filters")
     from crane_cli import clientconf
 

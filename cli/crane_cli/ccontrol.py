@@ -146,6 +146,8 @@ def command(argv: list[str]) -> int:
         if action == "show":
             if len(words) < 2:
                 raise arg_error("ccontrol: show what? (node, partition, job or step)")
+            if words[1].lower() in ("step", "steps"):
+                return _show_steps(ctld, pb, list(words[2:]), args.json)
             return _show(ctld, rpc, words[1].lower(), words[2] if len(words) > 2 else None, args.json)
         if action in ("hold", "release"):
             if len(words) != 2:

@@ -192,9 +192,14 @@ def command(argv: list[str]) -> int:
 
         step_ids, wanted = parse_selection(split_list([args.step]), "cqueue")
         if step_ids:
-            fields["job_ids"] = [i for i in fields["job_ids"] if i in step_ids] if fields["job_ids"] else step_ids
-            if not fields["job_ids"]:
-                fields["job_ids"] = [0]  # -j and -s select no common job
+            common = [i for i in fields["job_ids"] if i in step_ids] if fields["job_ids"] else step_ids
+            if not common:  # -j and -s select no common job: nothing to ask for
+                if not args.json and not args.noheader:
+                    from crane_cli.steps import STEP_HEADERS
+
+                    print(" ".join(STEP_HEADERS))
+                return EXIT_OK if not args.json else _empty_json()
+            fields["job_ids"] = common
         fields["include_steps"] = True
     from crane_cli import clientconf
 
@@ -242,6 +247,15 @@ def show(reply, args, layout, types: set[int] | None, max_lines: int | None, sta
         out.append(text)
     if out:
         sys.stdout.write("\n".join(out) + "\n")
+    return EXIT_OK
+
+
+def _empty_json() -> int:
+    """``--json`` for a selection that matches no job: an empty ok reply."""
+    from crane_cli import rpc
+    from crane_cli.protojson import to_json
+
+    print(to_json(rpc.pb.QueryJobsInfoReply(ok=True)))
     return EXIT_OK
 
 

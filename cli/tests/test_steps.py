@@ -108,3 +108,22 @@ def test_cacct_step_names(run_cmd, acct):
     r = run_cmd(cacct, "-j", f"{job.job_id}", "-o", "%j %n")
     rows = [line.split() for line in r.out.splitlines()[1:]]
     assert [f"{job.job_id}.3", "hostname"] in rows and [f"{job.job_id}.batch", "batch"] in rows
+
+
+def test_cqueue_steps_disjoint_selection(cli, with_steps):
+    n = len(with_steps.requests)
+    r = cli("cqueue", "-s", "3.4", "-j", "2")
+    assert (r.code, r.out) == (0, "StepId Name Partition User Time NODELIST\n")
+    r = cli("cqueue", "-s", "3.4", "-j", "2", "--json")
+    assert json.loads(r.out) == {"ok": True, "jobs": [], "reason": ""}
+    assert len(with_steps.requests) == n
+
+
+def test_ccontrol_show_steps_several_words(cli, with_steps):
+    r = cli("ccontrol", "show", "step", "2.0", "3.4")
+    assert [b.split()[0] for b in r.out.split("\n\n") if b] == ["StepId=2.0", "StepId=3.4"]
+
+
+def test_ccancel_steps_and_filters(cli, fake):
+    r = cli("ccancel", "7.1", "-u", "bob")
+    assert r.code == 2 and "cannot be combined" in r.err and fake.requests == []
