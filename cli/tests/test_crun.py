@@ -469,3 +469,25 @@ def test_closed_stdout_cancels(scripted):
     p = subprocess.run(f"'{script_path('crun')}' -Q yes | head -1; echo rc=${{PIPESTATUS[0]}}", shell=True,
                        executable="/bin/bash", env=env, capture_output=True, timeout=30)
     assert p.stdout == b"y\nrc=141\n" and p.stderr == b""
+
+
+def test_pty_window_change(scripted):
+    pexpect = pytest.importorskip("pexpect")
+
+    def script(s):
+        s.wait_for("start")
+        yield allocated()
+        s.wait_for("winsize")
+        yield output(0, 1, b"go\r\n")
+        s.wait_for("winsize", 2)
+        yield ended()
+
+    srv, env = scripted(script)
+    child = pexpect.spawn(script_path("crun"), ["-Q", "--pty", "x"], env=env, dimensions=(24, 80), timeout=20)
+    child.expect("go")
+    child.setwinsize(50, 132)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    sizes = [(w.rows, w.cols) for w in srv.session().wait_for("winsize", 2)]
+    assert sizes == [(24, 80), (50, 132)]
