@@ -26,7 +26,7 @@ STATE_FILTERS = {"pending": (0,), "p": (0,), "running": (1, 7, 8, 9), "r": (1, 7
 def build_command() -> Command:
     """ccancel's flags."""
     return Command("ccancel", help="Cancel pending or running jobs.", params=[
-        Argument("ids", nargs=-1, required=False, metavar="ID[,ID...]", help="job ids"),
+        Argument("ids", nargs=-1, required=False, metavar="ID[,ID...]", help="job ids, or <job>.<step> for one step"),
         Option("-n", "--name", help="only jobs with this name"),
         Option("-p", "--partition", help="only jobs in this partition"),
         Option("-t", "--state", help="only jobs in this state: PENDING(P), RUNNING(R), SUSPENDED(S) or ALL"),

@@ -128,3 +128,22 @@ def test_broken_stream(scripted):
     _srv, env = scripted(script)
     p = run_calloc(env, "true")
     assert p.returncode == 3 and p.stderr.splitlines()[-1].startswith("Connection to CraneCtld is broken.")
+
+
+def test_interrupt_while_pending_cancels(scripted):
+    import signal
+
+    def script(s):
+        s.wait_for("start")
+        yield pending()
+        s.wait_for("cancel")
+        yield ended(pb.Cancelled, reason="cancelled by user")
+
+    srv, env = scripted(script)
+    proc = subprocess.Popen([script_path("calloc"), "-Q"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    srv.session().wait_for("start")
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1 and err == "calloc: error: job 42 Cancelled: cancelled by user\n"
