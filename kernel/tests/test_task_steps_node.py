@@ -290,7 +290,7 @@ def _test_user() -> pwd.struct_passwd:
 def test_tasks_run_as_the_user_on_two_nodes_without_bus_credentials(cluster):
     user = _test_user()
     job = next(_jobs)
-    script = "id -u; id -g; hostname; env | grep -ci -e redis -e password -e crane-admin"
+    script = "id -u; id -g; hostname; env | grep -ci -e redis -e password -e crane-admin; true"
     for index, name in enumerate(("cn01", "cn02")):
         cluster[name].start(job, 1, ["sh", "-c", script], uid=user.pw_uid, gid=user.pw_gid, task_ids=[index],
                             ntasks=2, node_index=index, nodes=["cn01", "cn02"])
@@ -300,3 +300,51 @@ def test_tasks_run_as_the_user_on_two_nodes_without_bus_credentials(cluster):
         assert lines[:3] == [str(user.pw_uid), str(user.pw_gid), name] and lines[3] == "0"
         assert cluster[name].status(job, 1)[1].exit_code == 0
     assert grp.getgrgid(user.pw_gid)
+
+
+def test_time_limit_and_terminate_of_step_zero(node):
+    from crane_common.states import EC_EXCEED_TIME_LIMIT
+
+    job = next(_jobs)
+    node.start(job, 1, ["sleep", "100"], time_limit=1)
+    out = node.collect(job, 1, timeout=20)
+    assert out.end == (EC_EXCEED_TIME_LIMIT, "time limit exceeded") and out.exits == {0: 256 + 15}
+    node.start(job, 0, ["sleep", "100"])                        # an interactive job's step 0: jobs/<job>.0/
+    node.status(job, 0, ("running",))
+    node.send(m.TerminateStep(job_id=job, step_id=0, epoch=1))
+    assert node.collect(job, 0, timeout=20).end == (EC_TERMINATED, "cancelled")
+    node.send(m.TerminateStep(job_id=job, step_id=5, epoch=1))  # before its StartStep: it never starts
+    node.start(job, 5, ["echo", "never"])
+    _i, status = node.status(job, 5)
+    assert (status.exit_code, status.reason) == (EC_TERMINATED, "cancelled before launch")
+
+
+def test_dead_task_supervisors_are_reaped_and_their_results_sent_before_the_heartbeat(node):
+    import json
+
+    from crane_kernel.craned.jobfiles import RESULT_FILE, SUP_FILE
+
+    job = next(_jobs)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lost, unsent = (os.path.join(node.craned.jobs_dir, f"{job}.{s}") for s in (4, 6))
+    for d in (lost, unsent):
+        os.mkdir(d, 0o700)
+        with open(os.path.join(d, SUP_FILE), "w") as fh:
+            json.dump({"pid": dead.pid, "start": 1, "epoch": 3, "step": int(d.rsplit(".", 1)[1])}, fh)
+    with open(os.path.join(unsent, RESULT_FILE), "w") as fh:
+        json.dump(m.StepStatus(node="cn01", job_id=job, step_id=6, state="finished", exit_code=7,
+                               epoch=3).model_dump(), fh)
+    os.makedirs(f"{_job_cgroup(job)}/step_4")                  # what the dead supervisor left
+    before = len(node.reports())
+    node.craned._heartbeat()
+    msgs = [x for _i, x in node.reports()[before:]]
+    assert [type(x).__name__ for x in msgs] == ["StepStatus", "NodeHeartbeat"]
+    assert (msgs[0].step_id, msgs[0].exit_code) == (6, 7)
+    assert {(job, 4, 3), (job, 6, 3)} <= set(msgs[1].task_ended)
+    assert not os.path.exists(f"{_job_cgroup(job)}/step_4")    # reaped before it was listed as ended
+    survey, finished = node.craned._scan()
+    lost_status = [f for f in finished if f["job_id"] == job and f["step_id"] == 4]
+    assert lost_status and lost_status[0]["reason"] == "step supervisor lost"
+    node.send(m.FreeJob(job_id=job))
+    assert not [n for n in os.listdir(node.craned.jobs_dir) if n.startswith(f"{job}.")]

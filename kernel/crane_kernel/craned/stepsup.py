@@ -27,9 +27,9 @@ import struct
 import termios
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
-from crane_common.states import EC_PERMISSION_DENIED, EC_SPAWN_FAILED, EC_TERMINATED
+from crane_common.states import EC_EXEC_ERR, EC_PERMISSION_DENIED, EC_SPAWN_FAILED, EC_TERMINATED
 from crane_kernel import iostream
 from crane_kernel.craned.jobfiles import read_time_limit
 from crane_kernel.craned.supervisor import Supervisor, user_env
@@ -251,6 +251,17 @@ class TaskStepSupervisor(Supervisor):
         self.ending, self.term_at, self.killed = "", 0.0, False
         self.deadline: float | None = None
         self.started = 0.0
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        """As :meth:`Supervisor._fail`, with the end entry on the io stream first (best effort)."""
+        try:
+            out = getattr(self, "out", None)
+            if out is not None:
+                out.add(iostream.end_entry(EC_EXEC_ERR if self.handle is not None else EC_SPAWN_FAILED,
+                                           f"step supervisor failed: {type(exc).__name__}: {exc}"), force=True)
+        except BaseException:
+            log.exception("job %d step %d: the end entry after the failure failed", self.job_id, self.step_id)
+        super()._fail(exc)
 
     def _build(self, spec: TaskLaunch) -> tuple[StepSpec, TaskStreams]:
         """The StepSpec of this node's tasks and their descriptors."""

@@ -125,8 +125,9 @@ class CgroupRuntime:
                                      mem_bytes=step.step_mem_bytes or step.mem_bytes)
         for attempt in range(5):  # another step's cleanup may remove the (empty) job cgroup meanwhile
             try:
-                backend.create(job_rel, step, self.config.pids_max)
-                backend.create(rel, limits, 0)
+                if not backend.exists(job_rel):  # the batch step's or another task step's: its limits stand
+                    backend.create(job_rel, step, self.config.pids_max)
+                backend.create(rel, limits, self.config.pids_max)  # every hierarchy of the job's, pids too
                 break
             except CgroupError as exc:
                 if attempt == 4 or backend.exists(job_rel):
