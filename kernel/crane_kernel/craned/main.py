@@ -409,20 +409,22 @@ class Craned:
             return
         d = self._job_dir(job_id)
         alive = False
+        task_dirs = self._task_dirs(job_id)
+        had_any = bool(task_dirs) or os.path.lexists(d)
         if os.path.lexists(d):
             if supervisor_alive(d):
                 alive = True
             else:
                 self._remove_job(job_id)
                 self.launched.pop(job_id, None)
-        for task_step, sd in self._task_dirs(job_id).items():
+        for task_step, sd in task_dirs.items():
             if supervisor_alive(sd):
                 alive = True
                 continue
             shutil.rmtree(sd, ignore_errors=True)
             self.task_launched.pop((job_id, task_step), None)
         self.reaped = {r for r in self.reaped if r[1][0] != job_id}
-        if not alive:
+        if had_any and not alive:  # nothing of a job that never had a directory here
             try:
                 self.pm.hook.crane_step_reap(node=self.node, job_id=job_id, step_id=0)
             except Exception as exc:  # a runtime must not take the node down
