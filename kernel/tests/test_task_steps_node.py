@@ -348,3 +348,13 @@ def test_dead_task_supervisors_are_reaped_and_their_results_sent_before_the_hear
     assert lost_status and lost_status[0]["reason"] == "step supervisor lost"
     node.send(m.FreeJob(job_id=job))
     assert not [n for n in os.listdir(node.craned.jobs_dir) if n.startswith(f"{job}.")]
+
+
+def test_a_signal_is_not_stuck_behind_unread_stdin(node):
+    job = next(_jobs)
+    node.start(job, 1, ["sleep", "100"])                        # never reads its stdin
+    node.status(job, 1, ("running",))
+    chunk = b"x" * iostream.MAX_CHUNK
+    node.inp(job, 1, *[iostream.stdin_entry(0, chunk)] * 4, iostream.signal_entry(2))  # 256 KiB > the pipe
+    out = node.collect(job, 1, timeout=20)
+    assert out.exits == {0: 258} and out.end == (258, "")

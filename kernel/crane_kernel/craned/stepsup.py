@@ -17,6 +17,7 @@ pty for task 0 with ``pty``), starts the tasks through the runtime plugins
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import logging
 import os
@@ -71,6 +72,7 @@ class TaskStreams:
         self.outputs: dict[int, tuple[int, int]] = {}
         self.inputs: dict[int, int] = {}
         self.pty_master = -1
+        self.partial: dict[int, bytes] = {}  # task id -> the unwritten rest of its current stdin entry
         self._theirs: list[int] = []
         for task_id in spec.task_ids:
             if spec.pty and task_id == 0:
@@ -162,7 +164,12 @@ class OutStream:
 
 
 class InputPump(threading.Thread):
-    """Reads the step's ``ioin`` stream and applies it: stdin data and EOF, signals, window sizes."""
+    """Reads the step's ``ioin`` stream and applies it: stdin data and EOF, signals, window sizes.
+
+    Stdin is written without blocking: entries a task does not read yet wait here, in order (and
+    stay on the stream, so the relay's flow control stops the client), while signals and window
+    sizes read after them are applied at once — a Ctrl-C is not stuck behind unread input.
+    """
 
     def __init__(self, url: str, key: str, streams: TaskStreams, signal_tasks: Any) -> None:
         """``signal_tasks(signum)`` signals every task's process group."""
@@ -171,22 +178,28 @@ class InputPump(threading.Thread):
         self.streams = streams
         self.signal_tasks = signal_tasks
         self.stop = False
-        self.lock = threading.Lock()
+        self.pending: collections.deque[tuple[bytes, iostream.InEntry, list[int]]] = collections.deque()
+        for fd in streams.inputs.values():
+            os.set_blocking(fd, False)
 
     def run(self) -> None:
-        """XREAD BLOCK from 0-0 onward until stopped; consumed entries are deleted."""
+        """XREAD BLOCK from 0-0 onward until stopped; applied entries are deleted."""
         last, conn = b"0-0", None
         while not self.stop:
             try:
                 if conn is None:
                     conn = Connection(self.url)
-                reply = conn.call("XREAD", "COUNT", 64, "BLOCK", 500, "STREAMS", self.key, last)
-                entries = reply[0][1] if reply else []  # type: ignore[index]
-                for entry_id, flat in entries:
+                done = self._flush()
+                block = 20 if self.pending else 500
+                count = max(1, iostream.WINDOW - len(self.pending))
+                reply = conn.call("XREAD", "COUNT", count, "BLOCK", block, "STREAMS", self.key, last)
+                for entry_id, flat in reply[0][1] if reply else []:  # type: ignore[index]
                     last = entry_id
-                    self._apply(dict(zip(flat[::2], flat[1::2], strict=False)))
-                if entries:
-                    conn.call("XDEL", self.key, *[e[0] for e in entries])
+                    if self._take(entry_id, dict(zip(flat[::2], flat[1::2], strict=False))):
+                        done.append(entry_id)
+                done += self._flush()
+                if done:
+                    conn.call("XDEL", self.key, *done)
             except ConnectionError as exc:
                 log.warning("ioin stream %s: %s", self.key, exc)
                 if conn is not None:
@@ -196,12 +209,13 @@ class InputPump(threading.Thread):
         if conn is not None:
             conn.close()
 
-    def _apply(self, fields: dict[bytes, bytes]) -> None:
+    def _take(self, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
+        """Apply a signal or window size now, queue stdin; True when the entry is done with."""
         try:
             entry = iostream.parse_in(fields)
         except iostream.IoEntryError as exc:
             log.warning("ioin stream %s: malformed entry skipped: %s", self.key, exc)
-            return
+            return True
         if entry.kind == "s":
             self.signal_tasks(entry.signum)
         elif entry.kind == "w":
@@ -213,27 +227,47 @@ class InputPump(threading.Thread):
                     pass
         else:
             targets = list(self.streams.inputs) if entry.task == iostream.ALL_TASKS else [entry.task]
-            for task in targets:
-                self._stdin(task, entry.kind, entry.data)
+            self.pending.append((entry_id, entry, [t for t in targets if t in self.streams.inputs]))
+            return False
+        return True
 
-    def _stdin(self, task: int, kind: str, data: bytes) -> None:
+    def _flush(self) -> list[bytes]:
+        """Write queued stdin as far as the tasks take it; the ids of the entries now done."""
+        done = []
+        while self.pending:
+            entry_id, entry, targets = self.pending[0]
+            while targets:
+                if not self._stdin(targets[0], entry):
+                    return done  # that task's pipe is full: the rest waits, in order
+                targets.pop(0)
+            self.pending.popleft()
+            done.append(entry_id)
+        return done
+
+    def _stdin(self, task: int, entry: iostream.InEntry) -> bool:
+        """Write (the rest of) ``entry`` to ``task``'s stdin or close it; False if it would block."""
         fd = self.streams.inputs.get(task)
         if fd is None:
-            return
-        if kind == "z":
-            if fd != self.streams.pty_master:
-                with self.lock:
-                    self.streams.inputs.pop(task, None)
+            return True
+        is_pty = fd == self.streams.pty_master
+        if entry.kind == "z":
+            if not is_pty:
+                self.streams.inputs.pop(task, None)
                 os.close(fd)
-            return
+            return True
+        data = self.streams.partial.get(task, entry.data)
         try:
             while data:
                 data = data[os.write(fd, data):]
+        except BlockingIOError:
+            self.streams.partial[task] = data
+            return False
         except OSError:  # the task closed its stdin or ended
-            if fd != self.streams.pty_master:
-                with self.lock:
-                    self.streams.inputs.pop(task, None)
+            if not is_pty:
+                self.streams.inputs.pop(task, None)
                 os.close(fd)
+        self.streams.partial.pop(task, None)
+        return True
 
 
 class TaskStepSupervisor(Supervisor):
@@ -410,6 +444,8 @@ class TaskStepSupervisor(Supervisor):
         """Read one chunk of ``fd`` and put it on the stream; False at end of file."""
         try:
             data = os.read(fd, iostream.MAX_CHUNK)
+        except BlockingIOError:  # the (non-blocking) pty master had nothing after all
+            return True
         except OSError:  # EIO: a pty whose slave side is closed everywhere
             return False
         if not data:
