@@ -22,6 +22,8 @@ from crane_e2e import cli, ensure_user, running_cluster
 pytestmark = pytest.mark.e2e
 
 INTERACTIVE = {"InteractiveTimeout": 3, "InteractiveHeartbeat": 1}
+WITH_CRUN = {"PATH": f"{os.path.dirname(cli('crun'))}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+"""A job's environment that finds crun (jobs get the submitter's PATH)."""
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +181,8 @@ def test_a_slow_client_slows_the_task_and_loses_nothing(cluster):
 
 
 def test_crun_inside_a_batch_job_uses_every_node(cluster):
-    jid = cluster.cbatch("-N", "3", "-o", "steps-%j.out", "--wrap", "crun hostname; crun -N 1 -w cn02 echo one")
+    jid = cluster.cbatch("-N", "3", "-o", "steps-%j.out", "--wrap", "crun hostname; crun -N 1 -w cn02 echo one",
+                         env=WITH_CRUN)
     info = cluster.wait_done(jid, timeout=60)
     assert info.status == JobState.Completed, cluster.output(f"steps-{jid}.out")
     lines = cluster.output(f"steps-{jid}.out").split()
@@ -192,7 +195,7 @@ def test_crun_inside_a_batch_job_uses_every_node(cluster):
 
 
 def test_calloc_runs_a_shell_whose_crun_uses_the_allocation_and_releases_it(cluster):
-    e = cluster.lc.env()
+    e = {**cluster.lc.env(), **WITH_CRUN}
     e.pop("CRANE_JOB_ID", None)
     proc = subprocess.run([cli("calloc"), "-N", "2", "bash", "-c",
                            "echo JOB=$CRANE_JOB_ID; crun hostname; crun -n 1 true; exit 3"], env=e,
@@ -209,7 +212,7 @@ def test_calloc_runs_a_shell_whose_crun_uses_the_allocation_and_releases_it(clus
 
 
 def test_ccancel_of_one_step_leaves_the_job_running(cluster):
-    jid = cluster.cbatch("-o", "cc-%j.out", "--wrap", "crun sleep 100; echo after=$?; crun echo next")
+    jid = cluster.cbatch("-o", "cc-%j.out", "--wrap", "crun sleep 100; echo after=$?; crun echo next", env=WITH_CRUN)
     wait_for(lambda: any(s.step_id == 1 and s.status == JobState.Running for s in steps_of(cluster, jid)),
              what="step 1 running")
     proc = cluster.run("ccancel", f"{jid}.1")

@@ -167,7 +167,7 @@ class Client:
         self.output.set_ids(self.job_id, self.step_id)
         if self.new_job:
             self.info(f"Job id allocated: {self.job_id}, waiting resources.")
-        else:
+        elif msg.reason:  # type: ignore[attr-defined]  # a step only says so when it really waits (batch output stays clean)
             self.info(f"Job {self.job_id} step {self.step_id} allocated, waiting resources.")
 
     def on_allocated(self, msg: object) -> None:
@@ -175,7 +175,8 @@ class Client:
         self.job_id = msg.job_id or self.job_id  # type: ignore[attr-defined]
         self.step_id = msg.step_id if msg.job_id else self.step_id  # type: ignore[attr-defined]
         self.output.set_ids(self.job_id, self.step_id)
-        self.info(f"Allocated craned nodes: {msg.craned_list}")  # type: ignore[attr-defined]
+        if self.new_job:  # a step in an allocation runs where its job does: nothing to tell
+            self.info(f"Allocated craned nodes: {msg.craned_list}")  # type: ignore[attr-defined]
         if self.terminal is not None and not self.terminal.raw:
             self.terminal.make_raw()
             self.on_winch()

@@ -190,7 +190,13 @@ def test_error_step(scripted):
 def test_step_messages(scripted):
     _srv, env = scripted(simple(pending(9, 2), allocated(9, 2, nodes="cn03"), ended(job_id=9, step_id=2)))
     p = run_crun({**env, "CRANE_JOB_ID": "9"}, "true")
-    assert p.stderr == b"Job 9 step 2 allocated, waiting resources.\nAllocated craned nodes: cn03\n"
+    assert p.stderr == b"Job 9 step 2 allocated, waiting resources.\n"   # it waited: it says so
+
+
+def test_a_step_that_starts_at_once_prints_nothing(scripted):
+    _srv, env = scripted(simple(pending(9, 3, reason=""), allocated(9, 3, nodes="cn03"), ended(job_id=9, step_id=3)))
+    p = run_crun({**env, "CRANE_JOB_ID": "9"}, "true")
+    assert p.returncode == 0 and p.stderr == b""          # a batch script's output stays its own
 
 
 def test_stream_ends_early(scripted):

@@ -407,6 +407,8 @@ class StepsMixin:
                 state = state_from_exit(code, step.oom)
         if state == JobState.ExceedTimeLimit and not why:
             why = "time limit exceeded"
+        elif state == JobState.Failed and not why:
+            why = _describe_exit(code)
         step.state = state
         step.exit_code = code
         step.reason = why
@@ -673,3 +675,15 @@ class StepsMixin:
 
         return StepEvent
 
+
+def _describe_exit(code: int) -> str:
+    """A failed step's reason from its worst raw exit code: ``a task exited with code 3`` / ``... signal 9``."""
+    if 256 <= code < 320:
+        import signal as _signal
+
+        try:
+            name = _signal.Signals(code - 256).name
+        except ValueError:
+            name = f"signal {code - 256}"
+        return f"a task was killed by {name} (signal {code - 256})"
+    return f"a task exited with code {code}"
