@@ -89,6 +89,17 @@ def pod_options() -> list[Option]:
     ]
 
 
+# The job and resource flags crun and calloc take from cbatch (parameter names; see shared_options).
+SHARED_JOB_FLAGS = ("nodes", "cpus_per_task", "ntasks", "ntasks_per_node", "time", "mem", "mem_per_cpu", "gres",
+                    "gpus_per_node", "partition", "job_name", "account", "qos", "chdir", "nodelist", "exclude",
+                    "exclusive", "export", "get_user_env", "hold", "comment")
+
+
+def shared_options() -> list[Option]:
+    """cbatch's job and resource flags that crun and calloc accept too (the same objects, the same checks)."""
+    return [p for p in build_command().params if isinstance(p, Option) and p.name in SHARED_JOB_FLAGS]
+
+
 _NOT_OPTIONS = ("script", "wrap", "repeat", "config", "json")
 
 

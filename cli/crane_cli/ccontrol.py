@@ -1,6 +1,6 @@
 """ccontrol: show and change jobs, nodes and partitions (``ccontrol <action> <entity> [id] [key=value...]``).
 
-Supported: ``show node|partition|job [name/id]``;
+Supported: ``show node|partition|job [name/id]``, ``show step [<job>[.<step>],...]``;
 ``update nodeName=<n> state=drain|resume|down [reason=...]`` (``down``: the node is powered off, nothing of
 its jobs runs there any more, so the resources held for them are released; admins only);
 ``update jobid=<id> priority=<p> | timelimit=<[D-]HH:MM:SS>``; ``hold <ids>``; ``release <ids>``.
@@ -92,8 +92,10 @@ def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: boo
         if ids and not items:
             sys.stderr.write(f"Job {name} not found.\n")
             return EXIT_BACKEND
+    elif entity in ("step", "steps"):
+        return _show_steps(ctld, pb, [name] if name else [], as_json)
     else:
-        raise arg_error(f"ccontrol: cannot show {entity!r} (node, partition or job)")
+        raise arg_error(f"ccontrol: cannot show {entity!r} (node, partition, job or step)")
     if as_json:
         from crane_cli.protojson import to_json
 
@@ -104,6 +106,30 @@ def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: boo
     if name and not items:
         sys.stderr.write(f"{entity.capitalize()} {name} not found.\n")
         return EXIT_BACKEND
+    return EXIT_OK
+
+
+def _show_steps(ctld: object, pb: object, items: list[str], as_json: bool) -> int:
+    """``ccontrol show step [<job>[.<step>],...]``: upstream's blocks, ``No step is running.`` when none."""
+    from crane_cli import steps
+    from crane_cli.cliparse import split_list
+
+    ids, wanted = steps.parse_selection(split_list(items), "ccontrol")
+    request = pb.QueryJobsInfoRequest(job_ids=ids, include_steps=True, include_finished=bool(ids))  # type: ignore
+    reply = ctld.call("QueryJobsInfo", request)  # type: ignore[attr-defined]
+    if as_json:
+        from crane_cli.protojson import to_json
+
+        print(to_json(reply))
+        return EXIT_OK
+    found = steps.select_steps(list(reply.jobs), wanted, steps.ACTIVE_STEP_STATES)
+    if not found:
+        if items:
+            sys.stderr.write(f"Step {','.join(split_list(items))} is not running.\n")
+            return EXIT_BACKEND
+        print("No step is running.")
+        return EXIT_OK
+    sys.stdout.write("".join(steps.step_block(job, step) + "\n" for job, step in found))
     return EXIT_OK
 
 
@@ -119,7 +145,9 @@ def command(argv: list[str]) -> int:
     with rpc.Controller(conf) as ctld:
         if action == "show":
             if len(words) < 2:
-                raise arg_error("ccontrol: show what? (node, partition or job)")
+                raise arg_error("ccontrol: show what? (node, partition, job or step)")
+            if words[1].lower() in ("step", "steps"):
+                return _show_steps(ctld, pb, list(words[2:]), args.json)
             return _show(ctld, rpc, words[1].lower(), words[2] if len(words) > 2 else None, args.json)
         if action in ("hold", "release"):
             if len(words) != 2:

@@ -149,7 +149,7 @@ class _CraneMixin:
         flags: set[str] = set()
         for p in self._options():
             for name in (*p.opts, *p.secondary_opts):
-                if p.is_flag or p.count:
+                if p.is_flag or p.count or getattr(p, "_flag_needs_value", False):  # optional value: -s [ids]
                     flags.add(name)
                 else:
                     takes_value[name] = p

@@ -56,6 +56,8 @@ def build_command() -> Command:
         Option("-i", "--iterate", metavar="SECONDS", help="repeat every SECONDS seconds"),
         Option("-m", "--max-lines", metavar="N", help=f"show at most N jobs (default {DEFAULT_MAX_LINES})"),
         Option("-o", "--format", help="output format: %[.][width]spec items, e.g. '%.8j %20n %t'"),
+        Option("-s", "--step", is_flag=False, flag_value="", metavar="[IDS]",
+               help="show steps (of these jobs, or these <job>.<step> ids; a bare -s: every step)"),
         *common_options(),
     ])
 
@@ -182,12 +184,32 @@ def command(argv: list[str]) -> int:
             layout = parse_format(args.format, resolve)
         except FormatSpecError as exc:
             raise CliError(f"cqueue: {exc}", EXIT_FORMAT) from None
+    wanted = None
+    if args.step is not None:
+        if layout is not None:
+            raise arg_error("cqueue: -o/--format cannot be combined with -s/--step")
+        from crane_cli.steps import parse_selection
+
+        step_ids, wanted = parse_selection(split_list([args.step]), "cqueue")
+        if step_ids:
+            common = [i for i in fields["job_ids"] if i in step_ids] if fields["job_ids"] else step_ids
+            if not common:  # -j and -s select no common job: nothing to ask for
+                if not args.json and not args.noheader:
+                    from crane_cli.steps import STEP_HEADERS
+
+                    print(" ".join(STEP_HEADERS))
+                return EXIT_OK if not args.json else _empty_json()
+            fields["job_ids"] = common
+        fields["include_steps"] = True
     from crane_cli import clientconf
 
     conf = clientconf.load(args.config)
     from crane_cli import rpc
 
     request = rpc.pb.QueryJobsInfoRequest(max_lines=max_lines, **fields)
+    if wanted is not None:
+        with rpc.Controller(conf) as ctld:
+            return show_steps(ctld.call("QueryJobsInfo", request), args, wanted, set(fields["states"]))
     with rpc.Controller(conf) as ctld:
         if iterate is None:
             return show(ctld.call("QueryJobsInfo", request), args, layout, types, max_lines, False)
@@ -225,6 +247,34 @@ def show(reply, args, layout, types: set[int] | None, max_lines: int | None, sta
         out.append(text)
     if out:
         sys.stdout.write("\n".join(out) + "\n")
+    return EXIT_OK
+
+
+def _empty_json() -> int:
+    """``--json`` for a selection that matches no job: an empty ok reply."""
+    from crane_cli import rpc
+    from crane_cli.protojson import to_json
+
+    print(to_json(rpc.pb.QueryJobsInfoReply(ok=True)))
+    return EXIT_OK
+
+
+def show_steps(reply, args, wanted: dict, states: set[int]) -> int:  # noqa: ANN001
+    """The step view (``-s``): one row per step of the selected jobs, or the reply as JSON."""
+    if not reply.ok:
+        raise CliError(f"cqueue: {reply.reason or 'the controller refused the query'}", EXIT_BACKEND)
+    if args.json:
+        from crane_cli.protojson import to_json
+
+        print(to_json(reply))
+        return EXIT_OK
+    from crane_cli import steps, table
+
+    now = time.time()
+    rows = [steps.step_row(job, step, now) for job, step in steps.select_steps(list(reply.jobs), wanted, states)]
+    text = table.render_table(None if args.noheader else list(steps.STEP_HEADERS), rows, full=args.full)
+    if text:
+        sys.stdout.write(text + "\n")
     return EXIT_OK
 
 

@@ -196,6 +196,12 @@ class FakeCtld(pbg.CraneCtldServicer):
         known = {j.job_id for j in self.jobs}
         ok = [i for i in request.job_ids if i in known]
         bad = [i for i in request.job_ids if i not in known]
+        steps_ok = [s for s in request.steps if s.job_id in known and s.step_id < 5]
+        steps_bad = [s for s in request.steps if s not in steps_ok]
+        if request.steps:
+            return pb.CancelJobReply(cancelled=ok, not_cancelled=bad, reasons=["Job not found"] * len(bad),
+                                     cancelled_steps=steps_ok, not_cancelled_steps=steps_bad,
+                                     step_reasons=["Step not found"] * len(steps_bad))
         if not request.job_ids:
             ok = [j.job_id for j in self.jobs
                   if (not request.user or j.user == request.user)

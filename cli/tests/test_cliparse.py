@@ -20,7 +20,7 @@ HELP = Path(__file__).parent / "help"
 # --help as the argparse front end printed it (COLUMNS=80), kept byte for byte (cacct, ceff: as first written).
 HELP_CASES = [("cbatch",), ("cqueue",), ("cacct",), ("ceff",), ("cinfo",), ("ccancel",), ("ccontrol",), ("cacctmgr",),
               ("crane", "version"), ("crane", "whoami"), ("crane", "token"), ("crane", "token", "issue"),
-              ("crane", "token", "show"), ("crane",), ("ccon",), ("ccon", "run")]
+              ("crane", "token", "show"), ("crane",), ("ccon",), ("ccon", "run"), ("crun",), ("calloc",)]
 
 
 @pytest.mark.parametrize("words", HELP_CASES, ids=["_".join(w) for w in HELP_CASES])

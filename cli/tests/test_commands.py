@@ -351,14 +351,14 @@ def test_cinfo_json(cli):
 def test_ccancel(cli, fake):
     r = cli("ccancel", "1,2", "3")
     assert r.code == 0, r
-    assert r.out == "1,2,3 cancelled successfully.\n"
+    assert r.out == "Job 1,2,3 cancelled successfully.\n"
     assert list(fake.last("CancelJob").job_ids) == [1, 2, 3]
 
 
 def test_ccancel_failure(cli):
     r = cli("ccancel", "1,999")
     assert r.code == 4
-    assert r.out == "1 cancelled successfully.\n"
+    assert r.out == "Job 1 cancelled successfully.\n"
     assert one_line(r.err) == "Failed to cancel job: 999. Reason: Job not found."
 
 
@@ -372,7 +372,8 @@ def test_ccancel_filters(cli, fake):
 
 
 @pytest.mark.parametrize("args,msg", [([], "at least one"), (["0"], "Invalid job list"), (["1,,2"], "Invalid job list"),
-                                      (["abc"], "Invalid job list"), (["1.0"], "Invalid job list"),
+                                      (["abc"], "Invalid job list"), (["1."], "Invalid job list"),
+                                      (["1.2.3"], "Invalid job list"), (["0.1"], "Invalid job list"),
                                       (["1_2"], "not supported"), (["-t", "weird"], "invalid state")])
 def test_ccancel_bad_args(cli, fake, args, msg):
     r = cli("ccancel", *args)
@@ -384,7 +385,44 @@ def test_ccancel_bad_args(cli, fake, args, msg):
 def test_ccancel_json(cli):
     r = cli("ccancel", "--json", "5,999")
     assert r.code == 4
-    assert json.loads(r.out) == {"cancelled": [5], "not_cancelled": [999], "reasons": ["Job not found"]}
+    assert r.out == ('{"cancelled_steps":{"5":{"steps":[]}},"not_cancelled_job_steps":{"999":{"reason":"Job not found",'
+                     '"step_ids":[],"step_reasons":[]}}}\n')
+    r = cli("ccancel", "--json", "7")
+    assert (r.code, r.out) == (0, '{"cancelled_steps":{"7":{"steps":[]}},"not_cancelled_job_steps":{}}\n')
+
+
+def test_ccancel_steps(cli, fake):
+    r = cli("ccancel", "5,6", "7.1,7.0")
+    assert r.code == 0, r
+    assert r.out == "Job 5,6 Step 7.1,7.0 cancelled successfully.\n"
+    req = fake.last("CancelJob")
+    assert list(req.job_ids) == [5, 6] and [(s.job_id, s.step_id) for s in req.steps] == [(7, 1), (7, 0)]
+    r = cli("ccancel", "7.1")
+    assert (r.code, r.out, r.err) == (0, "Step 7.1 cancelled successfully.\n", "")
+
+
+def test_ccancel_step_failure(cli):
+    r = cli("ccancel", "7.1,7.9,999.1")
+    assert r.code == 4
+    assert r.out == "Step 7.1 cancelled successfully.\n"
+    assert r.err.splitlines() == ["Failed to cancel step: 7-9. Reason: Step not found.",
+                                  "Failed to cancel step: 999-1. Reason: Step not found."]
+    r = cli("ccancel", "--json", "7.1,7.9,10.2")
+    assert r.code == 4
+    assert json.loads(r.out) == {"cancelled_steps": {"7": {"steps": [1]}, "10": {"steps": [2]}},
+                                 "not_cancelled_job_steps": {"7": {"reason": "", "step_ids": [9],
+                                                                   "step_reasons": ["Step not found"]}}}
+    assert r.out.index('"10"') < r.out.index('"7"')  # keys sorted as strings
+
+
+def test_ccancel_json_escapes():
+    from crane_common.proto import crane_pb2 as pb
+
+    from crane_cli.ccancel import reply_json
+
+    text = reply_json(pb.CancelJobReply(not_cancelled=[3], reasons=["a<b>&c é"]))
+    assert text == '{"cancelled_steps":{},"not_cancelled_job_steps":{"3":{"reason":"a\\u003cb\\u003e\\u0026c é",' \
+                   '"step_ids":[],"step_reasons":[]}}}'
 
 
 # -- crane --------------------------------------------------------------------------------

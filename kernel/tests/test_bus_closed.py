@@ -82,6 +82,39 @@ def test_acl_confines_every_role(closed):
         xadd_once(srv.url, "crane:x:report:cn01", {b"m": b"x"}, username=node.user, password="guess")
 
 
+def test_acl_io_streams_are_the_nodes_own(closed):
+    """A node writes only its own io:{node}:* streams and reads only its own ioin:{node}:*; the controller both."""
+    from crane_kernel import iostream
+    from crane_kernel.resp import Connection, RedisError
+
+    srv, d, _ = closed
+    ctl = _bus(srv, d, "controller")
+    a, b = credentials.load_role(d, "node-cn01"), credentials.load_role(d, "node-cn02")
+    hostport = srv.url.split("//")[1].split("/")[0]
+    conn = Connection(f"redis://{a.user}:{a.password}@{hostport}/0")
+    own_out, own_in = iostream.out_key("x", "cn01", 5, 1), iostream.in_key("x", "cn01", 5, 1)
+    ctl.redis.xadd(own_in, iostream.stdin_entry(0, b"hi"))
+    ctl.redis.xadd(iostream.in_key("x", "cn02", 5, 1), iostream.stdin_entry(0, b"secret"))
+    _id, length = conn.pipeline([[b"XADD", own_out.encode(), b"*", *sum(
+        ([k, v] for k, v in iostream.output_entry(0, 1, b"out").items()), [])], [b"XLEN", own_out.encode()]])
+    assert length == 1
+    ((_key, entries),) = conn.call("XREAD", "COUNT", 10, "STREAMS", own_in, "0-0")
+    assert entries[0][1][5] == b"hi" and conn.call("XDEL", own_in, entries[0][0]) == 1
+    for cmd in (["XADD", iostream.out_key("x", "cn02", 5, 1), "*", "k", "o"],
+                ["XREAD", "STREAMS", iostream.in_key("x", "cn02", 5, 1), "0-0"],
+                ["XDEL", iostream.in_key("x", "cn02", 5, 1), "0-1"],
+                ["XLEN", iostream.out_key("x", "cn02", 5, 1)],
+                ["DEL", own_out]):
+        with pytest.raises(RedisError, match="NOPERM"):
+            conn.call(*cmd)
+    conn.close()
+    other = Connection(f"redis://{b.user}:{b.password}@{hostport}/0")
+    with pytest.raises(RedisError, match="NOPERM"):
+        other.call("XREAD", "STREAMS", own_in, "0-0")
+    other.close()
+    assert ctl.redis.xread({own_out: "0-0"}) and ctl.redis.delete(own_out, own_in) == 2
+
+
 def test_signed_commands_replays_and_restarts(closed, tmp_path):
     srv, d, secret = closed
     signer = CommandSigner("crane:x", lambda n: credentials.command_key(secret, n), epoch=5)

@@ -60,7 +60,8 @@ def test_a_step_takes_all_nodes_of_the_allocation_by_default() -> None:
 def test_a_step_spreads_tasks_in_blocks_and_honours_node_choices() -> None:
     assert place_step({"ntasks": 3}, ["a", "b"], 2.0, 1 << 30, 1.0, 2, 1000)[0] == {"a": [0, 1], "b": [2]}
     assert place_step({"node_num": 1, "nodelist": ["b"]}, ["a", "b"], 2.0, 1 << 30, 1.0, 2, 1000)[0] == {"b": [0]}
-    assert place_step({"exclude": ["a"]}, ["a", "b"], 2.0, 1 << 30, 1.0, 2, 1000)[0] == {"b": [0, 1]}  # the job's 2 tasks
+    # without -N, the job's task count (2) on what is left
+    assert place_step({"exclude": ["a"]}, ["a", "b"], 2.0, 1 << 30, 1.0, 2, 1000)[0] == {"b": [0, 1]}
 
 
 @pytest.mark.parametrize("request_, code", [
@@ -104,9 +105,8 @@ def test_a_silent_crun_client_ends_its_job(rig: Rig) -> None:
     node = job.alloc_nodes[0]
     status(rig, node, job, 0, "running")
     rig.clock.t += 31
-    rig.beat(node)
-    for n in ("cn01", "cn02", "cn03"):
-        rig.beat(n)
+    for n in ("cn01", "cn02", "cn03"):  # the node still runs the step: its heartbeat says so
+        rig.feed(m.NodeHeartbeat(node=n, task_steps=[(job.job_id, 0, job.epoch)] if n == node else []))
     rig.cycle()
     assert [t.step_id for t in rig.to(node, m.TerminateStep)] == [0]
     status(rig, node, job, 0, "finished", 320, "cancelled")
@@ -202,7 +202,10 @@ def test_steps_survive_a_controller_restart(tmp_path: Any) -> None:
     status(rig, job.alloc_nodes[0], job, step.step_id, "running")
     rig.store.close()
     again = Rig(path, clock=rig.clock, InteractiveTimeout=30.0)
-    again.all_up()
+    node = job.alloc_nodes[0]
+    for n in ("cn01", "cn02", "cn03"):   # the node still runs the step: its registration says so
+        again.feed(m.NodeRegister(node=n, cpus=2, mem=1 << 30,
+                                  task_steps=[(job.job_id, step.step_id, job.epoch)] if n == node else []))
     job2 = again.ctl.jobs[job.job_id]
     assert job2.interactive == "calloc" and job2.state == JobState.Running
     assert again.ctl.steps[job.job_id][step.step_id].state == JobState.Running
@@ -213,3 +216,28 @@ def test_steps_survive_a_controller_restart(tmp_path: Any) -> None:
         again.beat(n)
     again.cycle()
     assert again.to(job2.alloc_nodes[0], m.TerminateStep)
+
+
+def test_a_node_that_registers_without_a_started_step_has_lost_it(rig: Rig) -> None:
+    job = calloc_job(rig)
+    step = rig.ctl.create_step({"job_id": job.job_id, "argv": ["sleep", "9"]}, ROOT)
+    node = job.alloc_nodes[0]
+    status(rig, node, job, step.step_id, "running")
+    rig.feed(m.NodeRegister(node=node, cpus=2, mem=1 << 30))   # e.g. its state directory was wiped
+    assert step.state == JobState.Failed and step.exit_code == EC_CRANED_DOWN and "lost the step" in step.reason
+    assert job.state == JobState.Running                        # the allocation itself is fine
+
+
+@pytest.mark.parametrize("start", [
+    {"argv": []},
+    {"argv": ["echo", "a\x00b"]},
+    {"argv": ["x"] * 5000},
+    {"argv": ["true"], "name": "two\nlines"},
+    {"argv": ["true"], "env": {"A=B": "c"}},
+    {"argv": ["true"], "stdin_target": "7"},
+])
+def test_malformed_steps_are_refused_before_anything_runs(rig: Rig, start: dict) -> None:
+    job = calloc_job(rig)
+    with pytest.raises(StepRefused):
+        rig.ctl.create_step({"job_id": job.job_id, **start}, ROOT)
+    assert rig.to(job.alloc_nodes[0], m.StartStep) == []

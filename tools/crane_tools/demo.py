@@ -42,8 +42,8 @@ def sample_workload() -> list[DemoJob]:
     return [
         DemoJob("hello (1 node)", ["-J", "hello", "--wrap", "echo hello from $CRANE_NODENAME; sleep 2"],
                 JobState.Completed),
-        DemoJob("multi-node (-N 2)", ["-J", "multi", "-N", "2", "-c", "1", "--wrap",
-                                      "echo nodes=$CRANE_JOB_NODELIST n=$CRANE_JOB_NUM_NODES; sleep 3"],
+        DemoJob("multi-node (-N 2) with a step on each node (crun)", ["-J", "multi", "-N", "2", "-c", "1", "--wrap",
+                                      "echo nodes=$CRANE_JOB_NODELIST n=$CRANE_JOB_NUM_NODES; crun hostname; sleep 2"],
                 JobState.Completed),
         DemoJob("fails with exit 3", ["-J", "fail", "--wrap", "sleep 1; exit 3"], JobState.Failed),
         DemoJob("over its memory (--mem 50M)", ["-J", "oom", "--mem", "50M", "--wrap", MEM_HOG],
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         states = _final_states(jobs, env)
         _summary(jobs, states, workdir)
         ok = ok and all(states.get(j.job_id, ("?", 0))[0] == j.expect.name for j in jobs)
+        ok = _interactive(env, workdir) and ok
         if "sql" in events:
             ok = _history(jobs, env) and ok
         print("\nAll jobs ended as expected." if ok else "\nSome jobs did NOT end as expected.")
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nThe cluster keeps running. From another shell:\n"
               f"  export PATH={bindir}:$PATH CRANE_CONFIG={cluster.config_path} CRANE_TOKEN=$(cat {token_file})\n"
               f"  cbatch --wrap 'hostname; sleep 5'\n  cqueue\n  cinfo\n  ccontrol show node\n"
+              f"  crun -N 2 hostname\n  crun --pty bash\n  calloc -N 2\n"
               f"(job output lands in the submit directory; logs in {cluster.logs})\nPress Ctrl-C to stop.")
         try:
             while True:
@@ -274,6 +276,18 @@ def _history(jobs: list[DemoJob], env: dict[str, str], timeout: float = 20.0) ->
         time.sleep(0.5)
     print(f"\ncacct did not show every job within {timeout:.0f}s:\n{out}")
     return False
+
+
+def _interactive(env: dict[str, str], workdir: str) -> bool:
+    """Run ``crun -N 3 hostname`` (a job of its own, one task per node, output streamed back); True if it worked."""
+    cmd = [_bin("crun"), "-N", "3", "hostname"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=workdir, timeout=60)
+    names = sorted(proc.stdout.split())
+    print(f"\n--- interactive: crun -N 3 hostname (exit {proc.returncode}) ---\n{proc.stdout.rstrip()}")
+    if proc.returncode != 0 or len(set(names)) != 3:
+        print(f"crun did not run on three nodes: {proc.stderr.strip()[-300:]}")
+        return False
+    return True
 
 
 def _whoami() -> str:

@@ -43,8 +43,9 @@ def default_config(base_dir: str, redis_url: str, port: int, *, nodes: int = 3, 
         "DefaultPartition": "debug",
         "CraneCtld": {"CranedTimeout": 30, "ScheduleInterval": 1.0},
         "Craned": {"PingInterval": 2, "KillWait": 2},
-        # every cluster's job cgroups under their own prefix (the cgroup runtime plugin's setting)
-        "Plugins": {"Settings": {"cgroup": {"Prefix": f"crane_{cluster}_{os.getpid()}"}}},
+        # every cluster's job cgroups under their own prefix (the cgroup runtime plugin's setting), and
+        # each step in a UTS namespace named after its virtual node (``hostname`` in a job prints it)
+        "Plugins": {"Settings": {"cgroup": {"Prefix": f"crane_{cluster}_{os.getpid()}", "UtsNamespace": True}}},
     }
     _merge(cfg, overrides)
     return cfg

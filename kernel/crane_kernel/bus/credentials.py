@@ -4,7 +4,9 @@ Roles and their Redis ACL users (``{c}`` is the cluster name)::
 
     crane-ctld        the controller: every crane:{c}:* key, stream commands only
     node-{name}       one per node: reads (and acks, trims) only crane:{c}:node:{name} (+ its :dead),
-                      XADDs only to its own report stream crane:{c}:report:{name} (and no other key)
+                      XADDs only to its own report stream crane:{c}:report:{name}, and its task
+                      steps' I/O streams: XADD/XLEN/XRANGE on crane:{c}:io:{name}:*, XREAD/XDEL on
+                      crane:{c}:ioin:{name}:* (Redis 6.2: the commands on both of its patterns)
     cplugind          the plugin host: one consumer group per event plugin on crane:{c}:events
                       (XREADGROUP, XACK, XGROUP CREATE, XAUTOCLAIM/XCLAIM, XPENDING, XINFO, XTRIM of
                       what every group acked; no XADD there), XADD only to its dead-letter streams
@@ -38,6 +40,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from crane_kernel import iostream
 from crane_kernel.errors import CraneError
 
 __all__ = [
@@ -176,7 +179,9 @@ def acl_lines(secret: bytes, cluster: str, nodes: list[str], selectors: bool = T
     lines = [
         "user default off resetkeys resetchannels -@all",
         f"user {ADMIN_USER} on {pw(ADMIN_USER)} ~* &* +@all",
-        f"user {CONTROLLER_USER} on {pw(CONTROLLER_USER)} resetchannels ~{p}:* {_BASE_COMMANDS} +@stream",
+        # +del/+unlink: the controller deletes a task step's I/O streams when the step ends
+        f"user {CONTROLLER_USER} on {pw(CONTROLLER_USER)} resetchannels ~{p}:* {_BASE_COMMANDS} +@stream "
+        "+del +unlink +xdel +xread",
         # consumer groups need XREADGROUP/XACK (write commands on the key), but no command that adds or deletes entries
         f"user {PLUGIND_USER} on {pw(PLUGIND_USER)} resetchannels ~{p}:events ~{p}:plugind:status {_BASE_COMMANDS} "
         "+xreadgroup +xack +xgroup|create +xautoclaim +xclaim +xpending +xinfo|groups +xinfo|stream +xlen +xrange "
@@ -186,9 +191,12 @@ def acl_lines(secret: bytes, cluster: str, nodes: list[str], selectors: bool = T
     ]
     for node in nodes:
         user = node_user(node)
+        # its task steps' I/O streams (iostream): it writes io:{node}:* and reads (and deletes what it
+        # consumed from) ioin:{node}:*; without selectors the commands apply to both patterns
         lines.append(
             f"user {user} on {pw(user)} resetchannels ~{p}:node:{node} ~{p}:node:{node}:dead "
-            f"~{p}:report:{node} {_BASE_COMMANDS} {_CONSUMER_COMMANDS} +xadd"
+            f"~{p}:report:{node} ~{iostream.out_prefix(cluster, node)}* ~{iostream.in_prefix(cluster, node)}* "
+            f"{_BASE_COMMANDS} {_CONSUMER_COMMANDS} +xadd +xread +xdel"
         )
     return lines
 

@@ -4,7 +4,7 @@ The supervisor's pid file (``sup.json``), an unsent or sent final status, a chan
 ``cancelled`` marker and the job script: how each is written (fresh ``O_EXCL|O_NOFOLLOW`` files,
 atomic renames, root-only modes), how it is read back (only if root wrote it) and how the
 supervisor it names is verified before it is signalled. Used by ``craned`` (``craned/main.py``)
-and the supervisor (``craned/supervisor.py``).
+and the supervisors (``craned/supervisor.py``; ``craned/stepsup.py`` in a task step's directory).
 """
 
 from __future__ import annotations

@@ -11,12 +11,14 @@ heap for the garbage collector, and then forks one supervisor per launch request
 ``setsid()`` and outlive both the launcher and ``craned``.
 
 Protocol, on stdin: one JSON object per line. The first is the set-up
-(``node``, ``redis_url``, ``stream``, ``kill_wait``, ``plugins``: the runtime
+(``node``, ``redis_url``, ``stream``, ``cluster``, ``kill_wait``, ``plugins``: the runtime
 part of the ``Plugins:`` section, ``{"Runtime": [names], "Settings": {name:
 dict}}``, loaded with :func:`crane_kernel.plugins.load_slots`); each further
 line is a launch (``job_dir``, the job's root-only state directory, and
 ``script_path``, where the supervisor writes the script, plus the ``launch_step`` message fields
-``job_id``, ``step_id``, ``epoch``, ``spec``, ``spec_error``). EOF (``craned`` gone) ends the
+``job_id``, ``step_id``, ``epoch``, ``spec``, ``spec_error``). A launch with ``task_step`` true is a
+:class:`~crane_kernel.messages.StartStep`'s (its ``job_dir`` is the step directory ``jobs/<job>.<step>/``)
+and gets the task-step supervisor (:mod:`crane_kernel.craned.stepsup`) instead. EOF (``craned`` gone) ends the
 launcher, which then shuts its plugins down (``crane_plugin_shutdown``); the
 supervisors, forked children that end with ``os._exit``, never do.
 """
@@ -51,6 +53,7 @@ def serve(stream_in: object) -> None:
 
 def _fork_supervisors(stream_in: object, setup: dict, pm: "Plugins") -> None:
     """Fork one supervisor per launch line until EOF (the children never return here)."""
+    from crane_kernel.craned.stepsup import TaskStepSupervisor
     from crane_kernel.craned.supervisor import Supervisor
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
@@ -70,6 +73,9 @@ def _fork_supervisors(stream_in: object, setup: dict, pm: "Plugins") -> None:
             try:
                 gc.disable()  # a short-lived process: collecting would only copy pages
                 os.setsid()
+                if launch.get("task_step"):
+                    TaskStepSupervisor(setup["node"], launch["job_dir"], launch, pm, setup["redis_url"],
+                                       setup["stream"], float(setup["kill_wait"]), setup.get("cluster", "")).run()
                 Supervisor(setup["node"], launch["job_dir"], launch, pm, setup["redis_url"], setup["stream"],
                            float(setup["kill_wait"])).run()
             except BaseException:
@@ -90,6 +96,9 @@ def _warm_models() -> None:
     m.LaunchStep.model_validate({"job_id": 1, "spec": {"uid": -1}})  # the error path too
     m.encode(m.StepStatus(node="n", job_id=launch.job_id, state="running"))
     launch.spec.model_dump()  # type: ignore[union-attr]
+    m.StartStep.model_validate({"job_id": 1, "step_id": 1, "spec": {"uid": 0, "gid": 0, "argv": ["true"],
+                                                                   "task_ids": [0]}})
+    m.StartStep.model_validate({"job_id": 1, "step_id": 1, "spec": {"uid": -1}})
 
 
 def main() -> int:

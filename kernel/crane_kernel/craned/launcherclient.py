@@ -54,6 +54,7 @@ class Launcher:
     def _start(self) -> subprocess.Popen:
         c = self.craned
         setup = {"node": c.node, "redis_url": c.supervisor_url(), "stream": c.bus.report_stream(c.node),
+                 "cluster": c.bus.cluster,
                  "kill_wait": c.cfg.Craned.KillWait, "plugins": runtime_selection(c.cfg)}
         env = dict(os.environ, CRANE_LOG_LEVEL=logging.getLevelName(logging.getLogger().level))
         proc = subprocess.Popen([sys.executable, "-m", "crane_kernel.craned.launcher"], stdin=subprocess.PIPE,

@@ -9,7 +9,9 @@ supervisor from it is safe and cheap.
 Job directories ``<CraneBaseDir>/craned/<node>/jobs/<job_id>/`` hold the
 supervisor's pid file and the result file; they are how a restarted ``craned``
 finds the steps that kept running without it, and the results it still has to
-report. They are root's and 0700 (:mod:`crane_kernel.craned.statedir`): nothing
+report; ``jobs/<job_id>.<step_id>/`` are the same for the task steps (crun) that
+:class:`~crane_kernel.messages.StartStep` started, each run by a task-step supervisor
+(:mod:`crane_kernel.craned.stepsup`). They are root's and 0700 (:mod:`crane_kernel.craned.statedir`): nothing
 ``craned`` reads back can be written by a job's user, and a pid read back is
 signalled only after it is checked to be a live supervisor. Job scripts go to
 the separate ``scripts/`` directory, where the user can read but not replace hers.
@@ -26,9 +28,10 @@ import socket
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
-from crane_common.states import EC_CRANED_DOWN, EC_TERMINATED
+from crane_common.states import EC_CRANED_DOWN, EC_SPAWN_FAILED, EC_TERMINATED
 from crane_kernel import messages as m
 from crane_kernel.bus.credentials import node_user
 from crane_kernel.bus.signing import CommandVerifier
@@ -53,6 +56,31 @@ StepRef = tuple[int, int, int]  # (job id, step id, launch epoch) as heartbeats 
 STARTING_GRACE = 30.0  # seconds a launched job directory without a supervisor pid file counts as starting
 
 
+def parse_dir_name(name: str) -> tuple[int, int | None] | None:
+    """``<job>`` -> (job, None) (a job directory), ``<job>.<step>`` -> (job, step) (a task step's), else None."""
+    job, dot, step = name.partition(".")
+    if not job.isdigit() or (dot and not step.isdigit()):
+        return None
+    return int(job), (int(step) if dot else None)
+
+
+@dataclass
+class Survey:
+    """What the state directories say (:meth:`Craned._survey`).
+
+    ``steps``/``ended`` are the job directories' (batch steps), ``task_steps``/``task_ended`` the
+    task steps'; ``unsent`` maps a directory to the final status its supervisor could not send;
+    ``dirs`` maps each ended directory to its ref and whether it is a task step's.
+    """
+
+    steps: list[StepRef] = field(default_factory=list)
+    ended: list[StepRef] = field(default_factory=list)
+    task_steps: list[StepRef] = field(default_factory=list)
+    task_ended: list[StepRef] = field(default_factory=list)
+    unsent: dict[str, dict] = field(default_factory=dict)
+    dirs: dict[str, tuple[StepRef, bool]] = field(default_factory=dict)
+
+
 class Craned:
     """The node daemon's state and main loop."""
 
@@ -75,7 +103,8 @@ class Craned:
         self.boot_id = uuid.uuid4().hex[:12]
         self.stop = False
         self.launched: dict[int, int] = {}  # job id -> epoch of the launch made here
-        self.reaped: set[StepRef] = set()   # steps of dead supervisors whose leftovers the runtimes removed
+        self.task_launched: dict[tuple[int, int], int] = {}  # (job, step) -> epoch of the StartStep run here
+        self.reaped: set[tuple[str, StepRef]] = set()  # (dir, step) of dead supervisors the runtimes reaped
         self.log_stream: Any = None          # where the launcher and supervisors log (set by main)
         self.launcher = Launcher(self)
 
@@ -105,6 +134,18 @@ class Craned:
     def _job_dir(self, job_id: int) -> str:
         return os.path.join(self.jobs_dir, str(job_id))
 
+    def _step_dir(self, job_id: int, step_id: int) -> str:
+        return os.path.join(self.jobs_dir, f"{job_id}.{step_id}")
+
+    def _task_dirs(self, job_id: int) -> dict[int, str]:
+        """The task-step directories of ``job_id``: step id -> path."""
+        found = {}
+        for name in os.listdir(self.jobs_dir):
+            ids = parse_dir_name(name)
+            if ids is not None and ids[0] == job_id and ids[1] is not None:
+                found[ids[1]] = os.path.join(self.jobs_dir, name)
+        return found
+
     def _script_path(self, job_id: int) -> str:
         return os.path.join(self.scripts_dir, str(job_id))
 
@@ -116,8 +157,8 @@ class Craned:
         except FileNotFoundError:
             pass
 
-    def _survey(self) -> tuple[list[StepRef], list[StepRef], dict[int, dict]]:
-        """What the job directories say: steps that run, directories whose step ended, unsent results.
+    def _survey(self) -> Survey:
+        """What the job and task-step directories say: steps that run, directories whose step ended, unsent results.
 
         A step runs while its supervisor lives, and also while it is being started: its directory
         exists (the launch was handed to the launcher) but the supervisor has not written its pid
@@ -127,46 +168,56 @@ class Craned:
         and so is one that is not root's alone (:func:`statedir.job_dir_trusted`; e.g. left by an
         older version that gave job directories to their users): nothing in it is believed.
         """
-        steps: list[StepRef] = []
-        ended: list[StepRef] = []
-        unsent: dict[int, dict] = {}
+        survey = Survey()
         now = time.time()
         for name in os.listdir(self.jobs_dir):
-            if not name.isdigit():
+            ids = parse_dir_name(name)
+            if ids is None:
                 continue
-            job_id = int(name)
-            d = self._job_dir(job_id)
+            job_id, task_step = ids
+            d = os.path.join(self.jobs_dir, name)
             if not statedir.job_dir_trusted(d):
                 log.warning("job directory %s is not root's alone; ignored", d)
                 continue
             try:
-                sup = self._read(os.path.join(d, SUP_FILE)) or {}
-                ref = (job_id, int(sup.get("step", 0)), int(sup.get("epoch", self.launched.get(job_id, 0))))
-                if sup and supervisor_alive(d):
-                    steps.append(ref)
-                    continue
-                if not sup and not os.path.exists(os.path.join(d, "cancelled")) \
-                        and now - os.stat(d).st_mtime < STARTING_GRACE:
-                    steps.append(ref)  # handed to the launcher; the supervisor is starting
-                    continue
-                result = self._read(os.path.join(d, RESULT_FILE))
-                if result is not None:
-                    unsent[job_id] = result
-                elif sup and not self._reaped(ref):
-                    steps.append(ref)  # its dead supervisor's processes may still run: still the node's
-                    continue
-                ended.append(ref)
+                running, ref, result = self._survey_dir(d, job_id, task_step, now)
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("job directory %s skipped in this report: %s", d, exc)
-        return steps, ended, unsent
+                continue
+            if result is not None:
+                survey.unsent[d] = result
+            if running:
+                (survey.steps if task_step is None else survey.task_steps).append(ref)
+            else:
+                (survey.ended if task_step is None else survey.task_ended).append(ref)
+                survey.dirs[d] = (ref, task_step is not None)
+        return survey
 
-    def _reaped(self, ref: StepRef) -> bool:
+    def _survey_dir(self, d: str, job_id: int, task_step: int | None, now: float) -> tuple[bool, StepRef, dict | None]:
+        """One directory: whether its step runs, its ref, and the result it could not send."""
+        sup = self._read(os.path.join(d, SUP_FILE)) or {}
+        if task_step is None:
+            ref = (job_id, int(sup.get("step", 0)), int(sup.get("epoch", self.launched.get(job_id, 0))))
+        else:
+            ref = (job_id, task_step, int(sup.get("epoch", self.task_launched.get((job_id, task_step), 0))))
+        if sup and supervisor_alive(d):
+            return True, ref, None
+        if not sup and not os.path.exists(os.path.join(d, "cancelled")) and now - os.stat(d).st_mtime < STARTING_GRACE:
+            return True, ref, None  # handed to the launcher; the supervisor is starting
+        result = self._read(os.path.join(d, RESULT_FILE))
+        if result is not None:
+            return False, ref, result
+        if sup and not self._reaped(ref, d):
+            return True, ref, None  # its dead supervisor's processes may still run: still the node's
+        return False, ref, None
+
+    def _reaped(self, ref: StepRef, d: str) -> bool:
         """For a step whose supervisor died: True once the runtimes say nothing of it is left (asked once a survey)."""
-        if ref in self.reaped:
+        if (d, ref) in self.reaped:
             return True
         job_id, step_id, _epoch = ref
-        if os.path.exists(os.path.join(self._job_dir(job_id), SENT_FILE)):
-            self.reaped.add(ref)  # its final status went out: the supervisor cleaned up before it ended
+        if os.path.exists(os.path.join(d, SENT_FILE)):
+            self.reaped.add((d, ref))  # its final status went out: the supervisor cleaned up before it ended
             return True
         try:
             answers = self.pm.hook.crane_step_reap(node=self.node, job_id=job_id, step_id=step_id)
@@ -177,42 +228,47 @@ class Craned:
             log.warning("job %d: its supervisor died and some of its processes still run; reported as running",
                         job_id)
             return False
-        self.reaped.add(ref)
+        self.reaped.add((d, ref))
         return True
 
     def _reconcile_runtimes(self) -> None:
         """Before registering: every runtime removes what it has of jobs without a job directory here."""
         try:
-            known = frozenset(int(n) for n in os.listdir(self.jobs_dir) if n.isdigit())
+            ids = (parse_dir_name(n) for n in os.listdir(self.jobs_dir))
+            known = frozenset(i[0] for i in ids if i is not None)
             self.pm.hook.crane_node_reconcile(node=self.node, known_jobs=known)
         except Exception as exc:  # a runtime must not keep the node from starting
             log.error("runtime reconciliation at start failed: %s", exc)
 
-    def _scan(self) -> tuple[list[StepRef], list[StepRef], list[dict]]:
-        """For a (re)registration: live steps, ended directories, and final statuses the controller may lack.
+    def _scan(self) -> tuple[Survey, list[dict]]:
+        """For a (re)registration: the survey, and final statuses the controller may lack.
 
         An ended directory holds either the status it could not send, or none because it was sent
         (the controller's FreeJob has not arrived yet; the sent copy is reported again), or none
-        because the supervisor died: then the job is reported lost. The controller ignores reports
-        about jobs it has already ended, so over-reporting is harmless.
+        because the supervisor died: then the job (or task step) is reported lost. The controller
+        ignores reports about steps it has already ended, so over-reporting is harmless.
         """
         self.launched.clear()
         for name in os.listdir(self.jobs_dir):
-            if name.isdigit():
-                sup = self._read(os.path.join(self._job_dir(int(name)), SUP_FILE)) or {}
-                self.launched[int(name)] = int(sup.get("epoch", 0))
-        steps, ended, unsent = self._survey()
+            ids = parse_dir_name(name)
+            if ids is None:
+                continue
+            sup = self._read(os.path.join(self.jobs_dir, name, SUP_FILE)) or {}
+            if ids[1] is None:
+                self.launched[ids[0]] = int(sup.get("epoch", 0))
+            else:
+                self.task_launched[(ids[0], ids[1])] = int(sup.get("epoch", 0))
+        survey = self._survey()
         finished = []
-        for job_id, step_id, epoch in ended:
-            d = self._job_dir(job_id)
-            result = unsent.get(job_id) or self._read(os.path.join(d, SENT_FILE))
+        for d, ((job_id, step_id, epoch), _task) in survey.dirs.items():
+            result = survey.unsent.get(d) or self._read(os.path.join(d, SENT_FILE))
             if result is None and os.path.exists(os.path.join(d, SUP_FILE)):
                 result = m.StepStatus(node=self.node, job_id=job_id, step_id=step_id, state="finished",
                                       exit_code=EC_CRANED_DOWN, time=time.time(), reason="step supervisor lost",
                                       epoch=epoch).model_dump()
             if result is not None:
                 finished.append(result)
-        return steps, ended, finished
+        return survey, finished
 
     @staticmethod
     def _read(path: str) -> dict | None:
@@ -226,10 +282,12 @@ class Craned:
             try:
                 if isinstance(msg, m.LaunchStep):
                     self._launch(msg)
+                elif isinstance(msg, m.StartStep):
+                    self._start_step(msg)
                 elif isinstance(msg, m.TerminateStep):
                     self._terminate(msg)
                 elif isinstance(msg, m.FreeJob):
-                    self._free(msg.job_id, msg.epoch)
+                    self._free(msg.job_id, msg.epoch, msg.step_id)
                 elif isinstance(msg, m.UpdateStep):
                     request_time_limit(self._job_dir(msg.job_id), msg.time_limit, msg.epoch)
                 else:
@@ -258,15 +316,64 @@ class Craned:
                               "step_id": msg.step_id, "epoch": msg.epoch,
                               "spec": msg.spec and msg.spec.model_dump(), "spec_error": msg.spec_error})
 
-    def _terminate(self, msg: Any) -> None:
-        """Cancel the step: SIGTERM its supervisor (verified, :func:`signal_supervisor`), or mark it cancelled."""
-        d = self._job_dir(msg.job_id)
-        if supervisor_alive(d):
-            signal_supervisor(d, signal.SIGTERM, msg.epoch)  # another epoch's supervisor is left alone
+    def _start_step(self, msg: m.StartStep) -> None:
+        """A task step: make its directory ``jobs/<job>.<step>/`` and have the launcher fork its supervisor.
+
+        A malformed spec is reported as failed to start at once; a duplicate (the same step and
+        launch epoch, already here) is ignored; a step cancelled before it arrived is reported so.
+        """
+        job_id, step_id = msg.job_id, msg.step_id
+
+        def report(state: str, code: int, reason: str) -> None:
+            self.bus.publish(self.bus.report_stream(self.node), m.StepStatus(
+                node=self.node, job_id=job_id, step_id=step_id, state=state, exit_code=code, time=time.time(),
+                reason=reason, epoch=msg.epoch))
+
+        if msg.spec is None:
+            report("failed_to_start", EC_SPAWN_FAILED, f"invalid launch spec: {msg.spec_error or 'no spec'}")
             return
-        if not os.path.lexists(d):
-            os.mkdir(d, 0o700)
-            write_json(os.path.join(d, "cancelled"), {"epoch": msg.epoch})
+        d = self._step_dir(job_id, step_id)
+        if self._cancelled_before(d, msg.epoch):
+            report("finished", EC_TERMINATED, "cancelled before launch")
+            return
+        if self.task_launched.get((job_id, step_id), -1) >= msg.epoch:
+            return  # a duplicate delivery: started already
+        if os.path.lexists(d):
+            sup = self._read(os.path.join(d, SUP_FILE))
+            if sup is None or int(sup.get("epoch", 0)) >= msg.epoch or supervisor_alive(d):
+                log.warning("job %d step %d: StartStep of epoch %d ignored, the step is here", job_id, step_id,
+                            msg.epoch)
+                return
+            shutil.rmtree(d, ignore_errors=True)  # an older launch's, ended
+        os.mkdir(d, 0o700)
+        self.task_launched[(job_id, step_id)] = msg.epoch
+        self.launcher.launch({"task_step": True, "job_dir": d, "job_id": job_id, "step_id": step_id,
+                              "epoch": msg.epoch, "spec": msg.spec.model_dump(), "spec_error": msg.spec_error})
+
+    def _terminate(self, msg: Any) -> None:
+        """Cancel steps: SIGTERM their supervisors (verified, :func:`signal_supervisor`), or mark them cancelled.
+
+        ``step_id`` None: the batch step and every task step of the job; 0: the job directory's
+        step and ``jobs/<job>.0/``; another number: that task step only.
+        """
+        if msg.step_id is None or msg.step_id == 0:
+            d = self._job_dir(msg.job_id)
+            if supervisor_alive(d):
+                signal_supervisor(d, signal.SIGTERM, msg.epoch)  # another epoch's supervisor is left alone
+            elif not os.path.lexists(d):
+                os.mkdir(d, 0o700)
+                write_json(os.path.join(d, "cancelled"), {"epoch": msg.epoch})
+        if msg.step_id is None:
+            targets = self._task_dirs(msg.job_id)
+        else:
+            targets = {msg.step_id: self._step_dir(msg.job_id, msg.step_id)}
+        for step_id, d in targets.items():
+            if supervisor_alive(d):
+                signal_supervisor(d, signal.SIGTERM, msg.epoch)
+            elif step_id or os.path.lexists(d):
+                if not os.path.lexists(d):
+                    os.mkdir(d, 0o700)
+                write_json(os.path.join(d, "cancelled"), {"epoch": msg.epoch})  # a starting one reads it
 
     @staticmethod
     def _cancelled_before(job_dir: str, epoch: int) -> bool:
@@ -282,30 +389,57 @@ class Craned:
         about = int(marker.get("epoch", 0) or 0) if isinstance(marker.get("epoch", 0), int) else 0
         return about == 0 or about >= epoch
 
-    def _free(self, job_id: int, epoch: int = 0) -> None:
-        """Forget a job the controller has recorded as ended — unless a newer launch of it is here.
+    def _free(self, job_id: int, epoch: int = 0, step_id: int | None = None) -> None:
+        """Forget a job (or one task step) the controller has recorded as ended — unless a newer launch of it is here.
 
         A FreeJob about launch ``epoch`` can arrive after the job was requeued and launched here
         again (the same directory): removing it then would pull the new supervisor's files away.
+        The whole job: its directory, every task-step directory, and whatever the runtimes still
+        have of it (``crane_step_reap`` of step 0, once no supervisor of it lives).
         """
+        if step_id is not None:
+            d = self._step_dir(job_id, step_id)
+            if os.path.lexists(d) and not supervisor_alive(d):
+                shutil.rmtree(d, ignore_errors=True)
+                self.reaped = {r for r in self.reaped if r[0] != d}
+            return
         if epoch and self.launched.get(job_id, 0) > epoch:
             log.info("job %d: FreeJob for launch %d ignored, launch %d is here", job_id, epoch,
                      self.launched[job_id])
             return
         d = self._job_dir(job_id)
-        if os.path.lexists(d) and not supervisor_alive(d):
-            self._remove_job(job_id)
-            self.launched.pop(job_id, None)
-            self.reaped = {ref for ref in self.reaped if ref[0] != job_id}
+        alive = False
+        task_dirs = self._task_dirs(job_id)
+        had_any = bool(task_dirs) or os.path.lexists(d)
+        if os.path.lexists(d):
+            if supervisor_alive(d):
+                alive = True
+            else:
+                self._remove_job(job_id)
+                self.launched.pop(job_id, None)
+        for task_step, sd in task_dirs.items():
+            if supervisor_alive(sd):
+                alive = True
+                continue
+            shutil.rmtree(sd, ignore_errors=True)
+            self.task_launched.pop((job_id, task_step), None)
+        self.reaped = {r for r in self.reaped if r[1][0] != job_id}
+        if had_any and not alive:  # nothing of a job that never had a directory here
+            try:
+                self.pm.hook.crane_step_reap(node=self.node, job_id=job_id, step_id=0)
+            except Exception as exc:  # a runtime must not take the node down
+                log.error("job %d: reaping it at FreeJob failed: %s", job_id, exc)
 
     # -- main loop -----------------------------------------------------------
     def _register(self) -> None:
-        steps, ended, finished = self._scan()
+        survey, finished = self._scan()
         self.bus.publish(self.bus.report_stream(self.node), m.NodeRegister(
             node=self.node, cpus=self.conf.cpu, mem=self.conf.memory,
-            gres={g.key: int(g.count or 0) for g in self.conf.gres}, running=[s[0] for s in steps],
-            finished=finished, boot_id=self.boot_id, pid=os.getpid(), steps=steps, ended=ended))
-        log.info("registered node %s: %d running, %d unreported results", self.node, len(steps), len(finished))
+            gres={g.key: int(g.count or 0) for g in self.conf.gres}, running=[s[0] for s in survey.steps],
+            finished=finished, boot_id=self.boot_id, pid=os.getpid(), steps=survey.steps, ended=survey.ended,
+            task_steps=survey.task_steps, task_ended=survey.task_ended))
+        log.info("registered node %s: %d running, %d task steps, %d unreported results", self.node,
+                 len(survey.steps), len(survey.task_steps), len(finished))
 
     def _heartbeat(self) -> None:
         """Send the results supervisors could not send, then the heartbeat listing what runs here.
@@ -313,19 +447,19 @@ class Craned:
         The order matters: the controller reads a step missing from ``steps`` as gone, so any final
         status of it must be on the stream before the heartbeat.
         """
-        steps, ended, unsent = self._survey()
-        for job_id, result in unsent.items():  # the supervisor could not report it: do it now
-            d = self._job_dir(job_id)
+        survey = self._survey()
+        for d, result in survey.unsent.items():  # the supervisor could not report it: do it now
             try:
                 status = m.StepStatus(**result)
             except (TypeError, ValueError) as exc:
-                log.warning("job %d: unusable result file set aside: %s", job_id, exc)
+                log.warning("%s: unusable result file set aside: %s", d, exc)
                 os.replace(os.path.join(d, RESULT_FILE), os.path.join(d, "result.bad"))
                 continue
             self.bus.publish(self.bus.report_stream(self.node), status)
             os.replace(os.path.join(d, RESULT_FILE), os.path.join(d, SENT_FILE))
         self.bus.publish(self.bus.report_stream(self.node), m.NodeHeartbeat(
-            node=self.node, running=[s[0] for s in steps], time=time.time(), steps=steps, ended=ended))
+            node=self.node, running=[s[0] for s in survey.steps], time=time.time(), steps=survey.steps,
+            ended=survey.ended, task_steps=survey.task_steps, task_ended=survey.task_ended))
 
     def run(self) -> None:
         """Register, then consume launches and heartbeat until stopped."""

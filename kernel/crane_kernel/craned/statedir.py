@@ -3,8 +3,9 @@
 ``<CraneBaseDir>/craned/<node>/`` (0755) holds two directories, both owned by ``craned``'s user
 (root on a real node):
 
-* ``jobs/`` (0700) and ``jobs/<job id>/`` (0700): the supervisor state ``craned`` reads back
-  (pid file, unsent or sent result, the ``cancelled`` marker). No job's user can reach it.
+* ``jobs/`` (0700), ``jobs/<job id>/`` and ``jobs/<job id>.<step id>/`` (a task step's, 0700): the
+  supervisor state ``craned`` reads back (pid file, unsent or sent result, the ``cancelled`` marker).
+  No job's user can reach it.
 * ``scripts/`` (0711): one file per job, ``<job id>``, the script the runtime executes, owned by the
   job's user and mode 0500. She can read and execute it by its path (the directory can be searched)
   but cannot list the directory or rename, replace or remove anything in it; others cannot read it.

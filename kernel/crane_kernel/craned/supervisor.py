@@ -57,6 +57,18 @@ def expand_pattern(pattern: str, job_id: int, name: str, user: str, cwd: str) ->
     return path if os.path.isabs(path) else os.path.join(cwd, path)
 
 
+def user_env(base: dict[str, str], pw: pwd.struct_passwd, node: str) -> dict[str, str]:
+    """``base`` with the user's defaults (PATH, HOME, SHELL), USER/LOGNAME and the node's name."""
+    env = dict(base)
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.setdefault("HOME", pw.pw_dir)
+    env.setdefault("SHELL", pw.pw_shell or "/bin/sh")
+    env["USER"] = env["LOGNAME"] = pw.pw_name
+    env["CRANE_NODENAME"] = node
+    env["CRANE_JOB_NODENAME"] = node
+    return env
+
+
 def build_step(node: str, job_dir: str, job_id: int, spec: LaunchSpec, script_path: str = "") -> StepSpec:
     """Turn the controller's launch spec into a :class:`StepSpec`, writing the script file.
 
@@ -73,13 +85,7 @@ def build_step(node: str, job_dir: str, job_id: int, spec: LaunchSpec, script_pa
     cwd = spec.cwd or pw.pw_dir
     script_path = script_path or os.path.join(job_dir, "script")
     write_script(script_path, spec.script, uid, gid)
-    env = dict(spec.env)  # already what --export selected at submission (cbatch builds it)
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.setdefault("HOME", pw.pw_dir)
-    env.setdefault("SHELL", pw.pw_shell or "/bin/sh")
-    env["USER"] = env["LOGNAME"] = user
-    env["CRANE_NODENAME"] = node
-    env["CRANE_JOB_NODENAME"] = node
+    env = user_env(spec.env, pw, node)  # already what --export selected at submission (cbatch builds it)
     name = spec.name or "job"
     stdout = expand_pattern(spec.output or "Crane-%j.out", job_id, name, user, cwd)
     stderr = expand_pattern(spec.error, job_id, name, user, cwd) if spec.error else ""
@@ -107,14 +113,19 @@ class Supervisor:
     ``spec_error``) plus ``script_path`` (where to write the script), validated here into a
     :class:`~crane_kernel.messages.LaunchStep`; a malformed spec is reported as a failed start.
     Statuses (:class:`~crane_kernel.messages.StepStatus`) go to ``stream`` on the Redis at ``redis_url``.
+    The task-step supervisor (:mod:`crane_kernel.craned.stepsup`) subclasses it with another
+    ``MESSAGE`` and its own :meth:`_supervise`.
     """
+
+    MESSAGE: Any = LaunchStep
+    LOCAL_KEYS = ("job_dir", "script_path", "task_step")
 
     def __init__(self, node: str, job_dir: str, launch: dict[str, Any], pm: Any, redis_url: str, stream: str,
                  kill_wait: float) -> None:
         self.node = node
         self.job_dir = job_dir
         self.script_path = str(launch.get("script_path") or "")
-        msg = LaunchStep.model_validate({k: v for k, v in launch.items() if k not in ("job_dir", "script_path")})
+        msg = self.MESSAGE.model_validate({k: v for k, v in launch.items() if k not in self.LOCAL_KEYS})
         self.job_id = msg.job_id
         self.step_id = msg.step_id
         self.epoch = msg.epoch
@@ -197,8 +208,8 @@ class Supervisor:
             finally:
                 os._exit(1)
 
-    def _supervise(self) -> None:
-        """Launch the step, supervise it to its end and report it (exits the process when done)."""
+    def _start(self) -> None:
+        """Install the signal handlers and write the pid file craned verifies before signalling."""
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGUSR1, self._on_usr1)
         for ignored in (signal.SIGINT, signal.SIGHUP):
@@ -207,6 +218,42 @@ class Supervisor:
         write_json(os.path.join(self.job_dir, SUP_FILE),
                    {"pid": os.getpid(), "start": proc_start_time(os.getpid()), "epoch": self.epoch,
                     "step": self.step_id})
+
+    def _ending_code(self, ending: str, rc: int, usage: Any) -> tuple[int, str, bool]:
+        """The final exit code, reason and OOM flag for how the step ended (``ending``: "", cancel, timeout)."""
+        if ending == "timeout":
+            exit_code, reason = EC_EXCEED_TIME_LIMIT, "time limit exceeded"
+        elif ending == "cancel":
+            exit_code, reason = EC_TERMINATED, "cancelled"
+        else:
+            exit_code, reason = rc, ""
+        oom = bool(usage and usage.oom_killed) and not ending
+        if oom:
+            reason = "out of memory"
+        return exit_code, reason, oom
+
+    def _usage_and_cleanup(self, handle: Any) -> Any:
+        """Read the step's usage, then clean it up (both logged, never raised); the usage or None."""
+        hook, usage = self.pm.steps, None
+        try:
+            usage = hook.crane_step_usage(handle=handle)
+        except Exception:
+            log.exception("job %d: reading usage failed", self.job_id)
+        try:
+            hook.crane_step_cleanup(handle=handle)
+        except Exception:
+            log.exception("job %d: cleanup failed", self.job_id)
+        return usage
+
+    def _finish(self, exit_code: int, reason: str, oom: bool, usage: Any) -> NoReturn:
+        """Report the final ``finished`` status with the usage; never returns."""
+        self._final(self._status(
+            "finished", exit_code, reason, oom=oom,
+            cpu_time_ms=usage.cpu_time_ms if usage else 0, mem_peak=usage.mem_peak_bytes if usage else 0))
+
+    def _supervise(self) -> None:
+        """Launch the step, supervise it to its end and report it (exits the process when done)."""
+        self._start()
         job_id = self.job_id
         try:
             if self.spec is None:
@@ -247,24 +294,5 @@ class Supervisor:
             elif ending and not killed and now - term_at >= self.kill_wait:
                 hook.crane_step_signal(handle=handle, signum=signal.SIGKILL, all_processes=True)
                 killed = True
-        if ending == "timeout":
-            exit_code, reason = EC_EXCEED_TIME_LIMIT, "time limit exceeded"
-        elif ending == "cancel":
-            exit_code, reason = EC_TERMINATED, "cancelled"
-        else:
-            exit_code, reason = rc, ""
-        usage = None
-        try:
-            usage = hook.crane_step_usage(handle=handle)
-        except Exception:
-            log.exception("job %d: reading usage failed", job_id)
-        try:
-            hook.crane_step_cleanup(handle=handle)
-        except Exception:
-            log.exception("job %d: cleanup failed", job_id)
-        oom = bool(usage and usage.oom_killed) and not ending
-        if oom:
-            reason = "out of memory"
-        self._final(self._status(
-            "finished", exit_code, reason, oom=oom,
-            cpu_time_ms=usage.cpu_time_ms if usage else 0, mem_peak=usage.mem_peak_bytes if usage else 0))
+        usage = self._usage_and_cleanup(handle)
+        self._finish(*self._ending_code(ending, rc, usage), usage)

@@ -29,7 +29,8 @@ from crane_common.proto import crane_pb2 as pb
 from crane_common.states import FINAL_STATES, JobState
 
 from crane_kernel import iostream as io
-from crane_kernel.ctld.steps import ERR_PERMISSION_DENIED, ERR_SYSTEM_ERR, StepRefused
+from crane_kernel.ctld.core import Denied
+from crane_kernel.ctld.steps import ERR_INVALID_PARAM, ERR_PERMISSION_DENIED, ERR_SYSTEM_ERR, StepRefused
 from crane_kernel.errors import CraneError, JobRejected
 
 log = logging.getLogger("cranectld.crun")
@@ -141,7 +142,7 @@ class Session:
             log.info("a crun stream ended before its start message: %s", _one_line(exc))
             return
         if first.WhichOneof("msg") != "start":
-            yield _error(io_err_param(), "the first message of a CrunStream must be start")
+            yield _error(ERR_INVALID_PARAM, "the first message of a CrunStream must be start")
             return
         start = first.start
         fields = _start_dict(start)
@@ -157,13 +158,15 @@ class Session:
             yield _error(exc.code, _one_line(exc))
             return
         except (JobRejected, CraneError) as exc:
-            yield _error(getattr(exc, "code", 0) or io_err_param(), _one_line(exc))
+            yield _error(getattr(exc, "code", 0) or ERR_INVALID_PARAM, _one_line(exc))
             return
-        except Exception as exc:
-            if type(exc).__name__ == "Denied":
-                yield _error(ERR_PERMISSION_DENIED, _one_line(exc))
-                return
-            raise
+        except Denied as exc:
+            yield _error(ERR_PERMISSION_DENIED, _one_line(exc))
+            return
+        except (ValueError, TypeError, OverflowError, KeyError, UnicodeError) as exc:  # never a traceback
+            log.warning("a malformed crun request was refused: %s: %s", type(exc).__name__, exc)
+            yield _error(ERR_INVALID_PARAM, f"invalid request: {_one_line(exc)}")
+            return
         self.context.add_callback(self._on_rpc_done)
         reader = threading.Thread(target=self._read_client, name=f"crun-{self.job_id}.{self.step_id}", daemon=True)
         reader.start()
@@ -416,11 +419,6 @@ class Session:
                 self.redis.xadd(key, entry)
             except Exception as exc:
                 log.warning("step %d.%d: could not pass input to %s: %s", self.job_id, self.step_id, node, exc)
-
-
-def io_err_param() -> int:
-    """ERR_INVALID_PARAM."""
-    return 52
 
 
 def _crun_exit(code: int, state: JobState) -> int:

@@ -35,7 +35,7 @@ class NodeMessagesMixin:
                         updates += self._on_step_status(msg, now, outbox)
                     elif isinstance(msg, m.NodeHeartbeat):
                         updates += self._on_heartbeat(msg.node, msg.running, now, outbox, msg.steps, msg.ended)
-                        if msg.task_steps or msg.task_ended:
+                        if self.steps and msg.node in self.nodes:
                             updates += self._reconcile_task_steps(msg.node, msg.task_steps, msg.task_ended, now,
                                                                   outbox)
                     elif isinstance(msg, m.NodeRegister):
@@ -89,7 +89,8 @@ class NodeMessagesMixin:
                 continue
             updates += self._on_step_status(status, now, outbox)
         live = rc.step_map(msg.steps) if msg.steps else rc.step_map(msg.running)
-        updates += self._reconcile_task_steps(msg.node, msg.task_steps, msg.task_ended, now, outbox)
+        if self.steps:
+            updates += self._reconcile_task_steps(msg.node, msg.task_steps, msg.task_ended, now, outbox)
         return updates + rc.reconcile_node(self, node, live, rc.step_map(msg.ended), now, outbox)
 
     def _on_step_status(self, msg: Any, now: float, outbox: list) -> list:

@@ -115,7 +115,7 @@ class StepsMixin:
             if step.live:
                 self.client_seen[(job.job_id, step.step_id)] = now
         self.step_counter[job.job_id] = int(rt.get("nstep") or (max(steps, default=0) + 1))
-        if job.interactive and job.job_id not in self.client_seen.keys() and job.state not in FINAL_STATES:
+        if job.interactive and (job.job_id, 0) not in self.client_seen and job.state not in FINAL_STATES:
             self.client_seen[(job.job_id, 0)] = now
 
     def _job_row(self, job: Any) -> tuple[int, str, int]:
@@ -143,9 +143,9 @@ class StepsMixin:
         if start.get("allocate_only"):
             spec["interactive"] = "calloc"
         else:
-            if not argv:
-                raise StepRefused("crun needs a command")
+            self._check_command(argv)
             spec["interactive"] = "crun"
+            stdin_target(str(start.get("stdin_target") or "0"), 1 << 20)  # its form; the task id is checked at start
             spec["crun"] = {"argv": argv, "pty": bool(start.get("pty")),
                             "stdin": str(start.get("stdin_target") or "0"), "rows": int(start.get("rows") or 24),
                             "cols": int(start.get("cols") or 80)}
@@ -200,8 +200,7 @@ class StepsMixin:
         """A crun inside allocation ``start["job_id"]``: the new step (Pending or starting); raises StepRefused."""
         job_id = int(start.get("job_id") or 0)
         argv = [str(a) for a in start.get("argv") or []]
-        if not argv:
-            raise StepRefused("crun needs a command")
+        self._check_command(argv, str(start.get("name") or ""), str(start.get("cwd") or ""))
         outbox: list = []
         now = self.clock()
         with self.lock:
@@ -248,6 +247,19 @@ class StepsMixin:
             self.store.write(updates=[self._job_row(job)])
         self.publish(outbox)
         return step
+
+    def _check_command(self, argv: list[str], name: str = "", cwd: str = "") -> None:
+        """A step's command, name and directory within bounds: at most 4096 arguments of
+        ``CraneCtld.MaxScriptBytes`` in all, no NUL; a name without control characters."""
+        if not argv:
+            raise StepRefused("crun needs a command")
+        if len(argv) > 4096 or sum(len(a.encode("utf-8", "surrogatepass")) for a in argv) > \
+                self.cfg.CraneCtld.MaxScriptBytes:
+            raise StepRefused(f"the command is longer than {self.cfg.CraneCtld.MaxScriptBytes} bytes or 4096 arguments")
+        if any("\x00" in a for a in argv) or "\x00" in cwd or len(cwd) > 4096:
+            raise StepRefused("the command or its directory is not text")
+        if len(name) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise StepRefused("the step name must be at most 255 characters, without control characters")
 
     def _check_env_bounds(self, env: dict[str, str]) -> None:
         """The step's environment within the submission bounds (CraneCtld.MaxEnvVars/MaxEnvBytes)."""
@@ -338,6 +350,9 @@ class StepsMixin:
             return []
         if msg.state == "running":
             step.started_on.add(msg.node)
+            if step.ending:  # it was ended before this node had started it (the start overtook the end)
+                outbox.append((self.node_stream(msg.node), m.TerminateStep(
+                    job_id=msg.job_id, step_id=msg.step_id, reason="cancel", epoch=job.epoch)))
             if step.state == JobState.Configuring:
                 step.state = JobState.Running
                 step.start_time = msg.time or now
@@ -377,6 +392,8 @@ class StepsMixin:
         """Record the step's end (state from its nodes' codes unless given) and what follows from it."""
         codes = list(step.done_on.values())
         code = worst_exit(codes) if codes else 0
+        if not step.tasks and job.job_id in self.job_end_request:  # calloc's shell: the code its client sent
+            code = self.job_end_request[job.job_id][1]
         why = reason or next((r for r in step.reasons.values() if r), "")
         if state is None:
             if step.ending in _END_STATE:
@@ -390,6 +407,8 @@ class StepsMixin:
                 state = state_from_exit(code, step.oom)
         if state == JobState.ExceedTimeLimit and not why:
             why = "time limit exceeded"
+        elif state == JobState.Failed and not why:
+            why = _describe_exit(code)
         step.state = state
         step.exit_code = code
         step.reason = why
@@ -421,15 +440,19 @@ class StepsMixin:
         return any(s.tasks and s.state in (JobState.Configuring, JobState.Running)
                    for s in (self.steps.get(job_id) or {}).values())
 
-    def _stop_step(self, job: Any, step: Step, why: str, now: float, outbox: list, reason: str = "") -> list:
-        """End a step for ``why`` (cancel, timeout, client, job): a waiting one at once, a running one on its nodes."""
+    def _stop_step(self, job: Any, step: Step, why: str, now: float, outbox: list, reason: str = "",
+                   state: JobState | None = None) -> list:
+        """End a step for ``why`` (cancel, timeout, client, job): a waiting one at once, a running one on its nodes.
+
+        ``state``: what a step without node processes (calloc's step 0) ends as (default: per ``why``).
+        """
         if step.ended:
             return []
         step.ending = step.ending or why
         if reason:
             step.reason = reason
         if step.state == JobState.Pending or not step.tasks:
-            return self._end_step(job, step, now, outbox, state=_END_STATE.get(why, JobState.Cancelled),
+            return self._end_step(job, step, now, outbox, state=state or _END_STATE.get(why, JobState.Cancelled),
                                   reason=reason)
         rows: list = []
         for node in step.nodes:
@@ -457,7 +480,8 @@ class StepsMixin:
         rows: list = []
         for step in self.job_steps(job.job_id):
             if step.live:
-                rows += self._stop_step(job, step, why, now, outbox, reason)
+                rows += self._stop_step(job, step, why, now, outbox, reason,
+                                        state=state if step.step_id == 0 and not step.tasks else None)
         if job.state not in FINAL_STATES and not self._has_node_steps(job.job_id):
             end_state, end_code, end_reason = self.job_end_request.pop(job.job_id)
             rows += self._finish(job, end_state, end_code, now, outbox, persist=False, reason=end_reason)
@@ -610,6 +634,16 @@ class StepsMixin:
                 rows += self._node_part_lost(job, step, node, now, outbox,
                                              "step supervisor died without a final status")
             outbox.append((stream, m.FreeJob(job_id=job_id, step_id=step_id)))
+        # a part the node had started that it now reports neither running nor ended: gone with the node's state
+        reported = live_refs | {(int(r[0]), int(r[1])) for r in ended if len(r) >= 2}
+        for job_id, steps in list(self.steps.items()):
+            job = self.jobs.get(job_id)
+            if job is None or job.state in FINAL_STATES:
+                continue
+            for step in list(steps.values()):
+                if step.live and node in step.started_on and node not in step.done_on and \
+                        (job_id, step.step_id) not in reported:
+                    rows += self._node_part_lost(job, step, node, now, outbox, f"node {node} lost the step")
         return rows
 
     def _task_steps_on_down_node(self, node: str, now: float, outbox: list) -> list:
@@ -641,3 +675,15 @@ class StepsMixin:
 
         return StepEvent
 
+
+def _describe_exit(code: int) -> str:
+    """A failed step's reason from its worst raw exit code: ``a task exited with code 3`` / ``... signal 9``."""
+    if 256 <= code < 320:
+        import signal as _signal
+
+        try:
+            name = _signal.Signals(code - 256).name
+        except ValueError:
+            name = f"signal {code - 256}"
+        return f"a task was killed by {name} (signal {code - 256})"
+    return f"a task exited with code {code}"

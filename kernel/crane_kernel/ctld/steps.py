@@ -29,7 +29,7 @@ ERR_INVALID_NODE_LIST = 44
 ERR_STEP_RES_BEYOND = 85
 ERR_SYSTEM_ERR = 49
 
-MAX_ENDED_STEPS = 1000
+MAX_ENDED_STEPS = 128
 """Ended steps a job keeps in memory and in its journal record (the history plugin keeps all)."""
 
 

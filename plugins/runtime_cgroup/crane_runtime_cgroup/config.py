@@ -1,4 +1,4 @@
-"""The plugin's settings (``Version``, ``Root``, ``Prefix``, ``PidsMax``) and their validation.
+"""The plugin's settings (``Version``, ``Root``, ``Prefix``, ``PidsMax``, ``UtsNamespace``) and their validation.
 
 They come from ``Plugins.Settings.cgroup`` in the cluster config (or, as a
 compatibility alias, a top-level ``Cgroup:`` section), handed over by the
@@ -20,7 +20,7 @@ DEFAULT_PIDS_MAX = 4096
 in one job cannot exhaust the node's pid space, while builds and thread pools fit easily."""
 
 
-KEYS = ("Version", "Root", "Prefix", "PidsMax")
+KEYS = ("Version", "Root", "Prefix", "PidsMax", "UtsNamespace")
 
 
 @dataclass(frozen=True)
@@ -29,13 +29,16 @@ class RuntimeConfig:
 
     Job cgroups live at ``<controller>/<prefix>/<node>/job_<id>`` under
     ``root``; ``pids_max`` limits the processes (and threads) of each job
-    (default :data:`DEFAULT_PIDS_MAX`; 0 = no limit).
+    (default :data:`DEFAULT_PIDS_MAX`; 0 = no limit); ``uts_namespace``: each step supervisor enters
+    a new UTS namespace and sets the host name to the step's node name before starting tasks (for
+    a cluster of virtual nodes on one machine).
     """
 
     version: str = "auto"
     root: str = DEFAULT_ROOT
     prefix: str = DEFAULT_PREFIX
     pids_max: int = DEFAULT_PIDS_MAX
+    uts_namespace: bool = False
 
 
 def parse_config(config: dict[str, Any] | None) -> RuntimeConfig:
@@ -63,7 +66,14 @@ def parse_config(config: dict[str, Any] | None) -> RuntimeConfig:
         pids_max = int(pids_max)
     if isinstance(pids_max, bool) or not isinstance(pids_max, int) or pids_max < 0:
         raise ConfigError(f"runtime cgroup: PidsMax must be a whole number >= 0 (0 = no limit), not {pids_max!r}")
-    return RuntimeConfig(version=version, root=root, prefix=prefix, pids_max=pids_max)
+    uts = lowered.get("utsnamespace", False)
+    if isinstance(uts, str) and uts.strip().lower() in ("true", "yes", "1", "false", "no", "0", ""):
+        uts = uts.strip().lower() in ("true", "yes", "1")
+    if uts is None:
+        uts = False
+    if not isinstance(uts, bool):
+        raise ConfigError(f"runtime cgroup: UtsNamespace must be true or false, not {uts!r}")
+    return RuntimeConfig(version=version, root=root, prefix=prefix, pids_max=pids_max, uts_namespace=uts)
 
 
 def _check_components(path: str, what: str) -> None:

@@ -17,7 +17,8 @@ class CgroupStepHandle(StepHandle):
     process group. ``version``/``root``/``cgroup`` locate the job cgroup
     (``cgroup`` is relative to the hierarchy root(s)), so any instance of the
     plugin can act on the handle. ``exit_code`` caches the raw exit code once
-    the main process has been reaped; ``cleaned`` is set by cleanup.
+    the main process has been reaped; ``cleaned`` is set by cleanup. A task step's handle has
+    ``cgroup`` = its step cgroup (``job_<id>/step_<s>``) and ``job_cgroup`` = the job's.
     """
 
     version: str = ""
@@ -25,3 +26,4 @@ class CgroupStepHandle(StepHandle):
     cgroup: str = ""
     exit_code: int | None = None
     cleaned: bool = False
+    job_cgroup: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from crane_runtime_cgroup.errors import CgroupError
 
 JOB_DIR_PREFIX = "job_"
+STEP_DIR_PREFIX = "step_"
 
 
 def node_cgroup_path(prefix: str, node: str) -> str:
@@ -21,6 +22,11 @@ def node_cgroup_path(prefix: str, node: str) -> str:
 def job_cgroup_path(prefix: str, node: str, job_id: int) -> str:
     """The relative cgroup path of one job on one node, ``<prefix>/<node>/job_<job_id>``."""
     return f"{node_cgroup_path(prefix, node)}/{JOB_DIR_PREFIX}{int(job_id)}"
+
+
+def step_cgroup_path(prefix: str, node: str, job_id: int, step_id: int) -> str:
+    """The relative cgroup path of a task step, below its job's: ``.../job_<job_id>/step_<step_id>``."""
+    return f"{job_cgroup_path(prefix, node, job_id)}/{STEP_DIR_PREFIX}{int(step_id)}"
 
 
 def format_cpu_list(cpu_ids: list[int]) -> str:
