@@ -139,6 +139,13 @@ def render_text(result: dict[str, Any]) -> str:
         lines += [f"{name} {side} {m['median']:.1f} ms" for side, m in marks.items()]
     if lines:
         out += ["", "start to the client's 'allocated' line on stderr (median): " + ", ".join(lines)]
+    cpu = []
+    for name, _what, _unit, _better in FIGURES:
+        sides = (result.get("figures", {}).get(name) or {}).get("client_cpu_ms") or {}
+        if sides:
+            cpu.append(f"{name} " + " / ".join(f"{side} {m['median']:.1f}" for side, m in sides.items()))
+    if cpu:
+        out += ["", "the client process's own CPU, user + sys, median ms: " + "; ".join(cpu)]
     if result.get("verdicts"):
         out += ["", "targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in result["verdicts"].items())]
     for err in result.get("errors", []):
@@ -159,10 +166,10 @@ def _clean_env(base: dict[str, str]) -> dict[str, str]:
 ALLOCATED_LINES = (b"Allocated craned nodes", b"salloc: Granted job allocation")
 
 
-def timed(cmd: list[str], env: dict[str, str], timeout: float = 120) -> tuple[float, float | None]:
-    """Wall milliseconds of one run of ``cmd`` (start to exit), and of its "allocated" line on stderr (crun's
-    ``Allocated craned nodes``, salloc's ``Granted job allocation``; None if it printed none); raise RuntimeError
-    when it fails."""
+def timed(cmd: list[str], env: dict[str, str], timeout: float = 120) -> tuple[float, float | None, float]:
+    """Wall milliseconds of one run of ``cmd`` (start to exit), of its "allocated" line on stderr (crun's
+    ``Allocated craned nodes``, salloc's ``Granted job allocation``; None if it printed none), and the client's
+    own CPU milliseconds (user + sys, from ``wait4``); raise RuntimeError when it fails."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             cwd="/tmp")
@@ -175,7 +182,9 @@ def timed(cmd: list[str], env: dict[str, str], timeout: float = 120) -> tuple[fl
             if allocated is None and line.startswith(ALLOCATED_LINES):
                 allocated = (time.perf_counter() - t) * 1000
             err.append(line)
-        rc = proc.wait()
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        rc = proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu = (usage.ru_utime + usage.ru_stime) * 1000
     finally:
         killer.cancel()
         if proc.poll() is None:
@@ -185,7 +194,7 @@ def timed(cmd: list[str], env: dict[str, str], timeout: float = 120) -> tuple[fl
     ms = (time.perf_counter() - t) * 1000
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {rc}: {b''.join(err).decode(errors='replace')[-400:]}")
-    return ms, allocated
+    return ms, allocated, cpu
 
 
 def expected_sha256(nbytes: int) -> str:
@@ -370,11 +379,12 @@ class Bench:
         envs = envs or {"crane": self.crane_env, "slurm": self.slurm_env}
         samples: dict[str, list[float]] = {s: [] for s in self.sides()}
         marks: dict[str, list[float]] = {s: [] for s in self.sides()}
+        cpus: dict[str, list[float]] = {s: [] for s in self.sides()}
         failures: dict[str, int] = {s: 0 for s in self.sides()}
         for i in range(rounds + 1):
             for side in self.sides():
                 try:
-                    ms, allocated = timed(cmds[side], envs[side])
+                    ms, allocated, cpu = timed(cmds[side], envs[side])
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     failures[side] += 1
                     if failures[side] <= 2:
@@ -382,12 +392,14 @@ class Bench:
                     continue
                 if i:
                     samples[side].append(ms)
+                    cpus[side].append(cpu)
                     if allocated is not None:
                         marks[side].append(allocated)
         fig = figure(samples)
         fig["failed"] = failures
         # start to the client's "allocated" line: the part before the tasks run (crun and salloc print one)
         fig["allocated_line_ms"] = {side: summarize(v) for side, v in marks.items() if v}
+        fig["client_cpu_ms"] = {side: summarize(v) for side, v in cpus.items() if v}  # the client process alone
         return fig
 
     def step(self, rounds: int) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def test_held_allocation_reads_the_shell_environment(tmp_path: Any) -> None:
     held = HeldAllocation([fake], dict(os.environ), "FAKE_JOB_ID")
     assert held.job_id == "42" and held.env["FAKE_JOB_ID"] == "42"
     assert held.close() == 0
-    with pytest.raises(RuntimeError, match="no allocation"):
+    with pytest.raises(RuntimeError, match="no allocation"):  # the client refused: no env file, it exited
         HeldAllocation([_script(str(tmp_path / "refuse"), "echo refused >&2; exit 1")], dict(os.environ), "X")
 
 
@@ -145,6 +145,17 @@ def test_main_with_fake_clients(tmp_path: Any, monkeypatch: Any, capsys: Any) ->
     assert out["figures"]["step"]["jobs"] == {"crane": "7", "slurm": "9"}
     assert out["figures"]["run"]["allocated_line_ms"]["crane"]["n"] == 2  # srun prints no such line
     assert "slurm" not in out["figures"]["run"]["allocated_line_ms"]
+    assert set(out["figures"]["run"]["client_cpu_ms"]) == {"crane", "slurm"}
     assert out["figures"]["stream"]["byte_exact"] == {"crane": 1, "slurm": 1}
     assert out["ctld_memory"]["before_kb"] > 0 and "growth_kb" in out["ctld_memory"]
     assert out["commands"]["run_n"] == {"crane": "crun -n 8 true", "slurm": "srun -p debug -n 8 true"}
+
+
+def test_timed_marks_the_allocated_line_and_fails_on_exit_codes() -> None:
+    from crane_tools.benchinteractive import timed
+
+    ms, allocated, cpu = timed(["bash", "-c", "echo 'Allocated craned nodes: cn01' >&2; sleep 0.05"], dict(os.environ))
+    assert allocated is not None and allocated < ms and ms >= 50 and cpu >= 0
+    assert timed(["true"], dict(os.environ))[1] is None
+    with pytest.raises(RuntimeError, match="exited 3: nope"):
+        timed(["bash", "-c", "echo nope >&2; exit 3"], dict(os.environ))
