@@ -82,7 +82,8 @@ def figure(samples: dict[str, Sequence[float]]) -> dict[str, Any]:
     """One figure from its samples ``{"crane": [...], "slurm": [...]}``: both summaries and the median ratio."""
     crane = summarize(samples.get("crane") or [])
     slurm = summarize(samples.get("slurm") or [])
-    return {"crane": crane, "slurm": slurm, "ratio": ratio(crane.get("median"), slurm.get("median"))}
+    return {"crane": crane, "slurm": slurm, "ratio": ratio(crane.get("median"), slurm.get("median")),
+            "samples": {side: [round(v, 1) for v in values] for side, values in samples.items()}}
 
 
 def verdicts(figures: dict[str, dict[str, Any]]) -> dict[str, bool]:
@@ -477,7 +478,7 @@ def run(args: argparse.Namespace, lc: Any) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - one figure's failure is reported, the others still run
             bench.errors.append(f"{name}: {type(exc).__name__}: {exc}")
         if args.progress:
-            shown = {k: v for k, v in figures.get(name, {}).items() if k != "runs"}
+            shown = {k: v for k, v in figures.get(name, {}).items() if k not in ("runs", "samples")}
             print(f"[bench interactive] {name}: {json.dumps(shown)}", file=sys.stderr, flush=True)
     result: dict[str, Any] = {"figures": figures, "verdicts": verdicts(figures), "errors": bench.errors}
     if mem:

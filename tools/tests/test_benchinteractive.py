@@ -36,6 +36,7 @@ def test_summaries_ratios_and_targets() -> None:
     assert ratio(90.0, 60.0) == 1.5 and ratio(None, 1.0) is None and ratio(1.0, 0) is None and ratio(1.0, None) is None
     run = figure({"crane": [80, 90, 100], "slurm": [55, 60, 65]})
     assert run["crane"]["median"] == 90 and run["slurm"]["median"] == 60 and run["ratio"] == 1.5
+    assert run["samples"] == {"crane": [80, 90, 100], "slurm": [55, 60, 65]}
     stream = figure({"crane": [40.0, 60.0, 70.0], "slurm": [38.0]})
     assert stream["ratio"] == round(60.0 / 38.0, 2)
     assert verdicts({"run": run, "stream": stream}) == {"run_ratio_le_1.5": True, "stream_crane_ge_50": True}
