@@ -298,6 +298,8 @@ def test_pty_gives_a_real_terminal_with_line_editing_window_size_and_ctrl_c(clus
     child = pexpect.spawn(cli("crun"), ["--pty", "cat"], env=cluster.lc.env(), cwd=cluster.workdir, timeout=20,
                           encoding="utf-8")
     try:
+        child.expect("Allocated craned nodes")
+        time.sleep(0.5)             # the local terminal is raw from now on (typed earlier, it echoes locally)
         child.sendline("echoed")
         child.expect("echoed")
         child.sendcontrol("d")      # end of file at the start of a line: cat ends, and with it the step
