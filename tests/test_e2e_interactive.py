@@ -211,6 +211,16 @@ def test_calloc_runs_a_shell_whose_crun_uses_the_allocation_and_releases_it(clus
     assert all(n.cpu_alloc == 0 for n in free.values())
 
 
+def test_calloc_takes_tasks_and_memory_per_cpu(cluster):
+    e = cluster.lc.env()
+    e.pop("CRANE_JOB_ID", None)
+    proc = subprocess.run([cli("calloc"), "-n", "2", "--mem-per-cpu", "100M", "bash", "-c",
+                           "echo $CRANE_NTASKS $CRANE_MEM_PER_NODE $CRANE_JOB_NUM_NODES"], env=e, capture_output=True,
+                          text=True, cwd=cluster.workdir, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["2", "200", "1"]
+
+
 def test_ccancel_of_one_step_leaves_the_job_running(cluster):
     jid = cluster.cbatch("-o", "cc-%j.out", "--wrap", "crun sleep 100; echo after=$?; crun echo next", env=WITH_CRUN)
     wait_for(lambda: any(s.step_id == 1 and s.status == JobState.Running for s in steps_of(cluster, jid)),
@@ -273,11 +283,30 @@ def test_pty_gives_a_real_terminal_with_line_editing_window_size_and_ctrl_c(clus
         time.sleep(0.5)
         child.sendcontrol("c")      # reaches the remote terminal: sleep dies, bash stays
         child.expect("PROMPT\\$ ")
+        child.sendline("sleep 200")
+        time.sleep(0.5)
+        child.sendcontrol("z")      # job control on the remote side: stopped, back at the prompt
+        child.expect("Stopped")
+        child.expect("PROMPT\\$ ")
+        child.sendline("kill -9 %1; echo killed-$?")
+        child.expect("killed-0")
         child.sendline("exit 5")
         child.expect(pexpect.EOF)
     finally:
         child.close()
     assert child.exitstatus == 5
+    child = pexpect.spawn(cli("crun"), ["--pty", "cat"], env=cluster.lc.env(), cwd=cluster.workdir, timeout=20,
+                          encoding="utf-8")
+    try:
+        child.expect("Allocated craned nodes")
+        time.sleep(0.5)             # the local terminal is raw from now on (typed earlier, it echoes locally)
+        child.sendline("echoed")
+        child.expect("echoed")
+        child.sendcontrol("d")      # end of file at the start of a line: cat ends, and with it the step
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
 
 
 def test_ctrl_c_once_forwards_sigint_twice_cancels(cluster):

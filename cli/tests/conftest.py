@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cli_support import TOKEN, script_path, write_config  # noqa: E402
+from crunserver import serve  # noqa: E402
 from fakectld import FakeCtld, make_jobs, start  # noqa: E402
 
 
@@ -101,3 +102,22 @@ def run_cmd(acct, capsys):
         return Ran(code, cap.out, cap.err)
 
     return run
+
+
+@pytest.fixture
+def scripted(tmp_path):
+    """``scripted(script)``: a scripted CrunStream server (crunserver.py); returns (servicer, env for the CLI)."""
+    servers = []
+
+    def start(script):
+        server, port, servicer = serve(script)
+        servers.append(server)
+        conf = write_config(tmp_path, port)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRANE_")}
+        env.update(CRANE_CONFIG=str(conf), CRANE_TOKEN=TOKEN, XDG_CACHE_HOME=str(tmp_path / "cache"))
+        servicer.server = server
+        return servicer, env
+
+    yield start
+    for server in servers:
+        server.stop(0)

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
-import pytest
-from cli_support import TOKEN, script_path, write_config
+from cli_support import script_path
 from crane_common.proto import crane_pb2 as pb
-from crunserver import allocated, ended, error, pending, serve
+from crunserver import allocated, ended, error, pending
 
 from crane_cli import calloc
-
-
-@pytest.fixture
-def scripted(tmp_path):
-    servers = []
-
-    def start(script):
-        server, port, servicer = serve(script)
-        servers.append(server)
-        conf = write_config(tmp_path, port)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CRANE_")}
-        env.update(CRANE_CONFIG=str(conf), CRANE_TOKEN=TOKEN, XDG_CACHE_HOME=str(tmp_path / "cache"))
-        return servicer, env
-
-    yield start
-    for server in servers:
-        server.stop(0)
 
 
 def run_calloc(env, *args, timeout=30):

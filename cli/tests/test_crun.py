@@ -10,7 +10,7 @@ import time
 import pytest
 from cli_support import TOKEN, script_path, write_config
 from crane_common.proto import crane_pb2 as pb
-from crunserver import allocated, ended, error, output, pending, serve
+from crunserver import allocated, ended, error, output, pending
 
 from crane_cli import crun
 from crane_cli.errors import CliError
@@ -77,25 +77,6 @@ def test_pty_needs_a_terminal(tmp_path):
 
 
 # -- the client loop --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def scripted(tmp_path):
-    """``scripted(script)`` starts a scripted server; returns (servicer, env for crun)."""
-    servers = []
-
-    def start(script):
-        server, port, servicer = serve(script)
-        servers.append(server)
-        conf = write_config(tmp_path, port)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CRANE_")}
-        env.update(CRANE_CONFIG=str(conf), CRANE_TOKEN=TOKEN, XDG_CACHE_HOME=str(tmp_path / "cache"))
-        servicer.server = server
-        return servicer, env
-
-    yield start
-    for server in servers:
-        server.stop(0)
 
 
 def run_crun(env, *args, stdin=b"", timeout=30, cwd=None):

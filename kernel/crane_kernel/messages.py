@@ -216,6 +216,21 @@ class ContainerLaunch(BaseModel):
     command: list[Annotated[str, Field(max_length=1 << 20)]] = Field(default_factory=list, max_length=256)
 
 
+def _keep_bad_spec(data: Any, handler: Any) -> Any:
+    """Validate a launch message; if its only problems are inside ``spec``, keep it with ``spec=None``
+    and the problems in ``spec_error`` (the node then reports the launch as failed, not lost)."""
+    try:
+        return handler(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if not isinstance(data, dict) or data.get("spec") is None or \
+                any(tuple(e.get("loc", ()))[:1] != ("spec",) for e in errors):
+            raise
+        msg = handler({**data, "spec": None})
+        msg.spec_error = problems(exc)
+        return msg
+
+
 class LaunchSpec(BaseModel):
     """What a node needs to run a job's batch step: built by the controller, read by the step supervisor.
 
@@ -266,16 +281,7 @@ class LaunchStep(BusMessage):
     @classmethod
     def _keep_bad_spec(cls, data: Any, handler: Any) -> "LaunchStep":
         """Accept a message whose only problems are inside ``spec``: ``spec=None`` and the reason kept."""
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            if not isinstance(data, dict) or data.get("spec") is None or \
-                    any(tuple(e.get("loc", ()))[:1] != ("spec",) for e in errors):
-                raise
-            msg = handler({**data, "spec": None})
-            msg.spec_error = problems(exc)
-            return msg
+        return _keep_bad_spec(data, handler)
 
 
 STDIN_ALL = -1
@@ -340,16 +346,7 @@ class StartStep(BusMessage):
     @classmethod
     def _keep_bad_spec(cls, data: Any, handler: Any) -> "StartStep":
         """Accept a message whose only problems are inside ``spec``: ``spec=None`` and the reason kept."""
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            if not isinstance(data, dict) or data.get("spec") is None or \
-                    any(tuple(e.get("loc", ()))[:1] != ("spec",) for e in errors):
-                raise
-            msg = handler({**data, "spec": None})
-            msg.spec_error = problems(exc)
-            return msg
+        return _keep_bad_spec(data, handler)
 
 
 class TerminateStep(BusMessage):

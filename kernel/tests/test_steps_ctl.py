@@ -241,3 +241,21 @@ def test_malformed_steps_are_refused_before_anything_runs(rig: Rig, start: dict)
     with pytest.raises(StepRefused):
         rig.ctl.create_step({"job_id": job.job_id, **start}, ROOT)
     assert rig.to(job.alloc_nodes[0], m.StartStep) == []
+
+
+def test_every_step_start_and_end_is_an_event_with_its_name_for_the_history(rig: Rig) -> None:
+    from crane_kernel.events import StepEvent
+
+    rig.ctl.event_models = True
+    job = calloc_job(rig)
+    step = rig.ctl.create_step({"job_id": job.job_id, "argv": ["/usr/bin/hostname"]}, ROOT)
+    node = job.alloc_nodes[0]
+    status(rig, node, job, step.step_id, "running")
+    status(rig, node, job, step.step_id, "finished", 2)
+    events = [(e.kind, e.step_id, e.name, e.state, e.exit_code) for _, e in rig.sent if isinstance(e, StepEvent)]
+    assert events == [("step.started", 0, "interactive", "Running", 0), ("step.started", 1, "hostname", "Running", 0),
+                      ("step.ended", 1, "hostname", "Failed", 2)]
+    from crane_acct_sql.store import step_row
+
+    ended = next(e for _, e in rig.sent if isinstance(e, StepEvent) and e.kind == "step.ended")
+    assert step_row(ended)[:5] == (job.job_id, 1, "hostname", "Failed", 2)   # the row cacct shows as <job>.1

@@ -24,6 +24,7 @@ import os
 import pwd
 import select
 import signal
+import socket
 import struct
 import termios
 import threading
@@ -178,6 +179,7 @@ class InputPump(threading.Thread):
         self.streams = streams
         self.signal_tasks = signal_tasks
         self.stop = False
+        self.conn: Connection | None = None
         self.pending: collections.deque[tuple[bytes, iostream.InEntry, list[int]]] = collections.deque()
         for fd in streams.inputs.values():
             os.set_blocking(fd, False)
@@ -188,7 +190,7 @@ class InputPump(threading.Thread):
         while not self.stop:
             try:
                 if conn is None:
-                    conn = Connection(self.url)
+                    conn = self.conn = Connection(self.url)
                 done = self._flush()
                 block = 20 if self.pending else 500
                 count = max(1, iostream.WINDOW - len(self.pending))
@@ -200,7 +202,9 @@ class InputPump(threading.Thread):
                 done += self._flush()
                 if done:
                     conn.call("XDEL", self.key, *done)
-            except ConnectionError as exc:
+            except (ConnectionError, OSError, ValueError) as exc:
+                if self.stop:
+                    break
                 log.warning("ioin stream %s: %s", self.key, exc)
                 if conn is not None:
                     conn.close()
@@ -208,6 +212,16 @@ class InputPump(threading.Thread):
                 time.sleep(0.5)
         if conn is not None:
             conn.close()
+
+    def halt(self) -> None:
+        """Stop now: a blocked ``XREAD`` is cut short (its socket shut down), so the step's end never waits for it."""
+        self.stop = True
+        conn = self.conn
+        if conn is not None:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _take(self, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
         """Apply a signal or window size now, queue stdin; True when the entry is done with."""
@@ -344,7 +358,7 @@ class TaskStepSupervisor(Supervisor):
         pump = InputPump(self.redis_url, self.in_key, streams, self._signal_tasks)
         pump.start()
         rc = self._pump(handle, streams)
-        pump.stop = True
+        pump.halt()
         pump.join(1.0)  # it may write to the pty master: closed only once it stopped
         if streams.pty_master >= 0 and not pump.is_alive():
             os.close(streams.pty_master)

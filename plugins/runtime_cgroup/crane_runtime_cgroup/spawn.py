@@ -163,11 +163,12 @@ def forget(pid: int, code: int) -> None:
         proc.returncode = code
 
 
-def _prepare_as_user(spec: StepSpec, groups: list[int] | None) -> tuple[int, int, int]:
+def _prepare_as_user(spec: StepSpec, groups: list[int] | None, stdio: bool = True) -> tuple[int, int, int]:
     """Enter the working directory and open stdin/stdout/stderr with the user's effective ids.
 
     Entered with ``chdir`` (search permission, as for her own ``cd``), not re-resolved later by
-    root: the task starts in the directory the user's credentials reached.
+    root: the task starts in the directory the user's credentials reached. ``stdio=False`` (a
+    task step, whose streams the supervisor made): only the directory; returns ``(-1, -1, -1)``.
     """
     uid0, gid0 = os.geteuid(), os.getegid()
     old_groups = os.getgroups() if groups is not None else None
@@ -179,6 +180,8 @@ def _prepare_as_user(spec: StepSpec, groups: list[int] | None) -> tuple[int, int
             os.seteuid(spec.uid)
         stage, detail = "cwd", spec.cwd
         os.chdir(spec.cwd)
+        if not stdio:
+            return -1, -1, -1
         stage = "stdio"
         mode = os.O_APPEND if spec.open_mode == "append" else os.O_TRUNC
         out_flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY | mode

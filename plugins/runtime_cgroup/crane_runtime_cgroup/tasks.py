@@ -24,7 +24,7 @@ from crane_kernel.errors import StepLaunchError
 from crane_kernel.runtime import StepSpec, TaskIo
 
 from crane_runtime_cgroup.process import try_reap
-from crane_runtime_cgroup.spawn import ChildFailure, _move_self, _restore_self, supplementary_groups
+from crane_runtime_cgroup.spawn import _move_self, _prepare_as_user, _restore_self, supplementary_groups
 
 _KEEP: dict[int, subprocess.Popen] = {}
 """Popen objects of running tasks, so that subprocess never reaps them behind our back."""
@@ -47,24 +47,7 @@ def resolve_command(argv0: str, env: dict[str, str]) -> str:
 
 def _enter_cwd(spec: StepSpec, groups: list[int] | None) -> None:
     """``chdir`` into the working directory with the user's effective ids (her permissions, not root's)."""
-    uid0, gid0 = os.geteuid(), os.getegid()
-    old_groups = os.getgroups() if groups is not None else None
-    stage = "user"
-    try:
-        if groups is not None:
-            os.setgroups(groups)
-            os.setegid(spec.gid)
-            os.seteuid(spec.uid)
-        stage = "cwd"
-        os.chdir(spec.cwd)
-    except OSError as exc:
-        failure = ChildFailure(stage, exc.errno or 0, spec.cwd)
-        raise StepLaunchError(failure.message(spec), failure.exit_code()) from None
-    finally:
-        if groups is not None:
-            os.seteuid(uid0)
-            os.setegid(gid0)
-            os.setgroups(old_groups or [])
+    _prepare_as_user(spec, groups, stdio=False)
 
 
 def spawn_tasks(spec: StepSpec, attach_files: list[str], home_files: list[str]) -> dict[int, int]:
