@@ -78,7 +78,7 @@ def run_as(cluster: Any, user: Any, *args: str, token: str, env: dict[str, str])
     home = tempfile.mkdtemp(prefix="crane-home-")
     os.chown(home, user.pw_uid, user.pw_gid)
     full = {"PATH": os.environ.get("PATH", ""), "HOME": home, "CRANE_CONFIG": cluster.lc.config_path,
-            "CRANE_TOKEN": token, **env}
+            **({"CRANE_TOKEN": token} if token else {}), **env}
 
     def drop() -> None:
         os.setgroups([])
@@ -356,3 +356,44 @@ def _rss(pid: int) -> int:
                 return int(line.split()[1])
     return 0
 
+
+
+# --- the forwarder (cfored) and the direct path -------------------------------------------------------
+
+
+def test_crun_goes_through_the_forwarder_and_works_without_it(cluster):
+    sock = cluster.lc.cfored_socket()
+    assert os.path.exists(sock) and oct(os.stat(sock).st_mode & 0o777) == "0o666"
+    via_forwarder = crun(cluster, "-N", "2", "hostname")
+    direct = crun(cluster, "-N", "2", "hostname", env={"CRANE_NO_CFORED": "1"})
+    assert via_forwarder.returncode == direct.returncode == 0, (via_forwarder.stderr, direct.stderr)
+    assert sorted(via_forwarder.stdout.split()) == sorted(direct.stdout.split()) == ["cn01", "cn02"]
+
+
+def test_through_the_forwarder_a_user_is_who_her_kernel_says(cluster):
+    alice = ensure_user("crane_e2e_alice")
+    token = cluster.run("crane", "token", "issue", "--user", alice.pw_name, "--uid", str(alice.pw_uid))
+    assert token.returncode == 0, token.stderr
+    # no token at all: the forwarder vouches for her uid (SO_PEERCRED), and she gets her own rights only
+    mine = run_as(cluster, alice, "crun", "id", "-u", token="", env={})
+    assert mine.returncode == 0, mine.stderr
+    assert mine.stdout.strip() == str(alice.pw_uid)
+    jid = job_id_of(mine.stderr)
+    assert cluster.job(jid).user == alice.pw_name
+
+
+def test_only_root_may_act_for_another_user(cluster):
+    """A user who calls the controller herself and claims to be someone else is refused."""
+    import grpc
+    from crane_common.proto import crane_pb2 as pb
+    from crane_tools.client import CtldClient
+
+    alice = ensure_user("crane_e2e_alice")
+    token = cluster.run("crane", "token", "issue", "--user", alice.pw_name, "--uid", str(alice.pw_uid))
+    client = CtldClient.from_config(cluster.lc.config_path, token=token.stdout.strip())
+    start = pb.CrunRequest(start=pb.StepStart(job=pb.JobSpec(partition="debug"), argv=["id"]))
+    call = client.stub.CrunStream(iter([start]), metadata=(*client.metadata, ("x-crane-on-behalf-of", "0")))
+    with pytest.raises(grpc.RpcError) as err:
+        list(call)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    client.close()

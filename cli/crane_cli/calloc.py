@@ -64,11 +64,12 @@ def command(argv: list[str]) -> int:
     from crane_cli import clientconf
 
     conf = clientconf.load(args.config)
-    from crane_cli import rpc
-    from crane_cli.interactive import Stream
+    from crane_common.proto import crane_pb2 as pb
 
-    start["job"] = rpc.pb.JobSpec(**start["job"])  # type: ignore[arg-type]
-    stream = Stream(conf, rpc.pb.StepStart(**start))
+    from crane_cli.interactive import open_stream
+
+    start["job"] = pb.JobSpec(**start["job"])  # type: ignore[arg-type]
+    stream = open_stream(conf, pb.StepStart(**start))
     cancel = lambda *_a: stream.send(cancel=True)  # noqa: E731 - a signal handler
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, cancel)

@@ -47,16 +47,18 @@ class Client:
     """One crun run: the stream, the output routing, the signal handling, the terminal."""
 
     def __init__(self, args: object, start: dict[str, object], conf: object, terminal: object | None) -> None:
-        from crane_cli import crunio, rpc
-        from crane_cli.interactive import Stream
+        from crane_common.proto import crane_pb2 as pb
+
+        from crane_cli import crunio
+        from crane_cli.interactive import open_stream
 
         self.args = args
         self.new_job = "job" in start
         job = start.get("job") or {}
         name = str(job.get("name") if self.new_job else start.get("name") or "")
         if self.new_job:
-            start["job"] = rpc.pb.JobSpec(**job)
-        self.stream = Stream(conf, rpc.pb.StepStart(**start))
+            start["job"] = pb.JobSpec(**job)
+        self.stream = open_stream(conf, pb.StepStart(**start))
         self.output = crunio.Output(args.output, args.error, bool(args.label) and not args.pty, _user(), name,
                                     err_given=args.error_given)
         self.terminal = terminal

@@ -157,6 +157,7 @@ class StepsMixin:
         ids = self.submit([spec], identity)
         with self.lock:
             self.client_seen[(ids[0], 0)] = self.clock()
+        self.urgent.set()  # its user waits at a terminal: the next cycle need not wait for others to gather
         return ids[0]
 
     def _start_interactive(self, job: Any, spec: dict[str, Any], now: float, outbox: list) -> None:
