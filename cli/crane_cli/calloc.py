@@ -17,8 +17,12 @@ import sys
 import threading
 from typing import NoReturn
 
-from crane_cli.cliparse import parse, run
-from crane_cli.errors import EXIT_BACKEND, EXIT_GENERIC, EXIT_NETWORK, CliError
+from crane_cli import fastimport
+
+fastimport.install(fastimport.PROTOBUF_BAGGAGE)  # before anything imports protobuf (the forwarded path has no grpc)
+
+from crane_cli.cliparse import parse, run  # noqa: E402
+from crane_cli.errors import EXIT_BACKEND, EXIT_GENERIC, EXIT_NETWORK, CliError  # noqa: E402
 
 END_WAIT = 30.0  # seconds to wait for ``ended`` after ``complete``
 

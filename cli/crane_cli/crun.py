@@ -15,8 +15,12 @@ import sys
 import time
 from typing import NoReturn
 
-from crane_cli.cliparse import parse, run
-from crane_cli.errors import EXIT_ARGS, EXIT_BACKEND, EXIT_GENERIC, CliError, arg_error
+from crane_cli import fastimport
+
+fastimport.install(fastimport.PROTOBUF_BAGGAGE)  # before anything imports protobuf (the forwarded path has no grpc)
+
+from crane_cli.cliparse import parse, run  # noqa: E402
+from crane_cli.errors import EXIT_ARGS, EXIT_BACKEND, EXIT_GENERIC, CliError, arg_error  # noqa: E402
 
 DOUBLE_INTERRUPT = 1.0  # a second SIGINT within this many seconds cancels the step
 
