@@ -192,6 +192,10 @@ def test_crun_inside_a_batch_job_uses_every_node(cluster):
     assert steps[2].craned_list == "cn02"
     shown = cluster.run("cqueue", "-s", "-j", str(jid))  # ended steps are not listed by cqueue, but it answers
     assert shown.returncode == 0, shown.stderr
+    acct = cluster.run("cacct", "-j", str(jid), "-o", "%j %n %t", "-N")
+    rows = [line.split() for line in acct.stdout.splitlines()]
+    assert [str(jid), "wrap", "Completed"] in rows and [f"{jid}.1", "hostname", "Completed"] in rows, acct.stdout
+    assert [f"{jid}.2", "echo", "Completed"] in rows
 
 
 def test_calloc_runs_a_shell_whose_crun_uses_the_allocation_and_releases_it(cluster):
