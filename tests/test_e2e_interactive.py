@@ -119,6 +119,22 @@ def test_crun_exits_with_the_tasks_exit_code_and_says_why(cluster):
     assert proc.returncode != 0 and "/no/such/command" in proc.stderr
 
 
+def test_a_crun_job_ends_at_its_time_limit_and_a_step_at_its_own(cluster):
+    proc = crun(cluster, "-t", "0:0:2", "sleep", "30")
+    assert proc.returncode != 0 and "ExceedTimeLimit" in proc.stderr, proc.stderr
+    assert cluster.job(job_id_of(proc.stderr)).status == JobState.ExceedTimeLimit
+    holder = spawn(cluster, "calloc", "-N", "1", "sleep", "30")
+    try:
+        jid = wait_for(lambda: next((j.job_id for j in cluster.client.jobs() if j.status == JobState.Running
+                                     and j.type == 0), None), what="the allocation")
+        proc = crun(cluster, "-t", "0:0:1", "sleep", "30", env={"CRANE_JOB_ID": str(jid)})
+        assert proc.returncode != 0 and "time limit" in proc.stderr, proc.stderr
+        assert cluster.job(jid).status == JobState.Running          # the allocation goes on
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_crun_stdin_goes_to_task_0_or_all(cluster):
     assert crun(cluster, "cat", input="hello\n").stdout == "hello\n"
     proc = crun(cluster, "-n", "2", "-i", "all", "-l", "cat", input="x\n")
