@@ -78,7 +78,7 @@ def run_as(cluster: Any, user: Any, *args: str, token: str, env: dict[str, str])
     home = tempfile.mkdtemp(prefix="crane-home-")
     os.chown(home, user.pw_uid, user.pw_gid)
     full = {"PATH": os.environ.get("PATH", ""), "HOME": home, "CRANE_CONFIG": cluster.lc.config_path,
-            "CRANE_TOKEN": token, **env}
+            **({"CRANE_TOKEN": token} if token else {}), **env}
 
     def drop() -> None:
         os.setgroups([])
@@ -117,6 +117,22 @@ def test_crun_exits_with_the_tasks_exit_code_and_says_why(cluster):
     assert proc.returncode == 137, proc.stderr
     proc = crun(cluster, "/no/such/command")
     assert proc.returncode != 0 and "/no/such/command" in proc.stderr
+
+
+def test_a_crun_job_ends_at_its_time_limit_and_a_step_at_its_own(cluster):
+    proc = crun(cluster, "-t", "0:0:2", "sleep", "30")
+    assert proc.returncode != 0 and "ExceedTimeLimit" in proc.stderr, proc.stderr
+    assert cluster.job(job_id_of(proc.stderr)).status == JobState.ExceedTimeLimit
+    holder = spawn(cluster, "calloc", "-N", "1", "sleep", "30")
+    try:
+        jid = wait_for(lambda: next((j.job_id for j in cluster.client.jobs() if j.status == JobState.Running
+                                     and j.type == 0), None), what="the allocation")
+        proc = crun(cluster, "-t", "0:0:1", "sleep", "30", env={"CRANE_JOB_ID": str(jid)})
+        assert proc.returncode != 0 and "time limit" in proc.stderr, proc.stderr
+        assert cluster.job(jid).status == JobState.Running          # the allocation goes on
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_crun_stdin_goes_to_task_0_or_all(cluster):
@@ -192,6 +208,10 @@ def test_crun_inside_a_batch_job_uses_every_node(cluster):
     assert steps[2].craned_list == "cn02"
     shown = cluster.run("cqueue", "-s", "-j", str(jid))  # ended steps are not listed by cqueue, but it answers
     assert shown.returncode == 0, shown.stderr
+    acct = cluster.run("cacct", "-j", str(jid), "-o", "%j %n %t", "-N")
+    rows = [line.split() for line in acct.stdout.splitlines()]
+    assert [str(jid), "wrap", "Completed"] in rows and [f"{jid}.1", "hostname", "Completed"] in rows, acct.stdout
+    assert [f"{jid}.2", "echo", "Completed"] in rows
 
 
 def test_calloc_runs_a_shell_whose_crun_uses_the_allocation_and_releases_it(cluster):
@@ -356,3 +376,44 @@ def _rss(pid: int) -> int:
                 return int(line.split()[1])
     return 0
 
+
+
+# --- the forwarder (cfored) and the direct path -------------------------------------------------------
+
+
+def test_crun_goes_through_the_forwarder_and_works_without_it(cluster):
+    sock = cluster.lc.cfored_socket()
+    assert os.path.exists(sock) and oct(os.stat(sock).st_mode & 0o777) == "0o666"
+    via_forwarder = crun(cluster, "-N", "2", "hostname")
+    direct = crun(cluster, "-N", "2", "hostname", env={"CRANE_NO_CFORED": "1"})
+    assert via_forwarder.returncode == direct.returncode == 0, (via_forwarder.stderr, direct.stderr)
+    assert sorted(via_forwarder.stdout.split()) == sorted(direct.stdout.split()) == ["cn01", "cn02"]
+
+
+def test_through_the_forwarder_a_user_is_who_her_kernel_says(cluster):
+    alice = ensure_user("crane_e2e_alice")
+    token = cluster.run("crane", "token", "issue", "--user", alice.pw_name, "--uid", str(alice.pw_uid))
+    assert token.returncode == 0, token.stderr
+    # no token at all: the forwarder vouches for her uid (SO_PEERCRED), and she gets her own rights only
+    mine = run_as(cluster, alice, "crun", "id", "-u", token="", env={})
+    assert mine.returncode == 0, mine.stderr
+    assert mine.stdout.strip() == str(alice.pw_uid)
+    jid = job_id_of(mine.stderr)
+    assert cluster.job(jid).user == alice.pw_name
+
+
+def test_only_root_may_act_for_another_user(cluster):
+    """A user who calls the controller herself and claims to be someone else is refused."""
+    import grpc
+    from crane_common.proto import crane_pb2 as pb
+    from crane_tools.client import CtldClient
+
+    alice = ensure_user("crane_e2e_alice")
+    token = cluster.run("crane", "token", "issue", "--user", alice.pw_name, "--uid", str(alice.pw_uid))
+    client = CtldClient.from_config(cluster.lc.config_path, token=token.stdout.strip())
+    start = pb.CrunRequest(start=pb.StepStart(job=pb.JobSpec(partition="debug"), argv=["id"]))
+    call = client.stub.CrunStream(iter([start]), metadata=(*client.metadata, ("x-crane-on-behalf-of", "0")))
+    with pytest.raises(grpc.RpcError) as err:
+        list(call)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    client.close()

@@ -17,8 +17,12 @@ import sys
 import threading
 from typing import NoReturn
 
-from crane_cli.cliparse import parse, run
-from crane_cli.errors import EXIT_BACKEND, EXIT_GENERIC, EXIT_NETWORK, CliError
+from crane_cli import fastimport
+
+fastimport.install(fastimport.PROTOBUF_BAGGAGE)  # before anything imports protobuf (the forwarded path has no grpc)
+
+from crane_cli.cliparse import parse, run  # noqa: E402
+from crane_cli.errors import EXIT_BACKEND, EXIT_GENERIC, EXIT_NETWORK, CliError  # noqa: E402
 
 END_WAIT = 30.0  # seconds to wait for ``ended`` after ``complete``
 
@@ -64,11 +68,12 @@ def command(argv: list[str]) -> int:
     from crane_cli import clientconf
 
     conf = clientconf.load(args.config)
-    from crane_cli import rpc
-    from crane_cli.interactive import Stream
+    from crane_common.proto import crane_pb2 as pb
 
-    start["job"] = rpc.pb.JobSpec(**start["job"])  # type: ignore[arg-type]
-    stream = Stream(conf, rpc.pb.StepStart(**start))
+    from crane_cli.interactive import open_stream
+
+    start["job"] = pb.JobSpec(**start["job"])  # type: ignore[arg-type]
+    stream = open_stream(conf, pb.StepStart(**start))
     cancel = lambda *_a: stream.send(cancel=True)  # noqa: E731 - a signal handler
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, cancel)

@@ -11,7 +11,8 @@ certificate the controller's certificate must chain to; set, the commands talk
 TLS and verify the server), ``ClientCert``/``ClientKey`` (a client certificate
 for mTLS; ``$CRANE_TLS_CERT``/``$CRANE_TLS_KEY`` override them) and
 ``ServerName`` (the name to check the certificate against, default
-``ControlMachine``). Relative paths are taken relative to the base dir.
+``ControlMachine``), and ``Cfored.Socket`` (the login node's interactive forwarder crun and
+calloc use when its socket exists). Relative paths are taken relative to the base dir.
 Everything else in the file is ignored.
 
 A missing or unparsable file is a :class:`~crane_cli.errors.CliError` with exit
@@ -46,12 +47,12 @@ class ClientConfig:
     """Client-side view of ``config.yaml``."""
 
     __slots__ = ("path", "control_machine", "port", "base_dir", "key_file", "cluster_name", "credential",
-                 "tls_ca", "tls_cert", "tls_key", "tls_server_name")
+                 "tls_ca", "tls_cert", "tls_key", "tls_server_name", "cfored_socket")
 
     def __init__(self, path: str, control_machine: str = DEFAULT_CONTROL_MACHINE, port: int = DEFAULT_PORT,
                  base_dir: str = DEFAULT_BASE_DIR, key_file: str | None = None, cluster_name: str = "",
                  credential: str = "token", tls_ca: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None, tls_server_name: str | None = None) -> None:
+                 tls_key: str | None = None, tls_server_name: str | None = None, cfored_socket: str = "") -> None:
         self.path = path
         self.control_machine = control_machine
         self.port = port
@@ -63,6 +64,7 @@ class ClientConfig:
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self.tls_server_name = tls_server_name
+        self.cfored_socket = cfored_socket  # the login node's interactive forwarder (cfored), "" = none
 
     @property
     def host_token_file(self) -> str:
@@ -156,14 +158,19 @@ def from_mapping(data: object, path: str = "<config>") -> ClientConfig:
         return os.path.join(base_dir, os.path.expanduser(value))
 
     server_name = tls.get("ServerName")
+    cfored = data.get("Cfored") or {}
+    if not isinstance(cfored, dict) or not isinstance(cfored.get("Socket", ""), str):
+        raise _fail(path, "Cfored must be a mapping with a Socket path")
+    sock = cfored.get("Socket") or ""
     return ClientConfig(path, host, port, base_dir, key_file or None, text("ClusterName", ""), credential,
                         tls_path("CA"), tls_path("ClientCert"), tls_path("ClientKey"),
-                        str(server_name) if server_name else None)
+                        str(server_name) if server_name else None,
+                        os.path.join(base_dir, os.path.expanduser(sock)) if sock else "")
 
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 _FIELDS = ("control_machine", "port", "base_dir", "key_file", "cluster_name", "credential", "tls_ca", "tls_cert",
-           "tls_key", "tls_server_name")
+           "tls_key", "tls_server_name", "cfored_socket")
 
 
 def cache_file(path: str) -> str:

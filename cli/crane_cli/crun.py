@@ -15,8 +15,12 @@ import sys
 import time
 from typing import NoReturn
 
-from crane_cli.cliparse import parse, run
-from crane_cli.errors import EXIT_ARGS, EXIT_BACKEND, EXIT_GENERIC, CliError, arg_error
+from crane_cli import fastimport
+
+fastimport.install(fastimport.PROTOBUF_BAGGAGE)  # before anything imports protobuf (the forwarded path has no grpc)
+
+from crane_cli.cliparse import parse, run  # noqa: E402
+from crane_cli.errors import EXIT_ARGS, EXIT_BACKEND, EXIT_GENERIC, CliError, arg_error  # noqa: E402
 
 DOUBLE_INTERRUPT = 1.0  # a second SIGINT within this many seconds cancels the step
 
@@ -47,16 +51,18 @@ class Client:
     """One crun run: the stream, the output routing, the signal handling, the terminal."""
 
     def __init__(self, args: object, start: dict[str, object], conf: object, terminal: object | None) -> None:
-        from crane_cli import crunio, rpc
-        from crane_cli.interactive import Stream
+        from crane_common.proto import crane_pb2 as pb
+
+        from crane_cli import crunio
+        from crane_cli.interactive import open_stream
 
         self.args = args
         self.new_job = "job" in start
         job = start.get("job") or {}
         name = str(job.get("name") if self.new_job else start.get("name") or "")
         if self.new_job:
-            start["job"] = rpc.pb.JobSpec(**job)
-        self.stream = Stream(conf, rpc.pb.StepStart(**start))
+            start["job"] = pb.JobSpec(**job)
+        self.stream = open_stream(conf, pb.StepStart(**start))
         self.output = crunio.Output(args.output, args.error, bool(args.label) and not args.pty, _user(), name,
                                     err_given=args.error_given)
         self.terminal = terminal

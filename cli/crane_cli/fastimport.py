@@ -60,6 +60,13 @@ GRPC_BAGGAGE: tuple[tuple[str, bool], ...] = (
     ("google.protobuf.internal.python_message", True),
 )
 
+# The forwarded crun/calloc path (no grpc): only protobuf's pure-Python message code, which the
+# upb backend never runs, and the Timestamp helpers' calendar.
+PROTOBUF_BAGGAGE: tuple[tuple[str, bool], ...] = (
+    ("calendar", False),
+    ("google.protobuf.internal.python_message", True),
+)
+
 # Deferred right after ``import grpc`` (so that grpc is there to bind it): the channel
 # module imports ``grpc.experimental`` (and with it the simple-stubs API) without using it.
 GRPC_LATE_BAGGAGE: tuple[tuple[str, bool], ...] = (

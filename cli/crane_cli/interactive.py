@@ -59,7 +59,7 @@ class Stream:
             self._wake.set()
 
     def _iter_requests(self) -> Iterator[object]:
-        from crane_cli.rpc import pb
+        from crane_common.proto import crane_pb2 as pb
 
         yield pb.CrunRequest(start=self.start)
         while True:
@@ -122,6 +122,88 @@ class Stream:
                 self.call.cancel()
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
+
+
+class ForwardedStream(Stream):
+    """The same call through the login node's forwarder (``cfored``, a Unix socket): no grpc, TLS or token here.
+
+    The forwarder learns who we are from the kernel (SO_PEERCRED) and relays to the controller on
+    its own warm channel (crane_cli/cfored.py); the messages are the same, framed
+    (:mod:`crane_common.frames`).
+    """
+
+    def __init__(self, conf: object, start: object, path: str) -> None:
+        super().__init__(conf, start)
+        self.path = path
+        self.sock = None
+
+    def open(self) -> None:
+        """Connect to the forwarder and start sending (raises CliError, exit 3, if it cannot be reached)."""
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            raise CliError(f"{BROKEN} (the forwarder at {self.path}: {exc.strerror or exc})", EXIT_NETWORK) from None
+        self.sock = sock
+        threading.Thread(target=self._send_frames, name="crun-send", daemon=True).start()
+        threading.Thread(target=self._pinger, name="crun-heartbeat", daemon=True).start()
+
+    def _send_frames(self) -> None:
+        from crane_common.frames import write_frame
+
+        try:
+            for request in self._iter_requests():
+                write_frame(self.sock, request.SerializeToString())  # type: ignore[attr-defined]
+            self.sock.shutdown(1)  # type: ignore[union-attr]  # half-close: no more requests
+        except OSError:
+            pass
+
+    def replies(self) -> Iterator[object]:
+        """The replies in order; the last one is ``ended`` or ``error``, else CliError (exit 3)."""
+        from crane_common.frames import FrameError, read_frame
+        from crane_common.proto import crane_pb2 as pb
+
+        try:
+            while True:
+                data = read_frame(self.sock)  # type: ignore[arg-type]
+                if data is None:
+                    break
+                reply = pb.CrunReply.FromString(data)
+                kind = reply.WhichOneof("msg")
+                if kind == "allocated" and reply.allocated.heartbeat:
+                    self.set_heartbeat(reply.allocated.heartbeat)
+                yield reply
+                if kind in ("ended", "error"):
+                    return
+        except (OSError, FrameError, ValueError) as exc:
+            raise CliError(f"{BROKEN} ({exc})", EXIT_NETWORK) from None
+        raise CliError(f"{BROKEN} (the stream ended before the step did)", EXIT_NETWORK)
+
+    def cancel_call(self) -> None:
+        """Drop the connection (the forwarder drops its call; the controller ends what it owned)."""
+        self.close()
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(2)
+            except OSError:
+                pass
+
+    def close_socket(self) -> None:
+        """Close the connection once the replies are read."""
+        if self.sock is not None:
+            self.sock.close()
+
+
+def open_stream(conf: object, start: object) -> Stream:
+    """The stream for ``start``: through the login node's forwarder when its socket is there
+    (``Cfored.Socket``; ``CRANE_NO_CFORED=1`` skips it), else a direct gRPC call."""
+    path = getattr(conf, "cfored_socket", "")
+    if path and not os.environ.get("CRANE_NO_CFORED") and os.path.exists(path):
+        return ForwardedStream(conf, start, path)
+    return Stream(conf, start)
 
 
 def write_all(fd: int, data: bytes) -> None:

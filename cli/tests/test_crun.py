@@ -478,3 +478,39 @@ def test_pty_window_change(scripted):
     assert child.exitstatus == 0
     sizes = [(w.rows, w.cols) for w in srv.session().wait_for("winsize", 2)]
     assert sizes == [(24, 80), (50, 132)]
+
+
+def test_through_the_forwarder_crun_needs_no_grpc(tmp_path):
+    """With ``Cfored.Socket`` there, crun talks frames over the Unix socket: no grpc, TLS or token loaded."""
+    import socket
+    import sys
+    import threading
+
+    from crane_common.frames import read_frame, write_frame
+
+    sock_path = tmp_path / "cfored.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(1)
+    seen: list = []
+
+    def forwarder() -> None:
+        conn, _ = server.accept()
+        seen.append(pb.CrunRequest.FromString(read_frame(conn)))
+        for reply in (pending(), allocated(), output(0, 1, b"hi\n"), ended()):
+            write_frame(conn, reply.SerializeToString())
+        conn.close()
+
+    threading.Thread(target=forwarder, daemon=True).start()
+    conf = tmp_path / "config.yaml"
+    conf.write_text(f"ClusterName: test\nControlMachine: 127.0.0.1\nCraneCtldListenPort: 9\nCraneBaseDir: {tmp_path}/\n"
+                    "Cfored:\n  Socket: cfored.sock\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRANE_")}
+    env.update(CRANE_CONFIG=str(conf), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    p = subprocess.run([sys.executable, "-X", "importtime", script_path("crun"), "true"], env=env,
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0 and p.stdout == "hi\n", p.stderr[-500:]
+    names = {line.split("|")[2].strip() for line in p.stderr.splitlines()
+             if line.startswith("import time:") and "self [us]" not in line}
+    assert not names & {"grpc", "ssl", "google.protobuf.text_format"}, sorted(names & {"grpc", "ssl"})
+    assert list(seen[0].start.argv) == ["true"]

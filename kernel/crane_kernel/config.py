@@ -274,6 +274,12 @@ class PlugindConfig(_Model):
     LogFile: str = ""
 
 
+class CforedConfig(_Model):
+    """The login node's interactive forwarder (``Cfored:`` section; crane_cli/cfored.py, docs/interactive.md)."""
+
+    Socket: str = ""   # its Unix socket, relative to CraneBaseDir; "" = none: crun/calloc call the controller directly
+
+
 class ClusterConfig(_Model):
     """The whole validated configuration."""
 
@@ -290,6 +296,7 @@ class ClusterConfig(_Model):
     Plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     CraneCtld: CtldConfig = Field(default_factory=CtldConfig)
     Craned: CranedConfig = Field(default_factory=CranedConfig)
+    Cfored: CforedConfig = Field(default_factory=CforedConfig)
     Auth: AuthConfig = Field(default_factory=AuthConfig)
     Bus: BusConfig = Field(default_factory=BusConfig)
     Accounting: AccountingConfig = Field(default_factory=AccountingConfig)

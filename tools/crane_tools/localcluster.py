@@ -46,6 +46,8 @@ def default_config(base_dir: str, redis_url: str, port: int, *, nodes: int = 3, 
         # every cluster's job cgroups under their own prefix (the cgroup runtime plugin's setting), and
         # each step in a UTS namespace named after its virtual node (``hostname`` in a job prints it)
         "Plugins": {"Settings": {"cgroup": {"Prefix": f"crane_{cluster}_{os.getpid()}", "UtsNamespace": True}}},
+        # the login node's interactive forwarder (crun/calloc use it when its socket is there; root only)
+        "Cfored": {"Socket": "cfored/cfored.sock"},
     }
     _merge(cfg, overrides)
     return cfg
@@ -78,6 +80,7 @@ class LocalCluster:
         self.ctld: subprocess.Popen | None = None
         self.craneds: dict[str, subprocess.Popen] = {}
         self.plugind: subprocess.Popen | None = None
+        self.cfored: subprocess.Popen | None = None
         self.node_names: list[str] = []
         self.logs = os.path.join(self.base_dir, "log")
         self.bus_dir: str | None = None  # the bus credentials (None: Bus.Auth off)
@@ -134,6 +137,8 @@ class LocalCluster:
         self.start_ctld()
         if self.cfg.Plugins.Events:
             self.start_plugind()
+        if self.cfg.Cfored.Socket and os.geteuid() == 0:
+            self.start_cfored()
         for name in self.node_names:
             self.start_craned(name)
         self.wait_nodes_up(len(self.node_names))
@@ -204,6 +209,24 @@ class LocalCluster:
             bus.close()
         raise RuntimeError(f"cplugind did not create its groups in time; see {self.logs}/cplugind.log")
 
+    def cfored_socket(self) -> str:
+        """The forwarder's socket path ("" when the config has none)."""
+        path = self.cfg.Cfored.Socket
+        return os.path.join(self.cfg.base_dir, path) if path and not os.path.isabs(path) else path
+
+    def start_cfored(self, timeout: float = 20) -> None:
+        """Start ``cfored`` (the interactive forwarder; log ``cfored.log``) and wait for its socket."""
+        self.cfored = self._spawn(["crane_cli.cfored"], "cfored.log")
+        path = self.cfored_socket()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if os.path.exists(path):
+                return
+            if self.cfored.poll() is not None:
+                raise RuntimeError(f"cfored exited with {self.cfored.returncode}; see {self.logs}/cfored.log")
+            time.sleep(0.02)
+        raise RuntimeError(f"cfored did not open {path} in time; see {self.logs}/cfored.log")
+
     def kill_plugind(self, sig: int = signal.SIGKILL) -> None:
         """Kill ``cplugind`` (default ``kill -9``)."""
         if self.plugind is not None:
@@ -261,7 +284,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop everything, kill leftover step supervisors, remove cgroups and (if ours) the directory."""
-        procs = [*self.craneds.values(), self.ctld, self.plugind]
+        procs = [self.cfored, *self.craneds.values(), self.ctld, self.plugind]
         for proc in procs:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

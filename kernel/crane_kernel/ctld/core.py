@@ -79,6 +79,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self.clock = clock
         self.lock = threading.RLock()
         self.wake = threading.Event()
+        self.urgent = threading.Event()  # someone waits at a terminal (crun, calloc): no ScheduleMinInterval pause
         self.nodes, self.sched_nodes, self.partitions = build_nodes(cfg)
         self.keeper = ViewKeeper(self.sched_nodes, self.partitions)  # the scheduler's one view (ctld/view.py)
         self.jobs: dict[int, Job] = {}

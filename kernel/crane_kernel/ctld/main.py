@@ -250,7 +250,9 @@ class CtldDaemon:
                 log.exception("scheduling cycle failed")
             if self.relay is not None:
                 self.relay.janitor(time.time())  # I/O streams of ended steps no relay deleted
-            time.sleep(cc.ScheduleMinInterval)
+            # the pause that lets submissions gather into one cycle; an interactive one cuts it short
+            if self.ctl.urgent.wait(cc.ScheduleMinInterval):
+                self.ctl.urgent.clear()
 
     def shutdown(self) -> None:
         """Stop serving, join the loops, close the store, then shut the plugins down."""

@@ -83,6 +83,8 @@ def _code(exc: Exception) -> int:
     return getattr(exc, "code", ERR_GENERIC_FAILURE)
 
 
+ON_BEHALF_OF = "x-crane-on-behalf-of"  # a forwarder's (cfored's) assertion of the user it serves
+
 _PRIVATE_FIELDS = ("comment", "cmd_line", "cwd", "stdout_path", "stderr_path", "submit_host")
 _USAGE_FIELDS = ("usage_cpu_ms", "usage_mem_peak")
 
@@ -121,6 +123,22 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         if ident is None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid credentials (token missing, bad or expired)")
         return self.ctl.accounts.enrich(ident)  # the account database's admin level and coordinated accounts
+
+    def _forwarded_identity(self, context: grpc.ServicerContext, forwarder: Identity, behalf: Any) -> Identity:
+        """The user a forwarder (root) acts for; anyone else asserting another user is refused."""
+        if forwarder.uid != 0 or not isinstance(behalf, str) or not behalf.isdigit() or len(behalf) > 10:
+            log.warning("%s (uid %d) claimed to act for %r: refused", forwarder.user, forwarder.uid, behalf)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          "Permission denied: only the forwarder (root) may act for another user")
+        uid = int(behalf)
+        try:
+            import pwd
+
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"Permission denied: uid {uid} is unknown here")
+        level = forwarder.admin_level if uid == 0 else "none"
+        return self.ctl.accounts.enrich(Identity(uid, user, admin_level=level, via=f"cfored:{forwarder.via}"))
 
     def _authorized(self, context: grpc.ServicerContext, method: str, action: str) -> Identity:
         """Authenticate the call and ask ``crane_authorize`` for ``action`` (no target); abort if denied."""
@@ -291,8 +309,16 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         return reply
 
     def CrunStream(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """crun and calloc: one stream per interactive job or step (ctld/iorelay.py, docs/interactive.md)."""
+        """crun and calloc: one stream per interactive job or step (ctld/iorelay.py, docs/interactive.md).
+
+        Directly from the command, or through a login node's forwarder (``cfored``): root's call
+        carrying ``x-crane-on-behalf-of: <uid>`` (the uid the forwarder's kernel vouched for with
+        SO_PEERCRED) acts as that user, with that user's rights only.
+        """
         ident = self._identity(context, "CrunStream")
+        behalf = next((v for k, v in context.invocation_metadata() if k == ON_BEHALF_OF), None)
+        if behalf is not None:
+            ident = self._forwarded_identity(context, ident, behalf)
         if self.relay is None:
             context.abort(grpc.StatusCode.UNAVAILABLE, "this controller serves no interactive sessions")
         yield from self.relay.serve(request_iterator, context, ident, spec_dict)

@@ -157,6 +157,7 @@ class StepsMixin:
         ids = self.submit([spec], identity)
         with self.lock:
             self.client_seen[(ids[0], 0)] = self.clock()
+        self.urgent.set()  # its user waits at a terminal: the next cycle need not wait for others to gather
         return ids[0]
 
     def _start_interactive(self, job: Any, spec: dict[str, Any], now: float, outbox: list) -> None:
@@ -304,9 +305,9 @@ class StepsMixin:
         all_devices = state.gres.all_devices()
         if devices:
             env.update(self._gres_environment(job, devices, state))
-        remaining = int(job.start_time + job.time_limit - now) if job.time_limit and job.start_time else 0
-        limit = min(x for x in (step.time_limit, max(1, remaining) if job.time_limit else 0) if x) \
-            if (step.time_limit or job.time_limit) else 0
+        # the step's own limit (crun -t inside an allocation); the job's is the controller's to enforce
+        # (_check_steps; a batch job's end ends its steps), so `ccontrol update timelimit` holds for steps too
+        limit = step.time_limit
         spec = m.TaskLaunch(
             name=step.name, uid=job.uid, gid=job.gid, user=job.user, cwd=step.cwd or "/", argv=step.argv, env=env,
             task_ids=step.tasks[node], ntasks=step.ntasks, node_index=nodes.index(node), nodes=nodes,
