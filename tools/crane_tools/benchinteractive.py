@@ -24,7 +24,9 @@ from this process (``subprocess``), with a new job (or step) each time:
 
 Medians over ``--rounds`` (default 20; ``--stream-rounds``, default 5, for the stream), one
 untimed warm-up of each command first; ratios are crane / Slurm (for times: < 1 is faster; for
-the stream rate: > 1 is faster). ``--no-slurm`` measures crane alone. Run as root (the cgroup
+the stream rate: > 1 is faster). ``--no-slurm`` measures crane alone. crun and calloc go through
+the cluster's ``cfored`` (the login node's forwarder, which ``LocalCluster`` starts as root) unless
+``--direct`` (``CRANE_NO_CFORED=1``: their own grpc channel, TLS and token). Run as root (the cgroup
 runtime and the Slurm harness need it).
 """
 
@@ -123,7 +125,8 @@ def render_table(result: dict[str, Any]) -> str:
 def render_text(result: dict[str, Any]) -> str:
     """The whole text report: context lines, the table, memory and the targets."""
     out = [f"machine: {result.get('machine')}, python {result.get('python')}",
-           f"crane cluster: {result.get('cluster')}; slurm: {result.get('slurm', {}).get('status', 'not run')}",
+           f"crane cluster: {result.get('cluster')}, crun {result.get('crane_path', '?')}; "
+           f"slurm: {result.get('slurm', {}).get('status', 'not run')}",
            f"rounds: {result.get('rounds')} (stream: {result.get('stream_rounds')}), interleaved crane/slurm", "",
            render_table(result)]
     mem = result.get("ctld_memory")
@@ -134,6 +137,9 @@ def render_text(result: dict[str, Any]) -> str:
         if "redis_before_kb" in mem:
             out.append("redis-server: VmRSS {redis_before_kb} kB before, {redis_after_kb} kB after, "
                        "VmHWM {redis_hwm_kb} kB".format(**mem))
+        if "cfored_before_kb" in mem:
+            out.append("cfored: VmRSS {cfored_before_kb} kB before, {cfored_after_kb} kB after, "
+                       "VmHWM {cfored_hwm_kb} kB".format(**mem))
     lines = []
     for name, _what, _unit, _better in FIGURES:
         marks = (result.get("figures", {}).get(name) or {}).get("allocated_line_ms") or {}
@@ -420,9 +426,9 @@ class Bench:
                 if rc not in (0, None):
                     self.errors.append(f"step {side}: the allocation client exited {rc}")
 
-    def stream(self, rounds: int, ctld_pid: int | None,
-               redis_pid: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The stream figure and the controller's (and Redis's) memory around the rounds."""
+    def stream(self, rounds: int, ctld_pid: int | None, redis_pid: int | None = None,
+               cfored_pid: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The stream figure and the controller's (and Redis's, cfored's) memory around the rounds."""
         nbytes = self.mb << 20
         want = expected_sha256(nbytes)
         cmds = self.commands("stream")
@@ -434,6 +440,8 @@ class Bench:
             mem = {"before_kb": rss_kb(ctld_pid), "hwm_before_kb": rss_kb(ctld_pid, "VmHWM")}
         if redis_pid:
             mem["redis_before_kb"] = rss_kb(redis_pid)
+        if cfored_pid:
+            mem["cfored_before_kb"] = rss_kb(cfored_pid)
         sampler = RssSampler(ctld_pid) if ctld_pid else None
         with sampler or contextlib.nullcontext():
             for _ in range(rounds):
@@ -451,6 +459,9 @@ class Bench:
         if redis_pid:
             mem["redis_after_kb"] = rss_kb(redis_pid)
             mem["redis_hwm_kb"] = rss_kb(redis_pid, "VmHWM")
+        if cfored_pid:
+            mem["cfored_after_kb"] = rss_kb(cfored_pid)
+            mem["cfored_hwm_kb"] = rss_kb(cfored_pid, "VmHWM")
         fig = figure(samples)
         fig["runs"] = runs
         fig["byte_exact"] = {s: sum(1 for r in runs if r["side"] == s and r["ok"]) for s in self.sides()}
@@ -462,7 +473,10 @@ ALL = ("run", "run_n", "step", "alloc", "start", "stream")
 
 def run(args: argparse.Namespace, lc: Any) -> dict[str, Any]:
     """Every selected figure on the started cluster ``lc`` (and Slurm when ``args.slurm_status`` is up)."""
-    bench = Bench(lc.env(), args.slurm_status.startswith("up"), args.tasks, args.mb)
+    env = lc.env()
+    if args.direct:
+        env["CRANE_NO_CFORED"] = "1"  # crun and calloc call the controller themselves (grpc, TLS, token)
+    bench = Bench(env, args.slurm_status.startswith("up"), args.tasks, args.mb)
     figures: dict[str, Any] = {}
     mem: dict[str, Any] = {}
     for name in args.only:
@@ -470,9 +484,10 @@ def run(args: argparse.Namespace, lc: Any) -> dict[str, Any]:
             if name == "step":
                 figures[name] = bench.step(args.rounds)
             elif name == "stream":
-                redis = getattr(lc, "redis", None)
+                redis, cfored = getattr(lc, "redis", None), getattr(lc, "cfored", None)
                 figures[name], mem = bench.stream(args.stream_rounds, lc.ctld.pid if lc.ctld else None,
-                                                  getattr(redis, "pid", None))
+                                                  getattr(redis, "pid", None),
+                                                  cfored.pid if cfored is not None and not args.direct else None)
             else:
                 figures[name] = bench.latency(name, args.rounds)
         except Exception as exc:  # noqa: BLE001 - one figure's failure is reported, the others still run
@@ -480,7 +495,10 @@ def run(args: argparse.Namespace, lc: Any) -> dict[str, Any]:
         if args.progress:
             shown = {k: v for k, v in figures.get(name, {}).items() if k not in ("runs", "samples")}
             print(f"[bench interactive] {name}: {json.dumps(shown)}", file=sys.stderr, flush=True)
-    result: dict[str, Any] = {"figures": figures, "verdicts": verdicts(figures), "errors": bench.errors}
+    via_cfored = getattr(lc, "cfored", None) is not None and not args.direct
+    result: dict[str, Any] = {"crane_path": "through cfored (the login node's forwarder)" if via_cfored else
+                              "direct (grpc to cranectld)", "figures": figures, "verdicts": verdicts(figures),
+                              "errors": bench.errors}
     if mem:
         result["ctld_memory"] = mem
     result["commands"] = {name: {side: " ".join(os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd))
@@ -499,6 +517,8 @@ def main(argv: list[str] | None = None, cluster_factory: Callable[..., Any] | No
     ap.add_argument("--cpus", type=int, default=16, help="CPUs per virtual node (default 16: 64 in all, as Slurm's)")
     ap.add_argument("--only", default=",".join(ALL), help=f"figures to measure, comma-separated ({','.join(ALL)})")
     ap.add_argument("--no-slurm", action="store_true", help="measure crane alone")
+    ap.add_argument("--direct", action="store_true",
+                    help="crun/calloc call cranectld directly (CRANE_NO_CFORED=1), not through the cluster's cfored")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)

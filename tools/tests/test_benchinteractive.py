@@ -127,6 +127,7 @@ def test_main_with_fake_clients(tmp_path: Any, monkeypatch: Any, capsys: Any) ->
 
     class FakeCluster:
         ctld = type("P", (), {"pid": os.getpid()})()
+        cfored = ctld
 
         def env(self) -> dict[str, str]:
             return dict(os.environ)
@@ -149,6 +150,7 @@ def test_main_with_fake_clients(tmp_path: Any, monkeypatch: Any, capsys: Any) ->
     assert set(out["figures"]["run"]["client_cpu_ms"]) == {"crane", "slurm"}
     assert out["figures"]["stream"]["byte_exact"] == {"crane": 1, "slurm": 1}
     assert out["ctld_memory"]["before_kb"] > 0 and "growth_kb" in out["ctld_memory"]
+    assert out["ctld_memory"]["cfored_before_kb"] > 0 and out["crane_path"].startswith("through cfored")
     assert out["commands"]["run_n"] == {"crane": "crun -n 8 true", "slurm": "srun -p debug -n 8 true"}
 
 
@@ -160,3 +162,32 @@ def test_timed_marks_the_allocated_line_and_fails_on_exit_codes() -> None:
     assert timed(["true"], dict(os.environ))[1] is None
     with pytest.raises(RuntimeError, match="exited 3: nope"):
         timed(["bash", "-c", "echo nope >&2; exit 3"], dict(os.environ))
+
+
+def test_direct_sets_no_cfored(monkeypatch: Any, capsys: Any) -> None:
+    from crane_tools import benchinteractive
+
+    seen: list[dict[str, str]] = []
+    monkeypatch.setattr(benchinteractive, "slurm_ready", lambda start=True: "off")
+    def fake_timed(cmd: list[str], env: dict[str, str], timeout: float = 120) -> tuple[float, None, float]:
+        seen.append(env)
+        return 1.0, None, 1.0
+
+    monkeypatch.setattr(benchinteractive, "timed", fake_timed)
+
+    class FakeCluster:
+        ctld = None
+        cfored = object()
+
+        def env(self) -> dict[str, str]:
+            return {"PATH": os.environ["PATH"], "CRANE_JOB_ID": "5"}
+
+    @contextlib.contextmanager
+    def factory(nodes: int, cpus: int) -> Any:
+        yield FakeCluster()
+
+    assert benchinteractive.main(["--rounds", "1", "--only", "run", "--direct", "--json", "--quiet"],
+                                 cluster_factory=factory) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["crane_path"].startswith("direct") and out["figures"]["run"]["slurm"] == {}
+    assert seen and all(e.get("CRANE_NO_CFORED") == "1" and "CRANE_JOB_ID" not in e for e in seen)
