@@ -151,7 +151,9 @@ def test_metrics_of_a_real_cluster(mcluster, metrics):
     assert value(m, "crane_jobs_ended_total", state="Completed", partition="debug") == 1
     assert value(m, "crane_jobs_ended_total", state="Failed", partition="debug") == 1
     assert value(m, "crane_jobs_ended_total", state="Cancelled", partition="debug") == 4
-    m = wait_metrics(metrics.port, lambda m: value(m, "crane_jobs", state="Running", partition="debug") == 0)
+    # the exporter polls jobs and nodes one after the other: wait for a poll that saw both after the ends
+    m = wait_metrics(metrics.port, lambda m: value(m, "crane_jobs", state="Running", partition="debug") == 0
+                     and value(m, "crane_cpus", state="allocated") == 0)
     assert value(m, "crane_cpus", state="allocated") == 0
     assert value(m, "crane_cpus", state="other") == 2  # cn03 is still drained
     # cplugind's status hash: absent (or not readable yet) is tolerated, the rest keeps working

@@ -65,3 +65,13 @@ def test_without_munged_there_is_no_identity(munge_cluster):
     token = lc.token(alice.pw_name, alice.pw_uid)                 # an explicit token still works (rbac)
     proc = run_as(lc, "/nonexistent/munge.socket", alice, "crane", "whoami", CRANE_TOKEN=token)
     assert proc.returncode == 0 and proc.stdout.startswith("crane_e2e_alice")
+
+
+def test_crun_as_a_user_through_the_forwarder_and_directly(munge_cluster):
+    """Through cfored (which holds root's MUNGE credential) and directly with her own: she is herself."""
+    lc, sock = munge_cluster
+    alice = ensure_user("crane_e2e_alice")
+    for extra in ({}, {"CRANE_NO_CFORED": "1"}):
+        proc = run_as(lc, sock, alice, "crun", "id", "-u", **extra)
+        assert proc.returncode == 0, (extra, proc.stderr)
+        assert proc.stdout.strip() == str(alice.pw_uid)

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 
 from crane_common.frames import FrameError, read_frame, write_frame
 
+from crane_cli.errors import CliError
+
 log = logging.getLogger("cfored")
 
 ON_BEHALF_OF = "x-crane-on-behalf-of"
@@ -172,9 +174,9 @@ class Forwarder:
 
         reader = threading.Thread(target=client_frames, daemon=True, name="cfored-client")
         reader.start()
-        metadata = (*self.ctld._fresh_metadata(), (ON_BEHALF_OF, str(uid)))
         call = None
         try:
+            metadata = (*self.ctld._fresh_metadata(), (ON_BEHALF_OF, str(uid)))  # a fresh MUNGE credential
             call = self.method(iterate(), metadata=metadata)
             for reply in call:
                 write_frame(conn, reply.SerializeToString())
@@ -183,6 +185,12 @@ class Forwarder:
             reply = pb.CrunReply(error=pb.StepError(code=0, reason=f"{err}"))
             try:
                 write_frame(conn, reply.SerializeToString())
+            except OSError:
+                pass
+        except CliError as exc:  # no credential toward the controller (munged down, ...)
+            log.error("uid %d: %s", uid, exc)
+            try:
+                write_frame(conn, pb.CrunReply(error=pb.StepError(reason=f"the forwarder: {exc}")).SerializeToString())
             except OSError:
                 pass
         except OSError as exc:  # the client went away: dropping the call ends what it owned
@@ -207,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(filename=args.log_file, level=getattr(logging, args.debug_level.upper(), logging.INFO),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from crane_cli import clientconf
-    from crane_cli.errors import CliError
 
     try:
         conf = clientconf.load(args.config, use_cache=False)
@@ -218,8 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     if not path:
         print("cfored: no Cfored.Socket in the configuration", file=sys.stderr)
         return 2
-    fwd = Forwarder(conf, path)
-    fwd.listen()
+    try:
+        fwd = Forwarder(conf, path)  # its credential toward the controller: root's host token or MUNGE
+        fwd.listen()
+    except (CliError, OSError) as exc:
+        print(f"cfored: {exc}", file=sys.stderr)
+        log.error("cannot start: %s", exc)
+        return 1
     done = threading.Event()
 
     def _stop(_signum: int, _frame: object) -> None:

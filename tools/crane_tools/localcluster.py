@@ -174,11 +174,11 @@ class LocalCluster:
         env["CRANE_CONFIG"] = self.config_path
         return env
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(os.path.join(self.logs, log_name), "ab")
         level = ["-D", os.environ["CRANE_DEBUG_LEVEL"]] if os.environ.get("CRANE_DEBUG_LEVEL") else []
         return subprocess.Popen([sys.executable, "-m", *args, "-C", self.config_path, *level], stdout=log,
-                                stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+                                stderr=subprocess.STDOUT, env={**self.env(), **(env or {})}, start_new_session=True)
 
     def start_ctld(self) -> None:
         """Start ``cranectld`` and wait until it answers."""
@@ -216,7 +216,9 @@ class LocalCluster:
 
     def start_cfored(self, timeout: float = 20) -> None:
         """Start ``cfored`` (the interactive forwarder; log ``cfored.log``) and wait for its socket."""
-        self.cfored = self._spawn(["crane_cli.cfored"], "cfored.log")
+        munge = (self.cfg.Plugins.Settings.get("munge") or {}).get("Socket")
+        extra = {"CRANE_MUNGE_SOCKET": str(munge)} if munge else None  # a private munged: its clients need it
+        self.cfored = self._spawn(["crane_cli.cfored"], "cfored.log", env=extra)
         path = self.cfored_socket()
         deadline = time.time() + timeout
         while time.time() < deadline:
