@@ -9,8 +9,12 @@ Rules (upstream cbatch's behaviour):
   count is an error ("fields out of bound") — so values with spaces and trailing
   comments fail.
 * Unknown ``#CBATCH`` options are an error: ``unrecognized '<opt>' in script``.
-* ``#SBATCH`` lines are accepted for a whitelist of options; an option outside it
-  gives a warning on a 3-field line and an error on a 2-field line.
+* ``#SBATCH`` lines accept every spelling of every cbatch option (long or short, with ``=``
+  or a space: ``--job-name=x``, ``--job-name x``, ``-J x``), applied exactly as on the command
+  line (upstream accepts only a whitelist and drops the rest: scripts written for Slurm break).
+  An option cbatch has but this cluster cannot honour, or a Slurm option that changes when or
+  whether the job runs (:data:`WHEN_OR_WHETHER`: dependencies, arrays, begin, hold, ...), fails
+  the submission; any other unknown option gets one warning naming it.
 * ``#BSUB`` options are mapped to cbatch ones (``-nnode`` → ``--nodes``, ``-n`` →
   ``--ntasks-per-node``, ``-W [H:]M`` → ``--time``, ``-M`` → ``--mem``, ``-cwd``
   → ``--chdir``, ``-q`` → ``--partition``, ``-env`` → ``--export``; ``-J -o -e``
@@ -40,6 +44,16 @@ BSUB_OPTIONS: dict[str, str] = {
     "-W": "time", "-M": "mem", "-cwd": "chdir", "-q": "partition", "-env": "export",
 }
 
+NOT_IN_SCRIPTS = frozenset({"wrap", "repeat"})
+"""cbatch options that make no sense inside a script (a script cannot wrap itself or repeat itself)."""
+
+WHEN_OR_WHETHER = frozenset({
+    "--dependency", "-d", "--array", "-a", "--begin", "-b", "--hold", "-H", "--deadline", "--reservation",
+    "--licenses", "-L", "--time-min", "--delay-boot", "--immediate", "-I", "--test-only", "--wait", "-W",
+    "--requeue", "--no-requeue", "--signal", "--kill-on-invalid-dep", "--exclusive", "--overcommit", "-O",
+})
+"""Slurm options that change when or whether a job runs: never ignored — applied, or the submission fails."""
+
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
 _FALSE = frozenset({"0", "f", "F", "false", "FALSE", "False"})
 
@@ -52,7 +66,7 @@ class OptionTable:
     ``#SBATCH`` (the options' ``sbatch_names``).
     """
 
-    __slots__ = ("cbatch", "sbatch")
+    __slots__ = ("cbatch", "sbatch", "spellings")
 
     def __init__(self, command: object | None = None) -> None:
         from crane_cli.cliparse import Option
@@ -62,6 +76,7 @@ class OptionTable:
 
             command = build_command()
         self.cbatch: dict[str, tuple[str, str, Option]] = {}
+        self.spellings: dict[str, tuple[str, str, Option]] = {}  # every command-line spelling (#SBATCH)
         sbatch: set[str] = set()
         for p in command.params:  # type: ignore[attr-defined]
             if not isinstance(p, Option) or p.name is None:
@@ -69,6 +84,9 @@ class OptionTable:
             kind = UNSUPPORTED if p.unsupported else BOOL if p.is_flag else VALUE
             for name in p.script_names:
                 self.cbatch[name] = (p.name, kind, p)
+            if p.name not in NOT_IN_SCRIPTS:
+                for name in (*p.opts, *p.secondary_opts, *p.script_names, *p.sbatch_names):
+                    self.spellings[name] = (p.name, kind, p)
             sbatch.update(p.sbatch_names)
         self.sbatch = frozenset(sbatch)
 
@@ -185,14 +203,18 @@ def _parse_cbatch(fields: list[str], lineno: int, table: OptionTable) -> Directi
 
 
 def _parse_sbatch(fields: list[str], lineno: int, warnings: list[str], table: OptionTable) -> Directive | None:
-    opt, value = _split_option(fields, table.cbatch)
-    entry = table.cbatch.get(opt)
-    if opt not in table.sbatch:
-        if len(fields) == 2:  # the option and its value: ignore with a warning
-            warnings.append(f"Warning: unsupported '#SBATCH {opt}' in script line {lineno} is ignored.")
-            return None
-        raise arg_error(f"unsupported '#SBATCH {opt}' in script line {lineno}")
-    if entry is None or entry[1] == UNSUPPORTED:
+    """An ``#SBATCH`` line: every spelling cbatch has (long or short, ``=`` or a space) applies as on the
+    command line; an option cbatch has but cannot honour, or a Slurm option that changes when or
+    whether the job runs, fails the submission; any other Slurm option gets one warning naming it."""
+    opt, value = _split_option(fields, table.spellings)
+    entry = table.spellings.get(opt)
+    if entry is None:
+        if opt in WHEN_OR_WHETHER:
+            raise arg_error(f"'#SBATCH {opt}' in script line {lineno} changes when or whether the job runs, and "
+                            "this cluster cannot honour it")
+        warnings.append(f"Warning: unsupported '#SBATCH {opt}' in script line {lineno} is ignored.")
+        return None
+    if entry[1] == UNSUPPORTED:
         raise arg_error(f"'#SBATCH {opt}' in script line {lineno} is not supported by this cluster")
     return _convert(opt, entry, value, lineno)
 

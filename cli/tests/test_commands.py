@@ -51,8 +51,9 @@ def test_cbatch_script_directives_and_overrides(cli, fake, tmp_path):
                       "#SBATCH -c 4\n#SBATCH --ntasks 3\necho hello\n#CBATCH --gres gpu:a100:2\n")
     r = cli("cbatch", "-N", "3", "--mem-per-cpu", "100", "-w", "cn[01-03]", "--export", "NONE", str(script))
     assert r.code == 0, r
-    assert "Warning: unsupported '#SBATCH --ntasks'" in r.err
+    assert r.err == ""                     # #SBATCH --ntasks is applied, as on the command line
     job = fake.last("SubmitBatchJob").job
+    assert job.ntasks == 3
     assert job.node_num == 3  # command line wins
     assert job.time_limit == 3600
     assert job.name == "fromscript"
@@ -63,6 +64,40 @@ def test_cbatch_script_directives_and_overrides(cli, fake, tmp_path):
     assert job.script == "#!/bin/sh\necho hello\n"
     assert job.interpreter == "/bin/sh"
     assert all(k.startswith("CRANE_") for k in job.env)
+
+
+@pytest.mark.parametrize("line, field, value", [
+    ("#SBATCH --job-name=x", "name", "x"), ("#SBATCH --job-name x", "name", "x"),
+    ("#SBATCH --nodes=2", "node_num", 2), ("#SBATCH --ntasks 3", "ntasks", 3),
+    ("#SBATCH --cpus-per-task=2", "cpus_per_task", 2), ("#SBATCH --time=0:10:00", "time_limit", 600),
+    ("#SBATCH --output=o-%j.txt", "output", "o-%j.txt"), ("#SBATCH --partition GPU", "partition", "GPU"),
+    ("#SBATCH --account p", "account", "p"), ("#SBATCH --hold", "hold", True),
+])
+def test_every_sbatch_long_option_applies_as_on_the_command_line(cli, fake, tmp_path, line, field, value):
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/sh\n{line}\necho hi\n")
+    r = cli("cbatch", str(script))
+    assert r.code == 0 and r.err == "", r
+    assert getattr(fake.last("SubmitBatchJob").job, field) == value
+
+
+@pytest.mark.parametrize("line", ["#SBATCH --dependency afterok:1", "#SBATCH -d afterok:1", "#SBATCH --array=1-3",
+                                  "#SBATCH --time-min=5", "#SBATCH --deadline=now+1hour"])
+def test_an_sbatch_option_that_changes_when_a_job_runs_is_never_ignored(cli, fake, tmp_path, line):
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/sh\n{line}\necho hi\n")
+    before = len(fake.calls) if hasattr(fake, "calls") else None
+    r = cli("cbatch", str(script))
+    assert r.code == 2 and line.split()[1].split("=")[0] in r.err, r
+    if before is not None:
+        assert len(fake.calls) == before                   # nothing was submitted
+
+
+def test_an_unknown_sbatch_option_gets_one_warning_naming_it(cli, fake, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\n#SBATCH --constraint=haswell\necho hi\n")
+    r = cli("cbatch", str(script))
+    assert r.code == 0 and r.err.count("Warning") == 1 and "--constraint" in r.err, r
 
 
 def test_cbatch_mail_flags(cli, fake):
@@ -158,7 +193,7 @@ def test_cbatch_bad_args(cli, fake, args):
     (b"\x7fELF\x02\x01\x01\x00\x00", "not a text file"), (b"", "empty"), (b"echo \xff\xfe\n", "UTF-8"),
     (b"#CBATCH -J two words\necho\n", "fields out of bound"),
     (b"#CBATCH --nope 1\n", "unrecognized '--nope' in script"),
-    (b"#SBATCH --hold\n", "unsupported"),
+    (b"#SBATCH --time-min=5\n", "changes when or whether the job runs"),
 ])
 def test_cbatch_bad_scripts(cli, fake, tmp_path, content, msg):
     script = tmp_path / "bad.sh"
