@@ -211,9 +211,9 @@ def test_ccontrol_priority_hold_and_drain(cluster):
     # drain and resume a node
     assert cluster.run("ccontrol", "update", "nodeName=cn02", "state=drain").returncode == 2   # reason required
     assert cluster.run("ccontrol", "update", "nodeName=cn02", "state=drain", "reason=disk").returncode == 0
-    assert "+DRAIN" in cluster.run("ccontrol", "show", "node", "cn02").stdout
+    assert "(drain)[power_active]" in cluster.run("ccontrol", "show", "node", "cn02").stdout  # upstream's block
     assert cluster.run("ccontrol", "update", "nodeName=cn02", "state=resume").returncode == 0
-    assert "DRAIN" not in cluster.run("ccontrol", "show", "node", "cn02").stdout
+    assert "(drain)" not in cluster.run("ccontrol", "show", "node", "cn02").stdout
 
 
 def test_export_none_and_extra_variables(cluster):

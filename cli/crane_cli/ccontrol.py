@@ -4,7 +4,8 @@ Supported: ``show node|partition|job [name/id]``, ``show step [<job>[.<step>],..
 ``update nodeName=<n> state=drain|resume|down [reason=...]`` (``down``: the node is powered off, nothing of
 its jobs runs there any more, so the resources held for them are released; admins only);
 ``update jobid=<id> priority=<p> | timelimit=<[D-]HH:MM:SS>``; ``hold <ids>``; ``release <ids>``.
-Keys are case-insensitive. Output is scontrol-style ``Key=Value``; ``--json`` prints the raw reply.
+Keys are case-insensitive. ``show`` prints upstream's ``Key=Value`` blocks (crane_cli/showblocks.py);
+``--json`` prints the raw reply.
 A change the controller refuses prints its reason and exits 4.
 """
 
@@ -45,10 +46,6 @@ def _ids(text: str) -> list[int]:
     return ids
 
 
-def _kv(record: dict[str, object]) -> str:
-    return " ".join(f"{k}={v}" for k, v in record.items())
-
-
 def _report(reply: object, ok_field: str, bad_field: str, what: str, as_json: bool) -> int:
     if as_json:
         from crane_cli.protojson import to_json
@@ -64,36 +61,35 @@ def _report(reply: object, ok_field: str, bad_field: str, what: str, as_json: bo
 
 
 def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: bool) -> int:
-    from crane_common.states import JobState, format_exit_code
+    """``ccontrol show node|partition|job|step [name]``: upstream's blocks (crane_cli/showblocks.py)."""
+    from crane_cli import showblocks
 
     pb = rpc.pb  # type: ignore[attr-defined]
+    if entity in ("step", "steps"):
+        return _show_steps(ctld, pb, [name] if name else [], as_json)
     if entity in ("node", "nodes"):
         reply = ctld.call("QueryCranedInfo", pb.QueryCranedInfoRequest(names=[name] if name else []))
-        items = [
-            {"NodeName": n.name, "State": n.resource_state.upper() + ("+DRAIN" if n.control_state == "drain" else ""),
-             "CPUTot": f"{n.cpu_total:g}", "CPUAlloc": f"{n.cpu_alloc:g}", "RealMemory": n.mem_total >> 20,
-             "AllocMem": n.mem_alloc >> 20, "Gres": n.gres_total or "(null)", "Partitions": ",".join(n.partitions),
-             "RunningJobs": n.running_jobs, "Reason": n.reason or "(null)"} for n in reply.nodes]
+        blocks = [showblocks.node_block(n) for n in reply.nodes]
+        missing = f"show nodes failed: Node {name} not found." if name else "No node is available."
     elif entity in ("partition", "partitions"):
         reply = ctld.call("QueryPartitionInfo", pb.QueryPartitionInfoRequest(names=[name] if name else []))
-        items = [
-            {"PartitionName": p.name, "State": p.state.upper(), "Default": "YES" if p.is_default else "NO",
-             "Priority": p.priority, "Nodes": ",".join(p.nodes), "TotalCPUs": f"{p.cpu_total:g}",
-             "AllocCPUs": f"{p.cpu_alloc:g}", "DefMemPerCPU": p.default_mem_per_cpu >> 20} for p in reply.partitions]
+        nodes = {} if as_json else {n.name: n for n in ctld.call("QueryCranedInfo", pb.QueryCranedInfoRequest()).nodes}
+        blocks = [showblocks.partition_block(p, sum(1 for n in p.nodes if n in nodes and
+                                                    nodes[n].resource_state != "down")) for p in reply.partitions]
+        missing = f"show partitions failed: Partition {name} not found." if name else "No partition is available."
     elif entity in ("job", "jobs"):
         ids = _ids(name) if name else []
         reply = ctld.call("QueryJobsInfo", pb.QueryJobsInfoRequest(job_ids=ids, include_finished=bool(ids)))
-        items = [
-            {"JobId": j.job_id, "JobName": j.name, "UserId": f"{j.user}({j.uid})", "Account": j.account or "(null)",
-             "Partition": j.partition, "JobState": JobState(j.status).name, "Reason": j.pending_reason or "None",
-             "Priority": f"{j.priority:g}", "Nodes": j.craned_list or "(null)", "NumNodes": j.node_num,
-             "ReqCPUs": f"{j.req_cpus:g}", "ReqMemPerNode": j.req_mem_per_node >> 20, "TimeLimit": j.time_limit,
-             "ExitCode": format_exit_code(j.exit_code), "WorkDir": j.cwd} for j in reply.jobs]
-        if ids and not items:
-            sys.stderr.write(f"Job {name} not found.\n")
-            return EXIT_BACKEND
-    elif entity in ("step", "steps"):
-        return _show_steps(ctld, pb, [name] if name else [], as_json)
+        blocks = [showblocks.job_block(j) for j in reply.jobs]
+        if not as_json:
+            sys.stdout.write("".join(blocks))
+            absent = [str(i) for i in ids if i not in {j.job_id for j in reply.jobs}]
+            if absent:
+                print(f"Job {', '.join(absent)} is not running.")
+            elif not blocks:
+                print("No job is running.")
+            return EXIT_OK
+        missing = ""
     else:
         raise arg_error(f"ccontrol: cannot show {entity!r} (node, partition, job or step)")
     if as_json:
@@ -101,11 +97,10 @@ def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: boo
 
         print(to_json(reply))
         return EXIT_OK
-    for item in items:
-        print(_kv(item))
-    if name and not items:
-        sys.stderr.write(f"{entity.capitalize()} {name} not found.\n")
-        return EXIT_BACKEND
+    if not blocks:
+        (sys.stderr if name else sys.stdout).write(missing + "\n")
+        return EXIT_BACKEND if name else EXIT_OK
+    sys.stdout.write("".join(blocks))
     return EXIT_OK
 
 

@@ -385,7 +385,8 @@ def test_ccontrol_show_job_of_an_ended_job(run_cmd, acct):
 
     r = run_cmd(ccontrol, "show", "job", "5")
     assert r.code == 0, r
-    assert r.out.startswith("JobId=5 JobName=acct5 ") and "JobState=Completed" in r.out and "ExitCode=0:0" in r.out
+    assert r.out.startswith("JobId=5 JobName=acct5\n\tUser=") and "JobState=Completed" in r.out  # upstream's block
+    assert "ExitCode=0:0" in r.out and "\tSubmitNode=" in r.out
     req = acct.last("QueryJobsInfo")
     assert req.include_finished and list(req.job_ids) == [5]
     assert "JobId=5 " not in run_cmd(ccontrol, "show", "job").out  # without an id: pending and running only
