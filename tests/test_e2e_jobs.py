@@ -28,6 +28,15 @@ def test_batch_job_runs_with_crane_environment(cluster):
     assert out.strip().endswith(cluster.workdir)
 
 
+def test_jobs_get_slurms_variables_beside_cranes(cluster):
+    jid = cluster.cbatch("-N", "2", "-o", "slurm-%j.out", "--wrap",
+                         "echo $SLURM_JOB_ID $SLURM_JOBID $SLURM_JOB_NUM_NODES $SLURM_NNODES $SLURM_JOB_NODELIST "
+                         "$SLURM_NTASKS $SLURM_CPUS_PER_TASK $SLURM_JOB_PARTITION")
+    assert cluster.wait_done(jid).status == JobState.Completed
+    out = cluster.output(f"slurm-{jid}.out").split()
+    assert out[:4] == [str(jid), str(jid), "2", "2"] and out[4].startswith("cn[") and out[5:] == ["2", "1", "debug"]
+
+
 def test_exit_code_and_failed_state(cluster):
     jid = cluster.cbatch("--wrap", "exit 3")
     info = cluster.wait_done(jid)

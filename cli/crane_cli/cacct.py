@@ -30,10 +30,12 @@ STATE_FILTERS: dict[str, tuple[int, ...]] = {
     "time-limit-exceeded": (4,), "tle": (4,), "t": (4,),
     "oom": (6,), "o": (6,),
     "suspended": _SUSPENDED, "s": _SUSPENDED,
+    # Slurm's abbreviations (sacct -s CD,F,CA,TO,OOM): scripts written for Slurm keep working
+    "pd": _PENDING, "cd": (2,), "ca": (5,), "to": (4,), "dl": (11,), "cf": (7,), "cg": (9,),
 }
 ALL_STATES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 STATE_HELP = ("pending(p), running(r), completed(c), failed(f), cancelled(x), time-limit-exceeded|tle(t), "
-              "oom(o), suspended(s) or all (default: all)")
+              "oom(o), suspended(s) or all (default: all); Slurm's PD, R, CD, F, CA, TO, OOM, S, DL too")
 INTERVAL_HELP = "T1~T2, T1~ or ~T2 (times like 2024-01-02T15:04:05 or 2024-01-02)"
 
 

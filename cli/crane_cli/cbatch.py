@@ -57,6 +57,8 @@ def build_command() -> Command:
         Option("--get-user-env", flag=True, help="load the user's login environment", sbatch=True),
         Option("--wrap", help="submit this command string as the script", script=(), sbatch=("--wrap",)),
         Option("--repeat", default="1", help="submit the job this many times (default 1)", script=()),
+        Option("--parsable", flag=True, help="print only the job id (several: comma-separated), as sbatch --parsable",
+               script=()),
         Option("-H", "--hold", flag=True, help="submit the job held", script=()),
         Option("--comment", help="comment", sbatch=True),
         Option("--open-mode", help="append or truncate output files", sbatch=True),
@@ -100,7 +102,7 @@ def shared_options() -> list[Option]:
     return [p for p in build_command().params if isinstance(p, Option) and p.name in SHARED_JOB_FLAGS]
 
 
-_NOT_OPTIONS = ("script", "wrap", "repeat", "config", "json")
+_NOT_OPTIONS = ("script", "wrap", "repeat", "config", "json", "parsable")
 
 
 def read_script(path: str) -> str:
@@ -204,6 +206,9 @@ def command(argv: list[str]) -> int:
         return EXIT_OK if reply.ok else EXIT_BACKEND
     if not reply.ok:
         raise CliError(f"Job allocation failed: {refusal_text(reply)}", EXIT_BACKEND)
+    if args.parsable:
+        print(",".join(str(i) for i in ids))
+        return EXIT_OK
     print(f"Job id allocated: {', '.join(str(i) for i in ids)}.")
     return EXIT_OK
 

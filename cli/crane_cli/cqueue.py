@@ -29,6 +29,8 @@ STATE_FILTERS = {
     "running": RUNNING_STATES, "r": RUNNING_STATES,
     "suspended": SUSPENDED_STATES, "s": SUSPENDED_STATES,
     "all": PENDING_STATES + RUNNING_STATES + SUSPENDED_STATES + ENDED_STATES,
+    # Slurm's abbreviations (squeue -t PD,R): scripts written for Slurm keep working
+    "pd": PENDING_STATES, "cf": (7,), "cg": (9,),
 }
 DEFAULT_STATES = PENDING_STATES + RUNNING_STATES
 TYPE_FILTERS = {"interactive": 0, "i": 0, "batch": 1, "b": 1, "container": 2, "c": 2}
@@ -46,7 +48,7 @@ def build_command() -> Command:
         Option("-q", "--qos", multiple=True, help="QoS (comma-separated)"),
         Option("-t", "--state", multiple=True,
                help="pending(p), running(r), suspended(s) or all (also recently ended jobs; default: "
-                    "pending and running)"),
+                    "pending and running); Slurm's PD, R, S, CF, CG too"),
         Option("--type", multiple=True, help="job types: Interactive, Batch, Container (i, b, c)"),
         Option("-w", "--nodelist", multiple=True, help="nodes (host list, e.g. cn[01-04])"),
         Option("-S", "--start", flag=True, default=False, help="add the StartTime column"),

@@ -637,3 +637,22 @@ def test_a_click_command_can_be_a_crane_verb(tmp_path):
     assert r.returncode == 2 and one_line(r.stderr).startswith("crane hello: "), r
     r = subprocess.run([*crane, "hello", "--help"], env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "--times" in r.stdout, r
+
+
+def test_cbatch_parsable_prints_only_the_job_id(cli, fake):
+    r = cli("cbatch", "--parsable", "--wrap", "true")
+    assert r.code == 0 and r.out == "1000\n", r
+
+
+@pytest.mark.parametrize("words, states", [
+    (["-t", "PD,R"], [0, 1, 7, 8, 9]), (["-t", "pd"], [0]), (["-t", "CF,CG"], [7, 9])])
+def test_cqueue_takes_slurms_state_abbreviations(words, states):
+    from crane_cli.cqueue import parse_states
+
+    assert parse_states([words[1]]) == states
+
+
+def test_cacct_takes_slurms_state_abbreviations():
+    from crane_cli.cacct import parse_states
+
+    assert sorted(parse_states(["CD,F,CA,TO,OOM"])) == [2, 3, 4, 5, 6]

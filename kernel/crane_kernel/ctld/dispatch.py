@@ -18,6 +18,18 @@ from crane_kernel.ctld.nodes import NodeState
 
 log = logging.getLogger("cranectld")
 
+SLURM_TWINS = {
+    "SLURM_JOB_ID": "CRANE_JOB_ID", "SLURM_JOB_NAME": "CRANE_JOB_NAME", "SLURM_JOB_NODELIST": "CRANE_JOB_NODELIST",
+    "SLURM_JOB_NUM_NODES": "CRANE_JOB_NUM_NODES", "SLURM_SUBMIT_DIR": "CRANE_SUBMIT_DIR",
+    "SLURM_SUBMIT_HOST": "CRANE_SUBMIT_HOST", "SLURM_JOB_PARTITION": "CRANE_JOB_PARTITION",
+    "SLURM_JOB_ACCOUNT": "CRANE_JOB_ACCOUNT", "SLURM_JOB_QOS": "CRANE_JOB_QOS", "SLURM_JOB_USER": "CRANE_JOB_USER",
+    "SLURM_JOB_UID": "CRANE_JOB_UID", "SLURM_NTASKS": "CRANE_NTASKS", "SLURM_NTASKS_PER_NODE": "CRANE_NTASKS_PER_NODE",
+    "SLURM_CPUS_PER_TASK": "CRANE_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE": "CRANE_CPUS_ON_NODE",
+    "SLURM_MEM_PER_NODE": "CRANE_MEM_PER_NODE", "SLURM_CLUSTER_NAME": "CRANE_CLUSTER_NAME",
+}
+"""The ``SLURM_*`` variables a job also gets (``CraneCtld.SlurmEnvironment``), from their ``CRANE_*`` twins."""
+
+
 class DispatchMixin:
     """Launch messages and their retry."""
 
@@ -45,6 +57,10 @@ class DispatchMixin:
             "CRANE_TIMELIMIT": str(job.time_limit),
             "CRANE_CLUSTER_NAME": self.cluster,
         })
+        if self.cfg.CraneCtld.SlurmEnvironment:  # scripts written for Slurm read these
+            env.update({slurm: env[crane] for slurm, crane in SLURM_TWINS.items()})
+            env["SLURM_JOBID"] = env["SLURM_JOB_ID"]
+            env["SLURM_NNODES"] = env["SLURM_JOB_NUM_NODES"]
         return env
 
     def _launch_message(self, job: Job, spec: dict) -> m.LaunchStep:
