@@ -18,6 +18,7 @@ import pexpect
 import pytest
 from crane_common.states import EC_CRANED_DOWN, JobState
 from crane_e2e import cli, ensure_user, running_cluster
+from crane_tools.ptyspawn import spawn_on_pty  # not pexpect.spawn, which forks this gRPC client process
 
 pytestmark = pytest.mark.e2e
 
@@ -282,9 +283,9 @@ def test_bad_requests_get_one_line_and_the_documented_exit_code(cluster):
 
 
 def test_pty_gives_a_real_terminal_with_line_editing_window_size_and_ctrl_c(cluster):
-    child = pexpect.spawn(cli("crun"), ["--pty", "bash", "--norc", "-i"], env={**cluster.lc.env(), "PS1": "PROMPT$ ",
-                                                                              "TERM": "xterm"},
-                          cwd=cluster.workdir, timeout=20, encoding="utf-8", dimensions=(30, 100))
+    child = spawn_on_pty([cli("crun"), "--pty", "bash", "--norc", "-i"],
+                         env={**cluster.lc.env(), "PS1": "PROMPT$ ", "TERM": "xterm"}, cwd=cluster.workdir,
+                         timeout=20, encoding="utf-8", dimensions=(30, 100))
     try:
         child.expect("PROMPT\\$ ")
         child.sendline("tty")
@@ -315,8 +316,8 @@ def test_pty_gives_a_real_terminal_with_line_editing_window_size_and_ctrl_c(clus
     finally:
         child.close()
     assert child.exitstatus == 5
-    child = pexpect.spawn(cli("crun"), ["--pty", "cat"], env=cluster.lc.env(), cwd=cluster.workdir, timeout=20,
-                          encoding="utf-8")
+    child = spawn_on_pty([cli("crun"), "--pty", "cat"], env=cluster.lc.env(), cwd=cluster.workdir, timeout=20,
+                         encoding="utf-8")
     try:
         child.expect("Allocated craned nodes")
         time.sleep(0.5)             # the local terminal is raw from now on (typed earlier, it echoes locally)

@@ -338,7 +338,9 @@ def test_pty(scripted, tmp_path):
 
     srv, env = scripted(script)
     env["TERM"] = "vt100"
-    child = pexpect.spawn(script_path("crun"), ["--pty", "bash"], env=env, dimensions=(31, 97), timeout=20)
+    from crane_tools.ptyspawn import spawn_on_pty  # not pexpect.spawn: it forks this gRPC-serving process
+
+    child = spawn_on_pty([script_path("crun"), "--pty", "bash"], env=env, dimensions=(31, 97), timeout=20)
     child.expect("remote\\$ ")
     before = _tty_mode(child)
     child.send(b"\x03q")
