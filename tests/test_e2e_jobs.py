@@ -246,3 +246,23 @@ def test_fractional_cpus_set_the_cpu_quota(cluster):
     info = cluster.wait_done(jid)
     assert info.status == JobState.Completed and info.cpus_per_task == 0.5
     assert cluster.output(f"frac-{jid}.out").strip() == "50000"
+
+
+def test_an_afterok_chain_runs_in_order_and_a_failed_parent_leaves_its_child_never_satisfied(cluster):
+    log = os.path.join(cluster.workdir, "chain.log")
+    first = cluster.cbatch("--wrap", f"sleep 1; echo first >> {log}")
+    second = cluster.cbatch("-d", f"afterok:{first}", "--wrap", f"echo second >> {log}")
+    script = os.path.join(cluster.workdir, "third.sh")
+    with open(script, "w") as fh:
+        fh.write(f"#!/bin/bash\n#SBATCH --dependency=afterok:{second}\necho third >> {log}\n")
+    third = cluster.cbatch(script)
+    assert cluster.job(third).pending_reason == "Dependency"
+    assert cluster.wait_done(third, timeout=60).status == JobState.Completed
+    with open(log) as fh:
+        assert fh.read().split() == ["first", "second", "third"]
+    bad = cluster.cbatch("--wrap", "exit 1")
+    child = cluster.cbatch("-d", f"afterok:{bad}", "--wrap", "true")
+    info = cluster.wait_done(child, timeout=60)
+    assert info.status == JobState.Cancelled and info.pending_reason == "DependencyNeverSatisfied"
+    refused = cluster.run("cbatch", "-d", "afterok:99999", "--wrap", "true")
+    assert refused.returncode == 4 and "does not exist" in refused.stderr

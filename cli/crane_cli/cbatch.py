@@ -19,7 +19,7 @@ from crane_cli.errors import EXIT_BACKEND, EXIT_OK, EXIT_SYSTEM, CliError, arg_e
 # and in scripts alike (hidden from --help). (spellings, is a flag, #SBATCH spellings)
 UNSUPPORTED = (
     (("-a", "--array"), False, ("-a", "--array")), (("-L", "--licenses"), False, ()),
-    (("-r", "--reservation"), False, ("-r",)), (("--wckey",), False, ()), (("-d", "--dependency"), False, ()),
+    (("-r", "--reservation"), False, ("-r",)), (("--wckey",), False, ()),
     (("-s", "--signal"), False, ()),
 )
 
@@ -64,6 +64,8 @@ def build_command() -> Command:
         Option("--open-mode", help="append or truncate output files", sbatch=True),
         Option("--interpreter", help="script interpreter (default: the shebang, else /bin/bash)"),
         Option("-b", "--begin", help="defer the start until this time", sbatch=True),
+        Option("-d", "--dependency", help="start after other jobs: afterok:ID[:ID],afterany:ID (all) or "
+                                          "afterok:ID?afternotok:ID (any); also after, afternotok", sbatch=True),
         Option("--extra-attr", help="extra attributes as JSON"),
         Option("--mail-type", help="mail on: BEGIN,END,FAIL,REQUEUE,TIME_LIMIT,ALL,NONE", sbatch=True),
         Option("--mail-user", help="mail recipient (default: you)", sbatch=True),

@@ -81,7 +81,7 @@ def test_every_sbatch_long_option_applies_as_on_the_command_line(cli, fake, tmp_
     assert getattr(fake.last("SubmitBatchJob").job, field) == value
 
 
-@pytest.mark.parametrize("line", ["#SBATCH --dependency afterok:1", "#SBATCH -d afterok:1", "#SBATCH --array=1-3",
+@pytest.mark.parametrize("line", ["#SBATCH --array=1-3",
                                   "#SBATCH --time-min=5", "#SBATCH --deadline=now+1hour"])
 def test_an_sbatch_option_that_changes_when_a_job_runs_is_never_ignored(cli, fake, tmp_path, line):
     script = tmp_path / "job.sh"
@@ -91,6 +91,14 @@ def test_an_sbatch_option_that_changes_when_a_job_runs_is_never_ignored(cli, fak
     assert r.code == 2 and line.split()[1].split("=")[0] in r.err, r
     if before is not None:
         assert len(fake.calls) == before                   # nothing was submitted
+
+
+@pytest.mark.parametrize("line", ["#SBATCH --dependency afterok:1", "#SBATCH -d afterok:1"])
+def test_an_sbatch_dependency_is_applied(cli, fake, tmp_path, line):
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/sh\n{line}\necho hi\n")
+    r = cli("cbatch", str(script))
+    assert r.code == 0 and fake.last("SubmitBatchJob").job.dependency == "afterok:1", r
 
 
 def test_an_unknown_sbatch_option_gets_one_warning_naming_it(cli, fake, tmp_path):

@@ -54,7 +54,8 @@ def test_unsupported_known_options_are_errors():
     with pytest.raises(CliError, match="not supported"):
         parse_script("#CBATCH -a 1-10\n")
     with pytest.raises(CliError, match="not supported"):
-        parse_script("#CBATCH --dependency=afterok:1\n")
+        parse_script("#CBATCH --licenses=lic:1\n")
+    assert parse_script("#CBATCH --dependency=afterok:1\n").options() == {"dependency": "afterok:1"}
 
 
 def test_value_required():

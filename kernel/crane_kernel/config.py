@@ -169,6 +169,7 @@ class CtldConfig(_Model):
     MaxInteractiveStreams: int = Field(256, ge=1, le=100_000)
     MaxInteractiveStreamsPerUser: int = Field(32, ge=1, le=100_000)
     MaxStepsPerJob: int = Field(100_000, ge=1)                 # steps one job may create over its life
+    DependencyNeverSatisfied: Literal["cancel", "keep"] = "cancel"  # a job whose dependency can never hold
     SlurmEnvironment: bool = True   # jobs also get SLURM_JOB_ID, SLURM_NTASKS, ... beside their CRANE_* twins
     # Input bounds (docs/configuration.md, docs/security.md "Input bounds and privacy"): a request
     # outside them is refused at submit with one line; nothing of it is stored.

@@ -40,6 +40,7 @@ from crane_kernel.ctld import reconcile as rc
 from crane_kernel.ctld.accounts import AccountBook
 from crane_kernel.ctld.changes import ChangesMixin
 from crane_kernel.ctld.cycle import CYCLE_BUCKETS, CycleMixin
+from crane_kernel.ctld.deps import DependsMixin, parse_dependency
 from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.emit import EmitMixin
 from crane_kernel.ctld.history import rebuild_usage
@@ -67,7 +68,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
 
 
 class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
-                 ChangesMixin, StepsMixin):
+                 ChangesMixin, StepsMixin, DependsMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -107,6 +108,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self.keeper.gate = self.limits.gate
         self.limits.attach(self.accounts)
         self._init_steps()  # job steps and interactive jobs (ctld/stepexec.py)
+        self._init_deps()  # job dependencies (ctld/deps.py)
+        self.keeper.dep_gate = self.dependency_reason
 
     # ------------------------------------------------------------------
     # start-up
@@ -126,6 +129,12 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             if job.state == JobState.Pending:
                 self.pending[jid] = job
                 n_pending += 1
+                if spec.get("dependency"):
+                    try:
+                        self.register_dependency(jid, parse_dependency(spec["dependency"]))
+                    except JobRejected as exc:  # accepted once: a later version's form; say so, keep the job held
+                        log.error("job %d: its dependency %r cannot be read (%s): held", jid, spec["dependency"], exc)
+                        job.held = True
             else:
                 if any(n not in self.nodes for n in job.alloc_nodes):
                     self._finish(job, JobState.Failed, EC_CRANED_DOWN, now, [], reason="node removed")
@@ -186,6 +195,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             recheck_spec(spec, self.cfg, identity.uid, identity.user, gid)
             normalized.append(spec)
         with self.lock:
+            deps = [self.check_dependency(spec) for spec in normalized]  # never dropped: refused when unknown
+        with self.lock:
             self.limits.check_submit(normalized)  # QoS limits: MaxSubmit* for the whole call, DenyOnLimit
             first = self.next_job_id
             ids = list(range(first, first + len(normalized)))
@@ -200,10 +211,11 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 self._emit_job(outbox, "job.submitted", job, now, actor=identity.user)
             self.store.write(inserts=rows, meta={"next_job_id": first + len(ids)})
             self.next_job_id = first + len(ids)
-            for job in jobs:
+            for job, dep in zip(jobs, deps, strict=True):
                 limit = self.limits.accepted(job)  # QoS limits: counted as submitted
                 job.reason = job.reason or limit
                 self.jobs[job.job_id] = job
+                self.register_dependency(job.job_id, dep)
                 self.pending[job.job_id] = job
         self.publish(outbox)
         self.wake.set()
@@ -275,6 +287,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self.finished.append((now, job.job_id))
         if job.job_id in self.steps or job.interactive:
             self._steps_at_job_end(job, now, outbox)
+        self.dependency_moved(job)  # the jobs waiting for it are looked at again
         if step_ran:
             self._emit_step(outbox, "step.ended", job, now, state=state.name)
         self._emit_job(outbox, "job.ended", job, now)

@@ -34,6 +34,8 @@ class CycleMixin:
             self._check_liveness(now, outbox)
             self._retry_dispatch(now, outbox)
             self.store.write(updates=self._check_steps(now, outbox))  # clients, interactive time limits (stepexec)
+            if self.dep_doomed:
+                self.store.write(updates=self._end_doomed(now, outbox))  # dependencies that can never hold
             self._expire_finished(now)
             self.limits.refresh()  # QoS changes the account book announced: recount, gate their jobs again
             self.limits.admit(now)  # the best blocked jobs of groups below their QoS limit come back
@@ -118,6 +120,8 @@ class CycleMixin:
                 job.reason = ""
                 self._allocate(job, nodes)
                 self._emit_job(outbox, "job.started", job, now)
+                if job.job_id in self.dep_children:
+                    self.dependency_moved(job)  # "after" children may start now
                 if job.interactive:  # nothing to launch for the job: its step 0 starts (ctld/stepexec.py)
                     interactive.append(job)
                     continue

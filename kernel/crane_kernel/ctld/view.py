@@ -101,6 +101,7 @@ class ViewKeeper:
         self.waiting: dict[int, SchedJob] = {}
         self.begin: dict[int, SchedJob] = {}  # those of them waiting for their begin time (looked at every sync)
         self.gate: Callable[[SchedJob, bool, bool], str | None] | None = None  # the QoS limits (ctld/limits.py)
+        self.dep_gate: Callable[[SchedJob], str | None] | None = None  # dependencies (ctld/deps.py)
         self._other = False
         self._priorities = False
         self._usable = [n.usable for n in nodes]
@@ -144,10 +145,13 @@ class ViewKeeper:
         waiting = self.waiting
         begin = self.begin
         gate = self.gate
+        dep_gate = self.dep_gate
         for jid in ids:
             job = pending.get(jid)
             have = view.pending_job(jid)
             why = None if job is None else ineligible_reason(job, parts.get(job.partition), now)
+            if why is None and job is not None and dep_gate is not None:
+                why = dep_gate(job)  # a dependency not satisfied (yet): out of the view, reason Dependency
             if gate is not None:  # the QoS limits: a job over one stays out, filed under what blocks it
                 seen = job if job is not None else (have if have is not None else waiting.get(jid))
                 if seen is not None:
