@@ -238,7 +238,7 @@ def test_others_cannot_read_scripts_or_details(cluster, alice, bob):
     assert shown.returncode == 0 and "alice-secret-comment" not in shown.stdout
     assert cluster.workdir not in shown.stdout            # ... but not her paths or command line
     own = alice.run("ccontrol", "show", "job", str(jid))
-    assert f"WorkDir={cluster.workdir}" in own.stdout      # the owner sees her own
+    assert f"Workdir={cluster.workdir}" in own.stdout      # the owner sees her own (upstream's key)
     assert "alice-secret-comment" in alice.run("cqueue", "--json").stdout
     assert cluster.run("ccancel", str(jid)).returncode == 0
 

@@ -51,4 +51,4 @@ def test_pinned_priority_jumps_the_queue(easy):
     assert proc.returncode == 0, proc.stderr
     s, f = c.wait_done(second, timeout=30), c.wait_done(first, timeout=30)
     assert s.start_time <= f.start_time
-    assert c.run("ccontrol", "show", "job", str(second)).stdout.count("Priority=1e+06") == 1
+    assert c.run("ccontrol", "show", "job", str(second)).stdout.count("Priority=1000000 ") == 1
