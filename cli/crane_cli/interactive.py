@@ -37,6 +37,7 @@ class Stream:
         self._closed = threading.Event()
         self.ctld = None
         self.call = None
+        self._ended = False
 
     # -- requests ------------------------------------------------------------------------------
     def send(self, **fields: object) -> None:
@@ -92,16 +93,24 @@ class Stream:
         from crane_cli import rpc
 
         try:
-            for reply in self.call:
-                kind = reply.WhichOneof("msg")
-                if kind == "allocated" and reply.allocated.heartbeat:
-                    self.set_heartbeat(reply.allocated.heartbeat)
-                yield reply
-                if kind in ("ended", "error"):
-                    return
+            yield from self._until_end(self.call)
+            if self._ended:
+                return
         except rpc.grpc.RpcError as exc:  # exit 3, or 4 for a refusal (INVALID_ARGUMENT, PERMISSION_DENIED)
             raise self.ctld._error(exc) from None
         raise CliError(f"{BROKEN} (the stream ended before the step did)", EXIT_NETWORK)
+
+    def _until_end(self, replies: Iterator[object]) -> Iterator[object]:
+        """Pass ``replies`` on up to ``ended``/``error`` (then ``_ended`` is set), following the heartbeat."""
+        self._ended = False
+        for reply in replies:
+            kind = reply.WhichOneof("msg")  # type: ignore[attr-defined]
+            if kind == "allocated" and reply.allocated.heartbeat:  # type: ignore[attr-defined]
+                self.set_heartbeat(reply.allocated.heartbeat)  # type: ignore[attr-defined]
+            yield reply
+            if kind in ("ended", "error"):
+                self._ended = True
+                return
 
     def set_heartbeat(self, seconds: float) -> None:
         """Ping every ``seconds`` from now on."""
@@ -166,18 +175,17 @@ class ForwardedStream(Stream):
         from crane_common.frames import FrameError, read_frame
         from crane_common.proto import crane_pb2 as pb
 
-        try:
+        def frames() -> Iterator[object]:
             while True:
                 data = read_frame(self.sock)  # type: ignore[arg-type]
                 if data is None:
-                    break
-                reply = pb.CrunReply.FromString(data)
-                kind = reply.WhichOneof("msg")
-                if kind == "allocated" and reply.allocated.heartbeat:
-                    self.set_heartbeat(reply.allocated.heartbeat)
-                yield reply
-                if kind in ("ended", "error"):
                     return
+                yield pb.CrunReply.FromString(data)
+
+        try:
+            yield from self._until_end(frames())
+            if self._ended:
+                return
         except (OSError, FrameError, ValueError) as exc:
             raise CliError(f"{BROKEN} ({exc})", EXIT_NETWORK) from None
         raise CliError(f"{BROKEN} (the stream ended before the step did)", EXIT_NETWORK)
