@@ -159,6 +159,18 @@ def _open_as_user(spec: StepSpec) -> tuple[int, int]:
     return out, err
 
 
+def _remove_pod(cli: Cri, pod_id: str) -> None:
+    """Stop and remove every container of pod ``pod_id``, then the pod itself (raises CriError)."""
+    pb = cli.pb
+    ctrs = cli.call(cli.rt, "ListContainers", pb.ListContainersRequest(
+        filter=pb.ContainerFilter(pod_sandbox_id=pod_id))).containers
+    for ctr in ctrs:
+        cli.call(cli.rt, "StopContainer", pb.StopContainerRequest(container_id=ctr.id, timeout=0))
+        cli.call(cli.rt, "RemoveContainer", pb.RemoveContainerRequest(container_id=ctr.id))
+    cli.call(cli.rt, "StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    cli.call(cli.rt, "RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+
+
 class CriRuntime:
     """Runs container jobs (steps with ``spec.container``) as CRI pods; leaves every other step to the next runtime.
 
@@ -253,13 +265,7 @@ class CriRuntime:
             filter=pb.PodSandboxFilter(label_selector=sel))).items
         for pod in pods:
             log.warning("job %s: removing the pod %s an earlier run left", step.job_id, pod.id[:12])
-            ctrs = cli.call(cli.rt, "ListContainers", pb.ListContainersRequest(
-                filter=pb.ContainerFilter(pod_sandbox_id=pod.id))).containers
-            for ctr in ctrs:
-                cli.call(cli.rt, "StopContainer", pb.StopContainerRequest(container_id=ctr.id, timeout=0))
-                cli.call(cli.rt, "RemoveContainer", pb.RemoveContainerRequest(container_id=ctr.id))
-            cli.call(cli.rt, "StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=pod.id))
-            cli.call(cli.rt, "RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+            _remove_pod(cli, pod.id)
 
     @hookimpl
     def crane_step_launch(self, step: StepSpec) -> CriStepHandle | None:
@@ -520,13 +526,7 @@ class CriRuntime:
                         continue
                     found = True
                     jobs.add(jid_i)
-                    ctrs = cli.call(cli.rt, "ListContainers", pb.ListContainersRequest(
-                        filter=pb.ContainerFilter(pod_sandbox_id=pod.id))).containers
-                    for ctr in ctrs:
-                        cli.call(cli.rt, "StopContainer", pb.StopContainerRequest(container_id=ctr.id, timeout=0))
-                        cli.call(cli.rt, "RemoveContainer", pb.RemoveContainerRequest(container_id=ctr.id))
-                    cli.call(cli.rt, "StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=pod.id))
-                    cli.call(cli.rt, "RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+                    _remove_pod(cli, pod.id)
                     log.info("job %s: removed its leftover pod %s", jid, pod.id[:12])
             except CriError as exc:
                 log.error("reconciling the pods of node %s failed: %s", node, exc)
