@@ -45,6 +45,25 @@ def ensure_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
 
 
+def run_as(cluster: "Cluster", user: pwd.struct_passwd, *args: str, token: str | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a CLI command as the unprivileged ``user`` (HOME in a private tmp dir, no token unless given)."""
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="crane-home-")
+    os.chown(home, user.pw_uid, user.pw_gid)
+    full = {"PATH": os.environ.get("PATH", ""), "HOME": home, "CRANE_CONFIG": cluster.lc.config_path,
+            **({"CRANE_TOKEN": token} if token else {}), **(env or {})}
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+
+    return subprocess.run([cli(args[0]), *args[1:]], env=full, capture_output=True, text=True, timeout=60,
+                          preexec_fn=drop, cwd=home)
+
+
 class Cluster:
     """A started :class:`LocalCluster` plus helpers the tests share."""
 

@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from crane_e2e import ensure_user
+from crane_e2e import ensure_user, run_as
 
 pytestmark = pytest.mark.e2e
 
@@ -33,28 +33,6 @@ class Who:
 def whoami(cluster, token: str | None = None) -> Who:
     """``crane whoami`` with ``token`` (None: root's own host token)."""
     return Who(cluster.run("crane", "whoami", env={"CRANE_TOKEN": token} if token else None))
-
-
-def run_as(cluster, user, *args: str, token: str | None = None):
-    """Run a command as the unprivileged ``user`` (HOME in a private tmp dir, no token unless given)."""
-    import subprocess
-    import tempfile
-
-    from crane_e2e import cli
-
-    home = tempfile.mkdtemp(prefix="crane-home-")
-    os.chown(home, user.pw_uid, user.pw_gid)
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "CRANE_CONFIG": cluster.lc.config_path}
-    if token:
-        env["CRANE_TOKEN"] = token
-
-    def drop() -> None:
-        os.setgroups([])
-        os.setgid(user.pw_gid)
-        os.setuid(user.pw_uid)
-
-    return subprocess.run([cli(args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=60,
-                          preexec_fn=drop, cwd=home)
 
 
 def test_tls_is_on_and_verified(cluster, tmp_path):

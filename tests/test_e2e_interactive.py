@@ -17,7 +17,7 @@ from typing import Any
 import pexpect
 import pytest
 from crane_common.states import EC_CRANED_DOWN, JobState
-from crane_e2e import cli, ensure_user, running_cluster
+from crane_e2e import cli, ensure_user, run_as, running_cluster
 from crane_tools.ptyspawn import spawn_on_pty  # not pexpect.spawn, which forks this gRPC client process
 
 pytestmark = pytest.mark.e2e
@@ -70,24 +70,6 @@ def steps_of(cluster: Any, job_id: int) -> list[Any]:
     """The job's steps as the controller reports them (QueryJobsInfo with include_steps)."""
     return [s for j in cluster.client.jobs([job_id], include_finished=True, include_steps=True)
             for s in j.step_info_list]
-
-
-def run_as(cluster: Any, user: Any, *args: str, token: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run a command as the unprivileged ``user`` with her token (HOME in a private directory)."""
-    import tempfile
-
-    home = tempfile.mkdtemp(prefix="crane-home-")
-    os.chown(home, user.pw_uid, user.pw_gid)
-    full = {"PATH": os.environ.get("PATH", ""), "HOME": home, "CRANE_CONFIG": cluster.lc.config_path,
-            **({"CRANE_TOKEN": token} if token else {}), **env}
-
-    def drop() -> None:
-        os.setgroups([])
-        os.setgid(user.pw_gid)
-        os.setuid(user.pw_uid)
-
-    return subprocess.run([cli(args[0]), *args[1:]], env=full, capture_output=True, text=True, timeout=60,
-                          preexec_fn=drop, cwd=home)
 
 
 # --- crun: a job of its own ----------------------------------------------------------------------
