@@ -170,6 +170,8 @@ class CtldConfig(_Model):
     MaxInteractiveStreamsPerUser: int = Field(32, ge=1, le=100_000)
     MaxStepsPerJob: int = Field(100_000, ge=1)                 # steps one job may create over its life
     DependencyNeverSatisfied: Literal["cancel", "keep"] = "cancel"  # a job whose dependency can never hold
+    MaxArrayTasks: int = Field(10_000, ge=1, le=4_000_001)  # tasks of one --array (docs/arrays.md)
+    ArrayPendingWindow: int = Field(64, ge=1, le=100_000)   # an array's created tasks waiting at a time (no %max)
     SlurmEnvironment: bool = True   # jobs also get SLURM_JOB_ID, SLURM_NTASKS, ... beside their CRANE_* twins
     # Input bounds (docs/configuration.md, docs/security.md "Input bounds and privacy"): a request
     # outside them is refused at submit with one line; nothing of it is stored.

@@ -21,12 +21,16 @@ def rig(tmp_path: Any) -> Rig:
 
 def test_parsing_all_and_any() -> None:
     dep = parse_dependency("afterok:1:2,afterany:3")
-    assert dep.conditions == (("afterok", 1), ("afterok", 2), ("afterany", 3)) and not dep.any_of
+    assert dep.conditions == (("afterok", 1, 0), ("afterok", 2, 0), ("afterany", 3, 0)) and not dep.any_of
     assert parse_dependency("afterok:1?afternotok:2").any_of
+    assert parse_dependency("afterok:1+5,singleton,aftercorr:7,after:8_3").conditions == (
+        ("afterok", 1, 300), ("singleton", 0, 0), ("aftercorr", 7, 0), ("after", (8, 3), 0))
+    assert parse_dependency("afterok:1+5,singleton,after:8_3").text() == "afterok:1+5,singleton,after:8_3"
 
 
 @pytest.mark.parametrize("text", ["", "afterok", "afterok:x", "before:1", "afterok:1,afterany:2?after:3",
-                                  "singleton", "afterok:1+5"])
+                                  "singleton:3", "afterok:1+x", "afterok:1+99999999", "aftercorr:4_2", "afterok:_2",
+                                  "afterok:3_x"])
 def test_a_dependency_it_cannot_honour_is_refused(text: str) -> None:
     with pytest.raises(JobRejected):
         parse_dependency(text)

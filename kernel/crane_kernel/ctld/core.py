@@ -38,13 +38,14 @@ from crane_kernel.clusterinfo import build_cluster_info
 from crane_kernel.config import ClusterConfig
 from crane_kernel.ctld import reconcile as rc
 from crane_kernel.ctld.accounts import AccountBook
+from crane_kernel.ctld.arrays import ArraysMixin
 from crane_kernel.ctld.changes import ChangesMixin
 from crane_kernel.ctld.cycle import CYCLE_BUCKETS, CycleMixin
 from crane_kernel.ctld.deps import DependsMixin, parse_dependency
 from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.emit import EmitMixin
 from crane_kernel.ctld.history import rebuild_usage
-from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
+from crane_kernel.ctld.jobs import ArrayJob, Job, job_from_spec, normalize_spec, recheck_spec
 from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import build_nodes
@@ -68,7 +69,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
 
 
 class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
-                 ChangesMixin, StepsMixin, DependsMixin):
+                 ChangesMixin, StepsMixin, DependsMixin, ArraysMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -110,6 +111,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self._init_steps()  # job steps and interactive jobs (ctld/stepexec.py)
         self._init_deps()  # job dependencies (ctld/deps.py)
         self.keeper.dep_gate = self.dependency_reason
+        self._init_arrays()  # array jobs (ctld/arrays.py)
 
     # ------------------------------------------------------------------
     # start-up
@@ -121,17 +123,25 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         active = [JobState.Pending, JobState.Configuring, JobState.Running, JobState.Starting,
                   JobState.Completing, JobState.Suspended]
         n_pending = n_running = 0
+        tasks: list[Job] = []  # array tasks, counted by their arrays once all records are read
         for jid, _state, spec, rt in self.store.iter_jobs(active):
             job = job_from_spec(jid, spec)
             job.apply_rt(rt)
             self.jobs[jid] = job
+            if isinstance(job, ArrayJob):
+                self.add_array(job, spec)  # not queued itself: its tasks are
+                self.next_job_id = max(self.next_job_id, jid + 1)
+                continue
+            if job.array_job_id:
+                tasks.append(job)
             self.restore_steps(job, rt, now)
             if job.state == JobState.Pending:
                 self.pending[jid] = job
                 n_pending += 1
                 if spec.get("dependency"):
                     try:
-                        self.register_dependency(jid, parse_dependency(spec["dependency"]))
+                        self.register_dependency(jid, parse_dependency(spec.get("dependency_ids") or
+                                                                       spec["dependency"]))
                     except JobRejected as exc:  # accepted once: a later version's form; say so, keep the job held
                         log.error("job %d: its dependency %r cannot be read (%s): held", jid, spec["dependency"], exc)
                         job.held = True
@@ -163,6 +173,10 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             n.last_seen = now  # a grace period: nodes have CranedTimeout to check in
             n.refresh_usable()
         rc.restore_held(self)
+        for job in tasks:
+            if job.state not in FINAL_STATES:
+                self.recover_array_task(job)
+        self.finish_array_recovery()
         self.limits.rebuild()  # QoS limits: count the recovered jobs
         log.info("recovered %d pending and %d running jobs (%d ended jobs replayed for usage history, %d more from "
                  "the accounting store); next job id %d", n_pending, n_running, n_history, n_accounted,
@@ -194,8 +208,10 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             self.pm.hook.crane_job_submit(job=spec, identity=identity, cluster=self.cluster_info)
             recheck_spec(spec, self.cfg, identity.uid, identity.user, gid)
             normalized.append(spec)
+        early: list = []  # events of array tasks a dependency named (A_T), created for it
         with self.lock:
-            deps = [self.check_dependency(spec) for spec in normalized]  # never dropped: refused when unknown
+            deps = [self.check_dependency(spec, now, early) for spec in normalized]  # never dropped: refused
+        self.publish(early)
         with self.lock:
             self.limits.check_submit(normalized)  # QoS limits: MaxSubmit* for the whole call, DenyOnLimit
             first = self.next_job_id
@@ -211,7 +227,11 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 self._emit_job(outbox, "job.submitted", job, now, actor=identity.user)
             self.store.write(inserts=rows, meta={"next_job_id": first + len(ids)})
             self.next_job_id = first + len(ids)
-            for job, dep in zip(jobs, deps, strict=True):
+            for job, dep, spec in zip(jobs, deps, normalized, strict=True):
+                if isinstance(job, ArrayJob):  # one record; its tasks are created a few at a time
+                    self.jobs[job.job_id] = job
+                    self.add_array(job, spec)
+                    continue
                 limit = self.limits.accepted(job)  # QoS limits: counted as submitted
                 job.reason = job.reason or limit
                 self.jobs[job.job_id] = job
@@ -236,15 +256,24 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         failed: list[tuple[int, str]] = []
         outbox: list = []
         now = self.clock()
+        queue = list(job_ids)
+        asked = set(queue)
         with self.lock:
             updates = []
-            for jid in job_ids:
+            for jid in queue:  # grows by the created tasks of the arrays cancelled
                 job = self.jobs.get(jid)
                 if job is None or job.state in FINAL_STATES:
-                    failed.append((jid, "Job not found or already finished"))
+                    if jid in asked:
+                        failed.append((jid, "Job not found or already finished"))
                     continue
                 if not self._authorized(identity, "job.cancel", job):
                     failed.append((jid, "Permission denied: not your job"))
+                    continue
+                if isinstance(job, ArrayJob):  # its tasks to come never run; the created ones are cancelled
+                    tasks, rows = self.cancel_array(job, now, outbox)
+                    updates += rows
+                    queue.extend(t for t in tasks if t not in asked)
+                    done.append(jid)
                     continue
                 self._emit_job(outbox, "job.cancelled", job, now, actor=identity.user)
                 if job.interactive:
@@ -261,7 +290,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                         updates.append((int(job.state), self._rt_json(job), job.job_id))
                         outbox.append((self.node_stream(job.head_node),
                                        m.TerminateStep(job_id=jid, reason="cancel", epoch=job.epoch)))
-                done.append(jid)
+                if jid in asked:
+                    done.append(jid)
             self.store.write(updates=updates)
         self.publish(outbox)
         if done:
@@ -291,11 +321,13 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         if step_ran:
             self._emit_step(outbox, "step.ended", job, now, state=state.name)
         self._emit_job(outbox, "job.ended", job, now)
-        row = (int(job.state), self._rt_json(job), job.job_id)
+        rows = [(int(job.state), self._rt_json(job), job.job_id)]
+        if job.array_job_id:
+            rows += self.array_task_ended(job, now)  # the array counts it (and ends with its last task)
         if persist:
-            self.store.write(updates=[row])
+            self.store.write(updates=rows)
             return []
-        return [row]
+        return rows
 
     def _expire_finished(self, now: float) -> None:
         keep = self.cfg.CraneCtld.FinishedJobRetention
@@ -304,6 +336,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             job = self.jobs.get(jid)
             if job is not None and job.state in FINAL_STATES:
                 del self.jobs[jid]
+                self.arrays.pop(jid, None)
                 self.steps.pop(jid, None)
                 self.step_counter.pop(jid, None)
 

@@ -39,6 +39,8 @@ class CycleMixin:
             self._expire_finished(now)
             self.limits.refresh()  # QoS changes the account book announced: recount, gate their jobs again
             self.limits.admit(now)  # the best blocked jobs of groups below their QoS limit come back
+            self.refill_arrays(now, outbox)  # arrays' windows: their next tasks become pending jobs (ctld/arrays.py)
+            self.dependency_timers(now)  # +delay dependencies whose time came are looked at again
             self.keeper.sync(self.pending, self.running_view, now)  # ineligible jobs get their reason here
         # Outside the lock from here on: the API keeps answering while the plugins think. Only this
         # thread touches the view; other threads write the tracked tables, applied at the next sync.
@@ -110,6 +112,9 @@ class CycleMixin:
                     continue
                 if job.nodelist and not job.nodelist <= {n.name for n in nodes}:
                     continue
+                if job.job_id in self.deps and self.deps[job.job_id].has("singleton") and \
+                        not self._singleton_free(job):
+                    continue  # a job of the same name started earlier in this plan
                 job.devices = self._assign_devices(job, nodes)
                 job.state = JobState.Running if job.interactive else JobState.Configuring
                 job.alloc_nodes = tuple(n.name for n in nodes)
@@ -120,8 +125,10 @@ class CycleMixin:
                 job.reason = ""
                 self._allocate(job, nodes)
                 self._emit_job(outbox, "job.started", job, now)
-                if job.job_id in self.dep_children:
-                    self.dependency_moved(job)  # "after" children may start now
+                if job.job_id in self.dep_children or self.dep_singletons:
+                    self.dependency_moved(job)  # "after" children may start now, singletons of its name may not
+                if job.array_job_id:
+                    self.array_task_started(job, now)
                 if job.interactive:  # nothing to launch for the job: its step 0 starts (ctld/stepexec.py)
                     interactive.append(job)
                     continue

@@ -57,10 +57,20 @@ class DispatchMixin:
             "CRANE_TIMELIMIT": str(job.time_limit),
             "CRANE_CLUSTER_NAME": self.cluster,
         })
+        if job.array_job_id:
+            env.update(self._array_env(job))
         if self.cfg.CraneCtld.SlurmEnvironment:  # scripts written for Slurm read these
             env.update({slurm: env[crane] for slurm, crane in SLURM_TWINS.items()})
             env["SLURM_JOBID"] = env["SLURM_JOB_ID"]
             env["SLURM_NNODES"] = env["SLURM_JOB_NUM_NODES"]
+            for crane in [k for k in env if k.startswith("CRANE_ARRAY_")]:
+                env["SLURM_" + crane[len("CRANE_"):]] = env[crane]
+        return env
+
+    def _array_env(self, job: Job) -> dict[str, str]:
+        """``CRANE_ARRAY_JOB_ID``, ``..._TASK_ID``, ``..._TASK_COUNT``, ``..._TASK_MIN/MAX/STEP`` of a task."""
+        env = {"CRANE_ARRAY_JOB_ID": str(job.array_job_id), "CRANE_ARRAY_TASK_ID": str(job.array_task_id)}
+        env.update(self.array_info.get(job.array_job_id, {}))
         return env
 
     def _launch_message(self, job: Job, spec: dict) -> m.LaunchStep:

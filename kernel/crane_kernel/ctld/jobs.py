@@ -17,6 +17,7 @@ from typing import Any
 from crane_common.states import JobState
 
 from crane_kernel.config import ClusterConfig
+from crane_kernel.ctld.arrayspec import MAX_ARRAY_INDEX, TaskSet, parse_array
 from crane_kernel.ctld.speccheck import (
     MAX_BEGIN_AHEAD,
     MAX_GRES,
@@ -34,6 +35,7 @@ from crane_kernel.errors import JobRejected
 from crane_kernel.sched_types import SchedJob
 
 _intern = sys.intern
+MAX_ARRAY_TASKS_EVER = MAX_ARRAY_INDEX + 1  # recovery re-reads an accepted --array whatever the limit is now
 
 def recheck_spec(spec: dict[str, Any], cfg: ClusterConfig, uid: int, user: str, gid: int) -> None:
     """Validate what the job filters returned: the same bounds as at submission, the same owner.
@@ -87,6 +89,8 @@ class Job(SchedJob):
 
     container_image = ""  # class default: a plain job has no container and no slot for one (ContainerJob)
     interactive = ""      # class default: a batch job; "crun" or "calloc" for an InteractiveJob
+    array_job_id = 0      # class default: not a task of an array (a task's class has the slots: task_class)
+    array_task_id = 0
 
     def rt(self) -> dict[str, Any]:
         """The mutable part of the record, as stored in the state store."""
@@ -141,6 +145,49 @@ class InteractiveJob(Job):
     __slots__ = ("interactive",)
 
 
+class ArrayJob(Job):
+    """The record of an array (``--array``): its tasks not yet created, and what became of the others.
+
+    Not in the scheduler's queue: its tasks are (ctld/arrays.py creates them a few at a time).
+    """
+
+    __slots__ = ("array_spec", "array_tasks", "array_max", "array_live", "array_children", "array_worst",
+                 "array_exit")
+
+    def rt(self) -> dict[str, Any]:
+        """The job's mutable part plus the array's (tasks left, the worst end of a task so far)."""
+        out = Job.rt(self)
+        out.update(atasks=self.array_tasks.text(), aworst=int(self.array_worst), aexit=self.array_exit,
+                   amax=self.array_max)
+        return out
+
+    def apply_rt(self, rt: dict[str, Any]) -> None:
+        """Restore the job's and the array's mutable parts."""
+        Job.apply_rt(self, rt)
+        if "atasks" in rt:
+            self.array_tasks = TaskSet.parse_text(rt["atasks"])
+            self.array_worst = JobState(rt.get("aworst", int(JobState.Completed)))
+            self.array_exit = rt.get("aexit", 0)
+            self.array_max = rt.get("amax", self.array_max)
+
+    def pending_text(self) -> str:
+        """``5-1000%10``: the tasks not yet created, and the limit (what ``A_[...]`` shows)."""
+        return self.array_tasks.text() + (f"%{self.array_max}" if self.array_max else "")
+
+
+_TASK_CLASSES: dict[type, type] = {}
+
+
+def task_class(cls: type) -> type:
+    """``cls`` with the two slots of an array task (``array_job_id``, ``array_task_id``); one per class."""
+    out = _TASK_CLASSES.get(cls)
+    if out is None:
+        out = _TASK_CLASSES[cls] = type(cls.__name__ + "Task", (cls,), {
+            "__slots__": ("array_job_id", "array_task_id"),
+            "__doc__": f"A task of an array: a {cls.__name__} that knows its array and index."})
+    return out
+
+
 INTERACTIVE_KINDS = ("crun", "calloc")
 
 
@@ -148,6 +195,10 @@ def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:
     """Build the in-memory record from a normalised spec (see :func:`normalize_spec`)."""
     kind = spec.get("interactive")
     cls = InteractiveJob if kind in INTERACTIVE_KINDS else ContainerJob if spec.get("container") else Job
+    if spec.get("array"):
+        cls = ArrayJob
+    elif spec.get("array_job_id"):
+        cls = task_class(cls)
     j = cls(
         job_id, _intern(spec["partition"]), spec["node_num"], spec["cpus_per_node"], spec["mem_per_node"],
         spec["time_limit"],
@@ -193,6 +244,18 @@ def job_from_spec(job_id: int, spec: dict[str, Any]) -> Job:
         j.container_image = _intern(spec["container"]["image"])
     if cls is InteractiveJob:
         j.interactive = kind
+    if cls is ArrayJob:
+        array = parse_array(spec["array"], MAX_ARRAY_TASKS_EVER)
+        j.array_spec = _intern(spec["array"])
+        j.array_tasks = array.tasks()
+        j.array_max = array.max_concurrent
+        j.array_live = 0
+        j.array_children = {}
+        j.array_worst = JobState.Completed
+        j.array_exit = 0
+    elif spec.get("array_job_id"):
+        j.array_job_id = spec["array_job_id"]
+        j.array_task_id = spec["array_task_id"]
     return j
 
 
@@ -208,7 +271,13 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
     Raises :class:`JobRejected` with a one-line reason.
     """
     spec = dict(raw)
+    for key in ("array_job_id", "array_task_id", "dependency_ids"):  # the controller's own, never a client's
+        spec.pop(key, None)
     check_text_fields(spec, cfg)
+    if spec.get("array"):
+        if spec.get("interactive"):
+            raise JobRejected("--array is for batch jobs (crun and calloc cannot be arrays)")
+        parse_array(str(spec["array"]), cfg.CraneCtld.MaxArrayTasks)  # refused here with one line when malformed
     part_name = spec.get("partition") or cfg.DefaultPartition
     part = next((p for p in cfg.Partitions if p.name == part_name), None)
     if part is None:

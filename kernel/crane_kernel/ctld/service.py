@@ -9,7 +9,7 @@ import grpc
 from crane_common.hostlist import compress
 from crane_common.proto import crane_pb2 as pb
 from crane_common.proto import crane_pb2_grpc as pbg
-from crane_common.states import JobState
+from crane_common.states import FINAL_STATES, JobState
 from google.protobuf import json_format
 
 from crane_kernel import __version__
@@ -18,7 +18,7 @@ from crane_kernel.ctld import history as hist
 from crane_kernel.ctld.acctservice import AccountServiceMixin
 from crane_kernel.ctld.core import Controller, Denied
 from crane_kernel.ctld.cycle import CYCLE_BUCKETS
-from crane_kernel.ctld.jobs import Job
+from crane_kernel.ctld.jobs import ArrayJob, Job
 from crane_kernel.ctld.rpcguard import guarded as _guarded
 from crane_kernel.ctld.rpcguard import one_line as _one_line
 from crane_kernel.errors import CraneError, JobRejected
@@ -69,6 +69,11 @@ def job_info(job: Job, now: float, private: bool = False) -> Any:
         info.gres = ",".join(f"{k}:{v}" for k, v in job.gres_per_node.items())
     if job.container_image:
         info.container.image = job.container_image
+    if job.array_job_id:
+        info.array_job_id, info.array_task_id = job.array_job_id, job.array_task_id
+    elif isinstance(job, ArrayJob):
+        info.array_job_id, info.array_spec = job.job_id, job.array_spec
+        info.array_pending = job.pending_text()
     if private:
         for name in _PRIVATE_FIELDS:
             info.ClearField(name)
@@ -203,7 +208,6 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         # the job history (cacct) is private whatever PrivateData says: a plain user gets her own jobs and
         # those of the accounts she coordinates; operators and admins see all (as CraneSched's cacct)
         private_jobs = private_jobs or history
-        ids = set(request.job_ids)
         names, users = set(request.names), set(request.users)
         accounts, parts, qos = set(request.accounts), set(request.partitions), set(request.qos)
         nodes = set(request.nodes)
@@ -213,6 +217,10 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         steps = bool(request.include_steps)
         out = []
         with ctl.lock:
+            ids = set(ctl.array_members(list(request.job_ids)))  # an array's id: the array and its tasks
+            for ref in request.array_tasks:
+                jid = ctl.resolve_task(ref.array_job_id, ref.task_id, False, now, [])
+                ids.add(jid if jid is not None else ref.array_job_id)  # a task still to come: its array's row
             if ids:
                 source = [ctl.jobs[i] for i in ids if i in ctl.jobs]
             elif states is not None and states <= _DEFAULT_STATES:
@@ -225,6 +233,10 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
             for job in source:
                 if states is not None and job.state not in states:
                     continue
+                if isinstance(job, ArrayJob) and not len(job.array_tasks) and job.state not in FINAL_STATES:
+                    continue  # every task created: the tasks are the rows
+                if isinstance(job, ArrayJob) and job.state in FINAL_STATES and job.job_id not in ids:
+                    continue  # an ended array is shown when asked for by its id
                 if (names and job.name not in names) or (users and job.user not in users) or \
                         (accounts and job.account not in accounts) or (parts and job.partition not in parts) or \
                         (qos and job.qos not in qos) or (nodes and not nodes.intersection(job.alloc_nodes)):
@@ -281,7 +293,7 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
     def CancelJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Cancel jobs by id and/or filters."""
         ident = self._identity(context, "CancelJob")
-        self._bounded(context, request.job_ids, request.nodes)
+        self._bounded(context, request.job_ids, request.nodes, request.array_tasks)
         ctl = self.ctl
         ids = list(request.job_ids)
         filtered = request.name or request.partition or request.account or request.user or request.states or \
@@ -297,9 +309,18 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
                        and (not request.account or j.account == request.account)
                        and (not request.user or j.user == request.user)
                        and (not nodes or nodes.intersection(j.alloc_nodes))]
-        done, failed = ctl.cancel(ids, ident) if ids or not request.steps else ([], [])
-        reply = pb.CancelJobReply(cancelled=done, not_cancelled=[f[0] for f in failed],
-                                  reasons=[f[1] for f in failed])
+        tdone, tfailed = ([], []) if not request.array_tasks else ctl.cancel_tasks(
+            [(r.array_job_id, r.task_id) for r in request.array_tasks], ident)
+        task_jobs = [jid for _, jid in tdone if jid]
+        done, failed = ctl.cancel([*ids, *task_jobs], ident) if ids or task_jobs or not (
+            request.steps or request.array_tasks) else ([], [])
+        reply = pb.CancelJobReply(cancelled=[j for j in done if j not in task_jobs],
+                                  not_cancelled=[f[0] for f in failed], reasons=[f[1] for f in failed])
+        ended = {jid for jid, _ in failed}
+        reply.cancelled_tasks.extend(pb.ArrayTaskRef(array_job_id=a, task_id=t) for (a, t), jid in tdone
+                                     if jid not in ended)
+        reply.not_cancelled_tasks.extend(pb.ArrayTaskRef(array_job_id=a, task_id=t) for (a, t), _ in tfailed)
+        reply.task_reasons.extend(why for _, why in tfailed)
         if request.steps:
             self._bounded(context, request.steps)
             sdone, sfailed = ctl.cancel_steps([(r.job_id, r.step_id) for r in request.steps], ident)
@@ -332,7 +353,19 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         if not kwargs:
             return pb.ModifyJobReply(not_modified=list(request.job_ids),
                                      reasons=["nothing to change"] * len(request.job_ids))
-        done, failed = self.ctl.modify(list(request.job_ids), ident, **kwargs)
+        ctl = self.ctl
+        self._bounded(context, request.job_ids, request.array_tasks)
+        with ctl.lock:  # an array's id: the array and its created tasks; A_T: that task (created now if to come)
+            ids = ctl.array_members(list(request.job_ids))
+            outbox: list = []
+            for ref in request.array_tasks:
+                parent = ctl.jobs.get(ref.array_job_id)
+                create = parent is not None and ctl._authorized(ident, "job.modify", parent)
+                jid = ctl.resolve_task(ref.array_job_id, ref.task_id, create, ctl.clock(), outbox)
+                ids.append(jid or 0)  # 0: refused below as not found
+        ctl.publish(outbox)
+        done, failed = ctl.modify(ids, ident, **kwargs)
+        ctl.arrays_touched(done)
         return pb.ModifyJobReply(modified=done, not_modified=[f[0] for f in failed], reasons=[f[1] for f in failed])
 
     # -- nodes and partitions ---------------------------------------------------
