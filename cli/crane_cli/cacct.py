@@ -75,8 +75,10 @@ def parse_job_ids(values: list[str] | None) -> tuple[list[int], dict[int, set[in
     wanted: dict[int, set[int | str] | None] = {}
     for item in split_list(values):
         job, dot, step = item.partition(".")
-        if "_" in job and job.replace("_", "").isdigit():
-            raise arg_error(f"cacct: array job tasks ({item!r}) are not supported by this cluster")
+        if "_" in job:  # an array task: its array's id asks for the array and its tasks
+            from crane_cli.arrayids import split_ref
+
+            job = str(split_ref(job, "cacct")[0])
         if not job.isdigit() or not 0 < int(job) <= 0xFFFFFFFF or (dot and not (step.isdigit() or step == "batch")):
             raise arg_error(f"cacct: invalid job id {item!r}: expected <id> or <id>.<step>")
         job_id = int(job)
@@ -266,9 +268,10 @@ def _fields():  # noqa: ANN202 - {title: Field}, built on first use (keeps the i
         "ReqNodes": Field("ReqNodes", s("req_nodes")),
         "ExcludeNodes": Field("ExcludeNodes", s("exclude_nodes")),
         "JobType": Field("JobType", lambda r, now: TYPE_NAMES.get(r.type, str(r.type))),
-        "ArrayJobId": Field("ArrayJobId", lambda r, now: "-"),
-        "ArraySpec": Field("ArraySpec", lambda r, now: "-"),
-        "ArrayTaskId": Field("ArrayTaskId", lambda r, now: "-"),
+        "ArrayJobId": Field("ArrayJobId", lambda r, now: str(r.array_job_id) if r.array_job_id else "-"),
+        "ArraySpec": Field("ArraySpec", lambda r, now: r.array_spec or "-"),
+        "ArrayTaskId": Field("ArrayTaskId", lambda r, now: str(r.array_task_id)
+                             if r.array_job_id and r.array_job_id != r.job_id else "-"),
     }
     return f
 

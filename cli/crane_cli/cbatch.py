@@ -18,7 +18,7 @@ from crane_cli.errors import EXIT_BACKEND, EXIT_OK, EXIT_SYSTEM, CliError, arg_e
 # Options upstream cbatch has that this cluster cannot honour: an error on the command line
 # and in scripts alike (hidden from --help). (spellings, is a flag, #SBATCH spellings)
 UNSUPPORTED = (
-    (("-a", "--array"), False, ("-a", "--array")), (("-L", "--licenses"), False, ()),
+    (("-L", "--licenses"), False, ()),
     (("-r", "--reservation"), False, ("-r",)), (("--wckey",), False, ()),
     (("-s", "--signal"), False, ()),
 )
@@ -66,6 +66,8 @@ def build_command() -> Command:
         Option("-b", "--begin", help="defer the start until this time", sbatch=True),
         Option("-d", "--dependency", help="start after other jobs: afterok:ID[:ID],afterany:ID (all) or "
                                           "afterok:ID?afternotok:ID (any); also after, afternotok", sbatch=True),
+        Option("-a", "--array", help="an array job: first[-last[:step]][,...][%max] tasks (%max: at most that many "
+                                     "at once); %A and %a in -o/-e", sbatch=("-a", "--array")),
         Option("--extra-attr", help="extra attributes as JSON"),
         Option("--mail-type", help="mail on: BEGIN,END,FAIL,REQUEUE,TIME_LIMIT,ALL,NONE", sbatch=True),
         Option("--mail-user", help="mail recipient (default: you)", sbatch=True),
@@ -163,6 +165,8 @@ def prepare(argv: list[str], environ: dict[str, str] | None = None) -> tuple[obj
         environ=dict(os.environ if environ is None else environ), cwd=cwd, submit_host=os.uname().nodename,
         cmd_line=" ".join(["cbatch", *argv]),
     )
+    if fields.get("array") and repeat > 1:
+        raise arg_error("cbatch: --array is exclusive with --repeat")
     return args, fields, repeat
 
 

@@ -17,7 +17,7 @@ from crane_cli.cliparse import Argument, Command, Option, common_options, parse,
 from crane_cli.errors import EXIT_BACKEND, EXIT_OK, arg_error
 from crane_cli.lazyre import LazyRegex
 
-_ONE_ID = r"[1-9]\d*(?:_\d+)?(?:\.\d+)?"
+_ONE_ID = r"[1-9]\d*(?:_(?:\d+|\[[\d,-]+\]))?(?:\.\d+)?"
 JOB_LIST = LazyRegex(rf"^{_ONE_ID}(?:,{_ONE_ID})*$")
 STATE_FILTERS = {"pending": (0,), "p": (0,), "running": (1, 7, 8, 9), "r": (1, 7, 8, 9), "suspended": (10,),
                  "s": (10,), "all": ()}
@@ -37,16 +37,23 @@ def build_command() -> Command:
     ])
 
 
-def parse_ids(values: list[str] | tuple[str, ...]) -> tuple[list[int], list[tuple[int, int]]]:
-    """Check and convert the id arguments: (job ids, (job, step) pairs) (raises CliError, exit 2)."""
+def parse_ids(values: list[str] | tuple[str, ...]) -> tuple[list[int], list[tuple[int, int]], list[tuple[int, int]]]:
+    """Check and convert the id arguments: (job ids, (job, step) pairs, (array, task) pairs) (exit 2 when bad)."""
+    from crane_cli.arrayids import split_items, split_ref
+
     ids: list[int] = []
     steps: list[tuple[int, int]] = []
+    tasks: list[tuple[int, int]] = []
     for value in values:
         if not JOB_LIST.match(value):
             raise arg_error(f"Invalid job list specified: {value}.")
-        for item in value.split(","):
+        for item in split_items(value):
             if "_" in item:
-                raise arg_error(f"ccancel: cancelling array tasks ({item}) is not supported by this cluster")
+                if "." in item:
+                    raise arg_error(f"ccancel: steps of array tasks ({item}) are named by the task's job id")
+                job_id, which = split_ref(item, "ccancel")
+                tasks.extend((job_id, t) for t in which or () if (job_id, t) not in tasks)
+                continue
             job, _dot, step = item.partition(".")
             n = int(job)
             if n > 0xFFFFFFFF or (step and int(step) > 0xFFFFFFFF):
@@ -56,7 +63,8 @@ def parse_ids(values: list[str] | tuple[str, ...]) -> tuple[list[int], list[tupl
                     steps.append((n, int(step)))
             elif n not in ids:
                 ids.append(n)
-    return ids, steps
+    return ids, steps, tasks
+
 
 
 def parse_state(value: str | None) -> list[int]:
@@ -75,7 +83,7 @@ def parse_state(value: str | None) -> list[int]:
 def command(argv: list[str]) -> int:
     """ccancel's body: returns the exit code, raises CliError on failure."""
     args = parse(build_command(), argv)
-    ids, step_ids = parse_ids(args.ids)
+    ids, step_ids, task_ids = parse_ids(args.ids)
     states = parse_state(args.state)
     nodes: list[str] = []
     if args.nodes:
@@ -86,10 +94,10 @@ def command(argv: list[str]) -> int:
         except ValueError as exc:
             raise arg_error(f"ccancel: -w/--nodes: {exc}") from None
     has_filter = any(v is not None for v in (args.name, args.partition, args.state, args.account, args.user)) or nodes
-    if not ids and not step_ids and not has_filter:
+    if not ids and not step_ids and not task_ids and not has_filter:
         raise arg_error("ccancel: at least one job id or filter (-n, -p, -t, -A, -u, -w) is required")
-    if step_ids and has_filter:
-        raise arg_error("ccancel: step ids cannot be combined with filters")
+    if (step_ids or task_ids) and has_filter:
+        raise arg_error("ccancel: step ids and array task ids cannot be combined with filters")
     from crane_cli import clientconf
 
     conf = clientconf.load(args.config)
@@ -97,16 +105,18 @@ def command(argv: list[str]) -> int:
 
     request = rpc.pb.CancelJobRequest(job_ids=ids, name=args.name or "", partition=args.partition or "",
                                       account=args.account or "", user=args.user or "", states=states, nodes=nodes,
-                                      steps=[rpc.pb.StepRef(job_id=j, step_id=s) for j, s in step_ids])
+                                      steps=[rpc.pb.StepRef(job_id=j, step_id=s) for j, s in step_ids],
+                                      array_tasks=[rpc.pb.ArrayTaskRef(array_job_id=a, task_id=t) for a, t in task_ids])
     with rpc.Controller(conf) as ctld:
         reply = ctld.call("CancelJob", request)
-    failed = bool(reply.not_cancelled) or bool(reply.not_cancelled_steps)
+    failed = bool(reply.not_cancelled) or bool(reply.not_cancelled_steps) or bool(reply.not_cancelled_tasks)
     if args.json:
         print(reply_json(reply))
         return EXIT_BACKEND if failed else EXIT_OK
     done = []
-    if reply.cancelled:
-        done.append(f"Job {','.join(str(i) for i in reply.cancelled)}")
+    jobs = [str(i) for i in reply.cancelled] + [f"{t.array_job_id}_{t.task_id}" for t in reply.cancelled_tasks]
+    if jobs:
+        done.append(f"Job {','.join(jobs)}")
     if reply.cancelled_steps:
         done.append(f"Step {','.join(f'{s.job_id}.{s.step_id}' for s in reply.cancelled_steps)}")
     if done:
@@ -115,6 +125,10 @@ def command(argv: list[str]) -> int:
     for i, job_id in enumerate(reply.not_cancelled):
         reason = (reasons[i] if i < len(reasons) else "") or "unknown reason"
         sys.stderr.write(f"Failed to cancel job: {job_id}. Reason: {reason.rstrip('.')}.\n")
+    task_reasons = list(reply.task_reasons)
+    for i, ref in enumerate(reply.not_cancelled_tasks):
+        reason = (task_reasons[i] if i < len(task_reasons) else "") or "unknown reason"
+        sys.stderr.write(f"Failed to cancel job: {ref.array_job_id}_{ref.task_id}. Reason: {reason.rstrip('.')}.\n")
     step_reasons = list(reply.step_reasons)
     for i, ref in enumerate(reply.not_cancelled_steps):
         reason = (step_reasons[i] if i < len(step_reasons) else "") or "unknown reason"
@@ -132,6 +146,8 @@ def reply_json(reply: object) -> str:
     done: dict[str, dict] = {}
     for job_id in reply.cancelled:  # type: ignore[attr-defined]
         done.setdefault(str(job_id), {"steps": []})
+    for ref in getattr(reply, "cancelled_tasks", ()):  # keyed "<array_job_id>_<task_id>", as upstream's
+        done.setdefault(f"{ref.array_job_id}_{ref.task_id}", {"steps": []})
     for ref in reply.cancelled_steps:  # type: ignore[attr-defined]
         done.setdefault(str(ref.job_id), {"steps": []})["steps"].append(ref.step_id)
     bad: dict[str, dict] = {}
@@ -139,6 +155,10 @@ def reply_json(reply: object) -> str:
     for i, job_id in enumerate(reply.not_cancelled):  # type: ignore[attr-defined]
         entry = bad.setdefault(str(job_id), {"reason": "", "step_ids": [], "step_reasons": []})
         entry["reason"] = reasons[i] if i < len(reasons) else ""
+    task_reasons = list(getattr(reply, "task_reasons", ()))
+    for i, ref in enumerate(getattr(reply, "not_cancelled_tasks", ())):
+        entry = bad.setdefault(f"{ref.array_job_id}_{ref.task_id}", {"reason": "", "step_ids": [], "step_reasons": []})
+        entry["reason"] = task_reasons[i] if i < len(task_reasons) else ""
     step_reasons = list(reply.step_reasons)  # type: ignore[attr-defined]
     for i, ref in enumerate(reply.not_cancelled_steps):  # type: ignore[attr-defined]
         entry = bad.setdefault(str(ref.job_id), {"reason": "", "step_ids": [], "step_reasons": []})

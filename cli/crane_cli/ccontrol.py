@@ -46,6 +46,17 @@ def _ids(text: str) -> list[int]:
     return ids
 
 
+def _refs(text: str) -> tuple[list[int], list[object]]:
+    """``1,2_3,4_[5-7]`` -> job (or whole array) ids and ``ArrayTaskRef`` messages (exit 2 when malformed)."""
+    from crane_cli import rpc
+    from crane_cli.arrayids import parse_refs
+
+    ids, tasks = parse_refs([text], "ccontrol")
+    if not ids and not tasks:
+        raise arg_error(f"ccontrol: invalid job id list {text!r}")
+    return ids, [rpc.pb.ArrayTaskRef(array_job_id=a, task_id=t) for a, t in tasks]
+
+
 def _report(reply: object, ok_field: str, bad_field: str, what: str, as_json: bool) -> int:
     if as_json:
         from crane_cli.protojson import to_json
@@ -78,12 +89,16 @@ def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: boo
                                                     nodes[n].resource_state != "down")) for p in reply.partitions]
         missing = f"show partitions failed: Partition {name} not found." if name else "No partition is available."
     elif entity in ("job", "jobs"):
-        ids = _ids(name) if name else []
-        reply = ctld.call("QueryJobsInfo", pb.QueryJobsInfoRequest(job_ids=ids, include_finished=bool(ids)))
+        ids, tasks = _refs(name) if name else ([], [])
+        reply = ctld.call("QueryJobsInfo", pb.QueryJobsInfoRequest(job_ids=ids, array_tasks=tasks,
+                                                                    include_finished=bool(ids or tasks)))
         blocks = [showblocks.job_block(j) for j in reply.jobs]
         if not as_json:
             sys.stdout.write("".join(blocks))
             absent = [str(i) for i in ids if i not in {j.job_id for j in reply.jobs}]
+            absent += [f"{t.array_job_id}_{t.task_id}" for t in tasks if not any(
+                j.array_job_id == t.array_job_id and j.array_task_id == t.task_id and j.job_id != j.array_job_id
+                for j in reply.jobs)]
             if absent:
                 print(f"Job {', '.join(absent)} is not running.")
             elif not blocks:
@@ -147,7 +162,8 @@ def command(argv: list[str]) -> int:
         if action in ("hold", "release"):
             if len(words) != 2:
                 raise arg_error(f"ccontrol: usage: ccontrol {action} <job ids>")
-            reply = ctld.call("ModifyJob", pb.ModifyJobRequest(job_ids=_ids(words[1]), hold=action == "hold"))
+            ids, tasks = _refs(words[1])
+            reply = ctld.call("ModifyJob", pb.ModifyJobRequest(job_ids=ids, array_tasks=tasks, hold=action == "hold"))
             return _report(reply, "modified", "not_modified", "job", args.json)
         if action == "update":
             kv = _pairs(words[1:])

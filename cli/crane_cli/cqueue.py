@@ -64,16 +64,11 @@ def build_command() -> Command:
     ])
 
 
-def parse_job_ids(values: list[str] | None) -> list[int]:
-    """``-j 1,2 -j 3`` -> ``[1, 2, 3]``; array tasks (``id_task``) are not supported."""
-    ids = []
-    for item in split_list(values):
-        if "_" in item and item.replace("_", "").isdigit():
-            raise arg_error(f"cqueue: array job tasks ({item!r}) are not supported by this cluster")
-        if not item.isdigit() or int(item) <= 0 or int(item) > 0xFFFFFFFF:
-            raise arg_error(f"cqueue: invalid job id {item!r}")
-        ids.append(int(item))
-    return ids
+def parse_job_ids(values: list[str] | None) -> tuple[list[int], list[tuple[int, int]]]:
+    """``-j 1,2 -j 3_4`` -> ``([1, 2], [(3, 4)])``: job (or whole array) ids, and array tasks."""
+    from crane_cli.arrayids import parse_refs
+
+    return parse_refs(values, "cqueue")
 
 
 def parse_states(values: list[str] | None) -> list[int]:
@@ -139,8 +134,12 @@ def build_request_fields(args) -> dict:  # noqa: ANN001 - parsed values (crane_c
         except ValueError as exc:
             raise arg_error(f"cqueue: -w/--nodelist: {exc}") from None
     states = parse_states(args.state)
+    ids, tasks = parse_job_ids(args.job)
+    from crane_cli import rpc
+
     return {
-        "job_ids": parse_job_ids(args.job),
+        "job_ids": ids,
+        "array_tasks": [rpc.pb.ArrayTaskRef(array_job_id=a, task_id=t) for a, t in tasks],
         "names": split_list(args.name),
         "users": [current_user()] if args.self else split_list(args.user),
         "accounts": split_list(args.account),
@@ -230,6 +229,10 @@ def show(reply, args, layout, types: set[int] | None, max_lines: int | None, sta
     if not reply.ok:
         raise CliError(f"cqueue: {reply.reason or 'the controller refused the query'}", EXIT_BACKEND)
     jobs = [j for j in reply.jobs if types is None or j.type in types]
+    if not args.json:
+        from crane_cli.arrayids import collapse_pending
+
+        jobs = collapse_pending(jobs)
     jobs.sort(key=lambda j: j.job_id)
     if max_lines is not None:
         del jobs[max_lines:]

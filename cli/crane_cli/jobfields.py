@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from crane_common.units import format_memory
 
+from crane_cli.arrayids import display_id
 from crane_cli.timefmt import format_duration, format_time_limit, format_timestamp
 
 # JobStatus / JobType numbers of crane.proto (kept here to avoid importing protobuf to render).
@@ -78,7 +79,7 @@ def _s(attr: str) -> Getter:
     return lambda j, now: str(getattr(j, attr))
 
 
-JOB_ID = Field("JobId", lambda j, now: str(j.job_id))
+JOB_ID = Field("JobId", lambda j, now: display_id(j))
 NAME = Field("Name", _s("name"))
 JOB_NAME = Field("JobName", _s("name"))
 USER = Field("User", _s("user"))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import grp
 import time
 
+from crane_cli.arrayids import display_id
+
 _1980 = 315532800
 
 
@@ -56,7 +58,7 @@ def job_block(j: object) -> str:
     cpu_per_task = j.cpus_per_task or (j.req_cpus / ntasks)  # type: ignore[attr-defined]
     gres = _gres(j.gres)  # type: ignore[attr-defined]
     lines = [
-        f"JobId={j.job_id} JobName={j.name}",  # type: ignore[attr-defined]
+        f"JobId={display_id(j)} JobName={j.name}",  # type: ignore[attr-defined]
         f"\tUser={j.user}({j.uid}) GroupId={_name_of(grp.getgrgid, j.gid)}({j.gid}) "  # type: ignore[attr-defined]
         f"Account={j.account}",  # type: ignore[attr-defined]
         f"\tJobState={state_name(j.status)} RunTime={_duration(j.elapsed) if running else 'unknown'} "  # type: ignore

@@ -79,10 +79,10 @@ def test_errors_name_the_flags():
 
 def test_unsupported_upstream_options_are_errors_not_ignored():
     c = cbatch.build_command()
-    assert err(c, ["-a", "1-4", "--wrap", "x"]) == "cbatch: -a/--array is not supported by this cluster"
+    assert err(c, ["--wckey", "k", "--wrap", "x"]) == "cbatch: --wckey is not supported by this cluster"
     assert err(c, ["-s", "USR1", "--wrap", "x"]) == "cbatch: -s/--signal is not supported by this cluster"
     with pytest.raises(CliError, match="not supported by this cluster"):
-        parse_script("#CBATCH --array 1-4\n")
+        parse_script("#CBATCH --wckey k\n")
 
 
 def test_values():
@@ -113,8 +113,9 @@ UPSTREAM_CBATCH = {
     "--pod-userns": "pod_userns", "--pod-host-network": "pod_host_network", "--pod-dns": "pod_dns",
 }
 POD_FLAGS = set("--pod --pod-name --pod-port --pod-user --pod-userns --pod-host-network --pod-dns".split())
-UPSTREAM_UNSUPPORTED = set("-a --array -L --licenses -r --reservation --wckey -s --signal".split())
-DEPENDENCY = {"-d": "dependency", "--dependency": "dependency"}  # upstream's, supported here
+UPSTREAM_UNSUPPORTED = set("-L --licenses -r --reservation --wckey -s --signal".split())
+DEPENDENCY = {"-d": "dependency", "--dependency": "dependency",  # upstream's, supported here
+              "-a": "array", "--array": "array"}
 UPSTREAM_SBATCH = set("-c -J -N --qos -A -e --exclude --chdir --export --mem -p -i -o --nodelist -w --get-user-env -t "
                       "--ntasks-per-node -n --mail-type --mail-user --comment --open-mode -r --wrap --gres --exclusive "
                       "-b --begin --deadline -a --array".split())
@@ -125,7 +126,7 @@ def test_directive_tables_are_the_click_options():
     supported = {k: v[0] for k, v in table.cbatch.items() if v[1] != "unsupported"}
     assert supported == {**UPSTREAM_CBATCH, **DEPENDENCY}
     assert {k for k, v in table.cbatch.items() if v[1] == "unsupported"} == UPSTREAM_UNSUPPORTED
-    assert table.sbatch == UPSTREAM_SBATCH | POD_FLAGS | set(DEPENDENCY)  # upstream's, plus the pod flags (ours)
+    assert table.sbatch == UPSTREAM_SBATCH | POD_FLAGS | {"-d", "--dependency"}  # upstream's, plus the pod flags (ours)
     flags = {k for k, v in table.cbatch.items() if v[1] == "bool"}
     assert flags == {"--get-user-env", "--exclusive", "--requeue", "--no-requeue", "--pod-userns",
                      "--pod-host-network"}

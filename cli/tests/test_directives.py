@@ -51,8 +51,7 @@ def test_unrecognized():
 
 
 def test_unsupported_known_options_are_errors():
-    with pytest.raises(CliError, match="not supported"):
-        parse_script("#CBATCH -a 1-10\n")
+    assert parse_script("#CBATCH -a 1-10\n").options() == {"array": "1-10"}
     with pytest.raises(CliError, match="not supported"):
         parse_script("#CBATCH --licenses=lic:1\n")
     assert parse_script("#CBATCH --dependency=afterok:1\n").options() == {"dependency": "afterok:1"}
@@ -104,9 +103,9 @@ def test_an_unknown_sbatch_option_warns_once_and_a_timing_one_fails():
     assert parse_script("#SBATCH --hold\n").options() == {"hold": True}   # applied, never dropped
 
 
-def test_sbatch_whitelisted_but_unsupported_here():
-    with pytest.raises(CliError, match="not supported"):
-        parse_script("#SBATCH --array=1-4\n")
+def test_sbatch_array_is_applied():
+    assert parse_script("#SBATCH --array=1-4%2\n").options() == {"array": "1-4%2"}
+    assert parse_script("#SBATCH -a 0-9\n").options() == {"array": "0-9"}
 
 
 def test_bsub_mapping():
