@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from crane_common.proto import crane_pb2 as pb
+
 from crane_cli import cbatch
 from crane_cli.arrayids import collapse_pending, display_id, parse_refs
 from crane_cli.errors import CliError
-from crane_common.proto import crane_pb2 as pb
 
 
 def test_refs_of_every_form() -> None:

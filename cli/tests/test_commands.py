@@ -416,7 +416,8 @@ def test_ccancel_filters(cli, fake):
 @pytest.mark.parametrize("args,msg", [([], "at least one"), (["0"], "Invalid job list"), (["1,,2"], "Invalid job list"),
                                       (["abc"], "Invalid job list"), (["1."], "Invalid job list"),
                                       (["1.2.3"], "Invalid job list"), (["0.1"], "Invalid job list"),
-                                      (["1_x"], "Invalid job list"), (["1_2.3"], "named by the task's job id"), (["-t", "weird"], "invalid state")])
+                                      (["1_x"], "Invalid job list"),
+                                      (["1_2.3"], "named by the task's job id"), (["-t", "weird"], "invalid state")])
 def test_ccancel_bad_args(cli, fake, args, msg):
     r = cli("ccancel", *args)
     assert r.code == 2, r

@@ -34,7 +34,8 @@ def tasks_of(rig: Rig, aid: int) -> list[Any]:
 
 def test_array_forms_and_refusals() -> None:
     assert parse_array("0-15", 100).indices == tuple(range(16))
-    assert parse_array("1-9:4,20%3", 100).indices == (1, 5, 9, 20) and parse_array("1-9:4,20%3", 100).max_concurrent == 3
+    stepped = parse_array("1-9:4,20%3", 100)
+    assert stepped.indices == (1, 5, 9, 20) and stepped.max_concurrent == 3
     assert parse_array("7,3,3,5", 100).indices == (3, 5, 7)
     for bad in ("", "a-b", "5-1", "1-4:0", "3:2", "1-10%0", "1-10%x", "-1", "0-20000"):
         with pytest.raises(JobRejected):
