@@ -224,7 +224,8 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
             if ids:
                 source = [ctl.jobs[i] for i in ids if i in ctl.jobs]
             elif states is not None and states <= _DEFAULT_STATES:
-                source = [*ctl.pending.values(), *ctl.running.values()]  # skip the ended jobs kept around
+                source = [*ctl.pending.values(), *ctl.running.values(),  # skip the ended jobs kept around
+                          *(a for a in ctl.arrays.values() if len(a.array_tasks))]  # and arrays' tasks to come
             else:
                 source = list(ctl.jobs.values())
             if ids and (request.include_finished or history):
