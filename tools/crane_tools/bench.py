@@ -10,6 +10,8 @@ BENCHMARKS = {
     "acct": ("crane_tools.acctbench", "the job history (sql accounting plugin): bulk load, cacct queries, writes"),
     "containers": ("crane_tools.benchcontainers", "container jobs (cri, private containerd) beside plain cgroup "
                                                   "jobs: start latency, drain rate"),
+    "array": ("crane_tools.arraybench", "an array of N tasks beside N plain jobs: submit time, controller memory "
+                                        "per pending task"),
     "interactive": ("crane_tools.benchinteractive", "crun and calloc beside srun and salloc: round trips, a step "
                                                     "in an allocation, output throughput"),
 }
@@ -22,10 +24,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        sys.stderr.write("usage: crane bench {e2e,sched,acct,containers,interactive} ...\n")
+        sys.stderr.write("usage: crane bench {e2e,sched,acct,containers,array,interactive} ...\n")
         return 2
     if args[0] in ("-h", "--help"):
-        lines = ["usage: crane bench {e2e,sched,acct,containers,interactive} ...", ""]
+        lines = ["usage: crane bench {e2e,sched,acct,containers,array,interactive} ...", ""]
         lines += [f"  {name:<12} {about}" for name, (_mod, about) in BENCHMARKS.items()]
         print("\n".join(lines))
         return 0
