@@ -90,3 +90,22 @@ def test_afterok_on_an_array_runs_after_every_task(cluster):
     assert len(ends) == 4 and done.start_time >= max(ends)
     shown = cluster.run("ccontrol", "show", "job", f"{aid}_2")
     assert shown.returncode == 0 and shown.stdout.startswith(f"JobId={aid}_2 "), shown
+
+
+def test_the_history_keeps_each_task_under_its_array():
+    from crane_e2e import running_cluster
+
+    settings = {"Plugins": {"Events": ["sql"], "Accounting": "sql"}, "CraneCtld": {"FinishedJobRetention": 1}}
+    with running_cluster(nodes=2, cpus=2, **settings) as c:
+        aid = c.cbatch("--array", "1-3", "-c", "0.5", "--wrap", "exit $CRANE_ARRAY_TASK_ID")
+        array_record(c, aid)
+        deadline = time.time() + 30
+        rows: list[list[str]] = []
+        while time.time() < deadline:  # once the controller forgot them, only the history has the tasks
+            forgotten = f"{aid}_" not in c.run("cqueue", "-t", "all", "-N", "-o", "%j").stdout
+            out = c.run("cacct", "-j", str(aid), "-N", "-o", "%j %t %e")
+            rows = [line.split() for line in out.stdout.splitlines() if "." not in line.split()[0]]
+            if forgotten and len(rows) == 3:
+                break
+            time.sleep(0.3)
+        assert rows == [[f"{aid}_1", "Failed", "1:0"], [f"{aid}_2", "Failed", "2:0"], [f"{aid}_3", "Failed", "3:0"]]

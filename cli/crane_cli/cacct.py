@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
+from crane_cli.arrayids import display_id
 from crane_cli.cliparse import Command, Option, common_options, parse, run, split_list
 from crane_cli.errors import EXIT_BACKEND, EXIT_FORMAT, EXIT_OK, CliError, arg_error
 
@@ -185,7 +186,7 @@ class StepRow:
         self.job = job
         self.step = step
         label = "batch" if step.name == "batch" else str(step.step_id)
-        self.display_id = f"{job.job_id}.{label}"
+        self.display_id = f"{display_id(job)}.{label}"
 
     def __getattr__(self, attr: str) -> object:
         if attr in _STEP_OWN:
@@ -201,6 +202,8 @@ def build_rows(jobs: list, wanted: dict[int, set[int | str] | None]) -> list:
     """Job rows, each followed by its step rows, sorted by job id then step id (``-j`` selections applied)."""
     rows: list = []
     for job in sorted(jobs, key=lambda j: j.job_id):
+        if job.array_job_id and job.array_job_id == job.job_id:
+            continue  # an array's own record: its tasks are the rows
         selection = wanted.get(job.job_id) if wanted else None
         if selection is None:
             rows.append(job)
@@ -237,7 +240,7 @@ def _fields():  # noqa: ANN202 - {title: Field}, built on first use (keeps the i
         return lambda r, now: "true" if getattr(r, attr) else "false"
 
     f = {
-        "JobId": Field("JobId", lambda r, now: getattr(r, "display_id", None) or str(r.job_id)),
+        "JobId": Field("JobId", lambda r, now: getattr(r, "display_id", None) or display_id(r)),
         "JobName": Field("JobName", s("name")),
         "UserName": Field("UserName", s("user")),
         "Uid": Field("Uid", s("uid")),

@@ -87,6 +87,8 @@ class JobRecord(BaseModel):
     requeue_count: Count = 0
     mail_type: list[OptName] = Field(default_factory=list, max_length=16)
     mail_user: OptName = ""
+    array_job_id: Count = 0       # a task of an array (docs/arrays.md): the array's id, 0 otherwise
+    array_task_id: Count = 0
 
 
 class _Event(BusMessage):

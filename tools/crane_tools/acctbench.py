@@ -64,7 +64,7 @@ def rows(n: int, end: float, seed: int = 1) -> Iterator[tuple]:
         yield (i, f"job{i % 997}", f"user{u:03d}", 10_000 + u, 10_000 + u, f"acct{u % ACCOUNTS}",
                ("cpu", "cpu", "gpu", "debug")[i % 4], "normal", rng.choice(STATES), 0, submit, start, stop, 86400,
                nn, cpus, 4 << 30, "{}", nodes, f"/home/user{u:03d}", "", "", int(cpus * (stop - start) * 900),
-               1 << 30, 0, "[]", "", i)
+               1 << 30, 0, "[]", "", 0, 0, i)
 
 
 def _median_ms(samples: list[float]) -> float:

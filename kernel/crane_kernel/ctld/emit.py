@@ -47,6 +47,7 @@ def _record_fields(job: Any) -> dict[str, Any]:
         "reason": job.reason or "", "cpu_time_ms": int(job.usage_cpu_ms or 0),
         "mem_peak_bytes": int(job.usage_mem_peak or 0), "requeue_count": max(int(job.epoch) - 1, 0),
         "mail_type": mail_types, "mail_user": str(mail_user)[:255],
+        "array_job_id": int(getattr(job, "array_job_id", 0)), "array_task_id": int(getattr(job, "array_task_id", 0)),
     }
 
 

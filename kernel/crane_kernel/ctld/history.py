@@ -152,6 +152,8 @@ def record_info(rec: Any, now: float, private: bool, private_fields: Sequence[st
         info.elapsed = max(0, int(now - rec.start_time))
     if rec.gres:
         info.gres = ",".join(f"{k}:{v}" for k, v in rec.gres.items())
+    if getattr(rec, "array_job_id", 0):
+        info.array_job_id, info.array_task_id = rec.array_job_id, rec.array_task_id
     if private:
         for name in private_fields:
             info.ClearField(name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 JOB_COLUMNS = ("job_id", "name", "user_name", "uid", "gid", "account", "partition_name", "qos", "state",
                "exit_code", "submit_time", "start_time", "end_time", "time_limit", "node_num", "cpus",
                "mem_per_node", "gres", "nodes", "cwd", "comment", "reason", "cpu_time_ms", "mem_peak_bytes",
-               "requeue_count", "mail_type", "mail_user", "last_seq")
+               "requeue_count", "mail_type", "mail_user", "array_job_id", "array_task_id", "last_seq")
 """The ``jobs`` columns in the order :meth:`Store.bulk_load` and the upsert take them."""
 
 STEP_COLUMNS = ("job_id", "step_id", "name", "state", "exit_code", "start_time", "end_time", "nodes", "cpus",
@@ -91,6 +91,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             memory BIGINT NOT NULL DEFAULT 0)""",
         "CREATE INDEX node_events_time ON node_events (time)",
         "CREATE INDEX node_events_node ON node_events (node, time)",
+    ]),
+    (3, "array tasks: their array's id and index (cacct -j <array id> finds them)", [
+        "ALTER TABLE jobs ADD COLUMN array_job_id BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN array_task_id BIGINT NOT NULL DEFAULT 0",
+        "CREATE INDEX jobs_array ON jobs (array_job_id, job_id)",
     ]),
 ]
 """``(version, what, statements)`` in order; the last version is :data:`LATEST`."""

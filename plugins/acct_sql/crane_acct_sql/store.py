@@ -84,7 +84,8 @@ def job_row(rec: JobRecord, seq: int) -> tuple:
             rec.exit_code, rec.submit_time, rec.start_time, rec.end_time, rec.time_limit, rec.node_num,
             rec.cpus, rec.mem_per_node, json.dumps(rec.gres, sort_keys=True, separators=(",", ":")),
             _nodes_text(rec.nodes), rec.cwd, rec.comment, rec.reason, rec.cpu_time_ms, rec.mem_peak_bytes,
-            rec.requeue_count, json.dumps(list(rec.mail_type), separators=(",", ":")), rec.mail_user, seq)
+            rec.requeue_count, json.dumps(list(rec.mail_type), separators=(",", ":")), rec.mail_user,
+            rec.array_job_id, rec.array_task_id, seq)
 
 
 def step_row(ev: StepEvent) -> tuple:
@@ -110,7 +111,7 @@ def _record(row: Sequence[Any]) -> HistoryRecord:
     written from validated events), minus its per-field bookkeeping: a cacct page is 1,000 of these."""
     (job_id, name, user, uid, gid, account, partition, qos, state, exit_code, submit_time, start_time, end_time,
      time_limit, node_num, cpus, mem_per_node, gres, nodes, cwd, comment, reason, cpu_time_ms, mem_peak_bytes,
-     requeue_count, mail_type, mail_user, _seq) = row
+     requeue_count, mail_type, mail_user, array_job_id, array_task_id, _seq) = row
     values = {
         "job_id": int(job_id), "name": name, "user": user, "uid": int(uid), "gid": int(gid), "account": account,
         "partition": partition, "qos": qos, "state": state, "exit_code": int(exit_code),
@@ -118,7 +119,8 @@ def _record(row: Sequence[Any]) -> HistoryRecord:
         "time_limit": int(time_limit), "node_num": int(node_num), "cpus": float(cpus),
         "mem_per_node": int(mem_per_node), "gres": _json(gres, {}), "nodes": _split_nodes(nodes), "cwd": cwd,
         "comment": comment, "reason": reason, "cpu_time_ms": int(cpu_time_ms), "mem_peak_bytes": int(mem_peak_bytes),
-        "requeue_count": int(requeue_count), "mail_type": _json(mail_type, []), "mail_user": mail_user, "steps": []}
+        "requeue_count": int(requeue_count), "mail_type": _json(mail_type, []), "mail_user": mail_user,
+        "array_job_id": int(array_job_id), "array_task_id": int(array_task_id), "steps": []}
     rec = HistoryRecord.__new__(HistoryRecord)
     object.__setattr__(rec, "__dict__", values)
     object.__setattr__(rec, "__pydantic_fields_set__", set(_FIELDS))
@@ -418,7 +420,13 @@ class Store:
         """The jobs matching ``q`` (every filter "any of", time ranges inclusive), by job id, with steps if asked."""
         where: list[str] = []
         args: list[Any] = []
-        for column, values in (("job_id", [int(i) for i in q.job_ids]), ("name", q.names),
+        if q.job_ids:  # a job, or an array and its tasks
+            ids = list(dict.fromkeys(int(i) for i in q.job_ids))
+            cond, more = self._any_of("job_id", ids)
+            acond, amore = self._any_of("array_job_id", ids)
+            where.append(f"({cond} OR {acond})")
+            args += more + amore
+        for column, values in (("name", q.names),
                                ("user_name", q.users), ("account", q.accounts),
                                ("partition_name", q.partitions), ("qos", q.qos), ("state", q.states)):
             if values:
