@@ -285,5 +285,9 @@ def test_private_data_hides_other_users_jobs(private, tmp_path):
         assert seen.returncode == 0 and f'"{jid}"' not in seen.stdout and f": {jid}," not in seen.stdout
         assert str(jid) in alice.run("cqueue", "--json").stdout
         assert str(jid) in c.run("cqueue", "--json").stdout             # root sees every job
+        # a dependency would tell bob how alice's job ends: her job does not exist for him
+        probe = bob.run("cbatch", "-d", f"afterok:{jid}", "--wrap", "true")
+        assert probe.returncode == 4 and f"job {jid}, which does not exist" in probe.stderr, probe
+        assert alice.run("cbatch", "-d", f"afterok:{jid}", "--wrap", "true").returncode == 0
     finally:
         lc.stop()

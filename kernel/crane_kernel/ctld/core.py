@@ -210,7 +210,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             normalized.append(spec)
         early: list = []  # events of array tasks a dependency named (A_T), created for it
         with self.lock:
-            deps = [self.check_dependency(spec, now, early) for spec in normalized]  # never dropped: refused
+            deps = [self.check_dependency(spec, now, early, identity) for spec in normalized]  # never dropped
         self.publish(early)
         with self.lock:
             self.limits.check_submit(normalized)  # QoS limits: MaxSubmit* for the whole call, DenyOnLimit

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from crane_common.states import FINAL_STATES, JobState
@@ -179,12 +180,14 @@ class DependsMixin:
         self.dep_timers: dict[int, float] = {}          # job -> when a +delay condition becomes true
         self.dep_singletons: dict[tuple[str, str], set[int]] = {}  # (user, name) -> singleton jobs waiting
 
-    def check_dependency(self, spec: dict[str, Any], now: float = 0.0, outbox: list | None = None
-                         ) -> Dependency | None:
+    def check_dependency(self, spec: dict[str, Any], now: float = 0.0, outbox: list | None = None,
+                         identity: Any = None) -> Dependency | None:
         """Parse and check a submission's ``dependency`` (every parent must be a job this cluster has).
 
         ``A_T`` parents are resolved to the task's job id (creating the task now if it had not been),
-        and the resolved text is kept in ``spec["dependency_ids"]`` for recovery.
+        and the resolved text is kept in ``spec["dependency_ids"]`` for recovery. With
+        ``PrivateData: [jobs]``, another user's job the submitter may not see counts as unknown
+        (else its end would be learnt through the dependency).
         """
         text = spec.get("dependency") or ""
         if not text:
@@ -192,6 +195,10 @@ class DependsMixin:
         dep = parse_dependency(str(text))
         resolved = []
         for kind, ref, delay in dep.conditions:
+            if identity is not None and kind != "singleton":
+                pid = ref[0] if isinstance(ref, tuple) else ref
+                if not self._dep_visible(pid, identity):
+                    raise JobRejected(f"dependency on job {pid}, which does not exist")
             if isinstance(ref, tuple):
                 jid = self.resolve_task(ref[0], ref[1], True, now, outbox if outbox is not None else [])
                 if jid is None:
@@ -205,6 +212,20 @@ class DependsMixin:
         dep = Dependency(tuple(resolved), dep.any_of)
         spec["dependency_ids"] = dep.text()
         return dep
+
+    def _dep_visible(self, pid: int, identity: Any) -> bool:
+        """Whether ``identity`` may name job ``pid`` as a parent (always, unless ``PrivateData`` hides jobs)."""
+        if "jobs" not in self.cfg.CraneCtld.PrivateData:
+            return True
+        job = self.jobs.get(pid)
+        if job is None:
+            found = self.store.jobs_by_id([pid])
+            if not found:
+                return True  # unknown: refused as such by the caller
+            spec = found[0][1]
+            owner = SimpleNamespace(uid=spec.get("uid"), account=spec.get("account", ""), job_id=pid)
+            return owner.uid == identity.uid or self._authorized(identity, "job.view", owner)
+        return job.uid == identity.uid or self._authorized(identity, "job.view", job)
 
     def task_dependency(self, parent: Any, task: int, now: float, outbox: list) -> Dependency | None:
         """The dependency of task ``task`` of array ``parent``: the array's, ``aftercorr`` made per task."""
