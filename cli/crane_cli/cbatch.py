@@ -197,17 +197,14 @@ def command(argv: list[str]) -> int:
         else:
             reply = ctld.call("SubmitBatchJob", pb.SubmitBatchJobRequest(job=job))
             ids = [reply.job_id]
-    if args.json:
-        from crane_cli.protojson import dumps, to_dict
+    if args.json:  # upstream's SubmitBatchJobReply (SubmitBatchJobsReply with --repeat)
+        from crane_cli import upjson
 
-        data = to_dict(reply)
-        # upstream's reply holds the job id and the error code in one oneof: only one of them is printed
-        for key in (("code",) if reply.ok else ("job_id", "job_ids")):
-            data.pop(key, None)
-        print(dumps(data))
+        data = upjson.submit_batch_jobs_reply(reply, repeat) if repeat > 1 else upjson.submit_batch_job_reply(reply)
+        print(upjson.dumps(data))
         return EXIT_OK if reply.ok else EXIT_BACKEND
     if not reply.ok:
-        raise CliError(f"Job allocation failed: {refusal_text(reply)}", EXIT_BACKEND)
+        raise CliError(f"Job allocation failed: {refusal_text(reply).rstrip('.')}.", EXIT_BACKEND)
     if args.parsable:
         print(",".join(str(i) for i in ids))
         return EXIT_OK
