@@ -407,7 +407,8 @@ def test_ccancel(cli, fake):
 def test_ccancel_failure(cli):
     r = cli("ccancel", "1,999")
     assert r.code == 4
-    assert r.out == "Job 1 cancelled successfully.\nFailed to cancel job: 999. Reason: Job not found.\n"  # upstream: stdout
+    # upstream prints the failure on stdout, then one line on stderr
+    assert r.out == "Job 1 cancelled successfully.\nFailed to cancel job: 999. Reason: Job not found.\n"
     assert one_line(r.err) == "some jobs were not cancelled"
 
 

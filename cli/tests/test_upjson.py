@@ -186,7 +186,8 @@ def test_submit_replies_match_upstreams_examples():
     assert upjson.dumps(upjson.submit_batch_job_reply(pb.SubmitBatchJobReply(ok=True, job_id=17))) == \
         '{"ok":true,"job_id":17,"reason":""}'
     refused = pb.SubmitBatchJobReply(ok=False, code=pb.ERR_INVALID_PARTITION)
-    assert upjson.dumps(upjson.submit_batch_job_reply(refused)) == '{"ok":false,"code":"ERR_INVALID_PARTITION","reason":""}'
+    assert upjson.dumps(upjson.submit_batch_job_reply(refused)) == \
+        '{"ok":false,"code":"ERR_INVALID_PARTITION","reason":""}'
     no_code = upjson.submit_batch_job_reply(pb.SubmitBatchJobReply(ok=False, reason="bad script"))
     assert no_code == {"ok": False, "code": "ERR_GENERIC_FAILURE", "reason": "bad script"}
     many = upjson.submit_batch_jobs_reply(pb.SubmitBatchJobsReply(ok=True, job_ids=[5, 6]), 2)
