@@ -88,7 +88,7 @@ def command(argv: list[str]) -> int:
             raise arg_error(f"ccancel: -w/--nodes: {exc}") from None
     has_filter = any(v is not None for v in (args.name, args.partition, args.state, args.account, args.user)) or nodes
     if not ids and not step_ids and not has_filter:
-        raise arg_error("ccancel: at least one job id or filter (-n, -p, -t, -A, -u, -w) is required")
+        raise arg_error("ccancel: at least one condition should be given.")  # upstream's text (a job id or a filter)
     if step_ids and has_filter:
         raise arg_error("ccancel: step ids cannot be combined with filters")
     from crane_cli import clientconf

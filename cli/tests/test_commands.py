@@ -223,14 +223,16 @@ def test_cbatch_unreachable_controller(cli, cli_env, tmp_path):
     conf = write_config(tmp_path / "other", free_port())
     r = cli("cbatch", "-C", str(conf), "--wrap", "true", env=cli_env)
     assert r.code == 3, r
-    assert one_line(r.err) == "Connection to CraneCtld is broken."
+    assert one_line(r.err) == "Failed to submit the job: Connection to CraneCtld is broken."  # upstream's line
+    r = cli("cbatch", "-C", str(conf), "--repeat", "2", "--wrap", "true", env=cli_env)
+    assert (r.code, one_line(r.err)) == (3, "Failed to submit jobs: Connection to CraneCtld is broken.")
 
 
 def test_cbatch_access_denied(cli, fake):
     fake.token = "the-right-one"
     r = cli("cbatch", "--wrap", "true")
     assert r.code == 3
-    assert one_line(r.err).startswith("Access denied.")
+    assert one_line(r.err).startswith("Failed to submit the job: Access denied.")
 
 
 def test_missing_and_bad_config(cli, cli_env, tmp_path):
