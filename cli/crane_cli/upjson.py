@@ -70,6 +70,8 @@ def timestamp(seconds: float) -> str:
     if not MIN_TIMESTAMP <= whole <= MAX_TIMESTAMP:
         raise CliError(f"Failed to marshal proto message: timestamp {seconds} is out of range", EXIT_FORMAT)
     nanos = int(round((seconds - whole) * 1e9))
+    if nanos >= 1_000_000_000:  # rounded up to the next second
+        whole, nanos = whole + 1, 0
     text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) if whole >= 0 else _before_epoch(whole)
     return text + _fraction(nanos) + "Z"
 
@@ -95,6 +97,8 @@ def duration(seconds: float) -> str:
     seconds = max(-MAX_DURATION, min(MAX_DURATION, seconds))
     whole = int(seconds)
     nanos = abs(int(round((seconds - whole) * 1e9)))
+    if nanos >= 1_000_000_000:  # rounded up to the next second
+        whole, nanos = whole + (1 if seconds > 0 else -1), 0
     sign = "-" if seconds < 0 and whole == 0 and nanos else ""
     return f"{sign}{whole}{_fraction(nanos)}s"
 

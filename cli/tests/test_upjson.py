@@ -76,6 +76,9 @@ def test_timestamps_durations_and_numbers():
         upjson.timestamp(upjson.MAX_TIMESTAMP + 1)
     assert err.value.code == 5
     assert upjson.duration(1801) == "1801s" and upjson.duration(1.5) == "1.500s" and upjson.duration(-5) == "-5s"
+    assert upjson.duration(0.25) == "0.250s" and upjson.duration(-0.5) == "-0.500s" and upjson.duration(1.0000001) == \
+        "1.000000100s"
+    assert upjson.timestamp(1704067199.9999999999) == "2024-01-01T00:00:00Z"
     assert upjson.time_limit(0) == upjson.time_limit(10**15) == "315576000000s"  # upstream's "unlimited"
     assert upjson.u64(1073741824) == "1073741824"
     assert [upjson.dumps(x) for x in (2.0, 0.5, 1e-7, 1e21, 123456789.0, -0.25)] == \
