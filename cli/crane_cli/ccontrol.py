@@ -6,7 +6,7 @@ its jobs runs there any more, so the resources held for them are released; admin
 ``update jobid=<id> priority=<p> | timelimit=<[D-]HH:MM:SS>``; ``hold <ids>``; ``release <ids>``.
 Keys are case-insensitive. ``show`` prints upstream's ``Key=Value`` blocks (crane_cli/showblocks.py);
 ``--json`` prints upstream's reply (crane_cli/upjson.py).
-A change the controller refuses prints upstream's ``Failed to modify ...`` line and exits 4.
+A change the controller refuses prints its reason and exits 4.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _report(reply: object, ok_field: str, bad_field: str, what: str, as_json: bo
     ``ModifyCranedStateReply``); with refusals ``<action> failed: `` on stderr and upstream's exit
     status (1; 4 for suspend/resume, without the line; 2 for node state).
     """
-    action = action or ("change node state" if what == "node" else "modify jobs")
+    action = action or ("change node state" if what == "node" else "modify jobs")  # callers should name it
     done = list(getattr(reply, ok_field))
     bad = list(getattr(reply, bad_field))
     if as_json:
@@ -182,7 +182,7 @@ def command(argv: list[str]) -> int:
             if len(words) != 2:
                 raise arg_error(f"ccontrol: usage: ccontrol {action} <job ids>")
             reply = ctld.call("ModifyJob", pb.ModifyJobRequest(job_ids=_ids(words[1]), hold=action == "hold"))
-            return _report(reply, "modified", "not_modified", "job", args.json, f"{action} jobs")
+            return _report(reply, "modified", "not_modified", "job", args.json)
         if action == "update":
             kv = _pairs(words[1:])
             if "nodename" in kv:
@@ -195,8 +195,7 @@ def command(argv: list[str]) -> int:
 
                 request = pb.ModifyNodeRequest(names=hostlist.expand(kv["nodename"]), state=state,
                                                reason=kv.get("reason", ""))
-                return _report(ctld.call("ModifyNode", request), "modified", "not_modified", "node", args.json,
-                               "change node state")
+                return _report(ctld.call("ModifyNode", request), "modified", "not_modified", "node", args.json)
             if "jobid" in kv:
                 ids = _ids(kv["jobid"])
                 if "priority" in kv:
@@ -214,8 +213,7 @@ def command(argv: list[str]) -> int:
                     request = pb.ModifyJobRequest(job_ids=ids, time_limit=seconds)
                 else:
                     raise arg_error("ccontrol: update jobid=... needs priority= or timelimit=")
-                context = "change job priority" if "priority" in kv else "change job time limit"
-                return _report(ctld.call("ModifyJob", request), "modified", "not_modified", "job", args.json, context)
+                return _report(ctld.call("ModifyJob", request), "modified", "not_modified", "job", args.json)
             raise arg_error("ccontrol: update needs nodeName=... or jobid=...")
     raise arg_error(f"ccontrol: unknown action {action!r} (show, update, hold, release)")
 
