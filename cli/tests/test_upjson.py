@@ -321,3 +321,29 @@ def test_ccontrol_report_lines_and_exit_codes(capsys):
                                        "the node state to fully update.\n")
     refused = pb.ModifyNodeReply(not_modified=["cn01"], reasons=["x"])
     assert ccontrol._report(refused, "modified", "not_modified", "node", True, "change node state") == 2
+
+
+def test_ccontrol_commands_print_upstreams_replies(cli):
+    data = json.loads(cli("ccontrol", "show", "node", "--json").out)
+    assert list(data) == ["craned_info_list"] and data["craned_info_list"][0]["hostname"] == "cn01"
+    data = json.loads(cli("ccontrol", "show", "partition", "--json").out)
+    part = data["partition_info_list"][0]
+    assert part["name"] == "CPU" and part["alive_nodes"] <= part["total_nodes"]
+    data = json.loads(cli("ccontrol", "show", "job", "2", "--json").out)
+    assert [j["job_id"] for j in data["job_info_list"]] == [2] and data["job_info_list"][0]["username"]
+    r = cli("ccontrol", "hold", "1,2", "--json")
+    assert (r.code, r.out) == (0, '{"modified_jobs":[1,2],"not_modified_jobs":[],"not_modified_reasons":[]}\n')
+    assert cli("ccontrol", "release", "1,2").out == "Jobs 1, 2 modified successfully.\n"
+    r = cli("ccontrol", "update", "nodeName=cn[01-02]", "state=drain", "reason=disk")
+    assert r.out == ("Nodes cn01, cn02 modified successfully, please wait for a few minutes for the node state to "
+                     "fully update.\n")
+
+
+def test_ceff_json_names_array_tasks():
+    from crane_cli.ceff import efficiency
+
+    plain = efficiency(pb.JobInfo(job_id=20, status=pb.Pending, node_num=1), 0)
+    assert list(plain)[:2] == ["job_id", "qos"]  # display_job_id and the array ids: omitted
+    task = efficiency(pb.JobInfo(job_id=20, array_job_id=12, array_task_id=3, status=pb.Pending, node_num=1), 0)
+    assert list(task)[:5] == ["job_id", "display_job_id", "array_job_id", "array_task_id", "qos"]
+    assert (task["display_job_id"], task["array_job_id"], task["array_task_id"]) == ("12_3", 12, 3)
