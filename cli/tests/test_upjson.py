@@ -347,3 +347,9 @@ def test_ceff_json_names_array_tasks():
     task = efficiency(pb.JobInfo(job_id=20, array_job_id=12, array_task_id=3, status=pb.Pending, node_num=1), 0)
     assert list(task)[:5] == ["job_id", "display_job_id", "array_job_id", "array_task_id", "qos"]
     assert (task["display_job_id"], task["array_job_id"], task["array_task_id"]) == ("12_3", 12, 3)
+
+
+def test_cqueue_json_of_a_refused_query(cli):
+    r = cli("cqueue", "--json", "-p", "NOPE")
+    assert r.code == 4 and r.err.strip() == "JSON output failed"  # upstream's line and exit status
+    assert json.loads(r.out)["ok"] is False and json.loads(r.out)["job_info_list"] == []
