@@ -15,7 +15,7 @@ import sys
 from typing import NoReturn
 
 from crane_cli.cliparse import Argument, Command, common_options, parse, run
-from crane_cli.errors import EXIT_ARGS, EXIT_BACKEND, EXIT_GENERIC, EXIT_OK, arg_error
+from crane_cli.errors import EXIT_ARGS, EXIT_BACKEND, EXIT_GENERIC, EXIT_OK, CliError, arg_error
 
 
 def build_command() -> Command:
@@ -127,6 +127,8 @@ def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: boo
     else:
         raise arg_error(f"ccontrol: cannot show {entity!r} (node, partition, job or step)")
     if as_json:
+        if getattr(reply, "ok", True) is False:  # upstream: no JSON when the query failed
+            raise CliError(f"show {entity} failed: {reply.reason or 'the controller refused the query'}", EXIT_BACKEND)
         from crane_cli.protojson import to_json
 
         print(to_json(reply))

@@ -99,6 +99,15 @@ def test_every_flag_is_listed_with_a_status(tables, heading):
         assert row[-1].lower().startswith(STATUSES), f"{heading} {row[0]}: status must start with one of {STATUSES}"
 
 
+def test_every_console_script_has_a_table():
+    """A command another session adds to cli/pyproject.toml needs its entry in COMMANDS (and its table)."""
+    import tomllib
+
+    scripts = tomllib.loads((DOC.parents[1] / "cli" / "pyproject.toml").read_text())["project"]["scripts"]
+    documented = {heading for heading, _module, _func in COMMANDS} | {"cfored"}  # cfored: a daemon, in the prose
+    assert set(scripts) <= documented, f"console scripts without a flag status table: {set(scripts) - documented}"
+
+
 def test_no_flag_listed_that_does_not_exist(tables):
     known = inventory()
     for heading, rows in tables.items():
