@@ -623,6 +623,38 @@ def go_json(value: Any) -> str:
     return text
 
 
+# -- cacctmgr (§2.10): our messages are upstream's, less the per-partition limits ----------------------
+
+def _insert_after(record: dict, after: str, key: str, value: Any) -> dict:
+    out: dict = {}
+    for k, v in record.items():
+        out[k] = v
+        if k == after:
+            out[key] = value
+    out.setdefault(key, value)
+    return out
+
+
+def query_account_info_reply(reply: Any) -> dict:
+    """``QueryAccountInfoReply``: our message, each account with upstream's ``partition_resource_limit``
+    (field 11, a map: ``{}``, per-partition limits are not modelled here)."""
+    from crane_cli.protojson import to_dict
+
+    data = to_dict(reply)
+    data["account_list"] = [_insert_after(a, "blocked", "partition_resource_limit", {}) for a in data["account_list"]]
+    return data
+
+
+def query_user_info_reply(reply: Any) -> dict:
+    """``QueryUserInfoReply``: our message, each user entry with upstream's ``account_to_partition_limit``
+    (field 8, a map: ``{}``), before our ``is_default_account``."""
+    from crane_cli.protojson import to_dict
+
+    data = to_dict(reply)
+    data["user_list"] = [_insert_after(u, "admin_level", "account_to_partition_limit", {}) for u in data["user_list"]]
+    return data
+
+
 # -- by message name ----------------------------------------------------------------------------------
 
 TRANSLATORS: dict[str, Callable[[Any], dict]] = {
@@ -639,6 +671,8 @@ TRANSLATORS: dict[str, Callable[[Any], dict]] = {
     "DeleteReservationReply": ok_reason_reply,
     "QueryReservationInfoReply": query_reservation_info_reply,
     "QueryLicensesInfoReply": query_licenses_info_reply,
+    "QueryAccountInfoReply": query_account_info_reply,
+    "QueryUserInfoReply": query_user_info_reply,
 }
 
 

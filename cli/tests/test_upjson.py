@@ -299,7 +299,17 @@ def test_replies_already_in_upstreams_shape_are_printed_as_they_are():
     text = protojson.to_json(reply)
     data = json.loads(text)
     assert list(data) == ["ok", "account_list", "rich_error_list"] and "\n" not in text
-    assert list(data["account_list"][0])[:3] == ["name", "description", "users"]
+    account = data["account_list"][0]
+    assert list(account) == ["name", "description", "users", "child_accounts", "parent_account", "allowed_partitions",
+                             "default_qos", "allowed_qos_list", "coordinators", "blocked", "partition_resource_limit"]
+    assert account["partition_resource_limit"] == {}  # upstream's map, always present (limits not modelled here)
+    users = json.loads(protojson.to_json(pb.QueryUserInfoReply(ok=True, user_list=[pb.UserInfo(name="alice")])))
+    assert list(users["user_list"][0]) == ["uid", "name", "account", "blocked", "allowed_partition_qos_list",
+                                           "coordinator_accounts", "admin_level", "account_to_partition_limit",
+                                           "is_default_account"]
+    qos = json.loads(protojson.to_json(pb.QueryQosInfoReply(ok=True, qos_list=[pb.QosInfo(name="normal")])))
+    assert qos["qos_list"][0]["max_time_limit_per_job"] == "0" and qos["qos_list"][0]["preempt_mode"] == \
+        "PREEMPT_MODE_OFF"
 
 
 # -- ccontrol's lines (§4.4) -------------------------------------------------------------------------
