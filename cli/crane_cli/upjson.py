@@ -229,12 +229,23 @@ def array_spec(text: str) -> dict | None:
     return out
 
 
+_DELAY_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _delay_seconds(text: str) -> int:
+    """A dependency's ``+delay``: minutes, or a number with ``s``/``m``/``h``/``d`` (0 when malformed)."""
+    text = text.strip().lower()
+    unit = _DELAY_UNITS.get(text[-1:], 0) if text and not text[-1].isdigit() else 60
+    digits = text[:-1] if text and not text[-1].isdigit() else text
+    return int(digits) * unit if digits.isdigit() else 0
+
+
 def dependency_status(text: str, pending_reason: str) -> dict:
     """``DependencyStatus`` from our dependency text (``afterok:1:2+10,afterany:3``; ``?`` joins an OR).
 
     ``pending`` lists the conditions upstream's enum can express (after, afterany, afterok,
-    afternotok; ``+N`` is a delay in minutes), ``is_or`` is set for a ``?`` list; the ready-time
-    member is ``infinite_future`` when the job's reason is ``DependencyNeverSatisfied``, else
+    afternotok; ``+N`` is a delay in minutes, ``+Ns`` ... with a unit), ``is_or`` is set for a
+    ``?`` list; the ready-time member is ``infinite_future`` when the job's reason is ``DependencyNeverSatisfied``, else
     ``infinite_past`` (waiting for the parents).
     """
     is_or = "?" in text
@@ -248,8 +259,7 @@ def dependency_status(text: str, pending_reason: str) -> dict:
             job, _, delay = item.partition("+")
             job = job.split("_")[0]
             if job.isdigit():
-                pending.append({"job_id": u32(int(job)), "type": name,
-                                "delay_seconds": u64(int(delay) * 60 if delay.isdigit() else 0)})
+                pending.append({"job_id": u32(int(job)), "type": name, "delay_seconds": u64(_delay_seconds(delay))})
     status: dict = {"pending": pending, "is_or": is_or}
     if pending_reason == NEVER_SATISFIED:
         status["infinite_future"] = True

@@ -144,6 +144,7 @@ def test_array_dependency_deadline_and_lifecycle_fields():
         "is_or": False, "infinite_past": True}
     assert dep["deadline_time"] == "2024-01-01T00:00:00Z" and dep["requeue_count"] == 2
     assert dep["reservation"] == "maint" and dep["dependency"] == "afterok:1:2+10,afterany:3"
+    assert [upjson._delay_seconds(x) for x in ("10", "30s", "2h", "1d", "x", "")] == [600, 30, 7200, 86400, 0, 0]
     never = upjson.job_info(pb.JobInfo(job_id=4, dependency="afternotok:1?after:2",
                                        pending_reason="DependencyNeverSatisfied"))["dependency_status"]
     assert never["is_or"] is True and never["infinite_future"] is True and "infinite_past" not in never
