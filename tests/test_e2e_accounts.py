@@ -69,7 +69,7 @@ def _job(user: User, job_id: int) -> dict:
     proc = user.run("cqueue", "-j", str(job_id), "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    jobs = data.get("job_info_list") or data.get("jobs") or []
+    jobs = data["job_info_list"]
     assert jobs, data
     return jobs[0]
 

@@ -26,7 +26,7 @@ def test_ended_jobs_in_cqueue_ccontrol_cacct_and_ceff(cluster):
     job_rows = [line.split() for line in a.stdout.splitlines() if "." not in line.split()[0]]
     assert job_rows == [[str(ok), "Completed", "0:0"], [str(bad), "Failed", "3:0"]]
     data = json.loads(cluster.run("cacct", "--json", "-j", str(ok)).stdout)
-    assert data["ok"] is True and [j["job_id"] for j in data["jobs"]] == [ok]
+    assert data["ok"] is True and [j["job_id"] for j in data["job_info_list"]] == [ok]
 
     e = cluster.run("ceff", str(ok))
     assert e.returncode == 0, e.stderr

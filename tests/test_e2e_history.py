@@ -41,6 +41,6 @@ def test_cacct_shows_the_controllers_jobs_and_the_history() -> None:
             steps = [line.split()[0] for line in a.stdout.splitlines() if line.split()[0].startswith("900001.")]
             assert steps == ["900001.batch"]
             data = json.loads(c.run("cacct", "--json", "-j", "900001").stdout)
-            assert data["ok"] is True and [j["job_id"] for j in data["jobs"]] == [900001]
+            assert data["ok"] is True and [j["job_id"] for j in data["job_info_list"]] == [900001]
         finally:
             w.crane_plugin_shutdown()

@@ -159,7 +159,7 @@ def test_cqueue_cinfo_json(cluster):
     jid = cluster.cbatch("--wrap", "sleep 3")
     cluster.wait_running(jid)
     q = json.loads(cluster.run("cqueue", "--json").stdout)
-    assert any(int(j["job_id"]) == jid for j in q["jobs"])
+    assert any(int(j["job_id"]) == jid for j in q["job_info_list"])
     info = cluster.run("cinfo")
     assert info.returncode == 0 and "PARTITION" in info.stdout and "debug" in info.stdout
     cluster.wait_done(jid)

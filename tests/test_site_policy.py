@@ -103,7 +103,7 @@ def run_submissions(cluster: Cluster) -> None:
     proc = cluster.run("cbatch", "-t", "0:20:00", "--wrap", "true")
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.strip() == ("Job allocation failed: time limit 00:20:00 exceeds the site maximum of "
-                                   "00:10:00 for partition 'debug'")
+                                   "00:10:00 for partition 'debug'.")  # upstream's line ends with a period
 
     # the priority tweak: the group's QoS (from the filter) outranks an explicit lower QoS in multifactor
     filler = cluster.cbatch("-N", "3", "-c", "2", "--wrap", "sleep 60")

@@ -377,14 +377,11 @@ def command(argv: list[str]) -> int:
     request = rpc.pb.QueryJobsInfoRequest(**{**fields_, **ranges})
     with rpc.Controller(conf) as ctld:
         reply = ctld.call("QueryJobsInfo", request)
-    if args.json:
-        from crane_cli.protojson import to_json
+    if args.json:  # upstream's QueryJobsInfoReply, the jobs in the controller's order (--type applied here)
+        from crane_cli import upjson
 
-        if types is not None:  # --type is applied here, not by the controller
-            kept = [j for j in reply.jobs if j.type in types]
-            del reply.jobs[:]
-            reply.jobs.extend(kept)
-        print(to_json(reply))
+        kept = [j for j in reply.jobs if types is None or j.type in types]
+        print(upjson.dumps(upjson.query_jobs_info_reply(reply, kept)))
         return EXIT_OK if reply.ok else EXIT_BACKEND
     if not reply.ok:
         raise CliError(f"cacct: {reply.reason or 'the controller refused the query'}", EXIT_BACKEND)

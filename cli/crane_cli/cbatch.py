@@ -13,7 +13,7 @@ import sys
 from typing import NoReturn
 
 from crane_cli.cliparse import Argument, Command, Option, common_options, parse, run
-from crane_cli.errors import EXIT_BACKEND, EXIT_OK, EXIT_SYSTEM, CliError, arg_error
+from crane_cli.errors import EXIT_BACKEND, EXIT_NETWORK, EXIT_OK, EXIT_SYSTEM, CliError, arg_error
 
 # Options upstream cbatch has that this cluster cannot honour: an error on the command line
 # and in scripts alike (hidden from --help). (spellings, is a flag, #SBATCH spellings)
@@ -137,7 +137,7 @@ def prepare(argv: list[str], environ: dict[str, str] | None = None) -> tuple[obj
     except ValueError:
         raise arg_error(f"invalid --repeat {args.repeat!r}: expected a positive integer") from None
     if repeat <= 0:
-        raise arg_error(f"invalid --repeat {args.repeat!r}: must be greater than 0")
+        raise arg_error("--repeat should be greater than 0")  # upstream's text
     directive_opts: dict[str, object] = {}
     interpreter = None
     if args.wrap is not None:
@@ -194,24 +194,26 @@ def command(argv: list[str]) -> int:
 
     pb = rpc.pb
     job = pb.JobSpec(**fields)
-    with rpc.Controller(conf) as ctld:
-        if repeat > 1:
-            reply = ctld.call("SubmitBatchJobs", pb.SubmitBatchJobsRequest(job=job, count=repeat))
-            ids = list(reply.job_ids)
-        else:
-            reply = ctld.call("SubmitBatchJob", pb.SubmitBatchJobRequest(job=job))
-            ids = [reply.job_id]
-    if args.json:
-        from crane_cli.protojson import dumps, to_dict
+    try:
+        with rpc.Controller(conf) as ctld:
+            if repeat > 1:
+                reply = ctld.call("SubmitBatchJobs", pb.SubmitBatchJobsRequest(job=job, count=repeat))
+                ids = list(reply.job_ids)
+            else:
+                reply = ctld.call("SubmitBatchJob", pb.SubmitBatchJobRequest(job=job))
+                ids = [reply.job_id]
+    except CliError as exc:  # upstream's context before a gRPC failure
+        if exc.code != EXIT_NETWORK:
+            raise
+        raise CliError(f"Failed to submit {'jobs' if repeat > 1 else 'the job'}: {exc.message}", exc.code) from None
+    if args.json:  # upstream's SubmitBatchJobReply (SubmitBatchJobsReply with --repeat)
+        from crane_cli import upjson
 
-        data = to_dict(reply)
-        # upstream's reply holds the job id and the error code in one oneof: only one of them is printed
-        for key in (("code",) if reply.ok else ("job_id", "job_ids")):
-            data.pop(key, None)
-        print(dumps(data))
+        data = upjson.submit_batch_jobs_reply(reply, repeat) if repeat > 1 else upjson.submit_batch_job_reply(reply)
+        print(upjson.dumps(data))
         return EXIT_OK if reply.ok else EXIT_BACKEND
     if not reply.ok:
-        raise CliError(f"Job allocation failed: {refusal_text(reply)}", EXIT_BACKEND)
+        raise CliError(f"Job allocation failed: {refusal_text(reply).rstrip('.')}.", EXIT_BACKEND)
     if args.parsable:
         print(",".join(str(i) for i in ids))
         return EXIT_OK

@@ -4,8 +4,9 @@ Ids must match ``^[1-9]\\d*(_\\d+)?(\\.\\d+)?(,...)*$``: ``<job>`` cancels the j
 only that step (step 0 is the job's primary step); array tasks are valid syntax but cannot be
 cancelled on this cluster (exit code 2). At least one id or filter is required. Output:
 ``Job <ids> Step <job.step ids> cancelled successfully.`` and one ``Failed to cancel job: <id>.
-Reason: <r>.`` / ``Failed to cancel step: <job>-<step>. Reason: <r>.`` line per failure on
-stderr (exit code 4). ``--json`` prints upstream's ``{"cancelled_steps": ..., "not_cancelled_job_steps": ...}``.
+Reason: <r>.`` / ``Failed to cancel step: <job>-<step>. Reason: <r>.`` line per failure, all on
+stdout as upstream prints them, then ``some jobs were not cancelled`` on stderr (exit code 4).
+``--json`` prints upstream's ``{"cancelled_steps": ..., "not_cancelled_job_steps": ...}``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from typing import NoReturn
 
 from crane_cli.cliparse import Argument, Command, Option, common_options, parse, run, split_list
-from crane_cli.errors import EXIT_BACKEND, EXIT_OK, arg_error
+from crane_cli.errors import EXIT_BACKEND, EXIT_OK, CliError, arg_error
 from crane_cli.lazyre import LazyRegex
 
 _ONE_ID = r"[1-9]\d*(?:_(?:\d+|\[[\d,-]+\]))?(?:\.\d+)?"
@@ -95,7 +96,7 @@ def command(argv: list[str]) -> int:
             raise arg_error(f"ccancel: -w/--nodes: {exc}") from None
     has_filter = any(v is not None for v in (args.name, args.partition, args.state, args.account, args.user)) or nodes
     if not ids and not step_ids and not task_ids and not has_filter:
-        raise arg_error("ccancel: at least one job id or filter (-n, -p, -t, -A, -u, -w) is required")
+        raise arg_error("ccancel: at least one condition should be given.")  # upstream's text (a job id or a filter)
     if (step_ids or task_ids) and has_filter:
         raise arg_error("ccancel: step ids and array task ids cannot be combined with filters")
     from crane_cli import clientconf
@@ -112,64 +113,47 @@ def command(argv: list[str]) -> int:
     failed = bool(reply.not_cancelled) or bool(reply.not_cancelled_steps) or bool(reply.not_cancelled_tasks)
     if args.json:
         print(reply_json(reply))
-        return EXIT_BACKEND if failed else EXIT_OK
+    else:
+        print_reply(reply)
+    if failed:
+        raise CliError("some jobs were not cancelled", EXIT_BACKEND)
+    return EXIT_OK
+
+
+def print_reply(reply: object) -> None:
+    """Upstream's lines (cranesched-json.md §4.3), all on stdout: ``Job 5,6 Step 7.1 cancelled successfully.``,
+    then ``Failed to cancel job: <id>. Reason: <reason>.`` / ``Failed to cancel step: <job>-<step>. ...``."""
+    jobs = [str(i) for i in reply.cancelled]  # type: ignore[attr-defined]
+    jobs += [f"{t.array_job_id}_{t.task_id}" for t in reply.cancelled_tasks]  # type: ignore[attr-defined]
     done = []
-    jobs = [str(i) for i in reply.cancelled] + [f"{t.array_job_id}_{t.task_id}" for t in reply.cancelled_tasks]
     if jobs:
         done.append(f"Job {','.join(jobs)}")
-    if reply.cancelled_steps:
-        done.append(f"Step {','.join(f'{s.job_id}.{s.step_id}' for s in reply.cancelled_steps)}")
-    if done:
-        print(f"{' '.join(done)} cancelled successfully.")
-    reasons = list(reply.reasons)
-    for i, job_id in enumerate(reply.not_cancelled):
-        reason = (reasons[i] if i < len(reasons) else "") or "unknown reason"
-        sys.stderr.write(f"Failed to cancel job: {job_id}. Reason: {reason.rstrip('.')}.\n")
-    task_reasons = list(reply.task_reasons)
-    for i, ref in enumerate(reply.not_cancelled_tasks):
-        reason = (task_reasons[i] if i < len(task_reasons) else "") or "unknown reason"
-        sys.stderr.write(f"Failed to cancel job: {ref.array_job_id}_{ref.task_id}. Reason: {reason.rstrip('.')}.\n")
-    step_reasons = list(reply.step_reasons)
-    for i, ref in enumerate(reply.not_cancelled_steps):
-        reason = (step_reasons[i] if i < len(step_reasons) else "") or "unknown reason"
-        sys.stderr.write(f"Failed to cancel step: {ref.job_id}-{ref.step_id}. Reason: {reason.rstrip('.')}.\n")
-    return EXIT_BACKEND if failed else EXIT_OK
+    if reply.cancelled_steps:  # type: ignore[attr-defined]
+        done.append(f"Step {','.join(f'{s.job_id}.{s.step_id}' for s in reply.cancelled_steps)}")  # type: ignore
+    lines = [f"{' '.join(done)} cancelled successfully."] if done else []
+    failures = [(str(i), r) for i, r in _with_reasons(reply.not_cancelled, reply.reasons)]  # type: ignore
+    failures += [(f"{t.array_job_id}_{t.task_id}", r)
+                 for t, r in _with_reasons(reply.not_cancelled_tasks, reply.task_reasons)]  # type: ignore
+    lines += [f"Failed to cancel job: {job}. Reason: {reason}." for job, reason in failures]
+    lines += [f"Failed to cancel step: {ref.job_id}-{ref.step_id}. Reason: {reason}."
+              for ref, reason in _with_reasons(reply.not_cancelled_steps, reply.step_reasons)]  # type: ignore
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _with_reasons(items: object, reasons: object) -> list[tuple[object, str]]:
+    """Pair each refused item with its reason (``unknown reason`` when missing), without a final period."""
+    texts = list(reasons)  # type: ignore[call-overload]
+    return [(item, ((texts[i] if i < len(texts) else "") or "unknown reason").rstrip("."))
+            for i, item in enumerate(items)]  # type: ignore[call-overload]
 
 
 def reply_json(reply: object) -> str:
-    """Upstream's ccancel JSON: ``cancelled_steps`` and ``not_cancelled_job_steps`` keyed by job id.
+    """Upstream's ccancel JSON (cranesched-json.md §2.9): ``cancelled_steps`` and ``not_cancelled_job_steps``
+    keyed by job id (``<array id>_<task>`` for array tasks); Go's encoding/json, compact, keys sorted."""
+    from crane_cli import upjson
 
-    Compact, keys sorted as strings, ``<``, ``>``, ``&`` escaped (Go's encoding/json).
-    """
-    import json
-
-    done: dict[str, dict] = {}
-    for job_id in reply.cancelled:  # type: ignore[attr-defined]
-        done.setdefault(str(job_id), {"steps": []})
-    for ref in getattr(reply, "cancelled_tasks", ()):  # keyed "<array_job_id>_<task_id>", as upstream's
-        done.setdefault(f"{ref.array_job_id}_{ref.task_id}", {"steps": []})
-    for ref in reply.cancelled_steps:  # type: ignore[attr-defined]
-        done.setdefault(str(ref.job_id), {"steps": []})["steps"].append(ref.step_id)
-    bad: dict[str, dict] = {}
-    reasons = list(reply.reasons)  # type: ignore[attr-defined]
-    for i, job_id in enumerate(reply.not_cancelled):  # type: ignore[attr-defined]
-        entry = bad.setdefault(str(job_id), {"reason": "", "step_ids": [], "step_reasons": []})
-        entry["reason"] = reasons[i] if i < len(reasons) else ""
-    task_reasons = list(getattr(reply, "task_reasons", ()))
-    for i, ref in enumerate(getattr(reply, "not_cancelled_tasks", ())):
-        entry = bad.setdefault(f"{ref.array_job_id}_{ref.task_id}", {"reason": "", "step_ids": [], "step_reasons": []})
-        entry["reason"] = task_reasons[i] if i < len(task_reasons) else ""
-    step_reasons = list(reply.step_reasons)  # type: ignore[attr-defined]
-    for i, ref in enumerate(reply.not_cancelled_steps):  # type: ignore[attr-defined]
-        entry = bad.setdefault(str(ref.job_id), {"reason": "", "step_ids": [], "step_reasons": []})
-        entry["step_ids"].append(ref.step_id)
-        entry["step_reasons"].append(step_reasons[i] if i < len(step_reasons) else "")
-    text = json.dumps({"cancelled_steps": done, "not_cancelled_job_steps": bad}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False)
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
-                          ("\u2029", "\\u2029")):
-        text = text.replace(char, escaped)
-    return text
+    return upjson.go_json(upjson.cancel_job_reply(reply))
 
 
 def main() -> NoReturn:

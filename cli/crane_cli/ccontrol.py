@@ -5,7 +5,7 @@ Supported: ``show node|partition|job [name/id]``, ``show step [<job>[.<step>],..
 its jobs runs there any more, so the resources held for them are released; admins only);
 ``update jobid=<id> priority=<p> | timelimit=<[D-]HH:MM:SS>``; ``hold <ids>``; ``release <ids>``.
 Keys are case-insensitive. ``show`` prints upstream's ``Key=Value`` blocks (crane_cli/showblocks.py);
-``--json`` prints the raw reply.
+``--json`` prints upstream's reply (crane_cli/upjson.py).
 A change the controller refuses prints its reason and exits 4.
 """
 
@@ -15,7 +15,7 @@ import sys
 from typing import NoReturn
 
 from crane_cli.cliparse import Argument, Command, common_options, parse, run
-from crane_cli.errors import EXIT_BACKEND, EXIT_OK, arg_error
+from crane_cli.errors import EXIT_ARGS, EXIT_BACKEND, EXIT_GENERIC, EXIT_OK, CliError, arg_error
 
 
 def build_command() -> Command:
@@ -57,17 +57,46 @@ def _refs(text: str) -> tuple[list[int], list[object]]:
     return ids, [rpc.pb.ArrayTaskRef(array_job_id=a, task_id=t) for a, t in tasks]
 
 
-def _report(reply: object, ok_field: str, bad_field: str, what: str, as_json: bool) -> int:
+# Upstream's exit status of a --json change with refusals (cranesched-json.md §1.3), by action; the stderr
+# line it prints then is ``<action> failed: `` (none for suspend/resume).
+_JSON_REFUSED_EXIT = {"suspend jobs": EXIT_BACKEND, "resume jobs": EXIT_BACKEND, "change node state": EXIT_ARGS}
+
+
+def _report(reply: object, ok_field: str, bad_field: str, what: str, as_json: bool, action: str = "") -> int:
+    """Print a change's reply the way upstream's ccontrol does (cranesched-json.md §4.4) and return the exit code.
+
+    ``what``: ``job`` or ``node``; ``action``: upstream's context of a failure (``hold jobs``,
+    ``release jobs``, ``change job priority``, ``change job time limit``, ``change node state``, ...).
+    Text: ``Jobs 1, 2 modified successfully.`` (nodes: ``Nodes a, b modified successfully, please
+    wait ...``), and for refusals one stderr line ``<action> failed: Failed to modify job: <id>.
+    Reason: <reason>.`` per item, exit 4. ``--json``: upstream's reply (``ModifyJobReply`` /
+    ``ModifyCranedStateReply``); with refusals ``<action> failed: `` on stderr and upstream's exit
+    status (1; 4 for suspend/resume, without the line; 2 for node state).
+    """
+    action = action or ("change node state" if what == "node" else "modify jobs")  # callers should name it
+    done = list(getattr(reply, ok_field))
+    bad = list(getattr(reply, bad_field))
     if as_json:
         from crane_cli.protojson import to_json
 
         print(to_json(reply))
-    bad = list(getattr(reply, bad_field))
+        if not bad:
+            return EXIT_OK
+        code = _JSON_REFUSED_EXIT.get(action, EXIT_GENERIC)
+        if code != EXIT_BACKEND:
+            sys.stderr.write(f"{action} failed: \n")
+        return code
+    if done:
+        names = ", ".join(str(x) for x in done)
+        if what == "node":
+            print(f"Nodes {names} modified successfully, please wait for a few minutes for the node state to "
+                  "fully update.")
+        else:
+            print(f"Jobs {names} modified successfully.")
     reasons = list(reply.reasons)  # type: ignore[attr-defined]
     for i, item in enumerate(bad):
-        sys.stderr.write(f"Failed to modify {what} {item}: {reasons[i] if i < len(reasons) else 'refused'}.\n")
-    if not as_json and getattr(reply, ok_field):
-        print(f"{what.capitalize()} {','.join(str(x) for x in getattr(reply, ok_field))} modified successfully.")
+        reason = (reasons[i] if i < len(reasons) else "") or "refused"
+        sys.stderr.write(f"{action} failed: Failed to modify {what}: {item}. Reason: {reason.rstrip('.')}.\n")
     return EXIT_BACKEND if bad else EXIT_OK
 
 
@@ -84,7 +113,12 @@ def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: boo
         missing = f"show nodes failed: Node {name} not found." if name else "No node is available."
     elif entity in ("partition", "partitions"):
         reply = ctld.call("QueryPartitionInfo", pb.QueryPartitionInfoRequest(names=[name] if name else []))
-        nodes = {} if as_json else {n.name: n for n in ctld.call("QueryCranedInfo", pb.QueryCranedInfoRequest()).nodes}
+        nodes = {n.name: n for n in ctld.call("QueryCranedInfo", pb.QueryCranedInfoRequest()).nodes}
+        if as_json:  # upstream's QueryPartitionInfoReply: alive nodes and gres come from the node list
+            from crane_cli import upjson
+
+            print(upjson.dumps(upjson.query_partition_info_reply(reply, nodes.values())))
+            return EXIT_OK
         blocks = [showblocks.partition_block(p, sum(1 for n in p.nodes if n in nodes and
                                                     nodes[n].resource_state != "down")) for p in reply.partitions]
         missing = f"show partitions failed: Partition {name} not found." if name else "No partition is available."
@@ -108,6 +142,8 @@ def _show(ctld: object, rpc: object, entity: str, name: str | None, as_json: boo
     else:
         raise arg_error(f"ccontrol: cannot show {entity!r} (node, partition, job or step)")
     if as_json:
+        if getattr(reply, "ok", True) is False:  # upstream: no JSON when the query failed
+            raise CliError(f"show {entity} failed: {reply.reason or 'the controller refused the query'}", EXIT_BACKEND)
         from crane_cli.protojson import to_json
 
         print(to_json(reply))

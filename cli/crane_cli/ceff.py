@@ -77,13 +77,17 @@ def efficiency(job, now: float) -> dict:  # noqa: ANN001 - JobInfo
     nodes = job.node_num
     cores = job.alloc_cpus if job.alloc_cpus > 0 else job.req_cpus
     cores_per_node = cores / nodes if nodes else 0.0
-    rec: dict = {
-        "job_id": job.job_id, "qos": job.qos, "uid": job.uid, "user_name": job.user or str(job.uid),
+    rec: dict = {"job_id": job.job_id}
+    if job.array_job_id:  # an array task: upstream's display id and the array's id and index (else omitted)
+        rec.update({"display_job_id": f"{job.array_job_id}_{job.array_task_id}", "array_job_id": job.array_job_id,
+                    "array_task_id": job.array_task_id})
+    rec.update({
+        "qos": job.qos, "uid": job.uid, "user_name": job.user or str(job.uid),
         "gid": job.gid, "group_name": group_name(job.gid), "account": job.account, "job_state": int(job.status),
         "nodes": nodes, "cores_per_node": _number(cores_per_node),
         "cpu_utilized_str": "", "cpu_efficiency": 0, "run_time_str": "", "total_mem_mb": 0, "mem_efficiency": 0,
         "total_malloc_mem_mb": 0, "malloc_mem_mb_per_node": 0,
-    }
+    })
     if job.status == PENDING:
         return rec
     wall = wall_seconds(job, now)

@@ -177,15 +177,22 @@ def command(argv: list[str]) -> int:
     pb = rpc.pb
     calls = [("QueryPartitionInfo", pb.QueryPartitionInfoRequest(names=split_list(args.partition))),
              ("QueryCranedInfo", pb.QueryCranedInfoRequest(names=node_names))]
+    filters = parse_state_filter(args.states)
+
+    def wanted(node) -> bool:  # noqa: ANN001 - CranedInfo: does it pass -n and -t/-d/-r?
+        return (not node_names or node.name in node_names) and keep_node(node, args, filters)
+
     with rpc.Controller(conf) as ctld:
         try:
             while True:
                 part_reply, node_reply = ctld.call_many(calls)
-                if args.json:
-                    from crane_cli.protojson import dumps, to_dict
+                if args.json:  # upstream's QueryClusterInfoReply, the -t/-d/-r/-n filters applied
+                    from crane_cli import upjson
 
-                    print(dumps({"partitions": to_dict(part_reply).get("partitions", []),
-                                 "nodes": to_dict(node_reply).get("nodes", [])}))
+                    if iterate is not None:
+                        print(time.strftime("%Y-%m-%d %H:%M:%S"))
+                    reply = upjson.query_cluster_info_reply(part_reply.partitions, node_reply.nodes, wanted)
+                    print(upjson.dumps(reply))
                 else:
                     rows = build_rows(list(part_reply.partitions), list(node_reply.nodes), args, node_names)
                     text = render(rows, args, layout)

@@ -226,6 +226,8 @@ def command(argv: list[str]) -> int:
 
 def show(reply, args, layout, types: set[int] | None, max_lines: int | None, stamp: bool) -> int:  # noqa: ANN001
     """Print one reply (table or JSON); return the exit code."""
+    if args.json:
+        return show_json(reply, types, max_lines, stamp)
     if not reply.ok:
         raise CliError(f"cqueue: {reply.reason or 'the controller refused the query'}", EXIT_BACKEND)
     jobs = [j for j in reply.jobs if types is None or j.type in types]
@@ -236,14 +238,6 @@ def show(reply, args, layout, types: set[int] | None, max_lines: int | None, sta
     jobs.sort(key=lambda j: j.job_id)
     if max_lines is not None:
         del jobs[max_lines:]
-    if args.json:
-        from crane_cli.protojson import to_json
-
-        if len(jobs) != len(reply.jobs):
-            del reply.jobs[:]
-            reply.jobs.extend(jobs)
-        print(to_json(reply))
-        return EXIT_OK
     out = []
     if stamp:
         out.append(time.strftime("%a %b %d %H:%M:%S %Y"))
@@ -252,6 +246,22 @@ def show(reply, args, layout, types: set[int] | None, max_lines: int | None, sta
         out.append(text)
     if out:
         sys.stdout.write("\n".join(out) + "\n")
+    return EXIT_OK
+
+
+def show_json(reply, types: set[int] | None, max_lines: int | None, stamp: bool) -> int:  # noqa: ANN001
+    """``--json``: upstream's ``QueryJobsInfoReply`` (the jobs as the controller sent them, ``--type`` and
+    ``-m`` applied); with ``-i`` after a line with the local time. Not ok: ``JSON output failed``, exit 4."""
+    from crane_cli import upjson
+
+    jobs = [j for j in reply.jobs if types is None or j.type in types]
+    if max_lines is not None:
+        del jobs[max_lines:]
+    if stamp:
+        print(time.strftime("%Y-%m-%d %H:%M:%S"))
+    print(upjson.dumps(upjson.query_jobs_info_reply(reply, jobs)))
+    if not reply.ok:
+        raise CliError("JSON output failed", EXIT_BACKEND)
     return EXIT_OK
 
 
@@ -266,13 +276,10 @@ def _empty_json() -> int:
 
 def show_steps(reply, args, wanted: dict, states: set[int]) -> int:  # noqa: ANN001
     """The step view (``-s``): one row per step of the selected jobs, or the reply as JSON."""
+    if args.json:
+        return show_json(reply, None, None, False)
     if not reply.ok:
         raise CliError(f"cqueue: {reply.reason or 'the controller refused the query'}", EXIT_BACKEND)
-    if args.json:
-        from crane_cli.protojson import to_json
-
-        print(to_json(reply))
-        return EXIT_OK
     from crane_cli import steps, table
 
     now = time.time()

@@ -268,19 +268,24 @@ def test_invalid_format(run_cmd, acct, fmt):
 def test_json(run_cmd):
     r = run_cmd(cacct, "--json", "-j", "100,5")
     assert r.code == 0, r
-    data = json.loads(r.out)
-    assert list(data) == ["ok", "jobs", "reason"] and data["ok"] is True
-    assert [j["job_id"] for j in data["jobs"]] == [5, 100]
-    job = data["jobs"][1]
+    data = json.loads(r.out)  # upstream's QueryJobsInfoReply (cranesched-json.md §2.2), then our reason
+    assert list(data) == ["ok", "job_info_list", "reason"] and data["ok"] is True
+    assert [j["job_id"] for j in data["job_info_list"]] == [5, 100]
+    job = data["job_info_list"][1]
     assert job["status"] == "Completed" and job["exit_code"] == 0 and job["usage_cpu_ms"] == "150000"
+    assert "craned_list" in job and "pending_reason" not in job  # the oneof: an ended job has its nodes
+    assert "elapsed_time" not in job  # upstream sets it for jobs in memory only (pending/running)
     assert [s["step_id"] for s in job["step_info_list"]] == [2, 0, 1]  # the reply as sent, not re-sorted
     expected = {
-        "job_id": 100, "step_id": 1, "name": "solver", "status": "Failed", "exit_code": 265, "start_time": "0",
-        "end_time": "0", "craned_list": "cn01", "node_num": 1, "alloc_cpus": 1.0, "usage_cpu_ms": "0",
-        "usage_mem_peak": "0"}
+        "type": "Batch", "step_type": "COMMON", "job_id": 100, "step_id": 1, "name": "solver",
+        "status": "Failed", "exit_code": 265, "start_time": "1970-01-01T00:00:00Z",
+        "end_time": "1970-01-01T00:00:00Z", "craned_list": "cn01", "node_num": 1,
+        "execution_node": ["cn01"], "usage_cpu_ms": "0", "usage_mem_peak": "0"}
     step = job["step_info_list"][2]
-    assert {k: step[k] for k in expected} == expected  # and the newer StepInfo fields, at their defaults
-    assert data["jobs"][0]["step_info_list"] == []
+    assert {k: step[k] for k in expected} == expected
+    assert step["allocated_res_view"]["cpu_count"] == 1 and '"cpu_count":1,' in r.out  # a whole double: no ".0"
+    assert job["step_info_list"][1]["step_type"] == "PRIMARY"  # step 0, the batch script
+    assert data["job_info_list"][0]["step_info_list"] == []
 
 
 def test_a_job_listed_twice_is_shown_once(run_cmd, acct):
@@ -290,15 +295,15 @@ def test_a_job_listed_twice_is_shown_once(run_cmd, acct):
 
 
 def test_json_type_filter(run_cmd):
-    assert json.loads(run_cmd(cacct, "--json", "--type", "Interactive").out)["jobs"] == []
-    assert len(json.loads(run_cmd(cacct, "--json", "--type", "b,c").out)["jobs"]) == 10
+    assert json.loads(run_cmd(cacct, "--json", "--type", "Interactive").out)["job_info_list"] == []
+    assert len(json.loads(run_cmd(cacct, "--json", "--type", "b,c").out)["job_info_list"]) == 10
 
 
 def test_json_not_ok(run_cmd, acct):
     acct.query_reply = pb.QueryJobsInfoReply(ok=False, reason="accounting store unavailable")
     r = run_cmd(cacct, "--json")
     assert r.code == 4
-    assert json.loads(r.out) == {"ok": False, "jobs": [], "reason": "accounting store unavailable"}
+    assert json.loads(r.out) == {"ok": False, "job_info_list": [], "reason": "accounting store unavailable"}
     assert r.err == ""
 
 

@@ -222,14 +222,16 @@ def test_cbatch_unreachable_controller(cli, cli_env, tmp_path):
     conf = write_config(tmp_path / "other", free_port())
     r = cli("cbatch", "-C", str(conf), "--wrap", "true", env=cli_env)
     assert r.code == 3, r
-    assert one_line(r.err) == "Connection to CraneCtld is broken."
+    assert one_line(r.err) == "Failed to submit the job: Connection to CraneCtld is broken."  # upstream's line
+    r = cli("cbatch", "-C", str(conf), "--repeat", "2", "--wrap", "true", env=cli_env)
+    assert (r.code, one_line(r.err)) == (3, "Failed to submit jobs: Connection to CraneCtld is broken.")
 
 
 def test_cbatch_access_denied(cli, fake):
     fake.token = "the-right-one"
     r = cli("cbatch", "--wrap", "true")
     assert r.code == 3
-    assert one_line(r.err).startswith("Access denied.")
+    assert one_line(r.err).startswith("Failed to submit the job: Access denied.")
 
 
 def test_missing_and_bad_config(cli, cli_env, tmp_path):
@@ -327,10 +329,12 @@ def test_cqueue_json(cli):
     r = cli("cqueue", "--json", "-m", "2")
     assert r.code == 0
     data = json.loads(r.out)
-    assert list(data) == ["ok", "jobs", "reason"]
-    assert [j["job_id"] for j in data["jobs"]] == [1, 2]
-    assert data["jobs"][0]["status"] == "Pending" and data["jobs"][0]["time_limit"] == "0"
-    assert list(data["jobs"][0])[:3] == ["job_id", "name", "user"]
+    assert list(data) == ["ok", "job_info_list", "reason"]  # upstream's QueryJobsInfoReply, then ours
+    assert [j["job_id"] for j in data["job_info_list"]] == [1, 2]
+    job = data["job_info_list"][0]
+    assert job["status"] == "Pending" and job["time_limit"] == "315576000000s"  # none given: unlimited
+    assert list(job)[:5] == ["type", "job_id", "name", "partition", "uid"] and "pending_reason" in job
+    assert "\n" not in r.out.rstrip("\n") and '": ' not in r.out  # one compact line, as Go's protojson
 
 
 def test_cqueue_type_filter(cli):
@@ -383,9 +387,13 @@ def test_cinfo_errors(cli):
 
 def test_cinfo_json(cli):
     r = cli("cinfo", "--json")
-    data = json.loads(r.out)
-    assert list(data) == ["partitions", "nodes"]
-    assert data["partitions"][0]["name"] == "CPU" and data["nodes"][0]["name"] == "cn01"
+    data = json.loads(r.out)  # upstream's QueryClusterInfoReply
+    assert list(data) == ["ok", "partitions"] and data["ok"] is True
+    part = data["partitions"][0]
+    assert part["name"] == "CPU" and part["state"] == "PARTITION_UP"
+    group = part["craned_lists"][0]
+    assert list(group) == ["resource_state", "control_state", "power_state", "count", "craned_list_regex", "reason"]
+    assert group["resource_state"].startswith("CRANE_") and group["power_state"] == "CRANE_POWER_ACTIVE"
 
 
 # -- ccancel ------------------------------------------------------------------------------
@@ -400,8 +408,9 @@ def test_ccancel(cli, fake):
 def test_ccancel_failure(cli):
     r = cli("ccancel", "1,999")
     assert r.code == 4
-    assert r.out == "Job 1 cancelled successfully.\n"
-    assert one_line(r.err) == "Failed to cancel job: 999. Reason: Job not found."
+    # upstream prints the failure on stdout, then one line on stderr
+    assert r.out == "Job 1 cancelled successfully.\nFailed to cancel job: 999. Reason: Job not found.\n"
+    assert one_line(r.err) == "some jobs were not cancelled"
 
 
 def test_ccancel_filters(cli, fake):
@@ -447,9 +456,10 @@ def test_ccancel_steps(cli, fake):
 def test_ccancel_step_failure(cli):
     r = cli("ccancel", "7.1,7.9,999.1")
     assert r.code == 4
-    assert r.out == "Step 7.1 cancelled successfully.\n"
-    assert r.err.splitlines() == ["Failed to cancel step: 7-9. Reason: Step not found.",
+    assert r.out.splitlines() == ["Step 7.1 cancelled successfully.",
+                                  "Failed to cancel step: 7-9. Reason: Step not found.",
                                   "Failed to cancel step: 999-1. Reason: Step not found."]
+    assert one_line(r.err) == "some jobs were not cancelled"
     r = cli("ccancel", "--json", "7.1,7.9,10.2")
     assert r.code == 4
     assert json.loads(r.out) == {"cancelled_steps": {"7": {"steps": [1]}, "10": {"steps": [2]}},

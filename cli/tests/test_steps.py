@@ -64,7 +64,7 @@ def test_cqueue_step_selection(cli, with_steps):
 def test_cqueue_steps_json_and_errors(cli, with_steps):
     r = cli("cqueue", "-s", "2", "--json")
     data = json.loads(r.out)
-    assert [s["step_id"] for s in data["jobs"][0]["step_info_list"]] == [0, 1]
+    assert [s["step_id"] for s in data["job_info_list"][0]["step_info_list"]] == [0, 1]
     r = cli("cqueue", "-s", "2.x")
     assert r.code == 2 and "invalid step id" in r.err
     r = cli("cqueue", "-s", "-o", "%j")
@@ -115,7 +115,7 @@ def test_cqueue_steps_disjoint_selection(cli, with_steps):
     r = cli("cqueue", "-s", "3.4", "-j", "2")
     assert (r.code, r.out) == (0, "StepId Name Partition User Time NODELIST\n")
     r = cli("cqueue", "-s", "3.4", "-j", "2", "--json")
-    assert json.loads(r.out) == {"ok": True, "jobs": [], "reason": ""}
+    assert json.loads(r.out) == {"ok": True, "job_info_list": [], "reason": ""}
     assert len(with_steps.requests) == n
 
 
