@@ -45,9 +45,11 @@ from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.emit import EmitMixin
 from crane_kernel.ctld.history import rebuild_usage
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
+from crane_kernel.ctld.licenses import LicensesMixin
 from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import build_nodes
+from crane_kernel.ctld.reservations import ReservationsMixin
 from crane_kernel.ctld.resources import ResourcesMixin
 from crane_kernel.ctld.stepexec import StepsMixin
 from crane_kernel.ctld.store import StateStore
@@ -68,7 +70,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
 
 
 class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
-                 ChangesMixin, StepsMixin, DependsMixin):
+                 ChangesMixin, StepsMixin, DependsMixin, ReservationsMixin, LicensesMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -110,6 +112,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self._init_steps()  # job steps and interactive jobs (ctld/stepexec.py)
         self._init_deps()  # job dependencies (ctld/deps.py)
         self.keeper.dep_gate = self.dependency_reason
+        self._init_reservations()  # advance reservations (ctld/reservations.py)
+        self._init_licenses()  # cluster licenses (ctld/licenses.py)
 
     # ------------------------------------------------------------------
     # start-up
@@ -121,11 +125,14 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         active = [JobState.Pending, JobState.Configuring, JobState.Running, JobState.Starting,
                   JobState.Completing, JobState.Suspended]
         n_pending = n_running = 0
+        self.restore_reservations()
         for jid, _state, spec, rt in self.store.iter_jobs(active):
             job = job_from_spec(jid, spec)
             job.apply_rt(rt)
             self.jobs[jid] = job
             self.restore_steps(job, rt, now)
+            self.restore_job_reservation(jid, spec)
+            self.restore_job_licenses(job, spec, rt)
             if job.state == JobState.Pending:
                 self.pending[jid] = job
                 n_pending += 1
@@ -194,8 +201,11 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             self.pm.hook.crane_job_submit(job=spec, identity=identity, cluster=self.cluster_info)
             recheck_spec(spec, self.cfg, identity.uid, identity.user, gid)
             normalized.append(spec)
+        lics = [self.check_licenses(spec) for spec in normalized]  # -L: unknown licenses refuse the job
         with self.lock:
             deps = [self.check_dependency(spec) for spec in normalized]  # never dropped: refused when unknown
+            for spec in normalized:
+                self.check_reservation(spec)  # -r: it exists and admits the job
         with self.lock:
             self.limits.check_submit(normalized)  # QoS limits: MaxSubmit* for the whole call, DenyOnLimit
             first = self.next_job_id
@@ -211,11 +221,13 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 self._emit_job(outbox, "job.submitted", job, now, actor=identity.user)
             self.store.write(inserts=rows, meta={"next_job_id": first + len(ids)})
             self.next_job_id = first + len(ids)
-            for job, dep in zip(jobs, deps, strict=True):
+            for job, dep, lic, spec in zip(jobs, deps, lics, normalized, strict=True):
                 limit = self.limits.accepted(job)  # QoS limits: counted as submitted
                 job.reason = job.reason or limit
                 self.jobs[job.job_id] = job
                 self.register_dependency(job.job_id, dep)
+                self.register_reservation(job.job_id, spec)
+                self.register_licenses(job.job_id, lic)
                 self.pending[job.job_id] = job
         self.publish(outbox)
         self.wake.set()
@@ -339,6 +351,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         rt = job.rt()
         if job.job_id in self.steps:
             rt.update(self.steps_rt(job.job_id))
+        rt.update(self.licenses_rt(job.job_id))  # the licenses it holds (ctld/licenses.py)
         return json.dumps(rt, separators=(",", ":"))
 
     def node_stream(self, name: str) -> str:

@@ -39,6 +39,8 @@ class CycleMixin:
             self._expire_finished(now)
             self.limits.refresh()  # QoS changes the account book announced: recount, gate their jobs again
             self.limits.admit(now)  # the best blocked jobs of groups below their QoS limit come back
+            self.reservation_tick(now)  # reservations that started or ended (ctld/reservations.py)
+            self.license_tick()
             self.keeper.sync(self.pending, self.running_view, now)  # ineligible jobs get their reason here
         # Outside the lock from here on: the API keeps answering while the plugins think. Only this
         # thread touches the view; other threads write the tracked tables, applied at the next sync.
@@ -109,6 +111,11 @@ class CycleMixin:
                     job.reason = REASON_RESOURCE
                     continue
                 if job.nodelist and not job.nodelist <= {n.name for n in nodes}:
+                    continue
+                refused = self.reservation_refusal(job, idxs, now) or self.take_licenses(job)  # takes them last
+                if refused is not None:
+                    job.reason = refused
+                    self.keeper.pending_changed.add(job_id)
                     continue
                 job.devices = self._assign_devices(job, nodes)
                 job.state = JobState.Running if job.interactive else JobState.Configuring
