@@ -47,7 +47,7 @@ from crane_kernel.sched_types import (
     ineligible_reason,
 )
 
-from crane_sched_fifo.capacity import exclude_indices, never_fits, nodelist_indices, shape_key
+from crane_sched_fifo.capacity import exclude_indices, never_fits, never_fits_among, nodelist_indices, shape_key
 from crane_sched_fifo.fit import FALLBACK, pick_among, pick_exclusive, pick_grid, pick_numpy
 from crane_sched_fifo.order import order_jobs
 from crane_sched_fifo.reserved import Reserved
@@ -251,6 +251,9 @@ class FifoScheduler:
                 return
         nodes = pick_among(st, cand, k, job.cpus_per_node, job.mem_per_node, req, excl, bool(job.exclusive))
         if nodes is None:
+            if never_fits_among(st, cand, job, excl):  # the reservation could never hold it: no blocking
+                special[job.job_id] = REASON_NODES_UNAVAILABLE
+                return
             special[job.job_id] = REASON_RESOURCE
             resv.blocked.add(own)
             return
