@@ -232,6 +232,7 @@ def plan_easy_vector(view: "ClusterView", now: float, settings: "Settings") -> P
         st.close_reserved(live, now)
     job_resv = view.job_reservations if (live or view.job_reservations) else None
     by_name = {r.name: r for r in live}
+    resv_cache: dict[Hashable, Any] = {}
     plan = Plan()
     reasons = plan.reasons
     ordered = _queue_order(np, view.pending)
@@ -258,7 +259,7 @@ def plan_easy_vector(view: "ClusterView", now: float, settings: "Settings") -> P
         req = job.gres_per_node or None
         own = job_resv.get(job.job_id) if job_resv else None
         if own:
-            started += _start_reserved(np, st, job, req, by_name.get(own), now, plan, started_here)
+            started += _start_reserved(np, st, job, req, by_name.get(own), now, plan, started_here, resv_cache)
             continue
         base = _base_shape(job, req)
         shape = (base, job.nodelist, job.exclude) if (job.nodelist or job.exclude) else base
@@ -313,18 +314,31 @@ def plan_easy_vector(view: "ClusterView", now: float, settings: "Settings") -> P
 
 
 def _start_reserved(np: Any, st: _Arrays, job: "SchedJob", req: Mapping[str, int] | None, resv: Any,
-                    now: float, plan: Plan, started_here: list) -> int:
-    """Start a reservation's job on its nodes if it fits now (1), else give it its reason (0)."""
+                    now: float, plan: Plan, started_here: list, cache: dict[Hashable, Any]) -> int:
+    """Start a reservation's job on its nodes if it fits now (1), else give it its reason (0).
+
+    ``cache`` (per pass): the reservation's nodes in each partition as a mask, and per request shape
+    the shortest duration that did not fit (free resources only shrink within a pass).
+    """
     if resv is None or not resv.active(now):
         plan.reasons[job.job_id] = REASON_RESERVATION_DELETED if resv is None else REASON_RESERVATION_WAIT
         return 0
     k = max(1, job.node_num)
     c, m = job.cpus_per_node, job.mem_per_node
     d = max(float(job.time_limit), 1.0) if job.time_limit else INF
-    mine = np.zeros(st.n, dtype=bool)
-    mine[list(resv.nodes)] = True
-    idx = _candidates(np, st, job, req, c, m, now + d, st.part_masks[job.partition] & mine)
+    shape = (resv.name, _base_shape(job, req), job.nodelist, job.exclude)
+    if cache.get(shape, INF) <= d:
+        plan.reasons[job.job_id] = REASON_RESOURCE
+        return 0
+    key = (resv.name, job.partition)
+    base = cache.get(key)
+    if base is None:
+        mine = np.zeros(st.n, dtype=bool)
+        mine[list(resv.nodes)] = True
+        base = cache[key] = st.part_masks[job.partition] & mine
+    idx = _candidates(np, st, job, req, c, m, now + d, base)
     if len(idx) < k:
+        cache[shape] = min(d, cache.get(shape, INF))
         plan.reasons[job.job_id] = REASON_RESOURCE
         return 0
     sel = _best(np, st, idx, k)
