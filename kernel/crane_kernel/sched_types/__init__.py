@@ -28,6 +28,11 @@ Conventions a plugin can rely on:
   reasons ``QosJobsResourceLimit``, ``QosCpuResourceLimit``, ``QosWallTimeLimit``).
 * ``SchedJob.qos_priority`` is the account database's priority of the
   job's QoS (``None`` when it is not known there), for priority plugins.
+* ``ClusterView.reservations`` (advance reservations, :class:`SchedReservation`) and
+  ``ClusterView.job_reservations`` (job id -> the reservation it runs in): a plan must keep the
+  rules of the "Advance reservations" block below; the caller re-checks every start with
+  :func:`reservation_conflict`. Jobs whose reservation is not active, and jobs whose licenses
+  are not free (``Licenses``), are not in ``pending`` in the controller.
 
 Views across calls (``version`` and ``delta``). The controller and the
 simulator keep ONE :class:`IncrementalView` for their whole life and change
