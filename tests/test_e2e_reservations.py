@@ -7,6 +7,7 @@ reservations survive a controller restart.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -54,6 +55,16 @@ def test_a_reservation_keeps_other_jobs_off_its_node_and_runs_its_own(cluster: C
         assert "AllocCPU=2.00" in shown.stdout
         col = c.run("cqueue", "-o", "%.6j %reservation", "-j", str(inside))
         assert col.stdout.split()[-1] == "maint"
+        moved = c.run("ccontrol", "update", "jobid=" + str(others[2]), "reservation=maint")  # into it, pending
+        assert moved.returncode == 0, moved.stderr
+        assert c.wait_state(others[2], lambda i: i.reservation == "maint" and i.pending_reason == "Resource")
+        longer = c.run("ccontrol", "update", "reservation", "maint", "duration=00:20:00")
+        assert longer.stdout.strip() == "Reservation maint updated successfully."
+        assert "Duration=00:20:00" in c.run("ccontrol", "show", "reservation").stdout
+        bad = c.run("ccontrol", "update", "reservation", "maint", "nodes=cn09")
+        assert bad.returncode == 1 and bad.stderr == "Failed to update reservation: unknown node cn09.\n"
+        typo = c.run("ccontrol", "create", "reservation", "x", "duration=soon", "nodes=cn01", "user=root")
+        assert typo.returncode == 2 and len(typo.stderr.strip().splitlines()) == 1
     finally:
         _cancel_all(c)
         deleted = c.run("ccontrol", "delete", "reservation", "maint")
@@ -71,6 +82,9 @@ def test_licenses_limit_how_many_jobs_run(cluster: Cluster) -> None:
     assert info.status == JobState.Pending
     lic = c.run("ccontrol", "show", "lic", "matlab")
     assert lic.stdout == "LicenseName=matlab\n\tTotal=1 Used=1 Free=0 Reserved=0 Remote=no\n"
+    as_json = json.loads(c.run("ccontrol", "show", "lic", "--json").stdout)
+    assert as_json["license_info_list"] == [{"name": "matlab", "total": 1, "used": 1, "free": 0, "reserved": 0,
+                                             "remote": False}]
     col = c.run("cqueue", "-L", "-j", str(first))
     assert col.stdout.splitlines()[0].split()[-1] == "LICENSES" and col.stdout.splitlines()[1].split()[-1] == \
         "matlab:1"
