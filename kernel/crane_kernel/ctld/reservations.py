@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from crane_common import hostlist
@@ -71,7 +71,6 @@ class Reservation:
     denied_users: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     creator: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def end(self) -> float:
@@ -92,9 +91,7 @@ class Reservation:
 
     def record(self) -> dict[str, Any]:
         """The journal's form."""
-        d = asdict(self)
-        d.pop("extra")
-        return d
+        return asdict(self)
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> Reservation:
