@@ -124,3 +124,17 @@ def test_modifying_a_pending_jobs_licenses(rig: Rig) -> None:
     rig.ctl.modify([jid], ROOT, hold=False)
     rig.cycle()
     assert rig.ctl.job_licenses(jid) == {"matlab": 2}
+
+
+def test_two_starts_of_one_plan_cannot_share_the_last_license(rig: Rig) -> None:
+    from crane_kernel.sched_types import Plan
+
+    a = rig.submit(licenses="ansys", cpus_per_task=1)
+    b = rig.submit(licenses="ansys", cpus_per_task=1)
+    rig.ctl.keeper.sync(rig.ctl.pending, rig.ctl.running_view, rig.clock.t)
+    plan = Plan()  # a plan made as if each were alone (both were free at the view's sync)
+    plan.starts += [(a, [0]), (b, [1])]
+    assert rig.ctl._commit(plan, rig.clock.t, []) == 1
+    assert rig.ctl.jobs[a].state == JobState.Configuring
+    assert rig.ctl.jobs[b].state == JobState.Pending and rig.ctl.jobs[b].reason == "Licenses"
+    assert rig.ctl.licenses_info(["ansys"]) == [("ansys", 1, 1)]

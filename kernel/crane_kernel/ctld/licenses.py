@@ -78,13 +78,14 @@ class LicensesMixin:
 
     cfg: Any
     keeper: Any
+    jobs: dict
     pending: dict
     running: dict
 
     def _init_licenses(self) -> None:
         self.lic_total: dict[str, int] = dict(self.cfg.Licenses)
         self.lic_used: dict[str, int] = dict.fromkeys(self.lic_total, 0)
-        self.lic_req: dict[int, LicenseRequest] = {}      # job (pending or running) -> what it asked for
+        self.lic_req: dict[int, LicenseRequest] = {}      # job (while the controller holds it) -> what it asked
         self.lic_held: dict[int, dict[str, int]] = {}     # running job -> what it holds
         self.lic_askers: dict[str, set[int]] = {}         # license -> jobs asking for it
         self.keeper.gates.append(self.license_reason)
@@ -179,8 +180,8 @@ class LicensesMixin:
                     changed.add(jid)
 
     def license_tick(self) -> None:
-        """Forget the requests of jobs that are neither pending nor running any more (each cycle)."""
-        gone = [j for j in self.lic_req if j not in self.pending and j not in self.running]
+        """Forget the requests of jobs the controller no longer holds (each cycle)."""
+        gone = [j for j in self.lic_req if j not in self.jobs]  # kept while queries can show the job
         for jid in gone:
             self.forget_licenses(jid)
 

@@ -146,7 +146,7 @@ class ReservationsMixin:
 
     def _init_reservations(self) -> None:
         self.reservations: dict[str, Reservation] = {}
-        self.resv_jobs: dict[int, str] = {}   # job id (pending or running) -> the reservation it asked for
+        self.resv_jobs: dict[int, str] = {}   # job id (while the controller holds it) -> its reservation
         self._resv_dirty = True               # the view's list must be rebuilt (scheduling thread)
         self._resv_active: set[str] = set()   # the reservations active at the last tick
         self.keeper.view.job_reservations = self.resv_jobs
@@ -232,7 +232,7 @@ class ReservationsMixin:
             self.keeper.pending_changed.update(j for j, n in self.resv_jobs.items() if j in self.pending)
         if self._resv_dirty or moved:
             self._rebuild_resv_view()
-        gone = [j for j in self.resv_jobs if j not in self.pending and j not in self.running]
+        gone = [j for j in self.resv_jobs if j not in self.jobs]  # kept while queries can show the job
         for j in gone:
             del self.resv_jobs[j]
 
