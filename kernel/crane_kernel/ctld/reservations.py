@@ -162,8 +162,10 @@ class ReservationsMixin:
                 log.error("reservation %r in the journal cannot be read (%s): ignored", name, exc)
         self._resv_dirty = True
 
-    def _journal_reservations(self) -> None:
-        self.store.write(meta={META_KEY: {n: r.record() for n, r in self.reservations.items()}})
+    def _journal_reservations(self, table: dict[str, Reservation]) -> None:
+        """Journal ``table`` as the reservations, then make it the controller's (a failed write changes nothing)."""
+        self.store.write(meta={META_KEY: {n: r.record() for n, r in table.items()}})
+        self.reservations = table
         self._resv_dirty = True
         self.wake.set()
 
@@ -220,11 +222,9 @@ class ReservationsMixin:
     def reservation_tick(self, now: float) -> None:
         """Drop ended reservations, look again at the jobs of those that started or ended, update the view."""
         ended = [n for n, r in self.reservations.items() if r.end <= now]
-        for name in ended:
-            log.info("reservation %s ended", name)
-            del self.reservations[name]
         if ended:
-            self._journal_reservations()
+            self._journal_reservations({n: r for n, r in self.reservations.items() if n not in ended})
+            log.info("reservation(s) %s ended", ", ".join(ended))
         active = {n for n, r in self.reservations.items() if r.active(now)}
         moved = (active ^ self._resv_active) | set(ended)
         self._resv_active = active
@@ -278,8 +278,7 @@ class ReservationsMixin:
             else:
                 raise ReservationError("no nodes given (nodes=<hostlist> or nodeCnt=<n>)")
             self._validate(resv, now, fresh=True)
-            self.reservations[name] = resv
-            self._journal_reservations()
+            self._journal_reservations({**self.reservations, name: resv})
         log.info("reservation %s created by %s: %s from %s for %d s", name, creator,
                  hostlist.compress(list(resv.nodes)), start, resv.duration)
         return resv
@@ -312,8 +311,7 @@ class ReservationsMixin:
                 else:
                     setattr(new, f, _names(value, "account" if "account" in f else "user"))
             self._validate(new, now, fresh=False)
-            self.reservations[name] = new
-            self._journal_reservations()
+            self._journal_reservations({**self.reservations, name: new})
             self.keeper.pending_changed.update(j for j, n in self.resv_jobs.items() if n == name)
         log.info("reservation %s updated: %s", name, ", ".join(fields))
         return new
@@ -323,8 +321,7 @@ class ReservationsMixin:
         with self.lock:
             if name not in self.reservations:
                 raise ReservationError(f"reservation {name[:64]} does not exist")
-            del self.reservations[name]
-            self._journal_reservations()
+            self._journal_reservations({n: r for n, r in self.reservations.items() if n != name})
             self.keeper.pending_changed.update(j for j, n in self.resv_jobs.items() if n == name)
         log.info("reservation %s deleted", name)
 
@@ -439,7 +436,8 @@ class ReservationsMixin:
         done: list[int] = []
         failed: list[tuple[int, str]] = []
         with self.lock:
-            rows = []
+            rows: list = []
+            applied: list = []
             for jid in job_ids:
                 job = self.jobs.get(jid)
                 if job is None or job.state in FINAL_STATES:
@@ -456,6 +454,7 @@ class ReservationsMixin:
                     failed.append((jid, "the job's record is missing"))
                     continue
                 spec[what] = value
+                lic = None
                 try:
                     if what == "reservation":
                         self.check_reservation(spec)
@@ -464,19 +463,20 @@ class ReservationsMixin:
                 except JobRejected as exc:
                     failed.append((jid, str(exc)))
                     continue
-                if what == "reservation":
-                    if value:
-                        self.resv_jobs[jid] = value
-                    else:
-                        self.resv_jobs.pop(jid, None)
-                else:
-                    self.forget_licenses(jid)  # type: ignore[attr-defined]
-                    self.register_licenses(jid, lic)  # type: ignore[attr-defined]
-                self.keeper.request_changed(jid)
                 rows.append((jid, int(job.state), json.dumps(spec, separators=(",", ":")),
                              self._rt_json(job)))  # type: ignore[attr-defined]
                 done.append(jid)
-            self.store.write(inserts=rows)
+                applied.append((jid, None if what == "reservation" else lic))
+            self.store.write(inserts=rows)  # journaled first: a failed write changes nothing
+            for jid, lic in applied:
+                if what == "licenses":
+                    self.forget_licenses(jid)  # type: ignore[attr-defined]
+                    self.register_licenses(jid, lic)  # type: ignore[attr-defined]
+                elif value:
+                    self.resv_jobs[jid] = value
+                else:
+                    self.resv_jobs.pop(jid, None)
+                self.keeper.request_changed(jid)
         if done:
             self.wake.set()
         return done, failed
