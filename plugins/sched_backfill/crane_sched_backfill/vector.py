@@ -32,6 +32,7 @@ that is not the reservation's; a node of a future one gets the reservation's sta
 time with no slack, like a running job's end the other way round, so a job starting now there
 must end by then. A reservation's job (``-r``) starts only on its nodes, while it is active;
 it never gets a planned start (it waits with ``Resource``) and leaves its partition's alone.
+A partition's first blocked job that would fit but for a reservation gets the reservation's reason.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from crane_kernel.sched_types import (
     REASON_RESOURCE_RESERVED,
     Plan,
     priority_order_key,
+    reserved_against,
 )
 
 from crane_sched_backfill.eligibility import static_reason
@@ -299,7 +301,8 @@ def plan_easy_vector(view: "ClusterView", now: float, settings: "Settings") -> P
                 continue
             failed[shape] = min(d, failed.get(shape, INF))
         if job.partition not in reserved_parts:
-            reasons[job.job_id] = REASON_RESOURCE
+            reasons[job.job_id] = (_kept_off(np, st, view, job, req, c, m, k, now, d) if live else None) \
+                or REASON_RESOURCE
             _reserve(np, st, job, req, k, now, view, started_here, plan,
                      settings.for_partition(job.partition).window)
             reserved_parts.add(job.partition)
@@ -311,6 +314,16 @@ def plan_easy_vector(view: "ClusterView", now: float, settings: "Settings") -> P
             seen = blocked[shape] = (started, len(_candidates(np, st, job, req, c, m, None)) >= k)
         reasons[job.job_id] = REASON_RESOURCE_RESERVED if seen[1] else REASON_PRIORITY
     return plan
+
+
+def _kept_off(np: Any, st: _Arrays, view: "ClusterView", job: "SchedJob", req: Mapping[str, int] | None,
+              c: float, m: int, k: int, now: float, d: float) -> str | None:
+    """The reason of the reservations that keep ``job`` waiting, when it would fit the free resources of its
+    partition's nodes but for them (None: not that). Asked only of each partition's first blocked job."""
+    against = reserved_against(view, job, now, now + d)
+    if not against or len(_candidates(np, st, job, req, c, m, None, st.part_masks[job.partition])) < k:
+        return None
+    return next((r for r in against if r.maint), against[0]).blocked_reason()
 
 
 def _start_reserved(np: Any, st: _Arrays, job: "SchedJob", req: Mapping[str, int] | None, resv: Any,

@@ -65,8 +65,7 @@ def test_only_a_job_that_ends_before_the_reservation_starts_on_its_nodes(engine:
     plan = _scheduler(engine).schedule(view, NOW)
     started = {j for j, _ in plan.starts}
     assert 2 in started and 1 not in started
-    if engine != "vector":
-        assert plan.reasons[1] == "ReqNodeNotAvail, Reserved for maintenance"
+    assert plan.reasons[1] == "ReqNodeNotAvail, Reserved for maintenance"
     if engine in ("easy", "conservative"):
         assert plan.reserved[1] >= NOW + 200  # planned after the window, never across it
 
