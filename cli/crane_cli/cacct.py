@@ -219,7 +219,7 @@ def _fields():  # noqa: ANN202 - {title: Field}, built on first use (keeps the i
     from crane_common.states import format_exit_code
     from crane_common.units import format_memory
 
-    from crane_cli.jobfields import TYPE_NAMES, Field, num, state_name
+    from crane_cli.jobfields import TYPE_NAMES, Field, licenses_cell, num, state_name
     from crane_cli.timefmt import format_duration, format_time_limit, format_timestamp
 
     def elapsed(row, now: float) -> str:  # noqa: ANN001
@@ -275,6 +275,8 @@ def _fields():  # noqa: ANN202 - {title: Field}, built on first use (keeps the i
         "ArraySpec": Field("ArraySpec", lambda r, now: r.array_spec or "-"),
         "ArrayTaskId": Field("ArrayTaskId", lambda r, now: str(r.array_task_id)
                              if r.array_job_id and r.array_job_id != r.job_id else "-"),
+        "Reservation": Field("Reservation", lambda r, now: r.reservation or "-"),
+        "Licenses": Field("Licenses", licenses_cell),
     }
     return f
 

@@ -18,8 +18,7 @@ from crane_cli.errors import EXIT_BACKEND, EXIT_NETWORK, EXIT_OK, EXIT_SYSTEM, C
 # Options upstream cbatch has that this cluster cannot honour: an error on the command line
 # and in scripts alike (hidden from --help). (spellings, is a flag, #SBATCH spellings)
 UNSUPPORTED = (
-    (("-L", "--licenses"), False, ()),
-    (("-r", "--reservation"), False, ("-r",)), (("--wckey",), False, ()),
+    (("--wckey",), False, ()),
     (("-s", "--signal"), False, ()),
 )
 
@@ -68,6 +67,9 @@ def build_command() -> Command:
                                           "afterok:ID?afternotok:ID (any); also after, afternotok", sbatch=True),
         Option("-a", "--array", help="an array job: first[-last[:step]][,...][%max] tasks (%max: at most that many "
                                      "at once); %A and %a in -o/-e", sbatch=("-a", "--array")),
+        Option("-L", "--licenses", help="licenses to hold while running: lic:n[,lic:n] (all) or lic:n|lic:n "
+                                        "(the first free one)", sbatch=("-L", "--licenses")),
+        Option("-r", "--reservation", help="run inside this reservation", sbatch=("-r", "--reservation")),
         Option("--extra-attr", help="extra attributes as JSON"),
         Option("--mail-type", help="mail on: BEGIN,END,FAIL,REQUEUE,TIME_LIMIT,ALL,NONE", sbatch=True),
         Option("--mail-user", help="mail recipient (default: you)", sbatch=True),
@@ -98,7 +100,7 @@ def pod_options() -> list[Option]:
 # The job and resource flags crun and calloc take from cbatch (parameter names; see shared_options).
 SHARED_JOB_FLAGS = ("nodes", "cpus_per_task", "ntasks", "ntasks_per_node", "time", "mem", "mem_per_cpu", "gres",
                     "gpus_per_node", "partition", "job_name", "account", "qos", "chdir", "nodelist", "exclude",
-                    "exclusive", "export", "get_user_env", "hold", "comment")
+                    "exclusive", "export", "get_user_env", "hold", "comment", "licenses", "reservation")
 
 
 def shared_options() -> list[Option]:

@@ -3,7 +3,9 @@
 Supported: ``show node|partition|job [name/id]``, ``show step [<job>[.<step>],...]``;
 ``update nodeName=<n> state=drain|resume|down [reason=...]`` (``down``: the node is powered off, nothing of
 its jobs runs there any more, so the resources held for them are released; admins only);
-``update jobid=<id> priority=<p> | timelimit=<[D-]HH:MM:SS>``; ``hold <ids>``; ``release <ids>``.
+``update jobid=<id> priority=<p> | timelimit=<[D-]HH:MM:SS> | reservation=<r> | licenses=<l>``; ``hold <ids>``;
+``release <ids>``; ``create|update|delete reservation <name> ...``, ``show reservation|lic``
+(crane_cli/ccontrol_resv.py).
 Keys are case-insensitive. ``show`` prints upstream's ``Key=Value`` blocks (crane_cli/showblocks.py);
 ``--json`` prints upstream's reply (crane_cli/upjson.py).
 A change the controller refuses prints its reason and exits 4.
@@ -189,9 +191,17 @@ def command(argv: list[str]) -> int:
     conf = clientconf.load(args.config)
     pb = rpc.pb
     with rpc.Controller(conf) as ctld:
+        from crane_cli import ccontrol_resv
+
+        if action in ("create", "delete") or (action == "update" and len(words) > 1 and (
+                words[1].lower() in ("reservation", "resv") or words[1].lower().startswith("reservationname="))):
+            handler = getattr(ccontrol_resv, action)
+            return handler(ctld, pb, list(words[1:]), args.json)
         if action == "show":
             if len(words) < 2:
-                raise arg_error("ccontrol: show what? (node, partition, job or step)")
+                raise arg_error("ccontrol: show what? (node, partition, job, step, reservation or lic)")
+            if words[1].lower() in ccontrol_resv.SHOW_ENTITIES:
+                return ccontrol_resv.show(ctld, pb, words[1].lower(), words[2] if len(words) > 2 else None, args.json)
             if words[1].lower() in ("step", "steps"):
                 return _show_steps(ctld, pb, list(words[2:]), args.json)
             return _show(ctld, rpc, words[1].lower(), words[2] if len(words) > 2 else None, args.json)
@@ -229,11 +239,14 @@ def command(argv: list[str]) -> int:
                     except ValueError:
                         raise arg_error(f"ccontrol: invalid time limit {kv['timelimit']!r}") from None
                     request = pb.ModifyJobRequest(job_ids=ids, time_limit=seconds)
+                elif (request := ccontrol_resv.job_update_request(pb, ids, kv)) is not None:
+                    pass  # reservation= or licenses= (pending jobs)
                 else:
-                    raise arg_error("ccontrol: update jobid=... needs priority= or timelimit=")
+                    raise arg_error("ccontrol: update jobid=... needs priority=, timelimit=, reservation= or "
+                                    "licenses=")
                 return _report(ctld.call("ModifyJob", request), "modified", "not_modified", "job", args.json)
             raise arg_error("ccontrol: update needs nodeName=... or jobid=...")
-    raise arg_error(f"ccontrol: unknown action {action!r} (show, update, hold, release)")
+    raise arg_error(f"ccontrol: unknown action {action!r} (show, update, hold, release, create, delete)")
 
 
 def main() -> NoReturn:

@@ -53,6 +53,7 @@ def build_command() -> Command:
         Option("-w", "--nodelist", multiple=True, help="nodes (host list, e.g. cn[01-04])"),
         Option("-S", "--start", flag=True, default=False, help="add the StartTime column"),
         Option("--deadline", flag=True, default=False, help="add the Deadline column"),
+        Option("-L", "--licenses", flag=True, default=False, help="add the Licenses column"),
         Option("-N", "--noheader", flag=True, default=False, help="do not print the header line"),
         Option("-F", "--full", flag=True, default=False, help="all columns, cells not shortened"),
         Option("-i", "--iterate", metavar="SECONDS", help="repeat every SECONDS seconds"),
@@ -162,7 +163,8 @@ def render(jobs: list, args, layout, now: float) -> str:  # noqa: ANN001
         return table.render_format(layout, headers, rows, full=args.full)
     from crane_cli import jobfields
 
-    cols = jobfields.columns(args.full, start=args.start, qos=bool(args.qos), deadline=args.deadline)
+    cols = jobfields.columns(args.full, start=args.start, qos=bool(args.qos), deadline=args.deadline,
+                             licenses=args.licenses)
     headers = None if args.noheader else [c.header for c in cols]
     getters = [c.get for c in cols]
     rows = [[g(j, now) for g in getters] for j in jobs]

@@ -71,6 +71,11 @@ def nodelist_or_reason(job, now: float) -> str:  # noqa: ANN001, ARG001
     return job.craned_list or "-"
 
 
+def licenses_cell(job, now: float) -> str:  # noqa: ANN001, ARG001 - JobInfo
+    """``name:count`` of the licenses a job holds (running) or asks for (pending), ``-`` if none."""
+    return ",".join(f"{k}:{v}" for k, v in sorted(job.licenses.items())) or "-"
+
+
 def _b(x: bool) -> str:
     return "true" if x else "false"
 
@@ -117,6 +122,8 @@ WCKEY = Field("Wckey", lambda j, now: "")
 COMMAND = Field("Command", lambda j, now: j.command or j.cmd_line)
 REQ_NODES = Field("ReqNodes", _s("req_nodes"))
 EXCLUDE_NODES = Field("ExcludeNodes", _s("exclude_nodes"))
+LICENSES = Field("Licenses", licenses_cell)
+RESERVATION = Field("Reservation", lambda j, now: j.reservation or "-")
 
 DEFAULT_COLUMNS = [JOB_ID, PARTITION, NAME, USER, ACCOUNT, STATUS, TYPE, TIME, TIME_LIMIT, NODES, NODELIST_REASON]
 FULL_COLUMNS = [JOB_ID, JOB_NAME, USER_NAME, PARTITION, ACCOUNT, NODE_NUM, REQ_CPUS, REQ_MEM, ALLOC_CPUS, ALLOC_MEM,
@@ -140,7 +147,7 @@ LONG_NAMES: dict[str, Field] = {
     "partition": PARTITION, "qos": QOS, "reqcpupertask": REQ_CPU_PER_TASK, "reqnodes": REQ_NODES, "reason": REASON,
     "submittime": SUBMIT_TIME, "starttime": START_TIME, "state": STATE, "status": STATUS, "jobtype": JOB_TYPE,
     "type": TYPE, "user": USER, "username": USER_NAME, "uid": UID, "excludenodes": EXCLUDE_NODES,
-    "exclusive": EXCLUSIVE, "deadline": DEADLINE,
+    "exclusive": EXCLUSIVE, "deadline": DEADLINE, "licenses": LICENSES, "reservation": RESERVATION,
 }
 
 
@@ -151,8 +158,9 @@ def resolve(spec: str) -> Field | None:
     return LONG_NAMES.get(spec)
 
 
-def columns(full: bool, start: bool = False, qos: bool = False, deadline: bool = False) -> list[Field]:
-    """The columns without ``--format``: default (plus StartTime/QoS/Deadline on request) or ``--full``."""
+def columns(full: bool, start: bool = False, qos: bool = False, deadline: bool = False,
+            licenses: bool = False) -> list[Field]:
+    """The columns without ``--format``: default (plus StartTime/QoS/Deadline/Licenses on request) or ``--full``."""
     if full:
         return list(FULL_COLUMNS)
     cols = list(DEFAULT_COLUMNS)
@@ -162,4 +170,6 @@ def columns(full: bool, start: bool = False, qos: bool = False, deadline: bool =
         cols.append(QOS)
     if deadline:
         cols.append(DEADLINE)
+    if licenses:
+        cols.append(LICENSES)
     return cols

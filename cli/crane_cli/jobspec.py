@@ -219,7 +219,8 @@ def build_fields(opts: Mapping[str, object], *, script: str, default_name: str, 
     chdir = opts.get("chdir")
     f["cwd"] = os.path.normpath(os.path.join(cwd, os.path.expanduser(str(chdir)))) if chdir else cwd
     f["interpreter"] = str(opts.get("interpreter") or interpreter or DEFAULT_INTERPRETER)
-    for key in ("partition", "account", "qos", "output", "error", "input", "comment", "dependency", "array"):
+    for key in ("partition", "account", "qos", "output", "error", "input", "comment", "dependency", "licenses",
+                "reservation", "array"):
         if opts.get(key) is not None:
             f[key] = str(opts[key])
     if opts.get("nodes") is not None:

@@ -62,6 +62,12 @@ REPLIES = {
     "QueryUserInfo": pb.QueryUserInfoReply,
     "QueryQosInfo": pb.QueryQosInfoReply,
     "QueryTxnLog": pb.QueryTxnLogReply,
+    # reservations and licenses (ccontrol)
+    "CreateReservation": pb.CreateReservationReply,
+    "UpdateReservation": pb.UpdateReservationReply,
+    "DeleteReservation": pb.DeleteReservationReply,
+    "QueryReservationInfo": pb.QueryReservationInfoReply,
+    "QueryLicensesInfo": pb.QueryLicensesInfoReply,
 }
 
 CHANNEL_OPTIONS = (

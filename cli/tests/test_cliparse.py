@@ -113,9 +113,10 @@ UPSTREAM_CBATCH = {
     "--pod-userns": "pod_userns", "--pod-host-network": "pod_host_network", "--pod-dns": "pod_dns",
 }
 POD_FLAGS = set("--pod --pod-name --pod-port --pod-user --pod-userns --pod-host-network --pod-dns".split())
-UPSTREAM_UNSUPPORTED = set("-L --licenses -r --reservation --wckey -s --signal".split())
+UPSTREAM_UNSUPPORTED = set("--wckey -s --signal".split())
 DEPENDENCY = {"-d": "dependency", "--dependency": "dependency",  # upstream's, supported here
               "-a": "array", "--array": "array"}
+RESV_LIC = {"-L": "licenses", "--licenses": "licenses", "-r": "reservation", "--reservation": "reservation"}
 UPSTREAM_SBATCH = set("-c -J -N --qos -A -e --exclude --chdir --export --mem -p -i -o --nodelist -w --get-user-env -t "
                       "--ntasks-per-node -n --mail-type --mail-user --comment --open-mode -r --wrap --gres --exclusive "
                       "-b --begin --deadline -a --array".split())
@@ -124,9 +125,10 @@ UPSTREAM_SBATCH = set("-c -J -N --qos -A -e --exclude --chdir --export --mem -p 
 def test_directive_tables_are_the_click_options():
     table = option_table()
     supported = {k: v[0] for k, v in table.cbatch.items() if v[1] != "unsupported"}
-    assert supported == {**UPSTREAM_CBATCH, **DEPENDENCY}
+    assert supported == {**UPSTREAM_CBATCH, **DEPENDENCY, **RESV_LIC}
     assert {k for k, v in table.cbatch.items() if v[1] == "unsupported"} == UPSTREAM_UNSUPPORTED
-    assert table.sbatch == UPSTREAM_SBATCH | POD_FLAGS | {"-d", "--dependency"}  # upstream's, plus the pod flags (ours)
+    # upstream's, plus the pod flags and the long and -L spellings of -r and -L (ours)
+    assert table.sbatch == UPSTREAM_SBATCH | POD_FLAGS | {"-d", "--dependency"} | set(RESV_LIC)
     flags = {k for k, v in table.cbatch.items() if v[1] == "bool"}
     assert flags == {"--get-user-env", "--exclusive", "--requeue", "--no-requeue", "--pod-userns",
                      "--pod-host-network"}

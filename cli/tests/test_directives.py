@@ -53,8 +53,10 @@ def test_unrecognized():
 def test_unsupported_known_options_are_errors():
     assert parse_script("#CBATCH -a 1-10\n").options() == {"array": "1-10"}
     with pytest.raises(CliError, match="not supported"):
-        parse_script("#CBATCH --licenses=lic:1\n")
+        parse_script("#CBATCH --wckey=w\n")
     assert parse_script("#CBATCH --dependency=afterok:1\n").options() == {"dependency": "afterok:1"}
+    assert parse_script("#SBATCH -L matlab:2|ansys\n#SBATCH --reservation=maint\n").options() == {
+        "licenses": "matlab:2|ansys", "reservation": "maint"}
 
 
 def test_value_required():

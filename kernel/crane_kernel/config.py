@@ -11,6 +11,7 @@ docs/configuration.md for every key.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Literal
 
 import yaml
@@ -309,11 +310,37 @@ class ClusterConfig(_Model):
     # (Plugins.Settings.cgroup). A top-level Cgroup: section is passed through unvalidated as that
     # plugin's settings (crane_kernel.plugins.config_selection), and the plugin validates it.
     Cgroup: dict[str, Any] = Field(default_factory=dict)
+    # Cluster licenses (cbatch -L; ctld/licenses.py, docs/reservations.md): name -> count, or upstream's
+    # list form [{name: fluent, quantity: 30}]
+    Licenses: dict[str, int] = Field(default_factory=dict)
 
     @field_validator("DefaultMemPerCpu", mode="before")
     @classmethod
     def _mem(cls, v: Any) -> int:
         return parse_memory(v)
+
+    @field_validator("Licenses", mode="before")
+    @classmethod
+    def _licenses(cls, v: Any) -> dict[str, int]:
+        if v is None:
+            return {}
+        if isinstance(v, list):  # upstream's form
+            out: dict[str, Any] = {}
+            for item in v:
+                if not isinstance(item, dict) or "name" not in item:
+                    raise ValueError("each license is {name: <name>, quantity: <count>}")
+                if str(item["name"]) in out:
+                    raise ValueError(f"license {item['name']} is defined twice")
+                out[str(item["name"])] = item.get("quantity", item.get("count", 0))
+            v = out
+        if not isinstance(v, dict):
+            raise ValueError("Licenses is a mapping of name to count")
+        for name, count in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", str(name)):
+                raise ValueError(f"license name {str(name)[:40]!r}: letters, digits, '_', '.' or '-' (at most 64)")
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < 2**31:
+                raise ValueError(f"license {name}: the count must be a whole number from 0 to 2^31-1")
+        return {str(k): int(c) for k, c in v.items()}
 
     @model_validator(mode="after")
     def _cross_check(self) -> "ClusterConfig":

@@ -42,12 +42,14 @@ class Clock:
 class Rig:
     """A controller over a temporary store, with the messages it published collected."""
 
-    def __init__(self, path: str, requeue: bool = False, clock: Clock | None = None, **ctld: Any) -> None:
+    def __init__(self, path: str, requeue: bool = False, clock: Clock | None = None,
+                 config: dict[str, Any] | None = None, **ctld: Any) -> None:
         self.cfg = parse_config({
             "Nodes": [{"name": "cn[01-03]", "cpu": 2, "memory": "1G"}],
             "Partitions": [{"name": "debug", "nodes": "ALL"}],
             "DefaultMemPerCpu": "64M",
             "CraneCtld": {"CranedTimeout": TIMEOUT, "JobRequeue": requeue, **ctld},
+            **(config or {}),  # other top-level keys (Licenses, ...)
         })
         from crane_kernel.plugins import kernel_defaults
         from crane_lifecycle_standard import StandardLifecycle

@@ -45,8 +45,10 @@ OVERRIDES = {"Partitions": [{"name": "debug", "nodes": "ALL", "MaxTimeLimit": "2
 
 ALL = {"submit", "cancel", "hold", "release", "release_admin_hold", "time_limit_lower", "time_limit_raise",
        "time_limit_over_partition", "priority", "drain", "resume", "down", "query_jobs", "query_nodes",
-       "query_partitions", "server_info", "see_others_job", "see_others_details", "see_others_usage"}
-DB_ANYONE = {"account_query", "user_query", "qos_query"}
+       "query_partitions", "server_info", "see_others_job", "see_others_details", "see_others_usage",
+       "reservation_create"}
+DB_ANYONE = {"account_query", "user_query", "qos_query",
+             "reservation_query", "license_query"}  # (not the account database's, but anyone's queries too)
 DB_USERS = {"user_add", "user_modify", "user_block", "user_delete"}
 DB_COORDINATOR = {"account_add_sub", "account_modify", "account_block", "account_delete_sub", *DB_USERS}
 DB_ALL = {*DB_ANYONE, *DB_COORDINATOR, "txn_query", "account_add_top", "account_delete_top", "account_reparent_top",
@@ -142,6 +144,22 @@ def _actions(api: Api) -> dict[str, Callable[[str], bool]]:
             ctl.set_drain(["cn02"], False, "", admin)
         return ok
 
+    resv_names = (f"m{i}" for i in itertools.count())
+
+    def create_reservation(role: str) -> bool:
+        name = next(resv_names)
+        info = pb.ReservationInfo(reservation_name=name, duration=60, craned_regex="cn04", allowed_users=["root"],
+                                  flags=["IGNORE_JOBS"])
+        try:
+            reply = stub.CreateReservation(pb.CreateReservationRequest(reservation=info), metadata=api.md(role))
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.PERMISSION_DENIED, exc
+            assert name not in ctl.reservations
+            return False
+        assert reply.ok, reply.reason
+        ctl.delete_reservation(name)
+        return True
+
     def rpc_ok(call: Callable[[], Any]) -> bool:
         try:
             call()
@@ -186,6 +204,11 @@ def _actions(api: Api) -> dict[str, Callable[[str], bool]]:
         "see_others_job": lambda r: others_job(r) is not None,
         "see_others_details": details,
         "see_others_usage": lambda r: bool((info := others_job(r)) and info.usage_cpu_ms == 1234),
+        "reservation_create": lambda r: create_reservation(r),
+        "reservation_query": lambda r: rpc_ok(lambda: stub.QueryReservationInfo(pb.QueryReservationInfoRequest(),
+                                                                                metadata=api.md(r))),
+        "license_query": lambda r: rpc_ok(lambda: stub.QueryLicensesInfo(pb.QueryLicensesInfoRequest(),
+                                                                         metadata=api.md(r))),
     }
 
 

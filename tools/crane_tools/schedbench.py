@@ -12,6 +12,10 @@ Usage::
 
     python -m crane_tools.schedbench --nodes 10000 --jobs 100000 --scheduler fifo --json
     python -m crane_tools.schedbench --nodes 1000 --jobs 10000 --scheduler easy --cycles 20   # consecutive cycles
+    python -m crane_tools.schedbench --nodes 10000 --jobs 100000 --scheduler easy --reservations 10
+
+``--reservations N`` adds N advance reservations (:func:`add_reservations`), and the plan is also
+checked against them (the controller's re-check, ``reservation_conflict``).
 
 ``--cycles`` runs :mod:`crane_tools.schedcycles` (fresh view per call vs one incremental view).
 """
@@ -26,7 +30,16 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from crane_kernel.sched_types import ClusterView, Plan, SchedJob, SchedNode, SchedPartition, SchedRunning
+from crane_kernel.sched_types import (
+    ClusterView,
+    Plan,
+    SchedJob,
+    SchedNode,
+    SchedPartition,
+    SchedReservation,
+    SchedRunning,
+    reservation_conflict,
+)
 
 GiB = 1 << 30
 NOW = 1_000_000_000.0
@@ -245,7 +258,29 @@ def _node_snapshot(view: ClusterView) -> list[tuple[Any, ...]]:
     return [(n.cpus_free, n.mem_free, tuple(sorted(n.gres_free.items())), n.usable, n.njobs) for n in view.nodes]
 
 
-def validate_plan(view: ClusterView, plan: Plan, limit: int = 20) -> list[str]:
+def add_reservations(view: ClusterView, count: int, seed: int = 1) -> None:
+    """Add ``count`` reservations of 1% of the nodes each (disjoint): every other one active now (for
+    two hours), the rest starting in an hour; every fourth ``MAINT``. Every 100th pending job asks
+    for one of the active ones (``view.job_reservations``)."""
+    if count <= 0:
+        return
+    rng = random.Random(seed * 7919 + count)
+    order = list(range(len(view.nodes)))
+    rng.shuffle(order)
+    per = max(1, len(order) // 100)
+    active: list[str] = []
+    for k in range(count):
+        idx = tuple(order[k * per:(k + 1) * per])
+        if not idx:
+            break
+        start = NOW - 600 if k % 2 == 0 else NOW + 3600
+        view.reservations.append(SchedReservation(f"resv{k}", start, start + 7200, idx, maint=k % 4 == 0))
+        if k % 2 == 0:
+            active.append(f"resv{k}")
+    view.job_reservations = {j.job_id: rng.choice(active) for j in view.pending[::100]} if active else {}
+
+
+def validate_plan(view: ClusterView, plan: Plan, limit: int = 20, now: float = NOW) -> list[str]:
     """Check a plan against the view; return up to ``limit`` problems (empty list = valid).
 
     Checks: each start names a pending job once, with exactly ``node_num``
@@ -253,7 +288,7 @@ def validate_plan(view: ClusterView, plan: Plan, limit: int = 20) -> list[str]:
     ``exclusive`` (idle node, alone on it); the sum of starts per node stays
     within its free CPUs, memory and gres (per type, and per family for
     untyped requests); every other pending job has a reason and started jobs
-    have none.
+    have none; with reservations in the view, no start breaks one (``reservation_conflict``).
     """
     problems: list[str] = []
     jobs = {j.job_id: j for j in view.pending}
@@ -305,6 +340,10 @@ def validate_plan(view: ClusterView, plan: Plan, limit: int = 20) -> list[str]:
         if job.nodelist and job.node_num == len(job.nodelist):
             if {view.nodes[i].name for i in idxs if 0 <= i < len(view.nodes)} != set(job.nodelist):
                 bad(f"job {jid}: does not use every node of its -w list")
+        if view.reservations or view.job_reservations:
+            why = reservation_conflict(view, job, idxs, now)
+            if why is not None:
+                bad(f"job {jid}: its start breaks a reservation ({why})")
     for i, c in used_cpu.items():
         node = view.nodes[i]
         if c > node.cpus_free + EPS or used_mem[i] > node.mem_free:
@@ -334,20 +373,21 @@ def validate_plan(view: ClusterView, plan: Plan, limit: int = 20) -> list[str]:
 # --------------------------------------------------------------------------
 
 def run_sched_bench(nodes: int, jobs: int, scheduler: str, seed: int = 1, running_fraction: float = 0.5,
-                    *, workload: str = "mixed", repeat: int = 3) -> dict:
+                    *, workload: str = "mixed", repeat: int = 3, reservations: int = 0) -> dict:
     """Time ``repeat`` full cycles of ``scheduler`` on a synthetic cluster and return the figures.
 
     Keys: ``scheduler``, ``nodes``, ``jobs``, ``running``, ``seed``,
     ``running_fraction``, ``workload``, ``cycle_s`` (best of ``repeat``),
     ``first_cycle_s``, ``decisions_per_s`` (``considered / cycle_s``),
     ``first_decisions_per_s``, ``considered``, ``started``, ``reserved``,
-    ``reasons`` (count per reason), ``valid``, ``problems``, ``build_s`` and,
-    when the plugin exposes ``last_stats``, ``plugin_stats``.
+    ``reasons`` (count per reason), ``valid``, ``problems``, ``build_s``, ``reservations`` (how
+    many; with ``started_in_reservations``) and, when the plugin exposes ``last_stats``, ``plugin_stats``.
     Raises :class:`SchedulerNotFoundError` for an unknown scheduler.
     """
     obj, loaded = load_scheduler(scheduler)
     t0 = time.perf_counter()
     view = build_cluster(nodes, jobs, seed, running_fraction, workload)
+    add_reservations(view, reservations, seed)
     build_s = time.perf_counter() - t0
     before = _node_snapshot(view)
     times: list[float] = []
@@ -377,7 +417,8 @@ def run_sched_bench(nodes: int, jobs: int, scheduler: str, seed: int = 1, runnin
         "first_decisions_per_s": round(plan.considered / first) if first > 0 else None,
         "considered": plan.considered, "started": len(plan.starts), "reserved": len(plan.reserved),
         "reasons": dict(sorted(reasons.items())), "valid": not problems, "problems": problems,
-        "build_s": round(build_s, 3),
+        "build_s": round(build_s, 3), "reservations": len(view.reservations),
+        "started_in_reservations": sum(1 for jid, _ in plan.starts if jid in view.job_reservations),
     }
     stats = getattr(obj, "last_stats", None)
     if isinstance(stats, dict) and stats:
@@ -394,6 +435,8 @@ def _format(res: dict) -> str:
         f"  started {res['started']}, reserved {res['reserved']}, considered {res['considered']}"
         + (f" (fit-tested {res['plugin_stats']['tested']})" if "tested" in res.get("plugin_stats", {}) else ""),
         "  reasons: " + ", ".join(f"{k}={v}" for k, v in res["reasons"].items()),
+        *([f"  reservations {res['reservations']}, {res['started_in_reservations']} of their jobs started"]
+          if res.get("reservations") else []),
         f"  valid: {res['valid']}" + ("" if res["valid"] else " — " + "; ".join(res["problems"][:5])),
     ]
     return "\n".join(lines)
@@ -418,6 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--arrivals", type=int, default=None, help="with --cycles: jobs arriving per cycle (1%% of --jobs)")
     ap.add_argument("--end-fraction", type=float, default=0.02,
                     help="with --cycles: fraction of running jobs ending per cycle")
+    ap.add_argument("--reservations", type=int, default=0,
+                    help="one-cycle mode: add this many advance reservations (1%% of the nodes each; half active, "
+                         "half starting in an hour) and send every 100th job to an active one")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
@@ -431,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = format_cycles(res)
         else:
             res = run_sched_bench(args.nodes, args.jobs, args.scheduler, args.seed, args.running_fraction,
-                                  workload=args.workload, repeat=args.repeat)
+                                  workload=args.workload, repeat=args.repeat, reservations=args.reservations)
             text = _format(res)
     except SchedulerNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -104,3 +104,23 @@ def test_validate_plan_checks_gres():
     view.pending[2].gres_per_node = {"gpu": 3}
     problems = schedbench.validate_plan(view, _plan([(3, [0])], {1: "Priority", 2: "Priority"}))
     assert any("gres family gpu over-allocated" in p for p in problems)
+
+
+@pytest.mark.parametrize("scheduler", ["fifo", "easy", "conservative"])
+def test_plans_with_reservations_keep_them(scheduler):
+    pytest.importorskip("crane_sched_backfill")
+    res = schedbench.run_sched_bench(600, 3000, scheduler, seed=4, repeat=1, reservations=6)
+    assert res["valid"] is True, res["problems"]
+    assert res["reservations"] == 6 and res["started_in_reservations"] > 0
+
+
+def test_validation_catches_a_start_inside_a_reservation():
+    from crane_kernel.sched_types import SchedReservation
+
+    nodes = [SchedNode("n0", 0, 4, 1 << 30, partitions=("p",))]
+    job = SchedJob(1, "p", 1, 1.0, 0, 100)
+    view = ClusterView(nodes, {"p": SchedPartition("p", (0,))}, [job])
+    view.reservations = [SchedReservation("r", schedbench.NOW + 50, schedbench.NOW + 500, (0,))]
+    plan = Plan()
+    plan.starts.append((1, [0]))
+    assert any("breaks a reservation" in p for p in schedbench.validate_plan(view, plan))

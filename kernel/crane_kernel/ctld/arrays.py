@@ -26,6 +26,7 @@ from crane_common.states import FINAL_STATES, JobState
 
 from crane_kernel.ctld.arrayspec import expand_array_pattern, parse_array
 from crane_kernel.ctld.jobs import MAX_ARRAY_TASKS_EVER, ArrayJob, Job, job_from_spec
+from crane_kernel.errors import JobRejected
 
 log = logging.getLogger("cranectld")
 
@@ -140,6 +141,11 @@ class ArraysMixin:
         parent.array_live += 1
         job.reason = self.limits.accepted(job)
         self.register_dependency(jid, dep)
+        self.register_reservation(jid, spec)  # -r and -L of the array, per task (ctld/reservations.py, licenses.py)
+        try:
+            self.register_licenses(jid, self.check_licenses(spec))
+        except JobRejected as exc:  # the licenses were removed from the config since the array was accepted
+            job.held, job.reason = True, f"licenses: {exc}"
         self.pending[jid] = job
         self._emit_job(outbox, "job.submitted", job, now)
         return jid

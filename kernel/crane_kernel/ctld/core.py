@@ -46,9 +46,11 @@ from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.emit import EmitMixin
 from crane_kernel.ctld.history import rebuild_usage
 from crane_kernel.ctld.jobs import ArrayJob, Job, job_from_spec, normalize_spec, recheck_spec
+from crane_kernel.ctld.licenses import LicensesMixin
 from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import build_nodes
+from crane_kernel.ctld.reservations import ReservationsMixin
 from crane_kernel.ctld.resources import ResourcesMixin
 from crane_kernel.ctld.stepexec import StepsMixin
 from crane_kernel.ctld.store import StateStore
@@ -69,7 +71,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
 
 
 class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
-                 ChangesMixin, StepsMixin, DependsMixin, ArraysMixin):
+                 ChangesMixin, StepsMixin, DependsMixin, ArraysMixin, ReservationsMixin, LicensesMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -112,6 +114,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self._init_deps()  # job dependencies (ctld/deps.py)
         self.keeper.dep_gate = self.dependency_reason
         self._init_arrays()  # array jobs (ctld/arrays.py)
+        self._init_reservations()  # advance reservations (ctld/reservations.py)
+        self._init_licenses()  # cluster licenses (ctld/licenses.py)
 
     # ------------------------------------------------------------------
     # start-up
@@ -124,6 +128,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                   JobState.Completing, JobState.Suspended]
         n_pending = n_running = 0
         tasks: list[Job] = []  # array tasks, counted by their arrays once all records are read
+        self.restore_reservations()
         for jid, _state, spec, rt in self.store.iter_jobs(active):
             job = job_from_spec(jid, spec)
             job.apply_rt(rt)
@@ -135,6 +140,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             if job.array_job_id:
                 tasks.append(job)
             self.restore_steps(job, rt, now)
+            self.restore_job_reservation(jid, spec)
+            self.restore_job_licenses(job, spec, rt)
             if job.state == JobState.Pending:
                 self.pending[jid] = job
                 n_pending += 1
@@ -209,8 +216,11 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             recheck_spec(spec, self.cfg, identity.uid, identity.user, gid)
             normalized.append(spec)
         early: list = []  # events of array tasks a dependency named (A_T), created for it
+        lics = [self.check_licenses(spec) for spec in normalized]  # -L: unknown licenses refuse the job
         with self.lock:
             deps = [self.check_dependency(spec, now, early, identity) for spec in normalized]  # never dropped
+            for spec in normalized:
+                self.check_reservation(spec)  # -r: it exists and admits the job
         self.publish(early)
         with self.lock:
             self.limits.check_submit(normalized)  # QoS limits: MaxSubmit* for the whole call, DenyOnLimit
@@ -227,7 +237,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 self._emit_job(outbox, "job.submitted", job, now, actor=identity.user)
             self.store.write(inserts=rows, meta={"next_job_id": first + len(ids)})
             self.next_job_id = first + len(ids)
-            for job, dep, spec in zip(jobs, deps, normalized, strict=True):
+            for job, dep, lic, spec in zip(jobs, deps, lics, normalized, strict=True):
                 if isinstance(job, ArrayJob):  # one record; its tasks are created a few at a time
                     self.jobs[job.job_id] = job
                     self.add_array(job, spec)
@@ -236,6 +246,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 job.reason = job.reason or limit
                 self.jobs[job.job_id] = job
                 self.register_dependency(job.job_id, dep)
+                self.register_reservation(job.job_id, spec)
+                self.register_licenses(job.job_id, lic)
                 self.pending[job.job_id] = job
         self.publish(outbox)
         self.wake.set()
@@ -372,6 +384,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         rt = job.rt()
         if job.job_id in self.steps:
             rt.update(self.steps_rt(job.job_id))
+        rt.update(self.licenses_rt(job.job_id))  # the licenses it holds (ctld/licenses.py)
         return json.dumps(rt, separators=(",", ":"))
 
     def node_stream(self, name: str) -> str:

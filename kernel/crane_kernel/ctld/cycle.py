@@ -41,6 +41,8 @@ class CycleMixin:
             self.limits.admit(now)  # the best blocked jobs of groups below their QoS limit come back
             self.refill_arrays(now, outbox)  # arrays' windows: their next tasks become pending jobs (ctld/arrays.py)
             self.dependency_timers(now)  # +delay dependencies whose time came are looked at again
+            self.reservation_tick(now)  # reservations that started or ended (ctld/reservations.py)
+            self.license_tick()
             self.keeper.sync(self.pending, self.running_view, now)  # ineligible jobs get their reason here
         # Outside the lock from here on: the API keeps answering while the plugins think. Only this
         # thread touches the view; other threads write the tracked tables, applied at the next sync.
@@ -115,6 +117,11 @@ class CycleMixin:
                 if job.job_id in self.deps and self.deps[job.job_id].has("singleton") and \
                         not self._singleton_free(job):
                     continue  # a job of the same name started earlier in this plan
+                refused = self.reservation_refusal(job, idxs, now) or self.take_licenses(job)  # takes them last
+                if refused is not None:
+                    job.reason = refused
+                    self.keeper.pending_changed.add(job_id)
+                    continue
                 job.devices = self._assign_devices(job, nodes)
                 job.state = JobState.Running if job.interactive else JobState.Configuring
                 job.alloc_nodes = tuple(n.name for n in nodes)

@@ -57,6 +57,7 @@ class ResourcesMixin:
         When a node of the job is DOWN, its processes there may outlive what the controller knows:
         the resources stay held (see ``ctld/reconcile.py``) until the node confirms they are gone.
         """
+        self.release_licenses(job)  # ctld/licenses.py
         if job.job_id in self.recon.held:
             return  # released by reconcile.release_held once confirmed
         if job.job_id in self.running:

@@ -19,6 +19,7 @@ from crane_kernel.ctld.acctservice import AccountServiceMixin
 from crane_kernel.ctld.core import Controller, Denied
 from crane_kernel.ctld.cycle import CYCLE_BUCKETS
 from crane_kernel.ctld.jobs import ArrayJob, Job
+from crane_kernel.ctld.resvservice import ReservationServiceMixin, fill_job_extras
 from crane_kernel.ctld.rpcguard import guarded as _guarded
 from crane_kernel.ctld.rpcguard import one_line as _one_line
 from crane_kernel.errors import CraneError, JobRejected
@@ -113,7 +114,7 @@ def spec_dict(spec: Any) -> dict:
     return d
 
 
-class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
+class CraneCtldService(AccountServiceMixin, ReservationServiceMixin, pbg.CraneCtldServicer):
     """gRPC servicer; every call is authenticated by the auth plugins first (account RPCs: ctld/acctservice.py)."""
 
     def __init__(self, ctl: Controller, scheduler_name: str, relay: Any = None) -> None:
@@ -211,6 +212,7 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
         names, users = set(request.names), set(request.users)
         accounts, parts, qos = set(request.accounts), set(request.partitions), set(request.qos)
         nodes = set(request.nodes)
+        resvs = set(request.reservations)
         submit_r, start_r, end_r = hist.time_ranges(request)
         timed = any(r != (0.0, 0.0) for r in (submit_r, start_r, end_r))
         limit = request.max_lines or 0
@@ -240,7 +242,8 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
                     continue  # an ended array is shown when asked for by its id
                 if (names and job.name not in names) or (users and job.user not in users) or \
                         (accounts and job.account not in accounts) or (parts and job.partition not in parts) or \
-                        (qos and job.qos not in qos) or (nodes and not nodes.intersection(job.alloc_nodes)):
+                        (qos and job.qos not in qos) or (nodes and not nodes.intersection(job.alloc_nodes)) or \
+                        (resvs and ctl.resv_jobs.get(job.job_id) not in resvs):
                     continue
                 if timed and not (hist.in_range(job.submit_time, submit_r) and hist.in_range(job.start_time, start_r)
                                   and hist.in_range(job.end_time, end_r)):
@@ -256,6 +259,7 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
             infos = []
             for j in out:
                 info = job_info(j, now, private=j.job_id not in viewable)
+                fill_job_extras(ctl, info, j.job_id)  # -r and -L (ctld/resvservice.py)
                 if private_usage and j.job_id not in viewable:
                     for name in _USAGE_FIELDS:
                         info.ClearField(name)
@@ -365,7 +369,10 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
                 jid = ctl.resolve_task(ref.array_job_id, ref.task_id, create, ctl.clock(), outbox)
                 ids.append(jid or 0)  # 0: refused below as not found
         ctl.publish(outbox)
-        done, failed = ctl.modify(ids, ident, **kwargs)
+        if which in ("reservation", "licenses"):  # pending jobs' -r and -L (ctld/reservations.py, licenses.py)
+            done, failed = ctl.modify_job_extra(ids, ident, which, kwargs[which])
+        else:
+            done, failed = ctl.modify(ids, ident, **kwargs)
         ctl.arrays_touched(done)
         return pb.ModifyJobReply(modified=done, not_modified=[f[0] for f in failed], reasons=[f[1] for f in failed])
 

@@ -29,6 +29,7 @@ _TEXT_FIELDS = {  # field -> (config key of its maximum, what it is called in er
     "output": ("MaxPathBytes", "output path"), "error": ("MaxPathBytes", "error path"),
     "input": ("MaxPathBytes", "input path"), "interpreter": ("MaxPathBytes", "interpreter"),
     "export": ("MaxEnvBytes", "export list"), "extra_attr": ("MaxCommentBytes", "extra attributes"),
+    "reservation": ("MaxNameBytes", "reservation"), "licenses": ("MaxCommentBytes", "license request"),
 }
 _OPEN_MODES = ("", "append", "truncate")
 MAX_CONTAINER_PORTS = 16              # --pod-port mappings of one job

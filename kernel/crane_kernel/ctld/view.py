@@ -102,6 +102,7 @@ class ViewKeeper:
         self.begin: dict[int, SchedJob] = {}  # those of them waiting for their begin time (looked at every sync)
         self.gate: Callable[[SchedJob, bool, bool], str | None] | None = None  # the QoS limits (ctld/limits.py)
         self.dep_gate: Callable[[SchedJob], str | None] | None = None  # dependencies (ctld/deps.py)
+        self.gates: list[Callable[[SchedJob, float], str | None]] = []  # reservations, licenses (their mixins)
         self._other = False
         self._priorities = False
         self._usable = [n.usable for n in nodes]
@@ -152,6 +153,11 @@ class ViewKeeper:
             why = None if job is None else ineligible_reason(job, parts.get(job.partition), now)
             if why is None and job is not None and dep_gate is not None:
                 why = dep_gate(job)  # a dependency not satisfied (yet): out of the view, reason Dependency
+            if why is None and job is not None:
+                for extra in self.gates:  # -r not active (Reservation), -L not free (Licenses), ...
+                    why = extra(job, now)
+                    if why is not None:
+                        break
             if gate is not None:  # the QoS limits: a job over one stays out, filed under what blocks it
                 seen = job if job is not None else (have if have is not None else waiting.get(jid))
                 if seen is not None:

@@ -28,6 +28,11 @@ Conventions a plugin can rely on:
   reasons ``QosJobsResourceLimit``, ``QosCpuResourceLimit``, ``QosWallTimeLimit``).
 * ``SchedJob.qos_priority`` is the account database's priority of the
   job's QoS (``None`` when it is not known there), for priority plugins.
+* ``ClusterView.reservations`` (advance reservations, :class:`SchedReservation`) and
+  ``ClusterView.job_reservations`` (job id -> the reservation it runs in): a plan must keep the
+  rules of the "Advance reservations" block below; the caller re-checks every start with
+  :func:`reservation_conflict`. Jobs whose reservation is not active, and jobs whose licenses
+  are not free (``Licenses``), are not in ``pending`` in the controller.
 
 Views across calls (``version`` and ``delta``). The controller and the
 simulator keep ONE :class:`IncrementalView` for their whole life and change
@@ -264,7 +269,8 @@ class ClusterView:
     :class:`IncrementalView`).
     """
 
-    __slots__ = ("nodes", "partitions", "pending", "running", "node_index", "config", "version", "delta")
+    __slots__ = ("nodes", "partitions", "pending", "running", "node_index", "config", "version", "delta",
+                 "reservations", "job_reservations")
 
     def __init__(
         self,
@@ -283,6 +289,8 @@ class ClusterView:
         self.config = config or {}
         self.version: int | None = None
         self.delta: ViewDelta | None = None
+        self.reservations: list[SchedReservation] = []  # advance reservations (see SchedReservation)
+        self.job_reservations: Mapping[int, str] = {}   # pending job id -> the reservation it runs in
 
 
 class Plan:
@@ -333,6 +341,96 @@ def priority_order_key(job: SchedJob) -> tuple[float, float, int]:
     return (-job.priority, job.submit_time, job.job_id)
 
 
+# ---- Advance reservations (ctld/reservations.py keeps them; docs/reservations.md) ---------------
+# The mechanism every scheduler shares: ``ClusterView.reservations`` lists the reservations not yet
+# over, ``ClusterView.job_reservations`` maps a pending job's id to the reservation it asked for
+# (``-r``; absent: none). The rules a plan must keep (the controller re-checks each start with
+# :func:`reservation_conflict`, so a plugin cannot break them):
+#
+# * a job without a reservation never uses a reserved node during ``[start_time, end_time)``:
+#   starting now it must end (now + its time limit) by the reservation's start;
+# * a job with a reservation starts only while it is active, only on its nodes (and, if it runs
+#   past the reservation's end, not into another reservation's window).
+REASON_RESERVATION_WAIT = "Reservation"                       # -r: not active yet (or nodes reserved for others)
+REASON_RESERVED_MAINT = "ReqNodeNotAvail, Reserved for maintenance"  # kept off nodes of a MAINT reservation
+REASON_RESERVATION_DELETED = "Reservation deleted"            # -r of a reservation that ended or was deleted
+REASON_RESERVATION_CHANGED = "Reservation changed"            # -r of a reservation that no longer admits the job
+REASON_LICENSES = "Licenses"                                  # -L: not enough of its licenses free
+
+
+class SchedReservation:
+    """A reservation as schedulers see it: nodes (indices) held for its jobs over ``[start_time, end_time)``."""
+
+    __slots__ = ("name", "start_time", "end_time", "nodes", "node_set", "maint")
+
+    def __init__(self, name: str, start_time: float, end_time: float, nodes: tuple[int, ...], *,
+                 maint: bool = False) -> None:
+        self.name = name
+        self.start_time = start_time
+        self.end_time = end_time
+        self.nodes = tuple(sorted(nodes))
+        self.node_set = frozenset(self.nodes)
+        self.maint = maint
+
+    def active(self, now: float) -> bool:
+        """Whether ``now`` is inside the reservation's window."""
+        return self.start_time <= now < self.end_time
+
+    def overlaps(self, t0: float, t1: float) -> bool:
+        """Whether ``[t0, t1)`` meets the reservation's window."""
+        return self.start_time < t1 and self.end_time > t0
+
+    def blocked_reason(self) -> str:
+        """The pending reason of a job this reservation keeps off its nodes."""
+        return REASON_RESERVED_MAINT if self.maint else REASON_RESERVATION_WAIT
+
+    def __repr__(self) -> str:
+        return f"SchedReservation({self.name!r}, {self.start_time}-{self.end_time}, nodes={self.nodes})"
+
+
+def job_end(job: SchedJob, start: float) -> float:
+    """When ``job`` started at ``start`` is expected to end (a time limit of 0 or less: never)."""
+    return start + job.time_limit if job.time_limit > 0 else float("inf")
+
+
+def find_reservation(view: ClusterView, name: str) -> SchedReservation | None:
+    """The view's reservation named ``name``, or ``None``."""
+    for r in view.reservations:
+        if r.name == name:
+            return r
+    return None
+
+
+def reserved_against(view: ClusterView, job: SchedJob, t0: float, t1: float) -> list[SchedReservation]:
+    """The reservations (other than the job's own) whose window meets ``[t0, t1)``: their nodes are closed to it."""
+    if not view.reservations:
+        return []
+    own = view.job_reservations.get(job.job_id, "")
+    return [r for r in view.reservations if r.name != own and r.overlaps(t0, t1)]
+
+
+def reservation_conflict(view: ClusterView, job: SchedJob, nodes: list[int] | tuple[int, ...],
+                         now: float) -> str | None:
+    """Why starting ``job`` now on ``nodes`` (indices) would break a reservation, or ``None`` if it would not.
+
+    The kernel's re-check of every planned start (the controller's commit and ``crane sim``).
+    """
+    own = view.job_reservations.get(job.job_id, "") if view.job_reservations else ""
+    if own:
+        r = find_reservation(view, own)
+        if r is None:
+            return REASON_RESERVATION_DELETED
+        if not r.active(now) or not r.node_set.issuperset(nodes):
+            return REASON_RESERVATION_WAIT
+    if not view.reservations:
+        return None
+    end = job_end(job, now)
+    for r in view.reservations:
+        if r.name != own and r.overlaps(now, end) and not r.node_set.isdisjoint(nodes):
+            return r.blocked_reason()
+    return None
+
+
 from crane_kernel.sched_types.incremental import IncrementalView, ViewDelta  # noqa: E402 - needs ClusterView
 
 __all__ = [
@@ -340,6 +438,9 @@ __all__ = [
     "REASON_LICENSE", "REASON_NODES_UNAVAILABLE", "REASON_PARTITION_LIMIT", "REASON_PRECEDENCE", "REASON_PRIORITY",
     "REASON_QOS", "REASON_QOS_CPU", "REASON_QOS_JOBS", "REASON_QOS_WALL", "REASON_RESERVATION", "REASON_RESOURCE",
     "REASON_RESOURCE_RESERVED", "ClusterView",
+    "REASON_LICENSES", "REASON_RESERVATION_CHANGED", "REASON_RESERVATION_DELETED", "REASON_RESERVATION_WAIT",
+    "REASON_RESERVED_MAINT", "SchedReservation", "find_reservation", "job_end", "reservation_conflict",
+    "reserved_against",
     "IncrementalView", "Plan", "SchedJob", "SchedNode", "SchedPartition", "SchedRunning", "ViewDelta",
     "ineligible_reason", "priority_order_key",
 ]

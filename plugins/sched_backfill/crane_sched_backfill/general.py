@@ -17,6 +17,13 @@ job id) across all partitions, against one shared set of node profiles
 
 Because every start is checked against the profile over its full duration,
 no decision can over-allocate a node or delay a reservation made earlier in the pass.
+
+Advance reservations (``view.reservations``) are windows in the profiles
+(:mod:`crane_sched_backfill.profile`): other jobs are never placed across them (a blocked job's
+planned start comes after the window), and a job of a reservation (``-r``) is placed only on its
+nodes, starting inside its window; it uses the reservation's own count of planned starts, not its
+partition's. A job that would start now but for a reservation gets that reservation's reason
+(``Reservation``, or ``ReqNodeNotAvail, Reserved for maintenance``).
 """
 
 from __future__ import annotations
@@ -28,14 +35,18 @@ from crane_kernel import gres as gres_mod
 from crane_kernel.sched_types import (
     REASON_NODES_UNAVAILABLE,
     REASON_PRIORITY,
+    REASON_RESERVATION_DELETED,
+    REASON_RESERVATION_WAIT,
     REASON_RESOURCE,
     REASON_RESOURCE_RESERVED,
     Plan,
+    find_reservation,
     priority_order_key,
+    reserved_against,
 )
 
 from crane_sched_backfill.eligibility import CandidateCache, static_reason
-from crane_sched_backfill.profile import INF, Profiles, Req
+from crane_sched_backfill.profile import IGNORE_BLOCKS, INF, Profiles, Req
 
 if TYPE_CHECKING:
     from crane_kernel.sched_types import ClusterView, SchedJob
@@ -151,6 +162,7 @@ def plan_general(view: "ClusterView", now: float, settings: "Settings",
     profiles = Profiles(view, now)
     cands = CandidateCache(view)
     parts = view.partitions
+    job_resv = view.job_reservations if view.reservations or view.job_reservations else None
     used: dict[str, int] = {}
     failed: dict[Hashable, float] = {}  # request shape -> shortest duration that could not start now
     instant: dict[Hashable, tuple[int, bool]] = {}  # request shape -> (profiles.version, fits right now)
@@ -162,17 +174,38 @@ def plan_general(view: "ClusterView", now: float, settings: "Settings",
             continue
         assert part is not None
         cand = cands.candidates(job, part)
+        own = job_resv.get(job.job_id, "") if job_resv else ""
+        window = None
+        if own:  # a reservation's job: its nodes only, starting inside its window
+            rv = find_reservation(view, own)
+            if rv is None or rv.end_time <= now:
+                reasons[job.job_id] = REASON_RESERVATION_DELETED if rv is None else REASON_RESERVATION_WAIT
+                continue
+            window = (rv.start_time, rv.end_time)
+            if cand is not None:
+                cand = tuple(i for i in cand if i in rv.node_set)
         if cands.never_fits(job, part, cand):
             reasons[job.job_id] = REASON_NODES_UNAVAILABLE
             continue
         assert cand is not None
         ps = settings.for_partition(part.name)
-        req = Req(job)
+        req = Req(job, own, window)
         d = float(job.time_limit) if job.time_limit >= 1 else 1.0
         shape = (part.name, job.node_num, job.cpus_per_node, job.mem_per_node, gres_mod.key_of(req.gres),
-                 req.excl, job.nodelist, job.exclude)
+                 req.excl, job.nodelist, job.exclude, own)
         prev = previous.get(job.job_id)
-        if used.get(part.name, 0) < ps.depth:
+        queue = f"resv:{own}" if own else part.name  # whose planned starts it counts against
+        if own and not rv.active(now):
+            reasons[job.job_id] = REASON_RESERVATION_WAIT  # it can only be planned for the window
+            if used.get(queue, 0) < ps.depth:
+                got = _earliest(profiles, cand, job, req, d, now + ps.window)
+                if got is not None:
+                    _commit(profiles, got[1], req, got[0], got[0] + d)
+                    plan.reserved[job.job_id] = got[0]
+                    placed[job.job_id] = got
+                    used[queue] = used.get(queue, 0) + 1
+            continue
+        if used.get(queue, 0) < ps.depth:
             if prev is not None and _still_fits(profiles, cand, (now, prev[1]), req, d):
                 nodes = prev[1]  # a reservation that came due: start on the nodes it held
             else:
@@ -183,7 +216,7 @@ def plan_general(view: "ClusterView", now: float, settings: "Settings",
                 continue
             failed[shape] = min(d, failed.get(shape, INF))
             got = _earliest(profiles, cand, job, req, d, now + ps.window)
-            reasons[job.job_id] = REASON_RESOURCE
+            reasons[job.job_id] = _reserved_reason(view, profiles, cand, job, req, now, d) or REASON_RESOURCE
             if got is None:
                 continue
             t, nodes = got
@@ -196,7 +229,7 @@ def plan_general(view: "ClusterView", now: float, settings: "Settings",
                 continue
             plan.reserved[job.job_id] = t
             placed[job.job_id] = (t, nodes)
-            used[part.name] = used.get(part.name, 0) + 1
+            used[queue] = used.get(queue, 0) + 1
             continue
         nodes = None if failed.get(shape, INF) <= d else _fit_now(profiles, cand, job, req, now, d)
         if nodes is not None:
@@ -209,6 +242,21 @@ def plan_general(view: "ClusterView", now: float, settings: "Settings",
             seen = instant[shape] = (profiles.version, _fits_instant(profiles, cand, job, req))
         reasons[job.job_id] = REASON_RESOURCE_RESERVED if seen[1] else REASON_PRIORITY
     return plan, placed
+
+
+def _reserved_reason(view: "ClusterView", profiles: Profiles, cand: tuple[int, ...], job: "SchedJob", req: Req,
+                     now: float, d: float) -> str | None:
+    """The reason of a reservation that alone keeps ``job`` from starting now (None: it is not that)."""
+    if not profiles.blocks or req.resv:
+        return None
+    against = reserved_against(view, job, now, now + d)
+    if not against:
+        return None
+    free = Req(job, IGNORE_BLOCKS)
+    if _fit_now(profiles, cand, job, free, now, d) is None:
+        return None
+    maint = next((r for r in against if r.maint), against[0])
+    return maint.blocked_reason()
 
 
 def _still_fits(profiles: Profiles, cand: tuple[int, ...], prev: tuple[float, list[int]], req: Req,

@@ -19,6 +19,9 @@ request that can never fit) keep their specific reason and never block anyone.
 ``Resource`` for reserved jobs, ``ResourceReserved`` for a job that would fit
 the free resources but would delay a reservation, ``Priority`` otherwise.
 
+Advance reservations (``view.reservations``, docs/reservations.md) are honoured by the general
+and the vector paths (see their modules); the count-based path is not used while there are any.
+
 Three implementations: the count-based fast path (:mod:`crane_sched_backfill.pool`)
 for one partition of identical whole-node jobs (e.g. ``crane sim``'s default
 model), kept incrementally across calls; the general node-level path on time
@@ -98,7 +101,7 @@ class BackfillScheduler:
 
     def _schedule(self, view: "ClusterView", now: float) -> "Plan":
         settings = self.settings
-        if settings.fast_path:
+        if settings.fast_path and not view.reservations:  # the count-based pool knows no reservations
             plan = self._fast(view, now)
             if plan is not None:
                 self.last_path = "pool"

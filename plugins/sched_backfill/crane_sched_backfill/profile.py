@@ -9,6 +9,12 @@ running job's share at its expected end (``end_time``; an end at or before
 pass decides. A job of duration ``d`` placed at ``s`` occupies ``[s, s + d)``
 (durations below 1 s count as 1 s), so "does not delay a reservation" is
 exactly "fits in the profile".
+
+Advance reservations (``view.reservations``) are kept beside the segments, per node, as
+``blocks`` ``(start, end, name)``: a placement of a job that is not the reservation's may not
+meet its window on that node (:meth:`NodeLine.fits`, :meth:`NodeLine.feasible_starts`), like a
+whole-node job from the reservation's start to its end; a reservation's job (``Req.resv``) may
+start only inside its own window (``Req.window``).
 """
 
 from __future__ import annotations
@@ -29,22 +35,32 @@ __all__ = ["Req", "NodeLine", "Profiles", "INF"]
 INF = float("inf")
 
 
+IGNORE_BLOCKS = "\x00any"
+"""``Req.resv`` value that ignores every reservation (to tell whether one is what keeps a job waiting)."""
+
+
 class Req:
-    """One node's share of a job: CPUs, memory, gres (clean) and exclusivity."""
+    """One node's share of a job: CPUs, memory, gres (clean) and exclusivity; its reservation, if any.
 
-    __slots__ = ("cpu", "mem", "gres", "excl")
+    ``resv``: the reservation the job runs in (``""``: none), ``window``: that reservation's
+    ``(start, end)``, within which the job must start (``None``: any time).
+    """
 
-    def __init__(self, job: "SchedJob") -> None:
+    __slots__ = ("cpu", "mem", "gres", "excl", "resv", "window")
+
+    def __init__(self, job: "SchedJob", resv: str = "", window: tuple[float, float] | None = None) -> None:
         self.cpu = job.cpus_per_node
         self.mem = job.mem_per_node
         self.gres = gres_mod.clean(job.gres_per_node)
         self.excl = bool(job.exclusive)
+        self.resv = resv
+        self.window = window
 
 
 class NodeLine:
     """The availability profile of one node (see the module docstring)."""
 
-    __slots__ = ("index", "times", "cpu", "mem", "gres", "jobs", "excl")
+    __slots__ = ("index", "times", "cpu", "mem", "gres", "jobs", "excl", "blocks")
 
     def __init__(self, index: int, now: float, cpu: float, mem: int, gres: Mapping[str, int] | None,
                  jobs: int, excl: int) -> None:
@@ -55,6 +71,14 @@ class NodeLine:
         self.gres: list[dict[str, int] | None] = [dict(gres) if gres else None]
         self.jobs: list[int] = [jobs]
         self.excl: list[int] = [excl]
+        self.blocks: tuple[tuple[float, float, str], ...] = ()  # reservations on this node: (start, end, name)
+
+    def clear_of(self, t0: float, t1: float, req: Req) -> bool:
+        """Whether ``[t0, t1)`` meets no reservation window on this node but the job's own."""
+        own = req.resv
+        if own == IGNORE_BLOCKS:
+            return True
+        return all(name == own or s >= t1 or e <= t0 for s, e, name in self.blocks)
 
     def _split(self, t: float) -> int:
         """Index of the segment starting exactly at ``t`` (``t >= times[0]``), splitting one if needed."""
@@ -105,7 +129,12 @@ class NodeLine:
             req.gres is None or gres_mod.fits(self.gres[k], req.gres))
 
     def fits(self, t0: float, t1: float, req: Req) -> bool:
-        """Whether ``req`` fits in every segment overlapping ``[t0, t1)`` (the segment at ``t0`` always counts)."""
+        """Whether ``req`` fits in every segment overlapping ``[t0, t1)`` (the segment at ``t0`` always counts).
+
+        Reservation windows on the node count too (:meth:`clear_of`).
+        """
+        if self.blocks and not self.clear_of(t0, t1, req):
+            return False
         times = self.times
         k = bisect_right(times, t0) - 1
         if k < 0:
@@ -140,7 +169,31 @@ class NodeLine:
             if hi >= lo:
                 out.append((lo, min(hi, horizon)))
             k = m
+        if self.blocks or req.window is not None:
+            out = self._within_reservations(out, req, d)
         return out
+
+    def _within_reservations(self, spans: list[tuple[float, float]], req: Req,
+                             d: float) -> list[tuple[float, float]]:
+        """``spans`` without the starts that would meet another reservation, inside the job's own window."""
+        for s, e, name in self.blocks:
+            if name == req.resv or req.resv == IGNORE_BLOCKS:
+                continue
+            cut: list[tuple[float, float]] = []
+            for lo, hi in spans:  # a start in (s - d, e) would overlap [s, e)
+                if hi <= s - d or lo >= e:
+                    cut.append((lo, hi))
+                    continue
+                if lo <= s - d:
+                    cut.append((lo, s - d))
+                if hi >= e:
+                    cut.append((e, hi))
+            spans = cut
+        if req.window is not None:
+            w0, w1 = req.window
+            spans = [(max(lo, w0), min(hi, w1 - 1e-6)) for lo, hi in spans if hi >= w0 and lo < w1]
+            spans = [(lo, hi) for lo, hi in spans if hi >= lo]
+        return spans
 
     def window(self, t0: float, t1: float, req: Req) -> tuple[float, float]:
         """The free window ``[start, end)`` around a feasible placement ``[t0, t1)`` of ``req``.
@@ -197,6 +250,12 @@ class Profiles:
                 else:
                     lst.append(item)
         self._releases = releases
+        blocks: dict[int, list[tuple[float, float, str]]] = {}
+        for rv in getattr(view, "reservations", ()):
+            if rv.end_time > now:
+                for i in rv.nodes:
+                    blocks.setdefault(i, []).append((rv.start_time, rv.end_time, rv.name))
+        self.blocks = blocks
 
     def line(self, i: int) -> NodeLine:
         """The profile of node ``i`` (created on first use)."""
@@ -227,5 +286,7 @@ class Profiles:
                             g = gress[-1] = {}
                         for key, v in gres.items():
                             g[key] = g.get(key, 0) + v
+            if i in self.blocks:
+                ln.blocks = tuple(self.blocks[i])
             self.lines[i] = ln
         return ln

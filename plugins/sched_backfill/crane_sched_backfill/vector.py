@@ -26,6 +26,13 @@ over-allocated (every start is subtracted before the next decision).
 Simplifications, documented: a node held by reservations of several
 partitions keeps the earliest shadow time and the smallest slack; a long job
 asking for gres may not use a reserved node at all.
+
+Advance reservations (``view.reservations``): a node of an active one is closed to every job
+that is not the reservation's; a node of a future one gets the reservation's start as its shadow
+time with no slack, like a running job's end the other way round, so a job starting now there
+must end by then. A reservation's job (``-r``) starts only on its nodes, while it is active;
+it never gets a planned start (it waits with ``Resource``) and leaves its partition's alone.
+A partition's first blocked job that would fit but for a reservation gets the reservation's reason.
 """
 
 from __future__ import annotations
@@ -39,10 +46,13 @@ from crane_kernel import gres as gres_mod
 from crane_kernel.sched_types import (
     REASON_NODES_UNAVAILABLE,
     REASON_PRIORITY,
+    REASON_RESERVATION_DELETED,
+    REASON_RESERVATION_WAIT,
     REASON_RESOURCE,
     REASON_RESOURCE_RESERVED,
     Plan,
     priority_order_key,
+    reserved_against,
 )
 
 from crane_sched_backfill.eligibility import static_reason
@@ -97,6 +107,27 @@ class _Arrays:
             mask = np.zeros(self.n, dtype=bool)
             mask[list(part.node_indices)] = True
             self.part_masks[name] = mask
+        self.open_masks = self.part_masks  # what jobs without a reservation may use (see close_reserved)
+
+    def close_reserved(self, reservations: list, now: float) -> None:
+        """Apply the advance reservations: active ones close their nodes, future ones cap them at their start."""
+        np = self.np
+        closed = np.zeros(self.n, dtype=bool)
+        for r in reservations:
+            idx = list(r.nodes)
+            if not idx:
+                continue
+            if r.active(now):
+                closed[idx] = True
+                continue
+            self.any_reservation = True
+            for i in idx:
+                if r.start_time < self.res_t_l[i]:
+                    self.res_t_l[i] = r.start_time
+                self.slack_cpu_l[i], self.slack_mem_l[i] = -1.0, -1
+                self.res_t[i], self.slack_cpu[i], self.slack_mem[i] = self.res_t_l[i], -1.0, -1
+        if closed.any():
+            self.open_masks = {name: mask & ~closed for name, mask in self.part_masks.items()}
 
     def indices(self, names: frozenset[str]) -> list[int]:
         """Sorted node indices of the named nodes."""
@@ -149,11 +180,16 @@ def _best(np: Any, st: _Arrays, idx: Any, k: int) -> Any:
 
 
 def _candidates(np: Any, st: _Arrays, job: "SchedJob", req: Mapping[str, int] | None, c: float, m: int,
-                end: float | None) -> Any:
-    """Indices of the nodes where the job could start now (``end``: respecting reservations; None: ignoring)."""
+                end: float | None, base: Any = None) -> Any:
+    """Indices of the nodes where the job could start now (``end``: respecting reservations; None: ignoring).
+
+    ``base``: the nodes it may use at all (default: its partition's, less those of active reservations).
+    """
+    if base is None:
+        base = st.open_masks[job.partition]
     if job.nodelist:
         where = np.array(st.indices(job.nodelist), dtype=np.int64)
-        where = where[st.part_masks[job.partition][where]]
+        where = where[base[where]]
         ok = (st.cpu[where] >= c - EPS) & (st.mem[where] >= m)
         if job.exclusive:
             ok &= (st.njobs[where] == 0) & (st.cpu[where] >= st.cpu_tot[where] - EPS) & \
@@ -166,7 +202,7 @@ def _candidates(np: Any, st: _Arrays, job: "SchedJob", req: Mapping[str, int] | 
             ok &= (end <= st.res_t[where]) | spare
         idx = where[ok]
     else:
-        mask = st.part_masks[job.partition] & (st.cpu >= c - EPS) & (st.mem >= m)
+        mask = base & (st.cpu >= c - EPS) & (st.mem >= m)
         if job.exclusive:
             mask &= (st.njobs == 0) & (st.cpu >= st.cpu_tot - EPS) & (st.mem >= st.mem_tot)
         if req:
@@ -193,6 +229,12 @@ def plan_easy_vector(view: "ClusterView", now: float, settings: "Settings") -> P
     if any(settings.for_partition(p).mode != "easy" for p in view.partitions):
         return None
     st = _Arrays(np, view)
+    live = [r for r in view.reservations if r.end_time > now]
+    if live:
+        st.close_reserved(live, now)
+    job_resv = view.job_reservations if (live or view.job_reservations) else None
+    by_name = {r.name: r for r in live}
+    resv_cache: dict[Hashable, Any] = {}
     plan = Plan()
     reasons = plan.reasons
     ordered = _queue_order(np, view.pending)
@@ -217,6 +259,10 @@ def plan_easy_vector(view: "ClusterView", now: float, settings: "Settings") -> P
             continue
         assert part is not None
         req = job.gres_per_node or None
+        own = job_resv.get(job.job_id) if job_resv else None
+        if own:
+            started += _start_reserved(np, st, job, req, by_name.get(own), now, plan, started_here, resv_cache)
+            continue
         base = _base_shape(job, req)
         shape = (base, job.nodelist, job.exclude) if (job.nodelist or job.exclude) else base
         d = max(float(job.time_limit), 1.0) if job.time_limit else INF
@@ -255,7 +301,8 @@ def plan_easy_vector(view: "ClusterView", now: float, settings: "Settings") -> P
                 continue
             failed[shape] = min(d, failed.get(shape, INF))
         if job.partition not in reserved_parts:
-            reasons[job.job_id] = REASON_RESOURCE
+            reasons[job.job_id] = (_kept_off(np, st, view, job, req, c, m, k, now, d) if live else None) \
+                or REASON_RESOURCE
             _reserve(np, st, job, req, k, now, view, started_here, plan,
                      settings.for_partition(job.partition).window)
             reserved_parts.add(job.partition)
@@ -267,6 +314,51 @@ def plan_easy_vector(view: "ClusterView", now: float, settings: "Settings") -> P
             seen = blocked[shape] = (started, len(_candidates(np, st, job, req, c, m, None)) >= k)
         reasons[job.job_id] = REASON_RESOURCE_RESERVED if seen[1] else REASON_PRIORITY
     return plan
+
+
+def _kept_off(np: Any, st: _Arrays, view: "ClusterView", job: "SchedJob", req: Mapping[str, int] | None,
+              c: float, m: int, k: int, now: float, d: float) -> str | None:
+    """The reason of the reservations that keep ``job`` waiting, when it would fit the free resources of its
+    partition's nodes but for them (None: not that). Asked only of each partition's first blocked job."""
+    against = reserved_against(view, job, now, now + d)
+    if not against or len(_candidates(np, st, job, req, c, m, None, st.part_masks[job.partition])) < k:
+        return None
+    return next((r for r in against if r.maint), against[0]).blocked_reason()
+
+
+def _start_reserved(np: Any, st: _Arrays, job: "SchedJob", req: Mapping[str, int] | None, resv: Any,
+                    now: float, plan: Plan, started_here: list, cache: dict[Hashable, Any]) -> int:
+    """Start a reservation's job on its nodes if it fits now (1), else give it its reason (0).
+
+    ``cache`` (per pass): the reservation's nodes in each partition as a mask, and per request shape
+    the shortest duration that did not fit (free resources only shrink within a pass).
+    """
+    if resv is None or not resv.active(now):
+        plan.reasons[job.job_id] = REASON_RESERVATION_DELETED if resv is None else REASON_RESERVATION_WAIT
+        return 0
+    k = max(1, job.node_num)
+    c, m = job.cpus_per_node, job.mem_per_node
+    d = max(float(job.time_limit), 1.0) if job.time_limit else INF
+    shape = (resv.name, _base_shape(job, req), job.nodelist, job.exclude)
+    if cache.get(shape, INF) <= d:
+        plan.reasons[job.job_id] = REASON_RESOURCE
+        return 0
+    key = (resv.name, job.partition)
+    base = cache.get(key)
+    if base is None:
+        mine = np.zeros(st.n, dtype=bool)
+        mine[list(resv.nodes)] = True
+        base = cache[key] = st.part_masks[job.partition] & mine
+    idx = _candidates(np, st, job, req, c, m, now + d, base)
+    if len(idx) < k:
+        cache[shape] = min(d, cache.get(shape, INF))
+        plan.reasons[job.job_id] = REASON_RESOURCE
+        return 0
+    sel = _best(np, st, idx, k)
+    _take(np, st, sel, job, req, c, m, now + d)
+    started_here.append((now + d, sel.tolist(), c, m, job.exclusive, req))
+    plan.starts.append((job.job_id, sel.tolist()))
+    return 1
 
 
 def _pick_single(np: Any, st: _Arrays, lists: dict[Hashable, list], base: Hashable, job: "SchedJob", c: float,
@@ -370,7 +462,7 @@ def _reserve(np: Any, st: _Arrays, job: "SchedJob", req: Mapping[str, int] | Non
              view: "ClusterView", started_here: list, plan: Plan, window: float = INF) -> None:
     """Find the blocked job's shadow time and nodes by releasing running jobs in end order; record it."""
     c, m = job.cpus_per_node, job.mem_per_node
-    base = st.part_masks[job.partition] & st.usable & (st.cpu_tot >= c - EPS) & (st.mem_tot >= m)
+    base = st.open_masks[job.partition] & st.usable & (st.cpu_tot >= c - EPS) & (st.mem_tot >= m)
     if job.nodelist:
         only = np.zeros(st.n, dtype=bool)
         only[st.indices(job.nodelist)] = True

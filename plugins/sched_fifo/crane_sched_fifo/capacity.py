@@ -78,3 +78,17 @@ def never_fits(st: FreeState, ps: PartIndex, job: SchedJob, node_index: Mapping[
         if count >= k:
             return False
     return True
+
+
+def never_fits_among(st: FreeState, cand: list[int], job: SchedJob, excl: frozenset[int] | None) -> bool:
+    """True when fewer than ``node_num`` of the nodes ``cand`` (less ``excl``) could hold ``job`` even empty."""
+    k = max(1, job.node_num)
+    c, m, req = job.cpus_per_node - EPS, job.mem_per_node, job.gres_per_node
+    count = 0
+    for i in cand:
+        if (excl is None or i not in excl) and st.cpu_total[i] >= c and st.mem_total[i] >= m and (
+                not req or gres_mod.fits(st.gres_total[i], req)):
+            count += 1
+            if count >= k:
+                return False
+    return True

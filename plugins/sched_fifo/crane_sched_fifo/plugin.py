@@ -47,9 +47,10 @@ from crane_kernel.sched_types import (
     ineligible_reason,
 )
 
-from crane_sched_fifo.capacity import exclude_indices, never_fits, nodelist_indices, shape_key
+from crane_sched_fifo.capacity import exclude_indices, never_fits, never_fits_among, nodelist_indices, shape_key
 from crane_sched_fifo.fit import FALLBACK, pick_among, pick_exclusive, pick_grid, pick_numpy
 from crane_sched_fifo.order import order_jobs
+from crane_sched_fifo.reserved import Reserved
 from crane_sched_fifo.state import EPS, FreeState, PartIndex
 
 try:  # NumPy is optional: it speeds up sorting and rare searches, decisions are identical without it.
@@ -140,7 +141,8 @@ class FifoScheduler:
             ordered = ordered[: self.batch_size]
         t2 = time.perf_counter()
         plan = Plan()
-        special, tested, fallbacks = self._walk(st, view.node_index, ordered, now, limit, plan.starts)
+        resv = Reserved(view, now) if view.reservations or view.job_reservations else None
+        special, tested, fallbacks = self._walk(st, view.node_index, ordered, now, limit, plan.starts, resv)
         t3 = time.perf_counter()
         reasons = dict.fromkeys(map(attrgetter("job_id"), view.pending), REASON_PRIORITY)
         reasons.update(special)
@@ -157,8 +159,12 @@ class FifoScheduler:
         return plan
 
     def _walk(self, st: FreeState, node_index: Mapping[str, int], ordered: list[SchedJob], now: float,
-              limit: float, starts: list[tuple[int, list[int]]]) -> tuple[dict[int, str], int, int]:
-        """The main loop: decide each job in order; return (non-Priority reasons, jobs tested, fallbacks)."""
+              limit: float, starts: list[tuple[int, list[int]]],
+              resv: Reserved | None = None) -> tuple[dict[int, str], int, int]:
+        """The main loop: decide each job in order; return (non-Priority reasons, jobs tested, fallbacks).
+
+        ``resv``: the pass's reservations (:mod:`crane_sched_fifo.reserved`), None when there are none.
+        """
         parts = st.parts
         special: dict[int, str] = {}
         never_cache: dict[Any, bool] = {}
@@ -174,11 +180,26 @@ class FifoScheduler:
             if why is not None:
                 special[job.job_id] = why
                 continue
+            closed = None
+            if resv is not None:
+                own = resv.own(job)
+                if own:  # a reservation's job: its own queue, on its nodes only
+                    tested += 1
+                    self._walk_reserved(st, ps, job, own, resv, node_index, now, special, starts)
+                    continue
+                closed, closed_why = resv.closed(job, now)
             if ps.blocked:
                 continue
             tested += 1
             c = job.cpus_per_node
-            if (job.node_num <= 1 and c > EPS and not job.gres_per_node and not job.nodelist
+            if closed is not None:  # reserved nodes it would overlap are out of bounds
+                req = gres_request(job) if job.gres_per_node else None
+                nodes = self._pick(st, ps, job, req, node_index, limit, fallbacks, closed)
+                if nodes is None and self._pick(st, ps, job, req, node_index, limit, fallbacks) is not None:
+                    special[job.job_id] = closed_why  # it would fit but for the reservation
+                    ps.blocked = True
+                    continue
+            elif (job.node_num <= 1 and c > EPS and not job.gres_per_node and not job.nodelist
                     and not job.exclude and not job.exclusive):
                 # the common case, inlined: one node, CPUs and memory only
                 req = None
@@ -205,12 +226,51 @@ class FifoScheduler:
             starts.append((job.job_id, nodes))
         return special, tested, fallbacks[0]
 
+    def _walk_reserved(self, st: FreeState, ps: PartIndex, job: SchedJob, own: str, resv: Reserved,
+                       node_index: Mapping[str, int], now: float, special: dict[int, str],
+                       starts: list[tuple[int, list[int]]]) -> None:
+        """Decide one job of reservation ``own``: its nodes only, while active; FIFO within the reservation."""
+        why = resv.waiting_reason(own, now)
+        if why is not None:
+            special[job.job_id] = why
+            return
+        if own in resv.blocked:
+            return  # an earlier job of the reservation waits: Priority
+        cand = resv.candidates(resv.by_name[own], ps)
+        closed, _ = resv.closed(job, now, own)  # a later reservation on the same nodes, if it would run into it
+        excl = exclude_indices(job, node_index) if job.exclude else None
+        if closed is not None:
+            excl = closed if excl is None else excl | closed
+        req = gres_request(job) if job.gres_per_node else None
+        k = max(1, job.node_num)
+        if job.nodelist:
+            wanted = nodelist_indices(job, ps, node_index)
+            cand = [i for i in cand if wanted is not None and i in wanted]
+            if wanted is None or len(cand) < len(wanted):
+                special[job.job_id] = REASON_NODES_UNAVAILABLE
+                return
+        nodes = pick_among(st, cand, k, job.cpus_per_node, job.mem_per_node, req, excl, bool(job.exclusive))
+        if nodes is None:
+            if never_fits_among(st, cand, job, excl):  # the reservation could never hold it: no blocking
+                special[job.job_id] = REASON_NODES_UNAVAILABLE
+                return
+            special[job.job_id] = REASON_RESOURCE
+            resv.blocked.add(own)
+            return
+        nodes.sort()
+        for i in nodes:
+            st.allocate(i, job.cpus_per_node, job.mem_per_node, req, job.exclusive)
+        starts.append((job.job_id, nodes))
+
     def _pick(self, st: FreeState, ps: PartIndex, job: SchedJob, req: Mapping[str, int] | None,
-              node_index: Mapping[str, int], limit: float, fallbacks: list[int]) -> list[int] | None:
-        """Nodes for ``job`` now (sorted by index), or ``None`` if it does not fit."""
+              node_index: Mapping[str, int], limit: float, fallbacks: list[int],
+              closed: frozenset[int] | None = None) -> list[int] | None:
+        """Nodes for ``job`` now (sorted by index), or ``None`` if it does not fit (``closed``: nodes off limits)."""
         k = max(1, job.node_num)
         c, m = job.cpus_per_node, job.mem_per_node
         excl = exclude_indices(job, node_index) if job.exclude else None
+        if closed is not None:
+            excl = closed if excl is None else excl | closed
         if job.nodelist:
             cand = nodelist_indices(job, ps, node_index)
             if cand is None or len(cand) < k:

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scheduler setting (JSON value), repeatable; e.g. --sched-opt depth=100")
     ap.add_argument("--prio-opt", action="append", type=_setting, default=[], metavar="KEY=VALUE",
                     help="priority plugin setting (JSON value), repeatable; e.g. --prio-opt WeightAge=1000")
+    ap.add_argument("--reservation", action="append", default=[], metavar="NAME:START:DURATION:NODES",
+                    help="an advance reservation: START seconds on the trace's clock, DURATION seconds or "
+                         "[D-]HH:MM:SS, NODES a count or an index range A-B; repeatable")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--plot", default=None, metavar="FILE.png", help="plot queue length and utilisation over time")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
@@ -64,6 +67,10 @@ def format_result(r: dict[str, Any]) -> str:
         f"wall         {r['wall_s']:.2f} s  (read {r['read_s']:.2f} s)   {r['jobs_per_s']:,.0f} jobs/s   "
         f"{r['passes']:,} passes",
     ]
+    for name, start, end, count in r.get("reservations", ()):
+        lines.append(f"reservation  {name}: {count} nodes from {start:,.0f} s to {end:,.0f} s")
+    if r.get("reservations"):
+        lines.append(f"reserved     {r['reserved_proc_s']:,.0f} processor-seconds set aside")
     rec = r.get("recorded")
     if rec:
         lines.append(f"recorded     mean wait {rec['mean_wait']:,.1f} s, bsld {rec['mean_bsld']:,.2f}, "
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             plot=args.plot, max_jobs=args.max_jobs,
             scheduler_config=dict(args.sched_opt) if args.sched_opt else None,
             priority_config=dict(args.prio_opt) if args.prio_opt else None,
-            exact_estimates=args.exact_estimates,
+            exact_estimates=args.exact_estimates, reservations=args.reservation,
         )
     except (OSError, ValueError, PluginError, SimError, ImportError) as exc:
         print(f"crane sim: {exc}", file=sys.stderr)

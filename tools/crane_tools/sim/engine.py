@@ -14,7 +14,9 @@ protocol's, as the controller's) is built once and mutated in place: the same
 run, and every change is journaled in ``view.delta``. The engine edits the
 lists and the delta itself rather than through the view's methods (fewer
 calls per event); like the controller, it refuses to start a job that
-:func:`~crane_kernel.sched_types.ineligible_reason` says may not run.
+:func:`~crane_kernel.sched_types.ineligible_reason` says may not run, or whose start
+:func:`~crane_kernel.sched_types.reservation_conflict` refuses (advance reservations,
+:mod:`crane_tools.sim.reservations`: their starts and ends are events of the loop too).
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from crane_kernel.sched_types import (
     SchedPartition,
     SchedRunning,
     ineligible_reason,
+    reservation_conflict,
 )
 
 from crane_tools.sim.model import PARTITION, SimJob, job_shape
+from crane_tools.sim.reservations import SimReservation
 
 __all__ = ["SimError", "Simulation", "make_view"]
 
@@ -78,7 +82,8 @@ class Simulation:
     """
 
     def __init__(self, jobs: list[SimJob], procs: int, plugins: Plugins, *, cpus_per_node: int = 1,
-                 observer: Observer | None = None, record_series: bool = False, progress: bool = False) -> None:
+                 observer: Observer | None = None, record_series: bool = False, progress: bool = False,
+                 reservations: list[SimReservation] | None = None) -> None:
         self.jobs = jobs
         self.procs = procs
         self.cpus_per_node = cpus_per_node
@@ -87,6 +92,10 @@ class Simulation:
         self.record_series = record_series
         self.progress = progress
         self.view = make_view(procs, cpus_per_node)
+        self.reservations = sorted(reservations or [], key=lambda r: r.start)
+        bad = [r for r in self.reservations if r.nodes and r.nodes[-1] >= len(self.view.nodes)]
+        if bad:
+            raise ValueError(f"reservation {bad[0].name}: the machine has nodes 0-{len(self.view.nodes) - 1}")
         self.start: list[int | float | None] = [None] * len(jobs)
         self.passes = 0
         self.series: tuple[list[float], list[int], list[int]] = ([], [], [])
@@ -143,11 +152,25 @@ class Simulation:
         submits = [j.submit for j in jobs]
         names: dict[tuple[int, int], tuple[str, str]] = {}  # (group, user) -> (account, user name)
         inf = float("inf")
+        resvs = self.reservations
+        bounds = sorted({x for r in resvs for x in (r.start, r.end)})  # times the reserved nodes change
+        bpos = 0
+        shown: list = []  # the reservations in the view (not over)
 
-        while i < n or done:
+        while i < n or done or (pending and bpos < len(bounds)):
             t: float = submits[i] if i < n else inf
             if done and done[0][0] < t:
                 t = done[0][0]
+            if bpos < len(bounds) and pending and bounds[bpos] < t:
+                t = bounds[bpos]  # a reservation starts or ends while jobs wait: a pass then
+            while bpos < len(bounds) and bounds[bpos] <= t:
+                bpos += 1
+            if resvs:
+                now_shown = [r for r in resvs if r.end > t]
+                if len(now_shown) != len(shown):
+                    shown = now_shown
+                    view.reservations = [r.sched() for r in shown]
+                    delta.other = True
             # 1. completions
             while done and done[0][0] == t:
                 r = heappop(done)[2]
@@ -216,6 +239,8 @@ class Simulation:
                 if job is None:
                     raise SimError(f"t={t}: plan starts job {jid}, which is not pending")
                 why = ineligible_reason(job, parts.get(job.partition), t)
+                if why is None and resvs:
+                    why = reservation_conflict(view, job, idxs, t)
                 if why is not None:
                     raise SimError(f"t={t}: plan starts job {jid}, which may not run now ({why})")
                 c = job.cpus_per_node

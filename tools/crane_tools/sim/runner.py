@@ -12,6 +12,7 @@ from crane_kernel import plugins
 from crane_tools.sim.engine import Observer, Simulation
 from crane_tools.sim.metrics import recorded_metrics, schedule_metrics
 from crane_tools.sim.model import build_jobs
+from crane_tools.sim.reservations import parse_reservation
 from crane_tools.sim.swf import read_swf
 
 __all__ = ["run_sim"]
@@ -32,6 +33,7 @@ def run_sim(
     exact_estimates: bool = False,
     observer: Observer | None = None,
     keep_schedule: bool = False,
+    reservations: list[str] | None = None,
 ) -> dict[str, Any]:
     """Replay the SWF trace at ``trace_path`` through the named plugins and return the metrics.
 
@@ -45,6 +47,8 @@ def run_sim(
     * ``exact_estimates``: set every estimate to the job's run time.
     * ``observer(now, view, plan)``: called after every scheduling pass.
     * ``keep_schedule``: add ``"schedule": [(job_id, submit, start, run, size, estimate), ...]``.
+    * ``reservations``: ``NAME:START:DURATION:NODES`` texts (:mod:`crane_tools.sim.reservations`); the
+      result then has ``reservations`` (name, start, end, nodes) and ``reserved_proc_s``.
 
     The plugins are loaded with :func:`crane_kernel.plugins.load_slots`, exactly
     as cranectld loads them (a bad name or setting raises a one-line
@@ -59,7 +63,8 @@ def run_sim(
     gc.disable()  # millions of short-lived, acyclic objects: the cyclic collector only costs time here
     try:
         return _run(trace_path, scheduler, procs, priority, cpus_per_node, progress, plot, max_jobs,
-                    scheduler_config, priority_config, exact_estimates, observer, keep_schedule, t0)
+                    scheduler_config, priority_config, exact_estimates, observer, keep_schedule, t0,
+                    reservations or [])
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -68,12 +73,13 @@ def run_sim(
 def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | None, cpus_per_node: int,
          progress: bool, plot: str | None, max_jobs: int | None, scheduler_config: Mapping[str, Any] | None,
          priority_config: Mapping[str, Any] | None, exact_estimates: bool, observer: Observer | None,
-         keep_schedule: bool, t0: float) -> dict[str, Any]:
+         keep_schedule: bool, t0: float, reservation_texts: list[str]) -> dict[str, Any]:
     trace = read_swf(trace_path, max_jobs=max_jobs)
     p = procs or trace.max_procs
     if not p:
         raise ValueError(f"{trace_path}: no MaxProcs in the header; give procs")
     jobs, skipped = build_jobs(trace.records, p, exact_estimates=exact_estimates)
+    resvs = [parse_reservation(text, p // max(1, cpus_per_node)) for text in reservation_texts]
     t_read = time.perf_counter()
     settings: dict[str, Any] = {}
     if scheduler_config is not None:
@@ -84,7 +90,7 @@ def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | Non
                                 slots=("scheduler", "priority"))
     try:
         sim = Simulation(jobs, p, loaded, cpus_per_node=cpus_per_node, observer=observer,
-                         record_series=plot is not None, progress=progress)
+                         record_series=plot is not None, progress=progress, reservations=resvs)
         t_sim = time.perf_counter()
         sim.run()
         t_end = time.perf_counter()
@@ -103,6 +109,9 @@ def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | Non
         "passes": sim.passes,
     }
     result.update(schedule_metrics(jobs, sim.start, p))
+    if resvs:
+        result["reservations"] = [(r.name, r.start, r.end, len(r.nodes)) for r in resvs]
+        result["reserved_proc_s"] = sum(r.duration * len(r.nodes) * cpus_per_node for r in resvs)
     rec = recorded_metrics(jobs, p)
     if rec is not None:
         result["recorded"] = rec
