@@ -100,6 +100,17 @@ def test_same_schedule_as_reference(scheduler: str) -> None:
     assert mine == ref
 
 
+def test_fifo_count_path_and_general_path_agree_with_the_reference() -> None:
+    """The fifo plugin's count-based pool and its node-level path give the reference's schedule."""
+    jobs, procs, _ = reference.read_jobs(str(KTH))
+    for fast in (True, False):
+        res = run_sim(str(KTH), scheduler="fifo", max_jobs=SLICE, keep_schedule=True,
+                      scheduler_config={"fast_path": fast})
+        mine = {row[0]: row[2] for row in res["schedule"]}
+        ref = reference.simulate([j for j in jobs if j[0] in mine], procs, "fifo")
+        assert mine == ref, fast
+
+
 class Twin:
     """A scheduler that answers with a cached instance and checks it against a fresh one each pass."""
 

@@ -22,7 +22,7 @@ the free resources but would delay a reservation, ``Priority`` otherwise.
 Advance reservations (``view.reservations``, docs/reservations.md) are honoured by the general
 and the vector paths (see their modules); the count-based path is not used while there are any.
 
-Three implementations: the count-based fast path (:mod:`crane_sched_backfill.pool`)
+Three implementations: the count-based fast path (:mod:`crane_sched_toolkit.pool`)
 for one partition of identical whole-node jobs (e.g. ``crane sim``'s default
 model), kept incrementally across calls; the general node-level path on time
 profiles (:mod:`crane_sched_backfill.general`); and, for EASY on clusters of at
@@ -37,9 +37,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from crane_kernel import hookimpl
+from crane_sched_toolkit.pool import Pool
 
 from crane_sched_backfill.general import plan_general
-from crane_sched_backfill.pool import Pool
 from crane_sched_backfill.settings import Settings, parse_settings
 from crane_sched_backfill.vector import plan_easy_vector
 

@@ -46,6 +46,7 @@ from crane_kernel.sched_types import (
     Plan,
     ineligible_reason,
 )
+from crane_sched_toolkit.pool import Pool
 
 from crane_sched_fifo.capacity import exclude_indices, never_fits, never_fits_among, nodelist_indices, shape_key
 from crane_sched_fifo.fit import FALLBACK, pick_among, pick_exclusive, pick_grid, pick_numpy
@@ -61,7 +62,7 @@ except ImportError:  # pragma: no cover - exercised only where numpy is absent
 if TYPE_CHECKING:
     from crane_kernel.sched_types import ClusterView, SchedJob
 
-_SETTINGS = {"probe_limit", "use_numpy", "batch_size", "pause_gc"}
+_SETTINGS = {"probe_limit", "use_numpy", "batch_size", "pause_gc", "fast_path"}
 
 
 def gres_request(job: SchedJob) -> Mapping[str, int] | None:
@@ -88,6 +89,12 @@ class FifoScheduler:
       collector for the duration of the pass (restored afterwards). The pass
       creates no reference cycles, and a full collection over a 100k-job
       queue would otherwise land in the middle of it (up to ~40% of a cycle).
+    * ``fast_path`` (bool, default True): on one partition of identical nodes where every job
+      takes whole nodes (the trace replays' model), decide on node *counts*, kept across
+      passes from the view's change journal (:meth:`crane_sched_toolkit.pool.Pool.fifo`): the
+      same starts and reasons, any free nodes instead of the best fit (all are alike there).
+
+    ``last_path`` tells which implementation answered the last pass (``"pool"`` or ``"general"``).
     """
 
     def __init__(self) -> None:
@@ -95,7 +102,10 @@ class FifoScheduler:
         self.use_numpy = _np is not None
         self.batch_size = 0
         self.pause_gc = True
+        self.fast_path = True
         self.last_stats: dict[str, float] = {}
+        self.last_path = ""
+        self._pool: Pool | None = None
 
     @hookimpl
     def crane_plugin_configure(self, settings: Mapping[str, Any]) -> None:
@@ -113,6 +123,14 @@ class FifoScheduler:
             self.batch_size = max(0, int(settings["batch_size"]))
         if "pause_gc" in settings:
             self.pause_gc = bool(settings["pause_gc"])
+        if "fast_path" in settings:
+            self.fast_path = bool(settings["fast_path"])
+        self._pool = None
+
+    @hookimpl
+    def crane_plugin_shutdown(self) -> None:
+        """Drop the state kept between passes (the count-based pool holds the last view and its jobs)."""
+        self._pool = None
 
     @hookimpl
     def crane_schedule(self, view: ClusterView, now: float) -> Plan:
@@ -130,7 +148,30 @@ class FifoScheduler:
             if paused:
                 gc.enable()
 
+    def _fast(self, view: ClusterView, now: float) -> Plan | None:
+        """The count-based pass (see ``fast_path``), or None when the view needs the general one."""
+        pool = self._pool
+        version = getattr(view, "version", None)  # None for a plain ClusterView: rebuild every call
+        delta = getattr(view, "delta", None)
+        ok = False
+        if (pool is not None and pool.view is view and delta is not None and version is not None
+                and pool.version is not None and version == pool.version + 1 and not delta.other):
+            ok = pool.apply(delta, now)
+        if not ok:
+            pool = self._pool = Pool.build(view, now)
+            if pool is None:
+                return None
+        pool.version = version
+        return pool.fifo(now, self.batch_size)
+
     def _schedule(self, view: ClusterView, now: float) -> Plan:
+        if self.fast_path and not view.reservations and not view.job_reservations:  # the pool knows no reservations
+            plan = self._fast(view, now)
+            if plan is not None:
+                self.last_path = "pool"
+                return plan
+        self._pool = None
+        self.last_path = "general"
         t0 = time.perf_counter()
         np = _np if self.use_numpy else None
         limit: float = self.probe_limit if np is not None else math.inf

@@ -1,5 +1,8 @@
 """The count-based fast path: one partition of identical nodes, every job taking whole nodes.
 
+Shared by the ``fifo`` (:meth:`Pool.fifo`) and the backfill schedulers (:meth:`Pool.easy`,
+:meth:`Pool.conservative`); the policies' settings come in as plain arguments.
+
 When the view has a single partition holding every node, all nodes have the
 same CPU count and no gres, and every pending and running job takes whole
 nodes (``cpus_per_node`` equal to a node's CPUs, or exclusive) with no memory
@@ -44,13 +47,13 @@ from crane_kernel.sched_types import (
     Plan,
     priority_order_key,
 )
-
-from crane_sched_backfill.eligibility import EPS, static_reason
+from crane_kernel.sched_types import ineligible_reason as static_reason
 
 if TYPE_CHECKING:
     from crane_kernel.sched_types import ClusterView, SchedJob, SchedRunning
 
-    from crane_sched_backfill.settings import PartitionSettings
+EPS = 1e-6
+"""Tolerance for fractional CPU comparisons."""
 
 __all__ = ["Pool"]
 
@@ -85,6 +88,7 @@ class Pool:
         self.exact_ends_only = False
         self.tail_key: tuple[float, float, int] | None = None
         self.easy_state: tuple[float, int, tuple[float, float, int], int] | None = None
+        self.fifo_head: tuple[float, float, int] | None = None  # the job a FIFO pass stopped at
         self.cons_state: tuple[list[float], list[int]] | None = None
         self.reserved: dict[int, float] = {}
         self.res_heap: list[tuple[float, int, int]] = []
@@ -309,9 +313,44 @@ class Pool:
                 shadow = e
         return shadow, avail
 
+    # ------------------------------------------------------------------ FIFO
+
+    def fifo(self, now: float, max_jobs: int) -> Plan:
+        """One strict FIFO pass on counts: start jobs in queue order until one does not fit (``Resource``).
+
+        Every later job waits with ``Priority``. When only new jobs arrived behind the job the
+        previous pass stopped at (nothing ended, every start committed), that job still cannot
+        start and nothing behind it may: the pass decides nothing new.
+        """
+        plan = Plan()
+        n = len(self.ids)
+        limit = min(n, max_jobs) if max_jobs else n
+        head = self.fifo_head
+        if (head is not None and self.arrivals_only and self.new_pos is not None and limit == n
+                and all(self.keys[p] > head for p in self.new_pos)):
+            self.shortcuts += 1
+            self._publish(plan, limit, None, ())
+            return plan
+        old_special = self.special
+        special = self.special = {}
+        self.fifo_head = None
+        needs, ids = self.needs, self.ids
+        nfree = len(self.free)
+        for pos in range(limit):
+            s = needs[pos]
+            if s <= nfree:
+                self._start(pos, plan)
+                nfree -= s
+                continue
+            special[ids[pos]] = REASON_RESOURCE
+            self.fifo_head = self.keys[pos]
+            break
+        self._publish(plan, limit, old_special)
+        return plan
+
     # ------------------------------------------------------------------ EASY
 
-    def easy(self, now: float, ps: "PartitionSettings", max_jobs: int) -> Plan:
+    def easy(self, now: float, ps: Any, max_jobs: int) -> Plan:
         """One EASY pass on counts (see the module docstring)."""
         plan = Plan()
         n = len(self.ids)
@@ -383,7 +422,7 @@ class Pool:
 
     # ------------------------------------------------------------------ conservative
 
-    def conservative(self, now: float, ps: "PartitionSettings", max_jobs: int) -> Plan:
+    def conservative(self, now: float, ps: Any, max_jobs: int) -> Plan:
         """One conservative pass on a count profile (see the module docstring)."""
         plan = Plan()
         n = len(self.ids)
@@ -424,7 +463,7 @@ class Pool:
                 fs.append(fs[-1] + k)
         return ts, fs
 
-    def _cons_full(self, now: float, ps: "PartitionSettings", plan: Plan, limit: int) -> Plan:
+    def _cons_full(self, now: float, ps: Any, plan: Plan, limit: int) -> Plan:
         ts, fs = self._profile(now)
         old_special = self.special
         self.special = {}
@@ -433,7 +472,7 @@ class Pool:
         complete = self._cons_plan(now, ps, ts, fs, range(limit), plan, 0)
         return self._cons_finish(plan, ts, fs, complete and limit == len(self.ids), limit, old_special)
 
-    def _cons_incremental(self, now: float, ps: "PartitionSettings", prof: tuple[list[float], list[int]],
+    def _cons_incremental(self, now: float, ps: Any, prof: tuple[list[float], list[int]],
                           plan: Plan, limit: int) -> Plan:
         ts, fs = prof
         heap = self.res_heap
@@ -459,7 +498,7 @@ class Pool:
         self._publish(plan, limit, old_special, self.new_pos or () if old_special is None else ())
         return plan
 
-    def _cons_plan(self, now: float, ps: "PartitionSettings", ts: list[float], fs: list[int], positions: Any,
+    def _cons_plan(self, now: float, ps: Any, ts: list[float], fs: list[int], positions: Any,
                    plan: Plan, nres: int) -> bool:
         """Plan ``positions`` in order on the profile ``ts``/``fs`` (edited in place); True if all got a slot."""
         needs, lims, ids = self.needs, self.lims, self.ids
