@@ -100,7 +100,7 @@ def _states(values: Any, context: grpc.ServicerContext) -> set[JobState]:
 def spec_dict(spec: Any) -> dict:
     """A JobSpec message as a plain dict (proto field names, defaults included)."""
     d = json_format.MessageToDict(spec, preserving_proto_field_name=True)
-    for key in ("mem_per_node", "mem_per_cpu", "time_limit", "begin_time"):
+    for key in ("mem_per_node", "mem_per_cpu", "time_limit", "begin_time", "deadline"):
         if key in d:
             d[key] = int(d[key])
     if "gres" in d:
