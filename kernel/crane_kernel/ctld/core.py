@@ -280,6 +280,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
 
         Its steps still alive end with it (their nodes are told to kill them, ctld/stepexec.py).
         """
+        state, why = self.final_state(job, state)  # ended by its deadline: Deadline (ctld/jobcontrol.py)
+        reason = why or reason
         step_ran = job.state in (JobState.Running, JobState.Suspended) and not job.interactive  # a task step
         self._close_suspension(job, now)  # emits its own; the time suspended is kept (ctld/lifecycle.py)
         if job.state != JobState.Pending and job.start_time:

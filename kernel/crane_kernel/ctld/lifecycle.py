@@ -14,7 +14,7 @@ Part of :class:`~crane_kernel.ctld.core.Controller`; every method here runs with
   its resources stay held until its nodes confirm its processes are gone (the held allocations of
   :mod:`crane_kernel.ctld.reconcile`, the same path as a requeue after a node failure,
   :meth:`~crane_kernel.ctld.nodemsgs.NodeMessagesMixin._requeue`).
-* **Deadline** — see :mod:`crane_kernel.ctld.deadline`.
+* **Signals and deadlines** — see :mod:`crane_kernel.ctld.jobcontrol`.
 
 The per-job lifecycle state lives in ``self.life`` (job id -> :class:`Life`), only for jobs that
 have some, so the lean job record keeps its size; it is journaled in the job's ``rt`` (key
@@ -31,6 +31,8 @@ from crane_common.states import EC_TERMINATED, JobState
 
 from crane_kernel import messages as m
 from crane_kernel.ctld import reconcile as rc
+from crane_kernel.ctld.jobcontrol import JobControlMixin
+from crane_kernel.ctld.jobupdate import JobUpdateMixin
 
 log = logging.getLogger("cranectld")
 
@@ -51,12 +53,13 @@ class Life:
     suspended_seconds: float = 0.0  # closed suspension intervals, in total
     deadline: float = 0.0           # --deadline (unix seconds, 0 = none)
     signal: str = ""                # --signal as given
+    deadline_hit: bool = False      # the deadline came while it ran: it is being ended, as Deadline
 
     def to_json(self) -> dict[str, Any]:
         """The journaled form (only what is set)."""
         out: dict[str, Any] = {}
         for key, value in (("ss", self.suspended_since), ("st", self.suspended_seconds), ("dl", self.deadline),
-                           ("sig", self.signal)):
+                           ("sig", self.signal), ("dh", self.deadline_hit)):
             if value:
                 out[key] = value
         return out
@@ -68,15 +71,20 @@ class Life:
             value = data.get(key, 0)
             return float(value) if isinstance(value, int | float) and value >= 0 else 0.0
         sig = data.get("sig", "")
-        return cls(num("ss"), num("st"), num("dl"), sig if isinstance(sig, str) else "")
+        return cls(num("ss"), num("st"), num("dl"), sig if isinstance(sig, str) else "", data.get("dh") is True)
 
     def empty(self) -> bool:
         """Nothing worth keeping."""
-        return not (self.suspended_since or self.suspended_seconds or self.deadline or self.signal)
+        return not (self.suspended_since or self.suspended_seconds or self.deadline or self.signal
+                    or self.deadline_hit)
 
 
-class LifecycleMixin:
-    """Suspend, resume and requeue of the controller (its attributes are the controller's)."""
+class LifecycleMixin(JobControlMixin, JobUpdateMixin):
+    """Suspend, resume and requeue of the controller (its attributes are the controller's).
+
+    With the calls of ``ccontrol``/``ccancel -s`` and the deadlines (:mod:`crane_kernel.ctld.jobcontrol`)
+    and ``ccontrol update job`` (:mod:`crane_kernel.ctld.jobupdate`).
+    """
 
     def _init_life(self) -> None:
         self.life: dict[int, Life] = {}
@@ -136,6 +144,22 @@ class LifecycleMixin:
         rv = self.running_view.get(job.job_id)
         if rv is not None and job.start_time:
             self.running_view[job.job_id] = rv.with_end(self.expected_end(job, now))
+
+    def life_info(self, info: Any, job: Any, now: float) -> None:
+        """Fill a ``JobInfo``'s lifecycle fields; its elapsed time leaves the time suspended out."""
+        if job.epoch > 1:
+            info.requeue_count = job.epoch - 1  # launches beyond the first (as the job record's)
+        life = self.life.get(job.job_id)
+        if life is None:
+            return
+        info.deadline = int(life.deadline)
+        info.signal = life.signal
+        suspended = self.suspended_total(job, now if not job.end_time else job.end_time)
+        if job.state == JobState.Suspended and job.start_time:
+            info.elapsed = int(now - job.start_time)
+        if suspended:
+            info.suspended_seconds = int(suspended)
+            info.elapsed = max(0, int(info.elapsed - suspended))
 
     def forget_life(self, job_id: int) -> None:
         """A job left memory: drop its lifecycle state."""
