@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,9 @@ def test_cbatch_script_directives_and_overrides(cli, fake, tmp_path):
     ("#SBATCH --cpus-per-task=2", "cpus_per_task", 2), ("#SBATCH --time=0:10:00", "time_limit", 600),
     ("#SBATCH --output=o-%j.txt", "output", "o-%j.txt"), ("#SBATCH --partition GPU", "partition", "GPU"),
     ("#SBATCH --account p", "account", "p"), ("#SBATCH --hold", "hold", True),
+    ("#SBATCH --signal=B:USR1@30", "signal", "B:USR1@30"), ("#SBATCH -s USR2", "signal", "USR2"),
+    ("#CBATCH -s TERM@5", "signal", "TERM@5"),
+    ("#SBATCH --deadline=2099-01-01T00:00:00", "deadline", int(time.mktime((2099, 1, 1, 0, 0, 0, 0, 0, -1)))),
 ])
 def test_every_sbatch_long_option_applies_as_on_the_command_line(cli, fake, tmp_path, line, field, value):
     script = tmp_path / "job.sh"
@@ -82,7 +86,7 @@ def test_every_sbatch_long_option_applies_as_on_the_command_line(cli, fake, tmp_
 
 
 @pytest.mark.parametrize("line", ["#SBATCH --array=1-3",
-                                  "#SBATCH --time-min=5", "#SBATCH --deadline=now+1hour"])
+                                  "#SBATCH --time-min=5", "#SBATCH --test-only", "#SBATCH --signal=BAD@x"])
 def test_an_sbatch_option_that_changes_when_a_job_runs_is_never_ignored(cli, fake, tmp_path, line):
     script = tmp_path / "job.sh"
     script.write_text(f"#!/bin/sh\n{line}\necho hi\n")
