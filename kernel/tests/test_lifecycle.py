@@ -345,3 +345,34 @@ def test_an_updated_pending_job_is_scheduled_with_its_new_request(rig):
     rig.cycle()
     job = rig.ctl.jobs[jid]
     assert job.state == JobState.Configuring and job.alloc_nodes == ("cn03",)
+
+
+def test_changing_account_or_qos_goes_through_the_account_book_and_the_qos_limits(ctld):
+    """A pending job's account and QoS are re-checked as its owner's submission: membership, allowed QoS, MaxSubmit."""
+    import pwd
+
+    from crane_kernel.auth_types import Identity
+    from crane_kernel.ctld.acctmodel import Account, Qos
+
+    alice = pwd.getpwnam("daemon")
+    h = ctld({"Accounting": {"Enforce": ["associations", "qos", "limits"]}})
+    h.register_all()
+    book = h.ctl.accounts
+    book.add_qos(Qos("normal"), "root")
+    book.add_qos(Qos("tiny", max_submit_jobs_per_user=1), "root")
+    book.add_account(Account("physics", allowed_qos=["normal", "tiny"], default_qos="normal"), "root")
+    book.add_account(Account("chem", allowed_qos=["normal"], default_qos="normal"), "root")
+    book.add_user(alice.pw_name, "physics", "root")
+    me = Identity(alice.pw_uid, alice.pw_name)
+    admin = Identity(0, "root", "root")
+    spec = {"script": "#!/bin/bash\ntrue\n", "cwd": "/tmp", "hold": True}
+    first, second = h.ctl.submit([dict(spec), dict(spec)], me)
+    assert h.ctl.jobs[first].qos == "normal"
+    done, failed = h.ctl.update_jobs([first], admin, "account", "chem")        # she is not in chem, even for root
+    assert not done and "not in account 'chem'" in failed[0][1] and h.ctl.jobs[first].account == "physics"
+    assert h.ctl.update_jobs([first], me, "qos", "tiny") == ([first], [])
+    assert h.ctl.jobs[first].qos == "tiny"
+    done, failed = h.ctl.update_jobs([second], me, "qos", "tiny")                # MaxSubmitJobsPerUser 1
+    assert not done and failed and h.ctl.jobs[second].qos == "normal"
+    assert h.ctl.update_jobs([first], me, "qos", "normal") == ([first], [])     # counted back under normal
+    assert h.ctl.update_jobs([second], me, "qos", "tiny") == ([second], [])
