@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 import pytest
+from crane_common.hostlist import expand
 from crane_common.states import FINAL_STATES, JobState
-from crane_e2e import Cluster, cgroups_writable, ensure_user, run_as, running_cluster
+from crane_e2e import Cluster, cgroups_writable, cli, ensure_user, run_as, running_cluster
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not cgroups_writable(),
@@ -124,6 +125,27 @@ def test_suspend_freezes_the_job_and_its_time_limit_clock(cluster, alice):
     assert done.suspended_seconds >= 5
     assert done.end_time - done.start_time >= 8 + 5 - 1           # the limit's clock stopped while frozen
     assert abs(done.elapsed - (done.end_time - done.start_time - done.suspended_seconds)) <= 1
+
+
+def test_suspend_freezes_the_crun_steps_of_a_job_on_every_node(cluster):
+    """The batch step's node freezes the job cgroup, the other node its task step: no node runs anything of it."""
+    crun_dir = os.path.dirname(cli("crun"))
+    ticker = 'i=0; while true; do i=$((i+1)); echo $i > "steptick-$CRANE_JOB_ID-$(hostname)"; sleep 0.2; done'
+    jid = cluster.cbatch("-N", "2", "--wrap", f"crun -N 2 bash -c '{ticker}'",
+                         env={"PATH": f"{crun_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
+    info = cluster.wait_running(jid)
+    nodes = expand(info.craned_list)
+    files = [f"steptick-{jid}-{n}" for n in nodes]
+    _wait(lambda: all(_ticks(cluster, f) > 2 for f in files), 30)
+    assert cluster.run("ccontrol", "suspend", str(jid)).returncode == 0
+    time.sleep(1.5)
+    frozen = [_ticks(cluster, f) for f in files]
+    time.sleep(2)
+    assert [_ticks(cluster, f) for f in files] == frozen                  # frozen on both nodes
+    assert cluster.run("ccontrol", "resume", str(jid)).returncode == 0
+    _wait(lambda: all(_ticks(cluster, f) > t + 2 for f, t in zip(files, frozen, strict=True)), 15)
+    assert cluster.run("ccancel", str(jid)).returncode == 0
+    assert cluster.wait_done(jid, timeout=30).status == JobState.Cancelled
 
 
 def test_a_suspended_job_survives_a_controller_restart_and_can_be_cancelled(cluster):
