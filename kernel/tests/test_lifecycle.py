@@ -376,3 +376,36 @@ def test_changing_account_or_qos_goes_through_the_account_book_and_the_qos_limit
     assert not done and failed and h.ctl.jobs[second].qos == "normal"
     assert h.ctl.update_jobs([first], me, "qos", "normal") == ([first], [])     # counted back under normal
     assert h.ctl.update_jobs([second], me, "qos", "tiny") == ([second], [])
+
+
+# ---------------------------------------------------------------------------------------------
+# automatic requeue after a node failure: the same path, the lifecycle plugin's rules
+# ---------------------------------------------------------------------------------------------
+def test_node_failure_requeues_by_the_jobs_own_flags_and_the_requeue_count(tmp_path):
+    from crane_common.states import EC_CRANED_DOWN
+
+    rig = Rig(str(tmp_path / "a.db"), MaxRequeueCount=1)                 # JobRequeue off
+    rig.all_up()
+    asks = rig.start(nodelist=["cn01"], requeue=True)                    # --requeue
+    rig.timeout("cn02", "cn03")                                          # cn01 is lost
+    assert asks.state == JobState.Pending and asks.reason == "NodeDown"
+    rig.clock.t += 1
+    rig.beat("cn01")                                                     # cn01 is back: the old run is gone
+    rig.cycle()
+    assert asks.state == JobState.Configuring and asks.epoch == 2        # its second launch
+    rig.feed(m.StepStatus(node=asks.head_node, job_id=asks.job_id, state="running", epoch=asks.epoch))
+    epoch = asks.epoch
+    requeue(rig, asks)                                                   # a manual requeue is a launch too
+    rig.feed(m.StepStatus(node="cn01", job_id=asks.job_id, state="finished", exit_code=EC_TERMINATED, epoch=epoch))
+    rig.cycle()
+    rig.feed(m.StepStatus(node=asks.head_node, job_id=asks.job_id, state="running", epoch=asks.epoch))
+    assert asks.epoch == 3
+    rig.timeout("cn02", "cn03")                                          # beyond MaxRequeueCount now
+    assert asks.state == JobState.Failed and asks.exit_code == EC_CRANED_DOWN
+
+    rig = Rig(str(tmp_path / "b.db"), requeue=True)                      # JobRequeue on
+    rig.all_up()
+    never = rig.start(nodelist=["cn01"], no_requeue=True)                # --no-requeue
+    other = rig.start(nodelist=["cn01"])
+    rig.timeout("cn02", "cn03")
+    assert never.state == JobState.Failed and other.state == JobState.Pending
