@@ -283,8 +283,9 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         """
         state, why = self.final_state(job, state)  # ended by its deadline: Deadline (ctld/jobcontrol.py)
         reason = why or reason
-        step_ran = job.state in (JobState.Running, JobState.Suspended) and not job.interactive  # a task step
-        self._close_suspension(job, now)  # emits its own; the time suspended is kept (ctld/lifecycle.py)
+        # a task step emits its own step events; the time a suspended job spent frozen is kept (ctld/lifecycle.py)
+        step_ran = job.state in (JobState.Running, JobState.Suspended) and not job.interactive
+        self._close_suspension(job, now)
         if job.state != JobState.Pending and job.start_time:
             self.pm.hook.crane_job_finished(job=job, start_time=job.start_time, end_time=now)
         self._release(job)
