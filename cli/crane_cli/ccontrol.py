@@ -3,12 +3,12 @@
 Supported: ``show node|partition|job [name/id]``, ``show step [<job>[.<step>],...]``;
 ``update nodeName=<n> state=drain|resume|down [reason=...]`` (``down``: the node is powered off, nothing of
 its jobs runs there any more, so the resources held for them are released; admins only);
-``update jobid=<id> priority=<p> | timelimit=<[D-]HH:MM:SS> | reservation=<r> | licenses=<l>``; ``hold <ids>``;
-``release <ids>``; ``create|update|delete reservation <name> ...``, ``show reservation|lic``
-(crane_cli/ccontrol_resv.py).
+``update jobid=<id> key=value...``, ``hold|release|suspend|resume <ids>``, ``requeue [hold] <ids>``
+(the job actions: crane_cli/ccontrol_jobs.py; ids may be ``A``, ``A_T`` or ``A_[...]`` of arrays);
+``create|update|delete reservation <name> ...``, ``show reservation|lic`` (crane_cli/ccontrol_resv.py).
 Keys are case-insensitive. ``show`` prints upstream's ``Key=Value`` blocks (crane_cli/showblocks.py);
 ``--json`` prints upstream's reply (crane_cli/upjson.py).
-A change the controller refuses prints its reason and exits 4.
+A node change the controller refuses prints its reason and exits 4; job changes exit as upstream's.
 """
 
 from __future__ import annotations
@@ -36,16 +36,6 @@ def _pairs(words: list[str]) -> dict[str, str]:
         key, value = word.split("=", 1)
         out[key.lower()] = value
     return out
-
-
-def _ids(text: str) -> list[int]:
-    try:
-        ids = [int(x) for x in text.split(",") if x]
-    except ValueError:
-        raise arg_error(f"ccontrol: invalid job id list {text!r}") from None
-    if not ids or any(i <= 0 for i in ids):
-        raise arg_error(f"ccontrol: invalid job id list {text!r}")
-    return ids
 
 
 def _refs(text: str) -> tuple[list[int], list[object]]:
@@ -205,12 +195,14 @@ def command(argv: list[str]) -> int:
             if words[1].lower() in ("step", "steps"):
                 return _show_steps(ctld, pb, list(words[2:]), args.json)
             return _show(ctld, rpc, words[1].lower(), words[2] if len(words) > 2 else None, args.json)
-        if action in ("hold", "release"):
-            if len(words) != 2:
-                raise arg_error(f"ccontrol: usage: ccontrol {action} <job ids>")
-            ids, tasks = _refs(words[1])
-            reply = ctld.call("ModifyJob", pb.ModifyJobRequest(job_ids=ids, array_tasks=tasks, hold=action == "hold"))
-            return _report(reply, "modified", "not_modified", "job", args.json)
+        if action in ("hold", "release", "suspend", "resume"):  # job actions: crane_cli/ccontrol_jobs.py
+            from crane_cli import ccontrol_jobs
+
+            return ccontrol_jobs.simple(ctld, pb, action, list(words[1:]), args.json)
+        if action in ("requeue", "requeuehold"):
+            from crane_cli import ccontrol_jobs
+
+            return ccontrol_jobs.requeue(ctld, pb, list(words[1:]), args.json, hold=action == "requeuehold")
         if action == "update":
             kv = _pairs(words[1:])
             if "nodename" in kv:
@@ -225,28 +217,12 @@ def command(argv: list[str]) -> int:
                                                reason=kv.get("reason", ""))
                 return _report(ctld.call("ModifyNode", request), "modified", "not_modified", "node", args.json)
             if "jobid" in kv:
-                ids = _ids(kv["jobid"])
-                if "priority" in kv:
-                    try:
-                        request = pb.ModifyJobRequest(job_ids=ids, priority=float(kv["priority"]))
-                    except ValueError:
-                        raise arg_error(f"ccontrol: invalid priority {kv['priority']!r}") from None
-                elif "timelimit" in kv:
-                    from crane_cli.timefmt import parse_duration
+                from crane_cli import ccontrol_jobs
 
-                    try:
-                        seconds = parse_duration(kv["timelimit"])
-                    except ValueError:
-                        raise arg_error(f"ccontrol: invalid time limit {kv['timelimit']!r}") from None
-                    request = pb.ModifyJobRequest(job_ids=ids, time_limit=seconds)
-                elif (request := ccontrol_resv.job_update_request(pb, ids, kv)) is not None:
-                    pass  # reservation= or licenses= (pending jobs)
-                else:
-                    raise arg_error("ccontrol: update jobid=... needs priority=, timelimit=, reservation= or "
-                                    "licenses=")
-                return _report(ctld.call("ModifyJob", request), "modified", "not_modified", "job", args.json)
+                return ccontrol_jobs.update(ctld, pb, kv, args.json)
             raise arg_error("ccontrol: update needs nodeName=... or jobid=...")
-    raise arg_error(f"ccontrol: unknown action {action!r} (show, update, hold, release, create, delete)")
+    raise arg_error(f"ccontrol: unknown action {action!r} (show, update, hold, release, suspend, resume, requeue, "
+                    "create, delete)")
 
 
 def main() -> NoReturn:

@@ -212,3 +212,13 @@ def test_an_array_survives_a_controller_restart(tmp_path: Any) -> None:
                 finish(again, t, 0)
     assert seen == {1, 2, 3, 4, 5, 6}
     assert again.ctl.jobs[aid].state == JobState.Completed
+
+
+def test_the_throttle_of_an_array_can_change(rig: Rig) -> None:
+    aid = rig.submit(partition="debug", array="1-8%1", cpus_per_task=0.25)
+    rig.cycle()
+    assert len(tasks_of(rig, aid)) == 1
+    done, failed = rig.ctl.set_array_throttle([aid, 999], ROOT, 3)
+    assert done == [aid] and failed[0][0] == 999
+    rig.cycle()
+    assert len(tasks_of(rig, aid)) == 3 and rig.ctl.jobs[aid].pending_text() == "4-8%3"

@@ -244,12 +244,54 @@ class ArraysMixin:
             return self._end_array(parent, now)
         return [(int(parent.state), self._rt_json(parent), parent.job_id)]
 
+    def set_array_throttle(self, ids: list[int], identity: Any, limit: int) -> tuple[list[int], list]:
+        """``ccontrol update jobid=A arraytaskthrottle=N``: at most N tasks of array A at once (0: no limit).
+
+        Tasks already running keep running; new ones are created only while fewer than N are alive.
+        """
+        done: list[int] = []
+        failed: list = []
+        with self.lock:
+            rows = []
+            for jid in ids:
+                parent = self.arrays.get(jid)
+                if parent is None or parent.state in FINAL_STATES:
+                    failed.append((jid, "not an array with tasks to come"))
+                elif not self._authorized(identity, "job.modify", parent):
+                    failed.append((jid, "Permission denied"))
+                else:
+                    parent.array_max = max(0, int(limit))
+                    rows.append((int(parent.state), self._rt_json(parent), jid))
+                    self.array_dirty.add(jid)
+                    done.append(jid)
+            self.store.write(updates=rows)
+        return done, failed
+
     def arrays_touched(self, ids: list[int]) -> None:
         """Arrays among ``ids`` were changed (released...): their windows are looked at again."""
         for jid in ids:
             if jid in self.arrays:
                 self.array_dirty.add(jid)
         self.wake.set()
+
+    def resolve_targets(self, ids: list[int], refs: Any, identity: Any = None, action: str = "") -> list[int]:
+        """The job ids a request names: ``ids`` (an array's id: the array and its created tasks) and ``refs``
+        (``ArrayTaskRef``: that task; 0 for one that does not exist).
+
+        A task still to come is created for the request when ``identity`` may do ``action`` on its
+        array (the change then applies to it like to any job); otherwise it counts as not existing.
+        """
+        now = self.clock()
+        outbox: list = []
+        with self.lock:
+            out = self.array_members(list(ids))
+            for ref in refs:
+                parent = self.jobs.get(ref.array_job_id)
+                create = bool(action) and parent is not None and self._authorized(identity, action, parent)
+                jid = self.resolve_task(ref.array_job_id, ref.task_id, create, now, outbox)
+                out.append(jid or 0)
+        self.publish(outbox)
+        return out
 
     def array_members(self, ids: list[int]) -> list[int]:
         """``ids`` with every array named among them replaced by the array and its created tasks."""

@@ -47,6 +47,7 @@ from crane_kernel.ctld.emit import EmitMixin
 from crane_kernel.ctld.history import rebuild_usage
 from crane_kernel.ctld.jobs import ArrayJob, Job, job_from_spec, normalize_spec, recheck_spec
 from crane_kernel.ctld.licenses import LicensesMixin
+from crane_kernel.ctld.lifecycle import LifecycleMixin
 from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import build_nodes
@@ -71,7 +72,8 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
 
 
 class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
-                 ChangesMixin, StepsMixin, DependsMixin, ArraysMixin, ReservationsMixin, LicensesMixin):
+                 ChangesMixin, StepsMixin, DependsMixin, ArraysMixin, ReservationsMixin, LicensesMixin,
+                 LifecycleMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -116,6 +118,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self._init_arrays()  # array jobs (ctld/arrays.py)
         self._init_reservations()  # advance reservations (ctld/reservations.py)
         self._init_licenses()  # cluster licenses (ctld/licenses.py)
+        self._init_life()  # suspend, requeue, deadlines (ctld/lifecycle.py)
 
     # ------------------------------------------------------------------
     # start-up
@@ -142,6 +145,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             self.restore_steps(job, rt, now)
             self.restore_job_reservation(jid, spec)
             self.restore_job_licenses(job, spec, rt)
+            self.restore_life(job, spec, rt)
             if job.state == JobState.Pending:
                 self.pending[jid] = job
                 n_pending += 1
@@ -157,6 +161,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                     self._finish(job, JobState.Failed, EC_CRANED_DOWN, now, [], reason="node removed")
                     continue
                 self._allocate(job, [self.nodes[n] for n in job.alloc_nodes], record=False)
+                self._move_end(job, now)  # the time it spent suspended moves its end (ctld/lifecycle.py)
                 n_running += 1
             self.next_job_id = max(self.next_job_id, jid + 1)
         n_history = 0
@@ -245,6 +250,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 limit = self.limits.accepted(job)  # QoS limits: counted as submitted
                 job.reason = job.reason or limit
                 self.jobs[job.job_id] = job
+                self.life_from_spec(job, spec)
                 self.register_dependency(job.job_id, dep)
                 self.register_reservation(job.job_id, spec)
                 self.register_licenses(job.job_id, lic)
@@ -294,6 +300,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 elif job.state == JobState.Pending:
                     updates += self._finish(job, JobState.Cancelled, 0, now, outbox, persist=False)
                 else:
+                    if job.state == JobState.Suspended:  # resume, then terminate (ctld/lifecycle.py)
+                        updates += self.resume_job(job, now, outbox)
                     head = self.nodes.get(job.head_node)
                     if head is None or not head.alive:
                         updates += self._finish(job, JobState.Cancelled, EC_TERMINATED, now, outbox, persist=False)
@@ -316,7 +324,11 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
 
         Its steps still alive end with it (their nodes are told to kill them, ctld/stepexec.py).
         """
-        step_ran = job.state == JobState.Running and not job.interactive  # a task step emits its own
+        state, why = self.final_state(job, state)  # ended by its deadline: Deadline (ctld/jobcontrol.py)
+        reason = why or reason
+        # a task step emits its own step events; the time a suspended job spent frozen is kept (ctld/lifecycle.py)
+        step_ran = job.state in (JobState.Running, JobState.Suspended) and not job.interactive
+        self._close_suspension(job, now)
         if job.state != JobState.Pending and job.start_time:
             self.pm.hook.crane_job_finished(job=job, start_time=job.start_time, end_time=now)
         self._release(job)
@@ -351,6 +363,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 self.arrays.pop(jid, None)
                 self.steps.pop(jid, None)
                 self.step_counter.pop(jid, None)
+                self.forget_life(jid)
 
     # ------------------------------------------------------------------
     # queries
@@ -385,6 +398,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         if job.job_id in self.steps:
             rt.update(self.steps_rt(job.job_id))
         rt.update(self.licenses_rt(job.job_id))  # the licenses it holds (ctld/licenses.py)
+        if job.job_id in self.life:
+            rt.update(self.life_rt(job.job_id))
         return json.dumps(rt, separators=(",", ":"))
 
     def node_stream(self, name: str) -> str:

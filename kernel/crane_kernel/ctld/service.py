@@ -106,7 +106,7 @@ def _states(values: Any, context: grpc.ServicerContext) -> set[JobState]:
 def spec_dict(spec: Any) -> dict:
     """A JobSpec message as a plain dict (proto field names, defaults included)."""
     d = json_format.MessageToDict(spec, preserving_proto_field_name=True)
-    for key in ("mem_per_node", "mem_per_cpu", "time_limit", "begin_time"):
+    for key in ("mem_per_node", "mem_per_cpu", "time_limit", "begin_time", "deadline"):
         if key in d:
             d[key] = int(d[key])
     if "gres" in d:
@@ -260,6 +260,7 @@ class CraneCtldService(AccountServiceMixin, ReservationServiceMixin, pbg.CraneCt
             for j in out:
                 info = job_info(j, now, private=j.job_id not in viewable)
                 fill_job_extras(ctl, info, j.job_id)  # -r and -L (ctld/resvservice.py)
+                ctl.life_info(info, j, now)  # deadline, signal, requeues, time suspended (ctld/lifecycle.py)
                 if private_usage and j.job_id not in viewable:
                     for name in _USAGE_FIELDS:
                         info.ClearField(name)
@@ -314,6 +315,11 @@ class CraneCtldService(AccountServiceMixin, ReservationServiceMixin, pbg.CraneCt
                        and (not request.account or j.account == request.account)
                        and (not request.user or j.user == request.user)
                        and (not nodes or nodes.intersection(j.alloc_nodes))]
+        if request.signal:  # ccancel -s: the signal to the jobs' processes, which keep running (ctld/jobcontrol.py)
+            ids = ctl.resolve_targets(ids, request.array_tasks)  # a task still to come has no processes
+            done, failed = ctl.signal_jobs(ids, ident, request.signal)
+            return pb.CancelJobReply(cancelled=done, not_cancelled=[f[0] for f in failed],
+                                     reasons=[f[1] for f in failed])
         tdone, tfailed = ([], []) if not request.array_tasks else ctl.cancel_tasks(
             [(r.array_job_id, r.task_id) for r in request.array_tasks], ident)
         task_jobs = [jid for _, jid in tdone if jid]
@@ -351,7 +357,7 @@ class CraneCtldService(AccountServiceMixin, ReservationServiceMixin, pbg.CraneCt
 
     @_guarded
     def ModifyJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Pin priority, hold/release, or change a time limit."""
+        """Pin priority, hold/release, change a time limit, suspend/resume, or another field (``ccontrol update``)."""
         ident = self._identity(context, "ModifyJob")
         which = request.WhichOneof("change")
         kwargs = {which: getattr(request, which)} if which else {}
@@ -360,21 +366,28 @@ class CraneCtldService(AccountServiceMixin, ReservationServiceMixin, pbg.CraneCt
                                      reasons=["nothing to change"] * len(request.job_ids))
         ctl = self.ctl
         self._bounded(context, request.job_ids, request.array_tasks)
-        with ctl.lock:  # an array's id: the array and its created tasks; A_T: that task (created now if to come)
-            ids = ctl.array_members(list(request.job_ids))
-            outbox: list = []
-            for ref in request.array_tasks:
-                parent = ctl.jobs.get(ref.array_job_id)
-                create = parent is not None and ctl._authorized(ident, "job.modify", parent)
-                jid = ctl.resolve_task(ref.array_job_id, ref.task_id, create, ctl.clock(), outbox)
-                ids.append(jid or 0)  # 0: refused below as not found
-        ctl.publish(outbox)
-        if which in ("reservation", "licenses"):  # pending jobs' -r and -L (ctld/reservations.py, licenses.py)
-            done, failed = ctl.modify_job_extra(ids, ident, which, kwargs[which])
-        else:
+        ids = ctl.resolve_targets(list(request.job_ids), request.array_tasks, ident, "job.modify")
+        if which == "suspend":  # ccontrol suspend|resume (ctld/jobcontrol.py)
+            done, failed = ctl.suspend_jobs(ids, ident, request.suspend)
+        elif which in ("priority", "hold", "time_limit"):
             done, failed = ctl.modify(ids, ident, **kwargs)
+        elif which in ("reservation", "licenses"):  # pending jobs' -r and -L (ctld/reservations.py, licenses.py)
+            done, failed = ctl.modify_job_extra(ids, ident, which, kwargs[which])
+        elif which == "array_max_concurrent":  # an array's %max (ctld/arrays.py)
+            done, failed = ctl.set_array_throttle(list(request.job_ids), ident, request.array_max_concurrent)
+        else:  # ccontrol update job key=value (ctld/jobupdate.py)
+            done, failed = ctl.update_jobs(ids, ident, which, kwargs[which])
         ctl.arrays_touched(done)
         return pb.ModifyJobReply(modified=done, not_modified=[f[0] for f in failed], reasons=[f[1] for f in failed])
+
+    @_guarded
+    def RequeueJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Running or suspended jobs back to Pending, their ids kept (``ccontrol requeue``; ctld/jobcontrol.py)."""
+        ident = self._identity(context, "RequeueJob")
+        self._bounded(context, request.job_ids, request.array_tasks)
+        ids = self.ctl.resolve_targets(list(request.job_ids), request.array_tasks)  # tasks to come have not run
+        done, failed = self.ctl.requeue_jobs(ids, ident, hold=request.hold)
+        return pb.RequeueJobReply(requeued_jobs=done, not_requeued_jobs=dict(failed))
 
     # -- nodes and partitions ---------------------------------------------------
     @_guarded
