@@ -222,3 +222,21 @@ def test_the_throttle_of_an_array_can_change(rig: Rig) -> None:
     assert done == [aid] and failed[0][0] == 999
     rig.cycle()
     assert len(tasks_of(rig, aid)) == 3 and rig.ctl.jobs[aid].pending_text() == "4-8%3"
+
+
+def test_updating_a_task_keeps_it_in_its_array_and_an_array_update_reaches_its_tasks_to_come(rig: Rig) -> None:
+    aid = rig.submit(partition="debug", array="1-4%1", cpus_per_task=0.25, hold=True)
+    done, _ = rig.ctl.update_jobs([aid], ROOT, "comment", "whole array")
+    assert done == [aid]
+    done, failed = rig.ctl.update_jobs([aid], ROOT, "node_num", 1)
+    assert done == [aid], failed
+    parent = rig.ctl.jobs[aid]
+    assert aid in rig.ctl.arrays and aid not in rig.ctl.pending and parent.array_tasks.text() == "1-4"
+    with rig.ctl.lock:  # A_T named while the array is held: created at once, held like it
+        rig.ctl.create_task_now(parent, 1, rig.clock(), [])
+    (task,) = tasks_of(rig, aid)
+    assert task.held and task.state == JobState.Pending
+    done, failed = rig.ctl.update_jobs([task.job_id], ROOT, "begin_time", 0)
+    assert done == [task.job_id], failed
+    task = rig.ctl.jobs[task.job_id]
+    assert task.array_job_id == aid and task.array_task_id == 1

@@ -244,6 +244,18 @@ class ArraysMixin:
             return self._end_array(parent, now)
         return [(int(parent.state), self._rt_json(parent), parent.job_id)]
 
+    def replace_array_record(self, old: ArrayJob, spec: dict) -> ArrayJob:
+        """``ccontrol update`` of a pending field of an array: a new record from ``spec``, its tasks' state kept."""
+        new = job_from_spec(old.job_id, spec)
+        assert isinstance(new, ArrayJob)
+        new.apply_rt(old.rt())
+        new.array_live, new.array_children = old.array_live, old.array_children
+        new.priority, new.reason = old.priority, old.reason
+        self.jobs[old.job_id] = new
+        self.arrays[old.job_id] = new
+        self.array_specs[old.job_id] = spec
+        return new
+
     def set_array_throttle(self, ids: list[int], identity: Any, limit: int) -> tuple[list[int], list]:
         """``ccontrol update jobid=A arraytaskthrottle=N``: at most N tasks of array A at once (0: no limit).
 

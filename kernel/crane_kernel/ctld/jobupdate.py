@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from crane_common.hostlist import expand
 from crane_common.states import FINAL_STATES, JobState
 
-from crane_kernel.ctld.jobs import job_from_spec, normalize_spec, recheck_spec
+from crane_kernel.ctld.jobs import ArrayJob, job_from_spec, normalize_spec, recheck_spec
 from crane_kernel.ctld.speccheck import check_text_fields, mail_slot, normalize_lifecycle, normalize_mail
 from crane_kernel.errors import CraneError, JobRejected
 
@@ -141,10 +141,18 @@ class JobUpdateMixin:
         if field == "begin_time" and fresh.get("begin_time", 0) and fresh["begin_time"] < now - 60:
             fresh["begin_time"] = 0
         fresh["submit_time"] = spec["submit_time"]  # the change keeps its place in the queue
+        for key in ("array_job_id", "array_task_id", "dependency_ids"):  # the controller's own (normalize drops them)
+            if key in spec:
+                fresh[key] = spec[key]
         fresh["account"], fresh["qos"] = self.accounts.resolve(job.user, job.uid, fresh.get("account") or "",
                                                                fresh["partition"], fresh.get("qos") or "")
         self.pm.hook.crane_job_submit(job=fresh, identity=owner, cluster=self.cluster_info)
         recheck_spec(fresh, self.cfg, job.uid, job.user, spec["gid"])
+        if isinstance(job, ArrayJob):  # the array's tasks to come take the change; the record stays out of the queue
+            new = self.replace_array_record(job, fresh)
+            spec.clear()
+            spec.update(fresh)
+            return new
         self.limits.ended(job)  # counted again below, under its new QoS (or back under the old one)
         try:
             self.limits.check_submit([fresh])
