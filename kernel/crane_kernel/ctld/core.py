@@ -48,6 +48,7 @@ from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_s
 from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import build_nodes
+from crane_kernel.ctld.preempt import PreemptMixin
 from crane_kernel.ctld.resources import ResourcesMixin
 from crane_kernel.ctld.stepexec import StepsMixin
 from crane_kernel.ctld.store import StateStore
@@ -68,7 +69,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
 
 
 class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
-                 ChangesMixin, StepsMixin, DependsMixin):
+                 ChangesMixin, StepsMixin, DependsMixin, PreemptMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -110,6 +111,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self._init_steps()  # job steps and interactive jobs (ctld/stepexec.py)
         self._init_deps()  # job dependencies (ctld/deps.py)
         self.keeper.dep_gate = self.dependency_reason
+        self._init_preempt()  # preemption (ctld/preempt.py)
 
     # ------------------------------------------------------------------
     # start-up
@@ -126,6 +128,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             job.apply_rt(rt)
             self.jobs[jid] = job
             self.restore_steps(job, rt, now)
+            self.restore_preemption(job, rt)
             if job.state == JobState.Pending:
                 self.pending[jid] = job
                 n_pending += 1
@@ -283,7 +286,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         job.state = state
         job.exit_code = exit_code
         job.end_time = now
-        job.reason = reason
+        job.reason = self.preempted_reason(job, reason)
         self.finished.append((now, job.job_id))
         if job.job_id in self.steps or job.interactive:
             self._steps_at_job_end(job, now, outbox)
@@ -291,11 +294,13 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         if step_ran:
             self._emit_step(outbox, "step.ended", job, now, state=state.name)
         self._emit_job(outbox, "job.ended", job, now)
-        row = (int(job.state), self._rt_json(job), job.job_id)
+        rows = [(int(job.state), self._rt_json(job), job.job_id)]
+        if job.job_id in self.lent:  # it had suspended jobs to start (ctld/preempt.py): they resume
+            rows += self.give_back_lent(job.job_id, now, outbox)
         if persist:
-            self.store.write(updates=[row])
+            self.store.write(updates=rows)
             return []
-        return [row]
+        return rows
 
     def _expire_finished(self, now: float) -> None:
         keep = self.cfg.CraneCtld.FinishedJobRetention
@@ -339,6 +344,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         rt = job.rt()
         if job.job_id in self.steps:
             rt.update(self.steps_rt(job.job_id))
+        if job.job_id in self.preempted:
+            rt.update(self.preempt_rt(job.job_id))
         return json.dumps(rt, separators=(",", ":"))
 
     def node_stream(self, name: str) -> str:

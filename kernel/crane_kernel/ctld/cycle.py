@@ -39,7 +39,9 @@ class CycleMixin:
             self._expire_finished(now)
             self.limits.refresh()  # QoS changes the account book announced: recount, gate their jobs again
             self.limits.admit(now)  # the best blocked jobs of groups below their QoS limit come back
+            self.store.write(updates=self.preemption_tick(now, outbox))  # graces over, claims done (ctld/preempt.py)
             self.keeper.sync(self.pending, self.running_view, now)  # ineligible jobs get their reason here
+            self.keeper.view.preemption = self.preemption_rules()  # None: no preemption rule configured
         # Outside the lock from here on: the API keeps answering while the plugins think. Only this
         # thread touches the view; other threads write the tracked tables, applied at the next sync.
         view = self.keeper.view
@@ -51,6 +53,8 @@ class CycleMixin:
             view.begin_call()
             try:
                 plan = self.pm.hook.crane_schedule(view=view, now=now) or Plan()
+                if view.preemption is not None:  # the preempt plugin adds its orders to the plan
+                    self.pm.hook.crane_preempt(view=view, plan=plan, now=now)
             except BaseException:
                 view.end_call(failed=True)
                 raise
@@ -95,7 +99,7 @@ class CycleMixin:
         limits = self.limits
         with self.lock:
             updates = []
-            for job_id, idxs in plan.starts:
+            for job_id, idxs in self.plan_starts(plan, now, outbox, updates):  # preempt orders in between
                 job = self.pending.get(job_id)
                 if job is None or job.held or len(set(idxs)) != job.node_num:
                     continue

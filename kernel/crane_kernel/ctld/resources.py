@@ -49,7 +49,7 @@ class ResourcesMixin:
         self.running_view[job.job_id] = SchedRunning(
             job.job_id, tuple(n.sched.index for n in nodes), job.cpus_per_node, job.mem_per_node,
             max(end, self.clock() + 1), partition=job.partition, gres_per_node=gres or None,
-            exclusive=job.exclusive)
+            exclusive=job.exclusive, qos=job.qos, start_time=job.start_time)
 
     def _release(self, job: Job) -> None:
         """Give a job's resources back to its nodes — unless its processes may still run unseen.

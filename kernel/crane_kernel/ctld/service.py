@@ -243,6 +243,8 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
             infos = []
             for j in out:
                 info = job_info(j, now, private=j.job_id not in viewable)
+                if j.job_id in self.ctl.preempted:  # ctld/preempt.py
+                    info.preempted_by = str(self.ctl.preempted_by(j.job_id))
                 if private_usage and j.job_id not in viewable:
                     for name in _USAGE_FIELDS:
                         info.ClearField(name)

@@ -1,0 +1,149 @@
+"""Preemption in the scheduler protocol: the rules as plain data, the one rule function, the plan's orders.
+
+Part of :mod:`crane_kernel.sched_types` (which re-exports every name here). The controller (and
+``crane sim``) puts a :class:`PreemptRules` in ``view.preemption`` when any rule is configured;
+the preempt plugins (hook ``crane_preempt``, slot ``crane.preempt``) read it, with the scheduler's
+plan, and add :class:`PreemptOrder` entries to ``plan.preempt`` (victim job id -> order) and the
+preemptor's nodes to ``plan.preempt_nodes`` (preemptor job id -> node indices). The kernel
+validates every order with the same :func:`preempt_mode` and :func:`node_fits_after` before it
+carries it out (``ctld/preempt.py``): a plugin can neither preempt a job the rules protect nor one
+its preemptor does not need.
+
+Two rules, checked in this order (docs/preemption.md):
+
+* **QoS**: the preemptor's QoS lists the victim's QoS in its ``Preempt``; the mode is the victim's
+  QoS's ``PreemptMode``, else the preemptor's, else ``CANCEL`` (when both say ``OFF``).
+* **Partition priority**: the preemptor's partition has a higher ``priority`` than the victim's,
+  and the victim's partition has a ``PreemptMode`` other than ``OFF`` (that is the mode).
+
+``SUSPEND`` frees only the victim's CPUs (its memory and GRES stay with its frozen processes) and
+never applies to a node-exclusive victim; ``CANCEL`` and ``REQUEUE`` free everything it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from crane_kernel import gres as gres_rules
+
+if TYPE_CHECKING:
+    from crane_kernel.sched_types import ClusterView, SchedJob, SchedNode, SchedRunning
+
+PREEMPT_OFF = "OFF"
+PREEMPT_CANCEL = "CANCEL"
+PREEMPT_REQUEUE = "REQUEUE"
+PREEMPT_SUSPEND = "SUSPEND"
+PREEMPT_MODES: tuple[str, ...] = (PREEMPT_OFF, PREEMPT_CANCEL, PREEMPT_REQUEUE, PREEMPT_SUSPEND)
+
+REASON_PREEMPTED = "Preempted"                       # a victim's reason (CraneSched's name)
+REASON_WAITING_PREEMPTION = "WaitingForPreemption"   # a preemptor waiting for its victims to end
+
+_EPS = 1e-9
+
+
+class PreemptRules:
+    """The preemption rules of the cluster as plain data (``view.preemption``).
+
+    * ``qos_preempts``: QoS name -> the QoS names its jobs may preempt.
+    * ``qos_mode``: QoS name -> its ``PreemptMode`` (``PREEMPT_MODES``).
+    * ``in_progress``: preemptor job id -> its victims still ending; such a preemptor waits
+      (reason ``WaitingForPreemption``) and needs no new order.
+    * ``victims``: every running job already being preempted (never a victim twice).
+    * ``modes``: the modes the kernel can carry out now (an order with another mode is refused).
+    """
+
+    __slots__ = ("qos_preempts", "qos_mode", "in_progress", "victims", "modes")
+
+    def __init__(self, qos_preempts: Mapping[str, frozenset[str]] | None = None,
+                 qos_mode: Mapping[str, str] | None = None, *,
+                 in_progress: Mapping[int, frozenset[int]] | None = None,
+                 victims: frozenset[int] = frozenset(),
+                 modes: frozenset[str] = frozenset(PREEMPT_MODES[1:])) -> None:
+        self.qos_preempts = dict(qos_preempts or {})
+        self.qos_mode = dict(qos_mode or {})
+        self.in_progress = dict(in_progress or {})
+        self.victims = victims
+        self.modes = modes
+
+
+class PreemptOrder:
+    """One victim of a plan: the job whose start needs it gone (``preemptor``) and how (``mode``)."""
+
+    __slots__ = ("preemptor", "mode")
+
+    def __init__(self, preemptor: int, mode: str) -> None:
+        self.preemptor = preemptor
+        self.mode = mode
+
+    def __repr__(self) -> str:
+        return f"PreemptOrder(by={self.preemptor}, {self.mode})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PreemptOrder) and (self.preemptor, self.mode) == (other.preemptor, other.mode)
+
+    def __hash__(self) -> int:
+        return hash((self.preemptor, self.mode))
+
+
+def preempt_mode(job: SchedJob, victim: SchedRunning, view: ClusterView) -> str | None:
+    """The mode ``job`` may preempt running ``victim`` with under the view's rules, or ``None``.
+
+    The one rule, used by the preempt plugins and by the kernel's check of their orders (see the
+    module docstring). A job never preempts itself, a victim already being preempted, or with a
+    mode the kernel cannot carry out (``rules.modes``).
+    """
+    rules = view.preemption
+    if rules is None or victim.job_id == job.job_id or victim.job_id in rules.victims:
+        return None
+    mode = None
+    if job.qos and victim.qos and victim.qos in rules.qos_preempts.get(job.qos, ()):
+        mode = rules.qos_mode.get(victim.qos, PREEMPT_OFF)
+        if mode == PREEMPT_OFF:
+            mode = rules.qos_mode.get(job.qos, PREEMPT_OFF)
+        if mode == PREEMPT_OFF:
+            mode = PREEMPT_CANCEL
+    else:
+        mine, theirs = view.partitions.get(job.partition), view.partitions.get(victim.partition)
+        if mine is not None and theirs is not None and theirs.preempt_mode != PREEMPT_OFF \
+                and mine.priority > theirs.priority:
+            mode = theirs.preempt_mode
+    if mode is None or mode not in rules.modes or (mode == PREEMPT_SUSPEND and victim.exclusive):
+        return None
+    return mode
+
+
+def node_fits_after(job: SchedJob, node: SchedNode, freed: Iterable[tuple[SchedRunning, str]],
+                    taken: tuple[float, int, Mapping[str, int] | None] = (0.0, 0, None)) -> bool:
+    """Whether ``job`` fits on ``node`` once the ``(victim, mode)`` pairs running there are gone.
+
+    ``taken``: CPUs, memory and GRES other decisions of the same plan already use on the node.
+    A node-exclusive job needs every job of the node among the victims (and none suspended).
+    """
+    cpus = node.cpus_free - taken[0]
+    mem = node.mem_free - taken[1]
+    gres = dict(node.gres_free)
+    if taken[2]:
+        gres_rules.take(gres, taken[2])
+    gone = 0
+    for victim, mode in freed:
+        gone += 1
+        if victim.exclusive:
+            cpus, mem, gres = node.cpus_total, node.mem_total, dict(node.gres_total)
+            continue
+        cpus += victim.cpus_per_node
+        if mode != PREEMPT_SUSPEND:
+            mem += victim.mem_per_node
+            if victim.gres_per_node:
+                gres_rules.give(gres, dict(victim.gres_per_node))
+    if job.exclusive and (node.njobs - gone > 0 or any(m == PREEMPT_SUSPEND for _, m in freed)):
+        return False
+    if cpus + _EPS < job.cpus_per_node or mem < job.mem_per_node:
+        return False
+    return not job.gres_per_node or gres_rules.fits(gres, job.gres_per_node)
+
+
+__all__ = [
+    "PREEMPT_CANCEL", "PREEMPT_MODES", "PREEMPT_OFF", "PREEMPT_REQUEUE", "PREEMPT_SUSPEND", "REASON_PREEMPTED",
+    "REASON_WAITING_PREEMPTION", "PreemptOrder", "PreemptRules", "node_fits_after", "preempt_mode",
+]
