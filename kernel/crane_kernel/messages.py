@@ -260,6 +260,9 @@ class LaunchSpec(BaseModel):
     devices_allow: list[str] = Field(default_factory=list)  # device files the job may open
     devices_deny: list[str] = Field(default_factory=list)   # the node's other device files
     container: ContainerLaunch | None = None  # a container job (the runtime plugin that claims it reads it)
+    warn_signal: int = Field(0, ge=0, le=64)  # --signal: this signal (0 = none) ...
+    warn_seconds: int = Field(0, ge=0, le=65535)  # ... this many seconds before the time limit ...
+    warn_batch_only: bool = False  # ... to the batch shell only (B:), else to every process of the job
 
 
 class LaunchStep(BusMessage):
@@ -492,3 +495,62 @@ class UpdateStep(BusMessage):
 
 
 MESSAGE_TYPES[UpdateStep.model_fields["kind"].default] = UpdateStep
+
+
+# --- job control: suspend, resume and signals (ctld/lifecycle.py, craned/jobctl.py) -------------------
+
+
+class SuspendJob(BusMessage):
+    """Freeze every process of the job on the node (its batch step and its task steps) through the runtime.
+
+    Sent on ``crane:{cluster}:node:{n}`` to every node of the job after ``ccontrol suspend``;
+    each step's supervisor asks its runtime (``crane_step_suspend``) and stops its time-limit
+    clock; a step that cannot be frozen is reported with :class:`JobControlResult` (``ok`` false).
+    """
+
+    kind: Literal["suspend_job"] = "suspend_job"
+    job_id: JobId
+    epoch: Epoch = 0
+
+
+class ResumeJob(BusMessage):
+    """Thaw a suspended job's processes on the node (``crane_step_resume``); their time-limit clock runs again."""
+
+    kind: Literal["resume_job"] = "resume_job"
+    job_id: JobId
+    epoch: Epoch = 0
+
+
+class SignalJob(BusMessage):
+    """Send ``signum`` to the job's processes on the node without ending it (``ccancel -s``).
+
+    ``batch_only``: only the batch shell (the batch step's main process group), as ``--signal B:``;
+    otherwise every process of the job (batch step and task steps).
+    """
+
+    kind: Literal["signal_job"] = "signal_job"
+    job_id: JobId
+    signum: int = Field(ge=1, le=64)
+    batch_only: bool = False
+    epoch: Epoch = 0
+
+
+class JobControlResult(BusMessage):
+    """A node's answer to :class:`SuspendJob`, :class:`ResumeJob` or :class:`SignalJob` for one of its steps.
+
+    On ``crane:{cluster}:report:{node}``; sent by the step's supervisor, or by craned when the node
+    has no live supervisor of the job. ``ok`` false: the action failed there (``reason`` says why).
+    """
+
+    kind: Literal["job_control_result"] = "job_control_result"
+    node: Name
+    job_id: JobId
+    step_id: StepId = 0
+    epoch: Epoch = 0
+    action: Literal["suspend", "resume", "signal"]
+    ok: bool = True
+    reason: Text = ""
+
+
+for _cls in (SuspendJob, ResumeJob, SignalJob, JobControlResult):
+    MESSAGE_TYPES[_cls.model_fields["kind"].default] = _cls

@@ -28,7 +28,8 @@ import pytest
 from crane_auth_rbac import jwt_tokens
 from crane_common.proto import crane_pb2 as pb
 from crane_common.proto import crane_pb2_grpc as pbg
-from crane_common.states import JobState
+from crane_common.states import FINAL_STATES, JobState
+from crane_kernel import messages as m
 from crane_kernel.auth_types import Identity
 from crane_kernel.ctld.acctmodel import Account, Qos
 
@@ -45,7 +46,9 @@ OVERRIDES = {"Partitions": [{"name": "debug", "nodes": "ALL", "MaxTimeLimit": "2
 
 ALL = {"submit", "cancel", "hold", "release", "release_admin_hold", "time_limit_lower", "time_limit_raise",
        "time_limit_over_partition", "priority", "drain", "resume", "down", "query_jobs", "query_nodes",
-       "query_partitions", "server_info", "see_others_job", "see_others_details", "see_others_usage"}
+       "query_partitions", "server_info", "see_others_job", "see_others_details", "see_others_usage",
+       "suspend", "resume_job", "requeue", "signal", "update_comment", "update_deadline"}
+LIFECYCLE_OWNER = {"requeue", "signal", "update_comment", "update_deadline"}  # suspend/resume: operators and up
 DB_ANYONE = {"account_query", "user_query", "qos_query"}
 DB_USERS = {"user_add", "user_modify", "user_block", "user_delete"}
 DB_COORDINATOR = {"account_add_sub", "account_modify", "account_block", "account_delete_sub", *DB_USERS}
@@ -54,14 +57,15 @@ DB_ALL = {*DB_ANYONE, *DB_COORDINATOR, "txn_query", "account_add_top", "account_
 ALL |= DB_ALL
 OWNER = {"submit", "cancel", "hold", "release", "time_limit_lower", "query_jobs", "query_nodes",
          "query_partitions", "server_info", "see_others_job", "see_others_details", "see_others_usage"}
-OWNER |= DB_ANYONE
+OWNER |= DB_ANYONE | LIFECYCLE_OWNER
 EXPECTED = {
     "owner": OWNER,  # "others" here is her own job: she sees everything of it
     "other": {"submit", "query_jobs", "query_nodes", "query_partitions", "server_info", "see_others_job",
               "see_others_usage", *DB_ANYONE},
     "coordinator": {"submit", "cancel", "hold", "release", "time_limit_lower", "query_jobs", "query_nodes",
                     "query_partitions", "server_info", "see_others_job", "see_others_details", "see_others_usage",
-                    *DB_ANYONE, *DB_COORDINATOR},  # jobs of her account, but no raised limits or pinned priorities
+                    *DB_ANYONE, *DB_COORDINATOR, *LIFECYCLE_OWNER},  # her account's jobs; no raised limits,
+    # pinned priorities or suspensions
     "operator": (ALL - DB_ALL) | DB_ANYONE | DB_USERS | {"txn_query"},
     "admin": ALL, "root": ALL,
 }
@@ -134,6 +138,25 @@ def _actions(api: Api) -> dict[str, Callable[[str], bool]]:
         reply = stub.ModifyJob(pb.ModifyJobRequest(job_ids=[jid], **change), metadata=api.md(role))
         return _modified(reply, jid)
 
+    def running(role: str, act: Callable[[int, Any], bool]) -> bool:
+        """``act(job id, role's metadata)`` on a fresh running job of alice's; the job is ended after."""
+        ctl.cancel(list(ctl.pending), admin)  # only this job starts
+        jid = api.job()
+        ctl.schedule_cycle()
+        job = ctl.jobs[jid]
+        assert job.state == JobState.Configuring, job.state
+        head, epoch = job.head_node, job.epoch
+        api.h.feed(m.StepStatus(node=head, job_id=jid, state="running", epoch=epoch))
+        ok = act(jid, api.md(role))
+        api.h.feed(m.StepStatus(node=head, job_id=jid, state="finished", exit_code=0, epoch=epoch))
+        if ctl.jobs[jid].state not in FINAL_STATES:
+            ctl.cancel([jid], admin)
+        return ok
+
+    def suspended(jid: int, md: Any) -> bool:
+        assert ctl.suspend_jobs([jid], admin, True)[0] == [jid]
+        return jid in stub.ModifyJob(pb.ModifyJobRequest(job_ids=[jid], suspend=False), metadata=md).modified
+
     def node(role: str, state: str) -> bool:
         reply = stub.ModifyNode(pb.ModifyNodeRequest(names=["cn02"], state=state, reason="matrix"),
                                 metadata=api.md(role))
@@ -174,6 +197,15 @@ def _actions(api: Api) -> dict[str, Callable[[str], bool]]:
         "time_limit_raise": lambda r: modify(r, time_limit=5400),
         "time_limit_over_partition": lambda r: modify(r, time_limit=100 * 86400),
         "priority": lambda r: modify(r, priority=100.0),
+        "suspend": lambda r: running(r, lambda j, md: j in stub.ModifyJob(
+            pb.ModifyJobRequest(job_ids=[j], suspend=True), metadata=md).modified),
+        "resume_job": lambda r: running(r, suspended),
+        "requeue": lambda r: running(r, lambda j, md: j in stub.RequeueJob(
+            pb.RequeueJobRequest(job_ids=[j]), metadata=md).requeued_jobs),
+        "signal": lambda r: running(r, lambda j, md: j in stub.CancelJob(
+            pb.CancelJobRequest(job_ids=[j], signal=10), metadata=md).cancelled),
+        "update_comment": lambda r: modify(r, comment="changed"),
+        "update_deadline": lambda r: modify(r, deadline=int(ctl.clock()) + 86400),
         "drain": lambda r: node(r, "drain"),
         "resume": lambda r: node(r, "resume"),
         "down": lambda r: node(r, "down"),

@@ -36,7 +36,7 @@ from crane_kernel import messages as m
 from crane_kernel.bus.credentials import node_user
 from crane_kernel.bus.signing import CommandVerifier
 from crane_kernel.config import ClusterConfig, load_config
-from crane_kernel.craned import statedir
+from crane_kernel.craned import jobctl, statedir
 from crane_kernel.craned.jobfiles import (
     RESULT_FILE,
     SENT_FILE,
@@ -290,6 +290,8 @@ class Craned:
                     self._free(msg.job_id, msg.epoch, msg.step_id)
                 elif isinstance(msg, m.UpdateStep):
                     request_time_limit(self._job_dir(msg.job_id), msg.time_limit, msg.epoch)
+                elif isinstance(msg, m.SuspendJob | m.ResumeJob | m.SignalJob):
+                    jobctl.forward(self._job_dir(msg.job_id), self._task_dirs(msg.job_id), msg)
                 else:
                     log.warning("ignoring unexpected %s message", msg.kind)
             except Exception:

@@ -299,6 +299,7 @@ class TaskStepSupervisor(Supervisor):
         self.ending, self.term_at, self.killed = "", 0.0, False
         self.deadline: float | None = None
         self.started = 0.0
+        self.frozen_total = 0.0  # seconds the step was suspended (a changed limit counts them out)
 
     def _fail(self, exc: BaseException) -> NoReturn:
         """As :meth:`Supervisor._fail`, with the end entry on the io stream first (best effort)."""
@@ -387,12 +388,17 @@ class TaskStepSupervisor(Supervisor):
     def _tick(self) -> None:
         """Cancel and time limit: SIGCONT+SIGTERM to the tasks, SIGKILL to all after KillWait."""
         handle, hook, now = self.handle, self.pm.steps, time.time()
+        before = self.deadline
+        self.deadline = self._controls(handle, self.deadline)  # suspend, resume, signals (craned/jobctl.py)
+        if self.deadline and before:
+            self.frozen_total += self.deadline - before
         if self.limit_changed:
             self.limit_changed = False
             new_limit = read_time_limit(self.job_dir)
             if new_limit is not None:
-                self.deadline = self.started + new_limit
-        if not self.ending and (self.cancel or (self.deadline and now >= self.deadline)):
+                self.deadline = self.started + new_limit + self.frozen_total
+        suspended = bool(self.control.suspended_at)
+        if not self.ending and (self.cancel or (self.deadline and now >= self.deadline and not suspended)):
             self.ending = "cancel" if self.cancel else "timeout"
             hook.crane_step_resume(handle=handle)
             hook.crane_step_signal(handle=handle, signum=signal.SIGCONT, all_processes=True)

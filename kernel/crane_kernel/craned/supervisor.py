@@ -25,6 +25,7 @@ from crane_common.states import (
     EC_SPAWN_FAILED,
     EC_TERMINATED,
 )
+from crane_kernel.craned.jobctl import StepControl
 from crane_kernel.craned.jobfiles import (
     POLL_S,
     RESULT_FILE,
@@ -35,7 +36,7 @@ from crane_kernel.craned.jobfiles import (
     write_script,
 )
 from crane_kernel.errors import StepLaunchError
-from crane_kernel.messages import LaunchSpec, LaunchStep, StepStatus, encode
+from crane_kernel.messages import BusMessage, LaunchSpec, LaunchStep, StepStatus, encode
 from crane_kernel.resp import xadd_once
 from crane_kernel.runtime import StepSpec
 
@@ -138,6 +139,7 @@ class Supervisor:
         self.cancel = False
         self.limit_changed = False
         self.handle: Any = None  # the launched step, once a runtime has accepted it
+        self.control = StepControl()  # suspend, resume, signals from craned (craned/jobctl.py)
 
     def _on_term(self, _signum: int, _frame: Any) -> None:
         self.cancel = True
@@ -160,6 +162,26 @@ class Supervisor:
             except ConnectionError as exc:
                 log.warning("job %d: could not report %s: %s", self.job_id, status.state, exc)
         return False
+
+    def _report(self, msg: BusMessage) -> None:
+        """Send a message other than the final status to the controller (a few tries; lost if Redis stays away)."""
+        payload = encode(msg)
+        for delay in (0, 0.2, 1):
+            time.sleep(delay)
+            try:
+                xadd_once(self.redis_url, self.stream, {b"m": payload})
+                return
+            except ConnectionError as exc:
+                log.warning("job %d: could not report %s: %s", self.job_id, msg.kind, exc)
+
+    def _controls(self, handle: Any, deadline: float | None) -> float | None:
+        """Carry out craned's suspend/resume/signal requests; the time limit moves by the time spent frozen."""
+        frozen_for = self.control.apply(self, handle)
+        if frozen_for and deadline:
+            deadline += frozen_for
+            log.info("job %d step %d: resumed after %.0f s; the time limit ends %.0f s later", self.job_id,
+                     self.step_id, frozen_for, frozen_for)
+        return deadline
 
     def _final(self, status: StepStatus) -> NoReturn:
         if not self._send(status):
@@ -212,6 +234,7 @@ class Supervisor:
         """Install the signal handlers and write the pid file craned verifies before signalling."""
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGUSR1, self._on_usr1)
+        signal.signal(signal.SIGUSR2, self.control.on_signal)
         for ignored in (signal.SIGINT, signal.SIGHUP):
             signal.signal(ignored, _ignore)  # a handler, not SIG_IGN: the task must not inherit "ignored"
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -273,19 +296,29 @@ class Supervisor:
         deadline = started + step.time_limit if step.time_limit else None
         self.limit_changed = True  # a limit changed before the step started is in the file already
         ending, term_at, killed = "", 0.0, False
+        frozen_total = 0.0  # seconds suspended so far: a changed limit counts from the start plus these
+        warn = WarnSignal(self.spec)
         hook = self.pm.steps  # the runtime hooks, called on the plugin that launched the step
         while True:
             rc = hook.crane_step_wait(handle=handle, timeout=POLL_S)
             if rc is not None:
                 break
+            before = deadline
+            deadline = self._controls(handle, deadline)
+            if deadline and before:
+                frozen_total += deadline - before
             now = time.time()
             if self.limit_changed:
                 self.limit_changed = False
                 new_limit = read_time_limit(self.job_dir)
                 if new_limit is not None:
-                    deadline = started + new_limit
+                    deadline = started + new_limit + frozen_total
+                    warn.rearm(deadline, now)
                     log.info("job %d: time limit now %d s", job_id, new_limit)
-            if not ending and (self.cancel or (deadline and now >= deadline)):
+            suspended = bool(self.control.suspended_at)
+            if not ending and not suspended:
+                warn.maybe_send(hook, handle, deadline, now)
+            if not ending and (self.cancel or (deadline and now >= deadline and not suspended)):
                 ending = "cancel" if self.cancel else "timeout"
                 hook.crane_step_resume(handle=handle)  # a suspended step must see its SIGTERM
                 hook.crane_step_signal(handle=handle, signum=signal.SIGCONT, all_processes=True)
@@ -296,3 +329,26 @@ class Supervisor:
                 killed = True
         usage = self._usage_and_cleanup(handle)
         self._finish(*self._ending_code(ending, rc, usage), usage)
+
+
+class WarnSignal:
+    """``--signal [B:]SIG@seconds``: the signal sent once, that many seconds before the time limit."""
+
+    def __init__(self, spec: LaunchSpec | None) -> None:
+        self.signum = spec.warn_signal if spec is not None else 0
+        self.before = spec.warn_seconds if spec is not None else 0
+        self.batch_only = bool(spec.warn_batch_only) if spec is not None else False
+        self.sent = False
+
+    def rearm(self, deadline: float | None, now: float) -> None:
+        """A new time limit: the signal is due again if its moment is still ahead."""
+        if deadline and now < deadline - self.before:
+            self.sent = False
+
+    def maybe_send(self, hook: Any, handle: Any, deadline: float | None, now: float) -> None:
+        """Send the signal when its moment has come (to the batch shell's group, or to every process)."""
+        if not self.signum or self.sent or not deadline or now < deadline - self.before:
+            return
+        self.sent = True
+        log.info("job %d: signal %d, %d s before the time limit", handle.spec.job_id, self.signum, self.before)
+        hook.crane_step_signal(handle=handle, signum=self.signum, all_processes=not self.batch_only)

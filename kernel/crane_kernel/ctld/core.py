@@ -45,6 +45,7 @@ from crane_kernel.ctld.dispatch import DispatchMixin
 from crane_kernel.ctld.emit import EmitMixin
 from crane_kernel.ctld.history import rebuild_usage
 from crane_kernel.ctld.jobs import Job, job_from_spec, normalize_spec, recheck_spec
+from crane_kernel.ctld.lifecycle import LifecycleMixin
 from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import build_nodes
@@ -69,7 +70,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
 
 
 class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
-                 ChangesMixin, StepsMixin, DependsMixin, PreemptMixin):
+                 ChangesMixin, StepsMixin, DependsMixin, LifecycleMixin, PreemptMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -111,6 +112,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self._init_steps()  # job steps and interactive jobs (ctld/stepexec.py)
         self._init_deps()  # job dependencies (ctld/deps.py)
         self.keeper.dep_gate = self.dependency_reason
+        self._init_life()  # suspend, requeue, deadlines (ctld/lifecycle.py)
         self._init_preempt()  # preemption (ctld/preempt.py)
 
     # ------------------------------------------------------------------
@@ -128,6 +130,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             job.apply_rt(rt)
             self.jobs[jid] = job
             self.restore_steps(job, rt, now)
+            self.restore_life(job, spec, rt)
             self.restore_preemption(job, rt)
             if job.state == JobState.Pending:
                 self.pending[jid] = job
@@ -218,6 +221,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 limit = self.limits.accepted(job)  # QoS limits: counted as submitted
                 job.reason = job.reason or limit
                 self.jobs[job.job_id] = job
+                self.life_from_spec(job, spec)
                 self.register_dependency(job.job_id, dep)
                 self.pending[job.job_id] = job
         self.publish(outbox)
@@ -256,6 +260,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 elif job.state == JobState.Pending:
                     updates += self._finish(job, JobState.Cancelled, 0, now, outbox, persist=False)
                 else:
+                    if job.state == JobState.Suspended:  # resume, then terminate (ctld/lifecycle.py)
+                        updates += self.resume_job(job, now, outbox)
                     head = self.nodes.get(job.head_node)
                     if head is None or not head.alive:
                         updates += self._finish(job, JobState.Cancelled, EC_TERMINATED, now, outbox, persist=False)
@@ -277,7 +283,10 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
 
         Its steps still alive end with it (their nodes are told to kill them, ctld/stepexec.py).
         """
-        step_ran = job.state == JobState.Running and not job.interactive  # a task step emits its own
+        state, why = self.final_state(job, state)  # ended by its deadline: Deadline (ctld/jobcontrol.py)
+        reason = why or reason
+        step_ran = job.state in (JobState.Running, JobState.Suspended) and not job.interactive  # a task step
+        self._close_suspension(job, now)  # emits its own; the time suspended is kept (ctld/lifecycle.py)
         if job.state != JobState.Pending and job.start_time:
             self.pm.hook.crane_job_finished(job=job, start_time=job.start_time, end_time=now)
         self._release(job)
@@ -311,6 +320,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                 del self.jobs[jid]
                 self.steps.pop(jid, None)
                 self.step_counter.pop(jid, None)
+                self.forget_life(jid)
 
     # ------------------------------------------------------------------
     # queries
@@ -344,6 +354,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         rt = job.rt()
         if job.job_id in self.steps:
             rt.update(self.steps_rt(job.job_id))
+        if job.job_id in self.life:
+            rt.update(self.life_rt(job.job_id))
         if job.job_id in self.preempted:
             rt.update(self.preempt_rt(job.job_id))
         return json.dumps(rt, separators=(",", ":"))

@@ -36,6 +36,7 @@ class CycleMixin:
             self.store.write(updates=self._check_steps(now, outbox))  # clients, interactive time limits (stepexec)
             if self.dep_doomed:
                 self.store.write(updates=self._end_doomed(now, outbox))  # dependencies that can never hold
+            self.store.write(updates=self._check_deadlines(now, outbox))  # --deadline (ctld/jobcontrol.py)
             self._expire_finished(now)
             self.limits.refresh()  # QoS changes the account book announced: recount, gate their jobs again
             self.limits.admit(now)  # the best blocked jobs of groups below their QoS limit come back

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from crane_common.hostlist import compress
+from crane_common.signals import parse_warn_signal
 from crane_common.states import JobState
 
 from crane_kernel import messages as m
@@ -80,6 +81,9 @@ class DispatchMixin:
             mem_bytes=job.mem_per_node, time_limit=job.time_limit, devices_allow=devices,
             devices_deny=[d for d in all_devices if d not in devices],
             container=spec.get("container") or None)
+        if spec.get("signal"):  # --signal, checked at submission (speccheck.normalize_lifecycle)
+            warn = parse_warn_signal(spec["signal"])
+            launch.warn_signal, launch.warn_seconds, launch.warn_batch_only = warn
         return m.LaunchStep(job_id=job.job_id, step_id=0, spec=launch, epoch=job.epoch)
 
     def _gres_environment(self, job: Job, devices: list[str], head: NodeState) -> dict[str, str]:

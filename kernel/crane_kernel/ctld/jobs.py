@@ -28,6 +28,7 @@ from crane_kernel.ctld.speccheck import (
     check_text_fields,
     mail_slot,
     normalize_container,
+    normalize_lifecycle,
     normalize_mail,
 )
 from crane_kernel.errors import JobRejected
@@ -289,6 +290,7 @@ def normalize_spec(raw: dict[str, Any], cfg: ClusterConfig, uid: int, user: str,
     _check_env(spec.get("env") or {}, cfg)
     normalize_mail(spec, user)
     normalize_container(spec, cfg)
+    normalize_lifecycle(spec, now)
 
     spec.update(
         partition=part_name, uid=uid, gid=gid, user=user, node_num=node_num, ntasks_per_node=tpn,

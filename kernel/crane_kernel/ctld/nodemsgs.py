@@ -40,6 +40,8 @@ class NodeMessagesMixin:
                                                                   outbox)
                     elif isinstance(msg, m.NodeRegister):
                         updates += self._on_register(msg, now, outbox)
+                    elif isinstance(msg, m.JobControlResult):
+                        updates += self._on_control_result(msg, now, outbox)  # ctld/lifecycle.py
                     else:
                         log.warning("ignoring unexpected %s message on the controller stream", msg.kind)
                 except Exception:  # a bad message must not take the others down
@@ -153,22 +155,34 @@ class NodeMessagesMixin:
                     outbox.append((self.node_stream(n), m.TerminateStep(job_id=job.job_id, reason="node",
                                                                         epoch=job.epoch)))
         if requeue:
-            if job.state == JobState.Running:
-                self._emit_step(outbox, "step.ended", job, now, state="Requeued")
-            self._release(job)
-            job.state = JobState.Pending
-            job.alloc_nodes = ()
-            job.head_node = ""
-            job.exit_code = EC_CRANED_DOWN
-            job.reason = rc.REASON_NODE_DOWN if held else ""
-            if not held:
-                job.devices = {}
-                self.pending[job.job_id] = job
-            log.info("job %d requeued: %s%s", job.job_id, why, " (starts once its old processes are gone)"
-                     if held else "")
-            self._emit_job(outbox, "job.requeued", job, now, changes={"reason": why})
-            return [(int(job.state), self._rt_json(job), job.job_id)]
+            return self._requeue(job, now, outbox, why, held, EC_CRANED_DOWN, rc.REASON_NODE_DOWN)
         return self._finish(job, JobState.Failed, EC_CRANED_DOWN, now, outbox, persist=False, reason=why)
+
+    def _requeue(self, job: Job, now: float, outbox: list, why: str, held: bool, exit_code: int,
+                 held_reason: str) -> list:
+        """Put a started job back in the queue (its id kept); returns its journal row.
+
+        The one requeue path: after a node failure (:meth:`_end_lost`) and by hand or by a plan
+        (:meth:`~crane_kernel.ctld.lifecycle.LifecycleMixin.requeue_job`). ``held``: its resources
+        are held until its nodes confirm its processes are gone (``ctld/reconcile.py``); it waits
+        with ``held_reason`` until then, and enters the queue when they are released.
+        """
+        if job.state in (JobState.Running, JobState.Suspended):
+            self._emit_step(outbox, "step.ended", job, now, state="Requeued")
+        self.life_new_run(job)  # its next run starts with no time suspended (ctld/lifecycle.py)
+        self._release(job)
+        job.state = JobState.Pending
+        job.alloc_nodes = ()
+        job.head_node = ""
+        job.exit_code = exit_code
+        job.reason = held_reason if held else ""
+        if not held:
+            job.devices = {}
+            self.pending[job.job_id] = job
+        log.info("job %d requeued: %s%s", job.job_id, why, " (starts once its old processes are gone)"
+                 if held else "")
+        self._emit_job(outbox, "job.requeued", job, now, changes={"reason": why})
+        return [(int(job.state), self._rt_json(job), job.job_id)]
 
     def _may_requeue(self, job: Job, reason: str = "") -> bool:
         """Whether a job that lost its node goes back to the queue: the lifecycle plugins decide.

@@ -204,7 +204,8 @@ def reconcile_node(ctl: "Controller", node: "NodeState", live: dict[int, int], e
     # a job the controller thinks runs here that the node does not run: end it
     for job in recon.jobs_headed_on(name, ctl.running, now):
         jid = job.job_id
-        if jid in recon.held or job.state not in (JobState.Running, JobState.Configuring) or job.interactive:
+        if jid in recon.held or job.state not in (JobState.Running, JobState.Configuring, JobState.Suspended) or \
+                job.interactive:
             continue  # (an interactive job has no batch step: its steps are reconciled by ctld/stepexec.py)
         if jid in live and same_launch(live[jid], job.epoch):
             continue
@@ -215,7 +216,7 @@ def reconcile_node(ctl: "Controller", node: "NodeState", live: dict[int, int], e
             state = JobState.Cancelled if job.cancel_requested else JobState.Failed
             updates += ctl._finish(job, state, EC_CRANED_DOWN, now, outbox, persist=False,
                                    reason=REASON_SUPERVISOR_LOST)
-        elif job.state == JobState.Running:
+        elif job.state in (JobState.Running, JobState.Suspended):
             log.warning("job %d: node %s no longer has it", jid, name)
             updates += ctl._end_lost(job, now, outbox, REASON_NODE_LOST_JOB)
     return updates

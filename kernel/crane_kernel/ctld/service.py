@@ -100,7 +100,7 @@ def _states(values: Any, context: grpc.ServicerContext) -> set[JobState]:
 def spec_dict(spec: Any) -> dict:
     """A JobSpec message as a plain dict (proto field names, defaults included)."""
     d = json_format.MessageToDict(spec, preserving_proto_field_name=True)
-    for key in ("mem_per_node", "mem_per_cpu", "time_limit", "begin_time"):
+    for key in ("mem_per_node", "mem_per_cpu", "time_limit", "begin_time", "deadline"):
         if key in d:
             d[key] = int(d[key])
     if "gres" in d:
@@ -243,6 +243,7 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
             infos = []
             for j in out:
                 info = job_info(j, now, private=j.job_id not in viewable)
+                ctl.life_info(info, j, now)  # deadline, signal, requeues, time suspended (ctld/lifecycle.py)
                 if j.job_id in self.ctl.preempted:  # ctld/preempt.py
                     info.preempted_by = str(self.ctl.preempted_by(j.job_id))
                 if private_usage and j.job_id not in viewable:
@@ -299,6 +300,10 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
                        and (not request.account or j.account == request.account)
                        and (not request.user or j.user == request.user)
                        and (not nodes or nodes.intersection(j.alloc_nodes))]
+        if request.signal:  # ccancel -s: the signal to the jobs' processes, which keep running (ctld/jobcontrol.py)
+            done, failed = ctl.signal_jobs(ids, ident, request.signal)
+            return pb.CancelJobReply(cancelled=done, not_cancelled=[f[0] for f in failed],
+                                     reasons=[f[1] for f in failed])
         done, failed = ctl.cancel(ids, ident) if ids or not request.steps else ([], [])
         reply = pb.CancelJobReply(cancelled=done, not_cancelled=[f[0] for f in failed],
                                   reasons=[f[1] for f in failed])
@@ -327,15 +332,30 @@ class CraneCtldService(AccountServiceMixin, pbg.CraneCtldServicer):
 
     @_guarded
     def ModifyJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """Pin priority, hold/release, or change a time limit."""
+        """Pin priority, hold/release, change a time limit, suspend/resume, or another field (``ccontrol update``)."""
         ident = self._identity(context, "ModifyJob")
         which = request.WhichOneof("change")
         kwargs = {which: getattr(request, which)} if which else {}
         if not kwargs:
             return pb.ModifyJobReply(not_modified=list(request.job_ids),
                                      reasons=["nothing to change"] * len(request.job_ids))
-        done, failed = self.ctl.modify(list(request.job_ids), ident, **kwargs)
+        self._bounded(context, request.job_ids)
+        ids = list(request.job_ids)
+        if which == "suspend":  # ccontrol suspend|resume (ctld/jobcontrol.py)
+            done, failed = self.ctl.suspend_jobs(ids, ident, request.suspend)
+        elif which in ("priority", "hold", "time_limit"):
+            done, failed = self.ctl.modify(ids, ident, **kwargs)
+        else:  # ccontrol update job key=value (ctld/jobupdate.py)
+            done, failed = self.ctl.update_jobs(ids, ident, which, kwargs[which])
         return pb.ModifyJobReply(modified=done, not_modified=[f[0] for f in failed], reasons=[f[1] for f in failed])
+
+    @_guarded
+    def RequeueJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Running or suspended jobs back to Pending, their ids kept (``ccontrol requeue``; ctld/jobcontrol.py)."""
+        ident = self._identity(context, "RequeueJob")
+        self._bounded(context, request.job_ids)
+        done, failed = self.ctl.requeue_jobs(list(request.job_ids), ident, hold=request.hold)
+        return pb.RequeueJobReply(requeued_jobs=done, not_requeued_jobs=dict(failed))
 
     # -- nodes and partitions ---------------------------------------------------
     @_guarded

@@ -246,3 +246,35 @@ def mail_slot(spec: dict[str, Any]) -> tuple[tuple[str, ...], str] | None:
     key = tuple(types)
     shared = _MAIL_TUPLES.setdefault(key, tuple(_intern(t) for t in key)) if len(_MAIL_TUPLES) < 128 else key
     return shared, _intern(spec.get("mail_user") or spec.get("user", ""))
+
+
+def normalize_lifecycle(spec: dict[str, Any], now: float) -> None:
+    """Check ``signal`` (``[{R|B}:]SIG[@seconds]``) and ``deadline`` (unix seconds) in place; drop them when unset.
+
+    The deadline must lie ahead, within ten years; raises :class:`JobRejected` with a one-line reason.
+    """
+    from crane_common.signals import SignalSpecError, parse_warn_signal
+
+    sig = spec.get("signal")
+    if sig:
+        if not isinstance(sig, str) or len(sig) > 64:
+            raise JobRejected("--signal must be [{R|B}:]SIG[@seconds]")
+        try:
+            parse_warn_signal(sig)
+        except SignalSpecError as exc:
+            raise JobRejected(str(exc)) from None
+    else:
+        spec.pop("signal", None)
+    deadline = spec.get("deadline") or 0
+    if isinstance(deadline, str) and deadline.isdigit():
+        deadline = int(deadline)
+    if not deadline:
+        spec.pop("deadline", None)
+        return
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not math.isfinite(deadline):
+        raise JobRejected("the deadline must be a time (unix seconds)")
+    if deadline <= now:
+        raise JobRejected("the deadline is in the past")
+    if deadline > now + MAX_BEGIN_AHEAD:
+        raise JobRejected("the deadline must be a time within the next ten years")
+    spec["deadline"] = int(deadline)

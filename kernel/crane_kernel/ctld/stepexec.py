@@ -585,7 +585,7 @@ class StepsMixin:
             if job is None or job.state in FINAL_STATES:
                 continue
             if job.interactive and job.state == JobState.Running and job.time_limit and \
-                    now >= job.start_time + job.time_limit and job_id not in self.job_end_request:
+                    now >= self.expected_end(job, now) and job_id not in self.job_end_request:  # not suspended time
                 rows += self.end_interactive(job, JobState.ExceedTimeLimit, EC_EXCEED_TIME_LIMIT,
                                              "time limit exceeded", "timeout", now, outbox)
                 continue

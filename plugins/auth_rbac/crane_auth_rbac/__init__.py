@@ -14,11 +14,13 @@ level when the user is in it (the controller enriches the identity; uid-0 root s
 
 Jobs and nodes: anyone authenticated may submit and call the query RPCs (``job.query``,
 ``node.query``, ``partition.query``, ``server.query``); a user may see the details of
-(``job.view``), cancel, hold, release and lower the time limit of only her own jobs, and a
+(``job.view``), cancel, hold, release, requeue (``job.requeue``), signal (``job.signal``) and lower
+the time limit of only her own jobs, and a
 *coordinator* of an account (``Identity.coordinated``: the accounts she coordinates with their
 sub-accounts) may do the same to every job of those accounts; raising a time limit
 (``job.time_limit.raise``), releasing a hold an operator or admin placed
-(``job.release_admin_hold``), pinning a priority (``job.priority``) and every ``node.*`` action
+(``job.release_admin_hold``), pinning a priority (``job.priority``), suspending and resuming
+(``job.suspend``) and every ``node.*`` action
 are for operators, admins and root, who may also act on any job.
 
 The account database (the target is a :class:`~crane_kernel.auth_types.AcctTarget`):
@@ -57,11 +59,12 @@ from crane_auth_rbac.jwt_tokens import Keyring, Revocations, TokenError
 log = logging.getLogger(__name__)
 
 _OWNER_ACTIONS = frozenset({"job.cancel", "job.modify", "job.hold", "job.release", "job.time_limit.lower",
-                            "job.view"})
+                            "job.view", "job.requeue", "job.signal"})
 _ANYONE_ACTIONS = frozenset({"job.submit", "job.query", "node.query", "partition.query", "server.query"})
 _OPERATOR_ACTIONS = frozenset({"job.cancel", "job.modify", "job.hold", "job.release", "job.time_limit.lower",
                                "job.view", "job.time_limit.raise", "job.release_admin_hold", "job.priority",
-                               "node.modify", "node.drain", "node.resume", "node.down"})
+                               "node.modify", "node.drain", "node.resume", "node.down", "job.requeue",
+                               "job.signal", "job.suspend"})
 
 _COORDINATOR_ACTIONS = _OWNER_ACTIONS  # on jobs of the accounts she coordinates
 _DB_ANYONE = frozenset({"account.query", "user.query", "qos.query"})

@@ -193,11 +193,13 @@ class CgroupV1Backend(CgroupBackend):
         return directory / "freezer.state"
 
     def freeze(self, rel: str) -> None:
-        """Write FROZEN to freezer.state and wait until it reads FROZEN."""
+        """Write FROZEN to freezer.state and wait until it reads FROZEN; CgroupError (and thawed again) if not."""
         state = self._freezer_state(rel)
         write_text(state, "FROZEN")
         if not self.wait_until(lambda: read_text(state, default="FROZEN") == "FROZEN"):
-            log.warning("cgroup %s is still %s after freezing", rel, read_text(state, default="?"))
+            seen = read_text(state, default="?")
+            write_text(state, "THAWED")  # never leave a step half frozen
+            raise CgroupError(f"cgroup {rel} is still {seen} after freezing")
 
     def thaw(self, rel: str) -> None:
         """Write THAWED to freezer.state."""

@@ -125,7 +125,8 @@ class CgroupV2Backend(CgroupBackend):
         write_text(directory / "cgroup.freeze", "1")
         events = directory / "cgroup.events"
         if events.exists() and not self.wait_until(lambda: read_keyed(events).get("frozen") == 1):
-            log.warning("cgroup %s did not report frozen", rel)
+            write_text(directory / "cgroup.freeze", "0")  # never leave a step half frozen
+            raise CgroupError(f"cgroup {rel} did not report frozen")
 
     def thaw(self, rel: str) -> None:
         """Write 0 to cgroup.freeze."""
