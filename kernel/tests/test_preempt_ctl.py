@@ -8,7 +8,7 @@ from crane_kernel import hookimpl
 from crane_kernel import messages as m
 from crane_kernel.events import JobEvent
 from crane_kernel.sched_types import PreemptOrder
-from ctlrig import Rig
+from ctlrig import ROOT, Rig
 
 PARTS = [{"name": "low", "nodes": "cn01", "priority": 1, "PreemptMode": "cancel"},
          {"name": "high", "nodes": "cn01", "priority": 10}]
@@ -192,3 +192,101 @@ def test_qos_preemption(tmp_path):
     rig.cycle()
     assert [t.job_id for t in rig.to("cn01", m.TerminateStep)] == [low.job_id]
     assert rig.ctl.preempted_by(low.job_id) == high
+
+
+def _parts(mode):
+    return [{"name": "low", "nodes": "cn01", "priority": 1, "PreemptMode": mode},
+            {"name": "high", "nodes": "cn01", "priority": 10}]
+
+
+def _report_running(rig, job):
+    rig.feed(m.StepStatus(node=job.head_node, job_id=job.job_id, state="running", epoch=job.epoch))
+
+
+def test_requeue_sends_the_victim_back_and_it_runs_again_later(tmp_path):
+    rig = _rig(tmp_path, _parts("REQUEUE"))
+    low = rig.start(partition="low", cpus_per_task=2)
+    first_epoch = low.epoch
+    high = rig.submit(partition="high", cpus_per_task=2)
+    rig.cycle()
+    assert [(t.job_id, t.reason) for t in rig.to("cn01", m.TerminateStep)] == [(low.job_id, "requeue")]
+    assert low.state == JobState.Pending and low.reason == "Preempted"
+    assert rig.ctl.jobs[high].reason == "WaitingForPreemption"
+    assert [e.job_id for e in _events(rig, "job.requeued")] == [low.job_id]
+    rig.cycle()
+    assert rig.ctl.jobs[high].state == JobState.Pending  # the old processes are not gone yet
+    rig.feed(m.StepStatus(node="cn01", job_id=low.job_id, state="finished", exit_code=256 + 15,
+                          epoch=first_epoch))  # its node confirms they are gone (the old launch's final status)
+    rig.cycle()
+    hi = rig.ctl.jobs[high]
+    assert hi.state == JobState.Configuring and low.state == JobState.Pending
+    _report_running(rig, hi)
+    _finish(rig, hi, code=0)
+    rig.cycle()
+    # the requeued job runs again, same id, a new launch; it may be preempted again later
+    assert low.state == JobState.Configuring and low.epoch == first_epoch + 1
+    assert rig.ctl.preempted_by(low.job_id) == high
+    assert not rig.ctl._being_preempted(low.job_id)
+
+
+def test_suspend_freezes_the_victim_lends_its_cpus_and_resumes_it(tmp_path):
+    rig = _rig(tmp_path, _parts("SUSPEND"))
+    low = rig.start(partition="low", cpus_per_task=2)
+    mem_low = rig.ctl.nodes["cn01"].sched.mem_free
+    high = rig.submit(partition="high", cpus_per_task=2)
+    rig.cycle()
+    assert [s.job_id for s in rig.to("cn01", m.SuspendJob)] == [low.job_id]
+    hi = rig.ctl.jobs[high]
+    assert low.state == JobState.Suspended and low.reason == "Preempted"
+    assert hi.state == JobState.Configuring  # at once, on the CPUs the frozen job lent it
+    node = rig.ctl.nodes["cn01"].sched
+    assert node.cpus_free == 0 and node.mem_free == mem_low - hi.mem_per_node  # its memory stays taken
+    # the owner cannot thaw it while its CPUs are lent
+    done, failed = rig.ctl.suspend_jobs([low.job_id], ROOT, suspend=False)
+    assert not done and "preempted" in failed[0][1]
+    _report_running(rig, hi)
+    _finish(rig, hi, code=0)
+    rig.cycle()
+    assert [r.job_id for r in rig.to("cn01", m.ResumeJob)] == [low.job_id]
+    assert low.state == JobState.Running and node.cpus_free == 0
+    _finish(rig, low, code=0)
+    assert node.cpus_free == 2 and node.mem_free == node.mem_total
+
+
+def test_a_suspended_victim_cancelled_gives_everything_back(tmp_path):
+    rig = _rig(tmp_path, _parts("SUSPEND"))
+    low = rig.start(partition="low", cpus_per_task=2)
+    high = rig.submit(partition="high", cpus_per_task=2)
+    rig.cycle()
+    hi = rig.ctl.jobs[high]
+    rig.ctl.cancel([low.job_id], ROOT)
+    _finish(rig, low)
+    assert low.state == JobState.Cancelled
+    node = rig.ctl.nodes["cn01"].sched
+    assert node.cpus_free == 0  # the preemptor's two
+    resumes = len(rig.to("cn01", m.ResumeJob))  # (the cancel thaws it to end it)
+    _report_running(rig, hi)
+    _finish(rig, hi, code=0)
+    rig.cycle()
+    assert node.cpus_free == 2 and node.mem_free == node.mem_total and node.njobs == 0
+    assert len(rig.to("cn01", m.ResumeJob)) == resumes  # nothing left to resume
+
+
+def test_a_suspension_survives_a_controller_restart(tmp_path):
+    rig = _rig(tmp_path, _parts("SUSPEND"))
+    low = rig.start(partition="low", cpus_per_task=2)
+    high = rig.submit(partition="high", cpus_per_task=2)
+    rig.cycle()
+    hi = rig.ctl.jobs[high]
+    _report_running(rig, hi)
+    again = Rig(str(tmp_path / "state.db"), partitions=_parts("SUSPEND"), clock=rig.clock)
+    again.feed(m.NodeRegister(node="cn01", cpus=2, mem=1 << 30, running=[low.job_id, high],
+                              steps=[(low.job_id, 0, low.epoch), (high, 0, hi.epoch)]))
+    again.cycle()
+    node = again.ctl.nodes["cn01"].sched
+    assert again.ctl.jobs[low.job_id].state == JobState.Suspended and node.cpus_free == 0
+    hi2 = again.ctl.jobs[high]
+    _finish(again, hi2, code=0)
+    again.cycle()
+    assert [r.job_id for r in again.to("cn01", m.ResumeJob)] == [low.job_id]
+    assert again.ctl.jobs[low.job_id].state == JobState.Running and node.cpus_free == 0

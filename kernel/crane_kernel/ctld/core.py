@@ -70,7 +70,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
 
 
 class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
-                 ChangesMixin, StepsMixin, DependsMixin, LifecycleMixin, PreemptMixin):
+                 ChangesMixin, StepsMixin, DependsMixin, PreemptMixin, LifecycleMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -303,13 +303,11 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         if step_ran:
             self._emit_step(outbox, "step.ended", job, now, state=state.name)
         self._emit_job(outbox, "job.ended", job, now)
-        rows = [(int(job.state), self._rt_json(job), job.job_id)]
-        if job.job_id in self.lent:  # it had suspended jobs to start (ctld/preempt.py): they resume
-            rows += self.give_back_lent(job.job_id, now, outbox)
+        row = (int(job.state), self._rt_json(job), job.job_id)
         if persist:
-            self.store.write(updates=rows)
+            self.store.write(updates=[row])
             return []
-        return rows
+        return [row]
 
     def _expire_finished(self, now: float) -> None:
         keep = self.cfg.CraneCtld.FinishedJobRetention

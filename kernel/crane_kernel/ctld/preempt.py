@@ -29,13 +29,15 @@ the plugin chooses again).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import signal
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from crane_common.states import EC_TERMINATED, JobState
+from crane_common.states import EC_TERMINATED, FINAL_STATES, JobState
 
 from crane_kernel import messages as m
 from crane_kernel.ctld.jobs import Job
+from crane_kernel.ctld.lifecycle import LifecycleRefused
 from crane_kernel.sched_types import (
     PREEMPT_CANCEL,
     PREEMPT_OFF,
@@ -62,17 +64,18 @@ _ACTIVE = (JobState.Running, JobState.Configuring)
 class Preemption:
     """One victim's preemption: by whom, how, when its mode's action is (or was) carried out."""
 
-    __slots__ = ("preemptor", "mode", "act_at", "acted")
+    __slots__ = ("preemptor", "mode", "act_at", "acted", "epoch")
 
-    def __init__(self, preemptor: int, mode: str, act_at: float, acted: bool = False) -> None:
+    def __init__(self, preemptor: int, mode: str, act_at: float, epoch: int, acted: bool = False) -> None:
         self.preemptor = preemptor
         self.mode = mode
         self.act_at = act_at
+        self.epoch = epoch    # the victim's launch it preempts (a requeued victim's next run is free again)
         self.acted = acted
 
     def rt(self) -> list:
         """The journal form (in the victim's ``rt`` under ``"pre"``)."""
-        return [self.preemptor, self.mode, self.act_at, self.acted]
+        return [self.preemptor, self.mode, self.act_at, self.acted, self.epoch]
 
 
 class Claim:
@@ -94,6 +97,7 @@ class PreemptMixin:
         self.lent: dict[int, list[int]] = {}         # running preemptor -> the victims it suspended
         self.lent_view: dict[int, SchedRunning] = {}  # suspended victim -> its running entry, out of the view
         self.to_resume: list[int] = []               # suspended victims whose preemptor is gone
+        self.relend: list[int] = []                  # recovered suspended victims, lent again at the first tick
 
     # ------------------------------------------------------------------
     # before the call: the rules, the timed actions
@@ -115,18 +119,31 @@ class PreemptMixin:
         preempts = {name: frozenset(q.preempt) for name, q in qos.items() if q.preempt}
         if not preempts and all(p.preempt_mode == PREEMPT_OFF for p in self.partitions.values()):
             return None
-        victims = frozenset(v for v, rec in self.preempted.items() if not rec.acted or self._still_active(v))
+        victims = frozenset(v for v in self.preempted if self._being_preempted(v))
         in_progress = {pid: frozenset(c.victims) for pid, c in self.claims.items()}
         return PreemptRules(preempts, {name: q.preempt_mode for name, q in qos.items()}, in_progress=in_progress,
                             victims=victims, modes=self.preemption_modes())
 
-    def _still_active(self, job_id: int) -> bool:
+    def _holds(self, job_id: int) -> bool:
+        """Whether a preemptor still holds what its suspended victims lent it."""
         job = self.jobs.get(job_id)
-        return job is not None and job.state in _ACTIVE
+        return job is not None and job.job_id in self.running_view
+
+    def _being_preempted(self, job_id: int) -> bool:
+        """Whether this launch of the job is a victim that still holds (or will free) resources."""
+        rec, job = self.preempted.get(job_id), self.jobs.get(job_id)
+        return rec is not None and job is not None and job.epoch == rec.epoch and job.state not in FINAL_STATES \
+            and (job_id in self.running_view or job_id in self.lent_view)
 
     def preemption_tick(self, now: float, outbox: list) -> list:
         """Act on victims whose grace is over, drop claims that are done; return journal rows (lock held)."""
         rows: list = []
+        if self.relend:
+            self._relend_recovered()
+        for holder in [p for p in self.lent if not self._holds(p)]:
+            rows += self.give_back_lent(holder, now, outbox)  # it ended (or was requeued): its victims resume
+        if self.to_resume:
+            rows += self.resume_waiting(now, outbox)
         for vid, rec in list(self.preempted.items()):
             job = self.jobs.get(vid)
             if job is None:
@@ -138,7 +155,7 @@ class PreemptMixin:
             if job is None or job.held:
                 del self.claims[pid]  # it was cancelled or held meanwhile: the room is free for anyone
                 continue
-            claim.victims = {v for v in claim.victims if self._still_active(v)}
+            claim.victims = {v for v in claim.victims if v in self.running_view}  # freed once its processes are gone
         return rows
 
     # ------------------------------------------------------------------
@@ -251,8 +268,11 @@ class PreemptMixin:
         for vid, mode in wanted:
             rv = self.running_view.get(vid)
             victim = self.jobs.get(vid)
-            if rv is None or victim is None or victim.state not in _ACTIVE or vid in used or vid in self.preempted:
+            if rv is None or victim is None or victim.state not in _ACTIVE or vid in used or \
+                    self._being_preempted(vid) or vid in self.recon.held:
                 raise _Refused(f"job {vid} is not a running job free to preempt")
+            if mode == PREEMPT_SUSPEND and victim.state != JobState.Running:
+                raise _Refused(f"job {vid} is still starting: it cannot be suspended yet")
             rule = preempt_mode(job, rv, view)
             if rule is None or rule != mode:
                 raise _Refused(f"the rules do not let it preempt job {vid} with {mode} ({rule or 'not at all'})")
@@ -291,7 +311,7 @@ class PreemptMixin:
         for victim, _rv, mode in victims:
             if mode != PREEMPT_SUSPEND and victim.interactive:
                 mode = PREEMPT_CANCEL  # an interactive job's client waits for it now, not for a rerun
-            rec = Preemption(pid, mode, now if mode == PREEMPT_SUSPEND else now + grace)
+            rec = Preemption(pid, mode, now if mode == PREEMPT_SUSPEND else now + grace, victim.epoch)
             self.preempted[victim.job_id] = rec
             log.info("job %d preempted by job %d (%s%s)", victim.job_id, pid, mode,
                      f", in {grace:g}s" if rec.act_at > now else "")
@@ -312,27 +332,31 @@ class PreemptMixin:
         return rows
 
     def _warn_victim(self, victim: Job, outbox: list) -> None:
-        """Tell a victim in its grace time that it is about to end (SIGTERM, where the node takes signals)."""
-        signal_message = getattr(m, "SignalStep", None)
-        if signal_message is None or victim.interactive or not victim.head_node:
-            return
-        try:
-            outbox.append((self.node_stream(victim.head_node),
-                           signal_message(job_id=victim.job_id, signal=15, epoch=victim.epoch)))
-        except Exception as exc:  # another version's message shape: the grace still ends in the mode's action
-            log.warning("job %d: cannot send the preemption's SIGTERM (%s)", victim.job_id, exc)
+        """Tell a victim in its grace time that it is about to end: SIGTERM to its processes on every node."""
+        if victim.state != JobState.Running:
+            return  # not started yet: nothing to tell, the grace's end ends it
+        for name in self._job_nodes(victim):
+            outbox.append((self.node_stream(name), m.SignalJob(job_id=victim.job_id, signum=signal.SIGTERM,
+                                                               epoch=victim.epoch)))
 
     def _act(self, victim: Job, rec: Preemption, now: float, outbox: list) -> list:
         """The mode's action on ``victim`` now; return journal rows."""
         rec.acted = True
-        if victim.state not in _ACTIVE:
+        if victim.state not in _ACTIVE and victim.state != JobState.Suspended or victim.epoch != rec.epoch:
+            return [(int(victim.state), self._rt_json(victim), victim.job_id)]  # it ended or moved on meanwhile
+        try:
+            if rec.mode == PREEMPT_SUSPEND:
+                rows = self.suspend_job(victim, now, outbox, REASON_PREEMPTED)
+                self._lend(victim, rec.preemptor)
+                return rows + [(int(victim.state), self._rt_json(victim), victim.job_id)]
+            if rec.mode == PREEMPT_REQUEUE:
+                rows = self.requeue_job(victim, now, outbox, f"preempted by job {rec.preemptor}")
+                if victim.state == JobState.Pending and victim.reason:
+                    victim.reason = REASON_PREEMPTED  # until its old processes are gone; then it queues again
+                return rows + [(int(victim.state), self._rt_json(victim), victim.job_id)]
+        except LifecycleRefused as exc:  # e.g. its processes are already being ended: it goes that way
+            log.warning("job %d: cannot %s it for job %d (%s)", victim.job_id, rec.mode.lower(), rec.preemptor, exc)
             return [(int(victim.state), self._rt_json(victim), victim.job_id)]
-        if rec.mode == PREEMPT_SUSPEND:
-            rows = self.suspend_job(victim, now, outbox, REASON_PREEMPTED)
-            self._lend(victim, rec.preemptor)
-            return rows + [(int(victim.state), self._rt_json(victim), victim.job_id)]
-        if rec.mode == PREEMPT_REQUEUE:
-            return self.requeue_job(victim, now, outbox, REASON_PREEMPTED)
         if victim.interactive:
             return self.end_interactive(victim, JobState.Cancelled, EC_TERMINATED, REASON_PREEMPTED, "preempted",
                                         now, outbox)
@@ -353,22 +377,63 @@ class PreemptMixin:
         rv = self.running_view.pop(victim.job_id, None)
         if rv is not None:
             for i in rv.nodes:
-                s = self.sched_nodes[i]
-                s.cpus_free = min(s.cpus_total, s.cpus_free + victim.cpus_per_node)
+                self.sched_nodes[i].cpus_free += victim.cpus_per_node
             self.lent_view[victim.job_id] = rv
         self.lent.setdefault(preemptor, []).append(victim.job_id)
+
+    def unlend(self, job: Job) -> None:
+        """A suspended victim leaves (cancelled, requeued, ended) before it resumed: take its CPUs back first.
+
+        Called by ``_release``, so that giving its resources back counts them once.
+        """
+        rv = self.lent_view.pop(job.job_id, None)
+        if rv is None:
+            return
+        for i in rv.nodes:
+            self.sched_nodes[i].cpus_free -= job.cpus_per_node
+        self.running_view[job.job_id] = rv
+
+    def _relend_recovered(self) -> None:
+        """After a restart: recovered suspended victims lend their CPUs again (or wait to resume)."""
+        for vid in self.relend:
+            job, rec = self.jobs.get(vid), self.preempted.get(vid)
+            if job is None or rec is None or job.state != JobState.Suspended:
+                continue
+            self._lend(job, rec.preemptor)
+            holder = self.jobs.get(rec.preemptor)
+            if holder is None or holder.state in FINAL_STATES or holder.state == JobState.Pending:
+                self.lent.pop(rec.preemptor, None)
+                self.to_resume.append(vid)  # its preemptor ended while the controller was down
+        self.relend = []
+
+    def suspend_jobs(self, job_ids: Iterable[int], identity: Any,
+                     suspend: bool) -> tuple[list[int], list[tuple[int, str]]]:
+        """``ccontrol resume`` of a job suspended for a preemption is refused while its CPUs are lent.
+
+        It resumes by itself when its preemptor ends (:meth:`give_back_lent`); every other call is
+        the lifecycle mechanism's ``suspend_jobs``.
+        """
+        ids = list(job_ids)
+        refused: list[tuple[int, str]] = []
+        if not suspend and self.lent_view:
+            with self.lock:
+                for jid in [j for j in ids if j in self.lent_view]:
+                    holder = next((p for p, vs in self.lent.items() if jid in vs), 0)
+                    refused.append((jid, f"Job was preempted: it resumes when job {holder} ends" if holder else
+                                    "Job was preempted: it resumes when its CPUs are free again"))
+                    ids.remove(jid)
+        done, failed = super().suspend_jobs(ids, identity, suspend) if ids else ([], [])  # type: ignore[misc]
+        return done, failed + refused
 
     def give_back_lent(self, preemptor: int, now: float, outbox: list) -> list:
         """The victims ``preemptor`` suspended resume (their CPUs taken back); return journal rows.
 
-        Called when the preemptor ends (``_finish``) or did not start. A victim whose CPUs are not
-        free again yet stays suspended and is tried again at every cycle (:meth:`resume_waiting`).
+        Called when the preemptor has ended (the next scheduling cycle sees it) or did not start. A
+        victim whose CPUs are not free again yet stays suspended and is tried again at every cycle
+        (:meth:`resume_waiting`).
         """
-        rows: list = []
-        for vid in self.lent.pop(preemptor, []):
-            self.to_resume.append(vid)
-        rows += self.resume_waiting(now, outbox)
-        return rows
+        self.to_resume += self.lent.pop(preemptor, [])
+        return self.resume_waiting(now, outbox)
 
     def resume_waiting(self, now: float, outbox: list) -> list:
         """Resume the suspended victims whose preemptor is gone, when their CPUs are free again."""
@@ -378,16 +443,14 @@ class PreemptMixin:
             job = self.jobs.get(vid)
             rv = self.lent_view.get(vid)
             if job is None or rv is None or job.state != JobState.Suspended:
-                self.lent_view.pop(vid, None)
+                if job is not None:
+                    self.unlend(job)
                 continue
             nodes = [self.sched_nodes[i] for i in rv.nodes]
             if any(s.cpus_free + 1e-9 < job.cpus_per_node for s in nodes):
                 waiting.append(vid)
                 continue
-            for s in nodes:
-                s.cpus_free -= job.cpus_per_node
-            del self.lent_view[vid]
-            self.running_view[vid] = rv
+            self.unlend(job)
             rows += self.resume_job(job, now, outbox)
             rows.append((int(job.state), self._rt_json(job), job.job_id))
         self.to_resume = waiting
@@ -416,10 +479,12 @@ class PreemptMixin:
     def restore_preemption(self, job: Job, rt: dict[str, Any]) -> None:
         """Bring a victim's preemption back from its journal ``rt`` at recovery (a pending action is re-armed)."""
         pre = rt.get("pre")
-        if not (isinstance(pre, list) and len(pre) == 4):
+        if not (isinstance(pre, list) and len(pre) == 5):
             return
-        preemptor, mode, act_at, acted = pre
-        self.preempted[job.job_id] = Preemption(int(preemptor), str(mode), float(act_at), bool(acted))
+        preemptor, mode, act_at, acted, epoch = pre
+        self.preempted[job.job_id] = Preemption(int(preemptor), str(mode), float(act_at), int(epoch), bool(acted))
+        if mode == PREEMPT_SUSPEND and job.state == JobState.Suspended:
+            self.relend.append(job.job_id)  # its CPUs are lent again once every job is allocated
 
 
 class _Refused(Exception):  # noqa: N818 - reads better at the raise sites

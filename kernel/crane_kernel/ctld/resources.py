@@ -57,6 +57,8 @@ class ResourcesMixin:
         When a node of the job is DOWN, its processes there may outlive what the controller knows:
         the resources stay held (see ``ctld/reconcile.py``) until the node confirms they are gone.
         """
+        if job.job_id in self.lent_view:
+            self.unlend(job)  # a suspended preemption victim: its CPUs were lent (ctld/preempt.py)
         if job.job_id in self.recon.held:
             return  # released by reconcile.release_held once confirmed
         if job.job_id in self.running:
