@@ -290,3 +290,23 @@ def test_a_suspension_survives_a_controller_restart(tmp_path):
     again.cycle()
     assert [r.job_id for r in again.to("cn01", m.ResumeJob)] == [low.job_id]
     assert again.ctl.jobs[low.job_id].state == JobState.Running and node.cpus_free == 0
+
+
+@pytest.mark.parametrize("mode", ["REQUEUE", "CANCEL"])
+def test_a_victim_that_ends_on_its_sigterm_during_the_grace_still_gets_its_mode(tmp_path, mode):
+    rig = _rig(tmp_path, _parts(mode), PreemptGraceTime=30)
+    low = rig.start(partition="low", cpus_per_task=2)
+    high = rig.submit(partition="high", cpus_per_task=2)
+    rig.cycle()
+    assert [(s.job_id, s.signum) for s in rig.to("cn01", m.SignalJob)] == [(low.job_id, 15)]
+    _finish(rig, low, code=256 + 15)  # it did not trap the SIGTERM
+    if mode == "REQUEUE":
+        assert low.state == JobState.Pending and rig.ctl.preempted_by(low.job_id) == high
+    else:
+        assert low.state == JobState.Cancelled and low.reason == "Preempted"
+    rig.cycle()
+    assert rig.ctl.jobs[high].state == JobState.Configuring
+    assert not rig.to("cn01", m.TerminateStep)  # nothing left to end when the grace is over
+    _wait(rig, 31)
+    rig.cycle()
+    assert not rig.to("cn01", m.TerminateStep)

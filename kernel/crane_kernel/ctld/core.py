@@ -283,6 +283,13 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
 
         Its steps still alive end with it (their nodes are told to kill them, ctld/stepexec.py).
         """
+        if job.job_id in self.preempted:  # a REQUEUE victim that ended in its grace goes back to the queue
+            requeued = self.victim_ended_in_grace(job, now, outbox)
+            if requeued is not None:
+                if persist:
+                    self.store.write(updates=requeued)
+                    return []
+                return requeued
         state, why = self.final_state(job, state)  # ended by its deadline: Deadline (ctld/jobcontrol.py)
         reason = why or reason
         step_ran = job.state in (JobState.Running, JobState.Suspended) and not job.interactive  # a task step

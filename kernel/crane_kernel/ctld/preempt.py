@@ -322,6 +322,8 @@ class PreemptMixin:
                 continue
             waits = True
             if rec.act_at > now:
+                if mode == PREEMPT_CANCEL:
+                    victim.cancel_requested = True  # however it ends now, it ends Cancelled (reason Preempted)
                 self._warn_victim(victim, outbox)
                 rows.append((int(victim.state), self._rt_json(victim), victim.job_id))
             else:
@@ -462,9 +464,23 @@ class PreemptMixin:
     def preempted_reason(self, job: Job, reason: str) -> str:
         """The reason a job ends with: ``Preempted`` for a victim its preemption ended."""
         rec = self.preempted.get(job.job_id)
-        if rec is not None and rec.acted and rec.mode == PREEMPT_CANCEL:
+        if rec is not None and rec.mode == PREEMPT_CANCEL and rec.epoch == job.epoch and job.cancel_requested:
             return REASON_PREEMPTED
         return reason
+
+    def victim_ended_in_grace(self, job: Job, now: float, outbox: list) -> list | None:
+        """A ``REQUEUE`` victim whose processes ended during its grace (its SIGTERM): requeue it, not end it.
+
+        Called by ``_finish``; returns the journal rows of the requeue, or None when the job ends as usual
+        (not such a victim, or a cancel was asked for meanwhile).
+        """
+        rec = self.preempted.get(job.job_id)
+        if rec is None or rec.mode != PREEMPT_REQUEUE or rec.acted or rec.epoch != job.epoch or \
+                job.cancel_requested or job.state not in _ACTIVE or job.job_id in self.recon.held:
+            return None
+        rec.acted = True
+        return self._requeue(job, now, outbox, f"preempted by job {rec.preemptor}", False, EC_TERMINATED,
+                             REASON_PREEMPTED)
 
     def preempted_by(self, job_id: int) -> int:
         """The job whose start preempted ``job_id`` (0: never preempted, or no longer known)."""
