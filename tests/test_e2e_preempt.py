@@ -11,7 +11,7 @@ import time
 
 import pytest
 from crane_common.states import JobState
-from crane_e2e import cgroups_writable, running_cluster
+from crane_e2e import cgroups_writable, ensure_user, run_as, running_cluster
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (cgroups, users)")
 
@@ -111,3 +111,51 @@ def test_suspend_mode_freezes_the_victim_and_resumes_it(cluster):
     _wait_lines(cluster, "susp.log", lambda lines: len(lines) > frozen + 3)
     cluster.client.cancel([low])
     cluster.wait_done(low)
+
+
+# -- by QoS, with the account database enforced, as real unprivileged users ---------------------------------
+
+ALICE, BOB = "crane_e2e_alice", "crane_e2e_bob"
+
+
+@pytest.fixture(scope="module")
+def qos_cluster():
+    """One node; QoS ``high`` may preempt ``low`` (CANCEL); bob may use ``low`` only, alice ``high`` too."""
+    ensure_user(ALICE)
+    ensure_user(BOB)
+    with running_cluster(nodes=1, cpus=2, Accounting={"Enforce": ["associations", "qos"]}) as c:
+        for args in (("add", "qos", "low", "PreemptMode=CANCEL"), ("add", "qos", "high", "Preempt=low"),
+                     ("add", "account", "batch", "QosList=low", "DefaultQos=low"),
+                     ("add", "account", "urgent", "QosList=high,low", "DefaultQos=high"),
+                     ("add", "user", BOB, "Account=batch"), ("add", "user", ALICE, "Account=urgent")):
+            proc = c.run("cacctmgr", *args)
+            assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        yield c
+
+
+def _as(cluster, name, *args):
+    pw = ensure_user(name)
+    return run_as(cluster, pw, *args, token=cluster.lc.token(pw.pw_name, pw.pw_uid))
+
+
+def _submitted(proc):
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.strip().rstrip(".").split()[-1])
+
+
+def test_qos_preemption_and_a_user_cannot_claim_a_preempting_qos(qos_cluster):
+    c = qos_cluster
+    wd = c.workdir
+    low = _submitted(_as(c, BOB, "cbatch", "-c", "2", "-D", wd, "-o", "b-%j.out", "--wrap", "sleep 60"))
+    c.wait_running(low)
+    # bob names the preempting QoS: refused at submission (one line, an error exit), his job untouched
+    claim = _as(c, BOB, "cbatch", "-q", "high", "-c", "2", "-D", wd, "-o", "b-%j.out", "--wrap", "true")
+    assert claim.returncode != 0 and "high" in claim.stderr and len(claim.stderr.strip().splitlines()) == 1
+    time.sleep(1.5)
+    assert c.job(low).status == JobState.Running
+    # alice's QoS may preempt bob's: his job ends Cancelled, reason Preempted, and hers runs
+    high = _submitted(_as(c, ALICE, "cbatch", "-c", "2", "-D", wd, "-o", "a-%j.out", "--wrap", "sleep 1"))
+    ended = c.wait_done(low, timeout=20)
+    assert JobState(ended.status) == JobState.Cancelled and ended.pending_reason == "Preempted"
+    assert ended.preempted_by == str(high) and ended.qos == "low"
+    assert JobState(c.wait_done(high).status) == JobState.Completed

@@ -177,21 +177,27 @@ def test_a_preemption_survives_a_controller_restart(tmp_path):
     assert [t.job_id for t in again.to("cn01", m.TerminateStep)] == [low.job_id]
 
 
-def test_qos_preemption(tmp_path):
-    parts = [{"name": "debug", "nodes": "cn01"}]
-    rig = _rig(tmp_path, parts)
-    book = rig.ctl.accounts
+@pytest.mark.parametrize("enforced", [True, False])
+def test_qos_preemption_only_when_the_qos_is_enforced(tmp_path, enforced):
+    """Without ``Accounting.Enforce: [qos]`` a job's QoS is what its submitter wrote: it preempts nobody."""
     from crane_kernel.ctld.acctmodel import Qos
+
+    rig = _rig(tmp_path, [{"name": "debug", "nodes": "cn01"}])
+    book = rig.ctl.accounts
     book.qos["low"] = Qos("low", preempt_mode="CANCEL")
     book.qos["high"] = Qos("high", preempt=["low"])
     low = rig.start(partition="debug", cpus_per_task=2)
-    low.qos = "low"
-    rig.ctl.running_view[low.job_id].qos = "low"
+    low.qos = rig.ctl.running_view[low.job_id].qos = "low"
     high = rig.submit(partition="debug", cpus_per_task=2)
     rig.ctl.jobs[high].qos = "high"
+    if enforced:
+        book.enforce = frozenset({"qos"})
     rig.cycle()
-    assert [t.job_id for t in rig.to("cn01", m.TerminateStep)] == [low.job_id]
-    assert rig.ctl.preempted_by(low.job_id) == high
+    if enforced:
+        assert [t.job_id for t in rig.to("cn01", m.TerminateStep)] == [low.job_id]
+        assert rig.ctl.preempted_by(low.job_id) == high
+    else:
+        assert rig.ctl.keeper.view.preemption is None and not rig.to("cn01", m.TerminateStep)
 
 
 def _parts(mode):

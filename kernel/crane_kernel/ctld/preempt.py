@@ -7,7 +7,9 @@ are :func:`crane_kernel.sched_types.preempt_mode`. This module is the mechanism:
 
 * :meth:`PreemptMixin.preemption_rules` builds ``view.preemption`` (the QoS ``Preempt`` lists and
   modes, the preemptions in progress) before each scheduling call; ``None`` when no rule is
-  configured, so a cluster without preemption pays nothing.
+  configured, so a cluster without preemption pays nothing. The QoS rule counts only when the
+  account database enforces QoS (``Accounting.Enforce`` has ``qos`` or ``limits``): otherwise a
+  job's QoS is whatever its submitter wrote, and anyone could claim a preempting one.
 * :meth:`PreemptMixin.plan_starts` is how ``_commit`` walks a plan's starts: the ordinary ones
   first (a start that would take room a waiting preemptor was promised is refused), then the
   preempt orders, checked (:meth:`_checked_orders`) and carried out, then the starts of the
@@ -116,7 +118,8 @@ class PreemptMixin:
         if not self.pm.implemented("crane_preempt"):
             return None
         qos = self.accounts.qos
-        preempts = {name: frozenset(q.preempt) for name, q in qos.items() if q.preempt}
+        enforced = bool({"qos", "limits"} & set(self.accounts.enforce))  # else a user could name any QoS
+        preempts = {name: frozenset(q.preempt) for name, q in qos.items() if q.preempt} if enforced else {}
         if not preempts and all(p.preempt_mode == PREEMPT_OFF for p in self.partitions.values()):
             return None
         victims = frozenset(v for v in self.preempted if self._being_preempted(v))
