@@ -36,8 +36,18 @@ def select_victims(view: ClusterView, plan: Plan, now: float, max_preemptors: in
     started = {jid for jid, _ in plan.starts}
     rules = view.preemption
     assert rules is not None
-    waiting = [j for j in view.pending if j.job_id not in started and j.job_id not in rules.in_progress
-               and plan.reasons.get(j.job_id, REASON_RESOURCE) in WAITING_REASONS]
+    in_progress, reasons = rules.in_progress, plan.reasons
+    can_preempt: dict[tuple[str, str], bool] = {}  # per (partition, QoS): is anything running preemptible by it?
+    waiting = []
+    for j in view.pending:
+        if j.job_id in started or j.job_id in in_progress:
+            continue
+        key = (j.partition, j.qos)
+        able = can_preempt.get(key)
+        if able is None:
+            able = can_preempt[key] = any(preempt_mode(j, r, view) for r in view.running)
+        if able and reasons.get(j.job_id, REASON_RESOURCE) in WAITING_REASONS:
+            waiting.append(j)
     if not waiting:
         return False
     by_node: dict[int, list[SchedRunning]] = {}
@@ -54,17 +64,11 @@ def select_victims(view: ClusterView, plan: Plan, now: float, max_preemptors: in
     chosen: set[int] = set()
     added = False
     looked = 0
-    can_preempt: dict[tuple[str, str], bool] = {}
     for job in sorted(waiting, key=priority_order_key):
         if looked >= max_preemptors:
             break
         part = view.partitions.get(job.partition)
         if part is None or ineligible_reason(job, part, now) is not None:
-            continue
-        key = (job.partition, job.qos)
-        if key not in can_preempt:  # a cheap first test: is anything running preemptible by its class?
-            can_preempt[key] = any(preempt_mode(job, r, view) for r in view.running)
-        if not can_preempt[key]:
             continue
         looked += 1
         picked = _nodes_for(job, view, part.node_indices, by_node, chosen, taken)
