@@ -45,7 +45,7 @@ def installed_schedulers() -> list[str]:
     return installed("scheduler")
 
 
-def load_scheduler(name: str, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+def load_scheduler(name: str, config: Mapping[str, Any] | None = None, preempt: str | None = None) -> tuple[Any, Any]:
     """Load scheduler ``name`` exactly as cranectld does: :func:`crane_kernel.plugins.load_slots`.
 
     Returns ``(plugin_object, plugins)`` where ``plugins`` is the
@@ -59,7 +59,8 @@ def load_scheduler(name: str, config: Mapping[str, Any] | None = None) -> tuple[
     have = installed_schedulers()
     if name not in have:
         raise SchedulerNotFoundError(f"scheduler {name!r} is not installed (installed: {', '.join(have) or 'none'})")
-    loaded = load_slots({"Scheduler": name, "Settings": {name: dict(config or {})}}, slots=("scheduler",))
+    slots = ("scheduler", "preempt") if preempt else ("scheduler",)
+    loaded = load_slots({"Scheduler": name, "Preempt": preempt, "Settings": {name: dict(config or {})}}, slots=slots)
     return loaded.plugins("scheduler")[0], loaded
 
 
@@ -203,6 +204,31 @@ def build_cluster(nodes: int, jobs: int, seed: int = 1, running_fraction: float 
     return ClusterView(node_list, parts, pending, running)
 
 
+def configure_preemption(view: ClusterView, mode: str, share: float = 0.01, seed: int = 1) -> int:
+    """Preemption on a synthetic view: a ``high`` partition (priority 10) over every node preempts the others.
+
+    Every running job belongs to its node's first partition, whose ``PreemptMode`` becomes ``mode``;
+    ``share`` of the pending jobs (chosen with ``seed``) move to ``high``. Returns how many moved.
+    """
+    from crane_kernel.sched_types import PreemptRules
+
+    rng = random.Random(seed)
+    for part in view.partitions.values():
+        part.priority, part.preempt_mode = 1, mode
+    view.partitions["high"] = SchedPartition("high", tuple(n.index for n in view.nodes), 10)
+    for n in view.nodes:
+        n.partitions = (*n.partitions, "high")
+    for r in view.running:
+        r.partition = view.nodes[r.nodes[0]].partitions[0]
+    moved = 0
+    for job in view.pending:
+        if rng.random() < share and not job.nodelist:
+            job.partition = "high"
+            moved += 1
+    view.preemption = PreemptRules()
+    return moved
+
+
 WHOLE_CPUS = 64
 WHOLE_MEM = 256 * GiB
 
@@ -334,7 +360,7 @@ def validate_plan(view: ClusterView, plan: Plan, limit: int = 20) -> list[str]:
 # --------------------------------------------------------------------------
 
 def run_sched_bench(nodes: int, jobs: int, scheduler: str, seed: int = 1, running_fraction: float = 0.5,
-                    *, workload: str = "mixed", repeat: int = 3) -> dict:
+                    *, workload: str = "mixed", repeat: int = 3, preempt: str | None = None) -> dict:
     """Time ``repeat`` full cycles of ``scheduler`` on a synthetic cluster and return the figures.
 
     Keys: ``scheduler``, ``nodes``, ``jobs``, ``running``, ``seed``,
@@ -342,21 +368,30 @@ def run_sched_bench(nodes: int, jobs: int, scheduler: str, seed: int = 1, runnin
     ``first_cycle_s``, ``decisions_per_s`` (``considered / cycle_s``),
     ``first_decisions_per_s``, ``considered``, ``started``, ``reserved``,
     ``reasons`` (count per reason), ``valid``, ``problems``, ``build_s`` and,
-    when the plugin exposes ``last_stats``, ``plugin_stats``.
+    when the plugin exposes ``last_stats``, ``plugin_stats``. ``preempt`` (a mode): preemption is
+    configured (:func:`configure_preemption`) and every cycle is the scheduler's call followed by
+    the ``preempt_standard`` plugin's (``cycle_s`` times both; ``preempt_s``, ``preempted`` and
+    ``preemptors`` are the preempt call's share and orders).
     Raises :class:`SchedulerNotFoundError` for an unknown scheduler.
     """
-    obj, loaded = load_scheduler(scheduler)
+    obj, loaded = load_scheduler(scheduler, preempt="preempt_standard" if preempt else None)
     t0 = time.perf_counter()
     view = build_cluster(nodes, jobs, seed, running_fraction, workload)
+    high = configure_preemption(view, preempt, seed=seed) if preempt else 0
     build_s = time.perf_counter() - t0
     before = _node_snapshot(view)
     times: list[float] = []
     plan: Plan | None = None
     schedule = loaded.hook.crane_schedule
+    preempt_times: list[float] = []
     try:
         for _ in range(max(1, repeat)):
             t = time.perf_counter()
             plan = schedule(view=view, now=NOW)
+            if preempt and plan is not None:
+                tp = time.perf_counter()
+                loaded.hook.crane_preempt(view=view, plan=plan, now=NOW)
+                preempt_times.append(time.perf_counter() - tp)
             times.append(time.perf_counter() - t)
     finally:
         loaded.shutdown()
@@ -379,6 +414,9 @@ def run_sched_bench(nodes: int, jobs: int, scheduler: str, seed: int = 1, runnin
         "reasons": dict(sorted(reasons.items())), "valid": not problems, "problems": problems,
         "build_s": round(build_s, 3),
     }
+    if preempt:
+        out.update(preempt=preempt, high_jobs=high, preempt_s=round(min(preempt_times), 6),
+                   preempted=len(plan.preempt), preemptors=len(plan.preempt_nodes))
     stats = getattr(obj, "last_stats", None)
     if isinstance(stats, dict) and stats:
         out["plugin_stats"] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in stats.items()}
@@ -396,6 +434,9 @@ def _format(res: dict) -> str:
         "  reasons: " + ", ".join(f"{k}={v}" for k, v in res["reasons"].items()),
         f"  valid: {res['valid']}" + ("" if res["valid"] else " — " + "; ".join(res["problems"][:5])),
     ]
+    if res.get("preempt"):
+        lines.append(f"  preemption ({res['preempt']}, {res['high_jobs']} high jobs): {res['preempted']} victims "
+                     f"for {res['preemptors']} jobs, preempt plugin {res['preempt_s'] * 1000:.1f} ms of the cycle")
     return "\n".join(lines)
 
 
@@ -418,6 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--arrivals", type=int, default=None, help="with --cycles: jobs arriving per cycle (1%% of --jobs)")
     ap.add_argument("--end-fraction", type=float, default=0.02,
                     help="with --cycles: fraction of running jobs ending per cycle")
+    ap.add_argument("--preempt", type=str.upper, choices=("CANCEL", "REQUEUE", "SUSPEND"), default=None,
+                    help="one-cycle mode: configure preemption (1%% of the jobs in a high partition) and time the "
+                         "preempt plugin with the scheduler")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
@@ -431,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = format_cycles(res)
         else:
             res = run_sched_bench(args.nodes, args.jobs, args.scheduler, args.seed, args.running_fraction,
-                                  workload=args.workload, repeat=args.repeat)
+                                  workload=args.workload, repeat=args.repeat, preempt=args.preempt)
             text = _format(res)
     except SchedulerNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)

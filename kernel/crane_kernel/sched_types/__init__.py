@@ -361,8 +361,10 @@ from crane_kernel.sched_types.preempt import (  # noqa: E402
     REASON_WAITING_PREEMPTION,
     PreemptOrder,
     PreemptRules,
+    PreemptTable,
     node_fits_after,
     preempt_mode,
+    preempt_table,
 )
 
 # --- end of preemption ---
@@ -376,5 +378,6 @@ __all__ = [
     "ineligible_reason", "priority_order_key",
     # preemption
     "PREEMPT_CANCEL", "PREEMPT_MODES", "PREEMPT_OFF", "PREEMPT_REQUEUE", "PREEMPT_SUSPEND", "REASON_PREEMPTED",
-    "REASON_WAITING_PREEMPTION", "PreemptOrder", "PreemptRules", "node_fits_after", "preempt_mode",
+    "REASON_WAITING_PREEMPTION", "PreemptOrder", "PreemptRules", "PreemptTable", "node_fits_after", "preempt_mode",
+    "preempt_table",
 ]

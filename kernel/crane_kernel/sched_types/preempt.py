@@ -86,31 +86,72 @@ class PreemptOrder:
         return hash((self.preemptor, self.mode))
 
 
+class PreemptTable:
+    """The modes the jobs of one class (partition and QoS) may preempt with: the rules for that class, as lookups.
+
+    ``by_qos``: victim QoS -> mode (the QoS rule); ``by_partition``: victim partition -> mode (the
+    partition rule, for a victim the QoS rule does not cover). Built by :func:`preempt_table`;
+    :meth:`mode` applies it to one running job. A plugin looking at many running jobs for the
+    same class builds the table once.
+    """
+
+    __slots__ = ("by_qos", "by_partition", "victims")
+
+    def __init__(self, by_qos: dict[str, str], by_partition: dict[str, str], victims: frozenset[int]) -> None:
+        self.by_qos = by_qos
+        self.by_partition = by_partition
+        self.victims = victims
+
+    def empty(self) -> bool:
+        """True when the class may preempt nothing at all."""
+        return not self.by_qos and not self.by_partition
+
+    def mode(self, victim: SchedRunning) -> str | None:
+        """The mode a job of the class may preempt ``victim`` with, or ``None``."""
+        if victim.job_id in self.victims:
+            return None
+        mode = self.by_qos.get(victim.qos) if victim.qos else None
+        if mode is None:
+            mode = self.by_partition.get(victim.partition)
+        if not mode or (mode == PREEMPT_SUSPEND and victim.exclusive):
+            return None  # ("" : the QoS rule covers it, with a mode the kernel cannot carry out)
+        return mode
+
+
+def preempt_table(job: SchedJob, view: ClusterView) -> PreemptTable:
+    """The rules for ``job``'s class (its partition and QoS) as a :class:`PreemptTable` (see the module docstring)."""
+    rules = view.preemption
+    if rules is None:
+        return PreemptTable({}, {}, frozenset())
+    by_qos: dict[str, str] = {}
+    for victim_qos in rules.qos_preempts.get(job.qos, ()) if job.qos else ():
+        mode = rules.qos_mode.get(victim_qos, PREEMPT_OFF)
+        if mode == PREEMPT_OFF:
+            mode = rules.qos_mode.get(job.qos, PREEMPT_OFF)
+        by_qos[victim_qos] = mode if mode != PREEMPT_OFF else PREEMPT_CANCEL
+    by_partition: dict[str, str] = {}
+    mine = view.partitions.get(job.partition)
+    if mine is not None:
+        for name, theirs in view.partitions.items():
+            if theirs.preempt_mode != PREEMPT_OFF and mine.priority > theirs.priority:
+                by_partition[name] = theirs.preempt_mode
+    # a QoS the rule covers is decided by it alone (and a mode the kernel cannot carry out means "not at all")
+    by_qos = {q: (m if m in rules.modes else "") for q, m in by_qos.items()}
+    by_partition = {p: m for p, m in by_partition.items() if m in rules.modes}
+    return PreemptTable(by_qos, by_partition, rules.victims)
+
+
 def preempt_mode(job: SchedJob, victim: SchedRunning, view: ClusterView) -> str | None:
     """The mode ``job`` may preempt running ``victim`` with under the view's rules, or ``None``.
 
     The one rule, used by the preempt plugins and by the kernel's check of their orders (see the
-    module docstring). A job never preempts itself, a victim already being preempted, or with a
-    mode the kernel cannot carry out (``rules.modes``).
+    module docstring; :func:`preempt_table` is the same rule for many victims at once). A job never
+    preempts itself, a victim already being preempted, or with a mode the kernel cannot carry out
+    (``rules.modes``).
     """
-    rules = view.preemption
-    if rules is None or victim.job_id == job.job_id or victim.job_id in rules.victims:
+    if view.preemption is None or victim.job_id == job.job_id:
         return None
-    mode = None
-    if job.qos and victim.qos and victim.qos in rules.qos_preempts.get(job.qos, ()):
-        mode = rules.qos_mode.get(victim.qos, PREEMPT_OFF)
-        if mode == PREEMPT_OFF:
-            mode = rules.qos_mode.get(job.qos, PREEMPT_OFF)
-        if mode == PREEMPT_OFF:
-            mode = PREEMPT_CANCEL
-    else:
-        mine, theirs = view.partitions.get(job.partition), view.partitions.get(victim.partition)
-        if mine is not None and theirs is not None and theirs.preempt_mode != PREEMPT_OFF \
-                and mine.priority > theirs.priority:
-            mode = theirs.preempt_mode
-    if mode is None or mode not in rules.modes or (mode == PREEMPT_SUSPEND and victim.exclusive):
-        return None
-    return mode
+    return preempt_table(job, view).mode(victim) or None
 
 
 def node_fits_after(job: SchedJob, node: SchedNode, freed: Iterable[tuple[SchedRunning, str]],
@@ -145,5 +186,6 @@ def node_fits_after(job: SchedJob, node: SchedNode, freed: Iterable[tuple[SchedR
 
 __all__ = [
     "PREEMPT_CANCEL", "PREEMPT_MODES", "PREEMPT_OFF", "PREEMPT_REQUEUE", "PREEMPT_SUSPEND", "REASON_PREEMPTED",
-    "REASON_WAITING_PREEMPTION", "PreemptOrder", "PreemptRules", "node_fits_after", "preempt_mode",
+    "REASON_WAITING_PREEMPTION", "PreemptOrder", "PreemptRules", "PreemptTable", "node_fits_after", "preempt_mode",
+    "preempt_table",
 ]

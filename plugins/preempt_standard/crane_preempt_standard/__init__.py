@@ -13,7 +13,9 @@ victims (:mod:`crane_preempt_standard.select`):
    taken youngest first (latest start: the least work lost; CraneSched's and Slurm's order) until
    the job fits, then every victim the job fits without is put back (a minimal set on that node).
 3. The job's ``node_num`` nodes are those needing the fewest victims (then the fewest CPUs
-   preempted, then the lowest index); a node that is already free costs nothing.
+   preempted, then the lowest index); a node that is already free costs nothing, and a job that
+   fits on enough free nodes preempts nobody (the scheduler's order kept it waiting, not room).
+   A one-node job takes the first node needing a single victim (none needs fewer, short of a free one).
 4. The chosen victims get a :class:`~crane_kernel.sched_types.PreemptOrder` and cannot be chosen
    again in the pass; the job's nodes are noted (``plan.preempt_nodes``) and counted as taken for
    the later candidates. A job whose victims are all ``SUSPEND`` starts in the same plan (their

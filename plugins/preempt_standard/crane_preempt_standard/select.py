@@ -6,9 +6,9 @@ scheduler's plan and writes only the plan.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from crane_kernel import gres as gres_rules
 from crane_kernel.sched_types import (
     PREEMPT_SUSPEND,
     REASON_PRIORITY,
@@ -16,9 +16,10 @@ from crane_kernel.sched_types import (
     REASON_RESOURCE_RESERVED,
     REASON_WAITING_PREEMPTION,
     PreemptOrder,
+    PreemptTable,
     ineligible_reason,
     node_fits_after,
-    preempt_mode,
+    preempt_table,
     priority_order_key,
 )
 
@@ -37,41 +38,45 @@ def select_victims(view: ClusterView, plan: Plan, now: float, max_preemptors: in
     rules = view.preemption
     assert rules is not None
     in_progress, reasons = rules.in_progress, plan.reasons
-    can_preempt: dict[tuple[str, str], bool] = {}  # per (partition, QoS): is anything running preemptible by it?
-    waiting = []
+    classes: dict[tuple[str, str], _Victims | None] = {}  # per (partition, QoS): what its jobs may preempt
+    waiting: list[tuple[SchedJob, _Victims]] = []
+    taken: Taken = {}
+    where = dict(plan.starts) if plan.starts else {}
+    by_node: dict[int, list[SchedRunning]] | None = None
     for j in view.pending:
-        if j.job_id in started or j.job_id in in_progress:
+        jid = j.job_id
+        if jid in started:
+            for i in where[jid]:
+                _take(taken, i, j)
+            continue
+        if jid in in_progress:
             continue
         key = (j.partition, j.qos)
-        able = can_preempt.get(key)
-        if able is None:
-            able = can_preempt[key] = any(preempt_mode(j, r, view) for r in view.running)
-        if able and reasons.get(j.job_id, REASON_RESOURCE) in WAITING_REASONS:
-            waiting.append(j)
+        index = classes.get(key, False)
+        if index is False:
+            table = preempt_table(j, view)
+            if table.empty():
+                index = None
+            else:
+                if by_node is None:
+                    by_node = _running_by_node(view)
+                index = _Victims(table, by_node)
+            classes[key] = index
+        if index is not None and reasons.get(jid, REASON_RESOURCE) in WAITING_REASONS:
+            waiting.append((j, index))
     if not waiting:
         return False
-    by_node: dict[int, list[SchedRunning]] = {}
-    for r in view.running:
-        for i in r.nodes:
-            by_node.setdefault(i, []).append(r)
-    pending = {j.job_id: j for j in view.pending}
-    taken: Taken = {}
-    for jid, idxs in plan.starts:
-        job = pending.get(jid)
-        if job is not None:
-            for i in idxs:
-                _take(taken, i, job)
     chosen: set[int] = set()
     added = False
     looked = 0
-    for job in sorted(waiting, key=priority_order_key):
+    for job, index in sorted(waiting, key=lambda w: priority_order_key(w[0])):
         if looked >= max_preemptors:
             break
         part = view.partitions.get(job.partition)
         if part is None or ineligible_reason(job, part, now) is not None:
             continue
         looked += 1
-        picked = _nodes_for(job, view, part.node_indices, by_node, chosen, taken)
+        picked = _nodes_for(job, view, part.node_indices, index, chosen, taken)
         if picked is None:
             continue
         nodes, victims = picked
@@ -92,21 +97,75 @@ def select_victims(view: ClusterView, plan: Plan, now: float, max_preemptors: in
     return added
 
 
-def _nodes_for(job: SchedJob, view: ClusterView, members: tuple[int, ...], by_node: Mapping[int, list[SchedRunning]],
-               chosen: set[int], taken: Taken) -> tuple[list[int], dict[SchedRunning, str]] | None:
+def _running_by_node(view: ClusterView) -> dict[int, list[SchedRunning]]:
+    """The running jobs of every node (once per pass, only when some class may preempt)."""
+    by_node: dict[int, list[SchedRunning]] = {}
+    for r in view.running:
+        for i in r.nodes:
+            got = by_node.get(i)
+            if got is None:
+                by_node[i] = [r]
+            else:
+                got.append(r)
+    return by_node
+
+
+class _Victims:
+    """What the jobs of one (partition, QoS) class may preempt on each node, worked out when a node is looked at."""
+
+    __slots__ = ("table", "by_node", "cache")
+
+    def __init__(self, table: PreemptTable, by_node: dict[int, list[SchedRunning]]) -> None:
+        self.table = table
+        self.by_node = by_node
+        self.cache: dict[int, tuple[list[tuple[SchedRunning, str]], float, int]] = {}
+
+    def on(self, i: int) -> tuple[list[tuple[SchedRunning, str]], float, int]:
+        """Node ``i``'s victims (youngest first), the CPUs they would free together and the memory."""
+        got = self.cache.get(i)
+        if got is None:
+            mode_of = self.table.mode
+            victims = [(r, m) for r in self.by_node.get(i, ()) if (m := mode_of(r))]
+            victims.sort(key=lambda rm: (-rm[0].start_time, -rm[0].job_id))  # youngest first
+            got = self.cache[i] = (victims, sum(r.cpus_per_node for r, _ in victims),
+                                   sum(r.mem_per_node for r, m in victims if m != PREEMPT_SUSPEND))
+        return got
+
+
+def _nodes_for(job: SchedJob, view: ClusterView, members: tuple[int, ...], index: _Victims, chosen: set[int],
+               taken: Taken) -> tuple[list[int], dict[SchedRunning, str]] | None:
     """The job's ``node_num`` cheapest nodes and the victims they need, or None when too few can hold it."""
     nodes = view.nodes
     excl = {view.node_index[n] for n in job.exclude if n in view.node_index} if job.exclude else None
     allowed = {view.node_index[n] for n in job.nodelist if n in view.node_index} if job.nodelist else None
+    k = max(1, job.node_num)
+    c, m = job.cpus_per_node, job.mem_per_node
     options: list[tuple[int, float, int, dict[SchedRunning, str]]] = []
+    free = 0
+    req = job.gres_per_node
+    settled = False  # a one-node job found a node needing one victim: only free nodes could do better
     for i in members:
         node = nodes[i]
         if not node.usable or (excl is not None and i in excl) or (allowed is not None and i not in allowed):
             continue
-        here = _victims_on(job, node, by_node.get(i, ()), view, chosen, _taken_of(taken, i))
-        if here is not None:
-            options.append((len(here), sum(r.cpus_per_node for r in here), i, here))
-    k = max(1, job.node_num)
+        t = _taken_of(taken, i)
+        cpus, mem = node.cpus_free - t[0], node.mem_free - t[1]
+        if cpus + 1e-9 >= c and mem >= m and node_fits_after(job, node, (), t):
+            free += 1  # it fits here without anyone leaving
+            if free >= k:
+                return None  # ... and on enough nodes: the scheduler's business, not preemption's
+            options.append((0, 0.0, i, {}))
+            continue
+        if settled or i not in index.by_node or (req and not gres_rules.fits(node.gres_total, req)):
+            continue
+        on_node, could_cpus, could_mem = index.on(i)
+        if cpus + could_cpus + 1e-9 < c or mem + could_mem < m:
+            continue  # not even with every victim it could have there gone
+        here = _victims_on(job, node, on_node, chosen, t)
+        if not here:
+            continue
+        options.append((len(here), sum(r.cpus_per_node for r in here), i, here))
+        settled = k == 1 and len(here) == 1
     if len(options) < k:
         return None
     options.sort(key=lambda o: (o[0], o[1], o[2]))
@@ -117,32 +176,38 @@ def _nodes_for(job: SchedJob, view: ClusterView, members: tuple[int, ...], by_no
     return sorted(o[2] for o in best), victims
 
 
-def _victims_on(job: SchedJob, node: SchedNode, running: list[SchedRunning] | tuple, view: ClusterView,
-                chosen: set[int], taken: tuple) -> dict[SchedRunning, str] | None:
-    """A minimal set of victims on ``node`` after which ``job`` fits there (``{}``: it fits now), or None."""
+def _victims_on(job: SchedJob, node: SchedNode, allowed: list[tuple[SchedRunning, str]], chosen: set[int],
+                taken: tuple) -> dict[SchedRunning, str] | None:
+    """A minimal set of victims on ``node`` after which ``job`` fits there (it does not fit now), or None."""
     if job.partition not in node.partitions:
         return None
-    if node_fits_after(job, node, (), taken):
-        return {}
-    allowed = []
-    for r in running:
-        if r.job_id in chosen:
-            continue
-        mode = preempt_mode(job, r, view)
-        if mode is not None:
-            allowed.append((r, mode))
-    allowed.sort(key=lambda rm: (-rm[0].start_time, -rm[0].job_id))  # youngest first
     picked: list[tuple[SchedRunning, str]] = []
-    for rm in allowed:
+    cpus = node.cpus_free - taken[0]
+    mem = node.mem_free - taken[1]
+    exact = not job.gres_per_node and not job.exclusive  # then the CPU and memory sums decide alone
+    for rm in allowed:  # youngest first
+        if rm[0].job_id in chosen:
+            continue
         picked.append(rm)
-        if node_fits_after(job, node, picked, taken):
-            break
+        cpus += rm[0].cpus_per_node
+        if rm[1] != PREEMPT_SUSPEND:
+            mem += rm[0].mem_per_node
+        if cpus + 1e-9 >= job.cpus_per_node and mem >= job.mem_per_node and (
+                exact or node_fits_after(job, node, picked, taken)):
+            break  # (the CPU and memory sums first: the full test, with GRES and exclusivity, only then)
     else:
         return None
     for rm in list(reversed(picked)):  # put back every victim it fits without
+        r, mode = rm
+        if cpus - r.cpus_per_node + 1e-9 < job.cpus_per_node or \
+                (mode != PREEMPT_SUSPEND and mem - r.mem_per_node < job.mem_per_node):
+            continue  # needed for the CPUs or the memory alone
         rest = [x for x in picked if x is not rm]
-        if node_fits_after(job, node, rest, taken):
+        if exact or node_fits_after(job, node, rest, taken):
             picked = rest
+            cpus -= r.cpus_per_node
+            if mode != PREEMPT_SUSPEND:
+                mem -= r.mem_per_node
     return dict(picked)
 
 
