@@ -316,3 +316,20 @@ def test_a_victim_that_ends_on_its_sigterm_during_the_grace_still_gets_its_mode(
     _wait(rig, 31)
     rig.cycle()
     assert not rig.to("cn01", m.TerminateStep)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"Partitions": [{"name": "p", "nodes": "ALL", "PreemptMode": "sometimes"}]},
+     "Partitions.0.PreemptMode: Input should be 'OFF', 'CANCEL', 'REQUEUE' or 'SUSPEND'"),
+    ({"CraneCtld": {"PreemptGraceTime": -1}}, "CraneCtld.PreemptGraceTime: Input should be greater than or equal to 0"),
+])
+def test_bad_preemption_settings_are_one_line_errors(extra, message):
+    from crane_kernel.config import parse_config
+    from crane_kernel.errors import ConfigError
+
+    base = {"Nodes": [{"name": "cn01", "cpu": 1, "memory": "1G"}], "Partitions": [{"name": "p", "nodes": "ALL"}]}
+    with pytest.raises(ConfigError) as err:
+        parse_config({**base, **extra})
+    assert message in str(err.value) and "\n" not in str(err.value)
+    ok = parse_config({**base, "Partitions": [{"name": "p", "nodes": "ALL", "PreemptMode": "requeue"}]})
+    assert ok.Partitions[0].PreemptMode == "REQUEUE"

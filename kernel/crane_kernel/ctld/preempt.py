@@ -312,7 +312,7 @@ class PreemptMixin:
         preemptor = self.pending[pid]
         waits = False
         for victim, _rv, mode in victims:
-            if mode != PREEMPT_SUSPEND and victim.interactive:
+            if mode == PREEMPT_REQUEUE and victim.interactive:
                 mode = PREEMPT_CANCEL  # an interactive job's client waits for it now, not for a rerun
             rec = Preemption(pid, mode, now if mode == PREEMPT_SUSPEND else now + grace, victim.epoch)
             self.preempted[victim.job_id] = rec
