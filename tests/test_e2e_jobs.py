@@ -209,7 +209,7 @@ def test_ccontrol_priority_hold_and_drain(cluster):
     jid = cluster.cbatch("-H", "--wrap", "true", env=a_env)
     # only an admin may pin a priority
     proc = cluster.run("ccontrol", "update", f"jobid={jid}", "priority=5000", env=a_env)
-    assert proc.returncode == 4 and "Permission denied" in proc.stderr
+    assert proc.returncode == 1 and "Permission denied" in proc.stderr
     proc = cluster.run("ccontrol", "update", f"jobid={jid}", "priority=5000")
     assert proc.returncode == 0, proc.stderr
     shown = cluster.run("ccontrol", "show", "job", str(jid)).stdout

@@ -169,8 +169,8 @@ def test_user_cannot_raise_her_time_limit(cluster, alice):
     """Before: a user raised her own pending job's time limit to 100 days past the partition
     maximum. Now: users may only lower a limit (Slurm's rule); raising is for operators."""
     jid = alice.cbatch("-H", "-t", "10", "--wrap", "true")
-    _refused(alice.run("ccontrol", "update", f"jobid={jid}", "timelimit=100-00:00:00"), 4, "Permission denied")
-    _refused(alice.run("ccontrol", "update", f"jobid={jid}", "timelimit=20:00"), 4, "Permission denied")
+    _refused(alice.run("ccontrol", "update", f"jobid={jid}", "timelimit=100-00:00:00"), 1, "Permission denied")
+    _refused(alice.run("ccontrol", "update", f"jobid={jid}", "timelimit=20:00"), 1, "Permission denied")
     assert cluster.job(jid).time_limit == 600
     assert alice.run("ccontrol", "update", f"jobid={jid}", "timelimit=5:00").returncode == 0
     assert cluster.job(jid).time_limit == 300
@@ -185,7 +185,7 @@ def test_user_cannot_release_an_admin_hold(cluster, alice):
     assert cluster.run("ccancel", str(jid)).returncode == 0
     jid = alice.cbatch("-b", "now+1hour", "--wrap", "true")
     assert cluster.run("ccontrol", "hold", str(jid)).returncode == 0          # root holds it
-    _refused(alice.run("ccontrol", "release", str(jid)), 4, "Permission denied")
+    _refused(alice.run("ccontrol", "release", str(jid)), 1, "Permission denied")
     info = cluster.job(jid)
     assert info.held and JobState(info.status) == JobState.Pending
     assert cluster.run("ccontrol", "release", str(jid)).returncode == 0

@@ -20,7 +20,6 @@ from crane_cli.errors import EXIT_BACKEND, EXIT_OK, EXIT_SYSTEM, CliError, arg_e
 UNSUPPORTED = (
     (("-a", "--array"), False, ("-a", "--array")), (("-L", "--licenses"), False, ()),
     (("-r", "--reservation"), False, ("-r",)), (("--wckey",), False, ()),
-    (("-s", "--signal"), False, ()),
 )
 
 
@@ -71,9 +70,13 @@ def build_command() -> Command:
         Option("--mail-user", help="mail recipient (default: you)", sbatch=True),
         Option("--requeue", flag=True, group="requeue", help="requeue the job when its node fails"),
         Option("--no-requeue", flag=True, group="requeue", help="never requeue the job"),
+        Option("-s", "--signal", metavar="[{R|B}:]SIG[@SECONDS]",
+               help="send SIG this many seconds (default 60) before the time limit; B: to the batch shell only",
+               sbatch=True),
+        Option("--deadline", help="end the job (state Deadline) if it cannot finish by this time",
+               script=(), sbatch=("--deadline",)),
         *pod_options(),
         *(Option(*names, flag=is_flag, unsupported=True, sbatch=sbatch) for names, is_flag, sbatch in UNSUPPORTED),
-        Option("--deadline", unsupported=True, script=(), sbatch=("--deadline",)),
         *common_options(),
     ])
 

@@ -6,6 +6,8 @@ cancelled on this cluster (exit code 2). At least one id or filter is required. 
 ``Job <ids> Step <job.step ids> cancelled successfully.`` and one ``Failed to cancel job: <id>.
 Reason: <r>.`` / ``Failed to cancel step: <job>-<step>. Reason: <r>.`` line per failure on
 stderr (exit code 4). ``--json`` prints upstream's ``{"cancelled_steps": ..., "not_cancelled_job_steps": ...}``.
+``-s/--signal SIG`` sends SIG to the jobs' processes instead (they keep running; pending jobs are refused):
+``Job <ids> signalled successfully.`` and ``Failed to signal job: <id>. Reason: <r>.`` (exit code 4).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def build_command() -> Command:
         Option("-A", "--account", help="only jobs of this account"),
         Option("-u", "--user", help="only jobs of this user"),
         Option("-w", "--nodes", multiple=True, help="only jobs running on these nodes (host list)"),
+        Option("-s", "--signal", metavar="SIG",
+               help="send SIG (a name like USR1 or a number) to the jobs' processes instead of ending them"),
         *common_options(),
     ])
 
@@ -90,6 +94,16 @@ def command(argv: list[str]) -> int:
         raise arg_error("ccancel: at least one job id or filter (-n, -p, -t, -A, -u, -w) is required")
     if step_ids and has_filter:
         raise arg_error("ccancel: step ids cannot be combined with filters")
+    signum = 0
+    if args.signal is not None:
+        from crane_common.signals import SignalSpecError, signal_number
+
+        try:
+            signum = signal_number(str(args.signal))
+        except SignalSpecError as exc:
+            raise arg_error(f"ccancel: -s/--signal: {exc}") from None
+        if step_ids:
+            raise arg_error("ccancel: -s/--signal is sent to whole jobs, not to steps")
     from crane_cli import clientconf
 
     conf = clientconf.load(args.config)
@@ -97,13 +111,16 @@ def command(argv: list[str]) -> int:
 
     request = rpc.pb.CancelJobRequest(job_ids=ids, name=args.name or "", partition=args.partition or "",
                                       account=args.account or "", user=args.user or "", states=states, nodes=nodes,
-                                      steps=[rpc.pb.StepRef(job_id=j, step_id=s) for j, s in step_ids])
+                                      steps=[rpc.pb.StepRef(job_id=j, step_id=s) for j, s in step_ids],
+                                      signal=signum)
     with rpc.Controller(conf) as ctld:
         reply = ctld.call("CancelJob", request)
     failed = bool(reply.not_cancelled) or bool(reply.not_cancelled_steps)
     if args.json:
         print(reply_json(reply))
         return EXIT_BACKEND if failed else EXIT_OK
+    if signum:
+        return _signal_report(reply)
     done = []
     if reply.cancelled:
         done.append(f"Job {','.join(str(i) for i in reply.cancelled)}")
@@ -120,6 +137,17 @@ def command(argv: list[str]) -> int:
         reason = (step_reasons[i] if i < len(step_reasons) else "") or "unknown reason"
         sys.stderr.write(f"Failed to cancel step: {ref.job_id}-{ref.step_id}. Reason: {reason.rstrip('.')}.\n")
     return EXIT_BACKEND if failed else EXIT_OK
+
+
+def _signal_report(reply: object) -> int:
+    """``ccancel -s``: ``Job <ids> signalled successfully.``, one ``Failed to signal job`` line per refusal (exit 4)."""
+    if reply.cancelled:  # type: ignore[attr-defined]
+        print(f"Job {','.join(str(i) for i in reply.cancelled)} signalled successfully.")  # type: ignore[attr-defined]
+    reasons = list(reply.reasons)  # type: ignore[attr-defined]
+    for i, job_id in enumerate(reply.not_cancelled):  # type: ignore[attr-defined]
+        reason = (reasons[i] if i < len(reasons) else "") or "unknown reason"
+        sys.stderr.write(f"Failed to signal job: {job_id}. Reason: {reason.rstrip('.')}.\n")
+    return EXIT_BACKEND if reply.not_cancelled else EXIT_OK  # type: ignore[attr-defined]
 
 
 def reply_json(reply: object) -> str:

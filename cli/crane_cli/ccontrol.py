@@ -3,10 +3,10 @@
 Supported: ``show node|partition|job [name/id]``, ``show step [<job>[.<step>],...]``;
 ``update nodeName=<n> state=drain|resume|down [reason=...]`` (``down``: the node is powered off, nothing of
 its jobs runs there any more, so the resources held for them are released; admins only);
-``update jobid=<id> priority=<p> | timelimit=<[D-]HH:MM:SS>``; ``hold <ids>``; ``release <ids>``.
-Keys are case-insensitive. ``show`` prints upstream's ``Key=Value`` blocks (crane_cli/showblocks.py);
-``--json`` prints the raw reply.
-A change the controller refuses prints its reason and exits 4.
+``update jobid=<id> key=value...``, ``hold|release|suspend|resume <ids>``, ``requeue [hold] <ids>``
+(the job actions: crane_cli/ccontrol_jobs.py). Keys are case-insensitive. ``show`` prints upstream's
+``Key=Value`` blocks (crane_cli/showblocks.py); ``--json`` prints the raw reply.
+A node change the controller refuses prints its reason and exits 4; job changes exit as upstream's.
 """
 
 from __future__ import annotations
@@ -144,11 +144,14 @@ def command(argv: list[str]) -> int:
             if words[1].lower() in ("step", "steps"):
                 return _show_steps(ctld, pb, list(words[2:]), args.json)
             return _show(ctld, rpc, words[1].lower(), words[2] if len(words) > 2 else None, args.json)
-        if action in ("hold", "release"):
-            if len(words) != 2:
-                raise arg_error(f"ccontrol: usage: ccontrol {action} <job ids>")
-            reply = ctld.call("ModifyJob", pb.ModifyJobRequest(job_ids=_ids(words[1]), hold=action == "hold"))
-            return _report(reply, "modified", "not_modified", "job", args.json)
+        if action in ("hold", "release", "suspend", "resume"):  # job actions: crane_cli/ccontrol_jobs.py
+            from crane_cli import ccontrol_jobs
+
+            return ccontrol_jobs.simple(ctld, pb, action, list(words[1:]), args.json)
+        if action in ("requeue", "requeuehold"):
+            from crane_cli import ccontrol_jobs
+
+            return ccontrol_jobs.requeue(ctld, pb, list(words[1:]), args.json, hold=action == "requeuehold")
         if action == "update":
             kv = _pairs(words[1:])
             if "nodename" in kv:
@@ -163,25 +166,11 @@ def command(argv: list[str]) -> int:
                                                reason=kv.get("reason", ""))
                 return _report(ctld.call("ModifyNode", request), "modified", "not_modified", "node", args.json)
             if "jobid" in kv:
-                ids = _ids(kv["jobid"])
-                if "priority" in kv:
-                    try:
-                        request = pb.ModifyJobRequest(job_ids=ids, priority=float(kv["priority"]))
-                    except ValueError:
-                        raise arg_error(f"ccontrol: invalid priority {kv['priority']!r}") from None
-                elif "timelimit" in kv:
-                    from crane_cli.timefmt import parse_duration
+                from crane_cli import ccontrol_jobs
 
-                    try:
-                        seconds = parse_duration(kv["timelimit"])
-                    except ValueError:
-                        raise arg_error(f"ccontrol: invalid time limit {kv['timelimit']!r}") from None
-                    request = pb.ModifyJobRequest(job_ids=ids, time_limit=seconds)
-                else:
-                    raise arg_error("ccontrol: update jobid=... needs priority= or timelimit=")
-                return _report(ctld.call("ModifyJob", request), "modified", "not_modified", "job", args.json)
+                return ccontrol_jobs.update(ctld, pb, kv, args.json)
             raise arg_error("ccontrol: update needs nodeName=... or jobid=...")
-    raise arg_error(f"ccontrol: unknown action {action!r} (show, update, hold, release)")
+    raise arg_error(f"ccontrol: unknown action {action!r} (show, update, hold, release, suspend, resume, requeue)")
 
 
 def main() -> NoReturn:

@@ -102,7 +102,9 @@ NODELIST_REASON_F = Field("NodeList(Reason)", nodelist_or_reason)
 REASON = Field("Reason", lambda j, now: j.pending_reason or "-")
 START_TIME = Field("StartTime", lambda j, now: format_timestamp(j.start_time))
 SUBMIT_TIME = Field("SubmitTime", lambda j, now: format_timestamp(j.submit_time))
-DEADLINE = Field("Deadline", lambda j, now: "-")
+DEADLINE = Field("Deadline", lambda j, now: format_timestamp(getattr(j, "deadline", 0)))
+REQUEUE_COUNT = Field("RequeueCount", lambda j, now: str(j.requeue_count))
+SUSPENDED_TIME = Field("SuspendedTime", lambda j, now: format_duration(j.suspended_seconds))
 REQ_CPUS = Field("ReqCPUs", lambda j, now: num(j.req_cpus))
 ALLOC_CPUS = Field("AllocCPUs", lambda j, now: num(j.alloc_cpus))
 REQ_CPU_PER_TASK = Field("ReqCpuPerTask", lambda j, now: num(j.cpus_per_task))
@@ -139,7 +141,7 @@ LONG_NAMES: dict[str, Field] = {
     "partition": PARTITION, "qos": QOS, "reqcpupertask": REQ_CPU_PER_TASK, "reqnodes": REQ_NODES, "reason": REASON,
     "submittime": SUBMIT_TIME, "starttime": START_TIME, "state": STATE, "status": STATUS, "jobtype": JOB_TYPE,
     "type": TYPE, "user": USER, "username": USER_NAME, "uid": UID, "excludenodes": EXCLUDE_NODES,
-    "exclusive": EXCLUSIVE, "deadline": DEADLINE,
+    "exclusive": EXCLUSIVE, "deadline": DEADLINE, "requeuecount": REQUEUE_COUNT, "suspendedtime": SUSPENDED_TIME,
 }
 
 

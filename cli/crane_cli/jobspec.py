@@ -254,6 +254,19 @@ def build_fields(opts: Mapping[str, object], *, script: str, default_name: str, 
             f["begin_time"] = parse_time_expr(str(opts["begin"]), now)
         except TimeFormatError as exc:
             raise arg_error(f"--begin: {exc}") from None
+    if opts.get("deadline") is not None:
+        try:
+            f["deadline"] = parse_time_expr(str(opts["deadline"]), now)
+        except TimeFormatError as exc:
+            raise arg_error(f"--deadline: {exc}") from None
+    if opts.get("signal") is not None:
+        from crane_common.signals import SignalSpecError, parse_warn_signal
+
+        try:
+            parse_warn_signal(str(opts["signal"]))
+        except SignalSpecError as exc:
+            raise arg_error(f"-s/--signal: {exc}") from None
+        f["signal"] = str(opts["signal"]).strip()
     for key, field, flag in (("nodelist", "nodelist", "-w/--nodelist"), ("exclude", "exclude", "-x/--exclude")):
         if opts.get(key) is not None:
             from crane_common import hostlist

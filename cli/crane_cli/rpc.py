@@ -43,6 +43,7 @@ REPLIES = {
     "QueryJobsInfo": pb.QueryJobsInfoReply,
     "CancelJob": pb.CancelJobReply,
     "ModifyJob": pb.ModifyJobReply,
+    "RequeueJob": pb.RequeueJobReply,
     "QueryCranedInfo": pb.QueryCranedInfoReply,
     "QueryPartitionInfo": pb.QueryPartitionInfoReply,
     "ModifyNode": pb.ModifyNodeReply,

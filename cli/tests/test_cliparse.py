@@ -80,7 +80,7 @@ def test_errors_name_the_flags():
 def test_unsupported_upstream_options_are_errors_not_ignored():
     c = cbatch.build_command()
     assert err(c, ["-a", "1-4", "--wrap", "x"]) == "cbatch: -a/--array is not supported by this cluster"
-    assert err(c, ["-s", "USR1", "--wrap", "x"]) == "cbatch: -s/--signal is not supported by this cluster"
+    assert err(c, ["--wckey", "w", "--wrap", "x"]) == "cbatch: --wckey is not supported by this cluster"
     with pytest.raises(CliError, match="not supported by this cluster"):
         parse_script("#CBATCH --array 1-4\n")
 
@@ -113,8 +113,9 @@ UPSTREAM_CBATCH = {
     "--pod-userns": "pod_userns", "--pod-host-network": "pod_host_network", "--pod-dns": "pod_dns",
 }
 POD_FLAGS = set("--pod --pod-name --pod-port --pod-user --pod-userns --pod-host-network --pod-dns".split())
-UPSTREAM_UNSUPPORTED = set("-a --array -L --licenses -r --reservation --wckey -s --signal".split())
+UPSTREAM_UNSUPPORTED = set("-a --array -L --licenses -r --reservation --wckey".split())
 DEPENDENCY = {"-d": "dependency", "--dependency": "dependency"}  # upstream's, supported here
+SIGNAL = {"-s": "signal", "--signal": "signal"}  # upstream's, supported here (docs/lifecycle.md)
 UPSTREAM_SBATCH = set("-c -J -N --qos -A -e --exclude --chdir --export --mem -p -i -o --nodelist -w --get-user-env -t "
                       "--ntasks-per-node -n --mail-type --mail-user --comment --open-mode -r --wrap --gres --exclusive "
                       "-b --begin --deadline -a --array".split())
@@ -123,9 +124,9 @@ UPSTREAM_SBATCH = set("-c -J -N --qos -A -e --exclude --chdir --export --mem -p 
 def test_directive_tables_are_the_click_options():
     table = option_table()
     supported = {k: v[0] for k, v in table.cbatch.items() if v[1] != "unsupported"}
-    assert supported == {**UPSTREAM_CBATCH, **DEPENDENCY}
+    assert supported == {**UPSTREAM_CBATCH, **DEPENDENCY, **SIGNAL}
     assert {k for k, v in table.cbatch.items() if v[1] == "unsupported"} == UPSTREAM_UNSUPPORTED
-    assert table.sbatch == UPSTREAM_SBATCH | POD_FLAGS | set(DEPENDENCY)  # upstream's, plus the pod flags (ours)
+    assert table.sbatch == UPSTREAM_SBATCH | POD_FLAGS | set(DEPENDENCY) | set(SIGNAL)  # upstream's, plus ours
     flags = {k for k, v in table.cbatch.items() if v[1] == "bool"}
     assert flags == {"--get-user-env", "--exclusive", "--requeue", "--no-requeue", "--pod-userns",
                      "--pod-host-network"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,9 @@ def test_cbatch_script_directives_and_overrides(cli, fake, tmp_path):
     ("#SBATCH --cpus-per-task=2", "cpus_per_task", 2), ("#SBATCH --time=0:10:00", "time_limit", 600),
     ("#SBATCH --output=o-%j.txt", "output", "o-%j.txt"), ("#SBATCH --partition GPU", "partition", "GPU"),
     ("#SBATCH --account p", "account", "p"), ("#SBATCH --hold", "hold", True),
+    ("#SBATCH --signal=B:USR1@30", "signal", "B:USR1@30"), ("#SBATCH -s USR2", "signal", "USR2"),
+    ("#CBATCH -s TERM@5", "signal", "TERM@5"),
+    ("#SBATCH --deadline=2099-01-01T00:00:00", "deadline", int(time.mktime((2099, 1, 1, 0, 0, 0, 0, 0, -1)))),
 ])
 def test_every_sbatch_long_option_applies_as_on_the_command_line(cli, fake, tmp_path, line, field, value):
     script = tmp_path / "job.sh"
@@ -82,7 +86,7 @@ def test_every_sbatch_long_option_applies_as_on_the_command_line(cli, fake, tmp_
 
 
 @pytest.mark.parametrize("line", ["#SBATCH --array=1-3",
-                                  "#SBATCH --time-min=5", "#SBATCH --deadline=now+1hour"])
+                                  "#SBATCH --time-min=5", "#SBATCH --test-only", "#SBATCH --signal=BAD@x"])
 def test_an_sbatch_option_that_changes_when_a_job_runs_is_never_ignored(cli, fake, tmp_path, line):
     script = tmp_path / "job.sh"
     script.write_text(f"#!/bin/sh\n{line}\necho hi\n")
@@ -664,3 +668,40 @@ def test_cacct_takes_slurms_state_abbreviations():
     from crane_cli.cacct import parse_states
 
     assert sorted(parse_states(["CD,F,CA,TO,OOM"])) == [2, 3, 4, 5, 6]
+
+
+def test_ccontrol_update_sends_one_call_per_key_in_upstreams_order(cli, fake):
+    before = len(fake.requests)
+    r = cli("ccontrol", "update", "jobid=7", "deadline=now+1hour", "comment=c", "priority=5", "timelimit=1:00:00",
+            "jobname=n", "mailtype=END")
+    assert r.code == 0, r
+    sent = [req for method, req, _md in fake.requests[before:] if method == "ModifyJob"]
+    assert [req.WhichOneof("change") for req in sent] == ["priority", "time_limit", "comment", "mail_type",
+                                                           "deadline", "name"]
+    assert all(list(req.job_ids) == [7] for req in sent) and sent[1].time_limit == 3600
+    assert r.out.splitlines() == ["Jobs 7 modified successfully."] * 6
+
+
+@pytest.mark.parametrize("args, words", [
+    (("update", "jobid=7", "colour=blue"), "unknown key 'colour'"),
+    (("update", "jobid=7", "deadline=whenever"), "invalid deadline"),
+    (("update", "jobid=7", "numnodes=two"), "invalid node count"),
+    (("update", "jobid=x", "comment=c"), "invalid job id list"),
+    (("suspend",), "usage: ccontrol suspend"),
+    (("requeue", "1", "2"), "usage: ccontrol requeue"),
+])
+def test_ccontrol_job_actions_refuse_bad_input_before_any_call(cli, fake, args, words):
+    before = len(fake.requests)
+    r = cli("ccontrol", *args)
+    assert r.code == 2 and words in r.err and len(r.err.strip().splitlines()) == 1, r
+    assert not [m for m, _req, _md in fake.requests[before:] if m in ("ModifyJob", "RequeueJob")]
+
+
+def test_ccancel_signal_names_and_numbers(cli, fake):
+    for name, num in (("USR1", 10), ("SIGTERM", 15), ("9", 9)):
+        r = cli("ccancel", "-s", name, "5")
+        assert r.code == 0 and fake.last("CancelJob").signal == num, r
+    bad = cli("ccancel", "-s", "BOGUS", "5")
+    assert bad.code == 2 and "unknown signal" in bad.err
+    steps = cli("ccancel", "-s", "USR1", "5.1")
+    assert steps.code == 2 and "not to steps" in steps.err

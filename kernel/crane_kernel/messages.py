@@ -12,8 +12,10 @@ field ``m``. Each carries
 Streams and what travels on them (see :class:`crane_kernel.bus.Bus` for the key names):
 
 ============================= ==================================================
-``crane:{cluster}:report:{n}`` :class:`NodeRegister`, :class:`NodeHeartbeat`, :class:`StepStatus` (node n only)
-``crane:{cluster}:node:{n}``   :class:`LaunchStep`, :class:`TerminateStep`, :class:`FreeJob` (signed)
+``crane:{cluster}:report:{n}`` :class:`NodeRegister`, :class:`NodeHeartbeat`, :class:`StepStatus`,
+                               :class:`JobControlResult` (node n only)
+``crane:{cluster}:node:{n}``   :class:`LaunchStep`, :class:`TerminateStep`, :class:`FreeJob`, :class:`UpdateStep`,
+                               :class:`SuspendJob`, :class:`ResumeJob`, :class:`SignalJob` (signed)
 ``crane:{cluster}:events``     :mod:`crane_kernel.events`: ``JobEvent``, ``StepEvent``, ``NodeEvent``
 ============================= ==================================================
 
@@ -51,12 +53,16 @@ __all__ = [
     "SCHEMA_VERSION",
     "BusMessage",
     "FreeJob",
+    "JobControlResult",
     "LaunchSpec",
     "LaunchStep",
     "NodeHeartbeat",
     "NodeRegister",
+    "ResumeJob",
+    "SignalJob",
     "StartStep",
     "StepStatus",
+    "SuspendJob",
     "TaskLaunch",
     "TerminateStep",
     "decode",

@@ -218,3 +218,161 @@ def test_a_requeued_job_waiting_for_its_processes_survives_a_restart(tmp_path):
     assert again.cpus_free("cn02") == 2
     again.cycle()
     assert job2.state == JobState.Configuring and job2.epoch == epoch + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# deadlines (ctld/jobcontrol.py)
+# ---------------------------------------------------------------------------------------------
+def test_a_pending_job_that_cannot_meet_its_deadline_ends_as_deadline(rig):
+    now = rig.clock.t
+    blocker = rig.start(node_num=3, nodelist=["cn01", "cn02", "cn03"], exclusive=True)
+    fits = rig.submit(time_limit=60, deadline=int(now + 120))
+    late = rig.submit(time_limit=600, deadline=int(now + 120))
+    rig.cycle()
+    assert rig.ctl.jobs[late].state == JobState.Deadline and rig.ctl.jobs[late].reason == "Deadline"
+    assert rig.ctl.jobs[fits].state == JobState.Pending                 # it still could
+    rig.clock.t += 61
+    rig.beat("cn01", steps=[(blocker.job_id, 0, blocker.epoch)]), rig.beat("cn02"), rig.beat("cn03")
+    rig.cycle()
+    assert rig.ctl.jobs[fits].state == JobState.Deadline                # now it cannot any more
+    assert blocker.state == JobState.Running                            # the clock never ends a job without one
+
+
+def test_a_running_job_is_terminated_at_its_deadline_and_ends_as_deadline(tmp_path):
+    path = str(tmp_path / "state.db")
+    rig = Rig(path)
+    rig.all_up()
+    from ctlrig import ROOT
+
+    job = rig.start(nodelist=["cn01"], time_limit=100, deadline=int(rig.clock.t + 200))
+    assert rig.ctl.update_jobs([job.job_id], ROOT, "deadline", int(rig.clock.t + 5)) == ([job.job_id], [])
+    rig.clock.t += 6
+    rig.beat("cn01", steps=[(job.job_id, 0, job.epoch)])
+    rig.cycle()
+    assert [t.reason for t in rig.to("cn01", m.TerminateStep)] == ["deadline"]
+    again = Rig(path, clock=rig.clock)                                   # the decision survives a restart
+    job2 = again.ctl.jobs[job.job_id]
+    again.all_up()
+    again.feed(m.StepStatus(node="cn01", job_id=job.job_id, state="finished", exit_code=EC_TERMINATED,
+                            epoch=job.epoch))
+    assert job2.state == JobState.Deadline and job2.reason == "Deadline"
+
+
+def test_a_past_or_bad_deadline_and_a_bad_signal_are_refused_at_submission(rig):
+    from crane_kernel.errors import JobRejected
+
+    with pytest.raises(JobRejected, match="in the past"):
+        rig.submit(deadline=int(rig.clock.t - 1))
+    with pytest.raises(JobRejected, match="unknown signal"):
+        rig.submit(signal="B:NOPE@10")
+    with pytest.raises(JobRejected, match="expected"):
+        rig.submit(signal="X:USR1")
+    jid = rig.submit(signal="B:USR1@30", deadline=int(rig.clock.t + 3600))
+    assert rig.ctl.life_of(jid).signal == "B:USR1@30"
+
+
+def test_the_warning_signal_travels_in_the_launch(rig):
+    jid = rig.submit(nodelist=["cn02"], signal="B:USR1@30")
+    rig.cycle()
+    (launch,) = [msg for msg in rig.to("cn02", m.LaunchStep) if msg.job_id == jid]
+    assert (launch.spec.warn_signal, launch.spec.warn_seconds, launch.spec.warn_batch_only) == (10, 30, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# signals and the calls with identities
+# ---------------------------------------------------------------------------------------------
+def test_signal_goes_to_every_node_of_a_running_job_and_is_refused_for_a_pending_one(rig):
+    from ctlrig import ROOT
+
+    job = rig.start(node_num=2)
+    pending = rig.submit(node_num=3, nodelist=["cn01", "cn02", "cn03"])
+    rig.sent.clear()
+    done, failed = rig.ctl.signal_jobs([job.job_id, pending, 999], ROOT, 10)
+    assert done == [job.job_id]
+    assert dict(failed) == {pending: "Job is pending: only a running job can be signalled",
+                            999: "Job not found or already finished"}
+    assert {n for n in job.alloc_nodes if [s.signum for s in rig.to(n, m.SignalJob)] == [10]} == set(job.alloc_nodes)
+    assert job.state == JobState.Running
+    assert rig.ctl.signal_jobs([job.job_id], ROOT, 99)[1][0][1].startswith("signal 99 is out of range")
+
+
+# ---------------------------------------------------------------------------------------------
+# ccontrol update job (ctld/jobupdate.py)
+# ---------------------------------------------------------------------------------------------
+def test_update_fields_are_checked_applied_and_survive_a_restart(tmp_path):
+    from ctlrig import ROOT
+
+    path = str(tmp_path / "state.db")
+    rig = Rig(path)
+    rig.all_up()
+    jid = rig.submit(hold=True, name="before")
+    ctl = rig.ctl
+    for field, value in (("name", "after"), ("comment", "hi"), ("mail_type", "END,FAIL"), ("mail_user", "a@b.org"),
+                         ("deadline", int(rig.clock.t + 7200)), ("node_num", 2), ("nodelist", "cn[01-02]"),
+                         ("begin_time", int(rig.clock.t + 60))):
+        assert ctl.update_jobs([jid], ROOT, field, value) == ([jid], []), field
+    job = ctl.jobs[jid]
+    assert (job.name, job.comment, job.node_num, sorted(job.nodelist)) == ("after", "hi", 2, ["cn01", "cn02"])
+    assert job.mail == (("END", "FAIL"), "a@b.org") and job.held and job.begin_time == rig.clock.t + 60
+    bad = {field: ctl.update_jobs([jid], ROOT, field, value)[1][0][1] for field, value in (
+        ("partition", "nope"), ("node_num", 2**31), ("nodelist", "cn[01-02],bad\tname"), ("mail_user", "x\ny"),
+        ("deadline", int(rig.clock.t - 5)), ("reservation", "r1"), ("licenses", "a:1"), ("array_max_concurrent", 2))}
+    assert "nope" in bad["partition"] and "not supported" in bad["reservation"] and "not supported" in bad["licenses"]
+    assert "could not end before" in bad["deadline"] and "not supported" in bad["array_max_concurrent"]
+    assert all(bad.values())
+    again = Rig(path, clock=rig.clock)
+    job2 = again.ctl.jobs[jid]
+    assert (job2.name, job2.comment, job2.node_num, job2.held) == ("after", "hi", 2, True)
+    assert again.ctl.life_of(jid).deadline == rig.clock.t + 7200
+
+
+def test_pending_only_fields_are_refused_for_a_running_job(rig):
+    from ctlrig import ROOT
+
+    job = rig.start(nodelist=["cn01"])
+    done, failed = rig.ctl.update_jobs([job.job_id], ROOT, "node_num", 2)
+    assert not done and "not pending" in failed[0][1]
+    assert rig.ctl.update_jobs([job.job_id], ROOT, "comment", "fine") == ([job.job_id], [])
+    assert job.comment == "fine"
+
+
+def test_an_updated_pending_job_is_scheduled_with_its_new_request(rig):
+    from ctlrig import ROOT
+
+    jid = rig.submit(hold=True)
+    assert rig.ctl.update_jobs([jid], ROOT, "nodelist", "cn03") == ([jid], [])
+    rig.ctl.modify([jid], ROOT, hold=False)
+    rig.cycle()
+    job = rig.ctl.jobs[jid]
+    assert job.state == JobState.Configuring and job.alloc_nodes == ("cn03",)
+
+
+def test_changing_account_or_qos_goes_through_the_account_book_and_the_qos_limits(ctld):
+    """A pending job's account and QoS are re-checked as its owner's submission: membership, allowed QoS, MaxSubmit."""
+    import pwd
+
+    from crane_kernel.auth_types import Identity
+    from crane_kernel.ctld.acctmodel import Account, Qos
+
+    alice = pwd.getpwnam("daemon")
+    h = ctld({"Accounting": {"Enforce": ["associations", "qos", "limits"]}})
+    h.register_all()
+    book = h.ctl.accounts
+    book.add_qos(Qos("normal"), "root")
+    book.add_qos(Qos("tiny", max_submit_jobs_per_user=1), "root")
+    book.add_account(Account("physics", allowed_qos=["normal", "tiny"], default_qos="normal"), "root")
+    book.add_account(Account("chem", allowed_qos=["normal"], default_qos="normal"), "root")
+    book.add_user(alice.pw_name, "physics", "root")
+    me = Identity(alice.pw_uid, alice.pw_name)
+    admin = Identity(0, "root", "root")
+    spec = {"script": "#!/bin/bash\ntrue\n", "cwd": "/tmp", "hold": True}
+    first, second = h.ctl.submit([dict(spec), dict(spec)], me)
+    assert h.ctl.jobs[first].qos == "normal"
+    done, failed = h.ctl.update_jobs([first], admin, "account", "chem")        # she is not in chem, even for root
+    assert not done and "not in account 'chem'" in failed[0][1] and h.ctl.jobs[first].account == "physics"
+    assert h.ctl.update_jobs([first], me, "qos", "tiny") == ([first], [])
+    assert h.ctl.jobs[first].qos == "tiny"
+    done, failed = h.ctl.update_jobs([second], me, "qos", "tiny")                # MaxSubmitJobsPerUser 1
+    assert not done and failed and h.ctl.jobs[second].qos == "normal"
+    assert h.ctl.update_jobs([first], me, "qos", "normal") == ([first], [])     # counted back under normal
+    assert h.ctl.update_jobs([second], me, "qos", "tiny") == ([second], [])

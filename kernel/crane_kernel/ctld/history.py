@@ -139,7 +139,8 @@ def record_info(rec: Any, now: float, private: bool, private_fields: Sequence[st
         partition=rec.partition, qos=rec.qos, status=_state(rec.state), type=pb.Batch, time_limit=rec.time_limit,
         submit_time=int(rec.submit_time), start_time=int(rec.start_time), end_time=int(rec.end_time),
         node_num=rec.node_num, req_cpus=rec.cpus, req_mem_per_node=rec.mem_per_node, exit_code=rec.exit_code,
-        comment=rec.comment, cwd=rec.cwd, usage_cpu_ms=rec.cpu_time_ms, usage_mem_peak=rec.mem_peak_bytes)
+        comment=rec.comment, cwd=rec.cwd, usage_cpu_ms=rec.cpu_time_ms, usage_mem_peak=rec.mem_peak_bytes,
+        requeue_count=int(getattr(rec, "requeue_count", 0) or 0))
     if rec.nodes:
         info.craned_list = rec.nodes[0] if len(rec.nodes) == 1 else compress(list(rec.nodes))
         info.alloc_cpus = rec.cpus

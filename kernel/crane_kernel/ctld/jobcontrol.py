@@ -34,14 +34,16 @@ REASON_DEADLINE = "Deadline"
 NOT_FOUND = "Job not found or already finished"
 
 
+class LifecycleRefused(Exception):  # noqa: N818 - reads better at the raise sites
+    """The job is not in a state that allows this change (a one-line reason for the caller)."""
+
+
 class JobControlMixin:
     """``suspend_jobs``, ``requeue_jobs``, ``signal_jobs`` and the deadline check."""
 
     def _control_call(self, job_ids: Iterable[int], identity: Identity, action: str,
                       apply: Any) -> tuple[list[int], list[tuple[int, str]]]:
         """Authorize ``action`` on each job and ``apply(job, now, outbox)``; one journal write, then publish."""
-        from crane_kernel.ctld.lifecycle import LifecycleRefused
-
         done: list[int] = []
         failed: list[tuple[int, str]] = []
         outbox: list = []
@@ -83,18 +85,15 @@ class JobControlMixin:
                      hold: bool = False) -> tuple[list[int], list[tuple[int, str]]]:
         """``ccontrol requeue``: running or suspended jobs back to Pending, their ids kept (``job.requeue``)."""
         def apply(job: Any, now: float, outbox: list) -> list:
-            rows = self.requeue_job(job, now, outbox, f"requeued by {identity.user}", hold=hold)
+            self.requeue_job(job, now, outbox, f"requeued by {identity.user}", hold=hold)
             if hold:
                 job.hold_admin = identity.is_admin and identity.uid != job.uid  # as ccontrol hold
-                rows = rows[:-1] + [(int(job.state), self._rt_json(job), job.job_id)]
-            return rows
+            return [self._row(job)]  # the record as it is now (the requeue's row is superseded)
         return self._control_call(job_ids, identity, "job.requeue", apply)
 
     def signal_jobs(self, job_ids: Iterable[int], identity: Identity,
                     signum: int) -> tuple[list[int], list[tuple[int, str]]]:
         """``ccancel -s SIG``: the signal to every process of running jobs, which keep running (``job.signal``)."""
-        from crane_kernel.ctld.lifecycle import LifecycleRefused
-
         if not 1 <= signum <= 64:
             return [], [(jid, f"signal {signum} is out of range (1-64)") for jid in job_ids]
 
@@ -112,11 +111,10 @@ class JobControlMixin:
     def _check_deadlines(self, now: float, outbox: list) -> list:
         """End the jobs whose deadline can no longer be met (pending) or has come (started); journal rows."""
         rows: list = []
-        for jid, life in list(self.life.items()):
-            if not life.deadline:
-                continue
-            job = self.jobs.get(jid)
-            if job is None or job.state in FINAL_STATES:
+        for jid in list(self.with_deadline):
+            job, life = self.jobs.get(jid), self.life.get(jid)
+            if job is None or life is None or not life.deadline or job.state in FINAL_STATES:
+                self.with_deadline.discard(jid)
                 continue
             if job.state == JobState.Pending:
                 if jid in self.recon.held:
@@ -144,7 +142,7 @@ class JobControlMixin:
         job.cancel_requested = True
         outbox.append((self.node_stream(job.head_node), m.TerminateStep(job_id=job.job_id, reason="deadline",
                                                                         epoch=job.epoch)))
-        return [(int(job.state), self._rt_json(job), job.job_id)]
+        return [self._row(job)]
 
     def final_state(self, job: Any, state: JobState) -> tuple[JobState, str]:
         """The state and reason a job that ends as ``state`` ends with: ``Deadline`` once its deadline ended it."""

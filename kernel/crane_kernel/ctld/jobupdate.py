@@ -66,6 +66,9 @@ class JobUpdateMixin:
                 if field in PENDING_FIELDS and (job.state != JobState.Pending or jid in self.recon.held):
                     failed.append((jid, f"Job is not pending: its {field} can only be changed while it waits"))
                     continue
+                if field in PENDING_FIELDS and job.interactive:
+                    failed.append((jid, f"the {field} of an interactive job cannot be changed (its client waits)"))
+                    continue
                 try:
                     self._update_one(job, field, value, now, outbox, identity)
                 except (JobRejected, CraneError) as exc:
@@ -116,9 +119,7 @@ class JobUpdateMixin:
         elif field in ("mail_user", "mail_type"):
             job.mail = mail_slot(spec) if "mail_type" in spec else None
         else:
-            life = self._life(job.job_id)
-            life.deadline = float(spec.get("deadline") or 0)
-            life.deadline_hit = False
+            self.set_deadline(job.job_id, spec.get("deadline") or 0)
 
     def _resubmitted(self, job: Any, spec: dict[str, Any], field: str, value: Any, now: float) -> Any:
         """A pending job's request changed: check it as its owner's submission, and put the new record in place."""

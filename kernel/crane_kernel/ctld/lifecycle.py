@@ -31,7 +31,7 @@ from crane_common.states import EC_TERMINATED, JobState
 
 from crane_kernel import messages as m
 from crane_kernel.ctld import reconcile as rc
-from crane_kernel.ctld.jobcontrol import JobControlMixin
+from crane_kernel.ctld.jobcontrol import JobControlMixin, LifecycleRefused
 from crane_kernel.ctld.jobupdate import JobUpdateMixin
 
 log = logging.getLogger("cranectld")
@@ -39,10 +39,6 @@ log = logging.getLogger("cranectld")
 REASON_SUSPENDED = "Suspended"
 REASON_REQUEUED = "Requeued"
 """Pending reason of a job requeued by hand whose old processes are not yet confirmed gone."""
-
-
-class LifecycleRefused(Exception):  # noqa: N818 - reads better at the raise sites
-    """The job is not in a state that allows this change (a one-line reason for the caller)."""
 
 
 @dataclass(slots=True)
@@ -88,6 +84,20 @@ class LifecycleMixin(JobControlMixin, JobUpdateMixin):
 
     def _init_life(self) -> None:
         self.life: dict[int, Life] = {}
+        self.with_deadline: set[int] = set()  # the jobs whose deadline each cycle looks at (ctld/jobcontrol.py)
+
+    def _row(self, job: Any) -> tuple[int, str, int]:
+        """The journal row of ``job`` as it is now."""
+        return (int(job.state), self._rt_json(job), job.job_id)
+
+    def set_deadline(self, job_id: int, deadline: float) -> None:
+        """Set (0: remove) a job's deadline; the cycle's deadline check follows it."""
+        life = self._life(job_id)
+        life.deadline, life.deadline_hit = float(deadline or 0), False
+        if life.deadline:
+            self.with_deadline.add(job_id)
+        else:
+            self.with_deadline.discard(job_id)
 
     # -- the per-job state ------------------------------------------------------------------
     def life_of(self, job_id: int) -> Life | None:
@@ -103,9 +113,12 @@ class LifecycleMixin(JobControlMixin, JobUpdateMixin):
     def life_from_spec(self, job: Any, spec: dict[str, Any]) -> None:
         """Remember a submission's deadline and signal (at submission and recovery)."""
         deadline, sig = spec.get("deadline") or 0, spec.get("signal") or ""
-        if deadline or sig:
-            life = self._life(job.job_id)
-            life.deadline, life.signal = float(deadline), str(sig)
+        if sig:
+            self._life(job.job_id).signal = str(sig)
+        if deadline:
+            hit = self._life(job.job_id).deadline_hit
+            self.set_deadline(job.job_id, deadline)
+            self.life[job.job_id].deadline_hit = hit
 
     def restore_life(self, job: Any, spec: dict[str, Any], rt: dict[str, Any]) -> None:
         """At recovery: the journaled lifecycle state of ``job`` (its ``rt``), its deadline and signal (its spec)."""
@@ -164,6 +177,7 @@ class LifecycleMixin(JobControlMixin, JobUpdateMixin):
     def forget_life(self, job_id: int) -> None:
         """A job left memory: drop its lifecycle state."""
         self.life.pop(job_id, None)
+        self.with_deadline.discard(job_id)
 
     # -- suspend and resume (the internal API the preemption plugins' plans use too) --------
     def suspend_job(self, job: Any, now: float, outbox: list, reason: str) -> list:
@@ -183,7 +197,7 @@ class LifecycleMixin(JobControlMixin, JobUpdateMixin):
         self._move_end(job, now)
         self._emit_job(outbox, "job.modified", job, now, changes={"state": "Suspended", "reason": job.reason})
         log.info("job %d suspended: %s", job.job_id, job.reason)
-        return [(int(job.state), self._rt_json(job), job.job_id)]
+        return [self._row(job)]
 
     def resume_job(self, job: Any, now: float, outbox: list) -> list:
         """Resume a suspended job: state ``Running``, its nodes told to thaw it; returns its journal row.
@@ -201,7 +215,7 @@ class LifecycleMixin(JobControlMixin, JobUpdateMixin):
         self._move_end(job, now)
         self._emit_job(outbox, "job.modified", job, now, changes={"state": "Running"})
         log.info("job %d resumed", job.job_id)
-        return [(int(job.state), self._rt_json(job), job.job_id)]
+        return [self._row(job)]
 
     def _close_suspension(self, job: Any, now: float) -> None:
         life = self.life.get(job.job_id)
@@ -230,9 +244,9 @@ class LifecycleMixin(JobControlMixin, JobUpdateMixin):
         log.warning("job %d: %s failed on %s (step %d): %s", job.job_id, msg.action, msg.node, msg.step_id,
                     msg.reason)
         if msg.action == "suspend" and job.state == JobState.Suspended:
-            rows = self.resume_job(job, now, outbox)
+            self.resume_job(job, now, outbox)
             job.reason = f"suspend failed on {msg.node}: {msg.reason}"[:200]
-            return rows[:-1] + [(int(job.state), self._rt_json(job), job.job_id)]
+            return [self._row(job)]  # with the reason (the resume's row is superseded)
         return []
 
     # -- requeue -----------------------------------------------------------------------------

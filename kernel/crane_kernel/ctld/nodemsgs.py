@@ -170,6 +170,8 @@ class NodeMessagesMixin:
         if job.state in (JobState.Running, JobState.Suspended):
             self._emit_step(outbox, "step.ended", job, now, state="Requeued")
         self.life_new_run(job)  # its next run starts with no time suspended (ctld/lifecycle.py)
+        if job.job_id in self.steps:
+            self._steps_at_job_end(job, now, outbox)  # its crun steps end with this run (ctld/stepexec.py)
         self._release(job)
         job.state = JobState.Pending
         job.alloc_nodes = ()
