@@ -333,3 +333,24 @@ def test_bad_preemption_settings_are_one_line_errors(extra, message):
     assert message in str(err.value) and "\n" not in str(err.value)
     ok = parse_config({**base, "Partitions": [{"name": "p", "nodes": "ALL", "PreemptMode": "requeue"}]})
     assert ok.Partitions[0].PreemptMode == "REQUEUE"
+
+
+def test_a_victim_its_node_cannot_freeze_is_cancelled_instead(tmp_path):
+    rig = _rig(tmp_path, _parts("SUSPEND"))
+    low = rig.start(partition="low", cpus_per_task=2)
+    high = rig.submit(partition="high", cpus_per_task=2)
+    rig.cycle()
+    hi = rig.ctl.jobs[high]
+    assert low.state == JobState.Suspended and hi.state == JobState.Configuring
+    rig.feed(m.JobControlResult(node="cn01", job_id=low.job_id, epoch=low.epoch, action="suspend", ok=False,
+                                reason="no freezer"))
+    # it would run on the CPUs its preemptor has now: it is told to end, as a CANCEL victim
+    assert [t.job_id for t in rig.to("cn01", m.TerminateStep)] == [low.job_id]
+    _finish(rig, low)
+    assert low.state == JobState.Cancelled and low.reason == "Preempted"
+    node = rig.ctl.nodes["cn01"].sched
+    assert node.cpus_free == 0 and node.mem_free == node.mem_total - hi.mem_per_node
+    _report_running(rig, hi)
+    _finish(rig, hi, code=0)
+    rig.cycle()
+    assert node.cpus_free == 2 and node.mem_free == node.mem_total and not rig.to("cn01", m.ResumeJob)[1:]

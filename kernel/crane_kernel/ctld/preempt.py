@@ -430,6 +430,26 @@ class PreemptMixin:
         done, failed = super().suspend_jobs(ids, identity, suspend) if ids else ([], [])  # type: ignore[misc]
         return done, failed + refused
 
+    def _on_control_result(self, msg: Any, now: float, outbox: list) -> list:
+        """A node could not freeze a victim whose CPUs were lent: it runs again there, so it is cancelled now.
+
+        The lifecycle mechanism resumes a job a node failed to suspend (its answer); for a preemption
+        victim that would leave two jobs on the same CPUs, so the victim ends instead (``CANCEL``,
+        reason ``Preempted``), its CPUs counted back until it has.
+        """
+        rows = super()._on_control_result(msg, now, outbox)  # type: ignore[misc]
+        job = self.jobs.get(msg.job_id)
+        rec = self.preempted.get(msg.job_id)
+        if job is None or rec is None or job.job_id not in self.lent_view or job.state != JobState.Running:
+            return rows
+        log.warning("job %d could not be suspended for job %d: cancelled instead", job.job_id, rec.preemptor)
+        self.unlend(job)
+        for victims in self.lent.values():
+            if job.job_id in victims:
+                victims.remove(job.job_id)
+        rec.mode = PREEMPT_CANCEL
+        return rows + self._act(job, rec, now, outbox)
+
     def give_back_lent(self, preemptor: int, now: float, outbox: list) -> list:
         """The victims ``preemptor`` suspended resume (their CPUs taken back); return journal rows.
 
