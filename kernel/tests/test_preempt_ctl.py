@@ -137,7 +137,7 @@ class _Rogue:
         return True
 
 
-@pytest.mark.parametrize("case", ["protected", "not_needed", "wrong_mode", "not_on_its_nodes"])
+@pytest.mark.parametrize("case", ["protected", "not_needed", "wrong_mode", "not_on_its_nodes", "malformed"])
 def test_the_kernel_refuses_orders_the_rules_do_not_allow(tmp_path, case):
     parts = [{"name": "low", "nodes": "cn[01-02]", "priority": 1, "PreemptMode": "CANCEL"},
              {"name": "top", "nodes": "cn[01-02]", "priority": 20},
@@ -153,6 +153,10 @@ def test_the_kernel_refuses_orders_the_rules_do_not_allow(tmp_path, case):
     mode = "REQUEUE" if case == "wrong_mode" else "CANCEL"
     node = 1 if case == "not_on_its_nodes" else 0
     rogue.orders, rogue.nodes = {victim.job_id: PreemptOrder(high, mode)}, {high: [node]}
+    if case == "malformed":  # what a broken plugin might put there: ignored, the cycle goes on
+        rogue.orders = {victim.job_id: (high, "CANCEL"), "x": PreemptOrder(high, "CANCEL"),
+                        victim.job_id + 100: PreemptOrder("y", None)}
+        rogue.nodes = {high: "cn01"}
     rig.cycle()
     assert not any(t.job_id == victim.job_id for t in rig.to("cn01", m.TerminateStep))
     assert victim.state == JobState.Running and rig.ctl.preempted_by(victim.job_id) == 0

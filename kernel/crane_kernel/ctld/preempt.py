@@ -49,6 +49,7 @@ from crane_kernel.sched_types import (
     REASON_RESOURCE,
     REASON_WAITING_PREEMPTION,
     Plan,
+    PreemptOrder,
     PreemptRules,
     SchedRunning,
     ineligible_reason,
@@ -228,6 +229,10 @@ class PreemptMixin:
         in_view = {j.job_id for j in view.pending}
         orders: dict[int, list[tuple[int, str]]] = {}
         for vid, order in plan.preempt.items():
+            if not isinstance(vid, int) or not isinstance(order, PreemptOrder) or \
+                    not isinstance(order.preemptor, int) or not isinstance(order.mode, str):
+                log.warning("preempt plugin: a malformed order (%r: %r) is ignored", vid, order)
+                continue
             orders.setdefault(order.preemptor, []).append((vid, order.mode))
         accepted: dict[int, list[tuple[Job, SchedRunning, str]]] = {}
         taken: dict[int, list] = {}
