@@ -358,3 +358,27 @@ def test_a_victim_its_node_cannot_freeze_is_cancelled_instead(tmp_path):
     _finish(rig, hi, code=0)
     rig.cycle()
     assert node.cpus_free == 2 and node.mem_free == node.mem_total and not rig.to("cn01", m.ResumeJob)[1:]
+
+
+def test_a_two_node_job_preempts_on_two_nodes_and_starts_on_them(tmp_path):
+    parts = [{"name": "low", "nodes": "cn[01-03]", "priority": 1, "PreemptMode": "CANCEL"},
+             {"name": "high", "nodes": "cn[01-03]", "priority": 10}]
+    rig = _rig(tmp_path, parts)
+    a = rig.start(partition="low", cpus_per_task=2, nodelist=["cn01"])
+    b = rig.start(partition="low", cpus_per_task=2, nodelist=["cn02"])
+    rig.clock.t += 5
+    c = rig.start(partition="low", cpus_per_task=1, nodelist=["cn03"])
+    d = rig.start(partition="low", cpus_per_task=1, nodelist=["cn03"])
+    high = rig.submit(partition="high", node_num=2, cpus_per_task=2)
+    rig.cycle()
+    # cn03 would need two victims, cn01 and cn02 one each: those two go
+    ended = {t.job_id for n in ("cn01", "cn02", "cn03") for t in rig.to(n, m.TerminateStep)}
+    assert ended == {a.job_id, b.job_id}
+    assert c.state == d.state == JobState.Running
+    _finish(rig, a)
+    rig.cycle()
+    assert rig.ctl.jobs[high].state == JobState.Pending  # one victim is still there
+    _finish(rig, b)
+    rig.cycle()
+    assert rig.ctl.jobs[high].state == JobState.Configuring
+    assert set(rig.ctl.jobs[high].alloc_nodes) == {"cn01", "cn02"}

@@ -53,3 +53,10 @@ def test_the_command_line_reports_it(capsys):
     assert "mode SUSPEND" in out and "high " in out and "low " in out
     assert main([str(KTH), "--max-jobs", "10", "--preempt-every", "0"]) == 1
     assert "--preempt-every must be >= 1" in capsys.readouterr().err
+
+
+def test_backfilling_with_preemption_keeps_every_invariant():
+    checker = Checker()
+    res = run_sim(str(KTH), scheduler="easy", max_jobs=400, preempt_every=EVERY, preempt_mode="REQUEUE",
+                  observer=checker)
+    assert res["preemption"]["preempted_total"] > 0 and res["jobs"] == 400 and checker.passes > 0
