@@ -2,9 +2,11 @@
 
 It claims only steps whose job name starts with :data:`MARKER` (other steps go to the next
 runtime, e.g. ``cgroup``), starts them as a plain process group, and raises from
-``crane_step_wait``, as a buggy runtime would. :func:`install` registers it under the entry point
-``crane.runtime: faulty`` by writing a ``.dist-info`` next to a copy of this module, so daemons
-started with that directory on ``PYTHONPATH`` load it exactly like an installed plugin.
+``crane_step_wait``, as a buggy runtime would. Steps named :data:`NO_FREEZER`... it runs
+normally: it is a runtime without a freezer (no ``crane_step_suspend``), which cannot suspend
+them. :func:`install` registers it under the entry point ``crane.runtime: faulty`` by writing a
+``.dist-info`` next to a copy of this module, so daemons started with that directory on
+``PYTHONPATH`` load it exactly like an installed plugin.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from crane_kernel import hookimpl
 from crane_kernel.runtime import StepHandle, StepSpec, StepUsage
 
 MARKER = "raise-in-wait"
+NO_FREEZER = "no-freezer"
 NAME = "faulty"
 
 
@@ -45,7 +48,7 @@ class FaultyRuntime:
     @hookimpl
     def crane_step_launch(self, step: StepSpec) -> FaultyHandle | None:
         """Start a marked step (as root's child, in its own session); leave the others to the next runtime."""
-        if not step.name.startswith(MARKER):
+        if not step.name.startswith((MARKER, NO_FREEZER)):
             return None
         out = open(step.stdout or os.devnull, "ab")  # noqa: SIM115 - handed to the child
         try:
@@ -58,9 +61,15 @@ class FaultyRuntime:
 
     @hookimpl
     def crane_step_wait(self, handle: StepHandle, timeout: float | None) -> int | None:
-        """Raise for marked steps: the fault under test."""
-        if self._mine(handle) is None:
+        """Raise for marked steps: the fault under test (a ``NO_FREEZER`` step is waited for normally)."""
+        mine = self._mine(handle)
+        if mine is None:
             return None
+        if mine.spec.name.startswith(NO_FREEZER):
+            try:
+                return mine.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
         raise RuntimeError("faulty runtime: lost track of the step")
 
     @hookimpl

@@ -148,6 +148,37 @@ def test_suspend_freezes_the_crun_steps_of_a_job_on_every_node(cluster):
     assert cluster.wait_done(jid, timeout=30).status == JobState.Cancelled
 
 
+@pytest.fixture()
+def no_freezer(tmp_path: Any) -> Any:
+    """A cluster whose nodes load, before ``cgroup``, a runtime without a freezer (tests/faulty_runtime.py)."""
+    import faulty_runtime
+
+    path = faulty_runtime.install(str(tmp_path / "plugins"))
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = path + (os.pathsep + saved if saved else "")
+    try:
+        with running_cluster(Plugins={"Runtime": [faulty_runtime.NAME, "cgroup"]}) as c:
+            yield c
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def test_a_node_that_cannot_freeze_leaves_the_job_running_with_the_reason(no_freezer):
+    import faulty_runtime
+
+    c = no_freezer
+    jid = c.cbatch("-J", f"{faulty_runtime.NO_FREEZER}-1", "--wrap", "sleep 300")
+    info = c.wait_running(jid)
+    assert c.run("ccontrol", "suspend", str(jid)).returncode == 0        # accepted, then the node answers
+    back = c.wait_state(jid, lambda i: i.status == JobState.Running and "suspend failed" in i.pending_reason, 15)
+    assert back.pending_reason == f"suspend failed on {info.craned_list}: the runtime cannot suspend this step"
+    assert c.run("ccancel", str(jid)).returncode == 0
+    assert c.wait_done(jid, timeout=20).status == JobState.Cancelled
+
+
 def test_a_suspended_job_survives_a_controller_restart_and_can_be_cancelled(cluster):
     jid = cluster.cbatch("--wrap", "sleep 300")
     info = cluster.wait_running(jid)

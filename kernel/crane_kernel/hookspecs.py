@@ -206,13 +206,18 @@ def crane_step_signal(handle: "StepHandle", signum: int, all_processes: bool) ->
 def crane_step_suspend(handle: "StepHandle") -> "bool | None":
     """Freeze every process of the step (freezer cgroup). Return True when handled.
 
+    Called in the step supervisor for ``ccontrol suspend`` (craned/jobctl.py). Return True once
+    every process is frozen, False when freezing failed (leave nothing half frozen), None when
+    this runtime cannot freeze: the node reports the failure and the controller resumes the job
+    with the reason (docs/lifecycle.md).
+
     firstresult.
     """
 
 
 @hookspec(firstresult=True)
 def crane_step_resume(handle: "StepHandle") -> "bool | None":
-    """Thaw a suspended step. Return True when handled.
+    """Thaw a suspended step. Return True when handled (thawing a step that is not frozen is a no-op).
 
     firstresult.
     """

@@ -91,7 +91,7 @@ class ChangesMixin:
                     kind, changes = "job.modified", {"time_limit": int(time_limit)}
                     rv = self.running_view.get(jid)
                     if rv is not None:
-                        self.running_view[jid] = rv.with_end(job.start_time + (job.time_limit or 10**9))
+                        self.running_view[jid] = rv.with_end(self.expected_end(job, now))  # suspensions count out
                     else:
                         self.keeper.request_changed(jid)
                     if job.state != JobState.Pending and job.head_node:

@@ -146,6 +146,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
                     self._finish(job, JobState.Failed, EC_CRANED_DOWN, now, [], reason="node removed")
                     continue
                 self._allocate(job, [self.nodes[n] for n in job.alloc_nodes], record=False)
+                self._move_end(job, now)  # the time it spent suspended moves its end (ctld/lifecycle.py)
                 n_running += 1
             self.next_job_id = max(self.next_job_id, jid + 1)
         n_history = 0

@@ -154,9 +154,10 @@ class LifecycleMixin(JobControlMixin, JobUpdateMixin):
         return job.start_time + job.time_limit + self.suspended_total(job, now)
 
     def _move_end(self, job: Any, now: float) -> None:
+        """The scheduler's view of a started job's end: its time limit plus the time it spent suspended."""
         rv = self.running_view.get(job.job_id)
-        if rv is not None and job.start_time:
-            self.running_view[job.job_id] = rv.with_end(self.expected_end(job, now))
+        if rv is not None and job.start_time and job.job_id in self.life:
+            self.running_view[job.job_id] = rv.with_end(max(self.expected_end(job, now), now + 1))
 
     def life_info(self, info: Any, job: Any, now: float) -> None:
         """Fill a ``JobInfo``'s lifecycle fields; its elapsed time leaves the time suspended out."""
