@@ -80,7 +80,10 @@ def job_block(j: object) -> str:
         f"\tReqNodeList={j.req_nodes or 'None'} ExcludeNodeList={j.exclude_nodes or 'None'}",  # type: ignore
         f"\tExclusive={'true' if j.exclusive else 'false'} Comment={j.comment} Wckey=",  # type: ignore[attr-defined]
     ]
-    if j.pending_reason and state_name(j.status) == "Pending":  # type: ignore[attr-defined]
+    preempted = j.preempted_by  # type: ignore[attr-defined]
+    if preempted:  # docs/preemption.md: the victim's reason, whatever its state, and who preempted it
+        lines.append(f"\tReason={j.pending_reason or 'None'} PreemptedBy={preempted}")  # type: ignore[attr-defined]
+    elif j.pending_reason and state_name(j.status) == "Pending":  # type: ignore[attr-defined]
         lines.append(f"\tReason={j.pending_reason}")  # type: ignore[attr-defined]
     lines.append(f"\tSubmitNode={j.submit_host}")  # type: ignore[attr-defined]
     return "\n".join(lines) + "\n"

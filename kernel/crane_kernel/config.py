@@ -86,6 +86,12 @@ class PartitionConfig(_Model):
     MaxTimeLimit: int = 0
     AllowedAccounts: list[str] = Field(default_factory=list)
     DeniedAccounts: list[str] = Field(default_factory=list)
+    PreemptMode: Literal["OFF", "CANCEL", "REQUEUE", "SUSPEND"] = "OFF"  # how higher-priority partitions preempt it
+
+    @field_validator("PreemptMode", mode="before")
+    @classmethod
+    def _mode(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
 
     @field_validator("DefaultMemPerCpu", "MaxMemPerCpu", mode="before")
     @classmethod
@@ -117,6 +123,7 @@ class PluginsConfig(_Model):
     Accounting: str | None = None                                          # the job-history store (cacct)
     Gres: list[str] = Field(default_factory=lambda: ["devices"])          # GRES device choice, vendor env
     Lifecycle: list[str] = Field(default_factory=lambda: ["standard"])    # the requeue decision
+    Preempt: str | None = "preempt_standard"                                    # victim choice (docs/preemption.md)
     Settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("Gres", "Lifecycle", mode="before")
@@ -173,6 +180,7 @@ class CtldConfig(_Model):
     DependencyNeverSatisfied: Literal["cancel", "keep"] = "cancel"  # a job whose dependency can never hold
     MaxArrayTasks: int = Field(10_000, ge=1, le=4_000_001)  # tasks of one --array (docs/arrays.md)
     ArrayPendingWindow: int = Field(64, ge=1, le=100_000)   # an array's created tasks waiting at a time (no %max)
+    PreemptGraceTime: float = Field(0.0, ge=0, le=86400)  # seconds a CANCEL/REQUEUE victim runs on after SIGTERM
     SlurmEnvironment: bool = True   # jobs also get SLURM_JOB_ID, SLURM_NTASKS, ... beside their CRANE_* twins
     # Input bounds (docs/configuration.md, docs/security.md "Input bounds and privacy"): a request
     # outside them is refused at submit with one line; nothing of it is stored.

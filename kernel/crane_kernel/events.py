@@ -15,6 +15,7 @@ Kinds (:data:`JOB_KINDS`, :data:`STEP_KINDS`, :data:`NODE_KINDS`):
 ``job.held``        ``job.released`` ``job.modified`` (``changes``: field -> new value)
 ``job.cancelled``   a cancel request was accepted (``actor``); ``job.ended`` follows
 ``job.requeued``    back to Pending (node failure or ``ccontrol requeue``)
+``job.preempted``   chosen as a victim (``changes``: ``preempted_by``, ``mode``, ``grace`` seconds)
 ``step.started``    a step began on its nodes (``step_id``; 0 is the batch script)
 ``step.ended``      a step's final state, exit code and usage
 ``node.registered`` a craned registered (``cpus``, ``memory``)
@@ -44,7 +45,7 @@ from crane_kernel.messages import (
 )
 
 JOB_KINDS = frozenset({"job.submitted", "job.started", "job.ended", "job.held", "job.released", "job.modified",
-                       "job.cancelled", "job.requeued"})
+                       "job.cancelled", "job.requeued", "job.preempted"})
 STEP_KINDS = frozenset({"step.started", "step.ended"})
 NODE_KINDS = frozenset({"node.registered", "node.down", "node.drained", "node.resumed"})
 

@@ -21,6 +21,7 @@ auth          ``crane.auth``               crane_authenticate, crane_authorize (
 job filters   ``crane.job_filter``         crane_job_submit (cranectld)
 gres          ``crane.gres``               crane_gres_select, crane_gres_environment (cranectld)
 lifecycle     ``crane.lifecycle``          crane_job_requeue (cranectld)
+preempt       ``crane.preempt``            crane_preempt (cranectld, crane sim)
 events        ``crane.events``             crane_event (cplugind)
 accounting    ``crane.accounting``         crane_history_query (cranectld)
 (any slot)                                 crane_plugin_configure, crane_plugin_shutdown
@@ -98,6 +99,30 @@ def crane_schedule(view: "ClusterView", now: float) -> "Plan | None":
 
     firstresult: the single configured scheduler plugin answers; returning
     ``None`` means "no opinion" and leaves every job pending.
+    """
+
+
+@hookspec(firstresult=True)
+def crane_preempt(view: "ClusterView", plan: "Plan", now: float) -> "bool | None":
+    """Choose running jobs to preempt for pending jobs the scheduler's plan could not start.
+
+    Called by cranectld (and ``crane sim``) right after ``crane_schedule`` in the same scheduling
+    phase, without the lock, and only when ``view.preemption`` is set (a
+    :class:`~crane_kernel.sched_types.PreemptRules`: the QoS ``Preempt`` lists and modes, the
+    preemptions still in progress). ``plan`` is the scheduler's answer; the plugin adds to it:
+
+    * ``plan.preempt[victim_id] = PreemptOrder(preemptor_id, mode)`` for each running job to
+      preempt, with the mode :func:`~crane_kernel.sched_types.preempt_mode` gives;
+    * ``plan.preempt_nodes[preemptor_id] = [node indices]``: the ``node_num`` nodes the preemptor is
+      to run on once its victims are gone (each victim runs on at least one of them);
+    * a preemptor whose victims are all ``SUSPEND`` may be appended to ``plan.starts`` on those
+      nodes (their CPUs are free at once); others get reason ``WaitingForPreemption``.
+
+    The kernel checks every order (``ctld/preempt.py``) and drops a preemptor's whole set when one
+    victim is not allowed by the rules, is not on its nodes, or is not needed there (the job fits
+    without it), then carries out the rest. Return True when orders were added (None: none).
+
+    firstresult: one preempt plugin (``Plugins.Preempt``, default ``standard``) answers.
     """
 
 

@@ -69,6 +69,7 @@ SLOTS: dict[str, Slot] = {s.name: s for s in (
     _slot("accounting", "Accounting", 0, 1, ["crane_history_query"], required=["crane_history_query"]),
     _slot("gres", "Gres", 0, None, ["crane_gres_select", "crane_gres_environment"]),
     _slot("lifecycle", "Lifecycle", 0, None, ["crane_job_requeue"]),
+    _slot("preempt", "Preempt", 0, 1, ["crane_preempt"], required=["crane_preempt"]),
 )}
 """Every plugin slot, in load order. A slot added later is one entry here."""
 

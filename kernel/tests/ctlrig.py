@@ -43,20 +43,23 @@ class Rig:
     """A controller over a temporary store, with the messages it published collected."""
 
     def __init__(self, path: str, requeue: bool = False, clock: Clock | None = None,
-                 config: dict[str, Any] | None = None, **ctld: Any) -> None:
+                 config: dict[str, Any] | None = None, partitions: list[dict] | None = None, preempt: Any = None,
+                 **ctld: Any) -> None:
         self.cfg = parse_config({
             "Nodes": [{"name": "cn[01-03]", "cpu": 2, "memory": "1G"}],
-            "Partitions": [{"name": "debug", "nodes": "ALL"}],
+            "Partitions": partitions or [{"name": "debug", "nodes": "ALL"}],
             "DefaultMemPerCpu": "64M",
             "CraneCtld": {"CranedTimeout": TIMEOUT, "JobRequeue": requeue, **ctld},
             **(config or {}),  # other top-level keys (Licenses, ...)
         })
         from crane_kernel.plugins import kernel_defaults
         from crane_lifecycle_standard import StandardLifecycle
+        from crane_preempt_standard import StandardPreempt
         from crane_sched_fifo import FifoScheduler
 
         pm = plugins.from_objects({"auth": {"test": _Auth()}, "scheduler": {"fifo": FifoScheduler()},
-                                   "lifecycle": {"standard": StandardLifecycle()}},
+                                   "lifecycle": {"standard": StandardLifecycle()},
+                                   "preempt": {"preempt_standard": preempt or StandardPreempt()}},
                                   defaults={"lifecycle": kernel_defaults(self.cfg)["lifecycle"]})
         self.clock = clock or Clock()
         self.sent: list[tuple[str, Any]] = []

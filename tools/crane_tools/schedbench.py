@@ -58,7 +58,7 @@ def installed_schedulers() -> list[str]:
     return installed("scheduler")
 
 
-def load_scheduler(name: str, config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+def load_scheduler(name: str, config: Mapping[str, Any] | None = None, preempt: str | None = None) -> tuple[Any, Any]:
     """Load scheduler ``name`` exactly as cranectld does: :func:`crane_kernel.plugins.load_slots`.
 
     Returns ``(plugin_object, plugins)`` where ``plugins`` is the
@@ -72,7 +72,8 @@ def load_scheduler(name: str, config: Mapping[str, Any] | None = None) -> tuple[
     have = installed_schedulers()
     if name not in have:
         raise SchedulerNotFoundError(f"scheduler {name!r} is not installed (installed: {', '.join(have) or 'none'})")
-    loaded = load_slots({"Scheduler": name, "Settings": {name: dict(config or {})}}, slots=("scheduler",))
+    slots = ("scheduler", "preempt") if preempt else ("scheduler",)
+    loaded = load_slots({"Scheduler": name, "Preempt": preempt, "Settings": {name: dict(config or {})}}, slots=slots)
     return loaded.plugins("scheduler")[0], loaded
 
 
@@ -214,6 +215,31 @@ def build_cluster(nodes: int, jobs: int, seed: int = 1, running_fraction: float 
     cpu_names = [node_list[i].name for i in kinds["cpu"]]
     pending = [_pending_job(rng, j + 1, cpu_names, workload) for j in range(jobs)]
     return ClusterView(node_list, parts, pending, running)
+
+
+def configure_preemption(view: ClusterView, mode: str, share: float = 0.01, seed: int = 1) -> int:
+    """Preemption on a synthetic view: a ``high`` partition (priority 10) over every node preempts the others.
+
+    Every running job belongs to its node's first partition, whose ``PreemptMode`` becomes ``mode``;
+    ``share`` of the pending jobs (chosen with ``seed``) move to ``high``. Returns how many moved.
+    """
+    from crane_kernel.sched_types import PreemptRules
+
+    rng = random.Random(seed)
+    for part in view.partitions.values():
+        part.priority, part.preempt_mode = 1, mode
+    view.partitions["high"] = SchedPartition("high", tuple(n.index for n in view.nodes), 10)
+    for n in view.nodes:
+        n.partitions = (*n.partitions, "high")
+    for r in view.running:
+        r.partition = view.nodes[r.nodes[0]].partitions[0]
+    moved = 0
+    for job in view.pending:
+        if rng.random() < share and not job.nodelist:
+            job.partition = "high"
+            moved += 1
+    view.preemption = PreemptRules()
+    return moved
 
 
 WHOLE_CPUS = 64
@@ -373,7 +399,8 @@ def validate_plan(view: ClusterView, plan: Plan, limit: int = 20, now: float = N
 # --------------------------------------------------------------------------
 
 def run_sched_bench(nodes: int, jobs: int, scheduler: str, seed: int = 1, running_fraction: float = 0.5,
-                    *, workload: str = "mixed", repeat: int = 3, reservations: int = 0) -> dict:
+                    *, workload: str = "mixed", repeat: int = 3, reservations: int = 0,
+                    preempt: str | None = None) -> dict:
     """Time ``repeat`` full cycles of ``scheduler`` on a synthetic cluster and return the figures.
 
     Keys: ``scheduler``, ``nodes``, ``jobs``, ``running``, ``seed``,
@@ -382,21 +409,31 @@ def run_sched_bench(nodes: int, jobs: int, scheduler: str, seed: int = 1, runnin
     ``first_decisions_per_s``, ``considered``, ``started``, ``reserved``,
     ``reasons`` (count per reason), ``valid``, ``problems``, ``build_s``, ``reservations`` (how
     many; with ``started_in_reservations``) and, when the plugin exposes ``last_stats``, ``plugin_stats``.
+    ``preempt`` (a mode): preemption is
+    configured (:func:`configure_preemption`) and every cycle is the scheduler's call followed by
+    the ``preempt_standard`` plugin's (``cycle_s`` times both; ``preempt_s``, ``preempted`` and
+    ``preemptors`` are the preempt call's share and orders).
     Raises :class:`SchedulerNotFoundError` for an unknown scheduler.
     """
-    obj, loaded = load_scheduler(scheduler)
+    obj, loaded = load_scheduler(scheduler, preempt="preempt_standard" if preempt else None)
     t0 = time.perf_counter()
     view = build_cluster(nodes, jobs, seed, running_fraction, workload)
     add_reservations(view, reservations, seed)
+    high = configure_preemption(view, preempt, seed=seed) if preempt else 0
     build_s = time.perf_counter() - t0
     before = _node_snapshot(view)
     times: list[float] = []
     plan: Plan | None = None
     schedule = loaded.hook.crane_schedule
+    preempt_times: list[float] = []
     try:
         for _ in range(max(1, repeat)):
             t = time.perf_counter()
             plan = schedule(view=view, now=NOW)
+            if preempt and plan is not None:
+                tp = time.perf_counter()
+                loaded.hook.crane_preempt(view=view, plan=plan, now=NOW)
+                preempt_times.append(time.perf_counter() - tp)
             times.append(time.perf_counter() - t)
     finally:
         loaded.shutdown()
@@ -420,6 +457,9 @@ def run_sched_bench(nodes: int, jobs: int, scheduler: str, seed: int = 1, runnin
         "build_s": round(build_s, 3), "reservations": len(view.reservations),
         "started_in_reservations": sum(1 for jid, _ in plan.starts if jid in view.job_reservations),
     }
+    if preempt:
+        out.update(preempt=preempt, high_jobs=high, preempt_s=round(min(preempt_times), 6),
+                   preempted=len(plan.preempt), preemptors=len(plan.preempt_nodes))
     stats = getattr(obj, "last_stats", None)
     if isinstance(stats, dict) and stats:
         out["plugin_stats"] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in stats.items()}
@@ -439,6 +479,9 @@ def _format(res: dict) -> str:
           if res.get("reservations") else []),
         f"  valid: {res['valid']}" + ("" if res["valid"] else " — " + "; ".join(res["problems"][:5])),
     ]
+    if res.get("preempt"):
+        lines.append(f"  preemption ({res['preempt']}, {res['high_jobs']} high jobs): {res['preempted']} victims "
+                     f"for {res['preemptors']} jobs, preempt plugin {res['preempt_s'] * 1000:.1f} ms of the cycle")
     return "\n".join(lines)
 
 
@@ -464,6 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--reservations", type=int, default=0,
                     help="one-cycle mode: add this many advance reservations (1%% of the nodes each; half active, "
                          "half starting in an hour) and send every 100th job to an active one")
+    ap.add_argument("--preempt", type=str.upper, choices=("CANCEL", "REQUEUE", "SUSPEND"), default=None,
+                    help="one-cycle mode: configure preemption (1%% of the jobs in a high partition) and time the "
+                         "preempt plugin with the scheduler")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
@@ -477,7 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = format_cycles(res)
         else:
             res = run_sched_bench(args.nodes, args.jobs, args.scheduler, args.seed, args.running_fraction,
-                                  workload=args.workload, repeat=args.repeat, reservations=args.reservations)
+                                  workload=args.workload, repeat=args.repeat, reservations=args.reservations,
+                                  preempt=args.preempt)
             text = _format(res)
     except SchedulerNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)

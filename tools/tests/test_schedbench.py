@@ -124,3 +124,16 @@ def test_validation_catches_a_start_inside_a_reservation():
     plan = Plan()
     plan.starts.append((1, [0]))
     assert any("breaks a reservation" in p for p in schedbench.validate_plan(view, plan))
+@pytest.mark.parametrize("mode", ["REQUEUE", "CANCEL"])  # (SUSPEND frees CPUs only: these jobs' memory is taken)
+def test_the_bench_times_the_preempt_plugin_with_the_scheduler(mode):
+    """``--preempt``: a high partition preempting the others; the orders it times follow the kernel's rule."""
+    from crane_kernel.sched_types import preempt_mode
+
+    res = schedbench.run_sched_bench(300, 3000, "fifo", seed=2, repeat=1, preempt=mode)
+    assert res["valid"] and res["preempt"] == mode and res["high_jobs"] > 0
+    assert res["preemptors"] > 0 and res["preempted"] >= res["preemptors"]
+    assert 0 < res["preempt_s"] <= res["cycle_s"]
+    view = schedbench.build_cluster(300, 3000, 2)
+    schedbench.configure_preemption(view, mode, seed=2)
+    high = [j for j in view.pending if j.partition == "high"]
+    assert high and all(preempt_mode(high[0], r, view) == mode for r in view.running if not r.exclusive)

@@ -51,6 +51,7 @@ from crane_kernel.ctld.lifecycle import LifecycleMixin
 from crane_kernel.ctld.limits import LimitBook, LimitsMixin
 from crane_kernel.ctld.nodemsgs import NodeMessagesMixin
 from crane_kernel.ctld.nodes import build_nodes
+from crane_kernel.ctld.preempt import PreemptMixin
 from crane_kernel.ctld.reservations import ReservationsMixin
 from crane_kernel.ctld.resources import ResourcesMixin
 from crane_kernel.ctld.stepexec import StepsMixin
@@ -73,7 +74,7 @@ class Denied(Exception):  # noqa: N818 - reads better at the raise sites
 
 class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, CycleMixin, EmitMixin,
                  ChangesMixin, StepsMixin, DependsMixin, ArraysMixin, ReservationsMixin, LicensesMixin,
-                 LifecycleMixin):
+                 PreemptMixin, LifecycleMixin):
     """Jobs, nodes and partitions of one cluster, and every transition between their states."""
 
     def __init__(self, cfg: ClusterConfig, store: StateStore, pm: Any, publish: Callable[[list], None],
@@ -119,6 +120,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         self._init_reservations()  # advance reservations (ctld/reservations.py)
         self._init_licenses()  # cluster licenses (ctld/licenses.py)
         self._init_life()  # suspend, requeue, deadlines (ctld/lifecycle.py)
+        self._init_preempt()  # preemption (ctld/preempt.py)
 
     # ------------------------------------------------------------------
     # start-up
@@ -146,6 +148,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
             self.restore_job_reservation(jid, spec)
             self.restore_job_licenses(job, spec, rt)
             self.restore_life(job, spec, rt)
+            self.restore_preemption(job, rt)
             if job.state == JobState.Pending:
                 self.pending[jid] = job
                 n_pending += 1
@@ -324,6 +327,13 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
 
         Its steps still alive end with it (their nodes are told to kill them, ctld/stepexec.py).
         """
+        if job.job_id in self.preempted:  # a REQUEUE victim that ended in its grace goes back to the queue
+            requeued = self.victim_ended_in_grace(job, now, outbox)
+            if requeued is not None:
+                if persist:
+                    self.store.write(updates=requeued)
+                    return []
+                return requeued
         state, why = self.final_state(job, state)  # ended by its deadline: Deadline (ctld/jobcontrol.py)
         reason = why or reason
         # a task step emits its own step events; the time a suspended job spent frozen is kept (ctld/lifecycle.py)
@@ -337,7 +347,7 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         job.state = state
         job.exit_code = exit_code
         job.end_time = now
-        job.reason = reason
+        job.reason = self.preempted_reason(job, reason)
         self.finished.append((now, job.job_id))
         if job.job_id in self.steps or job.interactive:
             self._steps_at_job_end(job, now, outbox)
@@ -400,6 +410,8 @@ class Controller(LimitsMixin, ResourcesMixin, DispatchMixin, NodeMessagesMixin, 
         rt.update(self.licenses_rt(job.job_id))  # the licenses it holds (ctld/licenses.py)
         if job.job_id in self.life:
             rt.update(self.life_rt(job.job_id))
+        if job.job_id in self.preempted:
+            rt.update(self.preempt_rt(job.job_id))
         return json.dumps(rt, separators=(",", ":"))
 
     def node_stream(self, name: str) -> str:

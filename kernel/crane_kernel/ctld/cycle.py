@@ -44,7 +44,9 @@ class CycleMixin:
             self.dependency_timers(now)  # +delay dependencies whose time came are looked at again
             self.reservation_tick(now)  # reservations that started or ended (ctld/reservations.py)
             self.license_tick()
+            self.store.write(updates=self.preemption_tick(now, outbox))  # graces over, claims done (ctld/preempt.py)
             self.keeper.sync(self.pending, self.running_view, now)  # ineligible jobs get their reason here
+            self.keeper.view.preemption = self.preemption_rules()  # None: no preemption rule configured
         # Outside the lock from here on: the API keeps answering while the plugins think. Only this
         # thread touches the view; other threads write the tracked tables, applied at the next sync.
         view = self.keeper.view
@@ -56,6 +58,8 @@ class CycleMixin:
             view.begin_call()
             try:
                 plan = self.pm.hook.crane_schedule(view=view, now=now) or Plan()
+                if view.preemption is not None:  # the preempt plugin adds its orders to the plan
+                    self.pm.hook.crane_preempt(view=view, plan=plan, now=now)
             except BaseException:
                 view.end_call(failed=True)
                 raise
@@ -100,7 +104,7 @@ class CycleMixin:
         limits = self.limits
         with self.lock:
             updates = []
-            for job_id, idxs in plan.starts:
+            for job_id, idxs in self.plan_starts(plan, now, outbox, updates):  # preempt orders in between
                 job = self.pending.get(job_id)
                 if job is None or job.held or len(set(idxs)) != job.node_num:
                     continue

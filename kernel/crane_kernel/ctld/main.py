@@ -27,7 +27,7 @@ drain bench's sustained ~150 jobs/s (~5 events a job, ~750 events/s) a million e
 BUS_EPOCH_KEY = "bus_epoch"  # journal meta: the epoch of the latest start's signed node commands
 
 
-CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle", "accounting")
+CTLD_SLOTS = ("scheduler", "priority", "auth", "job_filter", "gres", "lifecycle", "accounting", "preempt")
 """The plugin slots cranectld fills (runtimes load on the nodes, event plugins in cplugind)."""
 
 

@@ -72,7 +72,7 @@ def build_nodes(cfg: ClusterConfig) -> tuple[dict[str, NodeState], list[SchedNod
             p.name, tuple(index[n] for n in cfg.partition_nodes(p)), p.priority,
             allowed_accounts=frozenset(p.AllowedAccounts) or None,
             denied_accounts=frozenset(p.DeniedAccounts) or None,
-            max_time_limit=p.MaxTimeLimit)
+            max_time_limit=p.MaxTimeLimit, preempt_mode=p.PreemptMode)
         for p in cfg.Partitions
     }
     return nodes, sched_nodes, parts

@@ -49,7 +49,7 @@ class ResourcesMixin:
         self.running_view[job.job_id] = SchedRunning(
             job.job_id, tuple(n.sched.index for n in nodes), job.cpus_per_node, job.mem_per_node,
             max(end, self.clock() + 1), partition=job.partition, gres_per_node=gres or None,
-            exclusive=job.exclusive)
+            exclusive=job.exclusive, qos=job.qos, start_time=job.start_time)
 
     def _release(self, job: Job) -> None:
         """Give a job's resources back to its nodes — unless its processes may still run unseen.
@@ -57,6 +57,8 @@ class ResourcesMixin:
         When a node of the job is DOWN, its processes there may outlive what the controller knows:
         the resources stay held (see ``ctld/reconcile.py``) until the node confirms they are gone.
         """
+        if job.job_id in self.lent_view:
+            self.unlend(job)  # a suspended preemption victim: its CPUs were lent (ctld/preempt.py)
         self.release_licenses(job)  # ctld/licenses.py
         if job.job_id in self.recon.held:
             return  # released by reconcile.release_held once confirmed

@@ -261,6 +261,8 @@ class CraneCtldService(AccountServiceMixin, ReservationServiceMixin, pbg.CraneCt
                 info = job_info(j, now, private=j.job_id not in viewable)
                 fill_job_extras(ctl, info, j.job_id)  # -r and -L (ctld/resvservice.py)
                 ctl.life_info(info, j, now)  # deadline, signal, requeues, time suspended (ctld/lifecycle.py)
+                if j.job_id in self.ctl.preempted:  # ctld/preempt.py
+                    info.preempted_by = str(self.ctl.preempted_by(j.job_id))
                 if private_usage and j.job_id not in viewable:
                     for name in _USAGE_FIELDS:
                         info.ClearField(name)

@@ -33,6 +33,9 @@ Conventions a plugin can rely on:
   rules of the "Advance reservations" block below; the caller re-checks every start with
   :func:`reservation_conflict`. Jobs whose reservation is not active, and jobs whose licenses
   are not free (``Licenses``), are not in ``pending`` in the controller.
+* ``view.preemption`` (a :class:`PreemptRules`, or ``None`` when no rule is configured) and
+  ``plan.preempt``/``plan.preempt_nodes`` are the preemption protocol
+  (:mod:`crane_kernel.sched_types.preempt`, hook ``crane_preempt``).
 
 Views across calls (``version`` and ``delta``). The controller and the
 simulator keep ONE :class:`IncrementalView` for their whole life and change
@@ -205,7 +208,7 @@ class SchedRunning:
     """A running job: where it runs, what it holds per node, and when it is expected to end."""
 
     __slots__ = ("job_id", "partition", "nodes", "cpus_per_node", "mem_per_node",
-                 "gres_per_node", "end_time", "exclusive")
+                 "gres_per_node", "end_time", "exclusive", "qos", "start_time")
 
     def __init__(
         self,
@@ -218,6 +221,8 @@ class SchedRunning:
         partition: str = "",
         gres_per_node: Mapping[str, int] | None = None,
         exclusive: bool = False,
+        qos: str = "",
+        start_time: float = 0.0,
     ) -> None:
         self.job_id = job_id
         self.partition = partition
@@ -227,18 +232,21 @@ class SchedRunning:
         self.gres_per_node = gres_per_node or None
         self.end_time = end_time
         self.exclusive = exclusive
+        self.qos = qos                # its QoS (preemption by QoS)
+        self.start_time = start_time  # when it was allocated (preemption picks the youngest first)
 
     def with_end(self, end_time: float) -> "SchedRunning":
         """A copy expected to end at ``end_time`` (views list a changed end as a new object)."""
         return SchedRunning(self.job_id, self.nodes, self.cpus_per_node, self.mem_per_node, end_time,
-                            partition=self.partition, gres_per_node=self.gres_per_node, exclusive=self.exclusive)
+                            partition=self.partition, gres_per_node=self.gres_per_node, exclusive=self.exclusive,
+                            qos=self.qos, start_time=self.start_time)
 
 
 class SchedPartition:
     """A partition: its nodes (indices into ``ClusterView.nodes``) and its access rules."""
 
     __slots__ = ("name", "node_indices", "priority", "allowed_accounts", "denied_accounts",
-                 "max_time_limit")
+                 "max_time_limit", "preempt_mode")
 
     def __init__(
         self,
@@ -249,6 +257,7 @@ class SchedPartition:
         allowed_accounts: frozenset[str] | None = None,
         denied_accounts: frozenset[str] | None = None,
         max_time_limit: int = 0,
+        preempt_mode: str = "OFF",
     ) -> None:
         self.name = name
         self.node_indices = node_indices
@@ -256,6 +265,7 @@ class SchedPartition:
         self.allowed_accounts = allowed_accounts or None
         self.denied_accounts = denied_accounts or None
         self.max_time_limit = max_time_limit
+        self.preempt_mode = preempt_mode  # how its jobs are preempted by higher-priority partitions' (PREEMPT_MODES)
 
 
 class ClusterView:
@@ -270,7 +280,7 @@ class ClusterView:
     """
 
     __slots__ = ("nodes", "partitions", "pending", "running", "node_index", "config", "version", "delta",
-                 "reservations", "job_reservations")
+                 "reservations", "job_reservations", "preemption")
 
     def __init__(
         self,
@@ -291,6 +301,7 @@ class ClusterView:
         self.delta: ViewDelta | None = None
         self.reservations: list[SchedReservation] = []  # advance reservations (see SchedReservation)
         self.job_reservations: Mapping[int, str] = {}   # pending job id -> the reservation it runs in
+        self.preemption: PreemptRules | None = None  # None: no preemption rule is configured
 
 
 class Plan:
@@ -302,15 +313,18 @@ class Plan:
       (backfilling's reservations); shown to users as the expected start.
     * ``considered``: how many pending jobs the pass looked at (for the
       decisions-per-second figure).
+    * ``preempt`` and ``preempt_nodes``: see :class:`PreemptOrder` (filled by the preempt plugins).
     """
 
-    __slots__ = ("starts", "reasons", "reserved", "considered")
+    __slots__ = ("starts", "reasons", "reserved", "considered", "preempt", "preempt_nodes")
 
     def __init__(self) -> None:
         self.starts: list[tuple[int, list[int]]] = []
         self.reasons: dict[int, str] = {}
         self.reserved: dict[int, float] = {}
         self.considered = 0
+        self.preempt: dict[int, PreemptOrder] = {}       # victim job id -> order
+        self.preempt_nodes: dict[int, list[int]] = {}    # preemptor job id -> the nodes it is to run on
 
 
 def ineligible_reason(job: SchedJob, part: SchedPartition | None, now: float) -> str | None:
@@ -433,6 +447,25 @@ def reservation_conflict(view: ClusterView, job: SchedJob, nodes: list[int] | tu
 
 from crane_kernel.sched_types.incremental import IncrementalView, ViewDelta  # noqa: E402 - needs ClusterView
 
+# --- preemption (sched_types/preempt.py: the rules, the one rule function, the plan's orders) ---
+from crane_kernel.sched_types.preempt import (  # noqa: E402
+    PREEMPT_CANCEL,
+    PREEMPT_MODES,
+    PREEMPT_OFF,
+    PREEMPT_REQUEUE,
+    PREEMPT_SUSPEND,
+    REASON_PREEMPTED,
+    REASON_WAITING_PREEMPTION,
+    PreemptOrder,
+    PreemptRules,
+    PreemptTable,
+    node_fits_after,
+    preempt_mode,
+    preempt_table,
+)
+
+# --- end of preemption ---
+
 __all__ = [
     "REASON_ACCOUNT", "REASON_BEGIN_TIME", "REASON_DEPENDENCY", "REASON_DEPENDENCY_NEVER", "REASON_HELD",
     "REASON_LICENSE", "REASON_NODES_UNAVAILABLE", "REASON_PARTITION_LIMIT", "REASON_PRECEDENCE", "REASON_PRIORITY",
@@ -443,4 +476,8 @@ __all__ = [
     "reserved_against",
     "IncrementalView", "Plan", "SchedJob", "SchedNode", "SchedPartition", "SchedRunning", "ViewDelta",
     "ineligible_reason", "priority_order_key",
+    # preemption
+    "PREEMPT_CANCEL", "PREEMPT_MODES", "PREEMPT_OFF", "PREEMPT_REQUEUE", "PREEMPT_SUSPEND", "REASON_PREEMPTED",
+    "REASON_WAITING_PREEMPTION", "PreemptOrder", "PreemptRules", "PreemptTable", "node_fits_after", "preempt_mode",
+    "preempt_table",
 ]

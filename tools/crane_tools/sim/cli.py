@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--reservation", action="append", default=[], metavar="NAME:START:DURATION:NODES",
                     help="an advance reservation: START seconds on the trace's clock, DURATION seconds or "
                          "[D-]HH:MM:SS, NODES a count or an index range A-B; repeatable")
+    ap.add_argument("--preempt-every", type=int, default=None, metavar="N",
+                    help="every N-th job is high-priority and preempts the others (docs/preemption.md)")
+    ap.add_argument("--preempt-mode", default="REQUEUE", type=str.upper,
+                    choices=["CANCEL", "REQUEUE", "SUSPEND"], help="how the others are preempted (default REQUEUE)")
+    ap.add_argument("--preempt-plugin", default="preempt_standard",
+                    help="crane.preempt plugin (default preempt_standard)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--plot", default=None, metavar="FILE.png", help="plot queue length and utilisation over time")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
@@ -75,6 +81,15 @@ def format_result(r: dict[str, Any]) -> str:
     if rec:
         lines.append(f"recorded     mean wait {rec['mean_wait']:,.1f} s, bsld {rec['mean_bsld']:,.2f}, "
                      f"utilization {rec['utilization'] * 100:.2f} % (the trace's own schedule)")
+    pre = r.get("preemption")
+    if pre:
+        counts = ", ".join(f"{n} {m.lower()}" for m, n in pre["preemptions"].items() if n) or "none"
+        lines.append(f"preemption   every {pre['every']}th job is high ({pre['high_jobs']} jobs), mode {pre['mode']}: "
+                     f"{pre['preempted_total']} preempted ({counts}), "
+                     f"{pre['lost_work'] / 3600:,.1f} processor-hours of work lost")
+        for name, c in r["classes"].items():
+            lines.append(f"  {name:<5} {c['jobs']} jobs, mean wait {c['mean_wait']:,.1f} s, median "
+                         f"{c['median_wait']:,.1f} s, max {c['max_wait']:,.0f} s, mean bsld {c['mean_bsld']:,.2f}")
     if r.get("plot"):
         lines.append(f"plot         {r['plot']}")
     return "\n".join(lines)
@@ -92,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             plot=args.plot, max_jobs=args.max_jobs,
             scheduler_config=dict(args.sched_opt) if args.sched_opt else None,
             priority_config=dict(args.prio_opt) if args.prio_opt else None,
-            exact_estimates=args.exact_estimates, reservations=args.reservation,
+            exact_estimates=args.exact_estimates, reservations=args.reservation, preempt_every=args.preempt_every,
+            preempt_mode=args.preempt_mode, preempt_plugin=args.preempt_plugin,
         )
     except (OSError, ValueError, PluginError, SimError, ImportError) as exc:
         print(f"crane sim: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ from crane_kernel.sched_types import (
 )
 
 from crane_tools.sim.model import PARTITION, SimJob, job_shape
+from crane_tools.sim.preempt import HIGH_PARTITION, PreemptModel, PreemptSetup
 from crane_tools.sim.reservations import SimReservation
 
 __all__ = ["SimError", "Simulation", "make_view"]
@@ -83,7 +84,8 @@ class Simulation:
 
     def __init__(self, jobs: list[SimJob], procs: int, plugins: Plugins, *, cpus_per_node: int = 1,
                  observer: Observer | None = None, record_series: bool = False, progress: bool = False,
-                 reservations: list[SimReservation] | None = None) -> None:
+                 reservations: list[SimReservation] | None = None,
+                 preemption: PreemptSetup | None = None) -> None:
         self.jobs = jobs
         self.procs = procs
         self.cpus_per_node = cpus_per_node
@@ -96,6 +98,10 @@ class Simulation:
         bad = [r for r in self.reservations if r.nodes and r.nodes[-1] >= len(self.view.nodes)]
         if bad:
             raise ValueError(f"reservation {bad[0].name}: the machine has nodes 0-{len(self.view.nodes) - 1}")
+        self.preemption = preemption  # the preemption model (crane_tools/sim/preempt.py), or None
+        self.preempt: PreemptModel | None = None
+        if preemption is not None:
+            preemption.shape(self.view, PARTITION)
         self.start: list[int | float | None] = [None] * len(jobs)
         self.passes = 0
         self.series: tuple[list[float], list[int], list[int]] = ([], [], [])
@@ -126,6 +132,8 @@ class Simulation:
         ra_clear = delta.running_added.clear
         rr_clear = delta.running_removed.clear
         job_finished = loaded.hook.crane_job_finished if loaded.implemented("crane_job_finished") else None
+        setup = self.preemption
+        preempt_hook = loaded.hook.crane_preempt if setup is not None and loaded.implemented("crane_preempt") else None
         observer = self.observer
         cpn_model = self.cpus_per_node
         renumber = self.renumbered
@@ -156,6 +164,10 @@ class Simulation:
         bounds = sorted({x for r in resvs for x in (r.start, r.end)})  # times the reserved nodes change
         bpos = 0
         shown: list = []  # the reservations in the view (not over)
+        model = None
+        if setup is not None:
+            model = self.preempt = PreemptModel(view, jobs, index_of, start, pend_pos, pend_job, run_pos, run_job,
+                                                done, job_finished)
 
         while i < n or done or (pending and bpos < len(bounds)):
             t: float = submits[i] if i < n else inf
@@ -174,6 +186,8 @@ class Simulation:
             # 1. completions
             while done and done[0][0] == t:
                 r = heappop(done)[2]
+                if model is not None and model.stale(r):
+                    continue  # a run a preemption took away (ctld's model: crane_tools/sim/preempt.py)
                 c = r.cpus_per_node
                 for x in r.nodes:
                     nd = nodes[x]
@@ -191,6 +205,10 @@ class Simulation:
                 busy -= jobs[ix].size
                 if job_finished is not None:
                     job_finished(job=run_job.pop(r.job_id), start_time=start[ix], end_time=t)
+                if model is not None and r.job_id in model.lent:
+                    model.preemptor_ended(r.job_id)
+            if model is not None and model.to_resume:
+                busy += model.resume_waiting(t)
             # 2. arrivals
             while i < n and submits[i] == t:
                 sj = jobs[i]
@@ -198,12 +216,13 @@ class Simulation:
                 who = names.get((sj.group, sj.user))
                 if who is None:
                     who = names[(sj.group, sj.user)] = (_account(sj), str(sj.user))
+                part = HIGH_PARTITION if setup is not None and setup.is_high(i) else PARTITION
                 if cpn_model == 1:
-                    job = SchedJob(jid, PARTITION, sj.size, 1.0, 0, sj.estimate, submit_time=float(t),
+                    job = SchedJob(jid, part, sj.size, 1.0, 0, sj.estimate, submit_time=float(t),
                                    account=who[0], user=who[1], uid=sj.user)
                 else:
                     node_num, cpn = job_shape(sj.size, cpn_model)
-                    job = SchedJob(jid, PARTITION, node_num, float(cpn), 0, sj.estimate,
+                    job = SchedJob(jid, part, node_num, float(cpn), 0, sj.estimate,
                                    submit_time=float(t), account=who[0], user=who[1], uid=sj.user)
                 index_of[jid] = i
                 pend_pos[jid] = len(pending)
@@ -234,6 +253,10 @@ class Simulation:
             passes += 1
             if plan is None:
                 continue
+            if preempt_hook is not None:
+                preempt_hook(view=view, plan=plan, now=t)  # the preempt plugin adds its orders
+                if plan.preempt:
+                    busy += model.carry_out(plan, t)  # type: ignore[union-attr]
             for jid, idxs in plan.starts:
                 job = pend_job.pop(jid, None)
                 if job is None:
@@ -266,8 +289,8 @@ class Simulation:
                 ix = index_of[jid]
                 sj = jobs[ix]
                 start[ix] = t
-                r = SchedRunning(jid, tuple(idxs), c, 0, t + job.time_limit, partition=PARTITION,
-                                 exclusive=job.exclusive)
+                r = SchedRunning(jid, tuple(idxs), c, 0, t + job.time_limit, partition=job.partition,
+                                 exclusive=job.exclusive, start_time=float(t))
                 run_pos[jid] = len(running)
                 if job_finished is not None:
                     run_job[jid] = job
@@ -276,6 +299,8 @@ class Simulation:
                 seq += 1
                 heappush(done, (t + sj.run, seq, r))
                 busy += sj.size
+                if model is not None:
+                    model.started(job, r, t + sj.run)
             if observer is not None:
                 observer(t, view, plan)
             if progress and (passes & 1023) == 0:

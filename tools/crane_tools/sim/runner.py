@@ -12,10 +12,18 @@ from crane_kernel import plugins
 from crane_tools.sim.engine import Observer, Simulation
 from crane_tools.sim.metrics import recorded_metrics, schedule_metrics
 from crane_tools.sim.model import build_jobs
+from crane_tools.sim.preempt import PreemptSetup
 from crane_tools.sim.reservations import parse_reservation
 from crane_tools.sim.swf import read_swf
 
 __all__ = ["run_sim"]
+
+
+def _class_metrics(jobs: list, starts: list, procs: int, members: list[int]) -> dict[str, Any]:
+    """Wait and slowdown of one class of jobs (the started ones)."""
+    kept = [i for i in members if starts[i] is not None]
+    figures = schedule_metrics([jobs[i] for i in kept], [starts[i] for i in kept], procs)
+    return {"jobs": len(kept), **{k: figures[k] for k in ("mean_wait", "median_wait", "max_wait", "mean_bsld")}}
 
 
 def run_sim(
@@ -34,6 +42,9 @@ def run_sim(
     observer: Observer | None = None,
     keep_schedule: bool = False,
     reservations: list[str] | None = None,
+    preempt_every: int | None = None,
+    preempt_mode: str = "REQUEUE",
+    preempt_plugin: str = "preempt_standard",
 ) -> dict[str, Any]:
     """Replay the SWF trace at ``trace_path`` through the named plugins and return the metrics.
 
@@ -49,6 +60,12 @@ def run_sim(
     * ``keep_schedule``: add ``"schedule": [(job_id, submit, start, run, size, estimate), ...]``.
     * ``reservations``: ``NAME:START:DURATION:NODES`` texts (:mod:`crane_tools.sim.reservations`); the
       result then has ``reservations`` (name, start, end, nodes) and ``reserved_proc_s``.
+    * ``preempt_every`` / ``preempt_mode`` / ``preempt_plugin``: the preemption model
+      (:mod:`crane_tools.sim.preempt`): every N-th job is high-priority and preempts the others
+      with the mode, through the named ``crane.preempt`` plugin. The result then has
+      ``preemption`` (counts per mode, ``lost_work`` in processor-seconds, ``cancelled_by_preemption``)
+      and ``classes`` (``high`` and ``low``: each class's ``jobs``, ``mean_wait``, ``median_wait``,
+      ``max_wait``, ``mean_bsld``); jobs a preemption cancelled leave the other metrics.
 
     The plugins are loaded with :func:`crane_kernel.plugins.load_slots`, exactly
     as cranectld loads them (a bad name or setting raises a one-line
@@ -62,9 +79,10 @@ def run_sim(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of short-lived, acyclic objects: the cyclic collector only costs time here
     try:
+        setup = PreemptSetup(preempt_every, preempt_mode) if preempt_every is not None else None
         return _run(trace_path, scheduler, procs, priority, cpus_per_node, progress, plot, max_jobs,
                     scheduler_config, priority_config, exact_estimates, observer, keep_schedule, t0,
-                    reservations or [])
+                    reservations or [], setup, preempt_plugin)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -73,7 +91,8 @@ def run_sim(
 def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | None, cpus_per_node: int,
          progress: bool, plot: str | None, max_jobs: int | None, scheduler_config: Mapping[str, Any] | None,
          priority_config: Mapping[str, Any] | None, exact_estimates: bool, observer: Observer | None,
-         keep_schedule: bool, t0: float, reservation_texts: list[str]) -> dict[str, Any]:
+         keep_schedule: bool, t0: float, reservation_texts: list[str], setup: PreemptSetup | None = None,
+         preempt_plugin: str = "preempt_standard") -> dict[str, Any]:
     trace = read_swf(trace_path, max_jobs=max_jobs)
     p = procs or trace.max_procs
     if not p:
@@ -86,17 +105,26 @@ def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | Non
         settings[scheduler] = dict(scheduler_config)
     if priority and priority_config is not None:
         settings[priority] = dict(priority_config)
-    loaded = plugins.load_slots({"Scheduler": scheduler, "Priority": priority, "Settings": settings},
-                                slots=("scheduler", "priority"))
+    selection: dict[str, Any] = {"Scheduler": scheduler, "Priority": priority, "Settings": settings}
+    slots = ["scheduler", "priority"]
+    if setup is not None:
+        selection["Preempt"] = preempt_plugin
+        slots.append("preempt")
+    loaded = plugins.load_slots(selection, slots=slots)
     try:
         sim = Simulation(jobs, p, loaded, cpus_per_node=cpus_per_node, observer=observer,
-                         record_series=plot is not None, progress=progress, reservations=resvs)
+                         record_series=plot is not None, progress=progress, reservations=resvs,
+                         preemption=setup)
         t_sim = time.perf_counter()
         sim.run()
         t_end = time.perf_counter()
     finally:
         loaded.shutdown()
-    started = sum(1 for s in sim.start if s is not None)
+    starts = sim.start
+    model = sim.preempt
+    if model is not None and model.cancelled:  # a job a preemption cancelled ran only part of its time
+        starts = [None if i in model.cancelled else s for i, s in enumerate(starts)]
+    started = sum(1 for s in starts if s is not None)
     result: dict[str, Any] = {
         "trace": trace_path,
         "scheduler": scheduler,
@@ -105,10 +133,17 @@ def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | Non
         "cpus_per_node": cpus_per_node,
         "jobs": started,
         "skipped": skipped,
-        "unstarted": len(jobs) - started,
+        "unstarted": len(jobs) - started - (len(model.cancelled) if model is not None else 0),
         "passes": sim.passes,
     }
-    result.update(schedule_metrics(jobs, sim.start, p))
+    result.update(schedule_metrics(jobs, starts, p))
+    if model is not None and setup is not None:
+        high = [i for i in range(len(jobs)) if setup.is_high(i)]
+        result["preemption"] = {"mode": setup.mode, "every": setup.every, "plugin": preempt_plugin,
+                                **model.report(high)}
+        result["classes"] = {name: _class_metrics(jobs, starts, p, [i for i in range(len(jobs)) if setup.is_high(i)
+                                                                     == (name == "high")])
+                             for name in ("high", "low")}
     if resvs:
         result["reservations"] = [(r.name, r.start, r.end, len(r.nodes)) for r in resvs]
         result["reserved_proc_s"] = sum(r.duration * len(r.nodes) * cpus_per_node for r in resvs)
