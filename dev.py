@@ -31,9 +31,10 @@ EXTRAS = {"tools": "[embedded-redis,fast,plot]", "sched_fifo": "[fast]", "notify
 
 
 def packages() -> list[Path]:
-    """Every distribution of the workspace: common and kernel first, then plugins, the CLI and the tools."""
+    """Every distribution of the workspace: common and kernel first, then plugins, the CLI, the tools and compat/*."""
     plugins = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
-    return [ROOT / "common", ROOT / "kernel", *plugins, ROOT / "cli", ROOT / "tools"]
+    compat = sorted(p.parent for p in (ROOT / "compat").glob("*/pyproject.toml"))  # e.g. the Slurm wrappers
+    return [ROOT / "common", ROOT / "kernel", *plugins, ROOT / "cli", ROOT / "tools", *compat]
 
 
 def _fingerprint() -> str:
