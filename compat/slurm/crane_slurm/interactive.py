@@ -56,7 +56,7 @@ SRUN_OPTIONS = (
     Opt("kill-on-bad-exit", "K", OPTIONAL, IGNORE), Opt("mpi", action=IGNORE), Opt("overlap", arg=NONE,
                                                                                    action=IGNORE),
     Opt("wait", "W", action=IGNORE), Opt("exact", arg=NONE, action=IGNORE), Opt("whole", arg=NONE, action=IGNORE),
-    Opt("cpu-bind", action=IGNORE), Opt("task-prolog", action=REFUSE), Opt("task-epilog", action=REFUSE),
+    Opt("task-prolog", action=REFUSE), Opt("task-epilog", action=REFUSE),
     Opt("prolog", action=REFUSE), Opt("epilog", action=REFUSE), Opt("multi-prog", arg=NONE, action=REFUSE),
     Opt("relative", "r", action=REFUSE), Opt("open-mode", action=IGNORE), Opt("export-file", action=REFUSE),
     Opt("disable-status", "X", NONE, IGNORE),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from crane_cli.errors import EXIT_OK, CliError
 
@@ -67,7 +68,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("wait-all-nodes", action=IGNORE), Opt("spread-job", arg=NONE, action=IGNORE),
     Opt("use-min-nodes", arg=NONE, action=IGNORE), Opt("network", action=IGNORE), Opt("power", action=IGNORE),
     Opt("mcs-label", action=IGNORE), Opt("wckey", action=IGNORE), Opt("reboot", arg=NONE, action=IGNORE),
-    Opt("switches", action=IGNORE), Opt("delay-boot", action=IGNORE), Opt("core-spec", "S", action=IGNORE),
+    Opt("switches", action=IGNORE), Opt("delay-boot", action=REFUSE), Opt("core-spec", "S", action=IGNORE),
     Opt("thread-spec", action=IGNORE), Opt("gpu-bind", action=IGNORE), Opt("gpu-freq", action=IGNORE),
     Opt("tmp", action=IGNORE, why="nodes report no temporary disk"), Opt("prefer", action=IGNORE),
     # cannot be honoured: an error naming it (exit 2)
@@ -96,9 +97,9 @@ def parse(argv: list[str]) -> Parsed:
     return TABLE.parse(argv, stop_at_positional=True)
 
 
-def cbatch_argv(parsed: Parsed, script_path: str | None) -> list[str]:
-    """cbatch's command line for the parsed sbatch options (refuses or warns about the others)."""
-    args = translate(PROG, parsed)
+def cbatch_argv(ours: list[str], script_path: str | None) -> list[str]:
+    """cbatch's command line: our flags (:func:`~crane_slurm.slurmopts.translate`'s) and the script."""
+    args = list(ours)
     if script_path is not None:
         args += ["--", script_path] if script_path.startswith("-") else [script_path]
     return args
@@ -119,10 +120,11 @@ def with_arguments(script: str, interpreter: str, arguments: list[str]) -> str:
     return line + script
 
 
-def job_fields(parsed: Parsed, argv: list[str], stdin_text: str | None = None) -> dict[str, object]:
+def job_fields(parsed: Parsed, argv: list[str], read_stdin: Callable[[], str | None] = lambda: None
+               ) -> dict[str, object]:
     """The ``JobSpec`` fields for sbatch's command line, built by cbatch's code (no network).
 
-    ``stdin_text`` is the script when none is named and there is no ``--wrap``.
+    ``read_stdin()`` gives the script when none is named and there is no ``--wrap`` (None: no script).
     """
     from crane_cli import cbatch
 
@@ -130,8 +132,10 @@ def job_fields(parsed: Parsed, argv: list[str], stdin_text: str | None = None) -
     arguments = parsed.positional[1:]
     if parsed.given("wrap") and script_path is not None:
         raise usage(PROG, "script arguments not permitted with --wrap option")
+    ours = translate(PROG, parsed)  # refusals before anything is read
     tmpdir = None
     if script_path is None and not parsed.given("wrap"):
+        stdin_text = read_stdin()
         if stdin_text is None:
             raise usage(PROG, "no batch script given (name one, use --wrap, or pipe it on standard input)")
         import tempfile
@@ -141,7 +145,7 @@ def job_fields(parsed: Parsed, argv: list[str], stdin_text: str | None = None) -
         with open(script_path, "w") as fh:
             fh.write(stdin_text)
     try:
-        _args, fields, _repeat = cbatch.prepare(cbatch_argv(parsed, script_path))
+        _args, fields, _repeat = cbatch.prepare(cbatch_argv(ours, script_path))
     except CliError as exc:
         raise reword(PROG, exc, ("cbatch",)) from None
     finally:
@@ -207,10 +211,7 @@ def command(argv: list[str]) -> int:
 
         print(f"slurm-wrapper {__version__} (cranesched)")
         return EXIT_OK
-    stdin_text = None
-    if not parsed.positional and not parsed.given("wrap") and not sys.stdin.isatty():
-        stdin_text = sys.stdin.read()
-    fields = job_fields(parsed, argv, stdin_text)
+    fields = job_fields(parsed, argv, lambda: None if sys.stdin.isatty() else sys.stdin.read())
     job_id = submit(fields)
     if not parsed.given("quiet"):
         print(str(job_id) if parsed.given("parsable") else f"Submitted batch job {job_id}", flush=True)

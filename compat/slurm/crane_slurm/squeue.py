@@ -30,7 +30,7 @@ ENDED = (2, 3, 4, 5, 6, 11)
 OPTIONS = (
     Opt("account", "A", action=LOCAL), Opt("all", "a", NONE, LOCAL), Opt("noheader", "h", NONE, LOCAL),
     Opt("help", arg=NONE, action=LOCAL), Opt("usage", arg=NONE, action=LOCAL), Opt("iterate", "i", action=LOCAL),
-    Opt("jobs", "j", OPTIONAL, LOCAL), Opt("long", "l", NONE, LOCAL), Opt("name", "n", action=LOCAL),
+    Opt("jobs", "j", action=LOCAL), Opt("long", "l", NONE, LOCAL), Opt("name", "n", action=LOCAL),
     Opt("format", "o", action=LOCAL), Opt("Format", "O", action=LOCAL), Opt("partition", "p", action=LOCAL),
     Opt("qos", "q", action=LOCAL), Opt("reservation", "R", action=LOCAL), Opt("states", "t", action=LOCAL),
     Opt("user", "u", action=LOCAL), Opt("me", arg=NONE, action=LOCAL), Opt("nodelist", "w", action=LOCAL),
