@@ -21,9 +21,9 @@ from crane_slurm.slurmopts import IGNORE, LOCAL, NONE, OPTIONAL, REFUSE, Opt, Op
 
 PROG = "sinfo"
 DEFAULT_FORMAT = "%#P %.5a %.10l %.6D %.6t %N"
-NODE_FORMAT = "%#N %.6D %#P %6t"
+NODE_FORMAT = "%#N %.6D %.9P %6t"
 LONG_FORMAT = "%#P %.5a %.10l %.10s %.4r %.8h %.10g %.6D %.11T %N"
-NODE_LONG_FORMAT = "%#N %.6D %#P %.11T %.4c %.6m %20E"
+NODE_LONG_FORMAT = "%#N %.6D %.9P %.11T %.4c %.8z %.6m %.8d %.6w %.8f %20E"
 SUMMARY_FORMAT = "%#P %.5a %.10l %.16F %N"
 REASONS_FORMAT = "%20E %9u %19H %N"
 
@@ -129,8 +129,11 @@ FIELDS: dict[str, tuple[str, Getter, bool]] = {
     "f": ("AVAIL_FEATURES", lambda g: "(null)", False),
     "w": ("WEIGHT", lambda g: "1", False),
     "z": ("S:C:T", lambda g: "*:*:*", False),
+    "d": ("TMP_DISK", lambda g: "0", False),
 }
 HEADERS = {k: v[0] for k, v in FIELDS.items()}
+PARTITION_LETTERS = frozenset("PRalsrhg")
+"""Fields of the partition: without any of them in the format, the partitions' nodes are merged into one set."""
 
 
 def _states_filter(values: list[str]) -> set[str]:
@@ -168,6 +171,10 @@ def groups(partitions: list, nodes: list, parsed, layout: list) -> list[Group]: 
     states = _states_filter(parsed.values("states"))
     split_by = [x.letter for x in layout if isinstance(x, sf.Spec) and FIELDS[x.letter][2]]
     filtering = bool(wanted or states) or any(parsed.given(f) for f in ("dead", "responding", "list-reasons"))
+    if partitions and not any(isinstance(x, sf.Spec) and x.letter in PARTITION_LETTERS for x in layout):
+        # no partition field shown: Slurm merges the partitions (each node counted once)
+        names = list(dict.fromkeys(n for p in partitions for n in p.nodes))
+        partitions = [type(partitions[0])(name=partitions[0].name, state=partitions[0].state, nodes=names)]
     out: list[Group] = []
     for part in partitions:
         members = [by_name[n] for n in part.nodes if n in by_name and (not wanted or n in wanted)
