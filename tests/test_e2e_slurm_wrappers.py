@@ -182,3 +182,60 @@ def test_another_user_cannot_scancel_your_job(cluster, slurm_bin):
         assert state in ("PENDING", "RUNNING", "CONFIGURING")
     finally:
         shell(cluster, slurm_bin, f"scancel {jid}")
+
+
+def test_sbatch_wait_exits_with_the_jobs_exit_code(cluster, slurm_bin):
+    proc = shell(cluster, slurm_bin, """
+        sbatch --wait -o wait-%j.out --wrap 'echo waited; exit 7'; echo "RC=$?"
+        sbatch -W -Q --wrap true; echo "RC=$?"
+    """)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Submitted batch job ") and lines[1:] == ["RC=7", "RC=0"], proc.stderr
+    assert cluster.output(f"wait-{lines[0].split()[-1]}.out") == "waited\n"
+
+
+def test_scontrol_update_and_squeue_default_columns(cluster, slurm_bin):
+    proc = shell(cluster, slurm_bin, """
+        jid=$(sbatch --parsable -H -J upd -t 10 --wrap true)
+        scontrol update JobId=$jid TimeLimit=1:30:00; echo "RC=$?"
+        squeue -j $jid -o "%.6i %.10l %t"
+        squeue -j $jid
+        scontrol -o show job $jid | tr ' ' '\\n' | grep -E '^(TimeLimit|JobState)='
+        scancel $jid
+    """)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "RC=0", proc.stderr
+    jid = lines[2].split()[0]
+    assert lines[1:3] == [" JOBID TIME_LIMIT ST", f"{jid:>6}    1:30:00 PD"]
+    assert lines[3] == "             JOBID PARTITION     NAME     USER ST       TIME  NODES NODELIST(REASON)"
+    assert lines[4].split() == [jid, "debug", "upd", "root", "PD", "0:00", "1", "(JobHeldUser)"]
+    assert lines[5:] == ["JobState=PENDING", "TimeLimit=01:30:00"]
+
+
+def test_scontrol_show_node_and_partition_and_sinfo_default(cluster, slurm_bin):
+    proc = shell(cluster, slurm_bin, """
+        scontrol show partition debug | head -1
+        scontrol show node cn01 | grep -E '^NodeName=|State='
+        scontrol show node nosuch; echo "RC=$?"
+        sinfo
+        sinfo -N -h -o "%N %t"
+    """)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "PartitionName=debug", proc.stderr
+    assert lines[1] == "NodeName=cn01 Arch=x86_64 CoresPerSocket=1", proc.stdout + proc.stderr
+    assert lines[2].startswith("   State=IDLE ") or lines[2].startswith("   State=MIXED ")
+    assert lines[3] == "RC=1" and proc.stderr.strip().endswith("Node nosuch not found")
+    assert lines[4] == "PARTITION AVAIL  TIMELIMIT  NODES  STATE NODELIST"
+    assert all(line.startswith("debug*       up   infinite ") for line in lines[5:-3])
+    assert [line.split()[0] for line in lines[-3:]] == ["cn01", "cn02", "cn03"]
+
+
+def test_salloc_runs_srun_steps_inside_its_allocation(cluster, slurm_bin):
+    proc = shell(cluster, slurm_bin, """
+        salloc -N 2 -Q bash -c 'echo "ALLOC=$CRANE_JOB_ID"; srun -N 2 hostname | sort | tr "\\n" " "; echo'
+    """)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[0].startswith("ALLOC=") and out[0] != "ALLOC="
+    assert len(out[1].split()) == 2
