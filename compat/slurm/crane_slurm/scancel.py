@@ -71,6 +71,9 @@ def build_request(parsed) -> dict:  # noqa: ANN001 - Parsed
     """The ``CancelJobRequest`` fields (raises the usage error for bad or missing arguments)."""
     translate(PROG, parsed)
     ids, steps, tasks = parse_ids(parsed.positional)
+    from crane_slurm import support
+
+    support.require_array_tasks(PROG, tasks)
     user = parsed.last("user")
     if parsed.given("me"):
         from crane_slurm.squeue import current_user
@@ -96,7 +99,10 @@ def build_request(parsed) -> dict:  # noqa: ANN001 - Parsed
     fields: dict = {"job_ids": ids, "steps": steps, "array_tasks": tasks, "states": states, "nodes": nodes,
                     **filters}
     if parsed.given("signal"):
-        fields["signal"] = parse_signal(parsed.last("signal") or "")
+        number = parse_signal(parsed.last("signal") or "")
+        if not support.cancel_signal():  # a controller that ignores the field would end the jobs instead
+            raise usage(PROG, "-s/--signal is not supported by this cluster yet")
+        fields["signal"] = number
     return fields
 
 

@@ -198,11 +198,14 @@ def format_blocks(blocks: list[list[str]], oneliner: bool) -> str:
 def parse_job_list(words: list[str]) -> tuple[list[int], list[tuple[int, int]]]:
     """``1,2 3_4`` -> (job ids, array tasks); a bad id is the usage error."""
     from crane_slurm.squeue import parse_job_ids
+    from crane_slurm.support import require_array_tasks
 
     try:
-        return parse_job_ids([w for w in words])
+        ids, tasks = parse_job_ids(list(words))
     except CliError as exc:
         raise usage(PROG, exc.message.split("error: ", 1)[-1]) from None
+    require_array_tasks(PROG, tasks)
+    return ids, tasks
 
 
 def _show(ctld, pb, words: list[str], oneliner: bool) -> int:  # noqa: ANN001

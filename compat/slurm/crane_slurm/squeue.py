@@ -244,6 +244,9 @@ def build_request(parsed) -> tuple[dict, bool]:  # noqa: ANN001 - Parsed
     """The ``QueryJobsInfoRequest`` fields for the options, and whether job ids were asked for."""
     translate(PROG, parsed)  # the refused and ignored options
     ids, tasks = parse_job_ids(parsed.values("jobs"))
+    from crane_slurm.support import require_array_tasks
+
+    require_array_tasks(PROG, tasks)
     asked_ids = bool(ids or tasks)
     states = sf.parse_states(PROG, parsed.values("states")) if parsed.given("states") else \
         list(sf.SLURM_STATES) if asked_ids else list(DEFAULT_STATES)

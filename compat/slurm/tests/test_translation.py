@@ -147,7 +147,35 @@ def test_every_pass_option_with_an_optional_value_drops_it_for_our_flag():
                 assert opt.drop_value, opt.long
 
 
-def test_squeue_request_defaults_and_job_ids():
+@pytest.fixture
+def arrays_supported(monkeypatch):
+    """As once our ccancel takes ``<array>_<task>`` ids (the translation itself is what is tested)."""
+    from crane_slurm import support
+
+    monkeypatch.setattr(support, "array_tasks", lambda: True)
+    monkeypatch.setattr(support, "cancel_signal", lambda: True)
+
+
+def test_pass_through_fields_are_refused_while_our_cli_lacks_them():
+    """A controller that ignored ``signal`` would cancel the job: refused unless ccancel has -s."""
+    from crane_slurm import support
+
+    for argv, supported in ((["-s", "USR1", "5"], support.cancel_signal()), (["7_3"], support.array_tasks())):
+        if supported:
+            assert scancel.build_request(scancel.TABLE.parse(argv, False))
+        else:
+            with pytest.raises(CliError) as err:
+                scancel.build_request(scancel.TABLE.parse(argv, False))
+            assert err.value.code == 2 and "not supported by this cluster yet" in err.value.message
+    if not support.array_tasks():
+        for call in (lambda: squeue.build_request(squeue.TABLE.parse(["-j", "7_2"], False)),
+                     lambda: scontrol.parse_job_list(["7_2"])):
+            with pytest.raises(CliError) as err:
+                call()
+            assert err.value.code == 2
+
+
+def test_squeue_request_defaults_and_job_ids(arrays_supported):
     fields, asked = squeue.build_request(squeue.TABLE.parse([], False))
     assert not asked and fields["states"] == [0, 1, 7, 8, 9, 10] and not fields["include_finished"]
     fields, asked = squeue.build_request(squeue.TABLE.parse(["-j", "5,7_2", "-u", "0", "-p", "a,b"], False))
@@ -161,7 +189,7 @@ def test_squeue_request_defaults_and_job_ids():
     assert err.value.code == 2 and err.value.message.startswith("squeue: error: Invalid job state specified: BOGUS")
 
 
-def test_scancel_ids_filters_and_signals():
+def test_scancel_ids_filters_and_signals(arrays_supported):
     fields = scancel.build_request(scancel.TABLE.parse(["5", "6.1", "7_3", "-s", "USR1"], False))
     assert fields["job_ids"] == [5] and fields["steps"] == [(6, 1)] and fields["array_tasks"] == [(7, 3)]
     import signal
