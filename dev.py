@@ -6,8 +6,9 @@
     python3 dev.py install           only set up: .venv with every package installed editable
     python3 dev.py run CMD [ARGS]    run a command from the workspace's .venv
 
-Set-up creates ``.venv`` beside this file and installs the kernel, the CLI and
-every plugin under ``plugins/`` as editable distributions (each registers its
+Set-up creates ``.venv`` beside this file and installs the kernel, the CLI,
+every plugin under ``plugins/`` and every distribution under ``compat/`` (the Slurm
+wrappers) as editable distributions (each registers its
 entry points exactly as a third-party package would). It is skipped when
 nothing changed since the last run.
 """

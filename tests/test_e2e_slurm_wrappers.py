@@ -239,3 +239,23 @@ def test_salloc_runs_srun_steps_inside_its_allocation(cluster, slurm_bin):
     out = proc.stdout.splitlines()
     assert out[0].startswith("ALLOC=") and out[0] != "ALLOC="
     assert len(out[1].split()) == 2
+
+
+def test_srun_inside_a_batch_script_runs_a_step_of_the_job(cluster, slurm_bin):
+    proc = shell(cluster, slurm_bin, """
+        cat > steps.sh <<'EOF'
+        #!/bin/bash
+        #SBATCH -N 2
+        srun -N 2 bash -c 'echo step-on-$(hostname)' | sort
+        EOF
+        jid=$(sbatch --parsable steps.sh)
+        wait_done $jid
+        cat slurm-$jid.out
+        sacct -j $jid -n -P -o JobID,State
+    """)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    jid = lines[-1].split(".")[0]
+    assert lines[0] == "COMPLETED"
+    assert len([line for line in lines if line.startswith("step-on-")]) == 2
+    assert f"{jid}|COMPLETED" in lines and f"{jid}.1|COMPLETED" in lines

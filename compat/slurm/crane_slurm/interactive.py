@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from crane_cli.errors import CliError
 
-from crane_slurm.slurmopts import IGNORE, NONE, OPTIONAL, REFUSE, Opt, OptionTable, reword, translate, usage
+from crane_slurm.slurmopts import IGNORE, NONE, OPTIONAL, REFUSE, Opt, OptionTable, node_count, reword, translate, usage
 
 _RESOURCES = "a resource request this cluster cannot place"
 
@@ -20,7 +20,8 @@ _SHARED = (
     Opt("account", "A"), Opt("chdir", "D"), Opt("comment"), Opt("cpus-per-task", "c"), Opt("exclude", "x"),
     Opt("export"), Opt("get-user-env", arg=OPTIONAL, drop_value=True), Opt("gres"), Opt("gpus-per-node"),
     Opt("hold", "H", NONE), Opt("job-name", "J"), Opt("mem"), Opt("mem-per-cpu"), Opt("nodelist", "w"),
-    Opt("nodes", "N"), Opt("ntasks", "n"), Opt("ntasks-per-node"), Opt("partition", "p"), Opt("qos", "q"),
+    Opt("nodes", "N", convert=node_count), Opt("ntasks", "n"), Opt("ntasks-per-node"), Opt("partition", "p"),
+    Opt("qos", "q"),
     Opt("time", "t"), Opt("exclusive", arg=OPTIONAL, drop_value=True), Opt("quiet", "Q", NONE),
     # harmless: one warning
     Opt("verbose", "v", NONE, IGNORE), Opt("distribution", "m", action=IGNORE), Opt("hint", action=IGNORE),

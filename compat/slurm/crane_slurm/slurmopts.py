@@ -16,7 +16,7 @@ because this cluster cannot honour it). Refusals and bad usage are one line,
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from crane_cli.errors import EXIT_ARGS, EXIT_GENERIC, CliError
@@ -44,6 +44,7 @@ class Opt:
     target: str | None = None  # PASS: our flag (default: ``--<long>``)
     why: str = ""              # REFUSE/IGNORE: a few words on why
     drop_value: bool = False   # PASS: our flag takes no value (``--exclusive[=user]`` -> ``--exclusive``)
+    convert: Callable[[str, str], str] | None = None  # PASS: (prog, Slurm's value) -> ours
 
     @property
     def label(self) -> str:
@@ -196,8 +197,17 @@ def translate(prog: str, parsed: Parsed) -> list[str]:
         if opt.arg == NONE or opt.drop_value or (opt.arg == OPTIONAL and value is None):
             out.append(target)
         else:
-            out.append(f"{target}={value}")
+            out.append(f"{target}={opt.convert(prog, value) if opt.convert else value}")
     return out
+
+
+def node_count(prog: str, value: str) -> str:
+    """``-N min-max`` -> ``min`` (Slurm may give a job its minimum; one warning), other values as they are."""
+    low, dash, high = value.partition("-")
+    if dash and low.isdigit() and high.isdigit():
+        warn(prog, f"-N/--nodes {value}: a node range is not supported, the job gets {low} node(s)")
+        return low
+    return value
 
 
 def reword(prog: str, exc: CliError, ours: Iterable[str] = ()) -> CliError:

@@ -88,6 +88,13 @@ def test_wrap_and_a_script_together_is_an_error(tmp_path):
     assert err.value.message == "sbatch: error: script arguments not permitted with --wrap option"
 
 
+def test_a_node_range_gets_its_minimum_with_a_warning(tmp_path, capsys):
+    assert fields_for(["-N", "2-4", "--wrap", "true"], tmp_path)["node_num"] == 2
+    assert capsys.readouterr().err == ("sbatch: warning: -N/--nodes 2-4: a node range is not supported, "
+                                       "the job gets 2 node(s)\n")
+    assert interactive.translated("srun", ["--nodes=1-3", "true"]) == ["--nodes=1", "--", "true"]
+
+
 def test_refused_option_names_itself_and_exits_2(tmp_path):
     with pytest.raises(CliError) as err:
         fields_for(["-C", "gpu", "--wrap", "true"], tmp_path)
