@@ -165,7 +165,7 @@ def test_srun_runs_a_command_through_crun(cluster, slurm_bin):
     proc = shell(cluster, slurm_bin, "srun -N 2 --label -u bash -c 'echo task-$SLURM_PROCID' | sort")
     assert proc.returncode == 0, proc.stderr
     assert "srun: warning: -u/--unbuffered is ignored" in proc.stderr
-    assert len(proc.stdout.splitlines()) == 2
+    assert proc.stdout.splitlines() == ["0: task-0", "1: task-1"]  # --label, and each task's SLURM_PROCID
 
 
 def test_another_user_cannot_scancel_your_job(cluster, slurm_bin):

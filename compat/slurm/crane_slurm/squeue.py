@@ -172,12 +172,13 @@ LONG_FIELDS = {
     "excnodes": "x", "reqnodes": "n", "tres-per-node": "b", "oversubscribe": "h", "nice": "y", "wckey": "w",
     "feature": "f", "contiguous": "O",
 }
-_LONG_HEADERS = {"timeused": "TIME", "statecompact": "ST", "numnodes": "NODES", "numcpus": "CPUS",
-                 "username": "USER", "jobarrayid": "JOBID"}
 
 
 def parse_long_format(spec: str) -> tuple[list[str | sf.Spec], dict[str, str]]:
-    """``-O jobid:10,name:.30,state`` -> a layout and its headers (default width 20, left-justified)."""
+    """``-O jobid:10,name:.30,state`` -> a layout and its headers (default width 20, left-justified).
+
+    The keys are ``<letter><position>`` (a field may be asked for twice); :func:`lines` reads the letter.
+    """
     layout: list[str | sf.Spec] = []
     headers: dict[str, str] = {}
     for n, item in enumerate(p.strip() for p in spec.split(",")):
@@ -192,7 +193,7 @@ def parse_long_format(spec: str) -> tuple[list[str | sf.Spec], dict[str, str]]:
         if size and not size.isdigit():
             raise usage(PROG, f"Invalid job format specification: {item}")
         key = f"{letter}{n}"
-        headers[key] = _LONG_HEADERS.get(name.lower(), name.upper())
+        headers[key] = HEADERS[letter]  # Slurm titles a -O field as the -o letter it shows
         layout.append(sf.Spec(key, int(size) if size else 20, right))
     if not layout:
         raise usage(PROG, f"Invalid job format specification: {spec!r}")
