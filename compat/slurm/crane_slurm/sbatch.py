@@ -94,9 +94,30 @@ USAGE = """Usage: sbatch [OPTIONS(0)...] [ : [OPTIONS(N)...]] script(0) [args(0)
 """
 
 
-def parse(argv: list[str]) -> Parsed:
-    """Parse sbatch's command line (options stop at the script)."""
-    return TABLE.parse(argv, stop_at_positional=True)
+# Slurm's input environment variables: defaults for these options (the command line overrides them,
+# and they override #SBATCH lines, as in Slurm: they reach cbatch as command-line flags before the real ones)
+ENV_OPTIONS = {
+    "SBATCH_ACCOUNT": "account", "SBATCH_PARTITION": "partition", "SBATCH_QOS": "qos",
+    "SBATCH_TIMELIMIT": "time", "SBATCH_JOB_NAME": "job-name", "SBATCH_EXPORT": "export", "SBATCH_GRES": "gres",
+    "SBATCH_GPUS_PER_NODE": "gpus-per-node", "SBATCH_MEM_PER_NODE": "mem", "SBATCH_MEM_PER_CPU": "mem-per-cpu",
+    "SBATCH_EXCLUSIVE": "exclusive", "SBATCH_REQUEUE": "requeue", "SBATCH_NO_REQUEUE": "no-requeue",
+    "SBATCH_OPEN_MODE": "open-mode", "SBATCH_RESERVATION": "reservation", "SBATCH_SIGNAL": "signal",
+    "SBATCH_DEBUG": "verbose",
+}
+
+
+def parse(argv: list[str], environ: dict[str, str] | None = None) -> Parsed:
+    """Parse sbatch's command line (options stop at the script), after the ``SBATCH_*`` defaults."""
+    parsed = TABLE.parse(argv, stop_at_positional=True)
+    env = os.environ if environ is None else environ
+    defaults = []
+    for var, long in ENV_OPTIONS.items():
+        value = env.get(var)
+        if value is not None and value != "":
+            opt = TABLE.by_long[long]
+            defaults.append((opt, None if opt.arg == NONE else value))
+    parsed.options[:0] = defaults
+    return parsed
 
 
 def cbatch_argv(ours: list[str], script_path: str | None) -> list[str]:

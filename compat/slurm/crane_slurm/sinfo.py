@@ -198,7 +198,9 @@ def groups(partitions: list, nodes: list, parsed, layout: list) -> list[Group]: 
 
 def layout_for(parsed, partitions: list, nodes: list) -> list:  # noqa: ANN001
     """The layout (``-o``, ``-N``, ``-s``, ``-R``, ``-l`` or the default), ``%#X`` widths resolved."""
-    fmt = parsed.last("format")
+    import os
+
+    fmt = parsed.last("format") or os.environ.get("SINFO_FORMAT") or None
     if fmt is None:
         if parsed.given("list-reasons"):
             fmt = REASONS_FORMAT

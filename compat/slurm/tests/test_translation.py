@@ -12,7 +12,8 @@ from crane_slurm.main import COMMANDS, command, install
 from crane_slurm.slurmopts import IGNORE, PASS, REFUSE, translate
 
 
-def fields_for(argv: list[str], tmp_path, script: str | None = None, stdin: str | None = None) -> dict:
+def fields_for(argv: list[str], tmp_path, script: str | None = None, stdin: str | None = None,
+               env: dict[str, str] | None = None) -> dict:
     if script is not None:
         path = tmp_path / "job.sh"
         path.write_text(script)
@@ -20,7 +21,7 @@ def fields_for(argv: list[str], tmp_path, script: str | None = None, stdin: str 
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        return sbatch.job_fields(sbatch.parse(argv), argv, lambda: stdin)
+        return sbatch.job_fields(sbatch.parse(argv, env or {}), argv, lambda: stdin)
     finally:
         os.chdir(cwd)
 
@@ -64,6 +65,13 @@ def test_sbatch_reads_sbatch_directives_and_defaults_to_slurms_output_file(tmp_p
     assert f["name"] == "fromscript" and f["time_limit"] == 300
     assert f["output"] == "slurm-%j.out"
     assert "#SBATCH" not in f["script"]
+
+
+def test_sbatch_environment_variables_sit_between_directives_and_the_command_line(tmp_path):
+    script = "#!/bin/bash\n#SBATCH -p fromscript\n#SBATCH -J fromscript\n#SBATCH -t 5\necho\n"
+    f = fields_for(["-t", "7", "@SCRIPT@"], tmp_path, script=script,
+                   env={"SBATCH_PARTITION": "fromenv", "SBATCH_TIMELIMIT": "6", "SBATCH_EXCLUSIVE": "1"})
+    assert (f["partition"], f["name"], f["time_limit"], f["exclusive"]) == ("fromenv", "fromscript", 420, True)
 
 
 def test_script_arguments_become_positional_parameters(tmp_path):
