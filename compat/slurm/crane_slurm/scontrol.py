@@ -42,6 +42,7 @@ JOB_KEYS = {
     "mailuser": ("mail_user", "str"), "mailtype": ("mail_type", "str"),
     "arraytaskthrottle": ("array_max_concurrent", "int"),
 }
+VERBS = ("show", "hold", "uhold", "release", "suspend", "resume", "requeue", "requeuehold", "update")
 NODE_STATES = {"drain": "drain", "resume": "resume", "undrain": "resume", "idle": "resume", "down": "down"}
 
 
@@ -363,8 +364,7 @@ def run_words(ctld, pb, words: list[str], oneliner: bool) -> int:  # noqa: ANN00
             for field, value in changes:
                 errors += _modify(ctld, pb, ids, tasks, **{field: value})
     else:
-        raise usage(PROG, f"{verb}: not supported by this cluster (show, hold, uhold, release, suspend, resume, "
-                          "requeue, requeuehold, update)")
+        raise usage(PROG, f"{verb}: not supported by this cluster ({', '.join(VERBS)})")
     for line in errors:
         sys.stderr.write(line + "\n")
     return 1 if errors else EXIT_OK
@@ -380,6 +380,8 @@ def command(argv: list[str]) -> int:
                          "requeue|requeuehold <jobs> | update JobId=<id> K=V... | update NodeName=<n> State=...\n")
         return EXIT_OK
     translate(PROG, parsed)
+    if parsed.positional[0].lower() not in VERBS:
+        raise usage(PROG, f"{parsed.positional[0]}: not supported by this cluster ({', '.join(VERBS)})")
     from crane_cli import clientconf
 
     try:
@@ -389,6 +391,6 @@ def command(argv: list[str]) -> int:
         with rpc.Controller(conf) as ctld:
             return run_words(ctld, rpc.pb, parsed.positional, parsed.given("oneliner"))
     except CliError as exc:
-        if exc.code == 2 or exc.message.startswith(("scontrol:", "slurm_", "Node ", "Partition ")):
+        if exc.message.startswith(("scontrol:", "slurm_", "Node ", "Partition ")):
             raise
         raise failure(PROG, exc.message) from None
