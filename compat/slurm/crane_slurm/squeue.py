@@ -36,7 +36,7 @@ OPTIONS = (
     Opt("user", "u", action=LOCAL), Opt("me", arg=NONE, action=LOCAL), Opt("nodelist", "w", action=LOCAL),
     Opt("verbose", "v", NONE, LOCAL), Opt("version", "V", NONE, LOCAL),
     Opt("noconvert", arg=NONE, action=IGNORE), Opt("array", "r", NONE, IGNORE, why="array tasks are listed one a line"),
-    Opt("sort", "S", action=IGNORE, why="jobs are listed by id"), Opt("priority", "P", NONE, IGNORE),
+    Opt("sort", "S", action=LOCAL), Opt("priority", "P", NONE, IGNORE),
     Opt("start", arg=NONE, action=IGNORE, why="no start-time estimates"), Opt("local", arg=NONE, action=IGNORE),
     Opt("federation", arg=NONE, action=IGNORE), Opt("hide", arg=NONE, action=IGNORE),
     Opt("array-unique", arg=NONE, action=IGNORE),
@@ -283,10 +283,49 @@ def layout_for(parsed) -> tuple[list[str | sf.Spec], dict[str, str]]:  # noqa: A
         raise usage(PROG, str(exc)) from None
 
 
-def lines(jobs: list, layout: list, headers: dict[str, str] | None, now: float) -> list[str]:
-    """The output lines for ``jobs`` (sorted by id)."""
-    jobs = sorted(jobs, key=lambda j: (j.array_job_id or j.job_id, j.array_task_id, j.job_id))
-    return sf.render(layout, headers, jobs, lambda j, key: FIELDS[key[0]][1](j, now))
+DEFAULT_SORT = "P,t,-p"
+"""Slurm's default order: partition, then state (pending first), then priority, highest first."""
+
+# Slurm's job state numbers (its sort order) for ours: PENDING RUNNING SUSPENDED COMPLETE CANCELLED FAILED
+# TIMEOUT ... DEADLINE OOM; configuring and completing are flags on RUNNING there
+SLURM_STATE_ORDER = {0: 0, 1: 1, 7: 1, 8: 1, 9: 1, 10: 2, 2: 3, 5: 4, 3: 5, 4: 6, 11: 10, 6: 11}
+
+
+def _id_key(j) -> tuple:  # noqa: ANN001
+    return (j.array_job_id or j.job_id, j.array_task_id, j.job_id)
+
+
+_SORT_KEYS: dict[str, Callable[[object, float], object]] = {
+    "i": lambda j, now: _id_key(j), "A": lambda j, now: j.job_id, "F": lambda j, now: j.array_job_id or j.job_id,
+    "K": lambda j, now: j.array_task_id, "t": lambda j, now: SLURM_STATE_ORDER.get(j.status, 99),
+    "T": lambda j, now: SLURM_STATE_ORDER.get(j.status, 99), "p": lambda j, now: j.priority,
+    "Q": lambda j, now: j.priority, "D": lambda j, now: j.node_num, "C": lambda j, now: j.alloc_cpus or j.req_cpus,
+    "M": lambda j, now: _elapsed(j, now), "l": lambda j, now: j.time_limit, "U": lambda j, now: j.uid,
+    "V": lambda j, now: j.submit_time, "S": lambda j, now: j.start_time, "m": lambda j, now: j.req_mem_per_node,
+}
+
+
+def sort_jobs(jobs: list, spec: str, now: float) -> list:
+    """Jobs in ``-S`` order (``P,t,-p``: letters, ``-`` for decreasing), then by job id."""
+    keys: list[tuple[str, bool]] = []
+    for item in (p.strip() for p in spec.split(",")):
+        if not item:
+            continue
+        reverse = item.startswith("-")
+        letter = item.lstrip("+-")
+        if letter not in FIELDS or len(letter) != 1:
+            raise usage(PROG, f"Invalid sort specification: {item}")
+        keys.append((letter, reverse))
+    out = sorted(jobs, key=_id_key)
+    for letter, reverse in reversed(keys):  # stable sorts, the last key first
+        get = _SORT_KEYS.get(letter) or FIELDS[letter][1]
+        out.sort(key=lambda j, get=get: get(j, now), reverse=reverse)
+    return out
+
+
+def lines(jobs: list, layout: list, headers: dict[str, str] | None, now: float, sort: str = DEFAULT_SORT) -> list[str]:
+    """The output lines for ``jobs`` in ``sort`` order (see :func:`sort_jobs`)."""
+    return sf.render(layout, headers, sort_jobs(jobs, sort, now), lambda j, key: FIELDS[key[0]][1](j, now))
 
 
 def command(argv: list[str]) -> int:
@@ -300,6 +339,8 @@ def command(argv: list[str]) -> int:
         raise usage(PROG, f"Unrecognized option: {parsed.positional[0]}")
     fields, asked_ids = build_request(parsed)
     layout, headers = layout_for(parsed)
+    sort = parsed.last("sort") or DEFAULT_SORT
+    sort_jobs([], sort, 0)  # check it before connecting
     iterate = None
     if parsed.given("iterate"):
         text = parsed.last("iterate") or ""
@@ -320,7 +361,8 @@ def command(argv: list[str]) -> int:
                     raise failure(PROG, reply.reason or "the controller refused the query")
                 if asked_ids and not reply.jobs and not parsed.given("states"):
                     raise CliError("slurm_load_jobs error: Invalid job id specified", 1)
-                out = lines(list(reply.jobs), layout, None if parsed.given("noheader") else headers, time.time())
+                out = lines(list(reply.jobs), layout, None if parsed.given("noheader") else headers, time.time(),
+                            sort)
                 if iterate is not None:
                     out.insert(0, time.strftime("%a %b %d %H:%M:%S %Y"))
                 if out:

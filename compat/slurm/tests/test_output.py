@@ -26,7 +26,8 @@ def job(**kw) -> pb.JobInfo:
 def squeue_lines(jobs, argv=()) -> list[str]:
     parsed = squeue.TABLE.parse(list(argv), False)
     layout, headers = squeue.layout_for(parsed)
-    return squeue.lines(jobs, layout, None if parsed.given("noheader") else headers, NOW)
+    return squeue.lines(jobs, layout, None if parsed.given("noheader") else headers, NOW,
+                        parsed.last("sort") or squeue.DEFAULT_SORT)
 
 
 @pytest.mark.parametrize(("status", "name", "code"), [
@@ -55,9 +56,20 @@ def test_squeue_default_columns_are_slurms():
                                      craned_list="", pending_reason="Resource")])
     assert lines == [
         "             JOBID PARTITION     NAME     USER ST       TIME  NODES NODELIST(REASON)",
-        "                12     debug     wrap     root  R       1:05      1 cn1",
         "                13     debug longjobn     root PD       0:00      2 (Resources)",
+        "                12     debug     wrap     root  R       1:05      1 cn1",
     ]
+
+
+def test_squeue_sorts_as_slurm_does():
+    jobs = [job(job_id=1, priority=5), job(job_id=2, status=pb.Pending, priority=1, start_time=0),
+            job(job_id=3, status=pb.Pending, priority=9, start_time=0), job(job_id=4, partition="a")]
+    assert squeue_lines(jobs, ["-h", "-o", "%i"]) == ["4", "3", "2", "1"]  # P,t,-p: partition, PD first, priority
+    assert squeue_lines(jobs, ["-h", "-o", "%i", "-S", "i"]) == ["1", "2", "3", "4"]
+    assert squeue_lines(jobs, ["-h", "-o", "%i", "-S", "-i"]) == ["4", "3", "2", "1"]
+    with pytest.raises(CliError) as err:
+        squeue_lines(jobs, ["-S", "%"])
+    assert err.value.code == 2
 
 
 def test_squeue_format_letters_noheader_and_held_reason():
