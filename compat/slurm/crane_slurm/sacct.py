@@ -221,16 +221,19 @@ def build_request(parsed) -> tuple[dict, dict, tuple[int | None, int | None]]:  
 
     translate(PROG, parsed)
     jobs = _split(parsed.values("jobs"))
-    if any("_" in j for j in jobs):
-        raise usage(PROG, "array task ids (<id>_<task>) in -j: not supported by this cluster yet")
+    from crane_slurm.squeue import parse_job_ids as array_ids
+    from crane_slurm.support import require_array_tasks
+
+    _none, tasks = array_ids([j.split(".")[0] for j in jobs if "_" in j])
+    require_array_tasks(PROG, tasks)
     try:
-        ids, wanted = parse_job_ids(jobs)
+        ids, wanted = parse_job_ids([j for j in jobs if "_" not in j])
     except CliError as exc:
         raise usage(PROG, exc.message.split(": ", 1)[-1]) from None
     from crane_slurm.squeue import current_user, user_names
 
     users = user_names(parsed.values("user") + parsed.values("uid"))
-    if not users and not ids and not parsed.given("allusers") and os.getuid() != 0:
+    if not users and not ids and not tasks and not parsed.given("allusers") and os.getuid() != 0:
         users = [current_user()]
     nodes: list[str] = []
     if parsed.given("nodelist"):
@@ -242,14 +245,14 @@ def build_request(parsed) -> tuple[dict, dict, tuple[int | None, int | None]]:  
             raise usage(PROG, f"Invalid node list: {exc}") from None
     states = sf.parse_states(PROG, parsed.values("state")) if parsed.given("state") else list(sf.SLURM_STATES)
     fields = {
-        "job_ids": ids, "users": users, "accounts": _split(parsed.values("accounts")),
+        "job_ids": ids, "array_tasks": tasks, "users": users, "accounts": _split(parsed.values("accounts")),
         "partitions": _split(parsed.values("partition")), "qos": _split(parsed.values("qos")),
         "names": _split(parsed.values("name")), "states": states, "nodes": nodes,
         "include_history": True, "include_finished": True, "include_steps": not parsed.given("allocations"),
     }
     start = _time("-S", parsed.last("starttime"))
     end = _time("-E", parsed.last("endtime"))
-    if start is None and not ids:
+    if start is None and not ids and not tasks:
         start = midnight(time.time())
     return fields, wanted, (start, end)
 
@@ -302,8 +305,10 @@ def command(argv: list[str]) -> int:
         conf = clientconf.load(None)
         from crane_cli import rpc
 
+        from crane_slurm.support import job_query
+
         with rpc.Controller(conf) as ctld:
-            reply = ctld.call("QueryJobsInfo", rpc.pb.QueryJobsInfoRequest(**request_fields))
+            reply = ctld.call("QueryJobsInfo", job_query(rpc.pb, request_fields))
     except CliError as exc:
         raise failure(PROG, exc.message) from None
     if not reply.ok:

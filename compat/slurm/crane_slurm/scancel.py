@@ -14,6 +14,7 @@ from crane_cli.errors import EXIT_OK, CliError
 
 from crane_slurm import slurmfmt as sf
 from crane_slurm.slurmopts import IGNORE, LOCAL, NONE, REFUSE, Opt, OptionTable, failure, translate, usage
+from crane_slurm.support import task_refs
 
 PROG = "scancel"
 
@@ -124,7 +125,7 @@ def command(argv: list[str]) -> int:
         request = pb.CancelJobRequest(
             **{k: v for k, v in fields.items() if k not in ("steps", "array_tasks")},
             steps=[pb.StepRef(job_id=j, step_id=s) for j, s in fields["steps"]],
-            array_tasks=[pb.ArrayTaskRef(array_job_id=a, task_id=t) for a, t in fields["array_tasks"]])
+            array_tasks=task_refs(pb, fields["array_tasks"]))
         with rpc.Controller(conf) as ctld:
             reply = ctld.call("CancelJob", request)
     except CliError as exc:

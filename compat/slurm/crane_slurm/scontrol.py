@@ -17,6 +17,7 @@ from crane_cli.errors import EXIT_OK, CliError
 
 from crane_slurm import slurmfmt as sf
 from crane_slurm.slurmopts import IGNORE, LOCAL, NONE, REFUSE, Opt, OptionTable, failure, translate, usage
+from crane_slurm.support import task_refs
 
 PROG = "scontrol"
 FINAL = (2, 3, 4, 5, 6, 11)
@@ -216,7 +217,7 @@ def _show(ctld, pb, words: list[str], oneliner: bool) -> int:  # noqa: ANN001
     if entity in ("job", "jobs"):
         ids, tasks = parse_job_list([name]) if name else ([], [])
         reply = ctld.call("QueryJobsInfo", pb.QueryJobsInfoRequest(
-            job_ids=ids, array_tasks=[pb.ArrayTaskRef(array_job_id=a, task_id=t) for a, t in tasks],
+            job_ids=ids, array_tasks=task_refs(pb, tasks),
             include_finished=True, states=list(sf.SLURM_STATES)))
         if not reply.jobs:
             if name:
@@ -299,7 +300,7 @@ def job_changes(pairs: list[str]) -> tuple[list[int], list[tuple[int, int]], lis
 def _modify(ctld, pb, ids: list[int], tasks: list[tuple[int, int]], **change: object) -> list[str]:  # noqa: ANN001
     """One ``ModifyJob``; the refusal lines (empty when every job was changed)."""
     reply = ctld.call("ModifyJob", pb.ModifyJobRequest(
-        job_ids=ids, array_tasks=[pb.ArrayTaskRef(array_job_id=a, task_id=t) for a, t in tasks], **change))
+        job_ids=ids, array_tasks=task_refs(pb, tasks), **change))
     return [f"slurm_update error: {(reply.reasons[i] if i < len(reply.reasons) else 'refused').rstrip('.')} "
             f"(job {job_id})" for i, job_id in enumerate(reply.not_modified)]
 
@@ -309,7 +310,7 @@ def _requeue(ctld, pb, ids: list[int], tasks: list[tuple[int, int]], hold: bool)
 
     rpc.REPLIES.setdefault("RequeueJob", pb.RequeueJobReply)  # older crane_cli releases do not list it
     reply = ctld.call("RequeueJob", pb.RequeueJobRequest(
-        job_ids=ids, array_tasks=[pb.ArrayTaskRef(array_job_id=a, task_id=t) for a, t in tasks], hold=hold))
+        job_ids=ids, array_tasks=task_refs(pb, tasks), hold=hold))
     return [f"slurm_requeue error: {why.rstrip('.')} (job {job_id})"
             for job_id, why in sorted(reply.not_requeued_jobs.items())]
 

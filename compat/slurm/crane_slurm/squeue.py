@@ -353,7 +353,9 @@ def command(argv: list[str]) -> int:
         conf = clientconf.load(None)
         from crane_cli import rpc
 
-        request = rpc.pb.QueryJobsInfoRequest(**fields)
+        from crane_slurm.support import job_query
+
+        request = job_query(rpc.pb, fields)
         with rpc.Controller(conf) as ctld:
             while True:
                 reply = ctld.call("QueryJobsInfo", request)

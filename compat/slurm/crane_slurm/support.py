@@ -42,3 +42,15 @@ def require_array_tasks(prog: str, tasks: list) -> None:
 
         first = tasks[0]
         raise usage(prog, f"array task ids ({first[0]}_{first[1]}) are not supported by this cluster yet")
+
+
+def task_refs(pb: object, tasks: list[tuple[int, int]]) -> list:
+    """``(array id, task id)`` pairs as ``ArrayTaskRef`` messages."""
+    return [pb.ArrayTaskRef(array_job_id=a, task_id=t) for a, t in tasks]  # type: ignore[attr-defined]
+
+
+def job_query(pb: object, fields: dict) -> object:
+    """A ``QueryJobsInfoRequest`` from plain fields (``array_tasks`` as pairs)."""
+    fields = dict(fields)
+    tasks = task_refs(pb, fields.pop("array_tasks", []))
+    return pb.QueryJobsInfoRequest(**fields, array_tasks=tasks)  # type: ignore[attr-defined]

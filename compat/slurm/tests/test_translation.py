@@ -264,3 +264,17 @@ def test_option_tables_have_no_duplicate_spellings():
         assert len(longs) == len(set(longs)), table.prog
         assert len(shorts) == len(set(shorts)), table.prog
         assert all(o.action in (PASS, REFUSE, IGNORE, "local") for o in table.opts)
+
+
+def test_array_task_ids_reach_the_requests_as_task_refs(arrays_supported):
+    from crane_common.proto import crane_pb2 as pb
+    from crane_slurm import sacct
+    from crane_slurm.support import job_query
+
+    fields, _ = squeue.build_request(squeue.TABLE.parse(["-j", "7_2,8"], False))
+    request = job_query(pb, fields)
+    assert [(t.array_job_id, t.task_id) for t in request.array_tasks] == [(7, 2)] and list(request.job_ids) == [8]
+    fields, _wanted, window = sacct.build_request(sacct.TABLE.parse(["-j", "7_2.batch,9"], False))
+    request = job_query(pb, fields)
+    assert [(t.array_job_id, t.task_id) for t in request.array_tasks] == [(7, 2)] and list(request.job_ids) == [9]
+    assert window == (None, None) and request.include_history
