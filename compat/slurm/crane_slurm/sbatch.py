@@ -153,6 +153,8 @@ def job_fields(parsed: Parsed, argv: list[str], read_stdin: Callable[[], str | N
 
     script_path = parsed.positional[0] if parsed.positional else None
     arguments = parsed.positional[1:]
+    if script_path == ":":
+        raise usage(PROG, "heterogeneous jobs (':') are not supported by this cluster")
     if parsed.given("wrap") and script_path is not None:
         raise usage(PROG, "script arguments not permitted with --wrap option")
     ours = translate(PROG, parsed)  # refusals before anything is read

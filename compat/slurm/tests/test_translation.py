@@ -90,6 +90,13 @@ def test_script_from_standard_input_is_named_sbatch(tmp_path):
     assert err.value.code == 2 and "no batch script given" in err.value.message
 
 
+def test_heterogeneous_jobs_are_refused(tmp_path):
+    with pytest.raises(CliError) as err:
+        fields_for(["-N", "1", ":", "-N", "2", "@SCRIPT@"], tmp_path, script="#!/bin/bash\n")
+    assert (err.value.code, err.value.message) == (
+        2, "sbatch: error: heterogeneous jobs (':') are not supported by this cluster")
+
+
 def test_wrap_and_a_script_together_is_an_error(tmp_path):
     with pytest.raises(CliError) as err:
         fields_for(["--wrap", "true", "@SCRIPT@"], tmp_path, script="#!/bin/bash\n")
