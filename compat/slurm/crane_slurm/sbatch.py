@@ -163,6 +163,8 @@ def job_fields(parsed: Parsed, argv: list[str], read_stdin: Callable[[], str | N
         stdin_text = read_stdin()
         if stdin_text is None:
             raise usage(PROG, "no batch script given (name one, use --wrap, or pipe it on standard input)")
+        if not stdin_text.strip():
+            raise usage(PROG, "Batch script is empty!")
         import tempfile
 
         tmpdir = tempfile.mkdtemp(prefix="sbatch-")
@@ -225,6 +227,16 @@ def wait_for(job_id: int, poll: float = 0.2, max_poll: float = 2.0) -> int:
             poll = min(max_poll, poll * 1.5)
 
 
+def read_stdin() -> str | None:
+    """The script piped on standard input; None when it is a terminal (or closed)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return None
+    try:
+        return sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise usage(PROG, f"cannot read the script from standard input: {exc}") from None
+
+
 def command(argv: list[str]) -> int:
     """sbatch's body: the exit code (raises CliError on failure)."""
     parsed = parse(argv)
@@ -236,7 +248,7 @@ def command(argv: list[str]) -> int:
 
         print(f"slurm-wrapper {__version__} (cranesched)")
         return EXIT_OK
-    fields = job_fields(parsed, argv, lambda: None if sys.stdin.isatty() else sys.stdin.read())
+    fields = job_fields(parsed, argv, read_stdin)
     job_id = submit(fields)
     if not parsed.given("quiet"):
         print(str(job_id) if parsed.given("parsable") else f"Submitted batch job {job_id}", flush=True)

@@ -88,6 +88,9 @@ def test_script_from_standard_input_is_named_sbatch(tmp_path):
     with pytest.raises(CliError) as err:
         fields_for([], tmp_path, stdin=None)
     assert err.value.code == 2 and "no batch script given" in err.value.message
+    with pytest.raises(CliError) as err:
+        fields_for([], tmp_path, stdin="")  # e.g. </dev/null
+    assert (err.value.code, err.value.message) == (2, "sbatch: error: Batch script is empty!")
 
 
 def test_heterogeneous_jobs_are_refused(tmp_path):
