@@ -127,12 +127,26 @@ def job_block(j, now: float) -> list[str]:  # noqa: ANN001 - JobInfo
         lines.append(f"Reservation={j.reservation}")
     lines += [f"Command={_null(j.command or j.cmd_line)}", f"WorkDir={j.cwd}"]
     if j.type == 1:
-        lines += [f"StdErr={_null(j.stderr_path or j.stdout_path)}", "StdIn=/dev/null",
-                  f"StdOut={_null(j.stdout_path)}"]
+        out = output_path(j, j.stdout_path or DEFAULT_OUTPUT)
+        lines += [f"StdErr={output_path(j, j.stderr_path) if j.stderr_path else out}", "StdIn=/dev/null",
+                  f"StdOut={out}"]
     if j.comment:
         lines.append(f"Comment={j.comment}")
     lines.append("Power=")
     return lines
+
+
+DEFAULT_OUTPUT = "Crane-%j.out"  # what a node writes to when a job names no output file
+
+
+def output_path(j, pattern: str) -> str:  # noqa: ANN001 - JobInfo
+    """An output file pattern as the job's node resolves it (``%j %x %u %%``, relative to the job's cwd)."""
+    import os
+
+    from crane_cli.crunio import expand_pattern
+
+    path = expand_pattern(pattern, j.job_id, 0, j.user, j.name, None)
+    return path if os.path.isabs(path) or not j.cwd else os.path.join(j.cwd, path)
 
 
 def node_state(node) -> str:  # noqa: ANN001 - CranedInfo

@@ -149,7 +149,7 @@ def test_sinfo_summary_node_oriented_and_reasons():
 
 
 def test_scontrol_show_job_block():
-    j = job(stdout_path="/work/slurm-12.out", cmd_line="sbatch --wrap hostname")
+    j = job(stdout_path="slurm-%j.out", stderr_path="/logs/%x-%u.err", cmd_line="sbatch --wrap hostname")
     text = scontrol.format_blocks([scontrol.job_block(j, NOW)], False)
     lines = text.splitlines()
     assert lines[0] == "JobId=12 JobName=wrap"
@@ -158,7 +158,8 @@ def test_scontrol_show_job_block():
     assert lines[3] == "   JobState=RUNNING Reason=None Dependency=(null)"
     assert "   RunTime=00:01:05 TimeLimit=01:00:00 TimeMin=N/A" in lines
     assert "   NodeList=cn1" in lines and "   BatchHost=cn1" in lines
-    assert "   StdOut=/work/slurm-12.out" in lines and "   WorkDir=/work" in lines
+    assert "   StdOut=/work/slurm-12.out" in lines and "   WorkDir=/work" in lines  # as the node resolves it
+    assert "   StdErr=/logs/wrap-root.err" in lines
     assert text.endswith("   Power=\n\n")
     one = scontrol.format_blocks([scontrol.job_block(j, NOW)], True)
     assert one.count("\n") == 1 and one.startswith("JobId=12 JobName=wrap UserId=root(0) ")
