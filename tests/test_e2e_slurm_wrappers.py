@@ -64,7 +64,8 @@ def test_a_typical_pipeline_script_runs_unchanged(cluster, slurm_bin):
         jid=$(sbatch --parsable pipe.sh world)
         echo "JID=$jid"
         echo "ST=$(wait_done $jid)"
-        echo "ACCT=$(sacct -j $jid -n -P -X -o State,ExitCode)"
+        echo "ACCT=$(sacct -j $jid -n -P -o State,ExitCode | head -1)"
+        sacct -j $jid -n -P -o JobID,State,ExitCode | sed 's/^/STEP=/'
         echo "NAME=$(sacct -j $jid -n -P -X --format=JobName)"
         cat slurm-$jid.out
         sinfo -h -o "%P %D"
@@ -74,7 +75,9 @@ def test_a_typical_pipeline_script_runs_unchanged(cluster, slurm_bin):
     jid = out[0].removeprefix("JID=")
     assert jid.isdigit()
     assert "ST=COMPLETED" in out
-    assert "ACCT=COMPLETED|0:0" in out
+    assert "ACCT=COMPLETED|0:0" in out  # the job's line comes first, then its steps
+    assert [line for line in out if line.startswith("STEP=")] == [f"STEP={jid}|COMPLETED|0:0",
+                                                                   f"STEP={jid}.batch|COMPLETED|0:0"]
     assert "NAME=pipe" in out
     assert f"hello world from {jid}" in out
     assert out[-1] == "debug* 3"  # %P marks the default partition, as Slurm does
