@@ -3,7 +3,8 @@
 ``srun [options] command [args...]`` runs :func:`crane_cli.crun.command` (a new job, or a step
 when inside an allocation: ``CRANE_JOB_ID`` is set in our jobs and calloc's shell), ``salloc
 [options] [command [args...]]`` runs :func:`crane_cli.calloc.command`. Options stop at the
-command. The exit code is crun's and calloc's: the command's, or theirs (2 bad usage, 3 the
+command. srun is quiet unless ``-v`` (crun's informational lines on stderr are not Slurm's), salloc
+shows calloc's. The exit code is crun's and calloc's: the command's, or theirs (2 bad usage, 3 the
 controller unreachable, 4 refused).
 """
 
@@ -11,7 +12,19 @@ from __future__ import annotations
 
 from crane_cli.errors import CliError
 
-from crane_slurm.slurmopts import IGNORE, NONE, OPTIONAL, REFUSE, Opt, OptionTable, node_count, reword, translate, usage
+from crane_slurm.slurmopts import (
+    IGNORE,
+    LOCAL,
+    NONE,
+    OPTIONAL,
+    REFUSE,
+    Opt,
+    OptionTable,
+    node_count,
+    reword,
+    translate,
+    usage,
+)
 
 _RESOURCES = "a resource request this cluster cannot place"
 
@@ -24,7 +37,7 @@ _SHARED = (
     Opt("qos", "q"),
     Opt("time", "t"), Opt("exclusive", arg=OPTIONAL, drop_value=True), Opt("quiet", "Q", NONE),
     # harmless: one warning
-    Opt("verbose", "v", NONE, IGNORE), Opt("distribution", "m", action=IGNORE), Opt("hint", action=IGNORE),
+    Opt("verbose", "v", NONE, LOCAL), Opt("distribution", "m", action=IGNORE), Opt("hint", action=IGNORE),
     Opt("mem-bind", action=IGNORE), Opt("cpu-bind", action=IGNORE), Opt("cpu-freq", action=IGNORE),
     Opt("threads-per-core", action=IGNORE), Opt("cores-per-socket", action=IGNORE),
     Opt("sockets-per-node", action=IGNORE), Opt("extra-node-info", "B", action=IGNORE),
@@ -80,6 +93,8 @@ def translated(prog: str, argv: list[str]) -> list[str]:
     out = translate(prog, parsed)
     if prog == "srun" and not parsed.positional:
         raise usage(prog, "No command given to execute.")
+    if prog == "srun" and not parsed.given("verbose") and "--quiet" not in out:
+        out.append("--quiet")  # Slurm's srun prints only the tasks' output (crun's notes with -v)
     return [*out, *(["--"] if parsed.positional else []), *parsed.positional]
 
 

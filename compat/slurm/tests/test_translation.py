@@ -110,7 +110,7 @@ def test_a_node_range_gets_its_minimum_with_a_warning(tmp_path, capsys):
     assert fields_for(["-N", "2-4", "--wrap", "true"], tmp_path)["node_num"] == 2
     assert capsys.readouterr().err == ("sbatch: warning: -N/--nodes 2-4: a node range is not supported, "
                                        "the job gets 2 node(s)\n")
-    assert interactive.translated("srun", ["--nodes=1-3", "true"]) == ["--nodes=1", "--", "true"]
+    assert interactive.translated("srun", ["--nodes=1-3", "true"]) == ["--nodes=1", "--quiet", "--", "true"]
 
 
 def test_refused_option_names_itself_and_exits_2(tmp_path):
@@ -156,7 +156,9 @@ def test_no_slurm_option_that_changes_when_or_whether_a_job_runs_is_ignored():
 
 def test_srun_translation_keeps_the_command_and_its_flags():
     argv = interactive.translated("srun", ["-N2", "-n", "4", "--label", "-u", "--pty", "bash", "-c", "echo -N"])
-    assert argv == ["--nodes=2", "--ntasks=4", "--label", "--pty", "--", "bash", "-c", "echo -N"]
+    assert argv == ["--nodes=2", "--ntasks=4", "--label", "--pty", "--quiet", "--", "bash", "-c", "echo -N"]
+    assert "--quiet" not in interactive.translated("srun", ["-v", "true"])
+    assert "--quiet" not in interactive.translated("salloc", [])
     with pytest.raises(CliError) as err:
         interactive.translated("srun", ["-N", "1"])
     assert err.value.message == "srun: error: No command given to execute."
