@@ -30,7 +30,7 @@ def array_tasks() -> bool:
 
     try:
         ccancel.parse_ids(["1_1"])
-    except CliError:
+    except (CliError, AttributeError, TypeError):  # refused, or ccancel changed shape: refuse (the safe side)
         return False
     return True
 
