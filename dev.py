@@ -6,8 +6,9 @@
     python3 dev.py install           only set up: .venv with every package installed editable
     python3 dev.py run CMD [ARGS]    run a command from the workspace's .venv
 
-Set-up creates ``.venv`` beside this file and installs the kernel, the CLI and
-every plugin under ``plugins/`` as editable distributions (each registers its
+Set-up creates ``.venv`` beside this file and installs the kernel, the CLI,
+every plugin under ``plugins/`` and every distribution under ``compat/`` (the Slurm
+wrappers) as editable distributions (each registers its
 entry points exactly as a third-party package would). It is skipped when
 nothing changed since the last run.
 """
@@ -31,9 +32,10 @@ EXTRAS = {"tools": "[embedded-redis,fast,plot]", "sched_fifo": "[fast]", "notify
 
 
 def packages() -> list[Path]:
-    """Every distribution of the workspace: common and kernel first, then plugins, the CLI and the tools."""
+    """Every distribution of the workspace: common and kernel first, then plugins, the CLI, the tools and compat/*."""
     plugins = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
-    return [ROOT / "common", ROOT / "kernel", *plugins, ROOT / "cli", ROOT / "tools"]
+    compat = sorted(p.parent for p in (ROOT / "compat").glob("*/pyproject.toml"))  # e.g. the Slurm wrappers
+    return [ROOT / "common", ROOT / "kernel", *plugins, ROOT / "cli", ROOT / "tools", *compat]
 
 
 def _fingerprint() -> str:
