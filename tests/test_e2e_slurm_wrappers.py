@@ -263,3 +263,31 @@ def test_srun_inside_a_batch_script_runs_a_step_of_the_job(cluster, slurm_bin):
     assert lines[0] == "COMPLETED"
     assert len([line for line in lines if line.startswith("step-on-")]) == 2
     assert f"{jid}|COMPLETED" in lines and f"{jid}.1|COMPLETED" in lines
+
+
+def test_arrays_signals_suspend_and_requeue_through_the_wrappers(cluster, slurm_bin):
+    """The forms the lifecycle work added pass through: --array with %A_%a, scancel -s, scontrol suspend/requeue."""
+    proc = shell(cluster, slurm_bin, """
+        aid=$(sbatch --parsable --array=1-3%2 -c 0.5 -o 'arr-%A_%a.out' --wrap 'echo task $SLURM_ARRAY_TASK_ID')
+        for _ in $(seq 1 600); do [ -z "$(squeue -h -t PD,R -j $aid -o %i)" ] && break; sleep 0.1; done
+        squeue -h -j $aid -o %i | sort
+        cat arr-${aid}_1.out arr-${aid}_2.out arr-${aid}_3.out
+        jid=$(sbatch --parsable -c 0.5 -o trap.out \
+              --wrap 'trap "echo got-usr1" USR1; for i in $(seq 300); do sleep 0.1; done')
+        for _ in $(seq 1 300); do [ "$(squeue -h -j $jid -o %t)" = R ] && break; sleep 0.1; done
+        sleep 0.5
+        scancel -s USR1 $jid; echo "SIG=$?"
+        for _ in $(seq 1 50); do grep -q got-usr1 trap.out && break; sleep 0.1; done
+        echo "TRAPPED=$(grep -c got-usr1 trap.out)"
+        scontrol suspend $jid >/dev/null; echo "SUSP=$? $(squeue -h -j $jid -o %t)"
+        scontrol resume $jid >/dev/null; echo "RES=$? $(squeue -h -j $jid -o %t)"
+        scontrol requeue $jid >/dev/null; echo "REQ=$?"
+        for _ in $(seq 1 300); do [ "$(squeue -h -j $jid -o %t)" = R ] && break; sleep 0.1; done
+        scancel $jid
+    """)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [x.split("_")[1] for x in lines[:3]] == ["1", "2", "3"], lines  # the ended tasks, as squeue -j shows them
+    assert lines[3:6] == ["task 1", "task 2", "task 3"]
+    assert "SIG=0" in lines and "SUSP=0 S" in lines and "RES=0 R" in lines and "REQ=0" in lines, lines
+    assert "TRAPPED=1" in lines

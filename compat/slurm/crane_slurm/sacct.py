@@ -56,7 +56,9 @@ def _is_step(r) -> bool:  # noqa: ANN001
 
 def _job_id(r) -> str:  # noqa: ANN001 - a JobInfo or cacct's StepRow
     job = r.job if _is_step(r) else r
-    base = f"{job.array_job_id}_{job.array_task_id}" if job.array_job_id else str(job.job_id)
+    from crane_cli.arrayids import display_id
+
+    base = display_id(job)
     if _is_step(r):
         return base + "." + r.display_id.split(".", 1)[1]
     return base
@@ -139,7 +141,8 @@ FIELDS: dict[str, tuple[int, Getter]] = {
     "ReqNodes": (8, _job_only(lambda r, now: str(r.node_num))),
     "SubmitLine": (-20, _job_only(lambda r, now: r.cmd_line)),
     "ArrayJobID": (15, _job_only(lambda r, now: str(r.array_job_id) if r.array_job_id else "")),
-    "ArrayTaskID": (11, _job_only(lambda r, now: str(r.array_task_id) if r.array_job_id else "")),
+    "ArrayTaskID": (11, _job_only(lambda r, now: str(r.array_task_id)
+                                  if r.array_job_id and r.array_job_id != r.job_id else "")),
     "Constraints": (19, lambda r, now: ""),
 }
 _BY_LOWER = {name.lower(): name for name in FIELDS}

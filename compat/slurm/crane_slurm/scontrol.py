@@ -84,7 +84,7 @@ def job_block(j, now: float) -> list[str]:  # noqa: ANN001 - JobInfo
     from crane_slurm.squeue import _elapsed, _end
 
     head = f"JobId={j.job_id}"
-    if j.array_job_id:
+    if j.array_job_id and j.array_job_id != j.job_id:
         head += f" ArrayJobId={j.array_job_id} ArrayTaskId={j.array_task_id}"
     elif j.array_pending:
         head += f" ArrayJobId={j.job_id} ArrayTaskId={j.array_pending}"

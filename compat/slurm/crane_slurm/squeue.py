@@ -60,11 +60,13 @@ def _elapsed(j, now: float) -> float:  # noqa: ANN001 - JobInfo
 
 def job_id(j) -> str:  # noqa: ANN001
     """Slurm's JOBID: ``<id>``, ``<array>_<task>`` for an array task, ``<id>_[<pending>]`` for an array's rest."""
-    if j.array_job_id:
-        return f"{j.array_job_id}_{j.array_task_id}"
-    if j.array_pending:
-        return f"{j.job_id}_[{j.array_pending}]"
-    return str(j.job_id)
+    from crane_cli.arrayids import display_id
+
+    return display_id(j)
+
+
+def _is_task(j) -> bool:  # noqa: ANN001
+    return bool(j.array_job_id) and j.array_job_id != j.job_id
 
 
 def nodelist_reason(j) -> str:  # noqa: ANN001
@@ -113,7 +115,7 @@ FIELDS: dict[str, tuple[str, Getter]] = {
     "i": ("JOBID", lambda j, now: job_id(j)),
     "A": ("JOBID", lambda j, now: str(j.job_id)),
     "F": ("ARRAY_JOB_ID", lambda j, now: str(j.array_job_id or j.job_id)),
-    "K": ("ARRAY_TASK_ID", lambda j, now: str(j.array_task_id) if j.array_job_id else
+    "K": ("ARRAY_TASK_ID", lambda j, now: str(j.array_task_id) if _is_task(j) else
           (j.array_pending or "N/A")),
     "j": ("NAME", lambda j, now: j.name),
     "u": ("USER", lambda j, now: j.user),
@@ -324,7 +326,11 @@ def sort_jobs(jobs: list, spec: str, now: float) -> list:
 
 
 def lines(jobs: list, layout: list, headers: dict[str, str] | None, now: float, sort: str = DEFAULT_SORT) -> list[str]:
-    """The output lines for ``jobs`` in ``sort`` order (see :func:`sort_jobs`)."""
+    """The output lines for ``jobs`` in ``sort`` order (see :func:`sort_jobs`); an array's waiting tasks are one
+    ``<id>_[...]`` row, an array's own record only while it has tasks to come (as squeue shows arrays)."""
+    from crane_cli.arrayids import collapse_pending
+
+    jobs = [j for j in collapse_pending(jobs) if not (j.array_job_id == j.job_id and not j.array_pending)]
     return sf.render(layout, headers, sort_jobs(jobs, sort, now), lambda j, key: FIELDS[key[0]][1](j, now))
 
 

@@ -82,7 +82,7 @@ def test_squeue_format_letters_noheader_and_held_reason():
 
 def test_squeue_array_ids():
     task = job(job_id=20, array_job_id=18, array_task_id=2)
-    rest = job(job_id=18, status=pb.Pending, array_pending="3-5%2", start_time=0, craned_list="",
+    rest = job(job_id=18, array_job_id=18, status=pb.Pending, array_pending="3-5%2", start_time=0, craned_list="",
                pending_reason="Priority")
     assert squeue_lines([task, rest], ["-h", "-o", "%i %A %F %K %R"]) == [
         "18_[3-5%2] 18 18 3-5%2 (Priority)", "18_2 20 18 2 cn1"]

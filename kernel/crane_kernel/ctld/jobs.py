@@ -173,6 +173,8 @@ class ArrayJob(Job):
 
     def pending_text(self) -> str:
         """``5-1000%10``: the tasks not yet created, and the limit (what ``A_[...]`` shows)."""
+        if not len(self.array_tasks):
+            return ""
         return self.array_tasks.text() + (f"%{self.array_max}" if self.array_max else "")
 
 
