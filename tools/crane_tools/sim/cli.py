@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--reservation", action="append", default=[], metavar="NAME:START:DURATION:NODES",
                     help="an advance reservation: START seconds on the trace's clock, DURATION seconds or "
                          "[D-]HH:MM:SS, NODES a count or an index range A-B; repeatable")
+    ap.add_argument("--depend-every", type=int, default=None, metavar="N",
+                    help="every N-th job depends (afterany) on its user's previous job (docs/simulation.md)")
     ap.add_argument("--preempt-every", type=int, default=None, metavar="N",
                     help="every N-th job is high-priority and preempts the others (docs/preemption.md)")
     ap.add_argument("--preempt-mode", default="REQUEUE", type=str.upper,
@@ -90,6 +92,13 @@ def format_result(r: dict[str, Any]) -> str:
         for name, c in r["classes"].items():
             lines.append(f"  {name:<5} {c['jobs']} jobs, mean wait {c['mean_wait']:,.1f} s, median "
                          f"{c['median_wait']:,.1f} s, max {c['max_wait']:,.0f} s, mean bsld {c['mean_bsld']:,.2f}")
+    dep = r.get("dependencies")
+    if dep:
+        lines.append(f"dependencies every {dep['every']}th job waits for its user's previous one: "
+                     f"{dep['dependent_jobs']} dependent jobs, {dep['held']} of them held")
+        for name, c in r["classes"].items():
+            lines.append(f"  {name:<11} {c['jobs']} jobs, mean wait {c['mean_wait']:,.1f} s, median "
+                         f"{c['median_wait']:,.1f} s, mean bsld {c['mean_bsld']:,.2f}")
     if r.get("plot"):
         lines.append(f"plot         {r['plot']}")
     return "\n".join(lines)
@@ -108,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             scheduler_config=dict(args.sched_opt) if args.sched_opt else None,
             priority_config=dict(args.prio_opt) if args.prio_opt else None,
             exact_estimates=args.exact_estimates, reservations=args.reservation, preempt_every=args.preempt_every,
+            depend_every=args.depend_every,
             preempt_mode=args.preempt_mode, preempt_plugin=args.preempt_plugin,
         )
     except (OSError, ValueError, PluginError, SimError, ImportError) as exc:

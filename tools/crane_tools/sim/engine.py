@@ -38,6 +38,7 @@ from crane_kernel.sched_types import (
     reservation_conflict,
 )
 
+from crane_tools.sim.deps import DependencyModel
 from crane_tools.sim.model import PARTITION, SimJob, job_shape
 from crane_tools.sim.preempt import HIGH_PARTITION, PreemptModel, PreemptSetup
 from crane_tools.sim.reservations import SimReservation
@@ -85,7 +86,7 @@ class Simulation:
     def __init__(self, jobs: list[SimJob], procs: int, plugins: Plugins, *, cpus_per_node: int = 1,
                  observer: Observer | None = None, record_series: bool = False, progress: bool = False,
                  reservations: list[SimReservation] | None = None,
-                 preemption: PreemptSetup | None = None) -> None:
+                 preemption: PreemptSetup | None = None, dependencies: DependencyModel | None = None) -> None:
         self.jobs = jobs
         self.procs = procs
         self.cpus_per_node = cpus_per_node
@@ -102,6 +103,7 @@ class Simulation:
         self.preempt: PreemptModel | None = None
         if preemption is not None:
             preemption.shape(self.view, PARTITION)
+        self.deps = dependencies  # the dependency model (crane_tools/sim/deps.py), or None
         self.start: list[int | float | None] = [None] * len(jobs)
         self.passes = 0
         self.series: tuple[list[float], list[int], list[int]] = ([], [], [])
@@ -135,6 +137,7 @@ class Simulation:
         setup = self.preemption
         preempt_hook = loaded.hook.crane_preempt if setup is not None and loaded.implemented("crane_preempt") else None
         observer = self.observer
+        deps = self.deps
         cpn_model = self.cpus_per_node
         renumber = self.renumbered
         start = self.start
@@ -205,6 +208,12 @@ class Simulation:
                 busy -= jobs[ix].size
                 if job_finished is not None:
                     job_finished(job=run_job.pop(r.job_id), start_time=start[ix], end_time=t)
+                if deps is not None:
+                    for child in deps.finished(ix):  # jobs that waited for it join the queue now
+                        pend_pos[child.job_id] = len(pending)
+                        pend_job[child.job_id] = child
+                        pending.append(child)
+                        add_pending(child)
                 if model is not None and r.job_id in model.lent:
                     model.preemptor_ended(r.job_id)
             if model is not None and model.to_resume:
@@ -225,11 +234,13 @@ class Simulation:
                     job = SchedJob(jid, part, node_num, float(cpn), 0, sj.estimate,
                                    submit_time=float(t), account=who[0], user=who[1], uid=sj.user)
                 index_of[jid] = i
+                i += 1
+                if deps is not None and deps.park(i - 1, job):
+                    continue  # its parent has not ended: out of the view, as reason Dependency
                 pend_pos[jid] = len(pending)
                 pend_job[jid] = job
                 pending.append(job)
                 add_pending(job)
-                i += 1
             if record_series:
                 series_t.append(t)
                 series_q.append(len(pending))

@@ -9,6 +9,7 @@ from typing import Any
 
 from crane_kernel import plugins
 
+from crane_tools.sim.deps import DependencyModel
 from crane_tools.sim.engine import Observer, Simulation
 from crane_tools.sim.metrics import recorded_metrics, schedule_metrics
 from crane_tools.sim.model import build_jobs
@@ -43,6 +44,7 @@ def run_sim(
     keep_schedule: bool = False,
     reservations: list[str] | None = None,
     preempt_every: int | None = None,
+    depend_every: int | None = None,
     preempt_mode: str = "REQUEUE",
     preempt_plugin: str = "preempt_standard",
 ) -> dict[str, Any]:
@@ -60,6 +62,9 @@ def run_sim(
     * ``keep_schedule``: add ``"schedule": [(job_id, submit, start, run, size, estimate), ...]``.
     * ``reservations``: ``NAME:START:DURATION:NODES`` texts (:mod:`crane_tools.sim.reservations`); the
       result then has ``reservations`` (name, start, end, nodes) and ``reserved_proc_s``.
+    * ``depend_every``: every N-th job depends ``afterany`` on its user's previous job
+      (:mod:`crane_tools.sim.deps`); the result then has ``dependencies`` (the model's counts) and
+      ``classes`` ``dependent``/``independent``.
     * ``preempt_every`` / ``preempt_mode`` / ``preempt_plugin``: the preemption model
       (:mod:`crane_tools.sim.preempt`): every N-th job is high-priority and preempts the others
       with the mode, through the named ``crane.preempt`` plugin. The result then has
@@ -82,7 +87,7 @@ def run_sim(
         setup = PreemptSetup(preempt_every, preempt_mode) if preempt_every is not None else None
         return _run(trace_path, scheduler, procs, priority, cpus_per_node, progress, plot, max_jobs,
                     scheduler_config, priority_config, exact_estimates, observer, keep_schedule, t0,
-                    reservations or [], setup, preempt_plugin)
+                    reservations or [], setup, preempt_plugin, depend_every)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -92,12 +97,15 @@ def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | Non
          progress: bool, plot: str | None, max_jobs: int | None, scheduler_config: Mapping[str, Any] | None,
          priority_config: Mapping[str, Any] | None, exact_estimates: bool, observer: Observer | None,
          keep_schedule: bool, t0: float, reservation_texts: list[str], setup: PreemptSetup | None = None,
-         preempt_plugin: str = "preempt_standard") -> dict[str, Any]:
+         preempt_plugin: str = "preempt_standard", depend_every: int | None = None) -> dict[str, Any]:
     trace = read_swf(trace_path, max_jobs=max_jobs)
     p = procs or trace.max_procs
     if not p:
         raise ValueError(f"{trace_path}: no MaxProcs in the header; give procs")
     jobs, skipped = build_jobs(trace.records, p, exact_estimates=exact_estimates)
+    if depend_every is not None and setup is not None:
+        raise ValueError("--depend-every and --preempt-every together are not modelled (a preempted parent)")
+    dep_model = DependencyModel(jobs, depend_every) if depend_every is not None else None
     resvs = [parse_reservation(text, p // max(1, cpus_per_node)) for text in reservation_texts]
     t_read = time.perf_counter()
     settings: dict[str, Any] = {}
@@ -114,7 +122,7 @@ def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | Non
     try:
         sim = Simulation(jobs, p, loaded, cpus_per_node=cpus_per_node, observer=observer,
                          record_series=plot is not None, progress=progress, reservations=resvs,
-                         preemption=setup)
+                         preemption=setup, dependencies=dep_model)
         t_sim = time.perf_counter()
         sim.run()
         t_end = time.perf_counter()
@@ -144,6 +152,12 @@ def _run(trace_path: str, scheduler: str, procs: int | None, priority: str | Non
         result["classes"] = {name: _class_metrics(jobs, starts, p, [i for i in range(len(jobs)) if setup.is_high(i)
                                                                      == (name == "high")])
                              for name in ("high", "low")}
+    if dep_model is not None:
+        result["dependencies"] = dep_model.report()
+        dependent = dep_model.parent
+        result["classes"] = {name: _class_metrics(jobs, starts, p, [i for i in range(len(jobs))
+                                                                     if (i in dependent) == (name == "dependent")])
+                             for name in ("dependent", "independent")}
     if resvs:
         result["reservations"] = [(r.name, r.start, r.end, len(r.nodes)) for r in resvs]
         result["reserved_proc_s"] = sum(r.duration * len(r.nodes) * cpus_per_node for r in resvs)
