@@ -78,6 +78,6 @@ def test_login_node_install_has_the_commands_and_no_daemons(tmp_path):
     env.update(CRANE_CONFIG=str(conf), CRANE_TOKEN="v1.e30.x", HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
     proc = subprocess.run([str(bin_dir / "cbatch"), "--wrap", "true"], capture_output=True, text=True, timeout=60,
                           env=env)
-    assert (proc.returncode, proc.stderr) == (3, "Connection to CraneCtld is broken.\n"), proc
+    assert (proc.returncode, proc.stderr) == (3, "Failed to submit the job: Connection to CraneCtld is broken.\n"), proc
     proc = _run([str(bin_dir / "crane"), "--help"], timeout=60, env=env)
     assert proc.stdout.rstrip().endswith("Installed commands (crane.commands): none"), proc.stdout
