@@ -311,12 +311,18 @@ class NodeEmulator:
         """Read every node's command stream (pipelined AUTH + XREADGROUP per node) and apply what came; return count."""
         got = 0
         nodes = list(self.nodes.values())
-        for start in range(0, len(nodes), self.chunk):
-            part = nodes[start:start + self.chunk]
-            buf = b"".join(n.auth + (n.read_old if n.read_pending else n.read_new) for n in part)
-            replies = self.roundtrip(buf, 2 * len(part))
-            for n, reply in zip(part, replies[1::2], strict=True):
-                got += self._take(n, reply)
+        while nodes:
+            caught_up = []  # nodes whose own pending entries are done: read their new ones in this sweep too
+            for start in range(0, len(nodes), self.chunk):
+                part = nodes[start:start + self.chunk]
+                was_pending = [n.read_pending for n in part]
+                buf = b"".join(n.auth + (n.read_old if n.read_pending else n.read_new) for n in part)
+                replies = self.roundtrip(buf, 2 * len(part))
+                for n, reply, pending in zip(part, replies[1::2], was_pending, strict=True):
+                    got += self._take(n, reply)
+                    if pending and not n.read_pending:
+                        caught_up.append(n)
+            nodes = caught_up
         self.stats["sweeps"] += 1
         self.stats["commands"] += got
         return got
