@@ -32,6 +32,8 @@ import threading
 import time
 from typing import Any
 
+import grpc
+
 from crane_tools.benche2e import _rss_kb
 
 
@@ -69,8 +71,8 @@ class Sampler(threading.Thread):
         emu = _read_json(self.lc.nodeemu_stats_path())
         out: dict[str, Any] = {"t": time.time(), "launched": emu.get("launched", 0),
                                "finished": emu.get("finished", 0), "emu_running": emu.get("running", 0),
-                               "rtt_p50": emu.get("rtt_p50"), "rtt_p99": emu.get("rtt_p99"),
-                               "rtt_samples": emu.get("rtt_samples", 0), "emu_errors": emu.get("errors", 0),
+                               "rtt_bounds": emu.get("rtt_bounds", []), "rtt_counts": emu.get("rtt_counts", []),
+                               "emu_errors": emu.get("errors", 0),
                                "ctld_rss_kb": _rss_kb(self.lc.ctld.pid), "ctld_cpu_s": _cpu_s(self.lc.ctld.pid),
                                "emu_cpu_s": _cpu_s(self.lc.nodeemu.pid),
                                "redis_cpu_s": _cpu_s(self.lc.redis.pid) if self.lc.redis.pid else 0.0}
@@ -114,7 +116,7 @@ def sustained(samples: list[dict[str, Any]], key: str, total: int) -> float | No
 
 
 def cycle_quantile(bounds: list[float], counts: list[int], q: float) -> float | None:
-    """Upper bound of the histogram bucket holding quantile ``q`` of the cycles (None: no cycles; inf: above)."""
+    """Upper bound of the histogram bucket holding quantile ``q`` (None: empty; inf: above the highest bound)."""
     total = sum(counts)
     if not total:
         return None
@@ -140,8 +142,7 @@ def summarize(samples: list[dict[str, Any]], jobs: int, t_submit0: float, submit
     cycles = last.get("cycles", 0) - first.get("cycles", 0)
     cycle_sum = last.get("cycle_sum_s", 0.0) - first.get("cycle_sum_s", 0.0)
     bounds, counts = _diff_hist(first, last)
-    p50s = [s["rtt_p50"] for s in samples if s.get("rtt_p50") is not None]
-    p99s = [s["rtt_p99"] for s in samples if s.get("rtt_p99") is not None]
+    rtt_bounds, rtt_counts = samples[-1].get("rtt_bounds") or [], samples[-1].get("rtt_counts") or []
     wall = (samples[-1]["t"] - samples[0]["t"]) or 1.0
     out: dict[str, Any] = {
         "jobs": jobs,
@@ -157,8 +158,8 @@ def summarize(samples: list[dict[str, Any]], jobs: int, t_submit0: float, submit
         "cycle_p50_le_s": cycle_quantile(bounds, counts, 0.5),
         "cycle_p99_le_s": cycle_quantile(bounds, counts, 0.99),
         "cycle_max_s": _round(last.get("max_cycle_s"), 4),
-        "bus_lag_p50_s": _round(sorted(p50s)[len(p50s) // 2] if p50s else None, 3),
-        "bus_lag_p99_max_s": _round(max(p99s) if p99s else None, 3),
+        "bus_lag_p50_le_s": cycle_quantile(rtt_bounds, rtt_counts, 0.5),
+        "bus_lag_p99_le_s": cycle_quantile(rtt_bounds, rtt_counts, 0.99),
         "ctld_rss_mb_peak": round(max(s["ctld_rss_kb"] for s in samples) / 1024, 1),
         "ctld_rss_mb_end": round(samples[-1]["ctld_rss_kb"] / 1024, 1),
         "cpu_share": {name: round((samples[-1][k] - samples[0][k]) / wall, 2)
@@ -171,6 +172,15 @@ def summarize(samples: list[dict[str, Any]], jobs: int, t_submit0: float, submit
 
 def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _count_in(path: str, text: str) -> int:
+    """Lines of file ``path`` that contain ``text`` (0 when it cannot be read)."""
+    try:
+        with open(path, errors="replace") as fh:
+            return sum(1 for line in fh if text in line)
+    except OSError:
+        return 0
 
 
 def profile_summary(path: str, top: int = 15) -> dict[str, Any]:
@@ -206,11 +216,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     width = len(str(args.nodes))
     lc = LocalCluster(
-        nodes=args.nodes, cpus=args.cpus, memory=f"{args.cpus}G", cluster="scale", emulated=True,
+        args.base_dir, nodes=args.nodes, cpus=args.cpus, memory=f"{args.cpus}G", cluster="scale", emulated=True,
         emulator_args=["--poll-interval", str(args.poll_interval)],
         Nodes=[{"name": f"cn[{1:0{width}d}-{args.nodes}]", "cpu": args.cpus, "memory": f"{args.cpus}G"}],
         Craned={"PingInterval": args.ping},
-        CraneCtld={"CranedTimeout": max(30.0, 6 * args.ping), "ScheduleInterval": args.schedule_interval},
+        CraneCtld={"CranedTimeout": args.craned_timeout, "ScheduleInterval": args.schedule_interval},
         Plugins={"Scheduler": args.scheduler},
     )
     profiler: subprocess.Popen | None = None
@@ -223,20 +233,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         spec = client.spec(wrap=f"sleep {args.duration:g}", cwd="/tmp", output="/dev/null", time_limit=3600,
                            env={"CRANE_EMU_DURATION": f"{args.duration:g}"})
         sampler = Sampler(lc)
-        sampler.samples.append(sampler.sample())
         if args.profile:
             spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
             profiler = subprocess.Popen([spy, "record", "--pid", str(lc.ctld.pid), "--format", "raw", "--threads",
                                          "--nonblocking", "--rate", "50", "-o", args.profile],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if args.queued:  # the whole queue first (held), then released: the run path without submissions
+            spec.hold = True
+        sampler.samples.append(sampler.sample())
         sampler.start()
-        t0 = time.time()
-        submitted = 0
-        while submitted < args.jobs:
-            n = min(args.batch, args.jobs - submitted)
-            client.submit(spec, count=n)
-            submitted += n
-        submit_s = time.time() - t0
+        t_submit = time.time()
+        ids: list[int] = []
+        while len(ids) < args.jobs:
+            ids += client.submit(spec, count=min(args.batch, args.jobs - len(ids)))
+        submit_s = time.time() - t_submit
+        t0 = time.time() if args.queued else t_submit
+        if args.queued:
+            for start in range(0, len(ids), args.batch):
+                reply = client.modify(ids[start:start + args.batch], hold=False)
+                if reply.not_modified:
+                    raise RuntimeError(f"releasing the held jobs failed: {list(reply.reasons)[:1]}")
+            result["release_s"] = round(time.time() - t0, 2)
         deadline = t0 + args.timeout
         while time.time() < deadline:
             last = sampler.samples[-1]
@@ -249,6 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             profiler.send_signal(2)  # py-spy writes its file on SIGINT
             profiler.wait(30)
         result.update(summarize(sampler.samples, args.jobs, t0, submit_s))
+        result["nodes_marked_down"] = _count_in(os.path.join(lc.logs, "cranectld.log"), "missed heartbeats")
         if args.profile and os.path.exists(args.profile):
             result["profile"] = profile_summary(args.profile)
         result["series"] = [{k: s.get(k) for k in ("t", "launched", "finished", "pending", "running", "cycles",
@@ -263,11 +281,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 TABLE = [
     ("nodes", "emulated nodes"), ("jobs", "jobs"), ("submit_jobs_per_s", "submitted (jobs/s)"),
     ("started_jobs_per_s", "started, sustained (jobs/s)"), ("finished_jobs_per_s", "finished, sustained (jobs/s)"),
-    ("drain_jobs_per_s", "drain, first submit to last end (jobs/s)"), ("cycles", "scheduling cycles"),
+    ("drain_jobs_per_s", "drain: first submit (--queued: release) to last end (jobs/s)"),
+    ("cycles", "scheduling cycles"),
     ("cycle_mean_s", "cycle mean (s)"), ("cycle_p99_le_s", "cycle p99 (s, bucket bound)"),
-    ("cycle_max_s", "cycle max (s)"), ("bus_lag_p50_s", "bus lag p50: status -> FreeJob (s)"),
-    ("bus_lag_p99_max_s", "bus lag p99, worst second (s)"), ("ctld_rss_mb_peak", "cranectld VmRSS peak (MB)"),
-    ("cpu_share", "CPU (cores) cranectld / nodeemu / redis"), ("load_before", "load average before"),
+    ("cycle_max_s", "cycle max (s)"), ("bus_lag_p50_le_s", "bus lag p50: status -> FreeJob (s, bucket bound)"),
+    ("bus_lag_p99_le_s", "bus lag p99 (s, bucket bound)"), ("ctld_rss_mb_peak", "cranectld VmRSS peak (MB)"),
+    ("cpu_share", "CPU (cores) cranectld / nodeemu / redis"),
+    ("nodes_marked_down", "nodes marked DOWN (missed heartbeats)"), ("load_before", "load average before"),
 ]
 
 
@@ -280,11 +300,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds each job runs (default 5)")
     ap.add_argument("--batch", type=int, default=1000, help="jobs per SubmitBatchJobs call (default 1000)")
     ap.add_argument("--ping", type=float, default=5.0, help="heartbeat interval of the nodes, s (default 5)")
+    ap.add_argument("--craned-timeout", type=float, default=30.0,
+                    help="CraneCtld.CranedTimeout: seconds without a heartbeat before a node is DOWN (default 30)")
     ap.add_argument("--poll-interval", type=float, default=0.1, help="emulator sweep interval, s (default 0.1)")
     ap.add_argument("--schedule-interval", type=float, default=1.0, help="CraneCtld.ScheduleInterval (default 1)")
     ap.add_argument("--scheduler", default="fifo", help="scheduler plugin (default fifo)")
+    ap.add_argument("--queued", action="store_true",
+                    help="submit every job held first, then release them all: the start/finish rates without "
+                         "submissions competing (default: submit while the jobs run)")
     ap.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds (default 1800)")
     ap.add_argument("--profile", metavar="FILE", help="sample cranectld with py-spy into FILE (raw stacks)")
+    ap.add_argument("--base-dir", help="keep the cluster's directory (logs, journal) here instead of a temporary one")
     ap.add_argument("--json", action="store_true", help="print one JSON object (with the per-second series)")
     args = ap.parse_args(argv)
     for name in ("nodes", "jobs", "cpus", "batch"):
@@ -301,8 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": f"{os.cpu_count()} cpus", "python": sys.version.split()[0],
                               "nodes": args.nodes, "cpus_per_node": args.cpus, "duration_s": args.duration,
                               "ping_s": args.ping, "scheduler": args.scheduler,
+                              "mode": "queued" if args.queued else "live",
                               "load_before": round(os.getloadavg()[0], 2)}
-    result.update(run(args))
+    try:
+        result.update(run(args))
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"crane bench scale: {exc}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as exc:
+        print(f"crane bench scale: the controller did not answer: {exc.code().name} {exc.details()}",
+              file=sys.stderr)
+        return 1
     result["load_after"] = round(os.getloadavg()[0], 2)
     if args.json:
         print(json.dumps(result))
@@ -311,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         value = result.get(key)
         if isinstance(value, dict):
             value = " / ".join(str(v) for v in value.values())
-        print(f"{label:44} {value}")
+        print(f"{label:58} {value}")
     if result.get("profile"):
         prof = result["profile"]
         print(f"\ncranectld profile ({prof['samples']} samples), threads: {prof['threads']}")

@@ -27,6 +27,7 @@ stay refused across restarts.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import logging
 import os
@@ -54,6 +55,8 @@ DURATION_ENV = "CRANE_EMU_DURATION"
 EXIT_CODE_ENV = "CRANE_EMU_EXIT_CODE"
 READ_COUNT = 200
 """Most command entries read per node and sweep (as craned's consumer batch)."""
+RTT_BOUNDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+"""Upper bounds (s) of the report -> FreeJob round-trip histogram; one more bucket holds what is above."""
 _SLEEP_LINE = re.compile(r"^[ \t]*sleep[ \t]+(\d+(?:\.\d+)?)[ \t]*(?:#.*)?$", re.MULTILINE)
 
 
@@ -241,7 +244,7 @@ class NodeEmulator:
                                       "heartbeats": 0, "sweeps": 0, "sweep_s": 0.0, "flush_s": 0.0,
                                       "commands": 0, "errors": 0}
         self._sent_final: dict[tuple[str, int], float] = {}  # (node, job) -> when its final status went out
-        self._freed_rtt: list[float] = []                    # report -> FreeJob round trips of the last period
+        self.rtt_counts = [0] * (len(RTT_BOUNDS) + 1)       # report -> FreeJob round trips, since start
         self._seq_dirty = False
 
     # -- Redis: one raw connection, pipelines of precomputed commands -------------------------------
@@ -488,7 +491,7 @@ class NodeEmulator:
         n.launched.pop(msg.job_id, None)
         sent = self._sent_final.pop((n.name, msg.job_id), None)
         if sent is not None:
-            self._freed_rtt.append(now - sent)
+            self.rtt_counts[bisect.bisect_left(RTT_BOUNDS, now - sent)] += 1
 
     def heartbeats(self, now: float) -> int:
         """Queue the heartbeat of every node whose ping interval is over (after its statuses: order matters)."""
@@ -591,16 +594,10 @@ class NodeEmulator:
         self.stats["flush_s"] += time.time() - t1
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters and the report -> FreeJob round trips since the previous snapshot (for ``--stats-file``)."""
-        rtt = sorted(self._freed_rtt)
-        self._freed_rtt = []
-        out = dict(self.stats, time=time.time(), nodes=len(self.nodes),
-                   running=sum(len(n.running) for n in self.nodes.values()), timers=len(self.wheel),
-                   cpu_s=time.process_time(), rtt_samples=len(rtt))
-        if rtt:
-            out.update(rtt_p50=rtt[len(rtt) // 2], rtt_p99=rtt[min(len(rtt) - 1, int(len(rtt) * 0.99))],
-                       rtt_max=rtt[-1])
-        return out
+        """The counters, and the histogram of report -> FreeJob round trips since start (for ``--stats-file``)."""
+        return dict(self.stats, time=time.time(), nodes=len(self.nodes),
+                    running=sum(len(n.running) for n in self.nodes.values()), timers=len(self.wheel),
+                    cpu_s=time.process_time(), rtt_bounds=list(RTT_BOUNDS), rtt_counts=list(self.rtt_counts))
 
     def run(self, stats_file: str | None = None, stats_interval: float = 1.0) -> None:
         """Connect, register, then loop until :attr:`stop`; reconnect (and re-register) after a lost connection."""
