@@ -5,7 +5,8 @@ and ONE node-emulator process for ``--nodes`` nodes (``LocalCluster(emulated=Tru
 one-CPU jobs of ``--duration`` seconds (``CRANE_EMU_DURATION``) are submitted through the gRPC API
 (``SubmitBatchJobs``, ``--batch`` per call) while a sampler records once a second:
 
-* jobs started and finished (the emulator's counters: launches read, final statuses sent);
+* jobs started and finished (the emulator's counters: launches read; ends the controller recorded,
+  i.e. the ``FreeJob`` it sends after journaling a job's end arrived);
 * the scheduling cycles (``QueryServerInfo``: count, time sum, latest, longest, histogram);
 * bus lag: node side, the time from a job's final ``StepStatus`` to the ``FreeJob`` that answers
   it (the controller read, applied and journaled the report, and published the answer), which
@@ -70,7 +71,8 @@ class Sampler(threading.Thread):
         """One sample (time, counters, cycles, RSS, CPU)."""
         emu = _read_json(self.lc.nodeemu_stats_path())
         out: dict[str, Any] = {"t": time.time(), "launched": emu.get("launched", 0),
-                               "finished": emu.get("finished", 0), "emu_running": emu.get("running", 0),
+                               "reported": emu.get("finished", 0),
+                               "finished": emu.get("freed", 0), "emu_running": emu.get("running", 0),
                                "rtt_bounds": emu.get("rtt_bounds", []), "rtt_counts": emu.get("rtt_counts", []),
                                "emu_errors": emu.get("errors", 0),
                                "ctld_rss_kb": _rss_kb(self.lc.ctld.pid), "ctld_cpu_s": _cpu_s(self.lc.ctld.pid),
@@ -150,6 +152,7 @@ def summarize(samples: list[dict[str, Any]], jobs: int, t_submit0: float, submit
         "submit_jobs_per_s": round(jobs / submit_s, 1) if submit_s else None,
         "started_jobs_per_s": _round(sustained(samples, "launched", jobs)),
         "finished_jobs_per_s": _round(sustained(samples, "finished", jobs)),
+        "reported_jobs_per_s": _round(sustained(samples, "reported", jobs)),
         "drain_s": _round(t_done - t_submit0 if t_done else None, 2),
         "drain_jobs_per_s": _round(jobs / (t_done - t_submit0) if t_done else None),
         "all_finished": bool(t_done),
@@ -280,7 +283,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 TABLE = [
     ("nodes", "emulated nodes"), ("jobs", "jobs"), ("submit_jobs_per_s", "submitted (jobs/s)"),
-    ("started_jobs_per_s", "started, sustained (jobs/s)"), ("finished_jobs_per_s", "finished, sustained (jobs/s)"),
+    ("started_jobs_per_s", "started, sustained (jobs/s)"),
+    ("finished_jobs_per_s", "finished (end recorded), sustained (jobs/s)"),
     ("drain_jobs_per_s", "drain: first submit (--queued: release) to last end (jobs/s)"),
     ("cycles", "scheduling cycles"),
     ("cycle_mean_s", "cycle mean (s)"), ("cycle_p99_le_s", "cycle p99 (s, bucket bound)"),

@@ -240,8 +240,8 @@ class NodeEmulator:
         self.stop = False
         self.sock: Any = None
         self.reader: Any = None
-        self.stats: dict[str, Any] = {"launched": 0, "finished": 0, "terminated": 0, "refused": 0, "dead": 0,
-                                      "heartbeats": 0, "sweeps": 0, "sweep_s": 0.0, "flush_s": 0.0,
+        self.stats: dict[str, Any] = {"launched": 0, "finished": 0, "freed": 0, "terminated": 0, "refused": 0,
+                                      "dead": 0, "heartbeats": 0, "sweeps": 0, "sweep_s": 0.0, "flush_s": 0.0,
                                       "commands": 0, "errors": 0}
         self._sent_final: dict[tuple[str, int], float] = {}  # (node, job) -> when its final status went out
         self.rtt_counts = [0] * (len(RTT_BOUNDS) + 1)       # report -> FreeJob round trips, since start
@@ -486,7 +486,8 @@ class NodeEmulator:
             return  # a newer launch is here
         if msg.job_id in n.running:
             return  # still runs: its end will be reported
-        n.ended.pop(msg.job_id, None)
+        if n.ended.pop(msg.job_id, None) is not None:
+            self.stats["freed"] += 1  # the controller has recorded this end
         n.cancelled.pop(msg.job_id, None)
         n.launched.pop(msg.job_id, None)
         sent = self._sent_final.pop((n.name, msg.job_id), None)

@@ -145,7 +145,9 @@ def test_a_job_runs_for_its_duration_then_waits_for_free_job(rig: Rig) -> None:
     rig.emu.step()
     beat = [r for r in rig.reports("cn01") if isinstance(r, m.NodeHeartbeat)][-1]
     assert beat.ended == [] and beat.steps == []
-    assert sum(rig.emu.snapshot()["rtt_counts"]) == 1  # one report -> FreeJob round trip measured
+    snap = rig.emu.snapshot()
+    assert sum(snap["rtt_counts"]) == 1  # one report -> FreeJob round trip measured
+    assert (snap["finished"], snap["freed"]) == (1, 1)
 
 
 def test_running_jobs_are_listed_in_heartbeats(rig: Rig) -> None:
