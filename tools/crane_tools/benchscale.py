@@ -213,6 +213,17 @@ def profile_summary(path: str, top: int = 15) -> dict[str, Any]:
             "total_pct": {k: pct(v) for k, v in total.most_common(top)}}
 
 
+def _stop_profiler(profiler: subprocess.Popen | None) -> None:
+    """Stop py-spy so that it writes its file (SIGINT), killing it if it does not end."""
+    if profiler is None or profiler.poll() is not None:
+        return
+    profiler.send_signal(2)
+    try:
+        profiler.wait(60)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the cluster, submit, sample until every job ended (or ``--timeout``), return the figures."""
     from crane_tools.localcluster import LocalCluster
@@ -233,6 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lc.start()
         result["cluster_up_s"] = round(time.time() - t_start, 1)
         client = lc.client()
+        client.timeout = args.rpc_timeout
         spec = client.spec(wrap=f"sleep {args.duration:g}", cwd="/tmp", output="/dev/null", time_limit=3600,
                            env={"CRANE_EMU_DURATION": f"{args.duration:g}"})
         sampler = Sampler(lc)
@@ -247,9 +259,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sampler.start()
         t_submit = time.time()
         ids: list[int] = []
+        calls: list[float] = []
         while len(ids) < args.jobs:
+            t_call = time.time()
             ids += client.submit(spec, count=min(args.batch, args.jobs - len(ids)))
+            calls.append(time.time() - t_call)
         submit_s = time.time() - t_submit
+        calls.sort()
+        result.update(submit_call_p50_s=round(calls[len(calls) // 2], 3), submit_call_max_s=round(calls[-1], 3))
         t0 = time.time() if args.queued else t_submit
         if args.queued:
             for start in range(0, len(ids), args.batch):
@@ -265,24 +282,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.5)
         sampler.done.set()
         sampler.join(10)
-        if profiler is not None:
-            profiler.send_signal(2)  # py-spy writes its file on SIGINT
-            profiler.wait(30)
+        _stop_profiler(profiler)
         result.update(summarize(sampler.samples, args.jobs, t0, submit_s))
         result["nodes_marked_down"] = _count_in(os.path.join(lc.logs, "cranectld.log"), "missed heartbeats")
+        result["launches_resent"] = _count_in(os.path.join(lc.logs, "cranectld.log"), "re-sending launch")
         if args.profile and os.path.exists(args.profile):
             result["profile"] = profile_summary(args.profile)
         result["series"] = [{k: s.get(k) for k in ("t", "launched", "finished", "pending", "running", "cycles",
                                                     "last_cycle_s", "ctld_rss_kb")} for s in sampler.samples]
     finally:
-        if profiler is not None and profiler.poll() is None:
-            profiler.kill()
+        _stop_profiler(profiler)  # also when the run failed: its profile says why
         lc.stop()
     return result
 
 
 TABLE = [
     ("nodes", "emulated nodes"), ("jobs", "jobs"), ("submit_jobs_per_s", "submitted (jobs/s)"),
+    ("submit_call_max_s", "slowest SubmitBatchJobs call (s)"),
     ("started_jobs_per_s", "started, sustained (jobs/s)"),
     ("finished_jobs_per_s", "finished (end recorded), sustained (jobs/s)"),
     ("drain_jobs_per_s", "drain: first submit (--queued: release) to last end (jobs/s)"),
@@ -291,7 +307,8 @@ TABLE = [
     ("cycle_max_s", "cycle max (s)"), ("bus_lag_p50_le_s", "bus lag p50: status -> FreeJob (s, bucket bound)"),
     ("bus_lag_p99_le_s", "bus lag p99 (s, bucket bound)"), ("ctld_rss_mb_peak", "cranectld VmRSS peak (MB)"),
     ("cpu_share", "CPU (cores) cranectld / nodeemu / redis"),
-    ("nodes_marked_down", "nodes marked DOWN (missed heartbeats)"), ("load_before", "load average before"),
+    ("nodes_marked_down", "nodes marked DOWN (missed heartbeats)"), ("launches_resent", "launches re-sent"),
+    ("load_before", "load average before"),
 ]
 
 
@@ -312,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queued", action="store_true",
                     help="submit every job held first, then release them all: the start/finish rates without "
                          "submissions competing (default: submit while the jobs run)")
+    ap.add_argument("--rpc-timeout", type=float, default=600.0,
+                    help="seconds one gRPC call (a SubmitBatchJobs of --batch jobs) may take (default 600)")
     ap.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds (default 1800)")
     ap.add_argument("--profile", metavar="FILE", help="sample cranectld with py-spy into FILE (raw stacks)")
     ap.add_argument("--base-dir", help="keep the cluster's directory (logs, journal) here instead of a temporary one")
