@@ -136,8 +136,10 @@ def _diff_hist(first: dict[str, Any], last: dict[str, Any]) -> tuple[list[float]
     return bounds, [y - (a[i] if i < len(a) else 0) for i, y in enumerate(b)]
 
 
-def summarize(samples: list[dict[str, Any]], jobs: int, t_submit0: float, submit_s: float) -> dict[str, Any]:
-    """The figures of a run from its samples."""
+def summarize(samples: list[dict[str, Any]], jobs: int, t_submit0: float, submit_s: float,
+              submitted: int | None = None) -> dict[str, Any]:
+    """The figures of a run from its samples (``submitted``: jobs accepted, when not all of ``jobs`` were)."""
+    submitted = jobs if submitted is None else submitted
     ok = [s for s in samples if "cycles" in s]
     first, last = (ok[0], ok[-1]) if ok else ({}, {})
     t_done = _when(samples, "finished", jobs)
@@ -149,7 +151,10 @@ def summarize(samples: list[dict[str, Any]], jobs: int, t_submit0: float, submit
     out: dict[str, Any] = {
         "jobs": jobs,
         "submit_s": round(submit_s, 2),
-        "submit_jobs_per_s": round(jobs / submit_s, 1) if submit_s else None,
+        "submitted": submitted,
+        "submit_jobs_per_s": round(submitted / submit_s, 1) if submit_s else None,
+        "started_total": samples[-1]["launched"],
+        "finished_total": samples[-1]["finished"],
         "started_jobs_per_s": _round(sustained(samples, "launched", jobs)),
         "finished_jobs_per_s": _round(sustained(samples, "finished", jobs)),
         "reported_jobs_per_s": _round(sustained(samples, "reported", jobs)),
@@ -224,6 +229,35 @@ def _stop_profiler(profiler: subprocess.Popen | None) -> None:
         profiler.kill()
 
 
+def _drive(args: argparse.Namespace, client: Any, spec: Any, sampler: Sampler, progress: dict[str, Any],
+           result: dict[str, Any]) -> None:
+    """Submit (and with ``--queued`` release) the jobs, then wait until every end is recorded or ``--timeout``.
+
+    Fills ``progress`` as it goes (``calls``: seconds per SubmitBatchJobs, ``submit_s``, ``t0``: the start
+    of the run) so that an interrupted run still has its figures.
+    """
+    ids: list[int] = []
+    while len(ids) < args.jobs:
+        t_call = time.time()
+        ids += client.submit(spec, count=min(args.batch, args.jobs - len(ids)))
+        progress["calls"].append(time.time() - t_call)
+        progress["submitted"] = len(ids)
+    progress["submit_s"] = time.time() - progress["t_submit"]
+    t0 = progress["t0"] = time.time() if args.queued else progress["t_submit"]
+    if args.queued:
+        for start in range(0, len(ids), args.batch):
+            reply = client.modify(ids[start:start + args.batch], hold=False)
+            if reply.not_modified:
+                raise RuntimeError(f"releasing the held jobs failed: {list(reply.reasons)[:1]}")
+        result["release_s"] = round(time.time() - t0, 2)
+    deadline = t0 + args.timeout
+    while time.time() < deadline:
+        if sampler.samples[-1]["finished"] >= args.jobs:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"not every end was recorded within --timeout {args.timeout:g}s")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the cluster, submit, sample until every job ended (or ``--timeout``), return the figures."""
     from crane_tools.localcluster import LocalCluster
@@ -257,33 +291,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             spec.hold = True
         sampler.samples.append(sampler.sample())
         sampler.start()
-        t_submit = time.time()
-        ids: list[int] = []
-        calls: list[float] = []
-        while len(ids) < args.jobs:
-            t_call = time.time()
-            ids += client.submit(spec, count=min(args.batch, args.jobs - len(ids)))
-            calls.append(time.time() - t_call)
-        submit_s = time.time() - t_submit
-        calls.sort()
-        result.update(submit_call_p50_s=round(calls[len(calls) // 2], 3), submit_call_max_s=round(calls[-1], 3))
-        t0 = time.time() if args.queued else t_submit
-        if args.queued:
-            for start in range(0, len(ids), args.batch):
-                reply = client.modify(ids[start:start + args.batch], hold=False)
-                if reply.not_modified:
-                    raise RuntimeError(f"releasing the held jobs failed: {list(reply.reasons)[:1]}")
-            result["release_s"] = round(time.time() - t0, 2)
-        deadline = t0 + args.timeout
-        while time.time() < deadline:
-            last = sampler.samples[-1]
-            if last["finished"] >= args.jobs:
-                break
-            time.sleep(0.5)
+        progress: dict[str, Any] = {"t_submit": time.time(), "calls": []}
+        try:
+            _drive(args, client, spec, sampler, progress, result)
+        except (KeyboardInterrupt, grpc.RpcError, RuntimeError) as exc:  # keep what was measured so far
+            why = f"{exc.code().name} {exc.details()}" if isinstance(exc, grpc.RpcError) else \
+                type(exc).__name__ if isinstance(exc, KeyboardInterrupt) else str(exc)
+            result["stopped"] = f"run stopped early: {why}"
+        calls = sorted(progress["calls"])
+        if calls:
+            result.update(submit_call_p50_s=round(calls[len(calls) // 2], 3), submit_call_max_s=round(calls[-1], 3))
+        t0 = progress.get("t0", progress["t_submit"])
+        submit_s = progress.get("submit_s", time.time() - progress["t_submit"])
         sampler.done.set()
         sampler.join(10)
         _stop_profiler(profiler)
-        result.update(summarize(sampler.samples, args.jobs, t0, submit_s))
+        result.update(summarize(sampler.samples, args.jobs, t0, submit_s, progress.get("submitted", 0)))
         result["nodes_marked_down"] = _count_in(os.path.join(lc.logs, "cranectld.log"), "missed heartbeats")
         result["launches_resent"] = _count_in(os.path.join(lc.logs, "cranectld.log"), "re-sending launch")
         if args.profile and os.path.exists(args.profile):
@@ -299,6 +322,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 TABLE = [
     ("nodes", "emulated nodes"), ("jobs", "jobs"), ("submit_jobs_per_s", "submitted (jobs/s)"),
     ("submit_call_max_s", "slowest SubmitBatchJobs call (s)"),
+    ("started_total", "jobs started"), ("finished_total", "jobs finished (end recorded)"),
     ("started_jobs_per_s", "started, sustained (jobs/s)"),
     ("finished_jobs_per_s", "finished (end recorded), sustained (jobs/s)"),
     ("drain_jobs_per_s", "drain: first submit (--queued: release) to last end (jobs/s)"),
@@ -361,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crane bench scale: the controller did not answer: {exc.code().name} {exc.details()}",
               file=sys.stderr)
         return 1
+    if result.get("stopped"):
+        print(f"crane bench scale: {result['stopped']}", file=sys.stderr)
     result["load_after"] = round(os.getloadavg()[0], 2)
     if args.json:
         print(json.dumps(result))
