@@ -43,7 +43,7 @@ import hiredis
 from crane_common.states import EC_EXCEED_TIME_LIMIT, EC_SPAWN_FAILED, EC_TERMINATED
 from crane_kernel import messages as m
 from crane_kernel.bus.client import DEAD_LETTER_MAXLEN, FIELD
-from crane_kernel.bus.credentials import BusCredentials, load_role, node_user
+from crane_kernel.bus.credentials import BusCredentials, _private_dir, load_role, node_user
 from crane_kernel.bus.signing import CommandVerifier
 from crane_kernel.errors import BusMessageError
 from crane_kernel.resp import _connect, _frame
@@ -214,7 +214,7 @@ class NodeEmulator:
         self.chunk = chunk
         self.ping = cfg.Craned.PingInterval
         self.state_dir = state_dir or os.path.join(cfg.base_dir, "nodeemu")
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        _private_dir(self.state_dir)  # 0700 and ours: the sequences decide which commands are replays
         self.seq_file = os.path.join(self.state_dir, "sequences.json")
         saved = self._load_sequences()
         names_bus = Bus(cfg.RedisUrl, cfg.ClusterName, client=_NoClient())  # key names only

@@ -20,6 +20,7 @@ from crane_kernel.bus import credentials as creds
 from crane_kernel.bus.client import FIELD
 from crane_kernel.bus.signing import CommandSigner
 from crane_kernel.config import parse_config
+from crane_kernel.errors import CraneError
 from crane_tools.localcluster import default_config
 from crane_tools.nodeemu import NodeEmulator, TimerWheel, job_duration, job_exit_code
 from crane_tools.redis_server import RedisServer
@@ -281,3 +282,27 @@ def test_timer_wheel_pops_due_items_in_order() -> None:
     assert len(wheel) == 1
     assert wheel.due(10_000.0) == ["c"]
     assert wheel.due(10_000.0) == []
+
+
+def test_state_directory_is_private_and_a_foreign_one_is_refused(rig: Rig, tmp_path: Path) -> None:
+    state = os.path.join(rig.cfg.base_dir, "nodeemu")
+    assert os.stat(state).st_mode & 0o777 == 0o700
+    rig.send("cn01", launch(90, env={"CRANE_EMU_DURATION": "100"}))
+    rig.emu.step()
+    assert os.stat(os.path.join(state, "sequences.json")).st_mode & 0o777 == 0o600
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    os.chown(foreign, 65534, 65534)
+    with pytest.raises(CraneError, match="owned by uid 65534"):
+        NodeEmulator(rig.cfg, state_dir=str(foreign))
+
+
+def test_benchmark_figures_from_samples() -> None:
+    from crane_tools.benchscale import cycle_quantile, sustained
+
+    samples = [{"t": float(t), "launched": 100 * t} for t in range(11)]  # 100 jobs/s for 10 s
+    assert sustained(samples, "launched", 1000) == pytest.approx(100.0)
+    assert sustained(samples, "launched", 5000) is None  # never got there
+    assert cycle_quantile([0.1, 1.0], [90, 9, 1], 0.5) == 0.1
+    assert cycle_quantile([0.1, 1.0], [90, 9, 1], 0.995) == float("inf")
+    assert cycle_quantile([0.1, 1.0], [0, 0, 0], 0.5) is None
