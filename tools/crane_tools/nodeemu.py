@@ -283,6 +283,20 @@ class NodeEmulator:
             replies.append(reply)
         return replies
 
+    def lost_connection(self) -> None:
+        """After a failed round trip: close, and make the next sweep re-read every node's unacked commands.
+
+        Queued reports are kept and sent again (some may be in Redis twice: the controller ignores
+        a repeated status); the commands whose ack was lost are read again and re-applied (every
+        handler is idempotent), so their sequences are forgotten rather than refused as replays.
+        """
+        self.close()
+        for n in self.nodes.values():
+            n.read_pending = True  # a read may have been delivered but its reply lost
+            n.acks.clear()
+            n.dead.clear()
+            n.check.abort()
+
     # -- start ---------------------------------------------------------------------------------------
     def register_all(self) -> None:
         """Create every node's consumer group and send its NodeRegister (pipelined in chunks)."""
@@ -623,13 +637,7 @@ class NodeEmulator:
                     time.sleep(rest)
             except (ConnectionError, OSError, hiredis.ProtocolError) as exc:
                 log.warning("redis connection lost (%s); retrying in %.1fs", exc, delay)
-                self.close()
-                for n in self.nodes.values():
-                    n.read_pending = True  # a read may have been delivered but its reply lost
-                    n.out.clear()          # statuses are re-derived: heartbeats say what runs and ended
-                    n.acks.clear()
-                    n.dead.clear()
-                    n.check.abort()
+                self.lost_connection()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.close()

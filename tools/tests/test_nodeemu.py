@@ -306,3 +306,22 @@ def test_benchmark_figures_from_samples() -> None:
     assert cycle_quantile([0.1, 1.0], [90, 9, 1], 0.5) == 0.1
     assert cycle_quantile([0.1, 1.0], [90, 9, 1], 0.995) == float("inf")
     assert cycle_quantile([0.1, 1.0], [0, 0, 0], 0.5) is None
+
+
+def test_a_lost_connection_loses_no_status_and_no_command(rig: Rig) -> None:
+    rig.reports("cn01")
+    rig.send("cn01", launch(95, env={"CRANE_EMU_DURATION": "0.2"}))
+    rig.send("cn01", launch(96, env={"CRANE_EMU_DURATION": "100"}))
+    rig.emu.sweep()                        # both read and applied, their statuses queued ...
+    rig.emu.sock.close()                   # ... and the connection is gone before the flush
+    with pytest.raises(OSError):
+        rig.emu.flush()
+    rig.emu.lost_connection()
+    rig.emu.connect()
+    rig.emu.step()                         # re-reads the unacked commands (duplicates: ignored), sends the queue
+    assert [(s.job_id, s.state) for s in rig.statuses("cn01")] == [(95, "running"), (96, "running")]
+    assert rig.dead("cn01") == []          # nothing refused as a replay
+    time.sleep(0.25)
+    rig.emu.step()
+    assert [(s.job_id, s.state) for s in rig.statuses("cn01")] == [(95, "finished")]
+    assert rig.admin.redis.xpending(rig.admin.node_stream("cn01"), "craned")["pending"] == 0
