@@ -217,7 +217,7 @@ class NodeEmulator:
         _private_dir(self.state_dir)  # 0700 and ours: the sequences decide which commands are replays
         self.seq_file = os.path.join(self.state_dir, "sequences.json")
         saved = self._load_sequences()
-        names_bus = Bus(cfg.RedisUrl, cfg.ClusterName, client=_NoClient())  # key names only
+        names_bus = Bus(cfg.RedisUrl, cfg.ClusterName)  # for its key names only (redis-py connects on first use)
         self.boot_id = uuid.uuid4().hex[:12]
         self.nodes: dict[str, EmulatedNode] = {}
         now = time.time()
@@ -641,10 +641,6 @@ class NodeEmulator:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.close()
-
-
-class _NoClient:
-    """Stands in for a redis client where a :class:`Bus` is only used for its key names (never called)."""
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
