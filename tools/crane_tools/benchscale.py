@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     width = len(str(args.nodes))
     lc = LocalCluster(
         args.base_dir, nodes=args.nodes, cpus=args.cpus, memory=f"{args.cpus}G", cluster="scale", emulated=True,
-        emulator_args=["--poll-interval", str(args.poll_interval)],
+        emulator_args=["--poll-interval", str(args.poll_interval), "--idle-interval", str(args.idle_interval)],
         Nodes=[{"name": f"cn[{1:0{width}d}-{args.nodes}]", "cpu": args.cpus, "memory": f"{args.cpus}G"}],
         Craned={"PingInterval": args.ping},
         CraneCtld={"CranedTimeout": args.craned_timeout, "ScheduleInterval": args.schedule_interval},
@@ -347,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ping", type=float, default=5.0, help="heartbeat interval of the nodes, s (default 5)")
     ap.add_argument("--craned-timeout", type=float, default=30.0,
                     help="CraneCtld.CranedTimeout: seconds without a heartbeat before a node is DOWN (default 30)")
-    ap.add_argument("--poll-interval", type=float, default=0.1, help="emulator sweep interval, s (default 0.1)")
+    ap.add_argument("--poll-interval", type=float, default=0.1,
+                    help="emulator: sweep of the busy nodes every this many s (default 0.1)")
+    ap.add_argument("--idle-interval", type=float, default=0.5,
+                    help="emulator: sweep of every node every this many s (default 0.5)")
     ap.add_argument("--schedule-interval", type=float, default=1.0, help="CraneCtld.ScheduleInterval (default 1)")
     ap.add_argument("--scheduler", default="fifo", help="scheduler plugin (default fifo)")
     ap.add_argument("--queued", action="store_true",

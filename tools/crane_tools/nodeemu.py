@@ -53,6 +53,8 @@ log = logging.getLogger("crane_tools.nodeemu")
 GROUP = b"craned"
 DURATION_ENV = "CRANE_EMU_DURATION"
 EXIT_CODE_ENV = "CRANE_EMU_EXIT_CODE"
+HOT_S = 2.0
+"""Seconds a node stays hot (swept every poll interval) after it got a command or sent a final status."""
 READ_COUNT = 200
 """Most command entries read per node and sweep (as craned's consumer batch)."""
 RTT_BOUNDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -178,6 +180,7 @@ class EmulatedNode:
     acks: list[bytes] = field(default_factory=list)
     dead: list[tuple[bytes, dict[bytes, bytes], str]] = field(default_factory=list)
     next_beat: float = 0.0
+    hot_until: float = 0.0  # swept every poll interval until then (see NodeEmulator.sweep)
     group_ready: bool = False
     read_pending: bool = True
     auth: bytes = b""
@@ -193,12 +196,16 @@ class NodeEmulator:
         names: the nodes to emulate (default: every node of the config).
         state_dir: where ``sequences.json`` is kept (default ``<CraneBaseDir>/nodeemu``).
         default_duration: seconds a job with no duration and no time limit runs (0: until cancelled).
-        poll_interval: seconds between sweeps of the command streams.
+        poll_interval: seconds between sweeps of the *hot* nodes' command streams: those that got a
+            command or sent a final status in the last :data:`HOT_S` seconds (a FreeJob and the next
+            launch are on their way).
+        idle_interval: seconds between sweeps of every node's stream.
         chunk: nodes per pipelined round trip.
     """
 
     def __init__(self, cfg: Any, names: list[str] | None = None, *, state_dir: str | None = None,
-                 default_duration: float = 0.0, poll_interval: float = 0.1, chunk: int = 2000) -> None:
+                 default_duration: float = 0.0, poll_interval: float = 0.1, idle_interval: float = 0.5,
+                 chunk: int = 2000) -> None:
         from crane_kernel.bus import Bus
 
         table = cfg.node_table()
@@ -211,6 +218,8 @@ class NodeEmulator:
         self.cfg = cfg
         self.default_duration = default_duration
         self.poll_interval = poll_interval
+        self.idle_interval = max(idle_interval, poll_interval)
+        self.next_full = 0.0
         self.chunk = chunk
         self.ping = cfg.Craned.PingInterval
         self.state_dir = state_dir or os.path.join(cfg.base_dir, "nodeemu")
@@ -324,10 +333,18 @@ class NodeEmulator:
                               ended=[(j, s, e) for j, (s, e) in n.ended.items()])
 
     # -- the loop -------------------------------------------------------------------------------------
-    def sweep(self) -> int:
-        """Read every node's command stream (pipelined AUTH + XREADGROUP per node) and apply what came; return count."""
+    def sweep(self, now: float | None = None) -> int:
+        """Read the command streams (pipelined AUTH + XREADGROUP per node) and apply what came; return the count.
+
+        Every node's stream once per ``idle_interval``, in between only the hot nodes'.
+        """
+        now = time.time() if now is None else now
         got = 0
-        nodes = list(self.nodes.values())
+        if now >= self.next_full:
+            nodes = list(self.nodes.values())
+            self.next_full = now + self.idle_interval
+        else:
+            nodes = [n for n in self.nodes.values() if n.hot_until > now or n.read_pending]
         while nodes:
             caught_up = []  # nodes whose own pending entries are done: read their new ones in this sweep too
             for start in range(0, len(nodes), self.chunk):
@@ -363,6 +380,7 @@ class NodeEmulator:
         if n.read_pending and not entries:
             n.read_pending = False
             return 0
+        n.hot_until = time.time() + HOT_S
         for raw_id, flat in entries:
             self.handle_entry(n, raw_id, dict(zip(flat[0::2], flat[1::2], strict=True)) if flat else {})
         return len(entries)
@@ -477,6 +495,7 @@ class NodeEmulator:
                                   cpu_time_ms=max(0, cpu_ms)))
         self.stats["finished"] += 1
         self._sent_final[(n.name, run.job_id)] = now
+        n.hot_until = now + HOT_S  # its FreeJob, and a launch for the freed CPUs, come next
 
     def _terminate(self, n: EmulatedNode, msg: m.TerminateStep, now: float) -> None:
         if msg.step_id not in (None, 0):
@@ -662,7 +681,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", help="hostlist of the nodes to emulate (default: every node of the config)")
     ap.add_argument("--default-duration", type=float, default=0.0,
                     help="seconds a job with no duration and no time limit runs (0: until cancelled)")
-    ap.add_argument("--poll-interval", type=float, default=0.1, help="seconds between sweeps (default 0.1)")
+    ap.add_argument("--poll-interval", type=float, default=0.1,
+                    help="seconds between sweeps of the busy nodes' streams (default 0.1)")
+    ap.add_argument("--idle-interval", type=float, default=0.5,
+                    help="seconds between sweeps of every node's stream (default 0.5)")
     ap.add_argument("--state-dir", help="where the accepted command sequences are kept")
     ap.add_argument("--stats-file", help="write counters (JSON) to this file every second")
     ap.add_argument("-L", "--log-file", help="log to this file instead of stderr")
@@ -673,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         names = expand(args.nodes) if args.nodes else None
         emu = NodeEmulator(cfg, names, state_dir=args.state_dir, default_duration=args.default_duration,
-                           poll_interval=args.poll_interval)
+                           poll_interval=args.poll_interval, idle_interval=args.idle_interval)
     except (CraneError, ValueError) as exc:
         print(f"nodeemu: {exc}", file=sys.stderr)
         return 1

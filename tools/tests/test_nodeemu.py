@@ -55,7 +55,7 @@ class Rig:
 
     def emulator(self) -> NodeEmulator:
         """A fresh emulator of every node of the config."""
-        return NodeEmulator(self.cfg, poll_interval=0.01)
+        return NodeEmulator(self.cfg, poll_interval=0.01, idle_interval=0.01)
 
     def send(self, node: str, msg: m.BusMessage) -> None:
         """Publish a signed command to ``node``."""
@@ -325,3 +325,19 @@ def test_a_lost_connection_loses_no_status_and_no_command(rig: Rig) -> None:
     rig.emu.step()
     assert [(s.job_id, s.state) for s in rig.statuses("cn01")] == [(95, "finished")]
     assert rig.admin.redis.xpending(rig.admin.node_stream("cn01"), "craned")["pending"] == 0
+
+
+def test_only_busy_nodes_are_swept_between_full_sweeps(rig: Rig) -> None:
+    emu = rig.emu
+    emu.idle_interval = 60.0
+    rig.send("cn01", launch(100, env={"CRANE_EMU_DURATION": "100"}))
+    emu.next_full = 0.0
+    emu.step()                      # a full sweep: cn01 got a command, so it is hot now
+    rig.send("cn01", launch(101, env={"CRANE_EMU_DURATION": "100"}))
+    rig.send("cn02", launch(102, env={"CRANE_EMU_DURATION": "100"}))
+    emu.step()                      # only the hot node is read
+    assert [s.job_id for s in rig.statuses("cn01")] == [100, 101]
+    assert rig.statuses("cn02") == []
+    emu.next_full = 0.0
+    emu.step()                      # the next full sweep reads the idle node too
+    assert [s.job_id for s in rig.statuses("cn02")] == [102]
