@@ -18,7 +18,9 @@ the exit code. Task steps (``StartStep``, crun) are refused as ``failed_to_start
 
 Scale: all nodes share ONE Redis connection. A sweep is one pipelined round trip per chunk of
 nodes: ``AUTH node-x`` + ``XREADGROUP`` for each (precomputed bytes, replies parsed by hiredis);
-what a loop produces (reports, acks, trims, dead letters) goes out in one more pipeline. The
+the busy nodes (a command or a final status in the last :data:`HOT_S` s) are swept every poll
+interval, every node every idle interval. What a loop produces (reports, acks, trims, dead
+letters) goes out in one more pipeline. The
 emulator's state is in memory: a restarted emulator registers its nodes empty (like rebooted
 nodes); the command sequences it accepted are kept in ``<state-dir>/sequences.json`` so replays
 stay refused across restarts.
