@@ -367,8 +367,12 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) <= 0:
             print(f"crane bench scale: --{name} must be positive", file=sys.stderr)
             return 2
-    if args.duration < 0 or args.ping <= 0 or args.poll_interval <= 0:
-        print("crane bench scale: --duration, --ping and --poll-interval must be positive", file=sys.stderr)
+    if args.duration < 0:
+        print("crane bench scale: --duration must not be negative", file=sys.stderr)
+        return 2
+    if min(args.ping, args.poll_interval, args.idle_interval, args.rpc_timeout, args.timeout) <= 0:
+        print("crane bench scale: --ping, --poll-interval, --idle-interval and the timeouts must be positive",
+              file=sys.stderr)
         return 2
     if args.profile and not (shutil.which("py-spy") or os.path.exists(
             os.path.join(os.path.dirname(sys.executable), "py-spy"))):

@@ -341,3 +341,17 @@ def test_only_busy_nodes_are_swept_between_full_sweeps(rig: Rig) -> None:
     emu.next_full = 0.0
     emu.step()                      # the next full sweep reads the idle node too
     assert [s.job_id for s in rig.statuses("cn02")] == [102]
+
+
+def test_profile_summary_reads_py_spy_raw_stacks(tmp_path: Path) -> None:
+    from crane_tools.benchscale import profile_summary
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text("thread (1): bus;run (a.py:1);janitor (r.py:2) 30\n"
+                   "thread (1): bus;run (a.py:1);poll (c.py:3) 10\n"
+                   "thread (2): sched;cycle (y.py:4) 60\n")
+    prof = profile_summary(str(raw))
+    assert prof["samples"] == 100
+    assert prof["threads"] == {"thread (2): sched": 60.0, "thread (1): bus": 40.0}
+    assert prof["own_pct"]["janitor (r.py:2)"] == 30.0
+    assert prof["total_pct"]["run (a.py:1)"] == 40.0
