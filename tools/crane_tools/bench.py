@@ -12,6 +12,8 @@ BENCHMARKS = {
                                                   "jobs: start latency, drain rate"),
     "array": ("crane_tools.arraybench", "an array of N tasks beside N plain jobs: submit time, controller memory "
                                         "per pending task"),
+    "scale": ("crane_tools.benchscale", "the real controller with N emulated nodes (one process): jobs started and "
+                                        "finished per second, cycle time, bus lag, controller memory"),
     "interactive": ("crane_tools.benchinteractive", "crun and calloc beside srun and salloc: round trips, a step "
                                                     "in an allocation, output throughput"),
 }
@@ -24,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        sys.stderr.write("usage: crane bench {e2e,sched,acct,containers,array,interactive} ...\n")
+        sys.stderr.write("usage: crane bench {e2e,sched,acct,containers,array,interactive,scale} ...\n")
         return 2
     if args[0] in ("-h", "--help"):
-        lines = ["usage: crane bench {e2e,sched,acct,containers,array,interactive} ...", ""]
+        lines = ["usage: crane bench {e2e,sched,acct,containers,array,interactive,scale} ...", ""]
         lines += [f"  {name:<12} {about}" for name, (_mod, about) in BENCHMARKS.items()]
         print("\n".join(lines))
         return 0

@@ -67,7 +67,7 @@ class LocalCluster:
 
     def __init__(self, base_dir: str | None = None, *, nodes: int = 3, cpus: float = 2, memory: str = "1G",
                  cluster: str = "demo", config: dict[str, Any] | None = None, tls: bool = True,
-                 **overrides: Any) -> None:
+                 emulated: bool = False, emulator_args: list[str] | None = None, **overrides: Any) -> None:
         self.owns_dir = base_dir is None
         self.base_dir = base_dir or tempfile.mkdtemp(prefix=f"crane-{cluster}-")
         os.makedirs(self.base_dir, exist_ok=True)
@@ -86,6 +86,9 @@ class LocalCluster:
         self.bus_dir: str | None = None  # the bus credentials (None: Bus.Auth off)
         self.acl_selectors = True  # False when the Redis server is older than 7.0
         self.tls = tls
+        self.emulated = emulated  # one node emulator (crane_tools.nodeemu) instead of a craned per node
+        self.emulator_args = list(emulator_args or [])
+        self.nodeemu: subprocess.Popen | None = None
 
     def update_config(self, **overrides: Any) -> None:
         """Overlay more config (as the constructor's keyword overrides) before :meth:`start`."""
@@ -139,6 +142,10 @@ class LocalCluster:
             self.start_plugind()
         if self.cfg.Cfored.Socket and os.geteuid() == 0:
             self.start_cfored()
+        if self.emulated:
+            self.start_nodeemu()
+            self.wait_nodes_up(len(self.node_names), timeout=max(30, len(self.node_names) / 100))
+            return self
         for name in self.node_names:
             self.start_craned(name)
         self.wait_nodes_up(len(self.node_names))
@@ -239,6 +246,15 @@ class LocalCluster:
         """Start the ``craned`` of virtual node ``name``."""
         self.craneds[name] = self._spawn(["crane_kernel.craned.main", "-N", name], f"craned-{name}.log")
 
+    def start_nodeemu(self) -> None:
+        """Start the node emulator for every node of the config (log ``nodeemu.log``, counters ``nodeemu.json``)."""
+        self.nodeemu = self._spawn(["crane_tools.nodeemu", "--stats-file", self.nodeemu_stats_path(),
+                                    *self.emulator_args], "nodeemu.log")
+
+    def nodeemu_stats_path(self) -> str:
+        """Where the node emulator writes its counters every second."""
+        return os.path.join(self.logs, "nodeemu.json")
+
     def wait_ctld(self, timeout: float = 30) -> None:
         """Wait until the controller accepts connections."""
         import socket
@@ -286,7 +302,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop everything, kill leftover step supervisors, remove cgroups and (if ours) the directory."""
-        procs = [self.cfored, *self.craneds.values(), self.ctld, self.plugind]
+        procs = [self.cfored, self.nodeemu, *self.craneds.values(), self.ctld, self.plugind]
         for proc in procs:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
