@@ -133,7 +133,8 @@ def compress(hosts: list[str]) -> str:
         if not m:
             order.append(h)
             continue
-        key = (m.group(1), len(m.group(2)) if m.group(2).startswith("0") else 0)
+        digits = m.group(2)
+        key = (m.group(1), len(digits) if len(digits) > 1 and digits.startswith("0") else 0)  # "0" is not padded
         if key not in groups:
             groups[key] = []
             order.append(key)
