@@ -14,6 +14,10 @@ A submission is rejected (``cbatch`` exits 4 with the message) when
 It works on the controller's read-only ``cluster`` description (configured capacities, not what is
 free now), so it is a plain job filter: listed in ``Plugins.JobFilters`` (the default) it runs
 first; a site filter that changes a job's partition or size should be listed before it. No settings.
+
+Nodes of a partition are counted by *shape* (CPUs, memory, gres), an index built once per cluster
+description: a job is checked against the few shapes, not every node (a 10,000-node partition of
+three node types is three comparisons; ``-w``/``-x`` nodes are then looked at one by one).
 """
 
 from __future__ import annotations
@@ -29,6 +33,32 @@ from crane_kernel.errors import JobRejected
 __all__ = ["SubmitChecks", "check"]
 
 EPS = 1e-9
+
+Shape = tuple[float, int, tuple[tuple[str, int], ...]]
+_index: tuple[Any, dict[str, list[tuple[Shape, int]]]] | None = None  # (the cluster it describes, per partition)
+
+
+def _shapes(cluster: ClusterInfo, part_name: str) -> list[tuple[Shape, int]]:
+    """The partition's node shapes and how many nodes have each (rebuilt when the description changes)."""
+    global _index
+    if _index is None or _index[0] is not cluster:
+        _index = (cluster, {})
+    table = _index[1]
+    shapes = table.get(part_name)
+    if shapes is None:
+        counts: dict[Shape, int] = {}
+        for name in cluster.partitions[part_name].nodes:
+            node = cluster.nodes[name]
+            shape = (node.cpus, node.memory, tuple(sorted(node.gres.items())))
+            counts[shape] = counts.get(shape, 0) + 1
+        shapes = table[part_name] = list(counts.items())
+    return shapes
+
+
+def _fits(shape: Shape, cpus: float, mem: int, gres: Mapping[str, int]) -> bool:
+    if shape[0] + EPS < cpus or shape[1] < mem:
+        return False
+    return not gres or gres_rules.fits(dict(shape[2]), gres)
 
 
 def check(job: Mapping[str, Any], cluster: ClusterInfo) -> None:
@@ -54,17 +84,18 @@ def check(job: Mapping[str, Any], cluster: ClusterInfo) -> None:
 
     def fits(name: str) -> bool:
         node = cluster.nodes[name]
-        if node.cpus + EPS < cpus or node.memory < mem:
-            return False
-        return not gres or gres_rules.fits(node.gres, gres)
+        return _fits((node.cpus, node.memory, tuple(sorted(node.gres.items()))), cpus, mem, gres)
 
-    candidates = [n for n in members if n not in exclude and fits(n)]
-    if len(candidates) < node_num:
+    able = sum(count for shape, count in _shapes(cluster, part_name) if _fits(shape, cpus, mem, gres))
+    if exclude:
+        member_set = set(members)
+        able -= sum(1 for n in exclude if n in member_set and fits(n))
+    if able < node_num:
         raise JobRejected(
             f"requested resources ({node_num} node(s) x {cpus:g} CPU, {mem >> 20} MB"
             f"{', ' + ','.join(f'{k}:{v}' for k, v in gres.items()) if gres else ''}) exceed what partition "
             f"'{part_name}' can ever provide")
-    if nodelist and not all(n in candidates for n in nodelist):
+    if nodelist and not all(n not in exclude and fits(n) for n in nodelist):
         raise JobRejected("requested node list cannot hold this job")
 
 

@@ -67,3 +67,38 @@ def test_loaded_by_name_as_the_default_filter():
     with pytest.raises(plugins.PluginError, match="submit_checks"):
         plugins.from_objects({"job_filter": {"submit_checks": SubmitChecks()}},
                              settings={"submit_checks": {"Strict": True}})
+
+
+def test_counting_by_node_shape_decides_as_looking_at_every_node():
+    """The shape index (one entry per node type) accepts and refuses exactly what a per-node scan does."""
+    import random
+
+    from crane_kernel import gres as gres_rules
+
+    cfg = parse_config({
+        "Nodes": [{"name": "a[01-40]", "cpu": 8, "memory": "16G"}, {"name": "b[01-20]", "cpu": 32, "memory": "64G"},
+                  {"name": "g[01-05]", "cpu": 16, "memory": "64G", "gres": [{"name": "gpu", "count": 2}]}],
+        "Partitions": [{"name": "all", "nodes": "ALL"}]})
+    info = build_cluster_info(cfg)
+    names = list(info.nodes)
+    rng = random.Random(7)
+
+    def by_scan(j):
+        def fits(n):
+            node = info.nodes[n]
+            return (node.cpus + 1e-9 >= j["cpus_per_node"] and node.memory >= j["mem_per_node"]
+                    and (not j["gres"] or gres_rules.fits(node.gres, j["gres"])))
+        cands = [n for n in names if n not in j["exclude"] and fits(n)]
+        return len(cands) >= j["node_num"] and all(n in cands for n in j["nodelist"])
+
+    for _ in range(400):
+        j = job(partition="all", node_num=rng.choice([1, 2, 5, 20, 25, 60, 70]),
+                cpus_per_node=float(rng.choice([1, 8, 9, 16, 32, 33])), mem_per_node=rng.choice([1, 16, 40, 64]) << 30,
+                gres=rng.choice([{}, {"gpu": 1}, {"gpu": 3}]), exclude=rng.sample(names, rng.choice([0, 0, 3, 30])),
+                nodelist=rng.sample(names, rng.choice([0, 0, 1, 2])))
+        try:
+            check(j, info)
+            ok = True
+        except JobRejected:
+            ok = False
+        assert ok == by_scan(j), j
