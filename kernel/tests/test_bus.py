@@ -461,3 +461,37 @@ def test_publish_fresh_speaks_resp_and_is_consumed(redis_url):
 
     with pytest.raises(ConnectionError):
         bad.publish_fresh(bad.ctld_stream(), msgs.FreeJob(job_id=1))
+
+
+def test_the_janitor_of_many_streams_claims_and_trims_each_in_pipelined_round_trips(redis_url):
+    """A consumer of 50 streams: stale entries of a dead consumer are claimed on every stream, settled ones
+    trimmed, undelivered ones kept, and one pass makes a few round trips in all, not 4 per stream."""
+    from crane_kernel import messages as msgs
+    from crane_kernel.bus import Bus, Consumer
+
+    bus = Bus(redis_url, "many")
+    streams = [bus.node_stream(f"n{i}") for i in range(50)]
+
+    def die(batch: Batch) -> None:
+        raise _Died
+
+    dead = Consumer(bus, streams, "g", "dead", die, block_ms=0, batch=1)
+    for s in streams:
+        bus.publish(s, [msgs.FreeJob(job_id=1), msgs.FreeJob(job_id=2)])
+    with pytest.raises(_Died):  # the dead one takes the first entry of every stream and never acks it
+        dead.poll_once()
+    assert all(bus.redis.xpending(s, "g")["pending"] == 1 for s in streams)
+    rec = Recorder()
+    live = Consumer(bus, streams, "g", "live", rec, block_ms=0, claim_idle_ms=0)
+    calls = []
+    real = live._r.pipeline
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    live._r.pipeline = counting
+    assert live.janitor() == len(streams)  # every stream's stale entry claimed and handled
+    assert len(calls) <= 8, len(calls)  # claims, the batch's delivery counts and acks, groups, pending, trims
+    assert all(bus.redis.xpending(s, "g")["pending"] == 0 for s in streams)
+    assert all(len(bus.redis.xrange(s)) == 1 for s in streams)  # the handled one trimmed, the undelivered kept

@@ -96,20 +96,93 @@ class RecoveryMixin:
     # --- recovery -------------------------------------------------------------------------
 
     def janitor(self, max_rounds: int = 10) -> int:
-        """Claim entries idle longer than ``claim_idle_ms`` in any consumer (XAUTOCLAIM) and process them.
+        """Claim entries idle longer than ``claim_idle_ms`` in any consumer (XAUTOCLAIM) and process them,
+        then trim what every group settled (:meth:`trim_acked`).
 
         Entries past ``max_deliveries`` go to the dead-letter stream. Returns the number settled.
+        With many streams (the controller reads one report stream per node) each step is one
+        pipelined round trip over all of them, not a round trip per stream: 10,000 streams cost
+        three round trips, where they blocked the reader for seconds.
         """
         settled = 0
         try:
-            for stream in self.streams:
-                settled += self._claim_stale(stream, max_rounds)
-                self.trim_acked(stream)
+            if len(self.streams) == 1:
+                settled += self._claim_stale(self.stream, max_rounds)
+                self.trim_acked(self.stream)
+            else:
+                settled += self._claim_all(max_rounds)
+                self._trim_all()
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self._recover_group(exc)
         return settled
+
+    def _claim_all(self, max_rounds: int) -> int:
+        """One pipelined XAUTOCLAIM per stream; a stream with more to claim goes on alone (:meth:`_claim_stale`)."""
+        pipe = self._r.pipeline(transaction=False)
+        streams = list(self.streams)
+        for stream in streams:
+            pipe.xautoclaim(stream, self.group, self.name, min_idle_time=self.claim_idle_ms,
+                            start_id=self._claim_cursors.get(stream, "0-0"), count=self.batch)
+        settled = 0
+        claimed: list[tuple[str, Any, Any]] = []
+        more: list[str] = []
+        for stream, resp in zip(streams, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(resp, ResponseError):
+                if "NOGROUP" in str(resp):
+                    raise resp
+                continue  # e.g. the stream does not exist (yet): nothing to claim
+            raw_cursor, entries = resp[0], resp[1]
+            cursor = raw_cursor.decode() if isinstance(raw_cursor, bytes) else str(raw_cursor)
+            self._claim_cursors[stream] = cursor
+            if stream == self.stream:
+                self._claim_cursor = cursor
+            if entries:
+                logger.info("bus: claimed %d stale entries of %s for %s", len(entries), stream, self.name)
+                claimed += [(stream, raw_id, fields) for raw_id, fields in entries]
+            if cursor != "0-0" and max_rounds > 1:
+                more.append(stream)
+        if claimed:  # handled together, like one read over all streams
+            settled += self._process(claimed, redelivered=True)
+        for stream in more:
+            settled += self._claim_stale(stream, max_rounds - 1)
+        return settled
+
+    def _trim_all(self) -> None:
+        """:meth:`trim_acked` for every stream in three pipelined round trips (groups, pending, trims)."""
+        pipe = self._r.pipeline(transaction=False)
+        streams = list(self.streams)
+        for stream in streams:
+            pipe.xinfo_groups(stream)
+        infos = pipe.execute(raise_on_error=False)
+        asked: list[tuple[str, Any, Any]] = []  # (stream, group's last delivered id, its pending summary)
+        pipe = self._r.pipeline(transaction=False)
+        for stream, groups in zip(streams, infos, strict=True):
+            if isinstance(groups, ResponseError) or not groups:
+                continue
+            for g in groups:
+                name = g[b"name"] if b"name" in g else g.get("name")
+                last = g[b"last-delivered-id"] if b"last-delivered-id" in g else g.get("last-delivered-id")
+                asked.append((stream, last, None))
+                pipe.xpending(stream, name)
+        cuts: dict[str, tuple[int, int]] = {}
+        for (stream, last, _), summary in zip(asked, pipe.execute(raise_on_error=False) if asked else [],
+                                              strict=True):
+            if isinstance(summary, ResponseError):
+                cuts[stream] = (0, 0)  # unsure: trim nothing there
+                continue
+            cut = _trim_cut(last, summary)
+            old = cuts.get(stream)
+            cuts[stream] = cut if old is None or cut < old else old
+        pipe = self._r.pipeline(transaction=False)
+        trimmed = False
+        for stream, cut in cuts.items():
+            if cut != (0, 0):
+                pipe.xtrim(stream, minid=f"{cut[0]}-{cut[1]}", approximate=False)
+                trimmed = True
+        if trimmed:
+            pipe.execute(raise_on_error=False)
 
     def _claim_stale(self, stream: str, max_rounds: int) -> int:
         """XAUTOCLAIM the stale entries of one stream (continuing from its cursor) and process them."""
@@ -152,15 +225,8 @@ class RecoveryMixin:
         for g in groups:
             name = g[b"name"] if b"name" in g else g.get("name")
             last = g[b"last-delivered-id"] if b"last-delivered-id" in g else g.get("last-delivered-id")
-            candidates = [(last, 1)]  # everything up to and including the last delivered entry ...
-            summary = self._r.xpending(stream, name)
-            if summary and summary.get("pending"):
-                candidates.append((summary["min"], 0))  # ... unless still pending
-            for c, after in candidates:
-                text = c.decode() if isinstance(c, bytes) else str(c)
-                ms, _, seq = text.partition("-")
-                key = (int(ms), int(seq or 0) + after)
-                cut = key if cut is None or key < cut else cut
+            key = _trim_cut(last, self._r.xpending(stream, name))
+            cut = key if cut is None or key < cut else cut
         if cut is None or cut == (0, 0):
             return 0
         return int(self._r.xtrim(stream, minid=f"{cut[0]}-{cut[1]}", approximate=False) or 0)
@@ -174,3 +240,17 @@ class RecoveryMixin:
         self._claim_cursor = "0-0"
         self._claim_cursors = dict.fromkeys(self.streams, "0-0")
         self.ensure_group()
+
+
+def _trim_cut(last: Any, summary: Any) -> tuple[int, int]:
+    """The first id one group may still need: after its last delivered entry, or its oldest pending one."""
+    candidates = [(last, 1)]  # everything up to and including the last delivered entry ...
+    if summary and summary.get("pending"):
+        candidates.append((summary["min"], 0))  # ... unless still pending
+    cut: tuple[int, int] | None = None
+    for c, after in candidates:
+        text = c.decode() if isinstance(c, bytes) else str(c)
+        ms, _, seq = text.partition("-")
+        key = (int(ms), int(seq or 0) + after)
+        cut = key if cut is None or key < cut else cut
+    return cut or (0, 0)
