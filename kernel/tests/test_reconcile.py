@@ -277,3 +277,28 @@ def test_malformed_reports_are_refused_or_ignored(rig):
     rig.feed(m.NodeRegister(node="cn01", cpus=2, mem=1 << 30, steps=[(job.job_id, 1, job.epoch)],
                             finished=[{"job_id": "x"}]))       # a bad finished record: skipped
     assert job.state == JobState.Running and not rig.to("nosuch", m.TerminateStep)
+
+
+def test_a_node_lost_with_many_jobs_journals_the_held_table_once_and_it_survives_a_restart(tmp_path):
+    from crane_kernel.ctld.reconcile import META_KEY
+
+    path = str(tmp_path / "state.db")
+    r = Rig(path, requeue=True)
+    r.all_up()
+    jobs = [r.start(partition="debug", cpus_per_task=0.25, nodelist=["cn01"]) for _ in range(8)]
+    assert all(j.head_node == "cn01" for j in jobs)
+    writes = []
+    real = r.store.write
+
+    def counting(*a, **kw):
+        if META_KEY in (kw.get("meta") or {}):
+            writes.append(1)
+        return real(*a, **kw)
+
+    r.store.write = counting
+    r.timeout("cn02", "cn03")  # cn01 stops reporting: its 8 jobs are held until it confirms
+    assert len(writes) == 1, len(writes)
+    assert set(r.ctl.recon.held) == {j.job_id for j in jobs}
+    r.store.close()
+    again = Rig(path, requeue=True, clock=r.clock)
+    assert set(again.ctl.recon.held) == {j.job_id for j in jobs}

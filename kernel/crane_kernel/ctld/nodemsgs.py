@@ -199,20 +199,28 @@ class NodeMessagesMixin:
         timeout = self.cfg.CraneCtld.CranedTimeout
         held = self.recon.held
         updates: list = []
-        for node in self.nodes.values():
-            if now - node.last_seen <= timeout:
-                continue
-            lost = [j for j in self.running.values() if node.name in j.alloc_nodes and j.job_id not in held]
-            if not node.alive and not lost:
-                continue
-            if node.alive:
-                log.warning("node %s missed heartbeats for %.0fs: DOWN", node.name, now - node.last_seen)
-                self._emit_node(outbox, "node.down", node.name, now, reason="heartbeat timeout")
-            node.alive = False
-            node.refresh_usable()
-            updates += self._task_steps_on_down_node(node.name, now, outbox)
-            for job in lost:
-                updates += self._end_lost(job, now, outbox, f"node {node.name} down")
+        late = [node for node in self.nodes.values() if now - node.last_seen > timeout]
+        if not late:
+            return
+        on_node: dict[str, list] = {}  # node -> its running jobs, built once for all the late nodes
+        for j in self.running.values():
+            for name in j.alloc_nodes:
+                on_node.setdefault(name, []).append(j)
+        with rc.batched(self):  # the held table is journaled once, before the rows below
+            for node in late:
+                lost = [j for j in on_node.get(node.name, ()) if j.job_id not in held
+                        and j.job_id in self.running]
+                if not node.alive and not lost:
+                    continue
+                if node.alive:
+                    log.warning("node %s missed heartbeats for %.0fs: DOWN", node.name, now - node.last_seen)
+                    self._emit_node(outbox, "node.down", node.name, now, reason="heartbeat timeout")
+                node.alive = False
+                node.refresh_usable()
+                updates += self._task_steps_on_down_node(node.name, now, outbox)
+                for job in lost:
+                    if job.job_id not in held and job.job_id in self.running:  # an earlier node's loss ended it
+                        updates += self._end_lost(job, now, outbox, f"node {node.name} down")
         self.store.write(updates=updates)  # also journals the events (an empty write with none is free)
 
     def confirm_node_down(self, names: list[str], reason: str, identity: Any) -> tuple[list, list]:

@@ -25,8 +25,9 @@ This module holds the data, the rules, and the functions that apply them to a
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +137,8 @@ class Reconciler:
     by_head: dict[str, list[int]] = field(default_factory=dict)
     index_at: float = -1e18
     index_max_age: float = INDEX_MAX_AGE
+    deferred: bool = False       # inside :func:`batched`: journal the held table once, at its end
+    dirty: bool = False
 
     def journal(self) -> dict[str, Any]:
         """The meta value that records every held allocation."""
@@ -285,8 +288,36 @@ def release_held(ctl: "Controller", held: Held, now: float, why: str) -> list:
 
 
 def persist(ctl: "Controller") -> None:
-    """Journal the held allocations (done before the job changes that depend on them are written)."""
+    """Journal the held allocations (done before the job changes that depend on them are written).
+
+    Inside :func:`batched` the write is made once, when the batch ends (the table is one value:
+    writing it per change made a node's loss cost the square of its jobs).
+    """
+    if ctl.recon.deferred:
+        ctl.recon.dirty = True
+        return
     ctl.store.write(meta={META_KEY: ctl.recon.journal()})
+
+
+@contextlib.contextmanager
+def batched(ctl: "Controller") -> Iterator[None]:
+    """Coalesce the held table's journal writes of a loop into one, made as the loop ends.
+
+    The caller writes the job rows that depend on the held table after the ``with`` block, so
+    the table is still journaled before them.
+    """
+    recon = ctl.recon
+    if recon.deferred:
+        yield
+        return
+    recon.deferred, recon.dirty = True, False
+    try:
+        yield
+    finally:
+        recon.deferred = False
+        if recon.dirty:
+            recon.dirty = False
+            persist(ctl)
 
 
 def restore_held(ctl: "Controller") -> None:
