@@ -133,14 +133,8 @@ class RecoveryMixin:
                 if "NOGROUP" in str(resp):
                     raise resp
                 continue  # e.g. the stream does not exist (yet): nothing to claim
-            raw_cursor, entries = resp[0], resp[1]
-            cursor = raw_cursor.decode() if isinstance(raw_cursor, bytes) else str(raw_cursor)
-            self._claim_cursors[stream] = cursor
-            if stream == self.stream:
-                self._claim_cursor = cursor
-            if entries:
-                logger.info("bus: claimed %d stale entries of %s for %s", len(entries), stream, self.name)
-                claimed += [(stream, raw_id, fields) for raw_id, fields in entries]
+            cursor, entries = self._claimed(stream, resp)
+            claimed += entries
             if cursor != "0-0" and max_rounds > 1:
                 more.append(stream)
         if claimed:  # handled together, like one read over all streams
@@ -196,17 +190,23 @@ class RecoveryMixin:
                 start_id=self._claim_cursors.get(stream, "0-0"),
                 count=self.batch,
             )
-            raw_cursor, entries = resp[0], resp[1]
-            cursor = raw_cursor.decode() if isinstance(raw_cursor, bytes) else str(raw_cursor)
-            self._claim_cursors[stream] = cursor
-            if stream == self.stream:
-                self._claim_cursor = cursor
+            cursor, entries = self._claimed(stream, resp)
             if entries:
-                logger.info("bus: claimed %d stale entries of %s for %s", len(entries), stream, self.name)
-                settled += self._process([(stream, raw_id, fields) for raw_id, fields in entries], redelivered=True)
+                settled += self._process(entries, redelivered=True)
             if cursor == "0-0":
                 break
         return settled
+
+    def _claimed(self, stream: str, resp: Any) -> tuple[str, list[tuple[str, Any, Any]]]:
+        """One XAUTOCLAIM reply: the stream's next cursor (kept for the next pass) and the entries claimed."""
+        raw_cursor, entries = resp[0], resp[1]
+        cursor = raw_cursor.decode() if isinstance(raw_cursor, bytes) else str(raw_cursor)
+        self._claim_cursors[stream] = cursor
+        if stream == self.stream:
+            self._claim_cursor = cursor
+        if entries:
+            logger.info("bus: claimed %d stale entries of %s for %s", len(entries), stream, self.name)
+        return cursor, [(stream, raw_id, fields) for raw_id, fields in entries]
 
     def trim_acked(self, stream: str | None = None) -> int:
         """Delete entries every group of ``stream`` (default: the first) has settled (XTRIM MINID); return how many.

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from crane_kernel import hookimpl
-from crane_sched_toolkit.pool import Pool
+from crane_sched_toolkit.pool import Pool, refresh
 
 from crane_sched_backfill.general import plan_general
 from crane_sched_backfill.settings import Settings, parse_settings
@@ -117,18 +117,9 @@ class BackfillScheduler:
         return plan
 
     def _fast(self, view: "ClusterView", now: float) -> "Plan | None":
-        pool = self._pool
-        version = view.version  # None for a plain ClusterView: rebuild every call
-        delta = view.delta
-        ok = False
-        if (pool is not None and pool.view is view and delta is not None and version is not None
-                and pool.version is not None and version == pool.version + 1 and not delta.other):
-            ok = pool.apply(delta, now)
-        if not ok:
-            pool = self._pool = Pool.build(view, now)
-            if pool is None:
-                return None
-        pool.version = version
+        pool = self._pool = refresh(self._pool, view, now)
+        if pool is None:
+            return None
         ps = self.settings.for_partition(pool.pname)
         if ps.mode == "easy":
             return pool.easy(now, ps, self.settings.max_jobs)

@@ -46,7 +46,7 @@ from crane_kernel.sched_types import (
     Plan,
     ineligible_reason,
 )
-from crane_sched_toolkit.pool import Pool
+from crane_sched_toolkit.pool import Pool, refresh
 
 from crane_sched_fifo.capacity import exclude_indices, never_fits, never_fits_among, nodelist_indices, shape_key
 from crane_sched_fifo.fit import FALLBACK, pick_among, pick_exclusive, pick_grid, pick_numpy
@@ -150,19 +150,8 @@ class FifoScheduler:
 
     def _fast(self, view: ClusterView, now: float) -> Plan | None:
         """The count-based pass (see ``fast_path``), or None when the view needs the general one."""
-        pool = self._pool
-        version = getattr(view, "version", None)  # None for a plain ClusterView: rebuild every call
-        delta = getattr(view, "delta", None)
-        ok = False
-        if (pool is not None and pool.view is view and delta is not None and version is not None
-                and pool.version is not None and version == pool.version + 1 and not delta.other):
-            ok = pool.apply(delta, now)
-        if not ok:
-            pool = self._pool = Pool.build(view, now)
-            if pool is None:
-                return None
-        pool.version = version
-        return pool.fifo(now, self.batch_size)
+        pool = self._pool = refresh(self._pool, view, now)
+        return None if pool is None else pool.fifo(now, self.batch_size)
 
     def _schedule(self, view: ClusterView, now: float) -> Plan:
         if self.fast_path and not view.reservations and not view.job_reservations:  # the pool knows no reservations

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 EPS = 1e-6
 """Tolerance for fractional CPU comparisons."""
 
-__all__ = ["Pool"]
+__all__ = ["Pool", "refresh"]
 
 INF = float("inf")
 _REBUILD_FRACTION = 4  # re-sort instead of bisecting when the delta touches > 1/4 of the queue
@@ -587,3 +587,21 @@ def _carve(ts: list[float], fs: list[int], j: int, end: float, s: int) -> None:
     else:
         for x in range(j, m):
             fs[x] -= s
+
+
+def refresh(pool: "Pool | None", view: "ClusterView", now: float) -> "Pool | None":
+    """The pool for this call: ``pool`` brought up to date from the view's change journal when it can
+    be (the same view, one version on, nothing but jobs changed), else a fresh one; None when the
+    view needs a scheduler's general path."""
+    version = getattr(view, "version", None)  # None for a plain ClusterView: rebuild every call
+    delta = getattr(view, "delta", None)
+    ok = False
+    if (pool is not None and pool.view is view and delta is not None and version is not None
+            and pool.version is not None and version == pool.version + 1 and not delta.other):
+        ok = pool.apply(delta, now)
+    if not ok:
+        pool = Pool.build(view, now)
+        if pool is None:
+            return None
+    pool.version = version
+    return pool
