@@ -240,3 +240,10 @@ def test_updating_a_task_keeps_it_in_its_array_and_an_array_update_reaches_its_t
     assert done == [task.job_id], failed
     task = rig.ctl.jobs[task.job_id]
     assert task.array_job_id == aid and task.array_task_id == 1
+
+
+def test_tasks_take_the_arrays_deadline(rig: Rig) -> None:
+    aid = rig.submit(partition="debug", array="1-2", cpus_per_task=0.25, deadline=int(rig.clock.t) + 3600,
+                     time_limit=600)
+    rig.cycle()
+    assert all(rig.ctl.life[t.job_id].deadline for t in tasks_of(rig, aid))

@@ -141,6 +141,7 @@ class ArraysMixin:
         parent.array_live += 1
         job.reason = self.limits.accepted(job)
         self.register_dependency(jid, dep)
+        self.life_from_spec(job, spec)  # the array's --deadline and --signal, per task (ctld/lifecycle.py)
         self.register_reservation(jid, spec)  # -r and -L of the array, per task (ctld/reservations.py, licenses.py)
         try:
             self.register_licenses(jid, self.check_licenses(spec))
