@@ -130,3 +130,23 @@ def test_job_record_mail_slot(ctld):
 
     rec = job_record(WithMail(job))
     assert rec.mail_type == ["BEGIN", "END"] and rec.mail_user == "alice@example.org"
+
+
+def test_message_ids_are_unique_in_a_process_and_across_a_fork() -> None:
+    import os
+
+    from crane_kernel.messages import new_id
+
+    mine = [new_id() for _ in range(10_000)]
+    assert len(set(mine)) == len(mine) and all(0 < len(i) <= 64 for i in mine)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked child (a supervisor) draws its own prefix
+        os.write(write, "\n".join(new_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    theirs = os.read(read, 1 << 16).decode().split("\n")
+    os.close(read)
+    later = [new_id() for _ in range(100)]
+    assert len(theirs) == 100 and not set(theirs) & set(mine + later)
