@@ -16,10 +16,23 @@ import sys
 import time
 from collections.abc import Callable
 
+from crane_cli.cliparse import split_list
 from crane_cli.errors import EXIT_OK, CliError
 
 from crane_slurm import slurmfmt as sf
-from crane_slurm.slurmopts import IGNORE, LOCAL, NONE, OPTIONAL, REFUSE, Opt, OptionTable, failure, translate, usage
+from crane_slurm.slurmopts import (
+    IGNORE,
+    LOCAL,
+    NONE,
+    OPTIONAL,
+    REFUSE,
+    Opt,
+    OptionTable,
+    failure,
+    node_list,
+    translate,
+    usage,
+)
 
 PROG = "sacct"
 DEFAULT_FIELDS = "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode"
@@ -197,10 +210,6 @@ def render(rows: list, fields: list[tuple[str, int]], header: bool, delimiter: s
     return out
 
 
-def _split(values: list[str]) -> list[str]:
-    return [p.strip() for v in values for p in v.split(",") if p.strip()]
-
-
 def _time(flag: str, text: str | None) -> int | None:
     if text is None:
         return None
@@ -223,7 +232,7 @@ def build_request(parsed) -> tuple[dict, dict, tuple[int | None, int | None]]:  
     from crane_cli.cacct import parse_job_ids
 
     translate(PROG, parsed)
-    jobs = _split(parsed.values("jobs"))
+    jobs = split_list(parsed.values("jobs"))
     from crane_slurm.squeue import parse_job_ids as array_ids
     from crane_slurm.support import require_array_tasks
 
@@ -238,19 +247,12 @@ def build_request(parsed) -> tuple[dict, dict, tuple[int | None, int | None]]:  
     users = user_names(parsed.values("user") + parsed.values("uid"))
     if not users and not ids and not tasks and not parsed.given("allusers") and os.getuid() != 0:
         users = [current_user()]
-    nodes: list[str] = []
-    if parsed.given("nodelist"):
-        from crane_common import hostlist
-
-        try:
-            nodes = hostlist.expand(_split(parsed.values("nodelist")))
-        except ValueError as exc:
-            raise usage(PROG, f"Invalid node list: {exc}") from None
+    nodes = node_list(PROG, parsed)
     states = sf.parse_states(PROG, parsed.values("state")) if parsed.given("state") else list(sf.SLURM_STATES)
     fields = {
-        "job_ids": ids, "array_tasks": tasks, "users": users, "accounts": _split(parsed.values("accounts")),
-        "partitions": _split(parsed.values("partition")), "qos": _split(parsed.values("qos")),
-        "names": _split(parsed.values("name")), "states": states, "nodes": nodes,
+        "job_ids": ids, "array_tasks": tasks, "users": users, "accounts": split_list(parsed.values("accounts")),
+        "partitions": split_list(parsed.values("partition")), "qos": split_list(parsed.values("qos")),
+        "names": split_list(parsed.values("name")), "states": states, "nodes": nodes,
         "include_history": True, "include_finished": True, "include_steps": not parsed.given("allocations"),
     }
     start = _time("-S", parsed.last("starttime"))

@@ -11,13 +11,25 @@ grouped by the per-node fields the format shows (state, CPUs, memory, reason ...
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 
+from crane_cli.cliparse import split_list
 from crane_cli.errors import EXIT_OK, CliError
 
 from crane_slurm import slurmfmt as sf
-from crane_slurm.slurmopts import IGNORE, LOCAL, NONE, OPTIONAL, REFUSE, Opt, OptionTable, failure, translate, usage
+from crane_slurm.slurmopts import (
+    IGNORE,
+    LOCAL,
+    NONE,
+    OPTIONAL,
+    REFUSE,
+    Opt,
+    OptionTable,
+    failure,
+    iterate_seconds,
+    translate,
+    usage,
+)
 
 PROG = "sinfo"
 DEFAULT_FORMAT = "%#P %.5a %.10l %.6D %.6t %N"
@@ -238,13 +250,8 @@ def command(argv: list[str]) -> int:
         raise usage(PROG, f"Unrecognized option: {parsed.positional[0]}")
     translate(PROG, parsed)
     _states_filter(parsed.values("states"))
-    iterate = None
-    if parsed.given("iterate"):
-        text = parsed.last("iterate") or ""
-        if not text.isdigit() or int(text) <= 0:
-            raise usage(PROG, f"--iterate={text}: expected a positive number of seconds")
-        iterate = int(text)
-    parts = [p.strip() for v in parsed.values("partition") for p in v.split(",") if p.strip()]
+    iterate = iterate_seconds(PROG, parsed)
+    parts = split_list(parsed.values("partition"))
     from crane_cli import clientconf
 
     try:
@@ -255,18 +262,11 @@ def command(argv: list[str]) -> int:
         calls = [("QueryPartitionInfo", pb.QueryPartitionInfoRequest(names=parts)),
                  ("QueryCranedInfo", pb.QueryCranedInfoRequest())]
         with rpc.Controller(conf) as ctld:
-            while True:
+            def report() -> list[str]:
                 part_reply, node_reply = ctld.call_many(calls)
-                out = lines(list(part_reply.partitions), list(node_reply.nodes), parsed)
-                if iterate is not None:
-                    out.insert(0, time.strftime("%a %b %d %H:%M:%S %Y"))
-                if out:
-                    sys.stdout.write("\n".join(out) + "\n")
-                if iterate is None:
-                    return EXIT_OK
-                sys.stdout.write("\n")
-                sys.stdout.flush()
-                time.sleep(iterate)
+                return lines(list(part_reply.partitions), list(node_reply.nodes), parsed)
+
+            return sf.show_lines(report, iterate)
     except KeyboardInterrupt:
         return EXIT_OK
     except CliError as exc:

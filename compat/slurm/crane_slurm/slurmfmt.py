@@ -6,9 +6,12 @@ them out with these functions, so the unit tests can compare with Slurm's exact 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from crane_cli.errors import EXIT_OK
 
 # Our JobStatus numbers (crane.proto) -> Slurm's state name and its compact code.
 SLURM_STATES: dict[int, tuple[str, str]] = {
@@ -91,14 +94,10 @@ def sinfo_limit(seconds: int) -> str:
 
 
 def sacct_duration(seconds: float) -> str:
-    """sacct's Elapsed/Timelimit: ``HH:MM:SS`` or ``D-HH:MM:SS``."""
-    s = max(int(seconds), 0)
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    if days:
-        return f"{days}-{hours:02d}:{minutes:02d}:{s:02d}"
-    return f"{hours:02d}:{minutes:02d}:{s:02d}"
+    """sacct's Elapsed/Timelimit: ``HH:MM:SS`` or ``D-HH:MM:SS`` (our own duration form, the same)."""
+    from crane_common.units import format_duration
+
+    return format_duration(seconds)
 
 
 def timestamp(ts: float, unset: str = "N/A") -> str:
@@ -225,3 +224,19 @@ def render(layout: Sequence[str | Spec], headers: dict[str, str] | None, rows: S
         lines.append("".join(x if isinstance(x, str) else cell(get(row, x.letter), x.width, x.right)
                              for x in layout))
     return lines
+
+
+def show_lines(report: Callable[[], list[str]], iterate: int | None) -> int:
+    """Print ``report()``'s lines once, or every ``iterate`` seconds (each time after a local-time line, with
+    an empty line between reports, as squeue and sinfo ``-i`` do) until interrupted; the exit code."""
+    while True:
+        out = report()
+        if iterate is not None:
+            out.insert(0, time.strftime("%a %b %d %H:%M:%S %Y"))
+        if out:
+            sys.stdout.write("\n".join(out) + "\n")
+        if iterate is None:
+            return EXIT_OK
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        time.sleep(iterate)

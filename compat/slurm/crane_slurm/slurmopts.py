@@ -86,6 +86,29 @@ def failure(prog: str, message: str, code: int = EXIT_FAILURE) -> CliError:
     return CliError(f"{prog}: error: {message}", code)
 
 
+def node_list(prog: str, parsed: Parsed) -> list[str]:
+    """The ``--nodelist`` values as node names ([] when not given); a bad host list is the usage error."""
+    if not parsed.given("nodelist"):
+        return []
+    from crane_cli.cliparse import split_list
+    from crane_common import hostlist
+
+    try:
+        return hostlist.expand(split_list(parsed.values("nodelist")))
+    except ValueError as exc:
+        raise usage(prog, f"Invalid node list: {exc}") from None
+
+
+def iterate_seconds(prog: str, parsed: Parsed) -> int | None:
+    """``-i/--iterate N``: the seconds between reports (None when not given); not a positive number: usage error."""
+    if not parsed.given("iterate"):
+        return None
+    text = parsed.last("iterate") or ""
+    if not text.isdigit() or int(text) <= 0:
+        raise usage(prog, f"--iterate={text}: expected a positive number of seconds")
+    return int(text)
+
+
 def warn(prog: str, message: str) -> None:
     """One warning line on stderr (Slurm's ``<prog>: warning: ...``)."""
     sys.stderr.write(f"{prog}: warning: {message}\n")

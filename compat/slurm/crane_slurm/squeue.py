@@ -16,10 +16,24 @@ import sys
 import time
 from collections.abc import Callable
 
+from crane_cli.cliparse import split_list
 from crane_cli.errors import EXIT_OK, CliError
 
 from crane_slurm import slurmfmt as sf
-from crane_slurm.slurmopts import IGNORE, LOCAL, NONE, OPTIONAL, REFUSE, Opt, OptionTable, failure, translate, usage
+from crane_slurm.slurmopts import (
+    IGNORE,
+    LOCAL,
+    NONE,
+    OPTIONAL,
+    REFUSE,
+    Opt,
+    OptionTable,
+    failure,
+    iterate_seconds,
+    node_list,
+    translate,
+    usage,
+)
 
 PROG = "squeue"
 DEFAULT_FORMAT = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R"
@@ -202,15 +216,11 @@ def parse_long_format(spec: str) -> tuple[list[str | sf.Spec], dict[str, str]]:
     return layout, headers
 
 
-def _split(values: list[str]) -> list[str]:
-    return [p.strip() for v in values for p in v.split(",") if p.strip()]
-
-
 def parse_job_ids(values: list[str]) -> tuple[list[int], list[tuple[int, int]]]:
     """``-j 1,2_3`` -> (job ids, (array id, task id) pairs); a bad id is the usage error."""
     ids: list[int] = []
     tasks: list[tuple[int, int]] = []
-    for item in _split(values):
+    for item in split_list(values):
         head, us, task = item.partition("_")
         if not head.isdigit() or not 0 < int(head) <= 0xFFFFFFFF or (us and not task.isdigit()):
             raise usage(PROG, f"Invalid job id: {item}")
@@ -226,7 +236,7 @@ def user_names(values: list[str]) -> list[str]:
     import pwd
 
     out = []
-    for item in _split(values):
+    for item in split_list(values):
         if item.isdigit():
             try:
                 item = pwd.getpwuid(int(item)).pw_name
@@ -253,21 +263,14 @@ def build_request(parsed) -> tuple[dict, bool]:  # noqa: ANN001 - Parsed
     asked_ids = bool(ids or tasks)
     states = sf.parse_states(PROG, parsed.values("states")) if parsed.given("states") else \
         list(sf.SLURM_STATES) if asked_ids else list(DEFAULT_STATES)
-    nodes: list[str] = []
-    if parsed.given("nodelist"):
-        from crane_common import hostlist
-
-        try:
-            nodes = hostlist.expand(_split(parsed.values("nodelist")))
-        except ValueError as exc:
-            raise usage(PROG, f"Invalid node list: {exc}") from None
+    nodes = node_list(PROG, parsed)
     users = user_names(parsed.values("user"))
     if parsed.given("me"):
         users.append(current_user())
     fields = {
-        "job_ids": ids, "array_tasks": tasks, "names": _split(parsed.values("name")), "users": users,
-        "accounts": _split(parsed.values("account")), "partitions": _split(parsed.values("partition")),
-        "qos": _split(parsed.values("qos")), "reservations": _split(parsed.values("reservation")),
+        "job_ids": ids, "array_tasks": tasks, "names": split_list(parsed.values("name")), "users": users,
+        "accounts": split_list(parsed.values("account")), "partitions": split_list(parsed.values("partition")),
+        "qos": split_list(parsed.values("qos")), "reservations": split_list(parsed.values("reservation")),
         "states": states, "nodes": nodes, "include_finished": any(s in ENDED for s in states),
     }
     return fields, asked_ids
@@ -347,12 +350,7 @@ def command(argv: list[str]) -> int:
     layout, headers = layout_for(parsed)
     sort = parsed.last("sort") or DEFAULT_SORT
     sort_jobs([], sort, 0)  # check it before connecting
-    iterate = None
-    if parsed.given("iterate"):
-        text = parsed.last("iterate") or ""
-        if not text.isdigit() or int(text) <= 0:
-            raise usage(PROG, f"--iterate={text}: expected a positive number of seconds")
-        iterate = int(text)
+    iterate = iterate_seconds(PROG, parsed)
     from crane_cli import clientconf
 
     try:
@@ -363,23 +361,16 @@ def command(argv: list[str]) -> int:
 
         request = job_query(rpc.pb, fields)
         with rpc.Controller(conf) as ctld:
-            while True:
+            def report() -> list[str]:
                 reply = ctld.call("QueryJobsInfo", request)
                 if not reply.ok:
                     raise failure(PROG, reply.reason or "the controller refused the query")
                 if asked_ids and not reply.jobs and not parsed.given("states"):
                     raise CliError("slurm_load_jobs error: Invalid job id specified", 1)
-                out = lines(list(reply.jobs), layout, None if parsed.given("noheader") else headers, time.time(),
-                            sort)
-                if iterate is not None:
-                    out.insert(0, time.strftime("%a %b %d %H:%M:%S %Y"))
-                if out:
-                    sys.stdout.write("\n".join(out) + "\n")
-                if iterate is None:
-                    return EXIT_OK
-                sys.stdout.write("\n")
-                sys.stdout.flush()
-                time.sleep(iterate)
+                return lines(list(reply.jobs), layout, None if parsed.given("noheader") else headers, time.time(),
+                             sort)
+
+            return sf.show_lines(report, iterate)
     except KeyboardInterrupt:
         return EXIT_OK
     except CliError as exc:

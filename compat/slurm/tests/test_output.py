@@ -230,3 +230,36 @@ def test_step_rows_are_cacct_rows():
     j = finished()
     rows = sacct.rows_for([j], {}, (None, None), False)
     assert isinstance(rows[1], StepRow) and sacct.FIELDS["JobID"][1](rows[1], NOW) == "12.batch"
+
+
+def test_show_lines_once_and_every_n_seconds(monkeypatch, capsys):
+    from crane_slurm import slurmfmt
+
+    assert slurmfmt.show_lines(lambda: ["a", "b"], None) == 0
+    assert capsys.readouterr().out == "a\nb\n"
+
+    class StopError(Exception):
+        pass
+
+    naps = []
+
+    def nap(seconds):
+        naps.append(seconds)
+        if len(naps) == 2:
+            raise StopError
+
+    monkeypatch.setattr(slurmfmt.time, "sleep", nap)
+    monkeypatch.setattr(slurmfmt.time, "strftime", lambda fmt: "Tue Dec 01 10:00:00 2026")
+    with pytest.raises(StopError):
+        slurmfmt.show_lines(lambda: ["x"], 3)
+    assert capsys.readouterr().out == "Tue Dec 01 10:00:00 2026\nx\n\n" * 2 and naps == [3, 3]
+
+
+@pytest.mark.parametrize("prog, argv", [("squeue", ["-i", "0"]), ("sinfo", ["--iterate=x"])])
+def test_iterate_must_be_a_positive_number(prog, argv):
+    import importlib
+
+    module = importlib.import_module(f"crane_slurm.{prog}")
+    with pytest.raises(CliError) as err:
+        module.command(argv)
+    assert err.value.code == 2 and "expected a positive number of seconds" in err.value.message
