@@ -35,6 +35,7 @@ from typing import Any
 
 from crane_common.states import FINAL_STATES, JobState
 
+from crane_kernel.ctld.speccheck import split_all_or_any
 from crane_kernel.errors import JobRejected
 
 log = logging.getLogger("cranectld")
@@ -90,14 +91,9 @@ def _parse_ref(part: str, token: str) -> Ref:
 
 def parse_dependency(text: str) -> Dependency:
     """Parse ``kind:id[:id...][+min][,kind:id...]`` or the same joined by ``?``; raise JobRejected (one line)."""
-    text = (text or "").strip()
-    if not text:
-        raise JobRejected("the dependency is empty")
-    if "," in text and "?" in text:
-        raise JobRejected("a dependency joins its parts with ',' (all) or '?' (any), not both")
-    any_of = "?" in text
+    any_of, parts = split_all_or_any(text, "?", "dependency")
     conditions: list[tuple[str, Ref, int]] = []
-    for raw in text.split("?" if any_of else ","):
+    for raw in parts:
         part = raw.strip()
         kind, _, ids = part.partition(":")
         kind = kind.lower()

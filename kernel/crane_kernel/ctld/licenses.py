@@ -21,6 +21,7 @@ from typing import Any
 
 from crane_common.states import JobState
 
+from crane_kernel.ctld.speccheck import split_all_or_any
 from crane_kernel.errors import JobRejected
 from crane_kernel.sched_types import REASON_LICENSES
 
@@ -46,14 +47,9 @@ class LicenseRequest:
 
 def parse_licenses(text: str, known: Mapping[str, int]) -> LicenseRequest:
     """Parse and check ``-L`` against the cluster's licenses; raise JobRejected with one line."""
-    text = (text or "").strip()
-    if not text:
-        raise JobRejected("the license request is empty")
-    if "," in text and "|" in text:
-        raise JobRejected("a license request joins its parts with ',' (all) or '|' (any), not both")
-    any_of = "|" in text
+    any_of, parts = split_all_or_any(text, "|", "license request")
     items: list[tuple[str, int]] = []
-    for part in text.split("|" if any_of else ","):
+    for part in parts:
         name, sep, count = part.strip().partition(":")
         name = name.strip()
         if not _NAME_RE.match(name):

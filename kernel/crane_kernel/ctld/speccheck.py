@@ -279,3 +279,15 @@ def normalize_lifecycle(spec: dict[str, Any], now: float) -> None:
     if deadline > now + MAX_BEGIN_AHEAD:
         raise JobRejected("the deadline must be a time within the next ten years")
     spec["deadline"] = int(deadline)
+
+
+def split_all_or_any(text: str, any_sep: str, what: str) -> tuple[bool, list[str]]:
+    """``a,b`` (all of them) or ``a<any_sep>b`` (any one of them): ``(any_of, parts)``, the form ``-d`` and
+    ``-L`` share; an empty text, or one joining with both, raises :class:`JobRejected` naming ``what``."""
+    text = (text or "").strip()
+    if not text:
+        raise JobRejected(f"the {what} is empty")
+    if "," in text and any_sep in text:
+        raise JobRejected(f"a {what} joins its parts with ',' (all) or '{any_sep}' (any), not both")
+    any_of = any_sep in text
+    return any_of, text.split(any_sep if any_of else ",")
