@@ -72,23 +72,14 @@ def display_id(info: object) -> str:
     return f"{array}_{info.array_task_id}"  # type: ignore[attr-defined]
 
 
-def _ranges(indices: list[int]) -> str:
-    out, i = [], 0
-    while i < len(indices):
-        j = i
-        while j + 1 < len(indices) and indices[j + 1] == indices[j] + 1:
-            j += 1
-        out.append(str(indices[i]) if i == j else f"{indices[i]}-{indices[j]}")
-        i = j + 1
-    return ",".join(out)
-
-
 def collapse_pending(jobs: list) -> list:
     """Rows with an array's waiting tasks folded into one ``A_[...]`` row (as squeue shows them).
 
     A task that waits for resources like its array (Pending, not held) joins its array's row
     (made from the task when the array has no row of its own: every task already created).
     """
+    from crane_common.hostlist import format_ranges
+
     from crane_cli import rpc
 
     waiting: dict[int, list] = {}
@@ -114,7 +105,7 @@ def collapse_pending(jobs: list) -> list:
             row.job_id, row.array_job_id, row.array_pending = array, array, ""
             out.append(row)
         rest, _, limit = row.array_pending.partition("%")
-        text = ",".join(x for x in (_ranges(sorted(t.array_task_id for t in tasks)), rest) if x)
+        text = ",".join(x for x in (format_ranges(t.array_task_id for t in tasks), rest) if x)
         row.array_pending = text + (f"%{limit}" if limit else "")
     out.sort(key=lambda j: j.job_id)
     return out

@@ -9,6 +9,7 @@ computed from the ranges (a product per bracket chain), not by expanding.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
@@ -159,4 +160,19 @@ def compress(hosts: list[str]) -> str:
             out.append(f"{prefix}{ranges[0]}")
         else:
             out.append(f"{prefix}[{','.join(ranges)}]")
+    return ",".join(out)
+
+
+def format_ranges(values: Iterable[int]) -> str:
+    """Integers as runs: ``[0, 1, 2, 5]`` -> ``"0-2,5"`` (sorted, repeats dropped; the kernel's cpuset list
+    form, and an array's task indices)."""
+    ids = sorted({int(v) for v in values})
+    out: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
     return ",".join(out)

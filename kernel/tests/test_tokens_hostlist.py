@@ -17,3 +17,9 @@ def test_hostlists():
     for bad in ("cn[01-", "cn]", "cn[a-b]", "cn[3-1]"):
         with pytest.raises(HostlistError):
             expand(bad)
+
+
+def test_integer_runs():
+    from crane_common.hostlist import format_ranges
+
+    assert format_ranges([5, 0, 1, 2, 2, 9, 10]) == "0-2,5,9-10" and format_ranges([]) == ""

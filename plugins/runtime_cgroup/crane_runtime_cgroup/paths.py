@@ -31,13 +31,6 @@ def step_cgroup_path(prefix: str, node: str, job_id: int, step_id: int) -> str:
 
 def format_cpu_list(cpu_ids: list[int]) -> str:
     """Render CPU ids in the kernel's list format, e.g. ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
-    ids = sorted(set(int(c) for c in cpu_ids))
-    ranges: list[str] = []
-    i = 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        ranges.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ",".join(ranges)
+    from crane_common.hostlist import format_ranges
+
+    return format_ranges(cpu_ids)
