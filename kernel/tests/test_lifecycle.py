@@ -317,8 +317,9 @@ def test_update_fields_are_checked_applied_and_survive_a_restart(tmp_path):
     bad = {field: ctl.update_jobs([jid], ROOT, field, value)[1][0][1] for field, value in (
         ("partition", "nope"), ("node_num", 2**31), ("nodelist", "cn[01-02],bad\tname"), ("mail_user", "x\ny"),
         ("deadline", int(rig.clock.t - 5)), ("reservation", "r1"), ("licenses", "a:1"), ("array_max_concurrent", 2))}
-    assert "nope" in bad["partition"] and "not supported" in bad["reservation"] and "not supported" in bad["licenses"]
-    assert "could not end before" in bad["deadline"] and "not supported" in bad["array_max_concurrent"]
+    assert "nope" in bad["partition"] and bad["reservation"] == "reservation 'r1' does not exist"  # -r: reservations.py
+    assert bad["licenses"].startswith("license a does not exist")
+    assert "could not end before" in bad["deadline"] and "unknown field" in bad["array_max_concurrent"]  # by its array
     assert all(bad.values())
     again = Rig(path, clock=rig.clock)
     job2 = again.ctl.jobs[jid]

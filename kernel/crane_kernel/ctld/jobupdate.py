@@ -35,7 +35,7 @@ log = logging.getLogger("cranectld")
 
 ANY_STATE_FIELDS = ("comment", "name", "mail_user", "mail_type", "deadline")
 PENDING_FIELDS = ("partition", "qos", "account", "begin_time", "node_num", "nodelist")
-NOT_SUPPORTED = ("reservation", "licenses", "array_max_concurrent")
+EXTRA_FIELDS = ("reservation", "licenses")  # a pending job's -r and -L: ctld/reservations.py modify_job_extra
 UPDATE_FIELDS = ANY_STATE_FIELDS + PENDING_FIELDS
 
 
@@ -46,8 +46,8 @@ class JobUpdateMixin:
                     value: Any) -> tuple[list[int], list[tuple[int, str]]]:
         """Set ``field`` to ``value`` on each job; returns the done ids and ``(id, why)`` for the others."""
         ids = list(job_ids)
-        if field in NOT_SUPPORTED:
-            return [], [(jid, f"changing {field} is not supported yet") for jid in ids]
+        if field in EXTRA_FIELDS:
+            return self.modify_job_extra(ids, identity, field, value)
         if field not in UPDATE_FIELDS:
             return [], [(jid, f"unknown field {field!r}") for jid in ids]
         done: list[int] = []

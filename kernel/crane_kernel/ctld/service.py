@@ -373,9 +373,7 @@ class CraneCtldService(AccountServiceMixin, ReservationServiceMixin, pbg.CraneCt
             done, failed = ctl.suspend_jobs(ids, ident, request.suspend)
         elif which in ("priority", "hold", "time_limit"):
             done, failed = ctl.modify(ids, ident, **kwargs)
-        elif which in ("reservation", "licenses"):  # pending jobs' -r and -L (ctld/reservations.py, licenses.py)
-            done, failed = ctl.modify_job_extra(ids, ident, which, kwargs[which])
-        elif which == "array_max_concurrent":  # an array's %max (ctld/arrays.py)
+        elif which == "array_max_concurrent":  # an array's %max, by the array's own id (ctld/arrays.py)
             done, failed = ctl.set_array_throttle(list(request.job_ids), ident, request.array_max_concurrent)
         else:  # ccontrol update job key=value (ctld/jobupdate.py)
             done, failed = ctl.update_jobs(ids, ident, which, kwargs[which])
