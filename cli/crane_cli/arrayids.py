@@ -78,8 +78,6 @@ def collapse_pending(jobs: list) -> list:
     A task that waits for resources like its array (Pending, not held) joins its array's row
     (made from the task when the array has no row of its own: every task already created).
     """
-    from crane_common.hostlist import format_ranges
-
     from crane_cli import rpc
 
     waiting: dict[int, list] = {}
@@ -104,6 +102,8 @@ def collapse_pending(jobs: list) -> list:
             row.CopyFrom(tasks[0])
             row.job_id, row.array_job_id, row.array_pending = array, array, ""
             out.append(row)
+        from crane_common.hostlist import format_ranges  # only here: cqueue's start-up stays light
+
         rest, _, limit = row.array_pending.partition("%")
         text = ",".join(x for x in (format_ranges(t.array_task_id for t in tasks), rest) if x)
         row.array_pending = text + (f"%{limit}" if limit else "")
